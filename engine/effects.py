@@ -1,0 +1,179 @@
+"""Effects: the orders the engine gives its driver.
+
+A driver carries out every effect, in the order given, and never decides
+anything itself (see STYLE.md, "Drivers").  Effects are frozen, slotted,
+keyword-only dataclasses of plain values, like events.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.events import MxRecord, Timer, TlsaRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Effect:
+    """Base of all effects."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resolve(Effect):
+    """Look up the MX set of `domain` with each host's A/AAAA; answer with
+    `Resolved` or `ResolveFailed`."""
+
+    domain: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchMtaSts(Effect):
+    """Find `domain`'s MTA-STS policy (TXT + HTTPS); answer with `MtaStsResolved`."""
+
+    domain: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolveTlsa(Effect):
+    """Look up ``_port._tcp.host`` TLSA with DNSSEC; answer with `TlsaResolved`."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connect(Effect):
+    """Open a TCP connection; answer with `Connected` or `ConnectFailed`.
+
+    The engine arms the connect timeout itself; if it fires first the engine
+    emits `Close(conn)` and the driver must not report the connection afterwards.
+    """
+
+    conn: int
+    host: str
+    address: str
+    port: int
+    source: str
+    source_address: str | None = None
+
+
+class TlsMode(enum.StrEnum):
+    """How the driver verifies the peer during the handshake."""
+
+    VERIFY = "verify"  # full certificate and host name verification
+    INSECURE = "insecure"  # encrypt, verify nothing
+    DANE = "dane"  # verify against `TlsSettings.tlsa` (RFC 7672)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsSettings:
+    """Everything the driver needs to run the handshake the config asks for."""
+
+    mode: TlsMode
+    server_name: str
+    prefer_openssl: bool = False
+    openssl_cipher_list: str | None = None
+    openssl_cipher_suites: str | None = None
+    openssl_options: str | None = None
+    rustls_cipher_suites: tuple[str, ...] | None = None
+    tlsa: tuple[TlsaRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartTls(Effect):
+    """Run the TLS handshake on `conn` (after a 220 to STARTTLS); answer with
+    `TlsEstablished` or `TlsFailed`."""
+
+    conn: int
+    settings: TlsSettings
+
+
+class Verb(enum.StrEnum):
+    EHLO = "EHLO"
+    HELO = "HELO"
+    STARTTLS = "STARTTLS"
+    AUTH_PLAIN = "AUTH PLAIN"
+    MAIL = "MAIL FROM"
+    RCPT = "RCPT TO"
+    DATA = "DATA"
+    BODY = "BODY"  # the message content and the final dot; arg is the message id
+    RSET = "RSET"
+    QUIT = "QUIT"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmtpCommand:
+    """One SMTP command.  `arg` is the EHLO domain, the address, or for BODY the
+    message id whose spooled content the driver sends (dot-stuffed, with the
+    final dot).  For AUTH PLAIN `arg` is the user name and `secret` the keysource
+    of the password, resolved by the driver at the last moment and never logged."""
+
+    verb: Verb
+    arg: str = ""
+    secret: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send(Effect):
+    """Write these commands on `conn` in one write (a PIPELINING batch is one Send).
+    Each command but BODY gets exactly one reply; BODY gets one (after the dot)."""
+
+    conn: int
+    commands: tuple[SmtpCommand, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Close(Effect):
+    """Drop `conn` now (after a QUIT reply, a 421, a timeout, or a broken peer)."""
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetTimer(Effect):
+    """Arm (or re-arm) the timer named `timer` to fire at `at`."""
+
+    timer: Timer
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelTimer(Effect):
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Log(Effect):
+    """A log record in KumoMTA's JSON log shape (see engine.records)."""
+
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Discard(Effect):
+    """The message is finished (delivered to every recipient, bounced or expired):
+    the driver may drop its body from the spool."""
+
+    message_id: str
+
+
+__all__ = [
+    "CancelTimer",
+    "Close",
+    "Connect",
+    "Discard",
+    "Effect",
+    "FetchMtaSts",
+    "Log",
+    "MxRecord",
+    "Resolve",
+    "ResolveTlsa",
+    "Send",
+    "SetTimer",
+    "SmtpCommand",
+    "StartTls",
+    "TlsMode",
+    "TlsSettings",
+    "Verb",
+]

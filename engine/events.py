@@ -1,0 +1,256 @@
+"""Events: the things that happened, fed into `Engine.handle`.
+
+Every event is a frozen, slotted, keyword-only dataclass carrying its time `at`
+(seconds; Unix time in the live driver, simulated seconds in the simulator).
+Fields hold only plain values (str, int, float, bytes, tuples, enums) so the
+journal codec can encode every event and two replays compare equal.  Events are
+validated on construction, so a malformed event cannot exist.
+
+The journal is the ordered list of these events: the engine's whole state is a
+fold over it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from engine.reply import Reply
+
+# A timer is named by a small tuple, e.g. ("conn", 17) or ("promote", "").
+# Setting a timer that is already armed re-arms it; the driver must deliver a
+# `TimerFired` only for the latest arming of a name (lazy cancellation).
+Timer = tuple[str, str | int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all events: `at` is when it happened, in seconds."""
+
+    at: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.at, int | float) or not math.isfinite(self.at):
+            raise ValueError(f"{type(self).__name__}.at must be a finite number, not {self.at!r}")
+
+
+def _domain_of(address: str) -> str:
+    at = address.rfind("@")
+    if at <= 0 or at == len(address) - 1:
+        raise ValueError(f"recipient {address!r} is not an address of the form local@domain")
+    return address[at + 1 :].lower()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageSubmitted(Event):
+    """A message was accepted for delivery (its body is in the driver's spool).
+
+    All recipients share one domain: a submitter splits a multi-domain message
+    into one message per domain, as KumoMTA does.
+    """
+
+    id: str
+    sender: str
+    recipients: tuple[str, ...]
+    size: int = 0
+    tenant: str = ""
+    campaign: str = ""
+    routing_domain: str = ""
+
+    def __post_init__(self) -> None:
+        Event.__post_init__(self)
+        if not self.id:
+            raise ValueError("MessageSubmitted.id must not be empty")
+        if not self.recipients:
+            raise ValueError(f"message {self.id}: at least one recipient is required")
+        first = _domain_of(self.recipients[0])
+        for r in self.recipients[1:]:
+            if _domain_of(r) != first:
+                raise ValueError(
+                    f"message {self.id}: recipients {self.recipients[0]!r} and {r!r} are in "
+                    "different domains; submit one message per domain"
+                )
+        if self.size < 0:
+            raise ValueError(f"message {self.id}: size must be >= 0, not {self.size}")
+
+    @property
+    def domain(self) -> str:
+        """The destination domain (lowercased) of every recipient."""
+        return _domain_of(self.recipients[0])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MxRecord:
+    """One MX host with its preference and resolved addresses (A then AAAA)."""
+
+    preference: int
+    host: str
+    addresses: tuple[str, ...] = ()
+
+
+class DnsFailure(enum.StrEnum):
+    """Why a lookup failed; the core maps NXDOMAIN to a bounce, the rest to a retry."""
+
+    NXDOMAIN = "NXDOMAIN"
+    SERVFAIL = "SERVFAIL"
+    TIMEOUT = "TIMEOUT"
+    NO_ADDRESSES = "NO_ADDRESSES"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resolved(Event):
+    """The MX set of `domain`, each host with its addresses.
+
+    `implicit` is true when the domain has no MX and the driver used the domain
+    itself (RFC 5321 5.1).  A null MX (RFC 7505) arrives as the single record
+    ``MxRecord(preference=0, host=".")``; the core turns it into a bounce.
+    """
+
+    domain: str
+    mx: tuple[MxRecord, ...]
+    implicit: bool = False
+    ttl: float = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolveFailed(Event):
+    domain: str
+    kind: DnsFailure
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MtaStsPolicy:
+    """An RFC 8461 policy: mode enforce | testing | none, MX patterns, max_age seconds."""
+
+    mode: str
+    mx: tuple[str, ...] = ()
+    max_age: float = 86400.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("enforce", "testing", "none"):
+            raise ValueError(f"MTA-STS mode must be enforce, testing or none, not {self.mode!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MtaStsResolved(Event):
+    """The MTA-STS policy of `domain`, or None when it publishes none."""
+
+    domain: str
+    policy: MtaStsPolicy | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsaRecord:
+    usage: int
+    selector: int
+    mtype: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsaResolved(Event):
+    """TLSA records of ``_port._tcp.host``; `secure` is the DNSSEC AD flag."""
+
+    host: str
+    port: int
+    records: tuple[TlsaRecord, ...]
+    secure: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnEvent(Event):
+    """Base of events about one connection, named by the engine's `conn` id."""
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connected(ConnEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectFailed(ConnEvent):
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsEstablished(ConnEvent):
+    protocol: str = ""
+    cipher: str = ""
+    peer_subject: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsFailed(ConnEvent):
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Response(ConnEvent):
+    """One complete SMTP reply read on `conn` (a pipelined batch gives one each)."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Malformed(ConnEvent):
+    """The peer sent bytes that are not an SMTP reply (the parser's message in `detail`)."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Closed(ConnEvent):
+    """The connection is gone (peer closed, reset, or after our `Close`)."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired(Event):
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Suspend(Event):
+    """Admin: stop sending on the ready queue `path` (``"source->site"``) until Resume."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resume(Event):
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bounce(Event):
+    """Admin bounce: every queued message for `domain` (or of scheduled `queue`,
+    or everything when both are empty) is bounced with an AdminBounce record."""
+
+    domain: str = ""
+    queue: str = ""
+    reason: str = "administratively bounced"
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    MessageSubmitted,
+    Resolved,
+    ResolveFailed,
+    MtaStsResolved,
+    TlsaResolved,
+    Connected,
+    ConnectFailed,
+    TlsEstablished,
+    TlsFailed,
+    Response,
+    Malformed,
+    Closed,
+    TimerFired,
+    Suspend,
+    Resume,
+    Bounce,
+)

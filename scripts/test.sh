@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up a private virtual environment (if missing) and run the whole test suite.
+# Used verbatim by README.md and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/ruff check .
+.venv/bin/lint-imports
+.venv/bin/python -m pytest -q "$@"
