@@ -56,6 +56,7 @@ class Connect(Effect):
     port: int
     source: str
     source_address: str | None = None
+    path: str = ""  # the ready queue ("source->site") this connection serves
 
 
 class TlsMode(enum.StrEnum):
