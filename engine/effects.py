@@ -108,10 +108,12 @@ class SmtpCommand:
     """One SMTP command.  `arg` is the EHLO domain, the address, or for BODY the
     message id whose spooled content the driver sends (dot-stuffed, with the
     final dot).  For AUTH PLAIN `arg` is the user name and `secret` the keysource
-    of the password, resolved by the driver at the last moment and never logged."""
+    of the password, resolved by the driver at the last moment and never logged.
+    `params` are ESMTP parameters after a MAIL/RCPT address (e.g. ``SIZE=1234``)."""
 
     verb: Verb
     arg: str = ""
+    params: str = ""
     secret: Any = field(default=None, repr=False, compare=False)
 
 
