@@ -1,0 +1,281 @@
+"""DNS for the live driver: MX, A/AAAA, TXT and TLSA over dnspython's async resolver.
+
+The engine asks `Resolve(domain)` and wants one event back: `Resolved` (the MX
+set with every host's addresses) or `ResolveFailed` classified as the core
+expects (NXDOMAIN bounces; SERVFAIL, TIMEOUT, NO_ADDRESSES retry).  This module
+makes that classification and nothing else: it never decides what a failure
+means for delivery.
+
+The cache sits at the level of single queries ``(name, type)``, not whole MX
+results, so an MX host shared by many domains is looked up once and a TTL is
+honoured record set by record set.  Failures are cached too, for a short
+`negative_ttl`, so a domain whose servers are down is not hammered by every
+message queued for it.  The clock is injectable so tests can expire entries
+without sleeping.  Concurrent lookups of the same query share one request.
+
+DNSSEC: the resolver sets the DO bit (EDNS0) and the AD bit in its queries and
+reports the AD flag of the answer as `secure`.  It does not validate; it trusts
+AD because the answer came from the configured resolver (dnspython only accepts
+answers from the nameserver it asked), which must therefore be a validating
+resolver on a trusted path, as RFC 7672 and Postfix's ``dnssec`` level assume.
+Pass ``trust_ad=False`` to never report an answer as secure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import dns.asyncresolver
+import dns.exception
+import dns.flags
+import dns.rdatatype
+import dns.resolver
+
+from engine.events import (
+    DnsFailure,
+    MxRecord,
+    Resolved,
+    ResolveFailed,
+    TlsaRecord,
+    TlsaResolved,
+)
+
+__all__ = ["DnsLookupError", "LiveResolver"]
+
+
+class DnsLookupError(Exception):
+    """A lookup failed; `kind` is the core's classification of why."""
+
+    def __init__(self, kind: DnsFailure, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One query's outcome: the records (as dnspython rdata), their TTL, AD flag."""
+
+    records: tuple[Any, ...]
+    ttl: float
+    secure: bool
+
+
+@dataclass(slots=True)
+class _Entry:
+    expires: float
+    answer: _Answer | None = None
+    error: DnsLookupError | None = None
+
+
+class LiveResolver:
+    """An async resolver with a TTL cache, classifying failures as the core expects.
+
+    ``LiveResolver(nameservers=["127.0.0.1"], port=5353, timeout=2.0)`` asks that
+    server only; with no nameservers it reads the system's resolv.conf.
+    `timeout` bounds each whole lookup (all retries), in seconds.
+    """
+
+    def __init__(
+        self,
+        nameservers: list[str] | None = None,
+        port: int = 53,
+        timeout: float = 5.0,
+        *,
+        negative_ttl: float = 10.0,
+        max_ttl: float = 86400.0,
+        clock: Callable[[], float] = time.monotonic,
+        trust_ad: bool = True,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"LiveResolver timeout must be > 0 seconds, not {timeout!r}")
+        if nameservers:
+            self._resolver = dns.asyncresolver.Resolver(configure=False)
+            self._resolver.nameservers = list(nameservers)
+        else:
+            self._resolver = dns.asyncresolver.Resolver()
+        self._resolver.port = port
+        self._resolver.lifetime = timeout
+        self._resolver.timeout = timeout
+        self._resolver.use_edns(0, dns.flags.DO, 1232)
+        self._resolver.flags = dns.flags.RD | dns.flags.AD
+        self.timeout = timeout
+        self.negative_ttl = negative_ttl
+        self.max_ttl = max_ttl
+        self.trust_ad = trust_ad
+        self._clock = clock
+        self._cache: dict[tuple[str, str], _Entry] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[_Entry]] = {}
+
+    # -- public lookups
+
+    async def resolve_mx(self, domain: str, at: float) -> Resolved | ResolveFailed:
+        """The MX set of `domain` with each host's addresses (A then AAAA).
+
+        Hosts are sorted by (preference, name); a host without addresses is
+        dropped.  No MX records means the implicit MX (the domain itself); a null
+        MX (``0 .``) gives the single ``MxRecord(preference=0, host=".")``.
+        `ttl` is the smallest TTL of every record used.
+        """
+        name = _norm(domain)
+        try:
+            mx = await self._query(name, "MX")
+        except DnsLookupError as err:
+            return ResolveFailed(at=at, domain=name, kind=err.kind, detail=err.detail)
+        targets = sorted({(int(r.preference), _norm(r.exchange.to_text())) for r in mx.records})
+        if any(host == "" for _, host in targets):
+            # RFC 7505: "0 ." is the whole answer; a "." among real hosts is ignored.
+            if len(targets) == 1:
+                return Resolved(
+                    at=at, domain=name, mx=(MxRecord(preference=0, host="."),), ttl=mx.ttl
+                )
+            targets = [t for t in targets if t[1] != ""]
+        implicit = not targets
+        if implicit:
+            targets = [(0, name)]
+        looked_up = await asyncio.gather(*(self._addresses(host) for _, host in targets))
+        ttl = mx.ttl if not implicit else self.max_ttl
+        records: list[MxRecord] = []
+        problems: list[str] = []
+        for (preference, host), (addresses, host_ttl, problem) in zip(
+            targets, looked_up, strict=True
+        ):
+            ttl = min(ttl, host_ttl)
+            if addresses:
+                records.append(MxRecord(preference=preference, host=host, addresses=addresses))
+            else:
+                problems.append(f"{host}: {problem}")
+        if not records:
+            detail = f"no MX host of {name} has an address ({'; '.join(problems)})"
+            return ResolveFailed(at=at, domain=name, kind=DnsFailure.NO_ADDRESSES, detail=detail)
+        return Resolved(at=at, domain=name, mx=tuple(records), implicit=implicit, ttl=ttl)
+
+    async def resolve_addresses(self, host: str) -> tuple[str, ...]:
+        """The A then AAAA addresses of `host` (empty when it has none)."""
+        addresses, _, _ = await self._addresses(_norm(host))
+        return addresses
+
+    async def resolve_txt(self, name: str) -> tuple[str, ...]:
+        """The TXT records of `name`, each one's strings joined, decoded as UTF-8.
+
+        NXDOMAIN and an empty answer give ``()``; SERVFAIL and timeouts raise
+        `DnsLookupError` so a caller can tell "none published" from "unknown".
+        """
+        try:
+            answer = await self._query(_norm(name), "TXT")
+        except DnsLookupError as err:
+            if err.kind is DnsFailure.NXDOMAIN:
+                return ()
+            raise
+        return tuple(
+            b"".join(r.strings).decode("utf-8", errors="replace") for r in answer.records
+        )
+
+    async def resolve_tlsa(self, host: str, port: int, at: float) -> TlsaResolved:
+        """The TLSA records of ``_port._tcp.host``; `secure` is the answer's AD flag.
+
+        A failed lookup gives no records and ``secure=False``: without a
+        validated answer there is nothing DANE may rely on.
+        """
+        name = f"_{port}._tcp.{_norm(host)}"
+        try:
+            answer = await self._query(name, "TLSA")
+        except DnsLookupError as err:
+            # NXDOMAIN under a signed zone is an authenticated denial, but the AD
+            # bit of a denial is not kept here; the engine treats both as "no DANE".
+            del err
+            return TlsaResolved(at=at, host=_norm(host), port=port, records=(), secure=False)
+        records = tuple(
+            TlsaRecord(usage=r.usage, selector=r.selector, mtype=r.mtype, data=bytes(r.cert))
+            for r in answer.records
+        )
+        return TlsaResolved(
+            at=at, host=_norm(host), port=port, records=records, secure=answer.secure
+        )
+
+    def clear_cache(self) -> None:
+        """Forget every cached answer and failure."""
+        self._cache.clear()
+
+    # -- internals
+
+    async def _addresses(self, host: str) -> tuple[tuple[str, ...], float, str]:
+        """(A then AAAA addresses, smallest TTL, why empty) for one host."""
+        results = await asyncio.gather(
+            self._query(host, "A"), self._query(host, "AAAA"), return_exceptions=True
+        )
+        addresses: list[str] = []
+        ttl = self.max_ttl
+        problems: list[str] = []
+        for result in results:
+            if isinstance(result, DnsLookupError):
+                problems.append(result.kind.value)
+                ttl = min(ttl, self.negative_ttl)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                addresses.extend(r.address for r in result.records)
+                if result.records:
+                    ttl = min(ttl, result.ttl)
+        return tuple(addresses), ttl, "/".join(problems) or "no A or AAAA records"
+
+    async def _query(self, name: str, rtype: str) -> _Answer:
+        """One cached query; raises `DnsLookupError` (cached for `negative_ttl`)."""
+        key = (name, rtype)
+        now = self._clock()
+        entry = self._cache.get(key)
+        fresh = entry is None or entry.expires <= now
+        if fresh:
+            pending = self._inflight.get(key)
+            if pending is None:
+                pending = asyncio.ensure_future(self._lookup(name, rtype))
+                self._inflight[key] = pending
+                try:
+                    entry = await pending
+                finally:
+                    del self._inflight[key]
+                self._cache[key] = entry
+            else:
+                entry = await asyncio.shield(pending)
+        assert entry is not None
+        if entry.error is not None:
+            raise entry.error
+        assert entry.answer is not None
+        if fresh:
+            return entry.answer
+        return replace(entry.answer, ttl=max(0.0, entry.expires - now))
+
+    async def _lookup(self, name: str, rtype: str) -> _Entry:
+        started = self._clock()
+        try:
+            answer = await self._resolver.resolve(
+                name, rtype, raise_on_no_answer=False, search=False, lifetime=self.timeout
+            )
+        except dns.resolver.NXDOMAIN:
+            return self._failed(started, DnsFailure.NXDOMAIN, f"{name} {rtype}: no such domain")
+        except dns.resolver.NoNameservers as exc:
+            return self._failed(started, DnsFailure.SERVFAIL, f"{name} {rtype}: {exc}")
+        except dns.exception.Timeout:
+            return self._failed(
+                started, DnsFailure.TIMEOUT, f"{name} {rtype}: no answer in {self.timeout:g}s"
+            )
+        except dns.exception.DNSException as exc:
+            return self._failed(started, DnsFailure.SERVFAIL, f"{name} {rtype}: {exc}")
+        rrset = answer.rrset
+        secure = self.trust_ad and bool(answer.response.flags & dns.flags.AD)
+        if rrset is None:
+            result = _Answer(records=(), ttl=self.negative_ttl, secure=secure)
+            return _Entry(expires=started + self.negative_ttl, answer=result)
+        ttl = min(float(rrset.ttl), self.max_ttl)
+        return _Entry(expires=started + ttl, answer=_Answer(tuple(rrset), ttl, secure))
+
+    def _failed(self, started: float, kind: DnsFailure, detail: str) -> _Entry:
+        return _Entry(expires=started + self.negative_ttl, error=DnsLookupError(kind, detail))
+
+
+def _norm(name: str) -> str:
+    return name.rstrip(".").lower()
