@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import socket
 import ssl
 import time
@@ -59,8 +60,10 @@ class Client:
     async def starttls(self, ctx: ssl.SSLContext, server_hostname: str) -> None:
         await self.writer.start_tls(ctx, server_hostname=server_hostname)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await self.writer.wait_closed()
 
 
 async def dialog_to_data(c: Client) -> None:
@@ -85,7 +88,7 @@ def test_sink_records_envelope_and_body() -> None:
         assert await c.cmd(b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n") == (
             b"250 2.0.0 OK queued as 1\r\n"
         )
-        c.close()
+        await c.close()
         return ehlo
 
     with SinkServer() as sink:
@@ -106,7 +109,7 @@ def test_sink_without_pipelining_and_rejected_recipient() -> None:
         ehlo = await c.cmd("EHLO client.test")
         await c.cmd("MAIL FROM:<a@x.test>")
         rcpt = await c.cmd("RCPT TO:<bad@y.test>")
-        c.close()
+        await c.close()
         return ehlo, rcpt
 
     rejects = {"bad@y.test": "550 5.1.1 no such user"}
@@ -125,7 +128,7 @@ def test_sink_starttls_with_trustme_certificate_for_its_name() -> None:
         await c.starttls(sink.client_context(), "mx.test")
         await c.cmd("EHLO client.test")
         await dialog_to_data_tls(c)
-        c.close()
+        await c.close()
 
     with SinkServer(tls="trustme") as sink:
         asyncio.run(go(sink))
@@ -149,7 +152,7 @@ def test_sink_self_signed_certificate_fails_verification() -> None:
         await c.cmd("STARTTLS")
         with pytest.raises(ssl.SSLCertVerificationError):
             await c.starttls(ssl.create_default_context(), "mx.test")
-        c.close()
+        await c.close()
 
     with SinkServer(tls="self-signed") as sink:
         asyncio.run(go(sink))
@@ -168,7 +171,7 @@ def test_sink_auth_required_over_tls_and_never_seen_in_clear() -> None:
         token = base64.b64encode(b"\0user\0s3cret").decode()
         ok = await c.cmd(f"AUTH PLAIN {token}")
         await dialog_to_data_tls(c)
-        c.close()
+        await c.close()
         return clear_ehlo, refused, ok
 
     with SinkServer(tls="trustme", auth=("user", "s3cret")) as sink:
@@ -190,7 +193,7 @@ def test_plaintext_auth_server_detects_credential_sent_in_clear() -> None:
         ehlo = await c.cmd("EHLO client.test")
         token = base64.b64encode(b"\0user\0s3cret").decode()
         await c.cmd(f"AUTH PLAIN {token}")
-        c.close()
+        await c.close()
         return ehlo
 
     with (
@@ -207,7 +210,7 @@ def test_sink_async_mode_on_the_tests_loop_and_other_loopback_address() -> None:
         async with SinkServer("127.0.0.2") as sink:
             c = await Client.connect(*sink.address)
             banner = await c.reply()
-            c.close()
+            await c.close()
             assert banner.startswith(b"220 mx.test")
             return sink.address
 
@@ -231,7 +234,7 @@ def run_client(server: ScriptedServer, script: object) -> object:
         try:
             return await script(c)  # type: ignore[operator]
         finally:
-            c.close()
+            await c.close()
 
     return asyncio.run(go())
 
