@@ -1,0 +1,197 @@
+"""JSON-lines log files, one record per line, rotated by size and/or age.
+
+The engine emits `Log(record)` effects whose records already have KumoMTA's
+JSON log shape (type, id, sender, recipient, queue, site, timestamp, response,
+...).  This module only puts them on disk the way KumoMTA's local logger does,
+so the same tooling reads both: a directory of segment files, each a sequence
+of compact JSON objects separated by newlines, a new segment started when the
+current one would pass `max_bytes` or has been open `max_age` seconds.
+
+Segment names are ``YYYYMMDD-HHMMSS-NNNNNN.jsonl`` (UTC time the segment was
+opened, then a sequence number), so sorting the names sorts the records in
+time, and a restart within the same second never overwrites a segment: files
+are created exclusively and the sequence skips names already taken.  KumoMTA
+compresses segments with zstd; we leave them plain so a notebook can read
+them with nothing but the standard library (`read_records`).
+
+Writes are buffered; `flush()` hands them to the OS, `flush(fsync=True)` to
+the disk.  Age is checked when a record is written and by `rotate_if_due()`,
+which a driver may call from a timer so an idle segment is still closed on
+time.  The clock is injectable so tests need not sleep.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import IO, Any
+
+__all__ = ["LogWriter", "read_records"]
+
+_SUFFIX = ".jsonl"
+
+
+def _check_positive(name: str, value: object, *, integer: bool) -> None:
+    if value is None:
+        return
+    kind: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:  # type: ignore[operator]
+        what = "an integer number of bytes" if integer else "a number of seconds"
+        raise ValueError(f"LogWriter {name} must be {what} above 0 (or None), not {value!r}")
+
+
+class LogWriter:
+    """Append records (dicts) as JSON lines under `directory`, rotating segments.
+
+    `max_bytes`: start a new segment before a line that would take the
+    current one past this size (a single larger line gets a segment of its
+    own).  `max_age`: start a new segment once the current one has been open
+    this many seconds.  Either, both or neither may be set.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int | None = None,
+        max_age: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        _check_positive("max_bytes", max_bytes, integer=True)
+        _check_positive("max_age", max_age, integer=False)
+        self.directory = pathlib.Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"LogWriter directory {str(self.directory)!r} exists and is not "
+                             "a directory")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.max_age = float(max_age) if max_age is not None else None
+        self._clock = clock
+        self._file: IO[bytes] | None = None
+        self._opened_at = 0.0
+        self._size = 0
+        self._seq = 0
+        self._closed = False
+        self.segments: list[pathlib.Path] = []  # every segment this writer opened, in order
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record as a line of compact JSON."""
+        if self._closed:
+            raise ValueError("LogWriter is closed")
+        try:
+            line = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"log record type={record.get('type')!r} id={record.get('id')!r} cannot be "
+                f"written as JSON: {exc}"
+            ) from None
+        data = line.encode() + b"\n"
+        now = self._clock()
+        if self._file is not None and (
+            self._age_due(now)
+            or (self.max_bytes is not None and self._size and
+                self._size + len(data) > self.max_bytes)
+        ):
+            self._close_segment()
+        if self._file is None:
+            self._open_segment(now)
+        assert self._file is not None
+        self._file.write(data)
+        self._size += len(data)
+
+    def write_many(self, records: Iterator[Mapping[str, Any]] | list[Mapping[str, Any]]) -> None:
+        """Append several records."""
+        for record in records:
+            self.write(record)
+
+    def rotate_if_due(self) -> bool:
+        """Close the current segment if it is older than `max_age`; True if it did.
+
+        The next record then opens a new segment; nothing is created while idle.
+        """
+        if self._file is not None and self._age_due(self._clock()):
+            self._close_segment()
+            return True
+        return False
+
+    def flush(self, *, fsync: bool = False) -> None:
+        """Hand buffered lines to the OS (and with `fsync`, to the disk)."""
+        if self._file is not None:
+            self._file.flush()
+            if fsync:
+                os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """Flush, fsync and close the current segment; later writes raise. Idempotent."""
+        if not self._closed:
+            self._close_segment()
+            self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` was called."""
+        return self._closed
+
+    @property
+    def current(self) -> pathlib.Path | None:
+        """The segment being written, if one is open."""
+        return self.segments[-1] if self._file is not None else None
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ segments
+
+    def _age_due(self, now: float) -> bool:
+        return self.max_age is not None and now - self._opened_at >= self.max_age
+
+    def _open_segment(self, now: float) -> None:
+        stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y%m%d-%H%M%S")
+        while True:
+            self._seq += 1
+            path = self.directory / f"{stamp}-{self._seq:06d}{_SUFFIX}"
+            try:
+                self._file = open(path, "xb")  # noqa: SIM115 - closed in _close_segment
+            except FileExistsError:
+                continue
+            break
+        self.segments.append(path)
+        self._opened_at = now
+        self._size = 0
+
+    def _close_segment(self) -> None:
+        if self._file is not None:
+            self.flush(fsync=True)
+            self._file.close()
+            self._file = None
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield the records of one segment, or of every segment in a directory in name order.
+
+    A torn last line (the process died mid-write) is skipped; any other line
+    that is not JSON raises ValueError naming the file and line number.
+    """
+    p = pathlib.Path(path)
+    files = sorted(p.glob(f"*{_SUFFIX}")) if p.is_dir() else [p]
+    for f in files:
+        with open(f, "rb") as fh:
+            lines = fh.read().split(b"\n")
+        for n, raw in enumerate(lines, 1):
+            if not raw:
+                continue
+            try:
+                yield json.loads(raw)
+            except ValueError:
+                if n == len(lines):  # no newline after it: a torn final write
+                    continue
+                raise ValueError(f"{f}: line {n} is not a JSON record: {raw[:80]!r}") from None
