@@ -1,0 +1,299 @@
+"""The remote world a scenario describes: its `[domains]` and `[hosts]` tables.
+
+These are plain frozen values (what the file says, validated and with the
+defaults filled in); `sim.world.World` turns them into per-host state with
+precomputed replies, and the lab realises the same values as real servers on
+loopback.  Keeping the description apart from its realisations is what lets
+the same scenario run both ways.
+
+`[host_defaults]` gives every field a default for all hosts; a host an MX
+list (or an implicit MX) names without declaring it takes those defaults
+whole.  Without `[host_defaults]` such a host is an error naming both the
+domain and the host.  Hosts without an address get a made-up one from the
+documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, then
+2001:db8::/32): they are labels in the simulation and are never contacted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from engine.events import DnsFailure, MtaStsPolicy
+from sim.distributions import Distribution
+from sim.scenario_schema import Table
+
+OUTAGE_MODES = ("refuse", "tempfail", "blackhole")
+DNS_FAILURE_KINDS = ("SERVFAIL", "TIMEOUT", "NXDOMAIN")
+
+# Defaults for a host nobody described: a healthy, nearby, modern MX.
+HOST_DEFAULTS: dict[str, Any] = {
+    "connect_latency": "20ms",
+    "command_latency": "10ms",
+    "data_latency": "50ms",
+    "tls_latency": "20ms",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A window of simulated time [start, end) in which a host misbehaves."""
+
+    start: float
+    end: float
+    mode: str  # "refuse" | "tempfail" | "blackhole"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsOutage:
+    """A window in which a domain's lookups fail with `kind`."""
+
+    start: float
+    end: float
+    kind: DnsFailure
+
+
+@dataclass(frozen=True, slots=True)
+class HostSpec:
+    """How one simulated SMTP server behaves."""
+
+    name: str
+    addresses: tuple[str, ...]
+    connect_latency: Distribution
+    command_latency: Distribution
+    data_latency: Distribution
+    tls_latency: Distribution
+    data_bandwidth: float | None  # bytes per second for the body, None = not modelled
+    max_connections: int | None  # None = unlimited
+    refuse_connections: float
+    tempfail_mail: float
+    tempfail_rcpt: float
+    permfail_rcpt: float
+    tempfail_data: float
+    permfail_data: float
+    starttls: bool
+    tls_failure: float
+    pipelining: bool
+    auth: bool
+    outages: tuple[Outage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MxSpec:
+    host: str
+    preference: int
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSpec:
+    """How one destination domain resolves.
+
+    Exactly one of: `mx` non-empty, `null_mx`, `nxdomain`, `servfail`; or none
+    of them (an implicit MX: the domain itself is the host).
+    """
+
+    name: str
+    mx: tuple[MxSpec, ...]
+    null_mx: bool
+    nxdomain: bool
+    servfail: bool
+    dns_outages: tuple[DnsOutage, ...]
+    mta_sts: MtaStsPolicy | None
+    ttl: float
+
+    @property
+    def implicit(self) -> bool:
+        return not (self.mx or self.null_mx or self.nxdomain or self.servfail)
+
+    def host_names(self) -> tuple[str, ...]:
+        """The hosts this domain's mail goes to (the domain itself when implicit)."""
+        if self.implicit:
+            return (self.name,)
+        return tuple(m.host for m in self.mx)
+
+
+# -- hosts ----------------------------------------------------------------------
+
+
+def _outages(t: Table) -> tuple[Outage, ...]:
+    out = []
+    for o in t.tables("outages"):
+        start, end = o.duration("start"), o.duration("end")
+        if end <= start:
+            raise o.expected("end", f"a time after start ({o.data['start']!r})", o.data["end"])
+        mode = o.string("mode", "refuse")
+        if mode not in OUTAGE_MODES:
+            raise o.expected("mode", "one of " + ", ".join(map(repr, OUTAGE_MODES)), mode)
+        o.finish()
+        out.append(Outage(start, end, mode))
+    return tuple(sorted(out, key=lambda x: (x.start, x.end)))
+
+
+def _bandwidth(t: Table) -> float | None:
+    if not t.has("data_bandwidth"):
+        t.raw("data_bandwidth", None)
+        return None
+    value = t.data["data_bandwidth"]
+    if isinstance(value, str) and value.endswith("/s"):
+        value = value[:-2]
+    size = t.parse_size("data_bandwidth", value)
+    if size <= 0:
+        raise t.expected("data_bandwidth", 'bytes per second above 0, e.g. "10MB/s"', value)
+    return float(size)
+
+
+def check_host_fields(t: Table, *, allow_address: bool) -> HostSpec:
+    """Validate a host table (or [host_defaults]); the spec has no addresses yet."""
+    if allow_address:
+        if t.has("address") and t.has("addresses"):
+            raise t.error("addresses", "give either address or addresses, not both")
+        addresses = _addresses(t)
+    else:
+        addresses = ()
+    max_conn = t.integer("max_connections", None, minimum=1)
+    spec = HostSpec(
+        name=t.path,
+        addresses=addresses,
+        connect_latency=t.distribution("connect_latency", HOST_DEFAULTS["connect_latency"]),
+        command_latency=t.distribution("command_latency", HOST_DEFAULTS["command_latency"]),
+        data_latency=t.distribution("data_latency", HOST_DEFAULTS["data_latency"]),
+        tls_latency=t.distribution("tls_latency", HOST_DEFAULTS["tls_latency"]),
+        data_bandwidth=_bandwidth(t),
+        max_connections=max_conn,
+        refuse_connections=t.probability("refuse_connections"),
+        tempfail_mail=t.probability("tempfail_mail"),
+        tempfail_rcpt=t.probability("tempfail_rcpt"),
+        permfail_rcpt=t.probability("permfail_rcpt"),
+        tempfail_data=t.probability("tempfail_data"),
+        permfail_data=t.probability("permfail_data"),
+        starttls=t.boolean("starttls", True),
+        tls_failure=t.probability("tls_failure"),
+        pipelining=t.boolean("pipelining", True),
+        auth=t.boolean("auth", False),
+        outages=_outages(t),
+    )
+    for a, b in (("tempfail_rcpt", "permfail_rcpt"), ("tempfail_data", "permfail_data")):
+        total = getattr(spec, a) + getattr(spec, b)
+        if total > 1.0:
+            raise t.error(b, f"expected {a} + {b} to be at most 1, got {total:g}")
+    t.finish()
+    return spec
+
+
+def _addresses(t: Table) -> tuple[str, ...]:
+    what = "an IPv4 or IPv6 address"
+    if t.has("address"):
+        values, key = [t.raw("address")], "address"
+    elif t.has("addresses"):
+        values, key = t.raw("addresses"), "addresses"
+        if not isinstance(values, list) or not values:
+            raise t.expected(key, "a non-empty array of IP addresses", values)
+    else:
+        t.raw("address", None)
+        t.raw("addresses", None)
+        return ()
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_address(v)))
+        except (ValueError, TypeError):
+            raise t.expected(key, what, v) from None
+    return tuple(out)
+
+
+def merged_host_table(name: str, data: dict[str, Any], defaults: dict[str, Any] | None,
+                      path: str, source: str) -> Table:
+    """A host's table with [host_defaults] filled in under its own keys."""
+    merged = {**(defaults or {}), **data}
+    return Table(merged, path, source)
+
+
+def made_up_addresses(taken: set[str]) -> Iterator[str]:
+    """Documentation addresses not in `taken`, in a fixed order."""
+    for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/96"):
+        for ip in ipaddress.ip_network(net).hosts():
+            s = str(ip)
+            if s not in taken:
+                yield s
+
+
+# -- domains --------------------------------------------------------------------
+
+
+def _mx_list(t: Table) -> tuple[MxSpec, ...]:
+    value = t.raw("mx", [])
+    if not isinstance(value, list):
+        raise t.expected("mx", "an array of {host, preference} tables or host names", value)
+    out = []
+    for i, item in enumerate(value):
+        path = f"{t.where('mx')}[{i}]"
+        if isinstance(item, str) and item:
+            out.append(MxSpec(item.lower().rstrip("."), 10))
+            continue
+        if not isinstance(item, dict):
+            raise t.error(
+                "mx", f"[{i}]: expected a table {{host, preference}} or a host name, got {item!r}"
+            )
+        m = Table(item, path, t.source)
+        host = m.string("host").lower().rstrip(".")
+        pref = m.integer("preference", 10, maximum=65535)
+        m.finish()
+        out.append(MxSpec(host, pref))
+    return tuple(out)
+
+
+def _mta_sts(t: Table) -> MtaStsPolicy | None:
+    s = t.table("mta_sts", None)
+    if s is None:
+        return None
+    mode = s.string("mode")
+    if mode not in ("enforce", "testing", "none"):
+        raise s.expected("mode", "one of 'enforce', 'testing', 'none'", mode)
+    mx = s.raw("mx", [])
+    if not isinstance(mx, list) or not all(isinstance(p, str) and p for p in mx):
+        raise s.expected("mx", "an array of MX patterns such as \"*.example.com\"", mx)
+    max_age = s.duration("max_age", 86400.0)
+    s.finish()
+    return MtaStsPolicy(mode=mode, mx=tuple(mx), max_age=max_age)
+
+
+def _dns_outages(t: Table) -> tuple[DnsOutage, ...]:
+    out = []
+    for o in t.tables("dns_outages"):
+        start, end = o.duration("start"), o.duration("end")
+        if end <= start:
+            raise o.expected("end", f"a time after start ({o.data['start']!r})", o.data["end"])
+        kind = o.string("kind", "SERVFAIL")
+        if kind not in DNS_FAILURE_KINDS:
+            raise o.expected("kind", "one of " + ", ".join(map(repr, DNS_FAILURE_KINDS)), kind)
+        o.finish()
+        out.append(DnsOutage(start, end, DnsFailure(kind)))
+    return tuple(sorted(out, key=lambda x: (x.start, x.end)))
+
+
+def build_domain(name: str, t: Table) -> DomainSpec:
+    """Validate one `[domains."name"]` table."""
+    mx = _mx_list(t)
+    flags = {k: t.boolean(k, False) for k in ("null_mx", "nxdomain", "servfail")}
+    chosen = [k for k, v in flags.items() if v] + (["mx"] if mx else [])
+    if len(chosen) > 1:
+        raise t.error(chosen[1], f"{chosen[0]} and {chosen[1]} cannot both be given")
+    spec = DomainSpec(
+        name=name.lower().rstrip("."),
+        mx=mx,
+        null_mx=flags["null_mx"],
+        nxdomain=flags["nxdomain"],
+        servfail=flags["servfail"],
+        dns_outages=_dns_outages(t),
+        mta_sts=_mta_sts(t),
+        ttl=t.duration("ttl", 300.0),
+    )
+    t.finish()
+    return spec
+
+
+def implicit_domain(name: str) -> DomainSpec:
+    """A domain the traffic names but [domains] does not: an implicit MX."""
+    return DomainSpec(name, (), False, False, False, (), None, 300.0)
