@@ -1,0 +1,272 @@
+"""Dispatch: how a ready queue turns into connections and transactions.
+
+`pump` is called whenever a ready queue may act (a message arrived, a
+connection finished or closed, a throttle wait ended, a suspension lifted).
+It first hands waiting messages to idle sessions, then opens connections
+while fewer are open than KumoMTA's ideal count (and the additional shared
+limits and ``max_connection_rate`` allow).  A new connection *holds* its first
+message while it connects, as KumoMTA's dispatcher does.
+
+Throttles follow KumoMTA's idle_timeout rule: a wait shorter than
+``idle_timeout`` is spent in place (a ``("ready", path)`` or ``("msgrate",
+conn)`` timer); a longer one pushes the whole ready queue back to scheduled
+by exactly the wait, no attempt counted, a ``Delayed`` record each.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine import flow, metrics, records
+from engine.config import EnableTls
+from engine.effects import Connect, Log, TlsMode, TlsSettings
+from engine.message import HELD
+from engine.mxplan import build_plan
+from engine.ready import ConnCtx, ReadyQueue, ideal_connections
+from engine.reply import Reply
+from engine.resolve import sts_policy, tlsa_for
+from engine.retry import iso
+from engine.session_model import TxnMessage
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+_INSECURE = (EnableTls.OpportunisticInsecure, EnableTls.RequiredInsecure)
+
+
+def suspended(eng: Engine, rq: ReadyQueue) -> bool:
+    """Admin Suspend or the path config's ``suspended``."""
+    return rq.suspended or bool(rq.cfg.suspended)
+
+
+def pump(eng: Engine, rq: ReadyQueue, now: float) -> None:
+    """Let `rq` act: feed idle sessions, then open connections up to the ideal."""
+    if not rq.messages:
+        return
+    cfg = flow.path_config(eng, rq, now)
+    if rq.suspended or cfg.suspended:  # type: ignore[attr-defined]
+        return
+    for ctx in list(rq.conns.values()):
+        if not rq.messages:
+            return
+        if ctx.idle and not ctx.closing:
+            ctx.idle = False
+            eng.cancel_timer(("idle", ctx.conn))
+            next_message(eng, ctx, now)
+    if rq.ready_timer is not None or not rq.messages:
+        return
+    if cfg.enable_mta_sts and not sts_policy(eng, rq.domain, now)[0]:  # type: ignore[attr-defined]
+        return
+    limit = cfg.connection_limit  # type: ignore[attr-defined]
+    extra = cfg.additional_connection_limits  # type: ignore[attr-defined]
+    while rq.messages:
+        depth = len(rq.messages) + rq.held_count()
+        if rq.open_count() >= ideal_connections(limit, depth):
+            return
+        for name in sorted(extra):
+            if eng.extra_conns.get(name, 0) >= extra[name]:
+                return
+        if rq.conn_throttle is not None:
+            wait = rq.conn_throttle.check(now)
+            if wait > 0.0:
+                if wait < cfg.idle_timeout:  # type: ignore[attr-defined]
+                    rq.ready_timer = now + wait
+                    eng.set_timer(("ready", rq.path), now + wait)
+                else:
+                    push_back(eng, rq, now, wait, "connection")
+                return
+        if not open_connection(eng, rq, now):
+            return
+
+
+def fail_queue(eng: Engine, rq: ReadyQueue, now: float, reply: Reply,
+               held: list[Any] | None = None) -> None:
+    """Fail every message of `rq` (and `held`): bounce on 5xx, retry on 4xx."""
+    victims = (held or []) + flow.drain_ready(eng, rq)
+    for msg in victims:
+        if reply.code >= 500:
+            flow.bounce(eng, msg, now, reply, rq=rq)
+        else:
+            flow.transient(eng, msg, now, reply, rq=rq)
+
+
+def open_connection(eng: Engine, rq: ReadyQueue, now: float) -> bool:
+    """Open one connection holding the queue's first message; False when the
+    plan failed the whole ready queue instead."""
+    cfg: Any = rq.cfg
+    patterns = None
+    if cfg.enable_mta_sts:
+        policy = eng.sts.get(rq.domain, (None, 0.0))[0]
+        if policy is not None and policy.mode == "enforce":
+            patterns = policy.mx
+    plan = build_plan(rq.mx, eng.rng, prohibited=cfg.prohibited_hosts, skip=cfg.skip_hosts,
+                      sts_patterns=patterns)
+    if isinstance(plan, Reply):
+        fail_queue(eng, rq, now, plan)
+        return False
+    if not plan:
+        fail_queue(eng, rq, now, Reply.make(451, "4.4.3", f"no addresses for the MX hosts "
+                                                          f"of {rq.domain}"))
+        return False
+    msg = rq.messages.popleft()
+    msg.where = HELD
+    ctx = new_conn(eng, rq, plan, 0)
+    ctx.msg = msg
+    attempt(eng, ctx, now)
+    return True
+
+
+def new_conn(eng: Engine, rq: ReadyQueue, plan: tuple[tuple[str, str], ...],
+             index: int) -> ConnCtx:
+    """A new connection id and its context, counted as open."""
+    conn = eng.next_conn
+    eng.next_conn += 1
+    ctx = ConnCtx(conn, rq, plan)
+    ctx.plan_index = index
+    rq.conns[conn] = ctx
+    eng.conns[conn] = ctx
+    for name in sorted(rq.cfg.additional_connection_limits):
+        eng.extra_conns[name] = eng.extra_conns.get(name, 0) + 1
+    return ctx
+
+
+def mark_closing(eng: Engine, ctx: ConnCtx) -> None:
+    """The connection no longer counts as open (QUIT sent, host failed, closed)."""
+    if not ctx.closing:
+        ctx.closing = True
+        for name in sorted(ctx.rq.cfg.additional_connection_limits):
+            eng.extra_conns[name] = eng.extra_conns.get(name, 0) - 1
+
+
+def tls_for(eng: Engine, ctx: ConnCtx, port: int, now: float
+            ) -> tuple[EnableTls, TlsSettings] | None:
+    """The effective enable_tls and handshake settings for this connection, or
+    None while its host's TLSA records are being fetched."""
+    rq = ctx.rq
+    cfg: Any = rq.cfg
+    mode = EnableTls(cfg.enable_tls)
+    tlsa: tuple[Any, ...] = ()
+    if ctx.tls_disabled:
+        mode = EnableTls.Disabled
+    else:
+        if cfg.enable_mta_sts:
+            policy = eng.sts.get(rq.domain, (None, 0.0))[0]
+            if policy is not None and policy.mode == "enforce":
+                mode = EnableTls.Required
+            elif policy is not None and policy.mode == "testing":
+                mode = EnableTls.OpportunisticInsecure
+        if cfg.enable_dane:
+            known, records_, secure = tlsa_for(eng, ctx.host, port, ctx.conn)
+            if not known:
+                ctx.waiting_tlsa = True
+                return None
+            if secure and records_:
+                mode = EnableTls.Required
+                tlsa = records_
+    settings = TlsSettings(
+        mode=TlsMode.DANE if tlsa else (TlsMode.INSECURE if mode in _INSECURE
+                                        else TlsMode.VERIFY),
+        server_name=ctx.host,
+        prefer_openssl=cfg.tls_prefer_openssl,
+        openssl_cipher_list=cfg.openssl_cipher_list,
+        openssl_cipher_suites=cfg.openssl_cipher_suites,
+        openssl_options=cfg.openssl_options,
+        rustls_cipher_suites=cfg.rustls_cipher_suites,
+        tlsa=tlsa,
+    )
+    return mode, settings
+
+
+def attempt(eng: Engine, ctx: ConnCtx, now: float) -> None:
+    """Connect `ctx` to the address at its plan index."""
+    from engine.session import Session
+
+    rq = ctx.rq
+    cfg: Any = rq.cfg
+    ctx.host, ctx.address = ctx.plan[ctx.plan_index]
+    src = rq.source
+    port = src.remote_port if src.remote_port is not None else cfg.smtp_port
+    tls = tls_for(eng, ctx, port, now)
+    if tls is None:
+        return
+    ehlo = cfg.ehlo_domain or src.ehlo_domain or "localhost"
+    ctx.session = Session(conn=ctx.conn, host=ctx.host, address=ctx.address, port=port,
+                          cfg=cfg, tls=tls[0], tls_settings=tls[1], ehlo_domain=ehlo,
+                          opened_at=now)
+    eng.out.append(Connect(conn=ctx.conn, host=ctx.host, address=ctx.address, port=port,
+                           source=rq.source_name, source_address=src.source_address,
+                           path=rq.path))
+    eng.run_step(ctx, ctx.session.connect(now), now)
+
+
+def next_message(eng: Engine, ctx: ConnCtx, now: float) -> None:
+    """The session is IDLE: give it the next message, quit, or arm the idle timer."""
+    rq = ctx.rq
+    cfg: Any = rq.cfg
+    if ctx.msg is not None:
+        start(eng, ctx, now)
+        return
+    if ctx.deliveries >= cfg.max_deliveries_per_connection or suspended(eng, rq):
+        quit_session(eng, ctx, now)
+        pump(eng, rq, now)  # a replacement opens at once if the ideal count says so
+        return
+    if not rq.messages:
+        ctx.idle = True
+        eng.set_timer(("idle", ctx.conn), now + cfg.idle_timeout)
+        return
+    msg = rq.messages.popleft()
+    msg.where = HELD
+    ctx.msg = msg
+    start(eng, ctx, now)
+
+
+def start(eng: Engine, ctx: ConnCtx, now: float) -> None:
+    """Start the held message's transaction once the message-rate throttles allow."""
+    rq = ctx.rq
+    cfg: Any = rq.cfg
+    throttles = eng.message_throttles(rq)
+    wait = max((t.peek(now) for t in throttles), default=0.0)
+    if wait > 0.0:
+        if wait < cfg.idle_timeout:
+            eng.set_timer(("msgrate", ctx.conn), now + wait)
+            return
+        msg = ctx.msg
+        assert msg is not None
+        ctx.msg = None
+        flow.return_to_ready(eng, rq, msg)
+        push_back(eng, rq, now, wait, "message")
+        ctx.idle = True
+        eng.set_timer(("idle", ctx.conn), now + cfg.idle_timeout)
+        return
+    for t in throttles:
+        t.check(now)
+    msg = ctx.msg
+    assert msg is not None
+    msg.attempts += 1
+    ctx.started = True
+    txn = TxnMessage(msg.id, msg.sender, msg.recipients, msg.size)
+    eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)
+
+
+def quit_session(eng: Engine, ctx: ConnCtx, now: float) -> None:
+    """Send QUIT; the connection stops counting as open."""
+    mark_closing(eng, ctx)
+    if ctx.idle:
+        ctx.idle = False
+        eng.cancel_timer(("idle", ctx.conn))
+    eng.run_step(ctx, ctx.session.quit(now), now)
+
+
+def push_back(eng: Engine, rq: ReadyQueue, now: float, wait: float, kind: str) -> None:
+    """A throttle wait of at least idle_timeout: the whole ready queue goes back to
+    scheduled by exactly `wait`, attempts unchanged, a Delayed record each."""
+    due = now + wait
+    reply = Reply(code=400, text=f"451 4.4.1 {rq.path} ready queue throttled by "
+                                 f"max_{kind}_rate; next due at {iso(eng.epoch, due)}")
+    for msg in flow.drain_ready(eng, rq):
+        eng.out.append(Log(record=records.make_record(
+            records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
+        if kind == "message":
+            eng.metrics.totals[metrics.RATE_THROTTLED] += 1
+        eng.sched.add(msg, due)
+

@@ -1,0 +1,243 @@
+"""A message's lifecycle: received, promoted, ready, retried, expired, finished.
+
+Functions over the `Engine`'s state (they take the engine as first argument,
+so `engine.py` stays the thin event -> handler table).  Each appends the
+effects it causes to ``eng.out``.  The shape follows KumoMTA's two tiers:
+a message is *scheduled* until due, then *promoted*: its egress source is
+picked from the queue's pool, its domain's MX set (cached by TTL; unknown ->
+the message is parked and one `Resolve` goes out) names the site, and the
+message joins the ready queue ``source->site`` unless that is full
+(``max_ready``: back to scheduled after a uniform 0-60 s, a `Delayed` record,
+no attempt counted).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine import metrics, records
+from engine.effects import Discard, Log, Resolve
+from engine.events import MessageSubmitted
+from engine.message import DONE, HELD, PARKED, READY, Message, QueueInfo, queue_name
+from engine.pools import WeightedRoundRobin
+from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.reply import Reply
+from engine.retry import expiry_text, iso, retry_delay
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+    from engine.resolve import DomainState
+
+RECEIVED = Reply(code=250, text="")
+DEFAULT_POOL = "unspecified"
+
+
+def get_queue(eng: Engine, ev: MessageSubmitted) -> QueueInfo:
+    """The scheduled queue of `ev`, asking the policy once per queue."""
+    domain = ev.domain
+    name = queue_name(domain, ev.tenant, ev.campaign)
+    q = eng.queues.get(name)
+    if q is None:
+        cfg = eng.policy.queue_config(domain, ev.tenant, ev.campaign, ev.routing_domain)
+        name = eng.intern(name)
+        q = QueueInfo(name, eng.intern(domain), ev.tenant, ev.campaign,
+                      ev.routing_domain.lower(), cfg, cfg.egress_pool or DEFAULT_POOL)
+        eng.queues[name] = q
+    return q
+
+
+def submit(eng: Engine, ev: MessageSubmitted) -> None:
+    """MessageSubmitted: a Reception record, then promotion (due now)."""
+    q = get_queue(eng, ev)
+    msg = Message(ev.id, ev.sender, ev.recipients, ev.size, q, ev.at)
+    q.count += 1
+    eng.queued += 1
+    eng.metrics.totals[metrics.RECEIVED] += 1
+    eng.out.append(Log(record=records.make_record(records.RECEPTION, msg, ev.at, eng.epoch,
+                                                  RECEIVED)))
+    promote(eng, msg, ev.at)
+
+
+def pick_source(eng: Engine, pool: str) -> str:
+    """The next egress source of `pool` (smooth weighted round robin)."""
+    rr = eng.pools.get(pool)
+    if rr is None:
+        rr = WeightedRoundRobin(eng.policy.egress_pool(pool).entries)
+        eng.pools[pool] = rr
+    return rr.pick()
+
+
+def promote(eng: Engine, msg: Message, now: float) -> None:
+    """The message is due: find its ready queue (resolving first if needed)."""
+    q = msg.queue
+    if now >= msg.created + q.config.max_age:
+        expire(eng, msg, now, now)
+        return
+    dom = q.routing_domain or q.domain
+    ds = eng.domains.get(dom)
+    if ds is None or ds.site is None or ds.expires <= now:
+        park(eng, msg, dom, ds)
+        return
+    rq = path_for(eng, msg, ds, now)
+    enqueue_ready(eng, rq, msg, now)
+
+
+def park(eng: Engine, msg: Message, dom: str, ds: DomainState | None) -> None:
+    """Hold `msg` until its domain's MX set is known; ask for it once."""
+    from engine.resolve import DomainState
+
+    if ds is None:
+        ds = DomainState()
+        eng.domains[dom] = ds
+    msg.where = PARKED
+    ds.parked.append(msg)
+    if not ds.resolving:
+        ds.resolving = True
+        eng.out.append(Resolve(domain=dom))
+
+
+def path_for(eng: Engine, msg: Message, ds: DomainState, now: float) -> ReadyQueue:
+    """The ready queue ``source->site`` for `msg`, created on first use."""
+    source = pick_source(eng, msg.queue.pool)
+    site = ds.site
+    assert site is not None
+    path = eng.path_names.get((source, site))
+    if path is None:
+        path = eng.intern(f"{source}->{site}")
+        eng.path_names[(source, site)] = path
+    rq = eng.paths.get(path)
+    if rq is None:
+        src = eng.sources.get(source)
+        if src is None:
+            src = eng.sources[source] = eng.policy.egress_source(source)
+        domain = msg.queue.domain
+        cfg = eng.policy.egress_path_config(domain, source, site)
+        rq = ReadyQueue(path, source, src, site, domain, ds.mx, cfg, now)
+        rq.suspended = path in eng.suspended_paths
+        eng.paths[path] = rq
+        eng.refresh_throttles(rq, None)
+    else:
+        rq.mx = ds.mx
+    return rq
+
+
+def path_config(eng: Engine, rq: ReadyQueue, now: float) -> object:
+    """The path's config, re-asked of the policy when older than CONFIG_REFRESH."""
+    if now - rq.cfg_at >= CONFIG_REFRESH:
+        old = rq.cfg
+        rq.cfg = eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)
+        rq.cfg_at = now
+        if rq.cfg != old:
+            eng.refresh_throttles(rq, old)
+    return rq.cfg
+
+
+def enqueue_ready(eng: Engine, rq: ReadyQueue, msg: Message, now: float) -> None:
+    """Put `msg` in `rq`, or back to scheduled when the ready queue is full."""
+    cfg = path_config(eng, rq, now)
+    msg.rq = rq
+    if len(rq.messages) >= cfg.max_ready:  # type: ignore[attr-defined]
+        due = now + eng.rng.uniform(0.0, 60.0)
+        reply = Reply(code=400, text=f"Delayed due to ReadyQueueWasFull on {rq.path}; "
+                                     f"next due at {iso(eng.epoch, due)}")
+        eng.out.append(Log(record=records.make_record(
+            records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
+        eng.metrics.totals[metrics.READY_FULL] += 1
+        eng.sched.add(msg, due)
+        return
+    rq.messages.append(msg)
+    msg.where = READY
+    expiry = msg.created + msg.queue.config.max_age
+    if rq.maint_at is None or expiry < rq.maint_at:
+        rq.maint_at = expiry
+        eng.set_timer(("maint", rq.path), expiry)
+    eng.pump(rq, now)
+
+
+def return_to_ready(eng: Engine, rq: ReadyQueue, msg: Message) -> None:
+    """A held message that was never attempted goes back to the head of its queue."""
+    rq.messages.appendleft(msg)
+    msg.where = READY
+
+
+def finish(eng: Engine, msg: Message) -> None:
+    """The message is done: every recipient delivered, bounced or expired."""
+    msg.where = DONE
+    if eng.bounce_on_return:
+        eng.bounce_on_return.pop(msg.id, None)
+    msg.queue.count -= 1
+    eng.queued -= 1
+    eng.out.append(Discard(message_id=msg.id))
+
+
+def expire(eng: Engine, msg: Message, now: float, next_due: float) -> None:
+    """Expiration record ``551 5.4.7`` and the message is finished."""
+    expires = msg.created + msg.queue.config.max_age
+    reply = Reply.make(551, "5.4.7", expiry_text(eng.epoch, next_due, expires))
+    rq = msg.rq
+    eng.out.append(Log(record=records.make_record(
+        records.EXPIRATION, msg, now, eng.epoch, reply,
+        site=rq.path if rq is not None else "",
+        source=rq.source_name if rq is not None else None)))
+    eng.metrics.totals[metrics.EXPIRED] += 1
+    finish(eng, msg)
+
+
+def retry_later(eng: Engine, msg: Message, now: float) -> None:
+    """After a transient failure (attempts already counted): the retry schedule,
+    or expiry when the next attempt would be past max_age."""
+    if eng.bounce_on_return and msg.id in eng.bounce_on_return:
+        from engine.admin import admin_bounce_one
+
+        admin_bounce_one(eng, msg, now, eng.bounce_on_return.pop(msg.id))
+        return
+    cfg = msg.queue.config
+    due = now + retry_delay(cfg.retry_interval, cfg.max_retry_interval, msg.attempts - 1,
+                            eng.rng)
+    if due > msg.created + cfg.max_age:
+        expire(eng, msg, now, due)
+        return
+    eng.sched.add(msg, due)
+
+
+def transient(eng: Engine, msg: Message, now: float, reply: Reply, *,
+              rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None,
+              count_attempt: bool = True) -> None:
+    """A message-level transient failure outside a transaction (DNS, no host
+    answered): one TransientFailure record, attempts + 1, the retry schedule."""
+    if count_attempt:
+        msg.attempts += 1
+    path = rq.path if rq is not None else ""
+    provider = rq.cfg.provider_name if rq is not None else None
+    eng.out.append(Log(record=records.make_record(
+        records.TRANSIENT, msg, now, eng.epoch, reply, site=path,
+        source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
+    eng.metrics.bump(metrics.TRANSFAIL, path, provider)
+    retry_later(eng, msg, now)
+
+
+def bounce(eng: Engine, msg: Message, now: float, reply: Reply, *,
+           rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None) -> None:
+    """A permanent failure of every pending recipient: Bounce record, finished."""
+    path = rq.path if rq is not None else ""
+    provider = rq.cfg.provider_name if rq is not None else None
+    eng.out.append(Log(record=records.make_record(
+        records.BOUNCE, msg, now, eng.epoch, reply, site=path,
+        source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
+    eng.metrics.bump(metrics.FAIL, path, provider)
+    finish(eng, msg)
+
+
+def drain_ready(eng: Engine, rq: ReadyQueue) -> list[Message]:
+    """Take every waiting message out of `rq` (for bulk failures and push-backs)."""
+    taken = list(rq.messages)
+    rq.messages.clear()
+    for msg in taken:
+        msg.where = HELD
+    return taken
+
+
+def promote_due(eng: Engine, now: float) -> None:
+    """The ("promote", "") timer: every scheduled message due by now is promoted."""
+    for msg in eng.sched.pop_due(now):
+        promote(eng, msg, now)

@@ -1,0 +1,73 @@
+"""The queued message and the scheduled queue it belongs to.
+
+A `Message` is the engine's only per-message object, so it is a `__slots__`
+class holding references to shared values (the interned queue, the ready
+queue it was promoted to) rather than copies: a million queued messages must
+fit in a few hundred MB.  Where a message is (scheduled, parked on DNS, ready,
+held by a connection, finished) is implied by which structure holds it; the
+`where` slot names it for the invariants and the admin commands.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.ready import ReadyQueue
+
+SCHEDULED = 1
+PARKED = 2  # waiting for its domain's MX answer
+READY = 3
+HELD = 4  # taken by a connection
+DONE = 5
+
+
+class QueueInfo:
+    """One scheduled queue ``campaign:tenant@domain``: its parts and cached config."""
+
+    __slots__ = ("campaign", "config", "count", "domain", "name", "pool", "routing_domain",
+                 "tenant")
+
+    def __init__(
+        self, name: str, domain: str, tenant: str, campaign: str, routing_domain: str,
+        config: Any, pool: str,
+    ) -> None:
+        self.name = name
+        self.domain = domain
+        self.tenant = tenant
+        self.campaign = campaign
+        self.routing_domain = routing_domain
+        self.config = config
+        self.pool = pool
+        self.count = 0  # messages of this queue not yet finished
+
+
+def queue_name(domain: str, tenant: str, campaign: str) -> str:
+    """KumoMTA's scheduled queue name, empty parts left out."""
+    name = f"{tenant}@{domain}" if tenant else domain
+    return f"{campaign}:{name}" if campaign else name
+
+
+class Message:
+    """A message the engine has accepted and not yet finished."""
+
+    __slots__ = ("attempts", "created", "id", "key", "queue", "recipients", "rq", "sender",
+                 "size", "where")
+
+    def __init__(
+        self, id: str, sender: str, recipients: tuple[str, ...], size: int,
+        queue: QueueInfo, created: float,
+    ) -> None:
+        self.id = id
+        self.sender = sender
+        self.recipients = recipients  # still pending
+        self.size = size
+        self.queue = queue
+        self.created = created
+        self.attempts = 0
+        self.key: tuple[float, int, Message] | None = None  # entry in the scheduled list
+        self.rq: ReadyQueue | None = None  # the ready queue it was last promoted to
+        self.where = SCHEDULED
+
+    def __repr__(self) -> str:
+        return f"<Message {self.id} where={self.where} attempts={self.attempts}>"

@@ -1,0 +1,148 @@
+"""What the engine does with a session's outcomes.
+
+A `Session` (engine.session) reports what happened as outcomes; this module
+decides what follows, as KumoMTA's dispatcher does:
+
+- ``SessionReady``: give it its held or the next message, or idle, or quit
+  after ``max_deliveries_per_connection`` (and let a replacement open).
+- ``RecipientResult``: a Delivery / Bounce / TransientFailure record per
+  recipient; delivered and bounced recipients are done.
+- ``TransactionDone``: the message is finished when no recipient is left,
+  else it goes onto the retry schedule with its pending recipients.
+- ``HostFailed``: the next address of the plan (a new connection); the plan
+  exhausted counts a consecutive failure and, past the threshold, delays the
+  whole ready queue with ``451 4.4.1 No answer from any hosts listed in MX``.
+- ``ReconnectInClear``: the same address again, TLS disabled.
+- ``SessionClosed``: forget the connection; an unattempted held message goes
+  back to the head of the ready queue.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine import dispatch, flow, metrics, records
+from engine.effects import CancelTimer, Log, SetTimer
+from engine.ready import ConnCtx
+from engine.reply import Reply
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+NO_ANSWER = Reply.make(451, "4.4.1", "No answer from any hosts listed in MX")
+CLOSED_MID_TXN = Reply.make(451, "4.4.2", "connection closed during the transaction")
+
+
+def run_step(eng: Engine, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: float) -> None:
+    """Carry a session step: its effects out (tracking timers), its outcomes in."""
+    effects, outcomes = step
+    timers = eng.timers
+    out = eng.out
+    for e in effects:
+        if type(e) is SetTimer:
+            timers[e.timer] = e.at
+        elif type(e) is CancelTimer:
+            timers.pop(e.timer, None)
+        out.append(e)
+    for o in outcomes:
+        _HANDLERS[type(o).__name__](eng, ctx, o, now)
+
+
+def session_ready(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+    if ctx.closing:
+        return
+    dispatch.next_message(eng, ctx, now)
+
+
+def recipient_result(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+    msg = ctx.msg
+    assert msg is not None and msg.id == o.message_id, (ctx.conn, o)
+    rq = ctx.rq
+    provider = rq.cfg.provider_name
+    if o.status == "delivered":
+        kind, counter = records.DELIVERY, metrics.DELIVERED
+    elif o.status == "permanent":
+        kind, counter = records.BOUNCE, metrics.FAIL
+    else:
+        kind, counter = records.TRANSIENT, metrics.TRANSFAIL
+    eng.out.append(Log(record=records.make_record(
+        kind, msg, now, eng.epoch, o.reply, recipient=o.recipient, site=rq.path,
+        source=rq.source_name, peer=(ctx.host, ctx.address), command=o.command,
+        tls=ctx.tls, provider=provider)))
+    eng.metrics.bump(counter, rq.path, provider)
+    if kind is not records.TRANSIENT:
+        msg.recipients = tuple(r for r in msg.recipients if r != o.recipient)
+
+
+def transaction_done(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+    msg = ctx.msg
+    assert msg is not None and msg.id == o.message_id, (ctx.conn, o)
+    ctx.msg = None
+    ctx.started = False
+    ctx.deliveries += 1
+    if msg.recipients:
+        flow.retry_later(eng, msg, now)
+    else:
+        flow.finish(eng, msg)
+
+
+def host_failed(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+    dispatch.mark_closing(eng, ctx)
+    rq = ctx.rq
+    msg, ctx.msg = ctx.msg, None
+    ctx.last_reply = o.reply
+    if msg is None:
+        return
+    if ctx.plan_index + 1 < len(ctx.plan):
+        nxt = dispatch.new_conn(eng, rq, ctx.plan, ctx.plan_index + 1)
+        nxt.msg = msg
+        dispatch.attempt(eng, nxt, now)
+        return
+    before = rq.failures
+    rq.failures += 1
+    peer = (ctx.host, ctx.address)
+    if before > rq.cfg.consecutive_connection_failures_before_delay:
+        dispatch.fail_queue(eng, rq, now, NO_ANSWER, held=[msg])
+    else:
+        flow.transient(eng, msg, now, o.reply, rq=rq, peer=peer)
+        dispatch.pump(eng, rq, now)
+
+
+def reconnect_in_clear(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+    dispatch.mark_closing(eng, ctx)
+    msg, ctx.msg = ctx.msg, None
+    nxt = dispatch.new_conn(eng, ctx.rq, ctx.plan, ctx.plan_index)
+    nxt.msg = msg
+    nxt.tls_disabled = True
+    dispatch.attempt(eng, nxt, now)
+
+
+def session_closed(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+    dispatch.mark_closing(eng, ctx)
+    rq = ctx.rq
+    rq.conns.pop(ctx.conn, None)
+    eng.conns.pop(ctx.conn, None)
+    for name in ("idle", "msgrate"):
+        if (name, ctx.conn) in eng.timers:
+            eng.cancel_timer((name, ctx.conn))
+    ctx.idle = False
+    msg, ctx.msg = ctx.msg, None
+    if msg is not None:
+        if ctx.started:  # no TransactionDone came: count it as a failed attempt
+            flow.transient(eng, msg, now, CLOSED_MID_TXN, rq=rq,
+                           peer=(ctx.host, ctx.address), count_attempt=False)
+        elif eng.bounce_on_return and msg.id in eng.bounce_on_return:
+            flow.retry_later(eng, msg, now)
+        else:
+            flow.return_to_ready(eng, rq, msg)
+    dispatch.pump(eng, rq, now)
+
+
+_HANDLERS = {
+    "SessionReady": session_ready,
+    "RecipientResult": recipient_result,
+    "TransactionDone": transaction_done,
+    "HostFailed": host_failed,
+    "ReconnectInClear": reconnect_in_clear,
+    "SessionClosed": session_closed,
+}

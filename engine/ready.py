@@ -1,0 +1,93 @@
+"""Ready queues (one per egress path ``source->site``) and their connections.
+
+A `ReadyQueue` holds the messages due now for one path, in FIFO order, at most
+``max_ready`` of them, plus everything the path needs to decide how many
+connections to run: its cached `EgressPathConfig` (asked of the policy once and
+refreshed when older than `CONFIG_REFRESH` seconds, at next use), the
+GCRA states of its throttles, the consecutive-failure counter and the live
+connections (`ConnCtx`) in opening order.  A message taken by a connection is
+*held* by its `ConnCtx` (KumoMTA's dispatcher holds it while connecting).
+
+The number of connections a path wants is KumoMTA's ramp
+``min(q, ceil(L * (1 - exp(-0.023 * q))))``; we take q as the messages waiting
+plus those held by connections, so a busy connection still counts the message
+it is sending.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+from engine.message import Message
+
+CONFIG_REFRESH = 60.0
+
+
+def ideal_connections(limit: int, depth: int) -> int:
+    """KumoMTA's target connection count for `depth` messages and `limit`."""
+    if depth <= 0 or limit <= 0:
+        return 0
+    return min(depth, math.ceil(limit * (1.0 - math.exp(-0.023 * depth))))
+
+
+class ConnCtx:
+    """One connection (one `Session`) of a ready queue, from decision to close."""
+
+    __slots__ = ("address", "closing", "conn", "deliveries", "host", "idle", "last_reply",
+                 "msg", "plan", "plan_index", "rq", "session", "started", "tls", "tls_disabled",
+                 "waiting_tlsa")
+
+    def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
+        self.conn = conn
+        self.rq = rq
+        self.plan = plan
+        self.plan_index = 0
+        self.host = ""
+        self.address = ""
+        self.session: Any = None
+        self.msg: Message | None = None  # held: taken from the ready queue
+        self.started = False  # the held message's transaction has begun
+        self.deliveries = 0  # transactions completed on this connection
+        self.idle = False  # waiting under an ("idle", conn) timer
+        self.closing = False  # QUIT sent or host failed: no longer counted as open
+        self.tls: tuple[str, str, str] | None = None  # protocol, cipher, peer subject
+        self.tls_disabled = False  # reconnect in clear after a failed handshake
+        self.last_reply: Any = None
+        self.waiting_tlsa = False
+
+
+class ReadyQueue:
+    """The ready queue of one egress path."""
+
+    __slots__ = ("cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "maint_at",
+                 "messages", "msg_throttle", "mx", "path", "ready_timer", "site", "source",
+                 "source_name", "suspended")
+
+    def __init__(self, path: str, source_name: str, source: Any, site: str, domain: str,
+                 mx: tuple[Any, ...], cfg: Any, now: float) -> None:
+        self.path = path
+        self.source_name = source_name
+        self.source = source
+        self.site = site
+        self.domain = domain
+        self.mx = mx
+        self.cfg = cfg
+        self.cfg_at = now
+        self.messages: deque[Message] = deque()
+        self.conns: dict[int, ConnCtx] = {}
+        self.failures = 0  # consecutive exhausted plans
+        self.conn_throttle: Any = None
+        self.msg_throttle: Any = None
+        self.suspended = False  # admin Suspend
+        self.ready_timer: float | None = None  # ("ready", path) armed at
+        self.maint_at: float | None = None  # ("maint", path) armed at
+
+    def open_count(self) -> int:
+        """Connections that count against connection_limit (not quitting)."""
+        return sum(1 for c in self.conns.values() if not c.closing)
+
+    def held_count(self) -> int:
+        """Messages held by this path's connections."""
+        return sum(1 for c in self.conns.values() if c.msg is not None)

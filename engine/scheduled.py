@@ -1,0 +1,79 @@
+"""The scheduled queues: messages waiting for their due time.
+
+KumoMTA keeps one scheduled queue per ``campaign:tenant@domain``.  Here every
+scheduled message of every queue sits in one `SortedList` of
+``(due, seq, message)`` keyed by due time, with a running sequence number so
+ties keep arrival order and a message is never compared; each `QueueInfo`
+counts its own messages.  One list means the engine's single ``("promote",
+"")`` timer is simply armed at the head's due time, and insertion, removal and
+"pop everything due" are all O(log n) in the number of scheduled messages,
+whatever the number of queues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from sortedcontainers import SortedList
+
+from engine.message import SCHEDULED, Message
+
+
+class ScheduledQueues:
+    """All scheduled messages, ordered by (due, seq)."""
+
+    __slots__ = ("_items", "_seq")
+
+    def __init__(self) -> None:
+        self._items: SortedList = SortedList()
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, msg: Message, due: float) -> None:
+        """Schedule `msg` at `due`."""
+        self._seq += 1
+        key = (due, self._seq, msg)
+        msg.key = key
+        msg.where = SCHEDULED
+        self._items.add(key)
+
+    def remove(self, msg: Message) -> None:
+        """Take `msg` out (it must be scheduled)."""
+        key = msg.key
+        assert key is not None, msg
+        self._items.remove(key)
+        msg.key = None
+
+    def next_due(self) -> float | None:
+        """The earliest due time, or None when nothing is scheduled."""
+        items = self._items
+        return items[0][0] if items else None
+
+    def pop_due(self, now: float) -> list[Message]:
+        """Remove and return every message due at or before `now`, in (due, seq) order."""
+        items = self._items
+        if not items or items[0][0] > now:
+            return []
+        end = items.bisect_left((now, float("inf")))
+        taken = [key[2] for key in items.islice(0, end)]
+        del items[:end]
+        for msg in taken:
+            msg.key = None
+        return taken
+
+    def due_of(self, msg: Message) -> float | None:
+        """When `msg` is due, if scheduled."""
+        return None if msg.key is None else msg.key[0]
+
+    def __iter__(self) -> Iterator[Message]:
+        return (key[2] for key in self._items)
+
+    def remove_where(self, pred: Callable[[Message], bool]) -> list[Message]:
+        """Remove and return every scheduled message matching `pred` (in due order)."""
+        hit = [key for key in self._items if pred(key[2])]
+        for key in hit:
+            self._items.remove(key)
+            key[2].key = None
+        return [key[2] for key in hit]
