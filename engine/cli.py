@@ -1,0 +1,219 @@
+"""The ``egress`` command line: one thin function per subcommand.
+
+This is the one module that knows every part (DESIGN.md), so it stays thin
+and imports heavy modules (`rich`, `sim`, `engine.live`) lazily inside the
+commands that need them: ``egress --help`` must not pay for SimPy or OpenSSL.
+
+Each subcommand is a pair of functions, ``_add_<name>(subparsers)`` that
+declares its arguments and sets ``func``, and ``cmd_<name>(args) -> int`` that
+runs it; `_REGISTRARS` lists the ``_add_`` functions in help order.  To add a
+subcommand (simulate, sweep, deliver, replay, lab, compare), write the pair
+and append to `_REGISTRARS`; `main` needs no change.  A user error
+(`EgressError`: a bad key, a broken policy) is printed as one line on stderr
+with exit status 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import EgressError
+
+if TYPE_CHECKING:
+    from engine.config import EgressPathConfig
+    from engine.policy import Policy
+
+__all__ = ["main"]
+
+_CHECK_NOTE = (
+    "site_name is the domain itself: egress check does not resolve MX records. In delivery, "
+    "domains whose MX hosts are the same share one site and so one egress path."
+)
+
+
+# -- egress check --------------------------------------------------------------
+
+
+def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "check",
+        help="load a policy and print the effective egress path config for some domains",
+        description="Load POLICY.py and print, for each domain, the queue config, the egress "
+        "pool and the effective egress path configuration (secrets masked; values that differ "
+        "from the defaults are marked). " + _CHECK_NOTE,
+    )
+    p.add_argument("policy", metavar="POLICY.py", help="a Python file defining `policy = Policy()`")
+    p.add_argument(
+        "--domain", action="append", dest="domains", metavar="D",
+        help="a destination domain (repeatable; default: example.com)",
+    )
+    p.add_argument("--source", metavar="NAME", help="only this egress source (default: the pool's)")
+    p.add_argument("--tenant", default="", help="tenant passed to get_queue_config")
+    p.add_argument("--campaign", default="", help="campaign passed to get_queue_config")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument(
+        "--only-set", action="store_true", help="show only the keys that differ from the defaults"
+    )
+    p.set_defaults(func=cmd_check)
+
+
+def _check_domain(policy: Policy, domain: str, args: argparse.Namespace) -> dict[str, Any]:
+    from engine.live.tls_check import verify_tls_config
+
+    queue = policy.queue_config(domain, args.tenant, args.campaign, "")
+    pool = policy.egress_pool(queue.pool)
+    names = [args.source] if args.source else [name for name, _ in pool.entries]
+    paths = []
+    for name in names:
+        source = policy.egress_source(name)
+        cfg = policy.egress_path_config(domain, source.name, domain)
+        verify_tls_config(cfg)
+        paths.append({
+            "source": source.name,
+            "site_name": domain,
+            "egress_source": source.to_dict(),
+            "egress_path": cfg.to_dict(),
+            "non_default": sorted(cfg.non_default()),
+            "_cfg": cfg,
+        })
+    return {
+        "domain": domain,
+        "queue_config": queue.to_dict(),
+        "egress_pool": pool.to_dict(),
+        "paths": paths,
+    }
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``egress check POLICY.py [--domain D ...] [--source NAME] [--json]``."""
+    from engine.policy import Policy
+
+    policy = Policy.from_file(args.policy)
+    results = [_check_domain(policy, d, args) for d in (args.domains or ["example.com"])]
+    if args.json:
+        for r in results:
+            for path in r["paths"]:
+                path.pop("_cfg")
+        json.dump({"policy": args.policy, "note": _CHECK_NOTE, "domains": results},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    _print_check(args.policy, results, args.only_set)
+    return 0
+
+
+_DURATION_KEYS = frozenset({"retry_interval", "max_retry_interval", "max_age"})
+
+
+def _show(key: str, value: Any) -> str:
+    from engine.durations import format_duration
+
+    if value is None:
+        return "none"
+    if (key.endswith("_timeout") or key in _DURATION_KEYS) and isinstance(value, float):
+        return format_duration(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "(empty)"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "(empty)"
+    return str(value)
+
+
+def _print_check(policy_path: str, results: list[dict[str, Any]], only_set: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+    console.print(f"[bold]policy[/bold] {policy_path}")
+    console.print(f"[dim]{_CHECK_NOTE}[/dim]")
+    for r in results:
+        q = r["queue_config"]
+        pool = r["egress_pool"]
+        entries = ", ".join(f"{e['name']} (weight {e['weight']})" for e in pool["entries"])
+        console.print()
+        console.print(f"[bold]domain {r['domain']}[/bold]")
+        console.print("  queue: " + ", ".join(f"{k}={_show(k, v)}" for k, v in q.items()))
+        console.print(f"  egress pool {pool['name']!r}: {entries}")
+        # Sources whose path config is the same share one table.
+        groups: dict[EgressPathConfig, list[dict[str, Any]]] = {}
+        for path in r["paths"]:
+            groups.setdefault(path["_cfg"], []).append(path)
+        for cfg, paths in groups.items():
+            sources = ", ".join(p["source"] for p in paths)
+            console.print(f"  egress source {sources}:")
+            for p in paths:
+                extra = ", ".join(
+                    f"{k}={v}" for k, v in p["egress_source"].items() if k != "name" and v
+                )
+                if extra:
+                    console.print(f"    {p['source']}: {extra}")
+            title = f"egress path {{{sources}}}->{r['domain']}" if len(paths) > 1 else (
+                f"egress path {sources}->{r['domain']}"
+            )
+            console.print(f"  [bold]{title}[/bold]")
+            table = Table()
+            table.add_column("key", no_wrap=True)
+            table.add_column("value")
+            table.add_column("", no_wrap=True)
+            changed = set(paths[0]["non_default"])
+            for key, value in paths[0]["egress_path"].items():
+                if only_set and key not in changed:
+                    continue
+                mark = "set" if key in changed else "default"
+                style = "bold yellow" if key in changed else None
+                table.add_row(key, _show(key, value), mark, style=style)
+            console.print(table)
+            console.print(f"  {len(changed)} of {len(cfg.KEYS)} keys differ from the defaults")
+
+
+# -- the program -----------------------------------------------------------------
+
+_REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_check,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="egress",
+        description="egress: an outbound-mail queue engine on KumoMTA's egress-path model.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in _REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``egress`` with `argv` (default: the process's arguments); return the
+    exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args))
+    except EgressError as exc:
+        print(f"egress {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`egress check ... | head`): not an error of ours.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the interpreter's flush quiet
+        return 0
+    except KeyboardInterrupt:
+        print(f"egress {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
