@@ -1,0 +1,415 @@
+"""The durable journal: the engine's input events and message bodies in SQLite.
+
+Why it is shaped so:
+
+* **One SQLite file, stdlib `sqlite3`, WAL mode, ``synchronous=FULL``.**  A
+  message's `MessageSubmitted` event and its body are committed in one
+  transaction before the ingestion side answers 250, and FULL makes that
+  commit survive a power cut (NORMAL in WAL mode does not).
+* **Group commit by one writer thread.**  The writer thread owns the only
+  write connection; every request queued while it was committing goes into
+  the next transaction, so one fsync acknowledges many sessions.  Callers
+  ``await journal.append(...)``: the asyncio future is completed after the
+  commit, with one ``loop.call_soon_threadsafe`` per commit per event loop
+  (not one per request).  Events are encoded and given their sequence numbers
+  in the caller's thread, at call time, so the journal's order is the order in
+  which the engine handled them, whenever the caller awaits.
+* **Plain tables, readable from a notebook.**  ``events(seq, at, kind, data)``
+  (data is `engine.codec`'s encoding of one event; `at` and `kind` are copied
+  out so SQL alone can count and plot), ``bodies(id, data)`` (dropped when the
+  engine discards the message), ``snapshots(seq, data)`` (the engine's
+  ``snapshot()`` after handling event `seq`; the last two are kept), ``meta``
+  (codec version and schema fingerprint, checked on open) and a view
+  ``event_log``.  `load_events` turns the events into dicts for pandas.
+
+Replay reads the latest snapshot and the events after it in one read
+transaction (so the two agree) and streams them, decoding in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from engine import codec
+from engine.errors import JournalError
+from engine.events import Event
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE VIEW IF NOT EXISTS event_log AS
+    SELECT seq, strftime('%Y-%m-%d %H:%M:%f', at, 'unixepoch') AS time, at, kind,
+           length(data) AS bytes
+    FROM events;
+"""
+_KEEP_SNAPSHOTS = 2
+_READ_BATCH = 4096
+
+JOURNAL_FILE = "journal.sqlite"
+
+
+@dataclasses.dataclass(slots=True)
+class _Request:
+    """One caller's writes, committed atomically with whatever else is pending."""
+
+    rows: list[tuple[int, float, str, bytes]]
+    bodies: dict[str, bytes | None]  # None: drop the body
+    snapshot: tuple[int, bytes] | None
+    result: int
+    future: Future[int] | asyncio.Future[int]
+    loop: asyncio.AbstractEventLoop | None  # set for asyncio futures
+
+
+def _settle(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    """Complete asyncio futures in their loop's thread (one call per commit)."""
+    for fut, value in items:
+        if fut.done():  # the awaiting task was cancelled: nothing to tell
+            continue
+        if isinstance(value, BaseException):
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
+
+
+def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    try:
+        if read_only:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                   check_same_thread=False, isolation_level=None)
+        else:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 10000")
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open journal {str(path)!r}: {exc}") from None
+    return conn
+
+
+class Journal:
+    """A durable, group-committed journal of events and bodies in one SQLite file.
+
+    ``Journal(path, max_batch=None)``: `max_batch` caps the requests per
+    transaction (1 gives one commit per append, for comparison).
+    """
+
+    def __init__(self, path: str | Path, *, max_batch: int | None = None) -> None:
+        self.path = Path(path)
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"Journal max_batch must be >= 1 or None, not {max_batch!r}")
+        if not self.path.parent.is_dir():
+            raise JournalError(
+                f"cannot open journal {str(self.path)!r}: directory {str(self.path.parent)!r} "
+                "does not exist"
+            )
+        self._max_batch = max_batch
+        self._conn = _connect(self.path)
+        try:
+            self._setup()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._reader = _connect(self.path)
+        self._reader_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._pending: list[_Request] = []
+        self._closing = False
+        self._closed = False
+        self._failed: JournalError | None = None
+        self.commits = 0  # transactions committed (for benchmarks and tests)
+        self._writer = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        self._writer.start()
+
+    @classmethod
+    def in_spool(cls, spool: str | Path, **kwargs: Any) -> Journal:
+        """The journal of a spool directory (created if missing): ``SPOOL/journal.sqlite``."""
+        directory = Path(spool)
+        directory.mkdir(parents=True, exist_ok=True)
+        return cls(directory / JOURNAL_FILE, **kwargs)
+
+    def _setup(self) -> None:
+        conn = self._conn
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise JournalError(f"journal {str(self.path)!r}: cannot use WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(_SCHEMA)
+            meta = dict(conn.execute("SELECT key, value FROM meta"))
+            want = {"codec_version": str(codec.VERSION),
+                    "schema": codec.SCHEMA_FINGERPRINT.hex()}
+            if not meta:
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
+            for key, value in want.items():
+                if meta and meta.get(key) != value:
+                    raise JournalError(
+                        f"journal {str(self.path)!r} was written with {key} "
+                        f"{meta.get(key)!r}; this build has {value!r}"
+                    )
+            row = conn.execute("SELECT max(seq) FROM events").fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {str(self.path)!r}: {exc}") from None
+        self._last_seq: int = row[0] or 0
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number given to the latest appended event (0 when empty)."""
+        return self._last_seq
+
+    # --- writing ---------------------------------------------------------
+
+    def _enqueue(
+        self,
+        events: Sequence[Event],
+        bodies: Mapping[str, bytes | None],
+        snapshot: tuple[int, bytes] | None,
+        future: Future[int] | asyncio.Future[int],
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        encoded = [(ev.at, type(ev).__name__, codec.encode_event(ev)) for ev in events]
+        for key, data in bodies.items():
+            if not isinstance(key, str) or not (data is None or isinstance(data, bytes)):
+                raise JournalError(
+                    f"bodies must map message ids (str) to bytes, not {key!r} -> {type(data)}"
+                )
+        with self._cond:
+            if self._closing:
+                raise JournalError(f"journal {str(self.path)!r} is closed")
+            if self._failed is not None:
+                raise self._failed
+            if snapshot is not None and not 0 <= snapshot[0] <= self._last_seq:
+                raise JournalError(
+                    f"snapshot seq {snapshot[0]} is not between 0 and the last event's "
+                    f"seq {self._last_seq}"
+                )
+            first = self._last_seq + 1
+            rows = [(first + i, at, kind, data) for i, (at, kind, data) in enumerate(encoded)]
+            self._last_seq += len(rows)
+            self._pending.append(
+                _Request(rows, dict(bodies), snapshot, self._last_seq, future, loop)
+            )
+            self._cond.notify()
+
+    def append(
+        self, events: Sequence[Event], bodies: Mapping[str, bytes] | None = None
+    ) -> asyncio.Future[int]:
+        """Queue events (and bodies) now; the returned future completes after the commit.
+
+        Its result is the seq of the last event appended.  Call it from a running
+        event loop; ordering is fixed when called, not when awaited.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise JournalError("Journal.append needs a running event loop; "
+                               "use append_sync() outside asyncio") from None
+        fut: asyncio.Future[int] = loop.create_future()
+        self._enqueue(events, bodies or {}, None, fut, loop)
+        return fut
+
+    def submit(
+        self, events: Sequence[Event], bodies: Mapping[str, bytes] | None = None
+    ) -> Future[int]:
+        """Like `append`, for threads: a `concurrent.futures.Future` completed after commit."""
+        fut: Future[int] = Future()
+        self._enqueue(events, bodies or {}, None, fut, None)
+        return fut
+
+    def append_sync(
+        self,
+        events: Sequence[Event],
+        bodies: Mapping[str, bytes] | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Append and wait for the commit; return the seq of the last event."""
+        return self.submit(events, bodies).result(timeout)
+
+    def drop_body(self, message_id: str) -> Future[int]:
+        """Delete a message's body (on Discard); returns a future for the commit."""
+        fut: Future[int] = Future()
+        self._enqueue((), {message_id: None}, None, fut, None)
+        return fut
+
+    def write_snapshot(self, seq: int, data: bytes) -> Future[int]:
+        """Store the engine's snapshot taken after event `seq`; keeps the last two."""
+        if not isinstance(data, bytes):
+            raise JournalError(f"snapshot data must be bytes, not {type(data).__name__}")
+        fut: Future[int] = Future()
+        self._enqueue((), {}, (seq, data), fut, None)
+        return fut
+
+    def _run(self) -> None:
+        conn = self._conn
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                cut = len(self._pending) if self._max_batch is None else self._max_batch
+                batch = self._pending[:cut]
+                del self._pending[:cut]
+            if batch:
+                self._commit(conn, batch)
+            elif self._closing:
+                break
+        with contextlib.suppress(sqlite3.Error):  # if so, the next open replays the WAL
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        rows = [row for req in batch for row in req.rows]
+        bodies: dict[str, bytes | None] = {}
+        snapshots = []
+        for req in batch:  # later requests win: a drop after an insert deletes it
+            bodies.update(req.bodies)
+            if req.snapshot is not None:
+                snapshots.append(req.snapshot)
+        outcome: int | JournalError | None = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if rows:
+                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+            keep = [(k, v) for k, v in bodies.items() if v is not None]
+            if keep:
+                conn.executemany("INSERT OR REPLACE INTO bodies VALUES (?, ?)", keep)
+            drop = [(k,) for k, v in bodies.items() if v is None]
+            if drop:
+                conn.executemany("DELETE FROM bodies WHERE id = ?", drop)
+            if snapshots:
+                conn.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", snapshots)
+                conn.execute(
+                    "DELETE FROM snapshots WHERE seq NOT IN "
+                    "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)", (_KEEP_SNAPSHOTS,)
+                )
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as exc:
+            outcome = JournalError(f"journal {str(self.path)!r}: commit failed: {exc}")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            with self._cond:
+                self._failed = outcome  # the seqs handed out no longer match the file
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for req in batch:
+            value = outcome if outcome is not None else req.result
+            if req.loop is None:
+                fut = req.future
+                assert isinstance(fut, Future)
+                if isinstance(value, BaseException):
+                    fut.set_exception(value)
+                else:
+                    fut.set_result(value)
+            else:
+                by_loop.setdefault(req.loop, []).append((req.future, value))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(_settle, items)
+
+    def close(self) -> None:
+        """Commit what is pending, checkpoint the WAL into the file and close."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closing = True
+            self._closed = True
+            self._cond.notify()
+        self._writer.join()
+        with self._reader_lock:
+            self._reader.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading ---------------------------------------------------------
+
+    def body(self, message_id: str) -> bytes:
+        """The committed body of a message; `KeyError` naming it when there is none."""
+        with self._reader_lock:
+            row = self._reader.execute(
+                "SELECT data FROM bodies WHERE id = ?", (message_id,)
+            ).fetchone()
+        if row is None:
+            raise KeyError(f"no body for message {message_id!r} in journal {str(self.path)!r}")
+        return bytes(row[0])
+
+    def replay(self) -> tuple[bytes | None, Iterator[Event]]:
+        """The latest snapshot (or None) and an iterator over the events after it."""
+        snap, events = self.replay_from_snapshot()
+        return (None if snap is None else snap[1]), (ev for _, ev in events)
+
+    def replay_from_snapshot(
+        self,
+    ) -> tuple[tuple[int, bytes] | None, Iterator[tuple[int, Event]]]:
+        """Like `replay`, with sequence numbers: ``((seq, data) | None, (seq, event)...)``."""
+        return read_journal(self.path)
+
+
+def _events_after(conn: sqlite3.Connection, after: int) -> Iterator[tuple[int, Event]]:
+    try:
+        cur = conn.execute("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq", (after,))
+        while rows := cur.fetchmany(_READ_BATCH):
+            try:
+                decoded = list(codec.decode_many([r[1] for r in rows]))
+            except JournalError as exc:
+                bad = next(s for s, d in rows if _undecodable(d))
+                raise JournalError(f"journal event seq {bad}: {exc}") from None
+            yield from zip([r[0] for r in rows], decoded, strict=True)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def _undecodable(data: bytes) -> bool:
+    try:
+        codec.decode_event(data)
+    except JournalError:
+        return True
+    return False
+
+
+def read_journal(
+    path: str | Path,
+) -> tuple[tuple[int, bytes] | None, Iterator[tuple[int, Event]]]:
+    """Open a journal file read-only: its latest snapshot and the (seq, event)s after it.
+
+    Both come from one read transaction, so they agree even while a writer runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JournalError(f"no journal at {str(path)!r}")
+    conn = _connect(path, read_only=True)
+    try:
+        conn.execute("BEGIN")
+        snap = conn.execute("SELECT seq, data FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.Error as exc:
+        conn.close()
+        raise JournalError(f"cannot read journal {str(path)!r}: {exc}") from None
+    after = 0 if snap is None else snap[0]
+    return (None if snap is None else (snap[0], bytes(snap[1]))), _events_after(conn, after)
+
+
+def load_events(path: str | Path, after: int = 0) -> list[dict[str, Any]]:
+    """Every event after seq `after` as a flat-ish dict (``seq``, ``kind``, fields).
+
+    For notebooks: ``pandas.DataFrame(load_events("spool/journal.sqlite"))``.
+    Nested values (a Reply, MX records) become dicts and lists of dicts.
+    """
+    conn = _connect(Path(path), read_only=True)
+    conn.execute("BEGIN")
+    out = []
+    for seq, ev in _events_after(conn, after):
+        row: dict[str, Any] = {"seq": seq, "kind": type(ev).__name__}
+        row.update(dataclasses.asdict(ev))
+        out.append(row)
+    return out

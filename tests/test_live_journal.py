@@ -1,0 +1,270 @@
+"""The SQLite journal: durable group commit, bodies, snapshots, replay, crash safety.
+
+Everything runs against real SQLite files in a temporary directory; the crash
+test SIGKILLs a real writer process at random points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import codec
+from engine.errors import JournalError
+from engine.events import MessageSubmitted, Response, TimerFired
+from engine.live.journal import JOURNAL_FILE, Journal, load_events, read_journal
+from engine.reply import Reply
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def msg(i: int, at: float = 1000.0) -> MessageSubmitted:
+    return MessageSubmitted(at=at + i, id=f"m{i}", sender="s@a.example",
+                            recipients=(f"r{i}@b.example",), size=10 + i, tenant="t")
+
+
+def test_append_sync_body_and_replay_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        assert j.last_seq == 0
+        assert j.append_sync([msg(1)], {"m1": b"body one"}) == 1
+        assert j.append_sync([msg(2), TimerFired(at=5.0, timer=("conn", 3))], {"m2": b"two"}) == 3
+        assert j.body("m1") == b"body one"
+    with Journal(path) as j:
+        assert j.last_seq == 3
+        snap, events = j.replay()
+        assert snap is None
+        assert list(events) == [msg(1), msg(2), TimerFired(at=5.0, timer=("conn", 3))]
+        assert j.body("m2") == b"two"
+        assert j.append_sync([msg(3)]) == 4
+
+
+def test_file_is_wal_with_full_sync_and_plain_tables(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        assert j._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        j.append_sync([msg(1)], {"m1": b"x"})
+        other = sqlite3.connect(path)
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        rows = other.execute("SELECT seq, at, kind, time FROM event_log").fetchall()
+        assert rows == [(1, 1001.0, "MessageSubmitted", "1970-01-01 00:16:41.000")]
+        blob = other.execute("SELECT data FROM events WHERE seq = 1").fetchone()[0]
+        assert codec.decode_event(blob) == msg(1)
+        assert dict(other.execute("SELECT key, value FROM meta")) == {
+            "codec_version": "1", "schema": codec.SCHEMA_FINGERPRINT.hex()}
+        other.close()
+
+
+def test_async_appends_are_group_committed_and_visible_when_acknowledged(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    seen_after_ack: list[bool] = []
+
+    async def appender(i: int) -> int:
+        seq = await j.append([msg(i)], bodies={f"m{i}": b"%d" % i})
+        probe = sqlite3.connect(path)
+        row = probe.execute("SELECT data FROM events WHERE seq = ?", (seq,)).fetchone()
+        body = probe.execute("SELECT data FROM bodies WHERE id = ?", (f"m{i}",)).fetchone()
+        probe.close()
+        seen_after_ack.append(row is not None and body == (b"%d" % i,))
+        return seq
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(appender(i) for i in range(1, 201)))
+
+    seqs = asyncio.run(main())
+    assert seqs == list(range(1, 201))  # order fixed at call time
+    assert seen_after_ack == [True] * 200
+    assert 1 <= j.commits < 200, j.commits  # several appends shared a commit
+    j.close()
+    assert [e["id"] for e in load_events(path)] == [f"m{i}" for i in range(1, 201)]
+
+
+def test_max_batch_one_commits_each_append(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite", max_batch=1) as j:
+        futures = [j.submit([msg(i)]) for i in range(20)]
+        assert [f.result(10) for f in futures] == list(range(1, 21))
+        assert j.commits == 20
+
+
+def test_cancelled_awaiter_does_not_disturb_the_writer(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite")
+
+    async def main() -> int:
+        first = j.append([msg(1)])
+        first.cancel()
+        return await j.append([msg(2)])
+
+    assert asyncio.run(main()) == 2
+    assert j.append_sync([msg(3)]) == 3
+    j.close()
+    assert [e["seq"] for e in load_events(tmp_path / "j.sqlite")] == [1, 2, 3]
+
+
+def test_snapshots_replay_from_latest_and_keep_two(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        for i in range(1, 7):
+            j.append_sync([msg(i)])
+            if i % 2 == 0:
+                assert j.write_snapshot(i, b"state-%d" % i).result(10) == i
+        snap, events = j.replay()
+        assert snap == b"state-6"
+        assert list(events) == []
+        j.append_sync([msg(7)])
+        snap_seq, seq_events = j.replay_from_snapshot()
+        assert snap_seq == (6, b"state-6")
+        assert list(seq_events) == [(7, msg(7))]
+        with pytest.raises(JournalError, match="snapshot seq 99 is not between 0 and the last"):
+            j.write_snapshot(99, b"x")
+    kept = sqlite3.connect(path).execute("SELECT seq FROM snapshots ORDER BY seq").fetchall()
+    assert kept == [(4,), (6,)]
+
+
+def test_drop_body_and_missing_body(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.append_sync([msg(1)], {"m1": b"x"})
+        j.drop_body("m1").result(10)
+        with pytest.raises(KeyError, match="no body for message 'm1'"):
+            j.body("m1")
+        # a drop queued before a re-insert of the same id must not win
+        f1 = j.drop_body("m2")
+        f2 = j.submit([msg(2)], {"m2": b"again"})
+        f1.result(10), f2.result(10)
+        assert j.body("m2") == b"again"
+
+
+def test_user_errors_name_what_was_wrong(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match=r"directory .*nope' does not exist"):
+        Journal(tmp_path / "nope" / "j.sqlite")
+    with pytest.raises(ValueError, match="max_batch must be >= 1 or None, not 0"):
+        Journal(tmp_path / "j.sqlite", max_batch=0)
+    j = Journal(tmp_path / "j.sqlite")
+    with pytest.raises(JournalError, match="needs a running event loop; use append_sync"):
+        j.append([msg(1)])
+    with pytest.raises(JournalError, match=r"bodies must map message ids \(str\) to bytes"):
+        j.append_sync([msg(1)], {"m1": "text"})  # type: ignore[dict-item]
+    j.close()
+    with pytest.raises(JournalError, match="is closed"):
+        j.append_sync([msg(1)])
+    j.close()  # idempotent
+    with pytest.raises(JournalError, match="no journal at"):
+        read_journal(tmp_path / "absent.sqlite")
+
+
+def test_journal_from_another_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    Journal(path).close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value = 'deadbeef' WHERE key = 'schema'")
+    con.commit()
+    con.close()
+    with pytest.raises(JournalError, match="written with schema 'deadbeef'; this build has"):
+        Journal(path)
+
+
+def test_failed_commit_fails_its_futures_and_later_appends(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    con = sqlite3.connect(path)
+    con.execute("CREATE TRIGGER boom BEFORE INSERT ON bodies WHEN NEW.id = 'bad' "
+                "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+    con.commit()
+    con.close()
+    with pytest.raises(JournalError, match="commit failed: disk on fire"):
+        j.append_sync([msg(1)], {"bad": b"x"})
+    with pytest.raises(JournalError, match="commit failed: disk on fire"):
+        j.append_sync([msg(2)])
+    j.close()
+    _, events = read_journal(path)
+    assert list(events) == []  # the failed transaction left nothing behind
+
+
+def test_corrupt_row_is_reported_with_its_seq(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        j.append_sync([msg(1), Response(at=2.0, conn=1, reply=Reply(code=250))])
+    con = sqlite3.connect(path)
+    con.execute("UPDATE events SET data = x'ee00' WHERE seq = 2")
+    con.commit()
+    con.close()
+    _, events = read_journal(path)
+    with pytest.raises(JournalError, match="event seq 2: unknown event tag 238 at offset 0"):
+        list(events)
+
+
+def test_in_spool_creates_the_directory(tmp_path: Path) -> None:
+    with Journal.in_spool(tmp_path / "spool" / "a") as j:
+        assert j.path == tmp_path / "spool" / "a" / JOURNAL_FILE
+        j.append_sync([msg(1)])
+    rows = load_events(tmp_path / "spool" / "a" / JOURNAL_FILE)
+    assert rows[0]["recipients"] == ("r1@b.example",)
+
+
+WRITER = textwrap.dedent("""
+    import asyncio, sys
+    from engine.events import MessageSubmitted
+    from engine.live.journal import Journal
+
+    async def main(path, run):
+        j = Journal(path)
+        print("open", j.last_seq, flush=True)
+
+        async def worker(w):
+            k = 0
+            while True:
+                k += 1
+                mid = f"r{run}w{w}k{k}"
+                ev = MessageSubmitted(at=float(k), id=mid, sender="s@a.example",
+                                      recipients=("x@b.example",), size=k)
+                seq = await j.append([ev], bodies={mid: mid.encode() * 3})
+                print(seq, mid, flush=True)
+
+        await asyncio.gather(*(worker(w) for w in range(8)))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+""")
+
+
+def test_sigkill_never_loses_an_acknowledged_append(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    path = tmp_path / "crash.sqlite"
+    rng = random.Random(6)
+    acked: dict[int, str] = {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for run in range(6):
+        proc = subprocess.Popen([sys.executable, str(script), str(path), str(run)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        time.sleep(rng.uniform(0.3, 0.9))
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, err.decode()
+        lines = out.decode().split("\n")[:-1]  # a line without its newline was not printed
+        for line in lines:
+            if not line.startswith("open"):
+                seq, mid = line.split()
+                acked[int(seq)] = mid
+    assert len(acked) > 100, f"the writer acknowledged only {len(acked)} appends"
+    with Journal(path) as j:
+        _, events = j.replay_from_snapshot()
+        stored = {seq: ev for seq, ev in events}
+        # commits are atomic and in order: what survived is 1..N with no gap
+        assert sorted(stored) == list(range(1, len(stored) + 1))
+        for seq, mid in acked.items():
+            ev = stored[seq]
+            assert isinstance(ev, MessageSubmitted)
+            assert ev.id == mid
+            assert j.body(mid) == mid.encode() * 3
