@@ -1,0 +1,81 @@
+"""Engine snapshots: the whole state as bytes, so replay can start from a point.
+
+Format: ``b"EGSNAP"``, one version byte, then a pickle (protocol 5) of the
+engine's attributes *without the policy*: the policy is code (hooks,
+closures) and is supplied again to `Engine.restore`, exactly as it is to a
+fresh engine.  Configs the policy returned (frozen dataclasses) are kept by
+value, so a restored engine behaves as the original did, including the age
+of its cached path configs; secrets stay `KeySource` references (resolved
+lazily by the driver), never their values.
+
+Trade-off, stated plainly: pickle makes the snapshot complete with no second
+description of the state to keep in step (every new field is included
+automatically), at the price of being tied to these classes (the version
+byte is bumped when they change incompatibly) and of being unsafe to load
+from an untrusted source: load only snapshots you wrote.  The journal (the
+codec's compact, documented format) remains the durable record; a snapshot
+is a cache of its fold.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any, TypeVar
+
+from engine.errors import JournalError
+
+MAGIC = b"EGSNAP"
+VERSION = 1
+_POLICY = "egress-policy"
+_SKIP = ("policy", "out")
+
+E = TypeVar("E")
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, policy: Any) -> None:
+        super().__init__(file, protocol=5)
+        self._policy = policy
+
+    def persistent_id(self, obj: Any) -> str | None:  # the policy, wherever referenced
+        return _POLICY if obj is self._policy and obj is not None else None
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, policy: Any) -> None:
+        super().__init__(file)
+        self._policy = policy
+
+    def persistent_load(self, pid: Any) -> Any:
+        if pid != _POLICY:
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+        return self._policy
+
+
+def dump(eng: Any) -> bytes:
+    """Snapshot bytes of `eng` (policy left out)."""
+    state = {k: v for k, v in vars(eng).items() if k not in _SKIP}
+    buf = io.BytesIO()
+    buf.write(MAGIC + bytes([VERSION]))
+    _Pickler(buf, eng.policy).dump(state)
+    return buf.getvalue()
+
+
+def load(cls: type[E], data: bytes, policy: Any) -> E:
+    """An engine of class `cls` from `dump` bytes, with `policy` attached."""
+    if not isinstance(data, bytes | bytearray) or data[: len(MAGIC)] != MAGIC:
+        raise JournalError("not an egress engine snapshot (missing EGSNAP header)")
+    version = data[len(MAGIC)] if len(data) > len(MAGIC) else None
+    if version != VERSION:
+        raise JournalError(f"engine snapshot version {version} is not supported; expected "
+                           f"{VERSION}")
+    try:
+        state = _Unpickler(io.BytesIO(bytes(data[len(MAGIC) + 1:])), policy).load()
+    except Exception as exc:  # a truncated or corrupted snapshot
+        raise JournalError(f"engine snapshot could not be read: {exc}") from None
+    eng = cls.__new__(cls)
+    vars(eng).update(state)
+    eng.policy = policy  # type: ignore[attr-defined]
+    eng.out = []  # type: ignore[attr-defined]
+    return eng
