@@ -40,6 +40,7 @@ __all__ = [
     "dane_verify",
     "name_matches",
     "tlsa_association",
+    "usable_record",
     "usable_tlsa",
 ]
 
@@ -61,10 +62,11 @@ def usable_tlsa(resolved: TlsaResolved) -> tuple[TlsaRecord, ...]:
     otherwise the DANE-TA/DANE-EE records with a known selector and matching type."""
     if not resolved.secure:
         return ()
-    return tuple(r for r in resolved.records if _usable(r))
+    return tuple(r for r in resolved.records if usable_record(r))
 
 
-def _usable(record: TlsaRecord) -> bool:
+def usable_record(record: TlsaRecord) -> bool:
+    """True for a DANE-TA(2)/DANE-EE(3) record with selector 0/1 and matching type 0/1/2."""
     return record.usage in (DANE_TA, DANE_EE) and record.selector in (0, 1) and record.mtype in (
         0,
         1,
@@ -137,7 +139,7 @@ def dane_verify(
     """
     if not chain_der:
         return DaneVerdict(False, "the server presented no certificate")
-    usable = [r for r in records if _usable(r)]
+    usable = [r for r in records if usable_record(r)]
     if not usable:
         return DaneVerdict(False, "no usable DANE-TA(2) or DANE-EE(3) TLSA record")
     for record in usable:
