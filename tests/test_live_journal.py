@@ -22,7 +22,13 @@ import pytest
 from engine import codec
 from engine.errors import JournalError
 from engine.events import MessageSubmitted, Response, TimerFired
-from engine.live.journal import JOURNAL_FILE, Journal, load_events, read_journal
+from engine.live.journal import (
+    JOURNAL_FILE,
+    Journal,
+    iter_events,
+    load_events,
+    read_journal,
+)
 from engine.reply import Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +135,9 @@ def test_snapshots_replay_from_latest_and_keep_two(tmp_path: Path) -> None:
         assert list(seq_events) == [(7, msg(7))]
         with pytest.raises(JournalError, match="snapshot seq 99 is not between 0 and the last"):
             j.write_snapshot(99, b"x")
+    # the whole traffic, snapshots ignored (what `egress replay` reads)
+    assert [seq for seq, _ in iter_events(path)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [ev for _, ev in iter_events(path, after=5)] == [msg(6), msg(7)]
     kept = sqlite3.connect(path).execute("SELECT seq FROM snapshots ORDER BY seq").fetchall()
     assert kept == [(4,), (6,)]
 

@@ -399,16 +399,27 @@ def read_journal(
     return (None if snap is None else (snap[0], bytes(snap[1]))), _events_after(conn, after)
 
 
+def iter_events(path: str | Path, after: int = 0) -> Iterator[tuple[int, Event]]:
+    """Every (seq, event) after seq `after`, in order, snapshots ignored.
+
+    What `egress replay` and analyses want: the whole traffic, not the state.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JournalError(f"no journal at {str(path)!r}")
+    conn = _connect(path, read_only=True)
+    conn.execute("BEGIN")
+    return _events_after(conn, after)
+
+
 def load_events(path: str | Path, after: int = 0) -> list[dict[str, Any]]:
-    """Every event after seq `after` as a flat-ish dict (``seq``, ``kind``, fields).
+    """Every event after seq `after` as a dict (``seq``, ``kind``, then its fields).
 
     For notebooks: ``pandas.DataFrame(load_events("spool/journal.sqlite"))``.
     Nested values (a Reply, MX records) become dicts and lists of dicts.
     """
-    conn = _connect(Path(path), read_only=True)
-    conn.execute("BEGIN")
     out = []
-    for seq, ev in _events_after(conn, after):
+    for seq, ev in iter_events(path, after):
         row: dict[str, Any] = {"seq": seq, "kind": type(ev).__name__}
         row.update(dataclasses.asdict(ev))
         out.append(row)
