@@ -305,7 +305,15 @@ def _policy_tables(
 
 def _construct(top: Table, path: str, fn: Any, keys: dict[str, Any]) -> Any:
     """Call an engine constructor, turning its ConfigError into a ScenarioError."""
+    from sim.scenario_schema import join_path
+
     try:
         return fn(**keys)
     except (ValueError, TypeError) as e:
-        raise ScenarioError(f"{top.source}: {path}: {e}") from None
+        message = str(e)
+        # The engine's messages start with the key ("connection_limit: 0 is not
+        # valid; ..."): fold it into the path so it reads like every other error.
+        head, sep, rest = message.partition(": ")
+        if sep and head in keys:
+            raise ScenarioError(f"{top.source}: {join_path(path, head)}: {rest}") from None
+        raise ScenarioError(f"{top.source}: {path}: {message}") from None

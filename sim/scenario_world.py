@@ -132,15 +132,18 @@ def _outages(t: Table) -> tuple[Outage, ...]:
 
 
 def _bandwidth(t: Table) -> float | None:
-    if not t.has("data_bandwidth"):
-        t.raw("data_bandwidth", None)
+    value = t.raw("data_bandwidth", None)
+    if value is None:
         return None
-    value = t.data["data_bandwidth"]
-    if isinstance(value, str) and value.endswith("/s"):
-        value = value[:-2]
-    size = t.parse_size("data_bandwidth", value)
+    text = value[:-2] if isinstance(value, str) and value.endswith("/s") else value
+    try:
+        size = t.parse_size("data_bandwidth", text)
+    except ValueError:
+        size = 0
     if size <= 0:
-        raise t.expected("data_bandwidth", 'bytes per second above 0, e.g. "10MB/s"', value)
+        raise t.expected(
+            "data_bandwidth", 'bytes per second above 0, such as 12500000 or "10MB/s"', value
+        )
     return float(size)
 
 
@@ -184,6 +187,8 @@ def check_host_fields(t: Table, *, allow_address: bool) -> HostSpec:
 
 def _addresses(t: Table) -> tuple[str, ...]:
     what = "an IPv4 or IPv6 address"
+    t.raw("address", None)
+    t.raw("addresses", None)
     if t.has("address"):
         values, key = [t.raw("address")], "address"
     elif t.has("addresses"):
@@ -191,8 +196,6 @@ def _addresses(t: Table) -> tuple[str, ...]:
         if not isinstance(values, list) or not values:
             raise t.expected(key, "a non-empty array of IP addresses", values)
     else:
-        t.raw("address", None)
-        t.raw("addresses", None)
         return ()
     out = []
     for v in values:
