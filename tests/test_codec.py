@@ -234,3 +234,13 @@ def test_fingerprint_covers_the_layout() -> None:
     assert len(codec.SCHEMA_FINGERPRINT) == 4
     text = codec_gen.describe(Response)
     assert text.startswith("Response(at:float,conn:int,reply:Reply(code:int")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _Odd(Event):
+    extra: dict[str, int]
+
+
+def test_unsupported_field_type_is_named() -> None:
+    with pytest.raises(TypeError, match=r"cannot encode fields of type dict\[str,int\]"):
+        codec_gen.compile_event(_Odd, 99)
