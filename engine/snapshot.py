@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from engine.errors import JournalError
@@ -33,6 +34,10 @@ _SKIP = ("policy", "out")
 E = TypeVar("E")
 
 
+def _proxy(d: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    return MappingProxyType(d)
+
+
 class _Pickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, policy: Any) -> None:
         super().__init__(file, protocol=5)
@@ -40,6 +45,12 @@ class _Pickler(pickle.Pickler):
 
     def persistent_id(self, obj: Any) -> str | None:  # the policy, wherever referenced
         return _POLICY if obj is self._policy and obj is not None else None
+
+    def reducer_override(self, obj: Any) -> Any:
+        # configs hold read-only mappings (additional_connection_limits, ...)
+        if type(obj) is MappingProxyType:
+            return _proxy, (dict(obj),)
+        return NotImplemented
 
 
 class _Unpickler(pickle.Unpickler):

@@ -1,0 +1,259 @@
+"""Engine: connections, throttles, host plans, TLS policy and admin commands."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.effects import Close, Connect, Discard, FetchMtaSts, ResolveTlsa, SetTimer, TlsMode
+from engine.engine import Engine
+from engine.errors import ProtocolError
+from engine.events import (
+    Bounce,
+    ConnectFailed,
+    MtaStsPolicy,
+    MtaStsResolved,
+    MxRecord,
+    Resolved,
+    Response,
+    Resume,
+    Suspend,
+    TlsaRecord,
+    TlsaResolved,
+)
+from engine.reply import Reply
+from tests.support.engine_harness import MX, World, of, policy, records, submit
+
+PATH = "unspecified->(mx1|mx2).example.com"
+
+
+def resolved_engine(**path: object) -> tuple[Engine, World]:
+    eng = Engine(policy(**path), seed=1)
+    w = World(eng, auto_connect=False)
+    w.feed(Resolved(at=0.0, domain="example.com", mx=MX, ttl=1e9))
+    return eng, w
+
+
+def test_connection_ramp_opens_ideal_count_and_no_more() -> None:
+    eng, w = resolved_engine(connection_limit=32)
+    for i in range(10):
+        w.feed(submit(i))
+    assert len(of(w.effects, Connect)) == 7  # ideal(32, 10)
+    assert eng.connection_counts() == {PATH: 7} and eng.ready_depths() == {PATH: 3}
+
+
+def test_connection_limit_caps_connections() -> None:
+    eng, w = resolved_engine(connection_limit=2)
+    for i in range(50):
+        w.feed(submit(i))
+    assert eng.connection_counts() == {PATH: 2}
+
+
+def test_sessions_are_reused_then_quit_after_max_deliveries_and_replaced() -> None:
+    eng = Engine(policy(connection_limit=1, max_deliveries_per_connection=2), seed=1)
+    w = World(eng)
+    w.feed(Resolved(at=0.0, domain="example.com", mx=MX, ttl=1e9))
+    w.auto_connect = False
+    fx = []
+    for i in range(3):
+        fx += w.feed(submit(i))
+    w.auto_connect = True
+    # conn 1 is still connecting with m0; let it run
+    from engine.events import Connected
+    fx = w.feed(Connected(at=0.0, conn=1))
+    fx += w.feed(Response(at=0.0, conn=1, reply=Reply.make(220, None, "hi")))
+    assert [r["id"] for r in records(fx, "Delivery")] == ["m0", "m1", "m2"]
+    assert [c.conn for c in of(fx, Connect)] == [2]  # replacement opened at once
+    assert [r["peer_address"]["addr"] for r in records(fx, "Delivery")] == ["192.0.2.1"] * 3
+
+
+def test_idle_timeout_quits() -> None:
+    eng = Engine(policy(idle_timeout=30), seed=1)
+    w = World(eng)
+    fx = w.feed(submit(1))
+    assert SetTimer(timer=("idle", 1), at=30.0) in fx
+    fx = w.fire(("idle", 1))
+    assert of(fx, Close) == [Close(conn=1)] and eng.connection_counts() == {PATH: 0}
+
+
+def test_host_failure_tries_next_address_then_transient_failure() -> None:
+    eng, w = resolved_engine()
+    w.feed(submit(1))
+    fx = w.feed(ConnectFailed(at=1.0, conn=1, reason="refused"))
+    assert of(fx, Connect) == [Connect(conn=2, host="mx2.example.com", address="192.0.2.2",
+                                       port=25, source="unspecified", path=PATH)]
+    fx = w.feed(ConnectFailed(at=2.0, conn=2, reason="refused"))
+    [rec] = records(fx, "TransientFailure")
+    assert rec["num_attempts"] == 1 and rec["response"]["code"] == 421
+    assert rec["peer_address"] == {"name": "mx2.example.com", "addr": "192.0.2.2"}
+    assert "refused" in rec["response"]["content"]
+    assert eng.paths[PATH].failures == 1
+
+
+def test_consecutive_failures_past_threshold_delay_whole_ready_queue() -> None:
+    eng, w = resolved_engine(connection_limit=1, consecutive_connection_failures_before_delay=1)
+    for i in range(4):
+        w.feed(submit(i))
+    conn = 1
+    outcomes = []
+    for _round in range(3):
+        fx = w.feed(ConnectFailed(at=1.0, conn=conn, reason="x"))
+        fx += w.feed(ConnectFailed(at=1.0, conn=conn + 1, reason="x"))
+        outcomes.append(sorted(r["id"] for r in records(fx, "TransientFailure")))
+        conn += 2
+    # failures 0 -> 1, 1 -> 2 (held only); then 2 > 1: bulk delay of everything left
+    assert outcomes[0] == ["m0"] and outcomes[1] == ["m1"]
+    assert outcomes[2] == ["m2", "m3"]
+    bulk = records(fx, "TransientFailure")
+    assert {r["response"]["content"] for r in bulk} == {"No answer from any hosts listed in MX"}
+    assert eng.ready_depths() == {PATH: 0} and eng.scheduled_count == 4
+
+
+def test_successful_connect_resets_the_failure_counter() -> None:
+    eng, w = resolved_engine()
+    w.feed(submit(1))
+    w.feed(ConnectFailed(at=1.0, conn=1, reason="x"))
+    w.feed(ConnectFailed(at=1.0, conn=2, reason="x"))
+    assert eng.paths[PATH].failures == 1
+    w.feed(submit(2, at=2.0))
+    from engine.events import Connected
+    w.feed(Connected(at=3.0, conn=3))
+    assert eng.paths[PATH].failures == 0
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1", "10.1.2.3"])
+def test_prohibited_host_bounces_whole_ready_queue(addr: str) -> None:
+    mx = (MxRecord(preference=10, host="mx1.example.com", addresses=("192.0.2.1", addr)),)
+    eng = Engine(policy(prohibited_hosts=["127.0.0.0/8", "10.0.0.0/8"]), seed=1)
+    w = World(eng, mx=mx, auto_connect=False)
+    fx = w.feed(submit(1))
+    [rec] = records(fx, "Bounce")
+    assert rec["response"]["code"] == 550
+    assert rec["response"]["enhanced_code"] == {"class": 5, "subject": 4, "detail": 4}
+    assert addr in rec["response"]["content"] and of(fx, Connect) == []
+
+
+def test_skip_hosts_removes_addresses_and_all_skipped_fails() -> None:
+    eng = Engine(policy(skip_hosts=["192.0.2.1"]), seed=1)
+    w = World(eng, auto_connect=False)
+    fx = w.feed(submit(1))
+    assert [c.address for c in of(fx, Connect)] == ["192.0.2.2"]
+    eng2 = Engine(policy(skip_hosts=["192.0.2.0/24"]), seed=1)
+    fx = World(eng2, auto_connect=False).feed(submit(1))
+    [rec] = records(fx, "Bounce")
+    assert rec["response"]["code"] == 550 and "skip_hosts" in rec["response"]["content"]
+
+
+def test_equal_preference_hosts_are_shuffled_deterministically() -> None:
+    mx = tuple(MxRecord(preference=10, host=f"mx{i}.example.com", addresses=(f"192.0.2.{i}",))
+               for i in range(1, 6))
+    firsts = []
+    for seed in range(8):
+        eng = Engine(policy(), seed=seed)
+        fx = World(eng, mx=mx, auto_connect=False).feed(submit(1))
+        firsts.append(of(fx, Connect)[0].address)
+        again = World(Engine(policy(), seed=seed), mx=mx, auto_connect=False).feed(submit(1))
+        assert of(again, Connect)[0].address == firsts[-1]
+    assert len(set(firsts)) > 1
+
+
+def test_message_rate_short_wait_in_place_long_wait_pushes_back() -> None:
+    eng = Engine(policy(max_message_rate="1/min", idle_timeout=120), seed=1)
+    w = World(eng)
+    w.feed(submit(1))
+    fx = w.feed(submit(2))
+    assert SetTimer(timer=("msgrate", 1), at=60.0) in fx
+    fx = w.fire(("msgrate", 1))
+    assert [r["id"] for r in records(fx, "Delivery")] == ["m2"]
+    eng2 = Engine(policy(max_message_rate="1/hr", idle_timeout=60), seed=1)
+    w2 = World(eng2)
+    w2.feed(submit(1))
+    fx = w2.feed(submit(2, at=1.0))
+    [rec] = records(fx, "Delayed")
+    assert rec["num_attempts"] == 0 and "ready queue throttled" in rec["response"]["content"]
+    assert rec["response"]["content"].startswith("451 4.4.1 ")
+    assert eng2.counters["delayed_due_to_message_rate_throttle"] == 1
+    assert SetTimer(timer=("promote", ""), at=3600.0) in fx
+
+
+def test_connection_rate_short_wait_arms_ready_timer() -> None:
+    _eng, w = resolved_engine(max_connection_rate="1/s", connection_limit=32)
+    for i in range(3):
+        w.feed(submit(i))
+    assert len(of(w.effects, Connect)) == 1
+    assert ("ready", PATH) in w.timers
+    fx = w.fire(("ready", PATH))
+    assert len(of(fx, Connect)) == 1
+
+
+def test_suspend_keeps_messages_and_resume_sends() -> None:
+    eng, w = resolved_engine()
+    w.feed(Suspend(at=0.0, path=PATH))
+    fx = w.feed(submit(1))
+    assert of(fx, Connect) == [] and eng.ready_depths() == {PATH: 1}
+    fx = w.feed(Resume(at=1.0, path=PATH))
+    assert len(of(fx, Connect)) == 1
+
+
+def test_admin_bounce_scheduled_and_ready_not_in_flight_until_it_returns() -> None:
+    eng, w = resolved_engine(connection_limit=1)
+    w.feed(submit(1))  # held by conn 1
+    w.feed(submit(2))  # waits in ready
+    w.feed(submit(3, rcpts=("x@other.test",)))  # parked on DNS: other domain
+    fx = w.feed(Bounce(at=5.0, domain="example.com", reason="cleanup"))
+    [rec] = records(fx, "AdminBounce")
+    assert rec["id"] == "m2" and rec["response"]["code"] == 551
+    assert rec["response"]["content"] == "Administrator bounced with: cleanup"
+    fx = w.feed(ConnectFailed(at=6.0, conn=1, reason="x"))
+    fx += w.feed(ConnectFailed(at=6.0, conn=2, reason="x"))
+    assert [r["id"] for r in records(fx, "AdminBounce")] == ["m1"]
+    assert Discard(message_id="m1") in fx and eng.queued_count == 1
+
+
+def test_mta_sts_enforce_requires_tls_and_filters_hosts() -> None:
+    eng = Engine(policy(enable_mta_sts=True), seed=1)
+    w = World(eng, auto_connect=False, auto_dns=False)
+    w.feed(Resolved(at=0.0, domain="example.com", mx=MX, ttl=1e9))
+    fx = w.feed(submit(1))
+    assert of(fx, FetchMtaSts) == [FetchMtaSts(domain="example.com")] and of(fx, Connect) == []
+    w.feed(submit(2))
+    assert len(of(w.effects, FetchMtaSts)) == 1
+    fx = w.feed(MtaStsResolved(at=1.0, domain="example.com",
+                               policy=MtaStsPolicy(mode="enforce", mx=("mx2.example.com",))))
+    conns = of(fx, Connect)
+    assert {c.host for c in conns} == {"mx2.example.com"}
+    assert eng.conns[conns[0].conn].session.tls == "Required"
+
+
+def test_dane_secure_tlsa_overrides_to_required_dane() -> None:
+    eng = Engine(policy(enable_dane=True), seed=1)
+    w = World(eng, auto_connect=False)
+    fx = w.feed(submit(1))
+    assert of(fx, ResolveTlsa) == [ResolveTlsa(host="mx1.example.com", port=25)]
+    rec = TlsaRecord(usage=3, selector=1, mtype=1, data=b"\x01" * 32)
+    fx = w.feed(TlsaResolved(at=1.0, host="mx1.example.com", port=25, records=(rec,),
+                             secure=True))
+    [c] = of(fx, Connect)
+    s = eng.conns[c.conn].session
+    assert s.tls == "Required" and s.tls_settings.mode is TlsMode.DANE
+    assert s.tls_settings.tlsa == (rec,)
+
+
+def test_insecure_modes_map_to_insecure_tls_settings() -> None:
+    eng, w = resolved_engine(enable_tls="OpportunisticInsecure")
+    fx = w.feed(submit(1))
+    s = eng.conns[of(fx, Connect)[0].conn].session
+    assert s.tls_settings.mode is TlsMode.INSECURE and s.tls_settings.server_name == (
+        "mx1.example.com")
+
+
+def test_event_for_unknown_connection_is_a_protocol_error() -> None:
+    eng, w = resolved_engine()
+    w.feed(submit(1))
+    before = eng.snapshot()
+    with pytest.raises(ProtocolError, match=r"^session 99 cannot handle Response in state "
+                                            r"UNKNOWN$"):
+        eng.handle(Response(at=1.0, conn=99, reply=Reply.make(250, None, "ok")))
+    with pytest.raises(ProtocolError, match=r"^session 1 cannot handle Response\(250\) in state "
+                                            r"AWAIT_CONNECT$"):
+        eng.handle(Response(at=1.0, conn=1, reply=Reply.make(250, None, "ok")))
+    assert eng.snapshot() == before
