@@ -303,6 +303,15 @@ class EgressPathConfig:
     def __hash__(self) -> int:
         return hash(tuple(_hashable(getattr(self, k)) for k in _CHECKS))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # MappingProxyType cannot be pickled (sweeps ship configs to workers);
+        # rebuild from plain dicts, re-validating on the way in.
+        state = {k: dict(v) if isinstance(v, Mapping) else v for k, v in self._items()}
+        return (_rebuild, (state,))
+
+    def _items(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in _CHECKS]
+
     def replace(self, **keys: Any) -> EgressPathConfig:
         """A new validated config with `keys` changed."""
         check_keys(keys, self.KEYS, "EgressPathConfig.replace")
@@ -317,6 +326,10 @@ class EgressPathConfig:
         """The keys whose value differs from `make_egress_path()`'s, as plain values."""
         base = _defaults().to_dict()
         return {k: v for k, v in self.to_dict().items() if base[k] != v}
+
+
+def _rebuild(state: dict[str, Any]) -> EgressPathConfig:
+    return EgressPathConfig(**state)
 
 
 def _hashable(value: Any) -> Any:
