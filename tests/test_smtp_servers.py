@@ -389,3 +389,14 @@ def test_step_lists_are_used_in_turn_across_connections() -> None:
         third = run_client(srv, go)
     assert (first, second, third) == (b"421 4.7.0 busy\r\n", b"220 ok now\r\n",
                                       b"220 ok now\r\n")
+
+
+def test_ipv6_loopback_banner_and_refusal() -> None:
+    async def go(c: Client) -> bytes:
+        return await c.reply()
+
+    with ScriptedServer(banner_421(), host="::1") as srv:
+        assert srv.address[0] == "::1"
+        assert run_client(srv, go) == b"421 4.3.2 Service not available, closing channel\r\n"
+    with closed_port("::1") as (host, port), pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=2)
