@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "EgressPool": "engine.queue_config",
     "make_egress_pool": "engine.queue_config",
     "Policy": "engine.policy",
+    "mx_matches": "engine.mta_sts_match",
     # the machine
     "Engine": "engine.engine",
 }

@@ -319,3 +319,41 @@ def test_dane_mismatch_fails_the_host(good: ServerCert, tmp_path: pathlib.Path) 
         "DANE verification failed for mx.test: no TLSA record matches the server's "
         "certificate chain"
     )
+
+
+@pytest.mark.parametrize("prefer_openssl", [False, True])
+def test_a_large_message_crosses_the_tls_transport_and_close_is_seen(
+    good: ServerCert, cafile: str, prefer_openssl: bool
+) -> None:
+    """300 KB through the upgraded transport, then the server's close reaches the protocol."""
+    settings = TlsSettings(mode=TlsMode.VERIFY, server_name=HOST, prefer_openssl=prefer_openssl)
+    body = b"".join(b"line %06d of the message\r\n" % i for i in range(12000))
+    server = sink(good)
+
+    async def go() -> bool:
+        async with server:
+            loop = asyncio.get_running_loop()
+            transport, client = await loop.create_connection(LineClient, *server.address)
+            await client.reply()
+            await client.command("EHLO client.test")
+            await client.command("STARTTLS")
+            tls, _ = await upgrade(loop, transport, client, settings, cafile=cafile)
+            client.transport = tls
+            await client.command("EHLO client.test")
+            assert (await client.command("MAIL FROM:<a@client.test>")).startswith(b"250")
+            assert (await client.command("RCPT TO:<b@mx.test>")).startswith(b"250")
+            assert (await client.command("DATA")).startswith(b"354")
+            tls.write(b"Subject: big\r\n\r\n" + body + b".\r\n")
+            assert (await client.reply()).startswith(b"250")
+            assert (await client.command("QUIT")).startswith(b"221")
+            for _ in range(50):
+                if client.lost:
+                    break
+                await asyncio.sleep(0.02)
+            tls.close()
+            return client.lost
+
+    assert run(go) is True
+    (message,) = server.messages
+    assert message.tls is True
+    assert message.content.replace(b"\r\n", b"\n").endswith(body.replace(b"\r\n", b"\n"))
