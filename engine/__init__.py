@@ -43,6 +43,12 @@ _EXPORTS: dict[str, str] = {
     "mx_matches": "engine.mta_sts_match",
     # the machine
     "Engine": "engine.engine",
+    # the journal codec
+    "encode_event": "engine.codec",
+    "decode_event": "engine.codec",
+    "encode_events": "engine.codec",
+    "decode_events": "engine.codec",
+    "iter_decode": "engine.codec",
 }
 
 __all__ = sorted(_EXPORTS)
