@@ -227,8 +227,17 @@ _CHECKS: dict[str, Check] = {
 }
 
 
+# CidrSets are immutable, so every config shares these two (and their memo).
+_PROHIBITED = CidrSet(["127.0.0.0/8", "::1", "0.0.0.0", "::"], key="prohibited_hosts")
+_NO_HOSTS = CidrSet(key="skip_hosts")
+
+
 def _default_prohibited() -> CidrSet:
-    return CidrSet(["127.0.0.0/8", "::1", "0.0.0.0", "::"])
+    return _PROHIBITED
+
+
+def _no_hosts() -> CidrSet:
+    return _NO_HOSTS
 
 
 def _empty() -> Mapping[str, Any]:
@@ -263,7 +272,7 @@ class EgressPathConfig:
     max_deliveries_per_connection: int = 1024
     max_ready: int = 1024
     prohibited_hosts: CidrSet = field(default_factory=_default_prohibited)
-    skip_hosts: CidrSet = field(default_factory=CidrSet)
+    skip_hosts: CidrSet = field(default_factory=_no_hosts)
     smtp_port: int = 25
     smtp_auth_plain_username: str | None = None
     smtp_auth_plain_password: KeySource | None = None
