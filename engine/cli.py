@@ -175,8 +175,53 @@ def _print_check(policy_path: str, results: list[dict[str, Any]], only_set: bool
 
 # -- the program -----------------------------------------------------------------
 
+# -- egress simulate / egress sweep (bodies in sim.commands) --------------------
+
+
+def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("simulate", help="simulate a scenario on a simulated clock")
+    p.add_argument("scenario", help="a scenario TOML file (see scenarios/)")
+    p.add_argument("--out", help="write records.jsonl, series.npz, summary.json, plot.png here")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="override a scenario value, e.g. egress_path.connection_limit=16",
+    )
+    p.add_argument("--no-plot", action="store_true", help="do not draw plot.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from sim.commands import simulate
+
+    return simulate(args)
+
+
+def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sweep", help="simulate every combination of some values, over seeds")
+    p.add_argument("scenario", help="a scenario TOML file")
+    p.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="a scenario key and the values to try (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a fixed override")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per combination (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: one per core)")
+    p.add_argument("--scheduler", help="a Dask scheduler address (needs egress[dask])")
+    p.add_argument("--csv", help="also write the table as CSV here")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sim.commands import sweep
+
+    return sweep(args)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_check,
+    _add_simulate,
+    _add_sweep,
 ]
 
 

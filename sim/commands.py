@@ -1,0 +1,160 @@
+"""The bodies of `egress simulate` and `egress sweep` (engine/cli.py stays thin).
+
+Both print with rich: a live progress bar while the run goes (on a terminal
+only; a pipe or a CI log gets the final table alone), then a summary table.
+A bad scenario is a `ScenarioError`; the CLI prints it and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def _console() -> Console:
+    return Console(stderr=False, highlight=False)
+
+
+def load(path: str, sets: list[str]) -> Any:
+    from sim.scenario import Scenario
+
+    return Scenario.from_toml(path, sets)
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from sim.result import run
+
+    sets = list(args.set or [])
+    if args.seed is not None:
+        sets.append(f"seed={args.seed}")
+    scenario = load(args.scenario, sets)
+    console = _console()
+    horizon = float(scenario.horizon)
+    interactive = console.is_terminal and not args.quiet
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[clock]}"),
+        TextColumn("finished {task.fields[finished]:,}/{task.fields[submitted]:,}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not interactive,
+    )
+    with progress:
+        task = progress.add_task(scenario.name, total=horizon, clock="", finished=0, submitted=0)
+
+        def update(now: float, finished: int, submitted: int) -> None:
+            progress.update(
+                task,
+                completed=now,
+                clock=_hms(now),
+                finished=finished,
+                submitted=submitted,
+            )
+
+        result = run(scenario, progress=update, keep_records=args.out is not None)
+    print_summary(console, result)
+    if args.out:
+        written = result.write(args.out, plot=not args.no_plot)
+        console.print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def print_summary(console: Console, result: Any) -> None:
+    s = result.summary
+    table = Table(title=f"{result.scenario_name} (seed {result.seed})", show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key in ("submitted", "delivered", "bounced", "expired", "still_queued",
+                "transient_failures", "delayed"):
+        table.add_row(key.replace("_", " "), f"{s[key]:,}")
+    drain = s["drain_time"]
+    table.add_row("drain time", _hms(drain) if drain is not None else
+                  f"not drained by {_hms(s['horizon'])}")
+    for q in ("p50", "p95", "p99"):
+        v = s[f"time_to_deliver_{q}"]
+        table.add_row(f"time to deliver {q}", _hms(v) if v is not None else "-")
+    for path, n in s["peak_connections"].items():
+        table.add_row(f"peak connections {path}", str(n))
+    for path, n in s["peak_ready_depth"].items():
+        table.add_row(f"peak ready depth {path}", str(n))
+    for reason, n in s["deferrals"].items():
+        table.add_row(f"deferred: {reason}", f"{n:,}")
+    table.add_row("wall time", f"{result.wall_seconds:.2f} s")
+    console.print(table)
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from sim.sweep import FIGURES, Vary, combinations, write_csv
+    from sim.sweep import sweep as run_sweep
+
+    base = load(args.scenario, list(args.set or []))
+    varies = [Vary.parse(v) for v in args.vary]
+    # Validate every combination before spending minutes on the first runs.
+    for combo in combinations(varies):
+        base.with_overrides(combo)
+    console = _console()
+    progress = Progress(
+        TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
+        TimeElapsedColumn(), console=console, transient=True,
+        disable=not console.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("sweep", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        table_rows = run_sweep(
+            base, varies, seeds=args.seeds, workers=args.workers,
+            scheduler=args.scheduler, progress=update,
+        )
+    table = Table(title=f"sweep over {args.seeds} seed(s)")
+    keys = [v.key for v in varies]
+    for k in keys:
+        table.add_column(k)
+    shown = ("drain_time", "delivered", "transient_failures", "time_to_deliver_p95",
+             "max_peak_connections")
+    for f in shown:
+        table.add_column(f.replace("_", " "), justify="right")
+    for row in table_rows:
+        cells = [str(row[k]) for k in keys]
+        for f in shown:
+            mean, std = row.get(f"{f}_mean"), row.get(f"{f}_std")
+            missing = row.get(f"{f}_missing", 0)
+            if mean is None:
+                cells.append("-")
+            else:
+                cell = f"{mean:,.1f} ± {std:,.1f}" if args.seeds > 1 else f"{mean:,.1f}"
+                if missing:
+                    cell += f" ({missing} n/a)"
+                cells.append(cell)
+        table.add_row(*cells)
+    console.print(table)
+    out = Path(args.csv) if args.csv else None
+    if out:
+        write_csv(table_rows, out)
+        console.print(f"wrote {out} ({len(table_rows)} rows, figures: {', '.join(FIGURES)})")
+    return 0
+
+
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `egress` command")

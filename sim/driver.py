@@ -1,0 +1,350 @@
+"""The SimPy driver: the engine's effects carried out against a simulated world.
+
+This is the simulated twin of `engine.live`: it reads the (simulated) clock,
+asks `sim.world.World` what the remote side does and how long it takes, turns
+the answers into events for `Engine.handle`, and carries out every effect in
+order.  It makes no delivery decision of its own (STYLE.md, "Drivers").
+
+Why it is shaped this way (DESIGN.md, "Cost shape"):
+
+* The world answers per transaction *phase* (connect + banner, EHLO, one
+  pipelined MAIL/RCPT/DATA batch, the body and dot), so one `Send` effect
+  costs one SimPy event however many replies it yields.
+* SimPy cannot unschedule an event, and the engine arms a command timer for
+  every command it sends but almost never lets one fire.  So timers live in the
+  driver's own heap with lazy cancellation, and only the earliest armed timer
+  holds a SimPy event ("the wake").  Arming a timer is a heap push, not a SimPy
+  event.
+* Callbacks are attached to bare SimPy events (`_at`), which is what a SimPy
+  `Timeout` does without the process machinery around it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import simpy
+from simpy.events import NORMAL, Event
+
+from engine.effects import (
+    CancelTimer,
+    Close,
+    Connect,
+    Discard,
+    FetchMtaSts,
+    Log,
+    Resolve,
+    ResolveTlsa,
+    Send,
+    SetTimer,
+    StartTls,
+    Verb,
+)
+from engine.engine import Engine
+from engine.events import (
+    Closed,
+    Connected,
+    ConnectFailed,
+    MessageSubmitted,
+    Response,
+    TimerFired,
+    TlsaResolved,
+    TlsEstablished,
+    TlsFailed,
+)
+from engine.events import (
+    Event as EngineEvent,
+)
+from engine.events import Timer as TimerName
+from sim.observer import Observer
+from sim.world import World
+
+ProgressFn = Callable[[float, int, int], None]  # (simulated seconds, finished, submitted)
+
+
+class _Conn:
+    """What the driver knows of one simulated connection."""
+
+    __slots__ = ("alive", "counted", "host", "path", "tls")
+
+    def __init__(self, host: str, path: str) -> None:
+        self.host = host
+        self.path = path
+        self.alive = True
+        self.counted = False  # holds one of the host's connection slots
+        self.tls = False
+
+
+class SimDriver:
+    """Runs one scenario: an `Engine` on a SimPy clock against a `World`."""
+
+    def __init__(
+        self,
+        scenario: Any,
+        *,
+        progress: ProgressFn | None = None,
+        keep_records: bool = True,
+        record_sink: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.env = simpy.Environment()
+        # Two independent streams: the engine's own and the world's, so a change
+        # in how often the world draws does not reshuffle the engine's choices.
+        self.world = World(scenario, random.Random(f"world:{scenario.seed}"))
+        self.engine = Engine(scenario.policy(), seed=scenario.seed, epoch=scenario.start_epoch)
+        self.observer = Observer(self.engine, keep_records=keep_records, sink=record_sink)
+        self._progress = progress
+        self._conns: dict[int, _Conn] = {}
+        self._open: dict[str, int] = {}  # path -> connections the engine has open
+        self._sizes: dict[str, int] = {}
+        # Timer wheel: name -> sequence of its latest arming; heap of (at, seq, name).
+        self._armed: dict[TimerName, int] = {}
+        self._heap: list[tuple[float, int, TimerName]] = []
+        self._seq = itertools.count()
+        self._wake_at = float("inf")
+        self._arrivals: Iterator[MessageSubmitted] | None = None
+        self._next_arrival: MessageSubmitted | None = None
+        self.submitted = 0
+        self.done = self.env.event()
+
+    # -- scheduling primitives -------------------------------------------------
+
+    def _at(self, delay: float, fn: Callable[[Event], None], value: Any = None) -> None:
+        """Call `fn(event)` after `delay` simulated seconds (one bare SimPy event)."""
+        ev = Event(self.env)
+        ev._ok = True
+        ev._value = value
+        ev.callbacks.append(fn)
+        self.env.schedule(ev, NORMAL, delay if delay > 0.0 else 0.0)
+
+    def _feed(self, event: EngineEvent) -> None:
+        """Hand one event to the engine and carry out what it orders."""
+        for effect in self.engine.handle(event):
+            self._carry_out(effect)
+
+    # -- running ---------------------------------------------------------------
+
+    def run(self, arrivals: Iterator[MessageSubmitted], horizon: float) -> None:
+        self._arrivals = iter(arrivals)
+        self._next_arrival = next(self._arrivals, None)
+        if self._next_arrival is not None:
+            self._at(self._next_arrival.at, self._on_arrival)
+        interval = self.observer.sample_interval(self.scenario, horizon)
+        self._at(0.0, self._on_sample, interval)
+        until = self.env.timeout(horizon)
+        self.env.run(until=self.env.any_of([self.done, until]))
+        self.observer.sample(self.env.now, self._conn_counts(), final=True)
+
+    def _on_arrival(self, _: Event) -> None:
+        now = self.env.now
+        msg = self._next_arrival
+        # Every message due at this instant goes in under one SimPy event.
+        while msg is not None and msg.at <= now:
+            self._sizes[msg.id] = msg.size
+            self.submitted += 1
+            self._feed(msg)
+            msg = next(self._arrivals, None)  # type: ignore[arg-type]
+        self._next_arrival = msg
+        if msg is not None:
+            self._at(msg.at - now, self._on_arrival)
+        else:
+            self._check_done()
+
+    def _on_sample(self, ev: Event) -> None:
+        interval: float = ev._value
+        self.observer.sample(self.env.now, self._conn_counts())
+        if self._progress is not None:
+            self._progress(self.env.now, self.observer.finished, self.submitted)
+        if not self.done.triggered:
+            self._at(interval, self._on_sample, interval)
+
+    def _check_done(self) -> None:
+        if (
+            self._next_arrival is None
+            and not self.done.triggered
+            and self.observer.finished >= self.submitted
+        ):
+            self.observer.drain_time = self.env.now
+            self.done.succeed()
+
+    def _conn_counts(self) -> dict[str, int]:
+        return dict(self._open)
+
+    # -- timers ----------------------------------------------------------------
+
+    def _set_timer(self, name: TimerName, at: float) -> None:
+        seq = next(self._seq)
+        self._armed[name] = seq
+        heapq.heappush(self._heap, (at, seq, name))
+        if at < self._wake_at:
+            self._wake_at = at
+            self._at(at - self.env.now, self._on_wake, at)
+
+    def _on_wake(self, ev: Event) -> None:
+        if ev._value != self._wake_at:
+            return  # superseded by an earlier wake
+        now = self.env.now
+        heap, armed = self._heap, self._armed
+        while heap and heap[0][0] <= now:
+            _, seq, name = heapq.heappop(heap)
+            if armed.get(name) == seq:
+                del armed[name]
+                self._feed(TimerFired(at=now, timer=name))
+        while heap and armed.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)  # drop cancelled or re-armed entries at the head
+        self._wake_at = float("inf")
+        if heap:
+            self._wake_at = heap[0][0]
+            self._at(self._wake_at - now, self._on_wake, self._wake_at)
+
+    # -- effects ---------------------------------------------------------------
+
+    def _carry_out(self, effect: Any) -> None:
+        kind = type(effect)
+        if kind is Send:
+            self._send(effect)
+        elif kind is SetTimer:
+            self._set_timer(effect.timer, effect.at)
+        elif kind is CancelTimer:
+            self._armed.pop(effect.timer, None)
+        elif kind is Log:
+            self.observer.log(effect.record, self.env.now)
+        elif kind is Connect:
+            self._connect(effect)
+        elif kind is Close:
+            self._close(effect.conn)
+        elif kind is Discard:
+            self._sizes.pop(effect.message_id, None)
+            self.observer.finish(effect.message_id)
+            self._check_done()
+        elif kind is Resolve:
+            answer = self.world.resolve(effect.domain, self.env.now)
+            self._at(self.world.dns_latency, self._deliver_at_now, answer)
+        elif kind is FetchMtaSts:
+            answer = self.world.mta_sts(effect.domain, self.env.now)
+            self._at(self.world.dns_latency, self._deliver_at_now, answer)
+        elif kind is ResolveTlsa:
+            answer = TlsaResolved(
+                at=self.env.now, host=effect.host, port=effect.port, records=(), secure=False
+            )
+            self._at(self.world.dns_latency, self._deliver_at_now, answer)
+        elif kind is StartTls:
+            self._starttls(effect)
+        else:  # pragma: no cover - a new effect type the driver does not know
+            raise TypeError(f"the simulator cannot carry out {effect!r}")
+
+    def _deliver_at_now(self, ev: Event) -> None:
+        """Deliver an answer computed earlier, re-stamped with the current time."""
+        answer = ev._value
+        self._feed(answer.__class__(**{**_fields(answer), "at": self.env.now}))
+
+    def _connect(self, eff: Connect) -> None:
+        conn = _Conn(eff.host, eff.path)
+        self._conns[eff.conn] = conn
+        count = self._open.get(eff.path, 0) + 1
+        self._open[eff.path] = count
+        self.observer.note_connections(eff.path, count)
+        result = self.world.connect(eff.host, eff.address, self.env.now)
+        if result.kind == "ok":
+            conn.counted = True
+            self._at(result.delay, self._connected, (eff.conn, result.banner))
+        elif result.kind == "refused":
+            self._at(result.delay, self._connect_failed, (eff.conn, "connection refused"))
+        # "blackhole": nothing ever answers; the engine's connect timer fires.
+
+    def _connected(self, ev: Event) -> None:
+        conn_id, banner = ev._value
+        conn = self._conns.get(conn_id)
+        if conn is None or not conn.alive:
+            return
+        now = self.env.now
+        self._feed(Connected(at=now, conn=conn_id))
+        if conn.alive:
+            self._feed(Response(at=now, conn=conn_id, reply=banner))
+
+    def _connect_failed(self, ev: Event) -> None:
+        conn_id, reason = ev._value
+        conn = self._conns.get(conn_id)
+        if conn is None or not conn.alive:
+            return
+        self._forget(conn_id)
+        self._feed(ConnectFailed(at=self.env.now, conn=conn_id, reason=reason))
+
+    def _close(self, conn_id: int) -> None:
+        if conn_id in self._conns:
+            self._forget(conn_id)
+
+    def _forget(self, conn_id: int) -> None:
+        conn = self._conns.pop(conn_id)
+        conn.alive = False
+        self._open[conn.path] -= 1
+        if conn.counted:
+            conn.counted = False
+            self.world.release(conn.host)
+
+    def _starttls(self, eff: StartTls) -> None:
+        conn = self._conns.get(eff.conn)
+        if conn is None:
+            return
+        delay, ok, reason = self.world.starttls(conn.host, self.env.now)
+        self._at(delay, self._tls_done, (eff.conn, ok, reason))
+
+    def _tls_done(self, ev: Event) -> None:
+        conn_id, ok, reason = ev._value
+        conn = self._conns.get(conn_id)
+        if conn is None or not conn.alive:
+            return
+        now = self.env.now
+        if ok:
+            conn.tls = True
+            self._feed(
+                TlsEstablished(
+                    at=now, conn=conn_id, protocol="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384"
+                )
+            )
+        else:
+            self._feed(TlsFailed(at=now, conn=conn_id, reason=reason))
+
+    def _send(self, eff: Send) -> None:
+        conn = self._conns.get(eff.conn)
+        if conn is None:
+            return
+        now = self.env.now
+        commands = eff.commands
+        first = commands[0].verb
+        if first is Verb.BODY:
+            size = self._sizes.get(commands[0].arg, 0)
+            delay, reply = self.world.body(conn.host, size, now)
+            self._at(delay, self._replies, (eff.conn, (reply,)))
+        elif first is Verb.EHLO or first is Verb.HELO:
+            delay, reply = self.world.ehlo(conn.host, now, tls=conn.tls)
+            self._at(delay, self._replies, (eff.conn, (reply,)))
+        else:
+            answers = self.world.reply_batch(conn.host, commands, now)
+            # A pipelined batch is read as it arrives; the replies come together
+            # after the slowest one, which is how a pipelining server answers.
+            delay = max(d for d, _ in answers)
+            self._at(delay, self._replies, (eff.conn, tuple(r for _, r in answers)))
+
+    def _replies(self, ev: Event) -> None:
+        conn_id, replies = ev._value
+        now = self.env.now
+        for reply in replies:
+            conn = self._conns.get(conn_id)
+            if conn is None or not conn.alive:
+                return  # the engine closed it (timeout, 421) before all replies were read
+            self._feed(Response(at=now, conn=conn_id, reply=reply))
+
+    def peer_closed(self, conn_id: int, reason: str) -> None:
+        """The remote side dropped the connection (used by fault models)."""
+        if conn_id in self._conns:
+            self._forget(conn_id)
+            self._feed(Closed(at=self.env.now, conn=conn_id, reason=reason))
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
