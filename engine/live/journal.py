@@ -22,8 +22,9 @@ Why it is shaped so:
   (codec version and schema fingerprint, checked on open) and a view
   ``event_log``.  `load_events` turns the events into dicts for pandas.
 
-Replay reads the latest snapshot and the events after it in one read
-transaction (so the two agree) and streams them, decoding in batches.
+Reading (replay, the whole traffic, dicts for pandas) is in
+`engine.live.journal_read`, re-exported here: it needs none of the writer's
+threads, only a read transaction so a snapshot and the events after it agree.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ from typing import Any
 from engine import codec
 from engine.errors import JournalError
 from engine.events import Event
+from engine.live.journal_read import connect, iter_events, load_events, read_journal
+
+__all__ = ["JOURNAL_FILE", "Journal", "iter_events", "load_events", "read_journal"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,7 +58,6 @@ CREATE VIEW IF NOT EXISTS event_log AS
     FROM events;
 """
 _KEEP_SNAPSHOTS = 2
-_READ_BATCH = 4096
 
 JOURNAL_FILE = "journal.sqlite"
 
@@ -82,19 +85,6 @@ def _settle(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> Non
             fut.set_result(value)
 
 
-def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    try:
-        if read_only:
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                   check_same_thread=False, isolation_level=None)
-        else:
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 10000")
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot open journal {str(path)!r}: {exc}") from None
-    return conn
-
-
 class Journal:
     """A durable, group-committed journal of events and bodies in one SQLite file.
 
@@ -112,13 +102,13 @@ class Journal:
                 "does not exist"
             )
         self._max_batch = max_batch
-        self._conn = _connect(self.path)
+        self._conn = connect(self.path)
         try:
             self._setup()
         except BaseException:
             self._conn.close()
             raise
-        self._reader = _connect(self.path)
+        self._reader = connect(self.path)
         self._reader_lock = threading.Lock()
         self._cond = threading.Condition()
         self._pending: list[_Request] = []
@@ -353,74 +343,3 @@ class Journal:
     ) -> tuple[tuple[int, bytes] | None, Iterator[tuple[int, Event]]]:
         """Like `replay`, with sequence numbers: ``((seq, data) | None, (seq, event)...)``."""
         return read_journal(self.path)
-
-
-def _events_after(conn: sqlite3.Connection, after: int) -> Iterator[tuple[int, Event]]:
-    try:
-        cur = conn.execute("SELECT seq, data FROM events WHERE seq > ? ORDER BY seq", (after,))
-        while rows := cur.fetchmany(_READ_BATCH):
-            try:
-                decoded = list(codec.decode_many([r[1] for r in rows]))
-            except JournalError as exc:
-                bad = next(s for s, d in rows if _undecodable(d))
-                raise JournalError(f"journal event seq {bad}: {exc}") from None
-            yield from zip([r[0] for r in rows], decoded, strict=True)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-
-
-def _undecodable(data: bytes) -> bool:
-    try:
-        codec.decode_event(data)
-    except JournalError:
-        return True
-    return False
-
-
-def read_journal(
-    path: str | Path,
-) -> tuple[tuple[int, bytes] | None, Iterator[tuple[int, Event]]]:
-    """Open a journal file read-only: its latest snapshot and the (seq, event)s after it.
-
-    Both come from one read transaction, so they agree even while a writer runs.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise JournalError(f"no journal at {str(path)!r}")
-    conn = _connect(path, read_only=True)
-    try:
-        conn.execute("BEGIN")
-        snap = conn.execute("SELECT seq, data FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
-    except sqlite3.Error as exc:
-        conn.close()
-        raise JournalError(f"cannot read journal {str(path)!r}: {exc}") from None
-    after = 0 if snap is None else snap[0]
-    return (None if snap is None else (snap[0], bytes(snap[1]))), _events_after(conn, after)
-
-
-def iter_events(path: str | Path, after: int = 0) -> Iterator[tuple[int, Event]]:
-    """Every (seq, event) after seq `after`, in order, snapshots ignored.
-
-    What `egress replay` and analyses want: the whole traffic, not the state.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise JournalError(f"no journal at {str(path)!r}")
-    conn = _connect(path, read_only=True)
-    conn.execute("BEGIN")
-    return _events_after(conn, after)
-
-
-def load_events(path: str | Path, after: int = 0) -> list[dict[str, Any]]:
-    """Every event after seq `after` as a dict (``seq``, ``kind``, then its fields).
-
-    For notebooks: ``pandas.DataFrame(load_events("spool/journal.sqlite"))``.
-    Nested values (a Reply, MX records) become dicts and lists of dicts.
-    """
-    out = []
-    for seq, ev in iter_events(path, after):
-        row: dict[str, Any] = {"seq": seq, "kind": type(ev).__name__}
-        row.update(dataclasses.asdict(ev))
-        out.append(row)
-    return out
