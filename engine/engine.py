@@ -104,11 +104,13 @@ class Engine:
             raise ProtocolError(f"engine cannot handle {type(event).__name__} in state RUNNING")
         self.out = out = []
         handler(self, event)
-        head = self.sched.next_due()
-        if head is not None and (self.promote_at is None or head < self.promote_at):
-            self.promote_at = head
-            self.timers[("promote", "")] = head
-            out.append(SetTimer(timer=("promote", ""), at=head))
+        head = self.sched.low
+        if head is not None:
+            self.sched.low = None
+            if self.promote_at is None or head < self.promote_at:
+                self.promote_at = head
+                self.timers[("promote", "")] = head
+                out.append(SetTimer(timer=("promote", ""), at=head))
         self.out = []
         return out
 
@@ -242,6 +244,7 @@ def _timer(eng: Engine, ev: TimerFired) -> None:
     if kind == "promote":
         eng.promote_at = None
         flow.promote_due(eng, now)
+        eng.sched.low = eng.sched.next_due()  # re-arm at the new head, if any
     elif kind == "ready":
         rq = eng.paths[key]  # type: ignore[index]
         rq.ready_timer = None

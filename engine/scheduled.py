@@ -22,11 +22,14 @@ from engine.message import SCHEDULED, Message
 class ScheduledQueues:
     """All scheduled messages, ordered by (due, seq)."""
 
-    __slots__ = ("_items", "_seq")
+    __slots__ = ("_items", "_seq", "low")
 
     def __init__(self) -> None:
         self._items: SortedList = SortedList()
         self._seq = 0
+        # earliest due added since the engine last looked (None: nothing added),
+        # so the engine re-checks the head only when something was scheduled
+        self.low: float | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -38,6 +41,8 @@ class ScheduledQueues:
         msg.key = key
         msg.where = SCHEDULED
         self._items.add(key)
+        if self.low is None or due < self.low:
+            self.low = due
 
     def remove(self, msg: Message) -> None:
         """Take `msg` out (it must be scheduled)."""
