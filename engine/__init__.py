@@ -43,6 +43,13 @@ _EXPORTS: dict[str, str] = {
     "mx_matches": "engine.mta_sts_match",
     # the machine
     "Engine": "engine.engine",
+    "Session": "engine.session",
+    "TxnMessage": "engine.session",
+    # the SMTP wire format
+    "ReplyParser": "engine.wire",
+    "encode_command": "engine.wire",
+    "encode_auth_plain": "engine.wire",
+    "encode_body": "engine.wire",
     # the journal codec
     "encode_event": "engine.codec",
     "decode_event": "engine.codec",
