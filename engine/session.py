@@ -224,7 +224,7 @@ class Session:
             kind = found  # type: ignore[assignment]
         if t is not TimerFired and ev.conn != self.conn:  # type: ignore[union-attr]
             self._refuse(f"{_describe(ev)} of conn {ev.conn}")  # type: ignore[union-attr]
-        return self._run(kind, ev.at, ev, _describe(ev))
+        return self._run(kind, ev.at, ev, ev)  # described only if refused
 
     def start_transaction(self, at: float, msg: TxnMessage) -> Step:
         """Send one message (only in IDLE)."""
@@ -254,12 +254,14 @@ class Session:
 
     # -- the machine -----------------------------------------------------------------
 
-    def _refuse(self, what: str) -> None:
+    def _refuse(self, what: Any) -> None:
+        if not isinstance(what, str):
+            what = _describe(what)
         raise ProtocolError(
             f"session {self.conn} cannot handle {what} in state {self.state.name}"
         ) from None
 
-    def _run(self, kind: Input, at: float, payload: Any, what: str) -> Step:
+    def _run(self, kind: Input, at: float, payload: Any, what: Any) -> Step:
         row = TRANSITIONS.get((self.state, kind))
         if row is None:
             self._refuse(what)
