@@ -9,3 +9,4 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e .
 .venv/bin/egress check examples/policy.py --domain example.com --domain gmail.com
+.venv/bin/egress simulate scenarios/quickstart.toml --out out/quickstart

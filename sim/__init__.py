@@ -15,6 +15,9 @@ _EXPORTS: dict[str, str] = {
     "apply_overrides": "sim.overrides",
     "World": "sim.world",
     "arrivals": "sim.traffic",
+    "run": "sim.result",
+    "SimResult": "sim.result",
+    "plot_run": "sim.plot",
 }
 
 __all__ = sorted(_EXPORTS)

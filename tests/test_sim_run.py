@@ -1,0 +1,197 @@
+"""The seed's behaviours, visible in simulation (issue 5, item 7).
+
+Each test builds a small scenario as a dict, runs the real engine on the
+SimPy driver, and checks a figure that the behaviour fixes exactly or bounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sim.result import SimResult, run
+from sim.scenario import Scenario
+
+FAST_HOST = {
+    "connect_latency": "5ms",
+    "command_latency": "2ms",
+    "data_latency": "10ms",
+    "tls_latency": "5ms",
+}
+
+
+def scenario(
+    *,
+    messages: int = 200,
+    egress: dict[str, Any] | None = None,
+    host: dict[str, Any] | None = None,
+    hosts: int = 1,
+    queue: dict[str, Any] | None = None,
+    seed: int = 1,
+    horizon: str = "2h",
+) -> Scenario:
+    names = [f"mx{i}.example.com" for i in range(hosts)]
+    data: dict[str, Any] = {
+        "name": "t",
+        "seed": seed,
+        "horizon": horizon,
+        "sample_interval": "1s",
+        "traffic": [{"domain": "example.com", "messages": messages, "at": "0s"}],
+        "domains": {
+            "example.com": {"mx": [{"host": n, "preference": 10} for n in names]},
+        },
+        "hosts": {n: {**FAST_HOST, **(host or {})} for n in names},
+        "egress_path": {"enable_tls": "Disabled", **(egress or {})},
+    }
+    if queue:
+        data["queue"] = queue
+    return Scenario.from_dict(copy.deepcopy(data))
+
+
+def records_of(result: SimResult, kind: str) -> list[dict[str, Any]]:
+    return [r for r in result.records if r["type"] == kind]
+
+
+def test_all_delivered_and_counted_once() -> None:
+    result = run(scenario(messages=300))
+    s = result.summary
+    assert (s["submitted"], s["delivered"], s["bounced"], s["still_queued"]) == (300, 300, 0, 0)
+    assert len(records_of(result, "Delivery")) == 300
+    assert result.series["delivered_cumulative"][-1] == 300
+    assert s["drain_time"] is not None and s["drain_time"] < 60
+
+
+def test_max_ready_bounds_the_ready_queue_and_redelays_within_60s() -> None:
+    # One slow connection, so the ready queue fills up from the bulk submission.
+    result = run(scenario(
+        messages=400, egress={"max_ready": 50, "connection_limit": 1},
+        host={"data_latency": "50ms"},
+    ))
+    assert max(result.summary["peak_ready_depth"].values()) <= 50
+    ready = result.series["ready_depth"]
+    assert ready.max() <= 50
+    delayed = records_of(result, "Delayed")
+    assert delayed, "a full ready queue must re-delay messages"
+    assert all("ReadyQueueWasFull" in r["response"]["content"] for r in delayed)
+    assert all(r["response"]["code"] == 400 and r["response"]["enhanced_code"] is None
+               for r in delayed)
+    assert all(r["num_attempts"] == 0 for r in delayed)  # no attempt counted
+    # Each re-delay is uniform in 0..60 s: a message delayed at t is promoted
+    # again by t + 60 s, so nothing waits long in the scheduled queue.
+    assert result.summary["still_queued"] == 0
+    assert result.summary["delivered"] == 400
+
+
+@pytest.mark.parametrize("limit", [1, 3, 8])
+def test_open_connections_never_exceed_connection_limit(limit: int) -> None:
+    result = run(scenario(messages=500, egress={"connection_limit": limit}, hosts=2))
+    peaks = result.summary["peak_connections"]
+    assert peaks and max(peaks.values()) == limit  # reached, never passed
+    assert result.series["connections"].max() <= limit
+
+
+def test_message_rate_throttle_drains_exactly_at_the_gcra_bound() -> None:
+    # 600 messages at 10/s into a fast host: a fresh bucket lets 10 through at
+    # once, then one every 0.1 s, so the last one starts at (600 - 10) * 0.1 s.
+    result = run(scenario(messages=600, egress={"max_message_rate": "10/s"}))
+    drain = result.summary["drain_time"]
+    assert result.summary["delivered"] == 600
+    assert 59.0 <= drain <= 60.0, drain
+    times = sorted(r["timestamp"] for r in records_of(result, "Delivery"))
+    # In any one-second window, at most 10 (plus the first burst) deliveries.
+    counts = np.bincount(np.asarray(times) - times[0])
+    assert counts[1:-1].max() <= 11
+
+
+def test_consecutive_connection_failures_delay_the_whole_ready_queue() -> None:
+    result = run(scenario(
+        messages=50,
+        egress={"consecutive_connection_failures_before_delay": 3, "connection_limit": 2},
+        host={"refuse_connections": 1.0},
+        queue={"retry_interval": "10min"},
+        horizon="30min",
+    ))
+    transient = records_of(result, "TransientFailure")
+    bulk = [r for r in transient
+            if r["response"]["content"] == "No answer from any hosts listed in MX"]
+    assert bulk, "past the threshold the whole ready queue gets 451 4.4.1"
+    assert all(r["response"]["code"] == 451 for r in bulk)
+    assert all(r["response"]["enhanced_code"] == {"class": 4, "subject": 4, "detail": 1}
+               for r in bulk)
+    assert result.summary["delivered"] == 0
+    assert result.summary["still_queued"] == 50  # retried, not lost
+
+
+@pytest.mark.parametrize("key", ["prohibited_hosts", "skip_hosts"])
+def test_prohibited_and_skipped_hosts_fail_the_queue_with_550_5_4_4(key: str) -> None:
+    s = scenario(messages=20, egress={key: ["192.0.2.0/24", "198.51.100.0/24"]})
+    result = run(s)
+    bounces = records_of(result, "Bounce")
+    assert len(bounces) == 20
+    assert {(b["response"]["code"], str(b["response"]["enhanced_code"])) for b in bounces} == {
+        (550, str({"class": 5, "subject": 4, "detail": 4}))
+    }
+    assert result.summary["delivered"] == 0 and result.summary["still_queued"] == 0
+
+
+def test_delivered_rate_never_beats_the_closed_form_bound() -> None:
+    # Each message costs at least MAIL/RCPT/DATA batch + body: 2 ms + 10 ms.
+    limit, rate, conn_rate, per_conn = 4, 50.0, 2.0, 10
+    result = run(scenario(
+        messages=1500, hosts=1,
+        egress={"connection_limit": limit, "max_message_rate": "50/s",
+                "max_connection_rate": "2/s", "max_deliveries_per_connection": per_conn},
+    ))
+    t_msg = 0.002 + 0.010
+    bound = min(limit / t_msg, rate, conn_rate * per_conn)  # messages per second
+    times = np.sort(np.asarray([r["timestamp"] for r in records_of(result, "Delivery")]))
+    assert len(times) == 1500
+    # Over any 10 s window, deliveries <= bound * 10 + the bursts the buckets allow.
+    window = 10
+    burst = 50 + 2 * per_conn
+    for start in range(int(times[0]), int(times[-1]) - window + 1):
+        n = np.count_nonzero((times >= start) & (times < start + window))
+        assert n <= bound * window + burst, (start, n)
+    span = result.summary["drain_time"]
+    assert span >= (1500 - burst) / bound
+
+
+def test_same_seed_same_records_different_seed_different() -> None:
+    base = dict(messages=300, host={"tempfail_rcpt": 0.2}, hosts=2,
+                queue={"retry_interval": "1min"})
+    a = run(scenario(**base, seed=5))
+    b = run(scenario(**base, seed=5))
+    c = run(scenario(**base, seed=6))
+    assert a.records == b.records
+    assert a.summary == b.summary
+    assert a.records != c.records
+
+
+def test_series_are_aligned_and_consistent() -> None:
+    result = run(scenario(messages=200, hosts=2, egress={"connection_limit": 2},
+                          host={"data_latency": "50ms"}))
+    s = result.series
+    n = len(s["t"])
+    assert n > 2 and all(len(v) == n for v in s.values())
+    assert np.all(np.diff(s["t"]) > 0)
+    assert s["deliveries"].sum() == s["delivered_cumulative"][-1] == 200
+    per_path = sum(v for k, v in s.items() if k.startswith("connections:"))
+    assert np.array_equal(per_path, s["connections"])
+
+
+def test_time_to_deliver_percentiles_are_ordered() -> None:
+    s = run(scenario(messages=400, egress={"connection_limit": 2})).summary
+    p50, p95, p99 = (s[f"time_to_deliver_{q}"] for q in ("p50", "p95", "p99"))
+    assert 0 < p50 <= p95 <= p99 <= s["drain_time"]
+    assert not math.isnan(p99)
+
+
+def test_to_frame_has_one_column_per_series() -> None:
+    result = run(scenario(messages=50))
+    frame = result.to_frame()
+    assert list(frame.index) == list(result.series["t"])
+    assert "scheduled_depth" in frame.columns and "delivered_cumulative" in frame.columns
