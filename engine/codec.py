@@ -60,6 +60,7 @@ TAGS: tuple[tuple[int, str], ...] = (
     (14, "Suspend"),
     (15, "Resume"),
     (16, "Bounce"),
+    (17, "Restarted"),
 )
 
 

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from engine import admin, dispatch, flow, outcomes, resolve
+from engine import admin, dispatch, flow, outcomes, resolve, restart
 from engine.effects import CancelTimer, Effect, SetTimer
 from engine.errors import ProtocolError
 from engine.events import (
@@ -42,6 +42,7 @@ from engine.events import (
     Resolved,
     ResolveFailed,
     Response,
+    Restarted,
     Resume,
     Suspend,
     Timer,
@@ -294,4 +295,5 @@ _HANDLERS: dict[type[Event], Callable[[Engine, Any], None]] = {
     Suspend: admin.suspend,
     Resume: admin.resume,
     Bounce: admin.bounce,
+    Restarted: restart.restarted,
 }

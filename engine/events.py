@@ -236,6 +236,13 @@ class Bounce(Event):
     reason: str = "administratively bounced"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Restarted(Event):
+    """The driver restarted (after a crash or a clean stop): every connection and
+    timer of the previous process is gone.  Sessions are dropped without counting
+    an attempt, pending lookups are asked again and armed timers re-emitted."""
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     MessageSubmitted,
     Resolved,
@@ -253,4 +260,5 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     Suspend,
     Resume,
     Bounce,
+    Restarted,
 )

@@ -1,0 +1,69 @@
+"""`Restarted`: what the engine does when its driver comes back after a stop or crash.
+
+A journal replayed into a fresh engine rebuilds the state of the previous
+process exactly, including what that process had in the air: open sessions,
+messages held by connections, DNS lookups awaiting an answer, armed timers.
+None of that exists any more (the sockets, the lookups and the timer handles
+died with the process), so the driver feeds one `Restarted` event after the
+replay, and this module reconciles the state with the new, empty world:
+
+- every connection is forgotten without counting an attempt and without a
+  record: its held message (in flight or not) goes back to the head of its
+  ready queue (or, when an admin bounce waits for it, through the retry
+  path that carries the bounce out), so it is retried at once;
+- lookups that were pending are asked again (`Resolve`, `FetchMtaSts`);
+  TLSA waits belonged to the dropped connections and are forgotten (the new
+  connections ask again);
+- every armed timer is re-emitted as `SetTimer`, since the new driver has
+  none of them; a timer already past is due at once;
+- every ready queue with messages is pumped, so connections reopen.
+
+The event is journaled like any other, so a replay of the journal reaches
+the same state.  A message that was being delivered at the crash may have
+reached its recipient already: delivery is at least once, never lost.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine import dispatch, flow
+from engine.effects import FetchMtaSts, Resolve, SetTimer
+from engine.events import Restarted
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+__all__ = ["restarted"]
+
+_CONN_TIMERS = ("conn", "idle", "msgrate")
+
+
+def restarted(eng: Engine, ev: Restarted) -> None:
+    """Drop every session, re-issue pending lookups, re-arm timers, pump."""
+    now = ev.at
+    for conn, ctx in list(eng.conns.items()):
+        dispatch.mark_closing(eng, ctx)
+        ctx.rq.conns.pop(conn, None)
+        del eng.conns[conn]
+        for kind in _CONN_TIMERS:
+            eng.timers.pop((kind, conn), None)
+        ctx.idle = False
+        msg, ctx.msg = ctx.msg, None
+        if msg is None:
+            continue
+        if eng.bounce_on_return and msg.id in eng.bounce_on_return:
+            flow.retry_later(eng, msg, now)
+        else:
+            flow.return_to_ready(eng, ctx.rq, msg)
+    eng.tlsa_waiting.clear()
+    for dom, ds in eng.domains.items():
+        if ds.resolving:
+            eng.out.append(Resolve(domain=dom))
+    for dom in eng.sts_pending:
+        eng.out.append(FetchMtaSts(domain=dom))
+    for timer, at in eng.timers.items():
+        eng.out.append(SetTimer(timer=timer, at=at))
+    for rq in list(eng.paths.values()):
+        if rq.messages:
+            dispatch.pump(eng, rq, now)
