@@ -206,13 +206,6 @@ def _addresses(t: Table) -> tuple[str, ...]:
     return tuple(out)
 
 
-def merged_host_table(name: str, data: dict[str, Any], defaults: dict[str, Any] | None,
-                      path: str, source: str) -> Table:
-    """A host's table with [host_defaults] filled in under its own keys."""
-    merged = {**(defaults or {}), **data}
-    return Table(merged, path, source)
-
-
 def made_up_addresses(taken: set[str]) -> Iterator[str]:
     """Documentation addresses not in `taken`, in a fixed order."""
     for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/96"):
