@@ -7,10 +7,10 @@ Three figures, measured in one run:
   reused connections (1 in 4 recipients deferred, so retries are scheduled);
   time is summed around `handle` only, the scripted peer excluded.
 * **per-event cost at 10 k / 100 k / 1 M queued messages**: the same workload
-  run beside a backlog of N messages held in a suspended path (max_ready of
-  them ready, the rest in the scheduled queue), so every retry insertion and
-  promotion works against a structure of size N.  Flat means O(log n) is not
-  showing up.
+  run beside a backlog of N messages waiting in the scheduled queue (their
+  domain's MX lookup failed; retry in a day, so the backlog does not churn
+  during the run), so every retry insertion and promotion works against a
+  structure of size N.  Flat means O(log n) is not showing up.
 * **bytes per queued message** (tracemalloc): N submissions into a suspended
   path, the allocations still live afterwards divided by N; once counting the
   message's own strings (id, recipient) built in the measured window, once
@@ -33,15 +33,18 @@ from engine.effects import Connect, Send, Verb
 from engine.engine import Engine
 from engine.events import (
     Connected,
+    DnsFailure,
     Event,
     MessageSubmitted,
     MxRecord,
     Resolved,
+    ResolveFailed,
     Response,
     Suspend,
     TimerFired,
 )
 from engine.policy import Policy
+from engine.queue_config import make_queue_config
 from engine.reply import Reply
 
 LIVE_MX = (MxRecord(preference=10, host="mx.live.test", addresses=("192.0.2.1",)),)
@@ -63,6 +66,13 @@ def make_policy() -> Policy:
     @p.on("get_egress_path_config")
     def _path(domain: str, source: str, site: str) -> Any:
         return backlog if "backlog" in site else live
+
+    slow = make_queue_config(retry_interval="1d", max_age="30d")
+    normal = make_queue_config()
+
+    @p.on("get_queue_config")
+    def _queue(domain: str, tenant: str, campaign: str, routing: str) -> Any:
+        return slow if domain == "waiting.test" else normal
 
     return p
 
@@ -113,9 +123,11 @@ class Bench:
             queue.extend(reversed(replies))
 
     def backlog(self, n: int) -> None:
+        """n messages parked on DNS, then all scheduled a day out by a SERVFAIL."""
         for i in range(n):
             self.feed(MessageSubmitted(at=self.now, id=f"b{i}", sender="s@x.org",
-                                       recipients=(f"u{i}@backlog.test",), size=1000))
+                                       recipients=(f"u{i}@waiting.test",), size=1000))
+        self.feed(ResolveFailed(at=self.now, domain="waiting.test", kind=DnsFailure.SERVFAIL))
 
     def workload(self, n: int) -> tuple[int, float]:
         """n live messages; returns (events, seconds in handle)."""
