@@ -204,7 +204,9 @@ class Malformed(ConnEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Closed(ConnEvent):
-    """The connection is gone (peer closed, reset, or after our `Close`)."""
+    """The peer closed or reset the connection.  A driver never reports `Closed`
+    for a connection the engine itself closed (`Close` effect): after `Close`
+    the connection id is dead to both sides."""
 
     reason: str = ""
 
