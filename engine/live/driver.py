@@ -37,16 +37,19 @@ from engine.effects import (
     StartTls,
     Verb,
 )
-from engine.errors import ReplyParseError
+from engine.errors import ProtocolError, ReplyParseError
 from engine.events import (
     Closed,
     Connected,
     ConnectFailed,
+    DnsFailure,
     Event,
     Malformed,
     MtaStsResolved,
+    ResolveFailed,
     Response,
     TimerFired,
+    TlsaResolved,
     TlsEstablished,
     TlsFailed,
 )
@@ -54,6 +57,8 @@ from engine.events import Timer as TimerName
 from engine.wire import ReplyParser, encode_auth_plain, encode_body, encode_command
 
 log = logging.getLogger("egress.live")
+
+_TXN_START = (Verb.MAIL, Verb.RSET)
 
 BodySource = Callable[[str], bytes]
 RecordSink = Callable[[dict[str, Any]], None]
@@ -130,15 +135,29 @@ class LiveDriver:
         self._conns: dict[int, SmtpClientProtocol] = {}
         self._pending: dict[int, asyncio.Task[None]] = {}  # connecting or upgrading
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.idle = asyncio.Event()
+        self.protocol_errors = 0  # events the engine refused (driver bugs; should stay 0)
+        self.draining = False  # shutting down: start no connection, no transaction
+        self.suppressed: set[int] = set()  # conns whose transaction start was not sent
 
     # -- the one way in ------------------------------------------------------
 
     def feed(self, event: Event) -> None:
-        """Journal `event`, hand it to the engine, carry out what it orders."""
+        """Hand `event` to the engine, journal it, carry out what it orders.
+
+        The event is journaled only once the engine accepted it: an event the
+        engine refuses (`ProtocolError`, a driver bug) leaves its state
+        unchanged, so it must not enter the journal either, or every replay
+        would trip on it.  It is logged loudly and counted instead.
+        """
+        try:
+            effects = self.engine.handle(event)
+        except ProtocolError:
+            self.protocol_errors += 1
+            log.error("live driver: the engine refused %r", event, exc_info=True)
+            return
         if self.journal is not None:
             self.journal(event)
-        for effect in self.engine.handle(event):
+        for effect in effects:
             self._carry_out(effect)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -169,6 +188,8 @@ class LiveDriver:
             if self.records is not None:
                 self.records(effect.record)
         elif kind is Connect:
+            if self.draining:
+                return  # shutting down: the next process retries its message
             self._pending[effect.conn] = self._spawn(self._connect(effect))
         elif kind is Close:
             self._close(effect.conn)
@@ -195,22 +216,38 @@ class LiveDriver:
 
     def _fire(self, name: TimerName) -> None:
         self._timers.pop(name, None)
+        if name not in self.engine.timers:
+            return  # disarmed inside the engine meanwhile: a stale firing (lazy cancel)
         self.feed(TimerFired(at=time.time(), timer=name))
 
     async def _resolve(self, domain: str) -> None:
-        answer = await self.resolver.resolve_mx(domain, time.time())
-        self.feed(answer.__class__(**{**_fields(answer), "at": time.time()}))
+        try:
+            answer: Event = await self.resolver.resolve_mx(domain, time.time())
+        except Exception as exc:  # a resolver bug must not leave the domain parked forever
+            log.error("live driver: MX lookup of %s failed unexpectedly", domain, exc_info=True)
+            answer = ResolveFailed(at=time.time(), domain=domain, kind=DnsFailure.SERVFAIL,
+                                   detail=f"resolver error: {exc!r}")
+        self.feed(_now(answer))
 
     async def _resolve_tlsa(self, host: str, port: int) -> None:
-        answer = await self.resolver.resolve_tlsa(host, port, time.time())
-        self.feed(answer.__class__(**{**_fields(answer), "at": time.time()}))
+        try:
+            answer: Event = await self.resolver.resolve_tlsa(host, port, time.time())
+        except Exception:
+            log.error("live driver: TLSA lookup of %s:%d failed unexpectedly", host, port,
+                      exc_info=True)
+            answer = TlsaResolved(at=time.time(), host=host, port=port, records=(),
+                                  secure=False)
+        self.feed(_now(answer))
 
     async def _fetch_mta_sts(self, domain: str) -> None:
-        if self.mta_sts is None:
-            self.feed(MtaStsResolved(at=time.time(), domain=domain, policy=None))
-            return
-        answer = await self.mta_sts.fetch(domain, time.time())
-        self.feed(answer.__class__(**{**_fields(answer), "at": time.time()}))
+        answer: Event = MtaStsResolved(at=time.time(), domain=domain, policy=None)
+        if self.mta_sts is not None:
+            try:
+                answer = await self.mta_sts.fetch(domain, time.time())
+            except Exception:
+                log.error("live driver: MTA-STS fetch for %s failed unexpectedly", domain,
+                          exc_info=True)
+        self.feed(_now(answer))
 
     async def _connect(self, eff: Connect) -> None:
         proto = SmtpClientProtocol(self, eff.conn)
@@ -274,6 +311,12 @@ class LiveDriver:
         proto = self._conns.get(eff.conn)
         if proto is None or proto.transport is None or proto.closing:
             return  # closed under us; the engine learns it from `Closed`
+        if self.draining and eff.commands[0].verb in _TXN_START:
+            # Shutting down: no new transaction goes on the wire.  The engine
+            # believes it started; the next process's `Restarted` hands the
+            # message back without counting an attempt.
+            self.suppressed.add(eff.conn)
+            return
         proto.transport.write(b"".join(self._encode(c) for c in eff.commands))
 
     def _encode(self, cmd: SmtpCommand) -> bytes:
@@ -301,6 +344,23 @@ class LiveDriver:
 
     # -- shutdown --------------------------------------------------------------
 
+    def in_flight(self) -> int:
+        """Transactions on the wire now (started, not suppressed, connection open)."""
+        conns = getattr(self.engine, "conns", {})
+        return sum(
+            1 for conn, ctx in conns.items()
+            if ctx.started and conn in self._conns and conn not in self.suppressed
+        )
+
+    async def drain(self, grace: float) -> bool:
+        """Start no new connection or transaction; wait up to `grace` seconds for
+        the transactions on the wire to finish.  True if they all did."""
+        self.draining = True
+        deadline = self.loop.time() + grace
+        while self.in_flight() and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return self.in_flight() == 0
+
     def cancel_timers(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
@@ -325,5 +385,8 @@ def _os_reason(exc: OSError) -> str:
     return f"{name}: {exc.strerror or exc}" if exc.strerror else f"{name}: {exc}"
 
 
-def _fields(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+def _now(event: Event) -> Event:
+    """`event` stamped with the current time (answers are stamped when they arrive)."""
+    fields = {name: getattr(event, name) for name in event.__dataclass_fields__}
+    fields["at"] = time.time()
+    return type(event)(**fields)
