@@ -69,7 +69,9 @@ class ReplyParser:
 
     Anything that is not a reply (``HTTP/1.1 400``, ``2x0 ok``, a
     continuation line with a different code, a line longer than `max_line`,
-    a reply larger than `max_reply`) raises `ReplyParseError`; the parser is
+    a reply larger than `max_reply`) raises `ReplyParseError`, whose
+    ``replies`` attribute holds the replies that same feed completed before
+    the bad line; the parser is
     then spent and raises the same error on every later feed, since the
     stream can no longer be trusted.
     """
@@ -119,6 +121,9 @@ class ReplyParser:
             self._failed = str(exc)
             self._buf = b""
             self._lines = []
+            # The replies completed before the bad line are still replies (a 220
+            # to STARTTLS followed by garbage): the caller may use them.
+            exc.replies = replies  # type: ignore[attr-defined]
             raise
         return replies
 

@@ -75,6 +75,9 @@ class SmtpClientProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closing = False  # we asked for the close: no `Closed` event then
         self.broken = False
+        # StartTls ordered: bytes still read in clear are dropped (RFC 3207 4.2:
+        # nothing learnt before TLS is kept; a real server sends nothing here).
+        self.upgrading = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Report the connection from here, not after create_connection returns:
@@ -83,16 +86,21 @@ class SmtpClientProtocol(asyncio.Protocol):
         self.driver.connection_made(self.conn, self)
 
     def data_received(self, data: bytes) -> None:
-        if self.closing or self.broken:
+        if self.closing or self.broken or self.upgrading:
             return
         try:
             replies = self.parser.feed(data)
         except ReplyParseError as exc:
             self.broken = True
-            self.driver.feed(Malformed(at=time.time(), conn=self.conn, detail=str(exc)))
+            self._replies(getattr(exc, "replies", ()))
+            if not (self.closing or self.upgrading):
+                self.driver.feed(Malformed(at=time.time(), conn=self.conn, detail=str(exc)))
             return
+        self._replies(replies)
+
+    def _replies(self, replies: Any) -> None:
         for reply in replies:
-            if self.closing:
+            if self.closing or self.upgrading:
                 return
             self.driver.feed(Response(at=time.time(), conn=self.conn, reply=reply))
 
@@ -100,8 +108,8 @@ class SmtpClientProtocol(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.closing:
-            return
+        if self.closing or self.upgrading:
+            return  # ours, or the failing handshake's (the upgrade reports TlsFailed)
         self.closing = True
         reason = f"connection lost: {exc}" if exc else "connection closed by peer"
         self.driver.connection_lost(self.conn, reason)
@@ -203,6 +211,9 @@ class LiveDriver:
         elif kind is ResolveTlsa:
             self._spawn(self._resolve_tlsa(effect.host, effect.port))
         elif kind is StartTls:
+            proto = self._conns.get(effect.conn)
+            if proto is not None:
+                proto.upgrading = True
             self._pending[effect.conn] = self._spawn(self._starttls(effect))
         else:  # pragma: no cover - an effect type this driver does not know
             raise TypeError(f"the live driver cannot carry out {effect!r}")
@@ -291,12 +302,14 @@ class LiveDriver:
             proto.closing = True
             if proto.transport is not None:
                 proto.transport.abort()
-            self._conns.pop(eff.conn, None)
-            self.feed(TlsFailed(at=time.time(), conn=eff.conn, reason=str(exc)))
+            if self._conns.pop(eff.conn, None) is not None:
+                self.feed(TlsFailed(at=time.time(), conn=eff.conn, reason=str(exc)))
             return
         self._pending.pop(eff.conn, None)
         proto.transport = transport
         proto.parser = ReplyParser()  # RFC 3207: discard anything read before TLS
+        proto.upgrading = False
+        proto.broken = False
         self.feed(
             TlsEstablished(
                 at=time.time(),
