@@ -414,6 +414,11 @@ class SlimtaRelay:
             raise
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The relay's process id while it runs (for its CPU accounting)."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         """Stop the relay process and remove its storage."""
         if self._proc is not None:
