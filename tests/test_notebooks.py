@@ -1,0 +1,185 @@
+"""The notebooks under notebooks/ run top to bottom and say what they claim.
+
+Each notebook is executed once per test session with nbclient on a real
+Jupyter kernel (the project's own interpreter), in memory: the committed
+files stay output-free, which one test checks.  A notebook's last cell prints
+one JSON line with the figures its conclusion rests on; the tests parse that
+line and check the claims (drain time falls with connection_limit and never
+beats the closed-form bound; an outage's transient failures sit inside its
+window, leave a backlog, and everything is delivered in the end), so a
+simulator that starts giving nonsense fails here and not only in a reader's
+eyes.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = ("capacity_planning", "outage")
+WALL_LIMIT = 120.0  # seconds per notebook; they take about 20 s, the slack is for busy machines
+
+# jupyter_client runs a spec whose argv[0] is one of these with sys.executable.
+_SELF_NAMES = {
+    "python",
+    f"python{sys.version_info[0]}",
+    f"python{sys.version_info[0]}.{sys.version_info[1]}",
+}
+
+
+def _runs_this_interpreter(argv: list[str]) -> bool:
+    if not argv:
+        return False
+    if argv[0] in _SELF_NAMES:
+        return True
+    return Path(argv[0]).resolve() == Path(sys.executable).resolve()
+
+
+@functools.cache
+def _kernel_name() -> str:
+    """A kernel spec that runs this interpreter (the project's .venv): the
+    stock "python3" when it does, else an "egress" spec installed for it."""
+    manager = KernelSpecManager()
+    for name in ("python3", "egress"):
+        try:
+            spec = manager.get_kernel_spec(name)
+        except NoSuchKernel:
+            continue
+        if _runs_this_interpreter(spec.argv):
+            return name
+    subprocess.run(
+        [sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "egress"],
+        check=True,
+        capture_output=True,
+    )
+    return "egress"
+
+
+@functools.cache
+def _executed(name: str) -> tuple[Any, float]:
+    """Execute notebooks/<name>.ipynb once; return the notebook and its wall time."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=WALL_LIMIT,
+        kernel_name=_kernel_name(),
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    started = time.perf_counter()
+    client.execute()
+    return nb, time.perf_counter() - started
+
+
+def _code_cells(nb: Any) -> list[Any]:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _json_line(nb: Any) -> dict[str, Any]:
+    """The last JSON object the notebook's final code cell printed."""
+    last = _code_cells(nb)[-1]
+    text = "".join(
+        o.get("text", "")
+        for o in last.outputs
+        if o.output_type == "stream" and o.get("name") == "stdout"
+    )
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    assert lines, f"the final cell printed no JSON line; it printed {text!r}"
+    return json.loads(lines[-1])
+
+
+# -- the committed files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_without_outputs(name: str) -> None:
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    cells = _code_cells(nb)
+    assert cells, f"{name}.ipynb has no code cells"
+    dirty = [i for i, c in enumerate(cells) if c.outputs or c.execution_count is not None]
+    assert dirty == [], f"{name}.ipynb: code cells {dirty} carry outputs; clear them"
+
+
+def test_readme_names_both_notebooks() -> None:
+    text = (NOTEBOOKS / "README.md").read_text(encoding="utf-8")
+    missing = [n for n in NAMES if f"{n}.ipynb" not in text]
+    assert missing == []
+
+
+# -- execution ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_top_to_bottom_and_draws(name: str) -> None:
+    nb, wall = _executed(name)
+    outputs = [o for c in _code_cells(nb) for o in c.outputs]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert errors == []
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 1, f"{name}.ipynb drew no image/png output"
+    assert wall < WALL_LIMIT, f"{name}.ipynb took {wall:.0f} s"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_capacity_drain_falls_with_connections_and_respects_the_bound() -> None:
+    nb, _ = _executed("capacity_planning")
+    out = _json_line(nb)
+    assert out["notebook"] == "capacity_planning"
+    limits = out["connection_limits"]
+    assert limits == sorted(limits) and len(limits) >= 3
+    assert out["rates"][0] == "none" and len(out["rates"]) == 3
+    n = out["messages"]
+    for rate in out["rates"]:
+        assert out["delivered"][rate] == [n] * len(limits), rate
+        drains, bounds = out["drain_time"][rate], out["bound_drain"][rate]
+        assert None not in drains, f"{rate}: a run did not drain"
+        below = [(c, d, b) for c, d, b in zip(limits, drains, bounds, strict=True) if d < b]
+        assert below == [], f"{rate}: runs beat the closed-form bound: {below}"
+        # The scenario is a clean world: the simulator should sit close to the bound.
+        slack = [(c, d / b) for c, d, b in zip(limits, drains, bounds, strict=True) if d > 1.1 * b]
+        assert slack == [], f"{rate}: runs more than 10 % above the bound: {slack}"
+    free = out["drain_time"]["none"]
+    assert all(b <= a for a, b in itertools.pairwise(free)), f"unthrottled drain times rise: {free}"
+    assert free[-1] < free[0] / 4  # 2 -> 32 connections must buy a real speed-up
+    # A throttled line flattens once the throttle binds: its last two points agree.
+    for rate in out["rates"][1:]:
+        last, prev = out["drain_time"][rate][-1], out["drain_time"][rate][-2]
+        if out["bound_drain"][rate][-1] == out["bound_drain"][rate][-2]:
+            assert abs(last - prev) <= 0.01 * prev, (rate, prev, last)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_outage_failures_sit_in_the_window_and_the_backlog_clears() -> None:
+    nb, _ = _executed("outage")
+    out = _json_line(nb)
+    assert out["notebook"] == "outage"
+    assert (out["outage_start"], out["outage_end"]) == (1800.0, 3000.0)
+    assert out["transient_failures"] > 0
+    assert out["share_in_window"] > 0.8
+    assert out["transient_failures_in_window"] / out["transient_failures"] == pytest.approx(
+        out["share_in_window"]
+    )
+    assert out["backlog_at_outage_end"] > 0
+    assert out["backlog_at_outage_end"] > 10 * out["baseline_backlog"]
+    assert out["affected_outstanding_at_outage_end"]["yahoo.com"] > 0
+    assert out["still_queued"] == 0
+    assert out["delivered"] == out["submitted"] > 0
+    assert out["recovery_seconds"] is not None and out["recovery_seconds"] > 0
+    assert out["deferrals"].get("TransientFailure 451 4.3.0", 0) > 0
