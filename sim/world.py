@@ -269,7 +269,7 @@ class World:
         mail_ok = True
         any_rcpt: bool | None = None  # None: no RCPT in this batch
         for cmd in commands:
-            verb, _arg = (cmd.verb, cmd.arg) if hasattr(cmd, "verb") else cmd
+            verb = cmd[0] if type(cmd) is tuple else cmd.verb
             if not h.pipelining:
                 delay += h.command(rng)
             if verb == "RCPT TO":

@@ -171,6 +171,8 @@ def test_all_recipients_refused_gives_554_to_data() -> None:
 def test_pipelined_batch_is_one_round_trip_unpipelined_one_per_command() -> None:
     w = world({"command_latency": "10ms"})
     assert [d for d, _ in w.reply_batch(MX, txn(2), 0.0)] == [0.01] * 4
+    pairs = [("MAIL FROM", "a@b.example"), ("RCPT TO", "r@example.com"), ("DATA", "")]
+    assert [r.code for _, r in w.reply_batch(MX, pairs, 0.0)] == [250, 250, 354]
     w = world({"command_latency": "10ms", "pipelining": False})
     delays = [d for d, _ in w.reply_batch(MX, txn(2), 0.0)]
     assert delays == pytest.approx([0.01, 0.02, 0.03, 0.04])
