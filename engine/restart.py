@@ -7,16 +7,19 @@ None of that exists any more (the sockets, the lookups and the timer handles
 died with the process), so the driver feeds one `Restarted` event after the
 replay, and this module reconciles the state with the new, empty world:
 
-- every connection is forgotten without counting an attempt and without a
-  record: its held message (in flight or not) goes back to the head of its
-  ready queue (or, when an admin bounce waits for it, through the retry
-  path that carries the bounce out), so it is retried at once;
+- every connection is forgotten without a record, and a transaction it had
+  started is not counted as an attempt (it never got an outcome): its held
+  message (in flight or not) goes back to the head of its ready queue (or,
+  when an admin bounce waits for it, through the retry path that carries
+  the bounce out), so it is retried at once;
 - lookups that were pending are asked again (`Resolve`, `FetchMtaSts`);
   TLSA waits belonged to the dropped connections and are forgotten (the new
   connections ask again);
 - every armed timer is re-emitted as `SetTimer`, since the new driver has
   none of them; a timer already past is due at once;
-- every ready queue with messages is pumped, so connections reopen.
+- every path's cached config is marked stale, so the (possibly edited)
+  policy is asked again at next use, and every ready queue with messages
+  is pumped, so connections reopen.
 
 The event is journaled like any other, so a replay of the journal reaches
 the same state.  A message that was being delivered at the crash may have
@@ -52,6 +55,8 @@ def restarted(eng: Engine, ev: Restarted) -> None:
         msg, ctx.msg = ctx.msg, None
         if msg is None:
             continue
+        if ctx.started:  # its attempt never got an outcome: it does not count
+            msg.attempts -= 1
         if eng.bounce_on_return and msg.id in eng.bounce_on_return:
             flow.retry_later(eng, msg, now)
         else:
@@ -65,5 +70,7 @@ def restarted(eng: Engine, ev: Restarted) -> None:
     for timer, at in eng.timers.items():
         eng.out.append(SetTimer(timer=timer, at=at))
     for rq in list(eng.paths.values()):
+        # The policy may have changed with the process: ask it again at next use.
+        rq.cfg_at = float("-inf")
         if rq.messages:
             dispatch.pump(eng, rq, now)

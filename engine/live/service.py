@@ -1,0 +1,316 @@
+"""`Service`: the live MTA, `egress deliver` as an object.
+
+It owns and joins the pieces, each written and tested on its own: the
+`Journal` (durable events and bodies), the `Engine` (every decision), the
+`LiveDriver` (every I/O), the `IngestServer` (SMTP in), the `LogWriter`
+(KumoMTA-shaped JSON lines) and the Prometheus endpoint.  What it adds is
+only the joining, and the order things happen in:
+
+* **Recovery before anything else.**  The journal's latest snapshot is
+  restored (or a fresh engine made) and the events after it are replayed,
+  effects discarded (their records were written by the previous process).
+  Then one `Restarted` event, journaled like any other, tells the engine that
+  the previous process's connections, lookups and timers are gone
+  (`engine.restart`): in-flight messages are handed back without counting an
+  attempt and retried at once.  Delivery is at least once: a message whose
+  250 from the remote server was not yet journaled at a crash is sent again.
+* **Committed before acknowledged.**  A submission (SMTP or `submit()`) is
+  handed to the engine and appended to the journal with its body in the same
+  call, so its sequence number is the order the engine saw it; the 250 (or
+  the API's return) waits for the group commit.  Until then the body is
+  served from memory, so delivery need not wait for the disk.
+* **Events journaled after the engine accepted them**, other than
+  submissions without waiting for the commit: losing the tail of them in a
+  crash only means retrying what was in flight.  A snapshot is written every
+  `snapshot_every` events, so a restart replays at most that many.
+* **`Discard` drops the body** from the journal (queued behind the event
+  that finished the message, so the two commit in order).
+* **Graceful stop** (SIGTERM/SIGINT in `egress deliver`): stop accepting
+  (transactions already committing finish), start no new connection or
+  transaction, give those on the wire up to `grace` seconds, then abort the
+  rest and close the journal cleanly (checkpointed).  What was cut off is
+  retried by the next start.
+
+Loopback delivery: KumoMTA's default ``prohibited_hosts`` refuses
+127.0.0.0/8 and ::1, so a policy delivering to a local sink (tests, a lab)
+must set ``prohibited_hosts = []``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.engine import Engine
+from engine.events import Event, MessageSubmitted, Restarted
+from engine.live.driver import LiveDriver
+from engine.live.ingest import IngestServer, Submission
+from engine.live.ingest import submit as api_submit
+from engine.live.journal import Journal
+
+__all__ = ["Service"]
+
+log = logging.getLogger("egress.service")
+
+DEFAULT_SNAPSHOT_EVERY = 20_000
+LOG_FLUSH_INTERVAL = 1.0
+
+
+class Service:
+    """The live service: journal, engine, driver, SMTP listener, logs, metrics.
+
+    ``Service(policy, spool_dir, listen=("127.0.0.1", 2525), resolver=...)``;
+    ``await service.start()`` recovers and starts everything, ``await
+    service.stop()`` shuts down gracefully, ``await service.run()`` does both
+    around `request_stop()` (what a signal handler calls).  `listen` None
+    starts no listener (the Python API only); port 0 picks a free port, read
+    back from `listen_port`.
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        spool_dir: str | Path,
+        *,
+        listen: tuple[str, int] | None = ("127.0.0.1", 2525),
+        resolver: Any = None,
+        tls_cafile: str | None = None,
+        log_dir: str | Path | None = None,
+        metrics_port: int | None = None,
+        allowed_networks: Iterable[str] | None = None,
+        ingest_auth: Mapping[str, str] | None = None,
+        mta_sts: Any = None,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        grace: float = 10.0,
+        log_max_bytes: int | None = 64 * 1024 * 1024,
+        log_max_age: float | None = 3600.0,
+    ) -> None:
+        if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
+                or snapshot_every < 1:
+            raise ValueError(f"Service snapshot_every must be an integer >= 1, not "
+                             f"{snapshot_every!r}")
+        if not isinstance(grace, int | float) or grace < 0:
+            raise ValueError(f"Service grace must be a number of seconds >= 0, not {grace!r}")
+        self.policy = policy
+        self.spool_dir = Path(spool_dir)
+        self.listen = listen
+        self.resolver = resolver
+        self.tls_cafile = tls_cafile
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.metrics_port = metrics_port
+        self.allowed_networks = list(allowed_networks) if allowed_networks is not None else None
+        self.ingest_auth = ingest_auth
+        self.mta_sts = mta_sts
+        self.snapshot_every = snapshot_every
+        self.grace = float(grace)
+        self.log_max_bytes = log_max_bytes
+        self.log_max_age = log_max_age
+        self.journal: Journal | None = None
+        self.engine: Engine | None = None
+        self.driver: LiveDriver | None = None
+        self.ingest: IngestServer | None = None
+        self.metrics: Any = None
+        self.logs: Any = None
+        self.replayed = 0  # events replayed at start (after the snapshot)
+        self.recovered = 0  # messages queued when recovery finished
+        self._uncommitted: dict[str, bytes] = {}  # bodies not yet committed
+        self._pending_commit: asyncio.Future[int] | None = None  # set by _journal_event
+        self._since_snapshot = 0
+        self._stop_requested = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._started = False
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def listen_port(self) -> int | None:
+        """The port the SMTP listener is bound to (None without a listener)."""
+        return self.ingest.port if self.ingest is not None else None
+
+    async def start(self) -> None:
+        """Open the journal, recover, and start the driver, listener, logs and metrics."""
+        if self._started:
+            raise RuntimeError("Service.start() was already called")
+        self._started = True
+        self.journal = Journal.in_spool(self.spool_dir)
+        try:
+            await self._start()
+        except BaseException:
+            self.journal.close()
+            raise
+
+    async def _start(self) -> None:
+        assert self.journal is not None
+        self.engine = self._recover(self.journal)
+        if self.log_dir is not None:
+            from engine.live.logfile import LogWriter
+
+            self.logs = LogWriter(self.log_dir, max_bytes=self.log_max_bytes,
+                                  max_age=self.log_max_age)
+        resolver = self.resolver
+        if resolver is None:
+            from engine.live.dns import LiveResolver
+
+            resolver = self.resolver = LiveResolver()
+        mta_sts = self.mta_sts
+        if mta_sts is None:
+            from engine.live.mta_sts import MtaStsFetcher
+
+            mta_sts = self.mta_sts = MtaStsFetcher(resolver, cafile=self.tls_cafile)
+        self.driver = LiveDriver(
+            self.engine, resolver=resolver, bodies=self._body, records=self._record,
+            journal=self._journal_event, mta_sts=mta_sts, tls_cafile=self.tls_cafile,
+            on_discard=self._discard,
+        )
+        self.driver.feed(Restarted(at=time.time()))
+        if self.metrics_port is not None:
+            from engine.live.metrics import start_metrics_server
+
+            self.metrics = await start_metrics_server(self.metrics_port, counters=self.engine)
+        if self.listen is not None:
+            host, port = self.listen
+            self.ingest = IngestServer(host, port, submit=self._accept,
+                                       allowed_networks=self.allowed_networks,
+                                       auth=self.ingest_auth)
+            await self.ingest.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_logs())
+        log.info("egress: started with %d messages queued (%d events replayed)",
+                 self.recovered, self.replayed)
+
+    def _recover(self, journal: Journal) -> Engine:
+        snap, events = journal.replay()
+        eng = Engine.restore(snap, self.policy) if snap is not None else Engine(self.policy)
+        n = 0
+        for ev in events:
+            eng.handle(ev)
+            n += 1
+        self.replayed = n
+        self.recovered = eng.queued_count
+        return eng
+
+    def request_stop(self) -> None:
+        """Ask `run()` to shut down gracefully (safe from a signal handler)."""
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Start, serve until `request_stop()`, then stop gracefully."""
+        if not self._started:
+            await self.start()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let transactions on the wire finish (up to `grace`
+        seconds), abort the rest, close logs, metrics and the journal."""
+        if self._stopped or not self._started:
+            return
+        self._stopped = True
+        grace = self.grace if grace is None else grace
+        if self.ingest is not None:
+            await self.ingest.stop(grace)
+        if self.driver is not None:
+            if not await self.driver.drain(grace):
+                log.warning("egress: %d transactions still on the wire after %.1fs; aborting",
+                            self.driver.in_flight(), grace)
+            await self.driver.abort_all()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        if self.metrics is not None:
+            await self.metrics.close()
+        if self.logs is not None:
+            self.logs.close()
+        if self.journal is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.journal.close)
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- submissions -----------------------------------------------------------
+
+    async def submit(
+        self, sender: str, recipients: Sequence[str], content: bytes, *,
+        tenant: str | None = None, campaign: str | None = None,
+    ) -> list[str]:
+        """Accept a message from Python, as the SMTP listener would: one message
+        per recipient domain; returns their ids once committed."""
+        if not self._started or self._stopped:
+            raise RuntimeError("Service.submit() needs a started, running service")
+        return await api_submit(self._accept, sender=sender, recipients=recipients,
+                                content=content, tenant=tenant, campaign=campaign)
+
+    async def _accept(self, sub: Submission) -> list[str]:
+        """Hand one submission to the engine and journal it with its body; return
+        once committed (the 250 waits for this)."""
+        assert self.driver is not None and self.journal is not None
+        if self._stopped:
+            raise RuntimeError("the service is stopping")
+        mid = uuid.uuid4().hex
+        self._uncommitted[mid] = sub.content
+        ev = MessageSubmitted(at=time.time(), id=mid, sender=sub.sender,
+                              recipients=sub.recipients, size=len(sub.content),
+                              tenant=sub.tenant, campaign=sub.campaign)
+        self._pending_commit = None
+        self.driver.feed(ev)
+        fut = self._pending_commit
+        self._pending_commit = None
+        if fut is None:  # the engine refused it (a bug; logged by the driver)
+            self._uncommitted.pop(mid, None)
+            raise RuntimeError(f"message {mid} was not accepted by the engine")
+        try:
+            await fut
+        finally:
+            self._uncommitted.pop(mid, None)
+        return [mid]
+
+    # -- what the driver calls -------------------------------------------------
+
+    def _journal_event(self, event: Event) -> None:
+        journal = self.journal
+        assert journal is not None
+        if type(event) is MessageSubmitted and event.id in self._uncommitted:
+            self._pending_commit = journal.append(
+                [event], bodies={event.id: self._uncommitted[event.id]})
+        else:
+            journal.submit([event])
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.snapshot_every:
+            self._since_snapshot = 0
+            assert self.engine is not None
+            journal.write_snapshot(journal.last_seq, self.engine.snapshot())
+
+    def _body(self, message_id: str) -> bytes:
+        body = self._uncommitted.get(message_id)
+        if body is not None:
+            return body
+        assert self.journal is not None
+        return self.journal.body(message_id)
+
+    def _discard(self, message_id: str) -> None:
+        assert self.journal is not None
+        self.journal.drop_body(message_id)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if self.logs is not None:
+            self.logs.write(record)
+
+    async def _flush_logs(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_INTERVAL)
+            if self.logs is not None:
+                self.logs.flush()
+                self.logs.rotate_if_due()
