@@ -22,7 +22,7 @@ per connection: ``max_deliveries_per_connection=1``, smtp-source without
 contender once, in a rotated order; ratios are taken within a round and the
 median over rounds is quoted, because the machines are shared and noisy.
 
-    python -m bench.delivery                      # 20 000 messages, 3 rounds
+    python -m bench.delivery                      # 20 000 (5 000) messages, 3 rounds
     python -m bench.delivery --quick              # 300 messages, 1 round
     python -m bench.delivery --profile egress     # cProfile of egress's delivery path
 """
@@ -51,6 +51,11 @@ VARIANTS: dict[str, dict[str, int]] = {
     "conn-per-msg": {"recipients": 1, "per_connection": 1},
     "rcpt10": {"recipients": 10, "per_connection": 0},
 }
+# Messages per run at full size.  The two extra variants use fewer: one
+# connection per message leaves a TIME_WAIT socket per message (four
+# contenders x rounds would crowd the ephemeral ports), and 10 recipients
+# multiply every transaction's commands by ten.
+FULL_SIZE = {"reuse": 20_000, "conn-per-msg": 5_000, "rcpt10": 5_000}
 CONNECTIONS = 32
 SIZE = 2000
 DOMAIN = "sink.test"
@@ -64,6 +69,7 @@ class Measure:
     variant: str
     rate: float | None  # None: not available or did not finish
     note: str = ""
+    cpu: float | None = None  # the sender's CPU seconds per wall second (all its threads)
 
 
 @dataclass
@@ -159,19 +165,21 @@ async def egress_deliver(sink_port: int, dns_port: int, *, messages: int, recipi
                         bodies=bodies.__getitem__, records=record,
                         journal=journal_event if journal is not None else None,
                         on_discard=discard)
+    cpu0 = _cpu()
     started = time.monotonic()
     for ev in events:
         driver.feed(ev)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(finished.wait(), timeout)
     done = time.monotonic()
+    cpu = (_cpu() - cpu0) / max(done - started, 1e-9)
     if last[0] is not None:
         await last[0]  # the journal has caught up with the last event
     journaled = time.monotonic()
     await driver.abort_all()
     if journal is not None:
         journal.close()
-    return {"started": started, "done": done, "journaled": journaled, "counts": counts,
+    return {"started": started, "done": done, "journaled": journaled, "counts": counts, "cpu": cpu,
             "protocol_errors": driver.protocol_errors, "engine_queued": eng.queued_count}
 
 
@@ -180,12 +188,15 @@ def _worker(args: argparse.Namespace) -> None:
     host, _, port = args.sink.rpartition(":")
     variant = VARIANTS[args.variant]
     if args.contender == "aiosmtplib":
+        cpu0 = _cpu()
         started = time.monotonic()
         sent = asyncio.run(peers.aiosmtplib_send(
             host, int(port), messages=args.messages, connections=CONNECTIONS, size=SIZE,
             recipients=variant["recipients"], per_connection=variant["per_connection"],
             domain=DOMAIN))
-        out: dict[str, Any] = {"started": started, "done": time.monotonic(), "sent": sent}
+        done = time.monotonic()
+        out: dict[str, Any] = {"started": started, "done": done, "sent": sent,
+                               "cpu": (_cpu() - cpu0) / max(done - started, 1e-9)}
     else:
         journal_dir = args.dir if args.contender == "egress" else None
         coro = egress_deliver(int(port), args.dns_port, messages=args.messages,
@@ -206,6 +217,12 @@ def _worker(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+def _cpu() -> float:
+    """CPU seconds of this process so far, every thread (the journal writer too)."""
+    t = os.times()
+    return t.user + t.system
+
+
 # -- the orchestrator -----------------------------------------------------------
 
 
@@ -221,7 +238,7 @@ def measure(contender: str, variant: str, messages: int, sink_host: str, dns: pe
                     sink.host, sink.port, timeout=timeout, sessions=CONNECTIONS,
                     messages=messages, size=SIZE, recipients=v["recipients"],
                     reuse=v["per_connection"] == 0, to=f"user@{DOMAIN}")
-                note = ""
+                note, cpu = "", None
             else:
                 cmd = [sys.executable, "-m", "bench.delivery", "worker", "--contender",
                        contender, "--variant", variant, "--messages", str(messages),
@@ -237,13 +254,13 @@ def measure(contender: str, variant: str, messages: int, sink_host: str, dns: pe
                     return Measure(contender, variant, None,
                                    f"failed: {done.stderr.strip()[-300:]}")
                 out = json.loads(done.stdout.strip().splitlines()[-1])
-                started = out["started"]
+                started, cpu = out["started"], out["cpu"]
                 note = _egress_note(out, messages, v["recipients"]) if "counts" in out else ""
             reached = sink.wait_for(messages, timeout)
             if reached is None:
                 return Measure(contender, variant, None,
                                f"sink saw {sink.count} of {messages} in {timeout:g} s")
-            return Measure(contender, variant, messages / (reached - started), note)
+            return Measure(contender, variant, messages / (reached - started), note, cpu)
     except peers.PeerUnavailable as exc:
         return Measure(contender, variant, None, f"not available: {exc}")
     except subprocess.TimeoutExpired:
@@ -285,8 +302,9 @@ def run(*, messages: dict[str, int], rounds: int, contenders: Sequence[str] = CO
                     row.append(m)
                     if log is not None:
                         rate = f"{m.rate:,.0f}/s" if m.rate else "-"
+                        cpu = f"cpu {m.cpu:.2f}" if m.cpu is not None else ""
                         print(f"  round {r + 1} {variant:<12} {contender:<17} {rate:>10} "
-                              f"{m.note}", file=log, flush=True)
+                              f"{cpu} {m.note}", file=log, flush=True)
             table.measures.append(row)
     return table
 
@@ -305,8 +323,11 @@ def summary_rows(table: Table) -> list[tuple[str, str, str]]:
         for c in CONTENDERS:
             rates = table.rates(c, variant)
             if rates:
-                rows.append((f"delivery {variant} ({n:,}): {c} msg/s",
-                             f"{_med(rates):,.0f}", f"min {min(rates):,.0f} max {max(rates):,.0f}"))
+                cpus = [m.cpu for r in table.measures for m in r
+                        if m.contender == c and m.variant == variant and m.cpu is not None]
+                cpu = f", cpu/wall {_med(cpus):.2f}" if cpus else ""
+                rows.append((f"delivery {variant} ({n:,}): {c} msg/s", f"{_med(rates):,.0f}",
+                             f"min {min(rates):,.0f} max {max(rates):,.0f}{cpu}"))
             else:
                 notes = {m.note for r in table.measures for m in r
                          if m.contender == c and m.variant == variant}
@@ -347,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--profile-top", type=int, default=30)
     p.add_argument("--quick", action="store_true", help="300 messages, 1 round (a smoke test)")
     p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--messages", type=int, default=None, help="messages per run (all variants)")
+    p.add_argument("--messages", type=int, default=None,
+                   help=f"messages per run, every variant (default {FULL_SIZE})")
     p.add_argument("--variant", action="append", choices=tuple(VARIANTS))
     p.add_argument("--contender", action="append", choices=CONTENDERS)
     p.add_argument("--profile", choices=("egress", "egress-nojournal"),
@@ -357,14 +379,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "worker":
         _worker(args)
         return 0
-    n = args.messages or (300 if args.quick else 20_000)
     if args.profile:
+        n = args.messages or FULL_SIZE["reuse"]
         with peers.DnsServer({DOMAIN: "127.0.0.2"}) as dns:
             m = measure(args.profile, "reuse", n, "127.0.0.2", dns, args.timeout, profile=True)
         print(f"{args.profile} under cProfile: {m.rate or 0:,.0f} msg/s {m.note}")
         return 0
     variants = args.variant or tuple(VARIANTS)
-    table = run(messages={v: n for v in variants}, rounds=args.rounds or (1 if args.quick else 3),
+    sizes = {v: args.messages or (300 if args.quick else FULL_SIZE[v]) for v in variants}
+    table = run(messages=sizes, rounds=args.rounds or (1 if args.quick else 3),
                 contenders=args.contender or CONTENDERS, variants=variants,
                 timeout=args.timeout, log=sys.stderr)
     print(f"delivery into smtp-sink, {CONNECTIONS} connections, {SIZE} B messages, "

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import peers
+from bench.relays import PostfixRelay, SlimtaRelay
 
 RELAYS = ("direct", "egress", "postfix", "slimta")
 SESSIONS = 32
@@ -156,10 +157,10 @@ def relay_for(name: str, sink: peers.SmtpSink, dns: peers.DnsServer, messages: i
         with egress_relay(sink, dns, messages, workdir) as where:
             yield where
     elif name == "postfix":
-        with peers.PostfixRelay(sink.host, sink.port) as pf:
+        with PostfixRelay(sink.host, sink.port) as pf:
             yield pf.host, pf.port, None
     elif name == "slimta":
-        with peers.SlimtaRelay(sink.host, sink.port) as sl:
+        with SlimtaRelay(sink.host, sink.port) as sl:
             yield sl.host, sl.port, sl.pid
     else:
         raise ValueError(f"unknown relay {name!r}; expected one of {', '.join(RELAYS)}")
