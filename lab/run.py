@@ -22,6 +22,7 @@ real Unix times (the live engine's).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from typing import Any
 
 from engine.cidr import CidrSet
 from engine.effects import Close, Connect
-from engine.events import Closed, ConnectFailed, MessageSubmitted, MtaStsResolved
+from engine.events import Closed, ConnectFailed, MtaStsResolved
 from engine.policy import Policy
 from lab.world import Lab
 
@@ -219,10 +220,8 @@ async def _run(
             finished.set()
         remaining = horizon - now()
         if remaining > 0:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(finished.wait(), remaining)
-            except TimeoutError:
-                pass
         elapsed = now()
     finally:
         sampler.cancel()

@@ -260,7 +260,7 @@ class HostServer:
             for i, line in enumerate(lines):
                 if not spec.pipelining:
                     delay += spec.command_latency.sample(self.rng)
-                verb, reply, then = self._command(line, txn, tls)
+                _verb, reply, then = self._command(line, txn, tls)
                 out.append(wire(reply))
                 if then != "continue":
                     # Whatever followed belongs to the body (after 354) or is

@@ -17,7 +17,6 @@ traffic starts so the windows line up with the simulator's.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import ipaddress
 import random
