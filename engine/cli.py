@@ -218,10 +218,84 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return sweep(args)
 
 
+# -- egress deliver / egress replay (bodies in engine.live.service, bridge.replay) --
+
+
+def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "deliver", help="run the live MTA: accept mail by SMTP, journal it, deliver it",
+        description="Accept mail on --listen (relaying only for --allow-network clients, "
+        "loopback by default), commit it to the SQLite journal in --spool before the 250, "
+        "and deliver it as POLICY.py says. SIGTERM or SIGINT stops gracefully; a restart "
+        "recovers the queue from the journal. Note: the default prohibited_hosts refuses "
+        "127.0.0.0/8 and ::1; a policy delivering to a local server must set "
+        "prohibited_hosts = [].",
+    )
+    p.add_argument("--policy", required=True, metavar="POLICY.py",
+                   help="a Python file defining `policy = Policy()`")
+    p.add_argument("--spool", required=True, metavar="DIR", help="journal and bodies go here")
+    p.add_argument("--listen", default="127.0.0.1:2525", metavar="HOST:PORT",
+                   help="SMTP listener (default 127.0.0.1:2525)")
+    p.add_argument("--resolver", metavar="HOST:PORT",
+                   help="ask only this DNS server (default: the system's resolv.conf)")
+    p.add_argument("--tls-cafile", metavar="FILE", help="trust these CAs for STARTTLS/MTA-STS")
+    p.add_argument("--log-dir", metavar="DIR", help="write JSON-lines log records here")
+    p.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus /metrics")
+    p.add_argument("--allow-network", action="append", metavar="CIDR", dest="allow_networks",
+                   help="clients that may relay without AUTH (repeatable; default loopback)")
+    p.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                   help="on SIGTERM, how long transactions may finish (default 10)")
+    p.add_argument("--snapshot-every", type=int, default=20_000, metavar="N",
+                   help="write an engine snapshot every N journaled events")
+    p.set_defaults(func=cmd_deliver)
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    """``egress deliver --policy POLICY.py --spool DIR [--listen HOST:PORT] ...``."""
+    from engine.live.service import run_deliver
+
+    return run_deliver(
+        args.policy, args.spool, listen=args.listen, resolver=args.resolver,
+        tls_cafile=args.tls_cafile, log_dir=args.log_dir, metrics_port=args.metrics_port,
+        allowed_networks=args.allow_networks, grace=args.grace,
+        snapshot_every=args.snapshot_every,
+    )
+
+
+def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "replay", help="replay a live journal's traffic through the simulator with another policy",
+        description="Read the messages (and their arrival times) from SPOOL's journal, "
+        "recompute what really happened by replaying the journal with the policy it was "
+        "delivered with (SPOOL/policy.py, or --original), simulate the same arrivals with "
+        "--policy, and print both outcomes side by side.",
+    )
+    p.add_argument("spool", metavar="SPOOL", help="the spool directory of `egress deliver`")
+    p.add_argument("--policy", required=True, metavar="OTHER.py", help="the policy to simulate")
+    p.add_argument("--original", metavar="POLICY.py",
+                   help="the policy the journal was written with (default SPOOL/policy.py)")
+    p.add_argument("--world", metavar="SCENARIO.toml",
+                   help="take [domains], [hosts] and [host_defaults] from this scenario "
+                   "(default: a healthy, fast host for every domain)")
+    p.add_argument("--seed", type=int, default=1, help="the simulation's seed")
+    p.add_argument("--out", metavar="DIR", help="write comparison.json and the simulated run")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``egress replay SPOOL --policy OTHER.py [--world SCENARIO.toml] [--out DIR]``."""
+    from bridge.replay import replay_command
+
+    return replay_command(args)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_check,
     _add_simulate,
     _add_sweep,
+    _add_deliver,
+    _add_replay,
 ]
 
 

@@ -314,3 +314,65 @@ class Service:
             if self.logs is not None:
                 self.logs.flush()
                 self.logs.rotate_if_due()
+
+
+# -- `egress deliver` ------------------------------------------------------------
+
+
+def parse_hostport(value: str, option: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` -> (host, port); a `ConfigError`
+    naming `option` and the value when it is not one of those."""
+    from engine.errors import ConfigError
+
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = default_host, value
+    host = host.strip("[]") or default_host
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{option}: {value!r} is not valid; expected HOST:PORT with a port "
+                          "between 0 and 65535, e.g. 127.0.0.1:2525")
+    return host, int(port)
+
+
+def run_deliver(
+    policy_path: str, spool: str, *, listen: str = "127.0.0.1:2525",
+    resolver: str | None = None, **kwargs: Any,
+) -> int:
+    """`egress deliver`: run a `Service` until SIGTERM or SIGINT; 0 after a clean stop.
+
+    The policy file is copied into the spool as ``policy.py`` so that
+    `egress replay` can later recompute what happened with the policy that
+    was in force (the last one started with).
+    """
+    import shutil
+    import signal
+
+    from engine.live.dns import LiveResolver
+    from engine.policy import Policy
+
+    policy = Policy.from_file(policy_path)
+    where = parse_hostport(listen, "--listen")
+    live_resolver = None
+    if resolver is not None:
+        host, port = parse_hostport(resolver, "--resolver")
+        live_resolver = LiveResolver([host], port=port)
+    Path(spool).mkdir(parents=True, exist_ok=True)
+    copy = Path(spool) / "policy.py"
+    if Path(policy_path).resolve() != copy.resolve():
+        shutil.copyfile(policy_path, copy)
+
+    async def main() -> None:
+        svc = Service(policy, spool, listen=where, resolver=live_resolver, **kwargs)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, svc.request_stop)
+        await svc.start()
+        print(f"egress deliver: listening on {where[0]}:{svc.listen_port}, spool {spool}, "
+              f"{svc.recovered} messages recovered ({svc.replayed} events replayed)",
+              flush=True)
+        await svc.run()
+        print("egress deliver: stopped cleanly", flush=True)
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(main())
+    return 0
