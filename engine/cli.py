@@ -290,12 +290,64 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return replay_command(args)
 
 
+# -- egress lab / egress compare (bodies in lab.commands) -----------------------
+
+
+def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "lab", help="a scenario's world as real servers on loopback (and --run: deliver into it)",
+        description="Start one SMTP server per scenario host on its own 127.0.0.x address and "
+        "a DNS server on 127.0.0.1 answering the scenario's MX and A records. With --run, "
+        "deliver the scenario's traffic into it with the live engine and write what "
+        "egress simulate writes.",
+    )
+    p.add_argument("scenario", help="a scenario TOML file (see scenarios/)")
+    p.add_argument("--run", action="store_true",
+                   help="deliver the scenario's traffic into the lab with the live engine")
+    p.add_argument("--duration", metavar="D",
+                   help="how long to serve (default: until Ctrl-C; with --run: the horizon)")
+    p.add_argument("--out", help="with --run: write records.jsonl, series.npz, summary.json, "
+                   "plot.png here")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a scenario value, e.g. egress_path.connection_limit=16")
+    p.add_argument("--port", type=int, default=0, help="SMTP port of every host (default: free)")
+    p.add_argument("--dns-port", type=int, default=0, help="DNS port (default: free)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw plot.png")
+    p.set_defaults(func=cmd_lab)
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from lab.commands import lab
+
+    return lab(args)
+
+
+def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("compare", help="a simulated run against a lab run of the same scenario")
+    p.add_argument("sim_dir", metavar="SIM_DIR", help="the --out of egress simulate")
+    p.add_argument("lab_dir", metavar="LAB_DIR", help="the --out of egress lab --run")
+    p.add_argument("--plot", metavar="FILE", help="where to draw the chart "
+                   "(default: LAB_DIR/compare.png)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the chart")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lab.commands import compare
+
+    return compare(args)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_check,
     _add_simulate,
     _add_sweep,
     _add_deliver,
     _add_replay,
+    _add_lab,
+    _add_compare,
 ]
 
 

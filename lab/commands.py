@@ -1,0 +1,171 @@
+"""The bodies of `egress lab` and `egress compare` (engine/cli.py stays thin).
+
+``egress lab SCENARIO`` starts the lab and keeps it up (for `--duration`, or
+until Ctrl-C), printing where its DNS server and SMTP servers are and how to
+point a resolver at them; at the end it prints each host's counters.
+``egress lab SCENARIO --run`` delivers the scenario's traffic into the lab
+with the live engine and prints the same summary ``egress simulate`` prints
+(its table code is reused), writing the same files under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from engine.errors import EgressError
+
+
+def _scenario(args: argparse.Namespace) -> Any:
+    from sim.scenario import Scenario
+
+    sets = list(args.set or [])
+    if args.seed is not None:
+        sets.append(f"seed={args.seed}")
+    return Scenario.from_toml(args.scenario, sets)
+
+
+def _duration(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from engine.durations import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise EgressError(f"--duration: {exc}") from None
+    if value <= 0:
+        raise EgressError(f"--duration: expected a duration above 0, got {text!r}")
+    return value
+
+
+def lab(args: argparse.Namespace) -> int:
+    """``egress lab SCENARIO [--run] [--duration D] [--out DIR] ...``."""
+    scenario = _scenario(args)
+    duration = _duration(args.duration)
+    console = Console(highlight=False)
+    if args.run:
+        return asyncio.run(_run(scenario, args, duration, console))
+    return asyncio.run(_serve(scenario, args, duration, console))
+
+
+async def _start(scenario: Any, args: argparse.Namespace) -> Any:
+    from lab.world import Lab
+
+    lab = Lab(scenario, port=args.port or 0, dns_port=args.dns_port or 0)
+    try:
+        await lab.start()
+    except OSError as exc:
+        lab.close()
+        raise EgressError(f"cannot start the lab: {exc.strerror or exc}") from None
+    return lab
+
+
+async def _serve(scenario: Any, args: argparse.Namespace, duration: float | None,
+                 console: Console) -> int:
+    lab = await _start(scenario, args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        _print_lab(console, lab)
+        if duration is None:
+            console.print("[dim]serving until Ctrl-C[/dim]")
+            await stop.wait()
+        else:
+            console.print(f"[dim]serving for {duration:g} s (Ctrl-C stops sooner)[/dim]")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), duration)
+    finally:
+        await lab.stop()
+        with contextlib.suppress(NotImplementedError):
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+        print_counters(console, lab.counters())
+        lab.close()
+    return 0
+
+
+def _print_lab(console: Console, lab: Any) -> None:
+    d = lab.describe()
+    host, port = d["dns"].rsplit(":", 1)
+    console.print(f"[bold]lab for {lab.scenario.name}[/bold]")
+    console.print(f"DNS server  {d['dns']}  (UDP; MX and A records of every domain)")
+    console.print(f"SMTP port   {d['smtp_port']} on every host address")
+    console.print(f"TLS CA      {d['cafile']}")
+    table = Table(show_header=True)
+    table.add_column("host")
+    table.add_column("lab address(es)")
+    for name, addrs in d["hosts"].items():
+        table.add_row(name, ", ".join(addrs))
+    console.print(table)
+    console.print("point a resolver at it:")
+    console.print(f"  dig @{host} -p {port} MX <domain>")
+    console.print(f"  LiveResolver(nameservers=[{host!r}], port={port})")
+    console.print("  and a policy with prohibited_hosts = [] and smtp_port = "
+                  f"{d['smtp_port']} (loopback is prohibited by default)")
+
+
+def print_counters(console: Console, counters: dict[str, dict[str, int]]) -> None:
+    """One row per host: what its server saw."""
+    keys = ("connections", "peak_connections", "accepted", "deferred", "rejected", "refused",
+            "busy", "blackholed", "tls_failures")
+    table = Table(title="lab servers")
+    table.add_column("host")
+    for k in keys:
+        table.add_column(k.replace("_", " "), justify="right")
+    for host, c in counters.items():
+        table.add_row(host, *(f"{c[k]:,}" for k in keys))
+    console.print(table)
+
+
+async def _run(scenario: Any, args: argparse.Namespace, duration: float | None,
+               console: Console) -> int:
+    from lab.run import run_in_lab
+    from sim.commands import print_summary
+
+    lab = await _start(scenario, args)
+    try:
+        console.print(f"[dim]lab up: DNS {lab.dns.host}:{lab.dns.port}, SMTP port "
+                      f"{lab.port}; delivering {scenario.name}[/dim]")
+        result = await run_in_lab(scenario, lab=lab, horizon=duration,
+                                  keep_records=args.out is not None)
+    finally:
+        await lab.stop()
+        lab.close()
+    print_summary(console, result)
+    print_counters(console, result.summary["lab"]["hosts"])
+    if args.out:
+        written = result.write(args.out, plot=not args.no_plot)
+        console.print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """``egress compare SIM_DIR LAB_DIR [--plot FILE] [--json]``."""
+    import json
+    import sys
+
+    from lab.compare import compare_dirs
+
+    result = compare_dirs(args.sim_dir, args.lab_dir)
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(result.table())
+    plot = Path(args.plot) if args.plot else Path(args.lab_dir) / "compare.png"
+    if not args.no_plot:
+        result.plot(plot)
+        if not args.json:
+            print(f"wrote {plot}")
+    return 0
