@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,3 +30,48 @@ def test_journal_bench_quick(tmp_path: Path) -> None:
                      out), out
     assert re.search(r"from snapshot: restore \+ tail\s+[\d.]+ s\s+50 tail events", out), out
     assert list(tmp_path.iterdir()) == []  # the bench cleaned up after itself
+
+
+def _postfix_tools_missing() -> str | None:
+    import shutil
+
+    for name in ("smtp-sink", "smtp-source"):
+        if shutil.which(name) is None and shutil.which(name, path="/usr/sbin") is None:
+            return (f"{name} is not installed (Debian package postfix; "
+                    "scripts/bench-setup.sh installs it; CI does not)")
+    return None
+
+
+_NO_POSTFIX = _postfix_tools_missing()
+needs_postfix_tools = pytest.mark.skipif(_NO_POSTFIX is not None, reason=_NO_POSTFIX or "")
+
+
+@needs_postfix_tools
+def test_delivery_bench_quick() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.delivery", "--quick", "--messages", "60"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=True,
+    ).stdout
+    for variant in ("reuse", "conn-per-msg", "rcpt10"):
+        for who in ("smtp-source", "aiosmtplib", "egress", "egress-nojournal"):
+            # A rate appears only when the sink counted all 60; egress rows carry a
+            # note only when its Delivery records were not exactly 60 x recipients.
+            row = re.search(rf"^delivery {variant} \(60\): {who} msg/s\s+([\d,]+)\s+(.*)$",
+                            out, re.M)
+            assert row, (variant, who, out)
+            assert re.fullmatch(r"min [\d,]+ max [\d,]+(, cpu/wall [\d.]+)?", row.group(2)), out
+        for other in ("aiosmtplib", "smtp-source", "egress-nojournal"):
+            assert re.search(rf"^delivery {variant}: egress / {other}\s+[\d.]+x", out, re.M), out
+
+
+@needs_postfix_tools
+def test_e2e_bench_quick() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.e2e", "--quick", "--messages", "60"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=True,
+    ).stdout
+    assert re.search(r"^e2e \(60\): direct msg/s\s+[\d,]+\s+min", out, re.M), out
+    for relay in ("egress", "postfix", "slimta"):
+        # Either a rate, or a peer that is missing here; never a failed or short run.
+        assert re.search(rf"^e2e \(60\): {relay} msg/s\s+([\d,]+\s+min|n/a\s+not available)",
+                         out, re.M), (relay, out)
