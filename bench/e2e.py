@@ -116,15 +116,19 @@ def _cpu_seconds(pid: int) -> float | None:
 
 @contextmanager
 def egress_relay(sink: peers.SmtpSink, dns: peers.DnsServer, messages: int,
-                 workdir: str) -> Iterator[tuple[str, int, int]]:
-    """``egress deliver`` listening on 127.0.0.1; yields (host, port, pid)."""
+                 workdir: str, profile: str | None = None) -> Iterator[tuple[str, int, int]]:
+    """``egress deliver`` listening on 127.0.0.1; yields (host, port, pid).
+
+    With `profile`, it runs under ``python -m cProfile -o PROFILE`` (the stats
+    are written when SIGTERM makes it exit)."""
     why = egress_deliver_available()
     if why is not None:
         raise peers.PeerUnavailable(why)
     policy = Path(workdir) / "policy.py"
     policy.write_text(_POLICY.format(port=sink.port, max_ready=messages + 1024))
     port = peers.free_port()
-    cmd = [sys.executable, "-m", "engine.cli", "deliver", "--policy", str(policy),
+    prefix = ["-m", "cProfile", "-o", profile] if profile else []
+    cmd = [sys.executable, *prefix, "-m", "engine.cli", "deliver", "--policy", str(policy),
            "--spool", str(Path(workdir) / "spool"), "--listen", f"127.0.0.1:{port}",
            "--resolver", f"127.0.0.1:{dns.port}"]
     log = open(Path(workdir) / "egress.log", "wb")  # noqa: SIM115 - closed below
@@ -149,12 +153,12 @@ def egress_relay(sink: peers.SmtpSink, dns: peers.DnsServer, messages: int,
 
 @contextmanager
 def relay_for(name: str, sink: peers.SmtpSink, dns: peers.DnsServer, messages: int,
-              workdir: str) -> Iterator[tuple[str, int, int | None]]:
+              workdir: str, profile: str | None = None) -> Iterator[tuple[str, int, int | None]]:
     """Start relay `name` in front of `sink`; yields (host, port, pid or None)."""
     if name == "direct":
         yield sink.host, sink.port, None
     elif name == "egress":
-        with egress_relay(sink, dns, messages, workdir) as where:
+        with egress_relay(sink, dns, messages, workdir, profile) as where:
             yield where
     elif name == "postfix":
         with PostfixRelay(sink.host, sink.port) as pf:
@@ -167,12 +171,12 @@ def relay_for(name: str, sink: peers.SmtpSink, dns: peers.DnsServer, messages: i
 
 
 def measure(relay: str, messages: int, sink_host: str, dns: peers.DnsServer,
-            timeout: float) -> Run:
+            timeout: float, profile: str | None = None) -> Run:
     """One relay, a fresh sink; never raises for a missing peer."""
     try:
         with peers.SmtpSink(sink_host) as sink, tempfile.TemporaryDirectory(
-                prefix="bench-e2e-") as tmp, relay_for(relay, sink, dns, messages, tmp) as (
-                host, port, pid):
+                prefix="bench-e2e-") as tmp, relay_for(relay, sink, dns, messages, tmp,
+                                                       profile) as (host, port, pid):
             cpu0 = _cpu_seconds(pid) if pid else None
             started = peers.run_smtp_source(host, port, timeout=timeout, sessions=SESSIONS,
                                             messages=messages, size=SIZE, to=f"user@{DOMAIN}")
@@ -245,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=None)
     p.add_argument("--relay", action="append", choices=RELAYS)
     p.add_argument("--timeout", type=float, default=180.0, help="bound on each run, seconds")
+    p.add_argument("--profile", action="store_true",
+                   help="run egress deliver once under cProfile and print the top functions")
     args = p.parse_args(argv)
+    if args.profile:
+        return _profile(args.messages or 20_000, args.timeout)
     table = run(messages=args.messages or (300 if args.quick else 20_000),
                 rounds=args.rounds or (1 if args.quick else 3), relays=args.relay or RELAYS,
                 timeout=args.timeout, log=sys.stderr)
@@ -253,6 +261,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{table.rounds} round(s), median (nproc {os.cpu_count()}, "
           f"Python {peers.python_version()})")
     print_table(summary_rows(table))
+    return 0
+
+
+def _profile(messages: int, timeout: float) -> int:
+    import pstats
+
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-prof-") as tmp, peers.DnsServer(
+            {DOMAIN: "127.0.1.2"}) as dns:
+        out = str(Path(tmp) / "egress.prof")
+        result = measure("egress", messages, "127.0.1.2", dns, timeout, profile=out)
+        print(f"egress deliver under cProfile: {result.rate or 0:,.0f} msg/s {result.note}")
+        if Path(out).exists():
+            stats = pstats.Stats(out)
+            stats.sort_stats("tottime").print_stats(30)
+            stats.sort_stats("cumulative").print_stats(30)
     return 0
 
 
