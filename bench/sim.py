@@ -39,11 +39,10 @@ def bare_simpy(n_events: int) -> float:
 
 
 def run_scenario(path: str, sets: list[str]) -> dict[str, Any]:
-    from sim import run
-    from sim.overrides import apply_overrides
-    from sim.scenario import Scenario, read_toml
+    from sim.result import run
+    from sim.scenario import Scenario
 
-    scenario = Scenario.from_dict(apply_overrides(read_toml(path), sets), source=path)
+    scenario = Scenario.from_toml(path, sets)
     started = time.perf_counter()
     holder: dict[str, Any] = {}
 
@@ -63,7 +62,7 @@ def run_scenario(path: str, sets: list[str]) -> dict[str, Any]:
     wall = time.perf_counter() - started
     env = holder["driver"].env
     simpy_events = next(env._eid)  # every event SimPy scheduled in the run
-    engine_events = holder["driver"].engine.counters.get("events_handled", 0)
+    engine_events = holder["driver"].events_fed
     return {
         "wall": wall,
         "summary": result.summary,
