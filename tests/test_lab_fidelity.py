@@ -1,0 +1,124 @@
+"""The simulator tells the truth: scenarios/lab_small.toml run both ways agrees.
+
+One run each way (about 21 s of wall time for the lab, a fraction of a second
+for the simulator), then the figures issue 8 asks to agree:
+
+- drain time within 5 % (it is set by the throttled path: 420 messages
+  behind 20/s with a burst of 20, so about 20 s either way);
+- peak connections per path equal (the engine decides them; both
+  realisations feed it the same queue depths);
+- the throttle-limited rate within 2 % (Delivery records of the throttled
+  path counted over ten whole seconds of its steady state);
+- tempfail counts within the statistical spread of their probability (the
+  two runs draw independently: each is checked against its expectation and
+  their difference against the spread of a difference);
+- and, exactly, the lab servers' own counters against the engine's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sim
+from lab.compare import Run, compare
+from lab.run import run_in_lab
+from sim.scenario import Scenario
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "lab_small.toml"
+THROTTLED = "unspecified->mx.throttled.test"
+FLAKY = "unspecified->(mx1|mx2).flaky.test"
+
+
+@pytest.fixture(scope="module")
+def runs() -> tuple[Any, Any]:
+    scenario = Scenario.from_toml(SCENARIO)
+    return sim.run(scenario), asyncio.run(run_in_lab(scenario))
+
+
+def test_both_runs_finish_every_message(runs: tuple[Any, Any]) -> None:
+    for r in runs:
+        s = r.summary
+        assert s["submitted"] == 820
+        assert s["still_queued"] == 0
+        assert s["delivered"] + s["bounced"] == 820
+
+
+def test_drain_times_within_5_percent(runs: tuple[Any, Any]) -> None:
+    sim_run, lab_run = runs
+    a, b = sim_run.summary["drain_time"], lab_run.summary["drain_time"]
+    assert 19.0 < a < 21.5  # the throttle: 20 at once, then 400 at 20/s
+    assert abs(b - a) / a <= 0.05, (a, b)
+
+
+def test_peak_connections_equal(runs: tuple[Any, Any]) -> None:
+    sim_run, lab_run = runs
+    assert sim_run.summary["peak_connections"] == {FLAKY: 4, THROTTLED: 2}
+    assert lab_run.summary["peak_connections"] == sim_run.summary["peak_connections"]
+    # The servers saw exactly the connections the engine opened.
+    hosts = lab_run.summary["lab"]["hosts"]
+    assert hosts["mx.throttled.test"]["peak_connections"] == 2
+    assert hosts["mx1.flaky.test"]["peak_connections"] == 4
+
+
+def _steady_rate(records: list[dict[str, Any]], site: str) -> float:
+    """Deliveries per second of `site` over whole seconds [5, 15) after the first reception."""
+    t0 = min(r["timestamp"] for r in records if r["type"] == "Reception")
+    n = sum(1 for r in records if r["type"] == "Delivery" and r["site"] == site
+            and t0 + 5 <= r["timestamp"] < t0 + 15)
+    return n / 10.0
+
+
+def test_throttle_limited_rate_within_2_percent(runs: tuple[Any, Any]) -> None:
+    sim_run, lab_run = runs
+    a = _steady_rate(sim_run.records, THROTTLED)
+    b = _steady_rate(lab_run.records, THROTTLED)
+    assert abs(a - 20.0) / 20.0 <= 0.02, a
+    assert abs(b - a) / a <= 0.02, (a, b)
+
+
+def test_tempfail_counts_within_the_statistical_spread(runs: tuple[Any, Any]) -> None:
+    # 400 messages, one recipient each, to a host that defers a RCPT with p = 0.05
+    # and rejects it with 0.01, every retry drawing afresh: the deferrals per
+    # message are geometric, mean p / (1 - p), variance p / (1 - p)^2.
+    p, n = 0.05, 400
+    mean = n * p / (1 - p)
+    sd = math.sqrt(n * p / (1 - p) ** 2)
+    sim_run, lab_run = runs
+    a = sim_run.summary["transient_failures"]
+    b = lab_run.summary["transient_failures"]
+    assert abs(a - mean) <= 4 * sd, (a, mean, sd)
+    assert abs(b - mean) <= 4 * sd, (b, mean, sd)
+    assert abs(a - b) <= 4 * math.sqrt(2) * sd, (a, b)
+
+
+def test_lab_counters_agree_with_the_engine_records(runs: tuple[Any, Any]) -> None:
+    _, lab_run = runs
+    s = lab_run.summary
+    hosts = s["lab"]["hosts"]
+    assert sum(h["accepted"] for h in hosts.values()) == s["delivered"]
+    assert sum(h["deferred"] for h in hosts.values()) == s["transient_failures"]
+    assert sum(h["rejected"] for h in hosts.values()) == s["bounced"]
+    assert hosts["mx2.flaky.test"]["connections"] == 0
+
+
+def test_compare_rows_from_the_two_runs(runs: tuple[Any, Any], tmp_path: Path) -> None:
+    sim_run, lab_run = runs
+    sim_run.write(tmp_path / "sim", plot=False)
+    lab_run.write(tmp_path / "lab", plot=False)
+    c = compare(Run.load(tmp_path / "sim"), Run.load(tmp_path / "lab"))
+    drain = c.row("drain time")
+    assert drain.sim == sim_run.summary["drain_time"]
+    assert drain.lab == pytest.approx(lab_run.summary["drain_time"])
+    assert drain.rel_diff is not None and abs(drain.rel_diff) <= 0.05
+    assert c.row(f"peak connections {THROTTLED}").rel_diff == 0.0
+    assert c.row("peak connections (all paths)").sim == 6.0
+    assert "drain time" in c.table() and "lab vs sim" in c.table()
+    c.plot(tmp_path / "compare.png")
+    assert (tmp_path / "compare.png").stat().st_size > 10_000
