@@ -43,7 +43,9 @@ DEFAULT_SIZE = "10KB"
 @dataclass(frozen=True, slots=True)
 class TrafficStream:
     """One `[[traffic]]` entry.  `messages` is set for bulk streams, `rate`
-    (messages per second) and `duration` for Poisson ones."""
+    (messages per second) and `duration` for Poisson ones.  A bulk stream's
+    `duration` is its `over` spread: 0 submits every message at `at`, more
+    submits them evenly over that long (an injector feeding at a steady rate)."""
 
     name: str
     messages: int | None
@@ -116,11 +118,11 @@ def _stream(i: int, t: Table) -> TrafficStream:
     if bulk:
         messages = t.integer("messages", minimum=0)
         at = t.duration("at", 0.0)
-        rate, start, duration = None, at, 0.0
+        rate, start, duration = None, at, t.duration("over", 0.0)
         for key in ("start", "duration"):
             if t.has(key):
                 raise t.error(key, "only Poisson streams (with rate) take start and duration; "
-                              "a bulk stream uses at")
+                              "a bulk stream uses at (and over, to spread it evenly)")
     else:
         messages = None
         rate = t.rate("rate")
@@ -129,6 +131,8 @@ def _stream(i: int, t: Table) -> TrafficStream:
         at = start
         if t.has("at"):
             raise t.error("at", "a Poisson stream (with rate) starts at start, not at")
+        if t.has("over"):
+            raise t.error("over", "only bulk streams (with messages) are spread with over")
     sender = t.string("sender", DEFAULT_SENDER)
     if sender.count("@") != 1 or sender.startswith("@") or sender.endswith("@"):
         raise t.expected("sender", "an address such as \"news@example.org\"", sender)
@@ -217,7 +221,11 @@ def _stream_batches(
             if n <= 0:
                 return
             remaining -= n
-            times: list[float] = [s.at] * n
+            if s.duration > 0:  # spread evenly over `over`
+                step = s.duration / s.messages  # type: ignore[operator]
+                times: list[float] = [s.at + step * k for k in range(seq, seq + n)]
+            else:
+                times = [s.at] * n
         else:
             assert s.rate is not None
             gaps = gen.exponential(1.0 / s.rate, BATCH)

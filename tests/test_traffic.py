@@ -123,3 +123,33 @@ def test_stream_summary_properties() -> None:
     assert (bulk.kind, bulk.expected_messages) == ("bulk", 5.0)
     assert (poisson.kind, poisson.expected_messages) == ("poisson", 600.0)
     assert s.message_count is None
+
+
+def test_bulk_stream_spread_over_a_duration_is_even() -> None:
+    import random
+
+    from sim.scenario import Scenario
+    from sim.traffic import arrivals
+
+    s = Scenario.from_dict({
+        "traffic": [{"domain": "example.com", "messages": 100, "at": "10s", "over": "100s"}],
+        "domains": {"example.com": {"mx": [{"host": "mx.example.com", "preference": 1}]}},
+        "hosts": {"mx.example.com": {}},
+    })
+    times = [m.at for m in arrivals(s, random.Random(1))]
+    assert len(times) == 100
+    assert times[0] == 10.0 and times[-1] == 10.0 + 99.0
+    assert all(abs((b - a) - 1.0) < 1e-9 for a, b in itertools.pairwise(times))
+
+
+def test_over_is_only_for_bulk_streams() -> None:
+    import pytest
+
+    from sim.scenario import Scenario, ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"traffic\[0\]\.over"):
+        Scenario.from_dict({
+            "traffic": [{"domain": "example.com", "rate": "1/s", "duration": "1m", "over": "1m"}],
+            "domains": {"example.com": {"mx": [{"host": "mx.example.com", "preference": 1}]}},
+            "hosts": {"mx.example.com": {}},
+        })
