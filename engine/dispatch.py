@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from engine import flow, metrics, records
 from engine.config import EnableTls
 from engine.effects import Connect, Log, TlsMode, TlsSettings
-from engine.message import HELD
+from engine.message import HELD, rcpt_tuple
 from engine.mxplan import build_plan
 from engine.ready import ConnCtx, ReadyQueue, ideal_connections
 from engine.reply import Reply
@@ -57,11 +57,11 @@ def pump(eng: Engine, rq: ReadyQueue, now: float) -> None:
         return
     if cfg.enable_mta_sts and not sts_policy(eng, rq.domain, now)[0]:  # type: ignore[attr-defined]
         return
-    limit = cfg.connection_limit  # type: ignore[attr-defined]
     extra = cfg.additional_connection_limits  # type: ignore[attr-defined]
+    # KumoMTA's maintainer: the target from the depth now, then open the difference
+    ideal = ideal_connections(cfg.connection_limit, len(rq.messages))  # type: ignore[attr-defined]
     while rq.messages:
-        depth = len(rq.messages) + rq.held_count()
-        if rq.open_count() >= ideal_connections(limit, depth):
+        if rq.open >= ideal:
             return
         for name in sorted(extra):
             if eng.extra_conns.get(name, 0) >= extra[name]:
@@ -124,6 +124,7 @@ def new_conn(eng: Engine, rq: ReadyQueue, plan: tuple[tuple[str, str], ...],
     ctx = ConnCtx(conn, rq, plan)
     ctx.plan_index = index
     rq.conns[conn] = ctx
+    rq.open += 1
     eng.conns[conn] = ctx
     for name in sorted(rq.cfg.additional_connection_limits):
         eng.extra_conns[name] = eng.extra_conns.get(name, 0) + 1
@@ -134,6 +135,7 @@ def mark_closing(eng: Engine, ctx: ConnCtx) -> None:
     """The connection no longer counts as open (QUIT sent, host failed, closed)."""
     if not ctx.closing:
         ctx.closing = True
+        ctx.rq.open -= 1
         for name in sorted(ctx.rq.cfg.additional_connection_limits):
             eng.extra_conns[name] = eng.extra_conns.get(name, 0) - 1
 
@@ -244,7 +246,7 @@ def start(eng: Engine, ctx: ConnCtx, now: float) -> None:
     assert msg is not None
     msg.attempts += 1
     ctx.started = True
-    txn = TxnMessage(msg.id, msg.sender, msg.recipients, msg.size)
+    txn = TxnMessage(msg.id, msg.sender, rcpt_tuple(msg.recipients), msg.size)
     eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)
 
 
@@ -263,10 +265,10 @@ def push_back(eng: Engine, rq: ReadyQueue, now: float, wait: float, kind: str) -
     due = now + wait
     reply = Reply(code=400, text=f"451 4.4.1 {rq.path} ready queue throttled by "
                                  f"max_{kind}_rate; next due at {iso(eng.epoch, due)}")
+    counter = metrics.RATE_THROTTLED if kind == "message" else metrics.CONN_RATE_THROTTLED
     for msg in flow.drain_ready(eng, rq):
         eng.out.append(Log(record=records.make_record(
             records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
-        if kind == "message":
-            eng.metrics.totals[metrics.RATE_THROTTLED] += 1
+        eng.metrics.totals[counter] += 1
         eng.sched.add(msg, due)
 

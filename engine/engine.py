@@ -9,10 +9,11 @@ throttle states), plus read-only inspection.
 
 Protocol errors are raised *before* anything changes: an event for a
 connection the engine does not know, a `TimerFired` for a timer that is not
-armed, or an event the connection's session refuses (the session raises
-before it changes).  Policy errors (a raising hook) propagate as
-`PolicyError`; the engine may then be partly updated, as the hook is the
-caller's code.
+armed, an event the connection's session refuses (the session raises before
+it changes), a duplicate message id, an answer to a lookup never asked.
+Policy errors (a raising hook) propagate as `PolicyError` naming the hook,
+and leave the engine unchanged too: the policy is asked before anything
+changes (`engine.lookups`).
 
 Determinism: every random draw comes from ``random.Random(seed)``, ties are
 broken by sequence numbers, and iteration is over insertion-ordered dicts or
@@ -21,12 +22,13 @@ sorted keys, never over sets or by `id()`.
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from engine import admin, dispatch, flow, outcomes, resolve, restart
+from engine import admin, dispatch, flow, lookups, outcomes, resolve, restart
 from engine.effects import CancelTimer, Effect, SetTimer
 from engine.errors import ProtocolError
 from engine.events import (
@@ -95,6 +97,10 @@ class Engine:
         self.extra_msg_throttles: dict[str, ThrottleState] = {}
         self.suspended_paths: dict[str, bool] = {}
         self.bounce_on_return: dict[str, str] = {}
+        self.ids: set[str] = set()  # ids of the messages not yet finished
+        # path configs asked for before their path exists (see engine.lookups)
+        self.path_cfgs: dict[tuple[str, str], tuple[str, Any, float]] = {}
+        self.refresh_at = math.inf  # when the oldest path config is due a refresh
 
     # -- the one entry point ---------------------------------------------
 
@@ -104,7 +110,16 @@ class Engine:
         if handler is None:
             raise ProtocolError(f"engine cannot handle {type(event).__name__} in state RUNNING")
         self.out = out = []
-        handler(self, event)
+        if event.at >= self.refresh_at:
+            undo = lookups.refresh_due(self, event.at)
+            try:
+                handler(self, event)
+            except ProtocolError:
+                lookups.undo_refresh(self, undo)
+                self.out = []
+                raise
+        else:
+            handler(self, event)
         head = self.sched.low
         if head is not None:
             self.sched.low = None
@@ -240,13 +255,16 @@ def _timer(eng: Engine, ev: TimerFired) -> None:
         eng.timers.pop(timer, None)
         outcomes.run_step(eng, ctx, step, ev.at)
         return
-    del eng.timers[timer]
     now = ev.at
     if kind == "promote":
+        due = flow.stage_due(eng, now)  # asks the policy: before any change
+        del eng.timers[timer]
         eng.promote_at = None
-        flow.promote_due(eng, now)
+        flow.promote_due(eng, due, now)
         eng.sched.low = eng.sched.next_due()  # re-arm at the new head, if any
-    elif kind == "ready":
+        return
+    del eng.timers[timer]
+    if kind == "ready":
         rq = eng.paths[key]  # type: ignore[index]
         rq.ready_timer = None
         dispatch.pump(eng, rq, now)

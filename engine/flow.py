@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine import metrics, records
+from engine import lookups, metrics, records
 from engine.effects import Discard, Log, Resolve
+from engine.errors import ProtocolError
 from engine.events import MessageSubmitted
-from engine.message import DONE, HELD, PARKED, READY, Message, QueueInfo, queue_name
+from engine.message import DONE, HELD, PARKED, READY, Message
 from engine.pools import WeightedRoundRobin
 from engine.ready import CONFIG_REFRESH, ReadyQueue
 from engine.reply import Reply
@@ -29,46 +30,52 @@ if TYPE_CHECKING:
     from engine.resolve import DomainState
 
 RECEIVED = Reply(code=250, text="")
-DEFAULT_POOL = "unspecified"
-
-
-def get_queue(eng: Engine, ev: MessageSubmitted) -> QueueInfo:
-    """The scheduled queue of `ev`, asking the policy once per queue."""
-    domain = ev.domain
-    name = queue_name(domain, ev.tenant, ev.campaign)
-    q = eng.queues.get(name)
-    if q is None:
-        cfg = eng.policy.queue_config(domain, ev.tenant, ev.campaign, ev.routing_domain)
-        name = eng.intern(name)
-        q = QueueInfo(name, eng.intern(domain), ev.tenant, ev.campaign,
-                      ev.routing_domain.lower(), cfg, cfg.egress_pool or DEFAULT_POOL)
-        eng.queues[name] = q
-    return q
+DEFAULT_POOL = lookups.DEFAULT_POOL
 
 
 def submit(eng: Engine, ev: MessageSubmitted) -> None:
-    """MessageSubmitted: a Reception record, then promotion (due now)."""
-    q = get_queue(eng, ev)
-    msg = Message(ev.id, ev.sender, ev.recipients, ev.size, q, ev.at)
+    """MessageSubmitted: a Reception record, then promotion (due now).
+
+    A duplicate id is refused before anything changes, and every policy answer
+    the promotion may need is asked for first (see `engine.lookups`)."""
+    mid = ev.id
+    if mid in eng.ids:
+        raise ProtocolError(f"engine cannot handle MessageSubmitted({mid!r}) in state QUEUED: "
+                            f"message id {mid!r} is already queued") from None
+    staged = lookups.Staged(eng)
+    q = staged.queue(ev)
+    ds = eng.domains.get(q.routing_domain or q.domain)
+    now = ev.at
+    if ds is not None and ds.site is not None and ds.expires > now:
+        staged.need_path(q, ds.site, now)
+    staged.commit()
+    rcpts = ev.recipients
+    msg = Message(mid, eng.intern(ev.sender), rcpts[0] if len(rcpts) == 1 else rcpts,
+                  ev.size, q, now)
+    eng.ids.add(mid)
     q.count += 1
     eng.queued += 1
     eng.metrics.totals[metrics.RECEIVED] += 1
-    eng.out.append(Log(record=records.make_record(records.RECEPTION, msg, ev.at, eng.epoch,
+    eng.out.append(Log(record=records.make_record(records.RECEPTION, msg, now, eng.epoch,
                                                   RECEIVED)))
-    promote(eng, msg, ev.at)
+    promote(eng, msg, now)
 
 
 def pick_source(eng: Engine, pool: str) -> str:
     """The next egress source of `pool` (smooth weighted round robin)."""
     rr = eng.pools.get(pool)
-    if rr is None:
+    if rr is None:  # not staged (a caller outside the promotion handlers)
         rr = WeightedRoundRobin(eng.policy.egress_pool(pool).entries)
         eng.pools[pool] = rr
     return rr.pick()
 
 
 def promote(eng: Engine, msg: Message, now: float) -> None:
-    """The message is due: find its ready queue (resolving first if needed)."""
+    """The message is due: find its ready queue (resolving first if needed).
+
+    The scheduled queue's own ``max_message_rate`` is checked here, as KumoMTA
+    checks it when moving a message to its ready queue: a wait keeps the message
+    scheduled (no attempt counted, a Delayed record)."""
     q = msg.queue
     if now >= msg.created + q.config.max_age:
         expire(eng, msg, now, now)
@@ -78,8 +85,31 @@ def promote(eng: Engine, msg: Message, now: float) -> None:
     if ds is None or ds.site is None or ds.expires <= now:
         park(eng, msg, dom, ds)
         return
+    thr = q.throttle
+    if thr is not None:
+        wait = thr.check(now)
+        if wait > 0.0:
+            throttled(eng, msg, now, wait)
+            return
     rq = path_for(eng, msg, ds, now)
     enqueue_ready(eng, rq, msg, now)
+
+
+def throttled(eng: Engine, msg: Message, now: float, wait: float) -> None:
+    """The scheduled queue's throttle said wait: back to scheduled until the
+    message's turn.  Messages held back together are spread one emission
+    interval apart (each one's turn under the GCRA), so they do not all wake at
+    once only for all but one to be held back again."""
+    q = msg.queue
+    thr = q.throttle
+    assert thr is not None
+    due = max(now + wait, q.throttle_next + thr.interval)
+    q.throttle_next = due
+    reply = Reply(code=400, text=f"Delayed due to MessageRateThrottle on {q.name}; "
+                                 f"next due at {iso(eng.epoch, due)}")
+    eng.out.append(Log(record=records.make_record(records.DELAYED, msg, now, eng.epoch, reply)))
+    eng.metrics.totals[metrics.RATE_THROTTLED] += 1
+    eng.sched.add(msg, due)
 
 
 def park(eng: Engine, msg: Message, dom: str, ds: DomainState | None) -> None:
@@ -97,25 +127,33 @@ def park(eng: Engine, msg: Message, dom: str, ds: DomainState | None) -> None:
 
 
 def path_for(eng: Engine, msg: Message, ds: DomainState, now: float) -> ReadyQueue:
-    """The ready queue ``source->site`` for `msg`, created on first use."""
+    """The ready queue ``source->site`` for `msg`, created on first use (from the
+    config staged for it, see `engine.lookups`)."""
     source = pick_source(eng, msg.queue.pool)
     site = ds.site
     assert site is not None
-    path = eng.path_names.get((source, site))
+    key = (source, site)
+    path = eng.path_names.get(key)
     if path is None:
         path = eng.intern(f"{source}->{site}")
-        eng.path_names[(source, site)] = path
+        eng.path_names[key] = path
     rq = eng.paths.get(path)
     if rq is None:
         src = eng.sources.get(source)
         if src is None:
             src = eng.sources[source] = eng.policy.egress_source(source)
-        domain = msg.queue.domain
-        cfg = eng.policy.egress_path_config(domain, source, site)
-        rq = ReadyQueue(path, source, src, site, domain, ds.mx, cfg, now)
+        staged = eng.path_cfgs.pop(key, None)
+        if staged is not None:
+            domain, cfg, cfg_at = staged
+        else:
+            domain, cfg_at = msg.queue.domain, now
+            cfg = eng.policy.egress_path_config(domain, source, site)
+        rq = ReadyQueue(path, source, src, site, domain, ds.mx, cfg, cfg_at)
         rq.suspended = path in eng.suspended_paths
         eng.paths[path] = rq
         eng.refresh_throttles(rq, None)
+        if cfg_at + CONFIG_REFRESH < eng.refresh_at:
+            eng.refresh_at = cfg_at + CONFIG_REFRESH
     else:
         rq.mx = ds.mx
     return rq
@@ -163,6 +201,7 @@ def return_to_ready(eng: Engine, rq: ReadyQueue, msg: Message) -> None:
 def finish(eng: Engine, msg: Message) -> None:
     """The message is done: every recipient delivered, bounced or expired."""
     msg.where = DONE
+    eng.ids.discard(msg.id)
     if eng.bounce_on_return:
         eng.bounce_on_return.pop(msg.id, None)
     msg.queue.count -= 1
@@ -237,7 +276,42 @@ def drain_ready(eng: Engine, rq: ReadyQueue) -> list[Message]:
     return taken
 
 
-def promote_due(eng: Engine, now: float) -> None:
-    """The ("promote", "") timer: every scheduled message due by now is promoted."""
-    for msg in eng.sched.pop_due(now):
+def stage_due(eng: Engine, now: float) -> list[Message]:
+    """The messages due by `now` (left scheduled), with every policy answer their
+    promotion needs already asked for (see `engine.lookups`)."""
+    due = eng.sched.peek_due(now)
+    stage_paths(eng, due, now)
+    return due
+
+
+def promote_due(eng: Engine, due: list[Message], now: float) -> None:
+    """The ("promote", "") timer: the messages `stage_due` returned are promoted."""
+    eng.sched.pop_count(len(due))
+    for msg in due:
         promote(eng, msg, now)
+
+
+def stage_paths(eng: Engine, msgs: list[Message], now: float) -> None:
+    """Ask the policy, before any change, for every path `msgs` may be promoted to."""
+    staged = None
+    seen: set[tuple[str, str]] = set()
+    domains = eng.domains
+    paths = eng.paths
+    path_names = eng.path_names
+    for msg in msgs:
+        q = msg.queue
+        ds = domains.get(q.routing_domain or q.domain)
+        if ds is None or ds.site is None or ds.expires <= now:
+            continue
+        key = (q.pool, ds.site)
+        if key in seen:
+            continue
+        seen.add(key)
+        rr = eng.pools.get(q.pool)
+        if rr is not None and all(path_names.get((s, ds.site)) in paths for s in rr.names):
+            continue  # everything known: nothing to ask
+        if staged is None:
+            staged = lookups.Staged(eng)
+        staged.need_path(q, ds.site, now)
+    if staged is not None:
+        staged.commit()

@@ -3,7 +3,10 @@
 A `Message` is the engine's only per-message object, so it is a `__slots__`
 class holding references to shared values (the interned queue, the ready
 queue it was promoted to) rather than copies: a million queued messages must
-fit in a few hundred MB.  Where a message is (scheduled, parked on DNS, ready,
+fit in a few hundred MB.  For the same reason `recipients` is a plain ``str``
+for the common one-recipient message (a tuple only for several; `rcpt_tuple`
+gives the tuple form), and the scheduled-queue entry is the message's only
+per-message tuple.  Where a message is (scheduled, parked on DNS, ready,
 held by a connection, finished) is implied by which structure holds it; the
 `where` slot names it for the invariants and the admin commands.
 """
@@ -11,6 +14,8 @@ held by a connection, finished) is implied by which structure holds it; the
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from engine.throttle import ThrottleState
 
 if TYPE_CHECKING:
     from engine.ready import ReadyQueue
@@ -26,7 +31,7 @@ class QueueInfo:
     """One scheduled queue ``campaign:tenant@domain``: its parts and cached config."""
 
     __slots__ = ("campaign", "config", "count", "domain", "name", "pool", "routing_domain",
-                 "tenant")
+                 "tenant", "throttle", "throttle_next")
 
     def __init__(
         self, name: str, domain: str, tenant: str, campaign: str, routing_domain: str,
@@ -40,6 +45,12 @@ class QueueInfo:
         self.config = config
         self.pool = pool
         self.count = 0  # messages of this queue not yet finished
+        # the queue config's max_message_rate (checked at promotion), and the
+        # latest due time handed to a message it held back, so a throttled
+        # burst is spread one interval apart instead of waking all at once
+        rate = getattr(config, "max_message_rate", None)
+        self.throttle: ThrottleState | None = None if rate is None else ThrottleState(rate)
+        self.throttle_next = float("-inf")
 
 
 def queue_name(domain: str, tenant: str, campaign: str) -> str:
@@ -55,12 +66,13 @@ class Message:
                  "size", "where")
 
     def __init__(
-        self, id: str, sender: str, recipients: tuple[str, ...], size: int,
+        self, id: str, sender: str, recipients: str | tuple[str, ...], size: int,
         queue: QueueInfo, created: float,
     ) -> None:
         self.id = id
         self.sender = sender
-        self.recipients = recipients  # still pending
+        # still pending: one str, or a tuple of several (never empty while queued)
+        self.recipients = recipients
         self.size = size
         self.queue = queue
         self.created = created
@@ -71,3 +83,13 @@ class Message:
 
     def __repr__(self) -> str:
         return f"<Message {self.id} where={self.where} attempts={self.attempts}>"
+
+
+def compact_recipients(recipients: tuple[str, ...]) -> str | tuple[str, ...]:
+    """The stored form: the single address itself, or the tuple of several."""
+    return recipients[0] if len(recipients) == 1 else recipients
+
+
+def rcpt_tuple(recipients: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The tuple form of a message's stored recipients."""
+    return (recipients,) if type(recipients) is str else recipients  # type: ignore[return-value]

@@ -6,7 +6,9 @@ into one dict only when someone reads ``eng.counters``:
 
 - ``total_messages_delivered``, ``total_messages_transfail``,
   ``total_messages_fail``, ``delayed_due_to_ready_queue_full``,
-  ``delayed_due_to_message_rate_throttle``, ``ready_count``,
+  ``delayed_due_to_message_rate_throttle`` (a path's or a scheduled queue's
+  max_message_rate held messages back), ``delayed_due_to_connection_rate_throttle``
+  (a path's max_connection_rate pushed its ready queue back), ``ready_count``,
   ``connection_count`` (sums over paths), ``total_messages_expired``,
   ``total_messages_admin_bounced``, ``total_messages_received``;
 - per path: ``name{path="source->site"}`` for ready_count, connection_count and
@@ -20,12 +22,13 @@ TRANSFAIL = "total_messages_transfail"
 FAIL = "total_messages_fail"
 READY_FULL = "delayed_due_to_ready_queue_full"
 RATE_THROTTLED = "delayed_due_to_message_rate_throttle"
+CONN_RATE_THROTTLED = "delayed_due_to_connection_rate_throttle"
 EXPIRED = "total_messages_expired"
 ADMIN_BOUNCED = "total_messages_admin_bounced"
 RECEIVED = "total_messages_received"
 
-TOTALS = (DELIVERED, TRANSFAIL, FAIL, READY_FULL, RATE_THROTTLED, EXPIRED, ADMIN_BOUNCED,
-          RECEIVED)
+TOTALS = (DELIVERED, TRANSFAIL, FAIL, READY_FULL, RATE_THROTTLED, CONN_RATE_THROTTLED, EXPIRED,
+          ADMIN_BOUNCED, RECEIVED)
 BY_PATH = (DELIVERED, TRANSFAIL, FAIL)
 
 

@@ -1,10 +1,14 @@
 """The connection plan: which addresses a new session tries, in which order.
 
-KumoMTA builds a plan per connection attempt from the destination's MX set:
-preferences ascending, hosts of equal preference shuffled (so equal hosts share
-the load), each host's resolved addresses (A then AAAA, as resolved) in order.
-The shuffle draws from the engine's seeded generator, so a replay shuffles the
-same way.  Before the plan is used, `prohibited_hosts` poisons it (any resolved
+KumoMTA builds a plan per connection attempt from the destination's MX set
+(crates/mailexchanger: ``MailExchanger::resolve_addresses``): preferences
+ascending; within one preference every resolved *address* of every host of
+that preference goes into one list, which is shuffled as a whole
+(``by_pref.shuffle(&mut rng)``), so two hosts' addresses interleave and a host
+with more addresses gets a larger share of first tries.  The shuffle draws
+from the engine's seeded generator (hosts name-sorted first, so the result
+depends only on the MX set and the generator's state) and a replay shuffles
+the same way.  Before the plan is used, `prohibited_hosts` poisons it (any resolved
 address listed fails the whole ready queue, ``550 5.4.4``), `skip_hosts` drops
 addresses (none left: ``550 5.4.4`` too), and an enforcing MTA-STS policy keeps
 only hosts matching its ``mx`` patterns.
@@ -37,13 +41,15 @@ def sts_host_matches(host: str, patterns: Sequence[str]) -> bool:
     return False
 
 
-def order_hosts(mx: Sequence[MxRecord], rng: random.Random) -> list[MxRecord]:
-    """Ascending preference; equal preferences shuffled by `rng` (name-sorted first,
-    so the result depends only on the MX set and the generator's state)."""
-    by_pref: dict[int, list[MxRecord]] = {}
+def order_addresses(mx: Sequence[MxRecord], rng: random.Random) -> list[tuple[str, str]]:
+    """(host, address) pairs: ascending preference; within a preference all the
+    addresses of all its hosts shuffled together by `rng`, as KumoMTA does."""
+    by_pref: dict[int, list[tuple[str, str]]] = {}
     for rec in sorted(mx, key=lambda r: (r.preference, r.host.lower())):
-        by_pref.setdefault(rec.preference, []).append(rec)
-    ordered: list[MxRecord] = []
+        name = rec.host.lower().rstrip(".")
+        group = by_pref.setdefault(rec.preference, [])
+        group.extend((name, a) for a in rec.addresses)
+    ordered: list[tuple[str, str]] = []
     for pref in sorted(by_pref):
         group = by_pref[pref]
         if len(group) > 1:
@@ -65,25 +71,23 @@ def build_plan(
     An empty tuple means the MX hosts had no addresses at all (a transient
     condition for the caller to report).
     """
-    hosts = order_hosts(mx, rng)
-    poisoned = [a for h in hosts for a in h.addresses if a in prohibited]
+    pairs = order_addresses(mx, rng)
+    poisoned = [a for _, a in pairs if a in prohibited]
     if poisoned:
         return Reply.make(
             550, "5.4.4", f"MX resolved to prohibited host(s): {', '.join(poisoned)}"
         )
     plan: list[tuple[str, str]] = []
     seen_any = False
-    for rec in hosts:
-        name = rec.host.lower().rstrip(".")
+    for name, address in pairs:
         if sts_patterns is not None and not sts_host_matches(name, sts_patterns):
             continue
-        for address in rec.addresses:
-            seen_any = True
-            if address not in skip:
-                plan.append((name, address))
+        seen_any = True
+        if address not in skip:
+            plan.append((name, address))
     if seen_any and not plan:
         return Reply.make(550, "5.4.4", "MX consisted solely of hosts on the skip_hosts list")
-    if sts_patterns is not None and not seen_any and any(r.addresses for r in hosts):
+    if sts_patterns is not None and not seen_any and pairs:
         return Reply.make(
             451, "4.4.4", "MTA-STS policy in enforce mode matches none of the MX hosts"
         )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import dispatch, flow, metrics, records
 from engine.effects import CancelTimer, Log, SetTimer
+from engine.message import compact_recipients
 from engine.ready import ConnCtx
 from engine.reply import Reply
 
@@ -71,7 +72,11 @@ def recipient_result(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
         tls=ctx.tls, provider=provider)))
     eng.metrics.bump(counter, rq.path, provider)
     if kind is not records.TRANSIENT:
-        msg.recipients = tuple(r for r in msg.recipients if r != o.recipient)
+        rcpts = msg.recipients
+        if type(rcpts) is str:
+            msg.recipients = () if rcpts == o.recipient else rcpts
+        else:
+            msg.recipients = compact_recipients(tuple(r for r in rcpts if r != o.recipient))
 
 
 def transaction_done(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:

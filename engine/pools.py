@@ -26,6 +26,11 @@ class WeightedRoundRobin:
         self._current = [0] * len(usable)
         self._total = sum(self._weights)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The sources it picks from (those with a positive weight), in pool order."""
+        return tuple(self._names)
+
     def pick(self) -> str:
         """The next source name."""
         if len(self._names) == 1:

@@ -9,9 +9,15 @@ connections (`ConnCtx`) in opening order.  A message taken by a connection is
 *held* by its `ConnCtx` (KumoMTA's dispatcher holds it while connecting).
 
 The number of connections a path wants is KumoMTA's ramp
-``min(q, ceil(L * (1 - exp(-0.023 * q))))``; we take q as the messages waiting
-plus those held by connections, so a busy connection still counts the message
-it is sending.
+``min(q, ceil(L * (1 - exp(-0.023 * q))))`` with q the ready-queue depth: the
+messages *waiting*, not those a connection holds.  That is what KumoMTA does
+(crates/kumod/src/ready_queue.rs: ``ideal_connection_count(self.ready_count(),
+connection_limit)`` where ``ready_count()`` is ``self.ready.len()``, and a
+dispatcher pops its message from ``ready`` before it connects); its maintainer
+computes the target once and opens ``ideal - current`` connections in one pass,
+so `engine.dispatch.pump` takes the target from the depth before the new
+connections take their messages.  For L = 32: 1->1, 10->7, 32->17, 64->25,
+128->31, 256->32.
 """
 
 from __future__ import annotations
@@ -62,8 +68,8 @@ class ReadyQueue:
     """The ready queue of one egress path."""
 
     __slots__ = ("cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "maint_at",
-                 "messages", "msg_throttle", "mx", "path", "ready_timer", "site", "source",
-                 "source_name", "suspended")
+                 "messages", "msg_throttle", "mx", "open", "path", "ready_timer", "site",
+                 "source", "source_name", "suspended")
 
     def __init__(self, path: str, source_name: str, source: Any, site: str, domain: str,
                  mx: tuple[Any, ...], cfg: Any, now: float) -> None:
@@ -77,6 +83,7 @@ class ReadyQueue:
         self.cfg_at = now
         self.messages: deque[Message] = deque()
         self.conns: dict[int, ConnCtx] = {}
+        self.open = 0  # connections counted against connection_limit (not closing)
         self.failures = 0  # consecutive exhausted plans
         self.conn_throttle: Any = None
         self.msg_throttle: Any = None
@@ -86,7 +93,7 @@ class ReadyQueue:
 
     def open_count(self) -> int:
         """Connections that count against connection_limit (not quitting)."""
-        return sum(1 for c in self.conns.values() if not c.closing)
+        return self.open
 
     def held_count(self) -> int:
         """Messages held by this path's connections."""

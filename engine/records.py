@@ -63,7 +63,10 @@ def make_record(
     (a string for one, a list for several)."""
     if recipient is None:
         rcpts = msg.recipients
-        recipient = rcpts[0] if len(rcpts) == 1 else list(rcpts)
+        if type(rcpts) is str:
+            recipient = rcpts
+        else:
+            recipient = rcpts[0] if len(rcpts) == 1 else list(rcpts)
     enh = reply.enhanced
     rec: dict[str, Any] = {
         "type": kind,

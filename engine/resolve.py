@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine import flow
+from engine.errors import ProtocolError
 from engine.events import (
     DnsFailure,
     MtaStsPolicy,
@@ -27,6 +28,7 @@ from engine.events import (
     TlsaRecord,
     TlsaResolved,
 )
+from engine.lookups import Staged
 from engine.message import Message
 from engine.reply import Reply
 from engine.sitename import is_null_mx, site_name
@@ -56,7 +58,23 @@ def resolved(eng: Engine, ev: Resolved) -> None:
     dom = ev.domain.lower()
     ds = eng.domains.get(dom)
     if ds is None:
-        ds = eng.domains[dom] = DomainState()
+        raise ProtocolError(f"engine cannot handle Resolved({dom!r}) in state NOT_ASKED: no "
+                            f"Resolve was issued for {dom}") from None
+    if ev.mx and not is_null_mx(ev.mx):
+        key = tuple(sorted((r.preference, r.host.lower()) for r in ev.mx))
+        site = eng.site_names.get(key)
+        if site is None:
+            site = eng.intern(site_name(ev.mx))
+        # ask the policy for the paths the parked messages go to, before any change
+        staged = Staged(eng)
+        seen: set[str] = set()
+        for msg in ds.parked:
+            q = msg.queue
+            if q.name not in seen:
+                seen.add(q.name)
+                staged.need_path(q, site, ev.at)
+        staged.commit()
+        eng.site_names[key] = site
     parked, ds.parked = ds.parked, []
     ds.resolving = False
     if is_null_mx(ev.mx):
@@ -72,10 +90,6 @@ def resolved(eng: Engine, ev: Resolved) -> None:
             flow.transient(eng, msg, ev.at, reply)
         return
     ds.mx = ev.mx
-    key = tuple(sorted((r.preference, r.host.lower()) for r in ev.mx))
-    site = eng.site_names.get(key)
-    if site is None:
-        site = eng.site_names[key] = eng.intern(site_name(ev.mx))
     ds.site = site
     ds.expires = ev.at + ev.ttl
     for msg in parked:
@@ -87,7 +101,8 @@ def resolve_failed(eng: Engine, ev: ResolveFailed) -> None:
     dom = ev.domain.lower()
     ds = eng.domains.get(dom)
     if ds is None:
-        return
+        raise ProtocolError(f"engine cannot handle ResolveFailed({dom!r}) in state NOT_ASKED: "
+                            f"no Resolve was issued for {dom}") from None
     parked, ds.parked = ds.parked, []
     ds.resolving = False
     ds.site = None

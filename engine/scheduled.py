@@ -68,6 +68,23 @@ class ScheduledQueues:
             msg.key = None
         return taken
 
+    def peek_due(self, now: float) -> list[Message]:
+        """Every message due at or before `now`, in (due, seq) order, left in place
+        (`pop_count` then removes them)."""
+        items = self._items
+        if not items or items[0][0] > now:
+            return []
+        end = items.bisect_left((now, float("inf")))
+        return [key[2] for key in items.islice(0, end)]
+
+    def pop_count(self, n: int) -> None:
+        """Remove the first `n` entries (those `peek_due` returned)."""
+        if n:
+            items = self._items
+            for key in items.islice(0, n):
+                key[2].key = None
+            del items[:n]
+
     def due_of(self, msg: Message) -> float | None:
         """When `msg` is due, if scheduled."""
         return None if msg.key is None else msg.key[0]

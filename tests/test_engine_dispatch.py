@@ -13,15 +13,15 @@ from engine.events import (
     MtaStsPolicy,
     MtaStsResolved,
     MxRecord,
-    Resolved,
     Response,
     Resume,
     Suspend,
     TlsaRecord,
     TlsaResolved,
 )
+from engine.ready import ideal_connections
 from engine.reply import Reply
-from tests.support.engine_harness import MX, World, of, policy, records, submit
+from tests.support.engine_harness import World, of, policy, prime, records, submit
 
 PATH = "unspecified->(mx1|mx2).example.com"
 
@@ -29,16 +29,42 @@ PATH = "unspecified->(mx1|mx2).example.com"
 def resolved_engine(**path: object) -> tuple[Engine, World]:
     eng = Engine(policy(**path), seed=1)
     w = World(eng, auto_connect=False)
-    w.feed(Resolved(at=0.0, domain="example.com", mx=MX, ttl=1e9))
+    prime(eng)
     return eng, w
 
 
-def test_connection_ramp_opens_ideal_count_and_no_more() -> None:
+@pytest.mark.parametrize(("q", "ideal"), [(0, 0), (1, 1), (2, 2), (3, 3), (4, 3), (5, 4),
+                                          (10, 7), (20, 12), (32, 17), (64, 25), (128, 31),
+                                          (256, 32), (400, 32), (1024, 32)])
+def test_ideal_connection_count_matches_kumomta_table_for_limit_32(q: int, ideal: int) -> None:
+    # crates/kumod/src/ready_queue.rs, test connection_limit_32
+    assert ideal_connections(32, q) == ideal
+
+
+@pytest.mark.parametrize(("q", "ideal"), [(1, 1), (10, 7), (32, 17), (64, 25), (128, 31),
+                                          (256, 32)])
+def test_ramp_takes_q_as_the_ready_depth_before_connections_take_messages(
+        q: int, ideal: int) -> None:
+    # q messages wait in a suspended ready queue; on Resume the engine opens the
+    # target for depth q at once (KumoMTA's maintainer: ideal - current)
+    eng, w = resolved_engine(connection_limit=32, max_ready=1024)
+    w.feed(Suspend(at=0.0, path=PATH))
+    for i in range(q):
+        w.feed(submit(i))
+    fx = w.feed(Resume(at=1.0, path=PATH))
+    assert len(of(fx, Connect)) == ideal
+    assert eng.connection_counts() == {PATH: ideal} and eng.ready_depths() == {PATH: q - ideal}
+
+
+def test_ramp_counts_waiting_messages_not_those_held_by_connections() -> None:
+    # one at a time: each new connection takes its message out of the ready queue,
+    # so 10 arrivals open 5 connections (depth 1,1,2,2,3,3,4,5,5,6 -> targets
+    # 1,1,2,2,3,3,3,4,4,5), not ideal(32, 10) = 7
     eng, w = resolved_engine(connection_limit=32)
     for i in range(10):
         w.feed(submit(i))
-    assert len(of(w.effects, Connect)) == 7  # ideal(32, 10)
-    assert eng.connection_counts() == {PATH: 7} and eng.ready_depths() == {PATH: 3}
+    assert len(of(w.effects, Connect)) == 5
+    assert eng.connection_counts() == {PATH: 5} and eng.ready_depths() == {PATH: 5}
 
 
 def test_connection_limit_caps_connections() -> None:
@@ -51,7 +77,7 @@ def test_connection_limit_caps_connections() -> None:
 def test_sessions_are_reused_then_quit_after_max_deliveries_and_replaced() -> None:
     eng = Engine(policy(connection_limit=1, max_deliveries_per_connection=2), seed=1)
     w = World(eng)
-    w.feed(Resolved(at=0.0, domain="example.com", mx=MX, ttl=1e9))
+    prime(eng)
     w.auto_connect = False
     fx = []
     for i in range(3):
@@ -212,7 +238,7 @@ def test_admin_bounce_scheduled_and_ready_not_in_flight_until_it_returns() -> No
 def test_mta_sts_enforce_requires_tls_and_filters_hosts() -> None:
     eng = Engine(policy(enable_mta_sts=True), seed=1)
     w = World(eng, auto_connect=False, auto_dns=False)
-    w.feed(Resolved(at=0.0, domain="example.com", mx=MX, ttl=1e9))
+    prime(eng)
     fx = w.feed(submit(1))
     assert of(fx, FetchMtaSts) == [FetchMtaSts(domain="example.com")] and of(fx, Connect) == []
     w.feed(submit(2))
@@ -257,3 +283,47 @@ def test_event_for_unknown_connection_is_a_protocol_error() -> None:
                                             r"AWAIT_CONNECT$"):
         eng.handle(Response(at=1.0, conn=1, reply=Reply.make(250, None, "ok")))
     assert eng.snapshot() == before
+
+
+def test_connection_rate_long_wait_pushes_back_and_counts_it() -> None:
+    # a wait of at least idle_timeout: the whole ready queue goes back to scheduled
+    # by exactly the wait, no attempt counted, one Delayed record each, and the
+    # connection-rate counter (not the message-rate one) goes up
+    eng, w = resolved_engine(max_connection_rate="1/hr", connection_limit=32, idle_timeout=60)
+    w.feed(Suspend(at=0.0, path=PATH))
+    for i in (1, 2, 3):
+        w.feed(submit(i))
+    fx = w.feed(Resume(at=0.0, path=PATH))  # ideal(32, 3) = 3; the rate allows one
+    assert [c.conn for c in of(fx, Connect)] == [1]
+    recs = records(fx, "Delayed")
+    assert [(r["id"], r["num_attempts"]) for r in recs] == [("m2", 0), ("m3", 0)]
+    assert recs[0]["response"]["content"] == (
+        f"451 4.4.1 {PATH} ready queue throttled by max_connection_rate; next due at "
+        "1970-01-01T01:00:00Z")
+    assert SetTimer(timer=("promote", ""), at=3600.0) in fx
+    c = eng.counters
+    assert (c["delayed_due_to_connection_rate_throttle"],
+            c["delayed_due_to_message_rate_throttle"]) == (2, 0)
+    assert eng.ready_depths() == {PATH: 0} and eng.scheduled_count == 2
+
+
+def test_equal_preference_addresses_are_shuffled_together_across_hosts() -> None:
+    # KumoMTA shuffles the addresses of a preference level, not whole hosts: the
+    # addresses of two equal hosts interleave in the plan
+    from engine.mxplan import order_addresses
+
+    mx = (MxRecord(preference=10, host="a.example.com", addresses=("192.0.2.1", "192.0.2.2")),
+          MxRecord(preference=10, host="b.example.com", addresses=("192.0.2.3", "192.0.2.4")),
+          MxRecord(preference=5, host="p.example.com", addresses=("192.0.2.9",)))
+    import random
+
+    plans = {tuple(order_addresses(mx, random.Random(seed))) for seed in range(40)}
+    assert all(p[0] == ("p.example.com", "192.0.2.9") for p in plans)
+    hosts_order = {tuple(h for h, _ in p[1:]) for p in plans}
+    # host-wise shuffling could only give aabb or bbaa; addresses interleave here
+    assert ("a.example.com", "b.example.com", "a.example.com", "b.example.com") in hosts_order
+    assert all(sorted(p[1:]) == [("a.example.com", "192.0.2.1"), ("a.example.com", "192.0.2.2"),
+                                 ("b.example.com", "192.0.2.3"), ("b.example.com", "192.0.2.4")]
+               for p in plans)
+    again = tuple(order_addresses(mx, random.Random(7)))
+    assert again == tuple(order_addresses(mx, random.Random(7)))

@@ -15,7 +15,7 @@ from engine.events import (
     TimerFired,
 )
 from engine.reply import Reply
-from tests.support.engine_harness import MX, World, of, policy, records, submit
+from tests.support.engine_harness import MX, World, of, policy, prime, records, submit
 
 PATH = "unspecified->(mx1|mx2).example.com"
 
@@ -100,7 +100,7 @@ def test_retry_promotes_again_when_due_and_resolves_once_more_after_ttl() -> Non
 
 def test_ready_queue_full_delays_0_to_60s_without_counting_an_attempt() -> None:
     eng = Engine(policy(suspended=True, max_ready=2), seed=9, epoch=0.0)
-    eng.handle(Resolved(at=0.0, domain="example.com", mx=MX))
+    prime(eng, ttl=300.0)
     eng.handle(submit(1))
     eng.handle(submit(2))
     fx = eng.handle(submit(3, at=10.0))
@@ -134,7 +134,7 @@ def test_expiry_when_next_delay_passes_max_age() -> None:
 
 def test_stalled_ready_queue_still_expires_at_max_age() -> None:
     eng = Engine(policy(suspended=True, queue={"max_age": "1h"}), seed=2)
-    eng.handle(Resolved(at=0.0, domain="example.com", mx=MX))
+    prime(eng, ttl=300.0)
     fx = eng.handle(submit(1, at=100.0))
     assert SetTimer(timer=("maint", PATH), at=3700.0) in fx
     fx = eng.handle(TimerFired(at=3700.0, timer=("maint", PATH)))
@@ -178,3 +178,78 @@ def test_first_connect_carries_path_and_source() -> None:
     fx = w.feed(submit(1))
     assert of(fx, Connect) == [Connect(conn=1, host="mx1.example.com", address="192.0.2.1",
                                        port=25, source="unspecified", path=PATH)]
+
+
+def test_queue_max_message_rate_holds_messages_in_scheduled_without_an_attempt() -> None:
+    eng = Engine(policy(suspended=True, queue={"max_message_rate": "2/min"}), seed=1)
+    prime(eng)
+    for i in (1, 2):
+        eng.handle(submit(i))
+    fx = eng.handle(submit(3)) + eng.handle(submit(4))
+    recs = records(fx, "Delayed")
+    assert [(r["id"], r["num_attempts"], r["site"]) for r in recs] == [
+        ("m3", 0, ""), ("m4", 0, "")]
+    # the burst of 2 is spent; the held messages get their turns one interval apart
+    assert recs[0]["response"] == {
+        "code": 400, "enhanced_code": None, "command": None,
+        "content": "Delayed due to MessageRateThrottle on example.com; "
+                   "next due at 1970-01-01T00:00:30Z"}
+    assert recs[1]["response"]["content"].endswith("next due at 1970-01-01T00:01:00Z")
+    assert eng.counters["delayed_due_to_message_rate_throttle"] == 2
+    assert eng.ready_depths() == {PATH: 2} and eng.scheduled_count == 2
+    eng.handle(TimerFired(at=30.0, timer=("promote", "")))
+    assert eng.ready_depths() == {PATH: 3} and eng.scheduled_count == 1
+    eng.handle(TimerFired(at=60.0, timer=("promote", "")))
+    assert eng.ready_depths() == {PATH: 4} and eng.scheduled_count == 0
+    assert eng.counters["delayed_due_to_message_rate_throttle"] == 2
+
+
+@pytest.mark.parametrize(("queue_rate", "path_rate"), [("1/min", "10/min"), ("10/min", "1/min")])
+def test_queue_and_path_message_rates_apply_independently_the_lower_wins(
+        queue_rate: str, path_rate: str) -> None:
+    eng = Engine(policy(queue={"max_message_rate": queue_rate}, max_message_rate=path_rate,
+                        idle_timeout="10min"), seed=1)
+    w = World(eng)
+    fx = []
+    for i in range(4):
+        fx += w.feed(submit(i))
+    fx += w.run(1000.0)
+    times = sorted(r["timestamp"] for r in records(fx, "Delivery"))
+    assert times == [0, 60, 120, 180]
+    assert all(r["num_attempts"] == 1 for r in records(fx, "Delivery"))
+
+
+def test_duplicate_message_id_is_a_protocol_error_and_changes_nothing() -> None:
+    eng = Engine(policy(suspended=True), seed=1)
+    eng.handle(submit(1))
+    before = eng.snapshot()
+    with pytest.raises(ProtocolError, match=r"^engine cannot handle MessageSubmitted\('m1'\) "
+                                            r"in state QUEUED: message id 'm1' is already "
+                                            r"queued$"):
+        eng.handle(submit(1, at=5.0, rcpts=("other@example.com",)))
+    assert eng.snapshot() == before
+    assert eng.queued_count == 1
+
+
+def test_a_finished_message_id_may_be_submitted_again() -> None:
+    eng = Engine(policy(), seed=1)
+    w = World(eng)
+    w.feed(submit(1))
+    assert eng.queued_count == 0 and eng.counters["total_messages_delivered"] == 1
+    w.feed(submit(1, at=1.0))
+    assert eng.counters["total_messages_delivered"] == 2
+
+
+@pytest.mark.parametrize("answer", [
+    Resolved(at=1.0, domain="never.test", mx=MX),
+    ResolveFailed(at=1.0, domain="never.test", kind=DnsFailure.SERVFAIL)])
+def test_answer_for_a_domain_never_asked_is_a_protocol_error(answer: object) -> None:
+    eng = Engine(policy(), seed=1)
+    eng.handle(submit(1))  # asks about example.com only
+    before = eng.snapshot()
+    kind = type(answer).__name__
+    with pytest.raises(ProtocolError, match=rf"^engine cannot handle {kind}\('never.test'\) in "
+                                            r"state NOT_ASKED: no Resolve was issued for "
+                                            r"never.test$"):
+        eng.handle(answer)  # type: ignore[arg-type]
+    assert eng.snapshot() == before

@@ -68,6 +68,19 @@ def policy(queue: dict[str, Any] | None = None, **path: Any) -> Policy:
     return p
 
 
+def prime(eng: Engine, domain: str = "example.com", mx: tuple[MxRecord, ...] = MX,
+          at: float = 0.0, ttl: float = 1e9) -> list[Effect]:
+    """Warm `eng`'s MX cache for `domain` before any message, as if it had asked.
+
+    The engine refuses an answer to a lookup it never issued (a ProtocolError), so
+    a test that wants a known domain first marks the lookup as pending."""
+    from engine.resolve import DomainState
+
+    ds = eng.domains.setdefault(domain, DomainState())
+    ds.resolving = True
+    return eng.handle(Resolved(at=at, domain=domain, mx=mx, ttl=ttl))
+
+
 def submit(i: int | str, at: float = 0.0, rcpts: tuple[str, ...] = ("u@example.com",),
            **kw: Any) -> MessageSubmitted:
     return MessageSubmitted(at=at, id=f"m{i}", sender="s@sender.org", recipients=rcpts,

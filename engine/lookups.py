@@ -1,0 +1,124 @@
+"""Asking the policy before anything changes: staged lookups, committed whole.
+
+The policy's hooks are the user's code and may raise (`PolicyError`).  An
+event must then leave the engine exactly as it was, so no handler asks the
+policy half-way through its changes.  Instead:
+
+- every event first refreshes the path configs that are due
+  (`refresh_due`): all new configs are asked for, and only when every hook
+  call has returned are they installed;
+- a handler that promotes messages (`MessageSubmitted`, `Resolved`, the
+  promote timer) first calls `Staged.need_path` for every (queue, site) it
+  may touch: the queue's config, its egress pool, each source of the pool and
+  each ``source->site`` path config are asked for the ones not yet known, into
+  a `Staged` object; `Staged.commit` installs them after the last hook call.
+
+So a raising hook leaves nothing behind.  The price is that a multi-source
+pool's paths are asked for together (a path may be asked before a message
+first uses it); the answers are cached exactly as a lazy lookup would cache
+them (``eng.path_cfgs`` until the path is created).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.message import QueueInfo, queue_name
+from engine.pools import WeightedRoundRobin
+from engine.ready import CONFIG_REFRESH
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+    from engine.events import MessageSubmitted
+
+DEFAULT_POOL = "unspecified"
+
+__all__ = ["DEFAULT_POOL", "Staged", "refresh_due", "undo_refresh"]
+
+
+class Staged:
+    """Policy answers gathered for one event, not yet visible to the engine."""
+
+    __slots__ = ("cfgs", "eng", "pools", "queues", "sources")
+
+    def __init__(self, eng: Engine) -> None:
+        self.eng = eng
+        self.queues: dict[str, QueueInfo] = {}
+        self.pools: dict[str, WeightedRoundRobin] = {}
+        self.sources: dict[str, Any] = {}
+        self.cfgs: dict[tuple[str, str], tuple[str, Any, float]] = {}
+
+    def queue(self, ev: MessageSubmitted) -> QueueInfo:
+        """The scheduled queue of `ev`, asking the policy for a new one."""
+        eng = self.eng
+        domain = ev.domain
+        name = queue_name(domain, ev.tenant, ev.campaign)
+        q = eng.queues.get(name) or self.queues.get(name)
+        if q is None:
+            cfg = eng.policy.queue_config(domain, ev.tenant, ev.campaign, ev.routing_domain)
+            name = eng.intern(name)
+            q = QueueInfo(name, eng.intern(domain), eng.intern(ev.tenant),
+                          eng.intern(ev.campaign), eng.intern(ev.routing_domain.lower()), cfg,
+                          eng.intern(cfg.egress_pool or DEFAULT_POOL))
+            self.queues[name] = q
+        return q
+
+    def pool(self, name: str) -> WeightedRoundRobin:
+        """The round robin of pool `name` (asked of the policy when new)."""
+        rr = self.eng.pools.get(name) or self.pools.get(name)
+        if rr is None:
+            rr = self.pools[name] = WeightedRoundRobin(self.eng.policy.egress_pool(name).entries)
+        return rr
+
+    def need_path(self, q: QueueInfo, site: str, now: float) -> None:
+        """Everything promoting a message of `q` to `site` may ask of the policy."""
+        eng = self.eng
+        for source in self.pool(q.pool).names:
+            if source not in eng.sources and source not in self.sources:
+                self.sources[source] = eng.policy.egress_source(source)
+            key = (source, site)
+            path = eng.path_names.get(key)
+            if (path is None or path not in eng.paths) and key not in eng.path_cfgs \
+                    and key not in self.cfgs:
+                cfg = eng.policy.egress_path_config(q.domain, source, site)
+                self.cfgs[key] = (q.domain, cfg, now)
+
+    def commit(self) -> None:
+        """Install every staged answer (after the last hook call succeeded)."""
+        eng = self.eng
+        if self.queues:
+            eng.queues.update(self.queues)
+        if self.pools:
+            eng.pools.update(self.pools)
+        if self.sources:
+            eng.sources.update(self.sources)
+        if self.cfgs:
+            eng.path_cfgs.update(self.cfgs)
+
+
+def refresh_due(eng: Engine, now: float) -> list[tuple[Any, ...]]:
+    """Re-ask the configs of the paths older than CONFIG_REFRESH; install them all
+    only after every hook call returned.  Returns what `undo_refresh` needs should
+    the event itself then be refused."""
+    fresh = []
+    for rq in eng.paths.values():
+        if now - rq.cfg_at >= CONFIG_REFRESH:
+            fresh.append((rq, eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)))
+    undo: list[tuple[Any, ...]] = [(eng.refresh_at,)]
+    for rq, cfg in fresh:
+        old = rq.cfg
+        undo.append((rq, old, rq.cfg_at, rq.conn_throttle, rq.msg_throttle))
+        rq.cfg = cfg
+        rq.cfg_at = now
+        if cfg != old:
+            eng.refresh_throttles(rq, old)
+    eng.refresh_at = min((rq.cfg_at for rq in eng.paths.values()), default=now) + CONFIG_REFRESH
+    return undo
+
+
+def undo_refresh(eng: Engine, undo: list[tuple[Any, ...]]) -> None:
+    """Put back what `refresh_due` changed (the event was refused after it)."""
+    eng.refresh_at = undo[0][0]
+    for rq, cfg, cfg_at, conn_throttle, msg_throttle in undo[1:]:
+        rq.cfg, rq.cfg_at = cfg, cfg_at
+        rq.conn_throttle, rq.msg_throttle = conn_throttle, msg_throttle
