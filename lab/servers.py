@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 READ_SIZE = 65536
 MAX_LINE = 4096
+OUTAGE_POLL = 0.005  # seconds between looks at the outage schedule
 
 
 def wire(reply: Reply) -> bytes:
@@ -163,19 +164,26 @@ class HostServer:
         self._listening = False
 
     async def _follow_outages(self) -> None:
-        """Close the listeners during each ``refuse`` window, reopen after it."""
-        for o in self.spec.outages:
-            if o.mode != "refuse":
-                continue
+        """Close the listeners during each ``refuse`` window, reopen after it.
+
+        The clock is polled (every `OUTAGE_POLL` seconds) rather than slept
+        on, so a lab whose origin moves (`lab.run` sets it when the traffic
+        starts) still opens and closes on time.
+        """
+        last_end = max(o.end for o in self.spec.outages if o.mode == "refuse")
+        while True:
             now = self.clock()
-            if now >= o.end:
-                continue
-            if now < o.start:
-                await asyncio.sleep(o.start - now)
-            self._unlisten()
-            await asyncio.sleep(max(0.0, o.end - self.clock()))
-            if self.outage(self.clock()) != "refuse":
-                await self._listen()
+            refusing = self.outage(now) == "refuse"
+            if refusing and self._listening:
+                self._unlisten()
+            elif not refusing and not self._listening:
+                try:
+                    await self._listen()
+                except OSError:
+                    self._unlisten()  # the port was taken meanwhile: try again
+            if now >= last_end and self._listening:
+                return
+            await asyncio.sleep(OUTAGE_POLL)
 
     async def stop(self) -> None:
         """Stop listening and drop every open connection."""

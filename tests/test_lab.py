@@ -469,3 +469,83 @@ def test_egress_lab_serves_for_a_duration_and_reports_counters(
     assert "mx1.flaky.test" in out and "127.0.0.1" in out and "lab servers" in out
     assert main(["lab", str(root / "scenarios" / "lab_small.toml"), "--duration=soon"]) == 1
     assert "--duration" in capsys.readouterr().err
+
+
+# -- end to end: the live engine delivering into a lab ------------------------------
+
+TINY = """
+name = "tiny"
+seed = 3
+horizon = "30s"
+sample_interval = "0.25s"
+
+[[traffic]]
+domain = "two.test"
+messages = 30
+size = "2KB"
+
+[domains."two.test"]
+mx = [{ host = "mx1.two.test", preference = 10 }, { host = "mx2.two.test", preference = 20 }]
+
+[host_defaults]
+connect_latency = "2ms"
+command_latency = "2ms"
+data_latency = "5ms"
+tls_latency = "2ms"
+
+[hosts."mx1.two.test"]
+outages = [{ start = "0s", end = "1h", mode = "refuse" }]
+
+[hosts."mx2.two.test"]
+
+[egress_path]
+connection_limit = 2
+
+[queue]
+retry_interval = "1s"
+"""
+
+
+def test_live_engine_fails_over_when_the_first_mx_refuses(tmp_path: Path) -> None:
+    from lab.run import run_in_lab
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    sc = Scenario.from_toml(path)
+
+    async def body(lab: Lab) -> Any:
+        return await run_in_lab(sc, lab=lab), lab.host_addresses
+
+    result, addrs = with_lab(sc, body)
+    s = result.summary
+    assert (s["delivered"], s["still_queued"], s["bounced"]) == (30, 0, 0)
+    hosts = s["lab"]["hosts"]
+    assert hosts["mx1.two.test"]["connections"] == 0  # refused by the kernel: never accepted
+    assert hosts["mx2.two.test"]["accepted"] == 30
+    assert hosts["mx2.two.test"]["tls_handshakes"] == hosts["mx2.two.test"]["connections"]
+    deliveries = [r for r in result.records if r["type"] == "Delivery"]
+    assert {r["peer_address"]["addr"] for r in deliveries} == {addrs["mx2.two.test"][0]}
+    assert {r["peer_address"]["name"] for r in deliveries} == {"mx2.two.test"}
+
+
+def test_egress_lab_run_writes_what_simulate_writes_and_compare_reads_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    sim_dir, lab_dir = tmp_path / "sim", tmp_path / "lab"
+    assert main(["simulate", str(path), "--out", str(sim_dir), "--quiet", "--no-plot"]) == 0
+    assert main(["lab", str(path), "--run", "--out", str(lab_dir), "--no-plot"]) == 0
+    names = {"records.jsonl", "series.npz", "summary.json"}
+    assert {p.name for p in sim_dir.iterdir()} == names
+    assert {p.name for p in lab_dir.iterdir()} == names
+    summary = json.loads((lab_dir / "summary.json").read_text())
+    assert summary["delivered"] == 30 and summary["realisation"] == "lab"
+    capsys.readouterr()
+    assert main(["compare", str(sim_dir), str(lab_dir), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["delivered"]["sim"] == rows["delivered"]["lab"] == 30.0
+    assert rows["delivered"]["rel_diff"] == 0.0
+    assert (lab_dir / "compare.png").stat().st_size > 10_000
