@@ -313,6 +313,8 @@ def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="override a scenario value, e.g. egress_path.connection_limit=16")
     p.add_argument("--port", type=int, default=0, help="SMTP port of every host (default: free)")
     p.add_argument("--dns-port", type=int, default=0, help="DNS port (default: free)")
+    p.add_argument("--separate-process", action="store_true",
+                   help="with --run: the lab's servers in a child process, off the engine's loop")
     p.add_argument("--no-plot", action="store_true", help="do not draw plot.png")
     p.set_defaults(func=cmd_lab)
 

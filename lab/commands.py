@@ -133,7 +133,16 @@ async def _run(scenario: Any, args: argparse.Namespace, duration: float | None,
     from lab.run import run_in_lab
     from sim.commands import print_summary
 
-    lab = await _start(scenario, args)
+    if args.separate_process:
+        from lab.process import LabProcess
+
+        lab: Any = LabProcess(scenario)
+        try:
+            await lab.start()
+        except OSError as exc:
+            raise EgressError(f"cannot start the lab: {exc}") from None
+    else:
+        lab = await _start(scenario, args)
     try:
         console.print(f"[dim]lab up: DNS {lab.dns.host}:{lab.dns.port}, SMTP port "
                       f"{lab.port}; delivering {scenario.name}[/dim]")

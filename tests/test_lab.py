@@ -549,3 +549,18 @@ def test_egress_lab_run_writes_what_simulate_writes_and_compare_reads_it(
     assert rows["delivered"]["sim"] == rows["delivered"]["lab"] == 30.0
     assert rows["delivered"]["rel_diff"] == 0.0
     assert (lab_dir / "compare.png").stat().st_size > 10_000
+
+
+def test_a_lab_in_a_child_process_serves_the_same_run(tmp_path: Path) -> None:
+    from lab.run import run_in_lab
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    sc = Scenario.from_toml(path)
+    result = asyncio.run(run_in_lab(sc, separate_process=True))
+    s = result.summary
+    assert (s["delivered"], s["still_queued"]) == (30, 0)
+    hosts = s["lab"]["hosts"]
+    assert hosts["mx1.two.test"]["connections"] == 0
+    assert hosts["mx2.two.test"]["accepted"] == 30
+    assert s["lab"]["dns_queries"] >= 3  # MX, then A and AAAA of each MX host
