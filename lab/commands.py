@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ def lab(args: argparse.Namespace) -> int:
     """``egress lab SCENARIO [--run] [--duration D] [--out DIR] ...``."""
     scenario = _scenario(args)
     duration = _duration(args.duration)
-    console = Console(highlight=False)
+    # A pipe or a log gets 120 columns, not 80: the tables are wide.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     if args.run:
         return asyncio.run(_run(scenario, args, duration, console))
     return asyncio.run(_serve(scenario, args, duration, console))
@@ -117,14 +119,15 @@ def _print_lab(console: Console, lab: Any) -> None:
 
 def print_counters(console: Console, counters: dict[str, dict[str, int]]) -> None:
     """One row per host: what its server saw."""
-    keys = ("connections", "peak_connections", "accepted", "deferred", "rejected", "refused",
-            "busy", "blackholed", "tls_failures")
+    columns = (("connections", "conns"), ("peak_connections", "peak"), ("accepted", "accepted"),
+               ("deferred", "4xx"), ("rejected", "5xx"), ("refused", "refused"),
+               ("busy", "421"), ("blackholed", "silent"), ("tls_failures", "tls fail"))
     table = Table(title="lab servers")
-    table.add_column("host")
-    for k in keys:
-        table.add_column(k.replace("_", " "), justify="right")
+    table.add_column("host", no_wrap=True)
+    for _, label in columns:
+        table.add_column(label, justify="right", no_wrap=True)
     for host, c in counters.items():
-        table.add_row(host, *(f"{c[k]:,}" for k in keys))
+        table.add_row(host, *(f"{c[k]:,}" for k, _ in columns))
     console.print(table)
 
 
@@ -162,7 +165,6 @@ async def _run(scenario: Any, args: argparse.Namespace, duration: float | None,
 def compare(args: argparse.Namespace) -> int:
     """``egress compare SIM_DIR LAB_DIR [--plot FILE] [--json]``."""
     import json
-    import sys
 
     from lab.compare import compare_dirs
 
