@@ -4,8 +4,9 @@ Check what it gives for a few domains (nothing is sent, no DNS is queried):
 
     egress check examples/policy.py --domain gmail.com --domain example.com
 
-The egress sources use documentation addresses (203.0.113.0/24); change
-them to addresses of your own machine before delivering for real.
+The egress sources bind loopback addresses (127.0.0.10 and .11) so the
+example is safe to run anywhere; on a sending server, put the public
+addresses of your own machine there.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ RELAY_DOMAIN = "partner.example.net"
 
 @policy.on("get_egress_source")
 def source(source_name: str):
-    addresses = {"ip-1": "203.0.113.10", "ip-2": "203.0.113.11"}
+    addresses = {"ip-1": "127.0.0.10", "ip-2": "127.0.0.11"}
     if source_name in addresses:
         return make_egress_source(
             source_name,

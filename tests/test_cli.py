@@ -67,7 +67,7 @@ def test_check_example_policy_json() -> None:
     assert [p["source"] for p in gmail["paths"]] == ["ip-1", "ip-2"]
     path = gmail["paths"][0]
     assert path["site_name"] == "gmail.com"
-    assert path["egress_source"]["source_address"] == "203.0.113.10"
+    assert path["egress_source"]["source_address"] == "127.0.0.10"
     assert path["egress_path"]["connection_limit"] == 10
     assert path["egress_path"]["max_message_rate"] == "3000/h"
     assert path["egress_path"]["connect_timeout"] == 60.0
