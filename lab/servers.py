@@ -37,10 +37,10 @@ import socket
 import ssl
 import struct
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.reply import Reply
+from lab.smtp_wire import HostCounters, Txn, ehlo_reply, take_lines, wire
 from sim import world as W
 
 if TYPE_CHECKING:
@@ -49,64 +49,6 @@ if TYPE_CHECKING:
 READ_SIZE = 65536
 MAX_LINE = 4096
 OUTAGE_POLL = 0.005  # seconds between looks at the outage schedule
-
-
-def wire(reply: Reply) -> bytes:
-    """A reply as the server sends it: one CRLF line per text line, enhanced
-    code repeated on each line, ``-`` after the code on all lines but the last."""
-    lines = reply.text.split("\n") or [""]
-    code = str(reply.code)
-    enhanced = f"{reply.enhanced} " if reply.enhanced is not None else ""
-    out = []
-    for i, line in enumerate(lines):
-        sep = "-" if i < len(lines) - 1 else " "
-        out.append(f"{code}{sep}{enhanced}{line}\r\n")
-    return "".join(out).encode()
-
-
-def ehlo_reply(spec: HostSpec, *, tls: bool) -> Reply:
-    """The EHLO reply: the capabilities `sim.world` advertises for the same host."""
-    lines = [spec.name, "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES"]
-    if spec.pipelining:
-        lines.append("PIPELINING")
-    if spec.starttls and not tls:
-        lines.append("STARTTLS")
-    if spec.auth:
-        lines.append("AUTH PLAIN LOGIN")
-    return Reply(code=250, text="\n".join(lines))
-
-
-@dataclass(slots=True)
-class HostCounters:
-    """What one host saw.  `deferred` counts 4xx replies to MAIL, RCPT and the
-    dot; `rejected` 5xx ones; `refused` connections refused or reset at once;
-    `busy` 421 banners beyond max_connections."""
-
-    connections: int = 0
-    accepted: int = 0
-    deferred: int = 0
-    rejected: int = 0
-    refused: int = 0
-    busy: int = 0
-    blackholed: int = 0
-    tls_handshakes: int = 0
-    tls_failures: int = 0
-    open: int = 0
-    peak_connections: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        """Plain values for JSON and tables."""
-        return asdict(self)
-
-
-class _Txn:
-    """The transaction state of one connection (what MAIL/RCPT have said)."""
-
-    __slots__ = ("any_rcpt", "mail_ok")
-
-    def __init__(self) -> None:
-        self.mail_ok = False
-        self.any_rcpt = False
 
 
 class HostServer:
@@ -248,11 +190,11 @@ class HostServer:
 
     async def _dialog(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = bytearray()
-        txn = _Txn()
+        txn = Txn()
         tls = False
         spec = self.spec
         while True:
-            lines = _take_lines(buf)
+            lines = take_lines(buf)
             if not lines:
                 data = await reader.read(READ_SIZE)
                 if not data:
@@ -282,7 +224,7 @@ class HostServer:
                 if not tls:
                     return
                 buf.clear()
-                txn = _Txn()
+                txn = Txn()
                 continue
             await _sleep(delay)
             writer.write(b"".join(out))
@@ -294,9 +236,9 @@ class HostServer:
                 if size < 0:
                     return
                 writer.write(await self._body_reply(size))
-                txn = _Txn()
+                txn = Txn()
 
-    def _command(self, line: bytes, txn: _Txn, tls: bool) -> tuple[str, Reply, str]:
+    def _command(self, line: bytes, txn: Txn, tls: bool) -> tuple[str, Reply, str]:
         """(verb, reply, what follows) for one command line, as `sim.world` answers."""
         text = line.rstrip(b"\r\n").decode("latin-1")
         head = text.upper()
@@ -401,16 +343,6 @@ class HostServer:
         else:
             c.rejected += 1
         return wire(reply)
-
-
-def _take_lines(buf: bytearray) -> list[bytes]:
-    """Every complete line in `buf` (removed from it), CRLF kept."""
-    end = buf.rfind(b"\n")
-    if end < 0:
-        return []
-    chunk = bytes(buf[: end + 1])
-    del buf[: end + 1]
-    return chunk.splitlines(keepends=True)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

@@ -23,7 +23,7 @@ from engine.live.dns import LiveResolver
 from engine.reply import Reply
 from lab.compare import CompareError, compare_dirs
 from lab.dns import LabZone
-from lab.servers import wire
+from lab.smtp_wire import wire
 from lab.world import Lab, lab_addresses
 from sim.scenario import Scenario
 
