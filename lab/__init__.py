@@ -2,9 +2,10 @@
 
 The simulator (`sim`) realises a scenario's ``[domains]`` and ``[hosts]``
 tables on a SimPy clock; the lab realises the same description for real:
-one SMTP server per host on its own 127.0.0.x address (`lab.servers`), a DNS
-server answering the MX and A records (`lab.dns`), TLS certificates made on
-the fly by trustme (`lab.world`).  `lab.run` then delivers the scenario's
+one SMTP server per host on its own 127.0.0.x address (`lab.servers`, its
+wire format in `lab.smtp_wire`), a DNS server answering the MX and A records
+(`lab.dns`), TLS certificates made on the fly by trustme (`lab.world`), all
+in this process or in a child one (`lab.process`).  `lab.run` then delivers the scenario's
 traffic into it with the live driver and writes the same outputs as
 ``egress simulate``; `lab.compare` sets the two side by side.
 
