@@ -186,6 +186,8 @@ async def egress_deliver(sink_port: int, dns_port: int, *, messages: int, recipi
 def _worker(args: argparse.Namespace) -> None:
     """One contender in this process; prints one JSON line (monotonic stamps)."""
     host, _, port = args.sink.rpartition(":")
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     variant = VARIANTS[args.variant]
     if args.contender == "aiosmtplib":
         cpu0 = _cpu()
@@ -227,7 +229,7 @@ def _cpu() -> float:
 
 
 def measure(contender: str, variant: str, messages: int, sink_host: str, dns: peers.DnsServer,
-            timeout: float, profile: bool = False) -> Measure:
+            timeout: float, profile: bool = False, extra: Sequence[str] = ()) -> Measure:
     """Run one contender against a fresh sink on `sink_host`; never raises for a peer."""
     v = VARIANTS[variant]
     try:
@@ -246,6 +248,7 @@ def measure(contender: str, variant: str, messages: int, sink_host: str, dns: pe
                        "--dir", tmp, "--timeout", str(timeout)]
                 if profile:
                     cmd.append("--profile")
+                cmd += extra
                 done = subprocess.run(cmd, cwd=peers.ROOT, capture_output=True, text=True,
                                       timeout=timeout + 30)
                 if profile:
@@ -284,7 +287,7 @@ def _egress_note(out: dict[str, Any], messages: int, recipients: int) -> str:
 
 def run(*, messages: dict[str, int], rounds: int, contenders: Sequence[str] = CONTENDERS,
         variants: Sequence[str] = tuple(VARIANTS), timeout: float = 120.0,
-        log: Any = None) -> Table:
+        log: Any = None, extra: Sequence[str] = ()) -> Table:
     """Every contender x variant, `rounds` times, rotating the order each round."""
     table = Table(messages=dict(messages), rounds=rounds)
     with peers.DnsServer({DOMAIN: "127.0.0.2"}) as dns:
@@ -298,7 +301,8 @@ def run(*, messages: dict[str, int], rounds: int, contenders: Sequence[str] = CO
                     # TIME_WAIT pile-up from one run cannot touch the next.
                     host = f"127.0.0.{2 + i}"
                     dns.domains[DOMAIN] = host
-                    m = measure(contender, variant, messages[variant], host, dns, timeout)
+                    m = measure(contender, variant, messages[variant], host, dns, timeout,
+                                extra=extra)
                     row.append(m)
                     if log is not None:
                         rate = f"{m.rate:,.0f}/s" if m.rate else "-"
@@ -366,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--timeout", type=float, default=120.0)
     w.add_argument("--profile", action="store_true")
     w.add_argument("--profile-top", type=int, default=30)
+    w.add_argument("--switch-interval", type=float, default=None,
+                   help="sys.setswitchinterval for the GIL experiment")
     p.add_argument("--quick", action="store_true", help="300 messages, 1 round (a smoke test)")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--messages", type=int, default=None,
@@ -375,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", choices=("egress", "egress-nojournal"),
                    help="run that contender once under cProfile (reuse) and print the top")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on each run, seconds")
+    p.add_argument("--switch-interval", type=float, default=None,
+                   help="sys.setswitchinterval in the Python senders (GIL experiment)")
     args = p.parse_args(argv)
     if args.cmd == "worker":
         _worker(args)
@@ -389,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {v: args.messages or (300 if args.quick else FULL_SIZE[v]) for v in variants}
     table = run(messages=sizes, rounds=args.rounds or (1 if args.quick else 3),
                 contenders=args.contender or CONTENDERS, variants=variants,
-                timeout=args.timeout, log=sys.stderr)
+                timeout=args.timeout, log=sys.stderr,
+                extra=("--switch-interval", str(args.switch_interval))
+                if args.switch_interval else ())
     print(f"delivery into smtp-sink, {CONNECTIONS} connections, {SIZE} B messages, "
           f"{table.rounds} round(s), median (nproc {os.cpu_count()}, "
           f"Python {peers.python_version()})")
