@@ -6,9 +6,10 @@ event it feeds the engine (so the engine's state is a fold over the journal),
 and carries out every effect in order.  It makes no delivery decision: no
 retry, no back-off, no throttle, no protocol branching (STYLE.md, "Drivers").
 
-Connections are asyncio `Protocol`s, not stream readers: `data_received`
-feeds the reply parser and each complete reply becomes one `Response` event,
-so a pipelined batch costs one write and one read wake-up.
+Connections are asyncio `Protocol`s, not stream readers
+(`engine.live.connection`): `data_received` feeds the reply parser and each
+complete reply becomes one `Response` event, so a pipelined batch costs one
+write and one read wake-up.
 
 Time: events carry Unix time (`time.time()`), so records need no epoch.
 Timers are asyncio `TimerHandle`s, which can be cancelled for real.
@@ -37,23 +38,22 @@ from engine.effects import (
     StartTls,
     Verb,
 )
-from engine.errors import ProtocolError, ReplyParseError
+from engine.errors import ProtocolError
 from engine.events import (
     Closed,
     Connected,
     ConnectFailed,
     DnsFailure,
     Event,
-    Malformed,
     MtaStsResolved,
     ResolveFailed,
-    Response,
     TimerFired,
     TlsaResolved,
     TlsEstablished,
     TlsFailed,
 )
 from engine.events import Timer as TimerName
+from engine.live.connection import SmtpClientProtocol
 from engine.wire import ReplyParser, encode_auth_plain, encode_body, encode_command
 
 log = logging.getLogger("egress.live")
@@ -63,56 +63,6 @@ _TXN_START = (Verb.MAIL, Verb.RSET)
 BodySource = Callable[[str], bytes]
 RecordSink = Callable[[dict[str, Any]], None]
 EventSink = Callable[[Event], Any]
-
-
-class SmtpClientProtocol(asyncio.Protocol):
-    """One outbound SMTP connection: bytes in -> `Response` events out."""
-
-    def __init__(self, driver: LiveDriver, conn: int) -> None:
-        self.driver = driver
-        self.conn = conn
-        self.parser = ReplyParser()
-        self.transport: asyncio.Transport | None = None
-        self.closing = False  # we asked for the close: no `Closed` event then
-        self.broken = False
-        # StartTls ordered: bytes still read in clear are dropped (RFC 3207 4.2:
-        # nothing learnt before TLS is kept; a real server sends nothing here).
-        self.upgrading = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Report the connection from here, not after create_connection returns:
-        # the banner may be read before the connecting coroutine resumes.
-        self.transport = transport  # type: ignore[assignment]
-        self.driver.connection_made(self.conn, self)
-
-    def data_received(self, data: bytes) -> None:
-        if self.closing or self.broken or self.upgrading:
-            return
-        try:
-            replies = self.parser.feed(data)
-        except ReplyParseError as exc:
-            self.broken = True
-            self._replies(getattr(exc, "replies", ()))
-            if not (self.closing or self.upgrading):
-                self.driver.feed(Malformed(at=time.time(), conn=self.conn, detail=str(exc)))
-            return
-        self._replies(replies)
-
-    def _replies(self, replies: Any) -> None:
-        for reply in replies:
-            if self.closing or self.upgrading:
-                return
-            self.driver.feed(Response(at=time.time(), conn=self.conn, reply=reply))
-
-    def eof_received(self) -> bool | None:
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.closing or self.upgrading:
-            return  # ours, or the failing handshake's (the upgrade reports TlsFailed)
-        self.closing = True
-        reason = f"connection lost: {exc}" if exc else "connection closed by peer"
-        self.driver.connection_lost(self.conn, reason)
 
 
 class LiveDriver:
