@@ -6,9 +6,10 @@ queue it was promoted to) rather than copies: a million queued messages must
 fit in a few hundred MB.  For the same reason `recipients` is a plain ``str``
 for the common one-recipient message (a tuple only for several; `rcpt_tuple`
 gives the tuple form), and the scheduled-queue entry is the message's only
-per-message tuple.  Where a message is (scheduled, parked on DNS, ready,
-held by a connection, finished) is implied by which structure holds it; the
-`where` slot names it for the invariants and the admin commands.
+per-message tuple (``(due, message)``, no sequence number).  Where a message
+is (scheduled, parked on DNS, ready, held by a connection, finished) is implied
+by which structure holds it; `where` names it for the invariants and the admin
+commands.
 """
 
 from __future__ import annotations
@@ -60,10 +61,18 @@ def queue_name(domain: str, tenant: str, campaign: str) -> str:
 
 
 class Message:
-    """A message the engine has accepted and not yet finished."""
+    """A message the engine has accepted and not yet finished.
 
-    __slots__ = ("attempts", "created", "id", "key", "queue", "recipients", "rq", "sender",
-                 "size", "where")
+    `where` is stored in one slot with the due time: while the message is
+    scheduled the slot holds its due time (a float), otherwise one of the int
+    codes above, so a scheduled message costs no second slot.  Ordering (`<`)
+    breaks ties between scheduled entries of the same due time, by creation
+    time then id: deterministic, and it lets the scheduled list hold
+    ``(due, message)`` pairs with no sequence number per message.
+    """
+
+    __slots__ = ("_w", "attempts", "created", "id", "queue", "recipients", "rq", "sender",
+                 "size")
 
     def __init__(
         self, id: str, sender: str, recipients: str | tuple[str, ...], size: int,
@@ -77,9 +86,27 @@ class Message:
         self.queue = queue
         self.created = created
         self.attempts = 0
-        self.key: tuple[float, int, Message] | None = None  # entry in the scheduled list
         self.rq: ReadyQueue | None = None  # the ready queue it was last promoted to
-        self.where = SCHEDULED
+        self._w: int | float = SCHEDULED
+
+    @property
+    def where(self) -> int:
+        """SCHEDULED, PARKED, READY, HELD or DONE."""
+        w = self._w
+        return SCHEDULED if type(w) is float else w  # type: ignore[return-value]
+
+    @where.setter
+    def where(self, value: int) -> None:
+        self._w = value
+
+    @property
+    def due(self) -> float | None:
+        """When it is due, while it is in the scheduled list; else None."""
+        w = self._w
+        return w if type(w) is float else None
+
+    def __lt__(self, other: Message) -> bool:
+        return (self.created, self.id) < (other.created, other.id)
 
     def __repr__(self) -> str:
         return f"<Message {self.id} where={self.where} attempts={self.attempts}>"

@@ -12,21 +12,25 @@ whatever the number of queues.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 from sortedcontainers import SortedList
 
-from engine.message import SCHEDULED, Message
+from engine.message import HELD, Message
+
+# a message just taken out of the list is on its way somewhere (the caller sets
+# where it goes); until then it counts as held, never as scheduled
+SCHEDULED_OUT = HELD
 
 
 class ScheduledQueues:
-    """All scheduled messages, ordered by (due, seq)."""
+    """All scheduled messages, ordered by (due, message)."""
 
-    __slots__ = ("_items", "_seq", "low")
+    __slots__ = ("_items", "low")
 
     def __init__(self) -> None:
         self._items: SortedList = SortedList()
-        self._seq = 0
         # earliest due added since the engine last looked (None: nothing added),
         # so the engine re-checks the head only when something was scheduled
         self.low: float | None = None
@@ -36,66 +40,61 @@ class ScheduledQueues:
 
     def add(self, msg: Message, due: float) -> None:
         """Schedule `msg` at `due`."""
-        self._seq += 1
-        key = (due, self._seq, msg)
-        msg.key = key
-        msg.where = SCHEDULED
-        self._items.add(key)
+        due = float(due)
+        msg._w = due
+        self._items.add((due, msg))
         if self.low is None or due < self.low:
             self.low = due
 
     def remove(self, msg: Message) -> None:
         """Take `msg` out (it must be scheduled)."""
-        key = msg.key
-        assert key is not None, msg
-        self._items.remove(key)
-        msg.key = None
+        due = msg.due
+        assert due is not None, msg
+        self._items.remove((due, msg))
+        msg._w = SCHEDULED_OUT
 
     def next_due(self) -> float | None:
         """The earliest due time, or None when nothing is scheduled."""
         items = self._items
         return items[0][0] if items else None
 
+    def _end(self, now: float) -> int:
+        # (due, msg) < (nextafter(now),) exactly when due <= now
+        return self._items.bisect_left((math.nextafter(now, math.inf),))
+
     def pop_due(self, now: float) -> list[Message]:
-        """Remove and return every message due at or before `now`, in (due, seq) order."""
-        items = self._items
-        if not items or items[0][0] > now:
-            return []
-        end = items.bisect_left((now, float("inf")))
-        taken = [key[2] for key in items.islice(0, end)]
-        del items[:end]
-        for msg in taken:
-            msg.key = None
+        """Remove and return every message due at or before `now`, in order."""
+        taken = self.peek_due(now)
+        self.pop_count(len(taken))
         return taken
 
     def peek_due(self, now: float) -> list[Message]:
-        """Every message due at or before `now`, in (due, seq) order, left in place
+        """Every message due at or before `now`, in order, left in place
         (`pop_count` then removes them)."""
         items = self._items
         if not items or items[0][0] > now:
             return []
-        end = items.bisect_left((now, float("inf")))
-        return [key[2] for key in items.islice(0, end)]
+        return [key[1] for key in items.islice(0, self._end(now))]
 
     def pop_count(self, n: int) -> None:
         """Remove the first `n` entries (those `peek_due` returned)."""
         if n:
             items = self._items
             for key in items.islice(0, n):
-                key[2].key = None
+                key[1]._w = SCHEDULED_OUT
             del items[:n]
 
     def due_of(self, msg: Message) -> float | None:
         """When `msg` is due, if scheduled."""
-        return None if msg.key is None else msg.key[0]
+        return msg.due
 
     def __iter__(self) -> Iterator[Message]:
-        return (key[2] for key in self._items)
+        return (key[1] for key in self._items)
 
     def remove_where(self, pred: Callable[[Message], bool]) -> list[Message]:
         """Remove and return every scheduled message matching `pred` (in due order)."""
-        hit = [key for key in self._items if pred(key[2])]
+        hit = [key for key in self._items if pred(key[1])]
         for key in hit:
             self._items.remove(key)
-            key[2].key = None
-        return [key[2] for key in hit]
+            key[1]._w = SCHEDULED_OUT
+        return [key[1] for key in hit]

@@ -253,3 +253,22 @@ def test_answer_for_a_domain_never_asked_is_a_protocol_error(answer: object) -> 
                                             r"never.test$"):
         eng.handle(answer)  # type: ignore[arg-type]
     assert eng.snapshot() == before
+
+
+def test_reception_names_the_queue_pool_and_no_source_yet() -> None:
+    # KumoMTA picks the egress source at promotion: Reception has egress_source
+    # null, but egress_pool is the queue config's pool
+    from engine.config import make_egress_path
+    from engine.policy import Policy
+    from engine.queue_config import make_egress_pool, make_queue_config
+
+    p = Policy()
+    p.on("get_queue_config")(lambda *a: make_queue_config(egress_pool="bulk"))
+    p.on("get_egress_pool")(lambda name: make_egress_pool(name, entries=[{"name": "ip-1"}]))
+    p.on("get_egress_path_config")(lambda *a: make_egress_path(enable_mta_sts=False,
+                                                               suspended=True))
+    eng = Engine(p, seed=1)
+    [rec] = records(eng.handle(submit(1)), "Reception")
+    assert (rec["egress_pool"], rec["egress_source"], rec["site"]) == ("bulk", None, "")
+    eng.handle(Resolved(at=0.0, domain="example.com", mx=MX))
+    assert eng.ready_depths() == {"ip-1->(mx1|mx2).example.com": 1}

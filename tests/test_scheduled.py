@@ -45,7 +45,7 @@ def test_remove_and_remove_where() -> None:
     for i, m in enumerate(ms):
         s.add(m, float(i))
     s.remove(ms[1])
-    assert ms[1].key is None and [m.id for m in s] == ["m0", "m2", "m3"]
+    assert ms[1].due is None and [m.id for m in s] == ["m0", "m2", "m3"]
     gone = s.remove_where(lambda m: m.id != "m2")
     assert [m.id for m in gone] == ["m0", "m3"] and [m.id for m in s] == ["m2"]
     assert s.due_of(ms[2]) == 2.0 and s.due_of(ms[0]) is None
