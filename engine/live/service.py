@@ -70,7 +70,9 @@ class Service:
     service.stop()`` shuts down gracefully, ``await service.run()`` does both
     around `request_stop()` (what a signal handler calls).  `listen` None
     starts no listener (the Python API only); port 0 picks a free port, read
-    back from `listen_port`.
+    back from `listen_port`.  Unless `mta_sts` (a fetcher) is given, MTA-STS
+    policies are fetched through `resolver`, trusting `tls_cafile`, from port
+    `mta_sts_port` (443; tests point it at a local HTTPS server).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Service:
         allowed_networks: Iterable[str] | None = None,
         ingest_auth: Mapping[str, str] | None = None,
         mta_sts: Any = None,
+        mta_sts_port: int = 443,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         grace: float = 10.0,
         log_max_bytes: int | None = 64 * 1024 * 1024,
@@ -95,6 +98,10 @@ class Service:
                 or snapshot_every < 1:
             raise ValueError(f"Service snapshot_every must be an integer >= 1, not "
                              f"{snapshot_every!r}")
+        if isinstance(mta_sts_port, bool) or not isinstance(mta_sts_port, int) \
+                or not 1 <= mta_sts_port <= 65535:
+            raise ValueError(f"Service mta_sts_port must be a port number 1..65535, not "
+                             f"{mta_sts_port!r}")
         if not isinstance(grace, int | float) or grace < 0:
             raise ValueError(f"Service grace must be a number of seconds >= 0, not {grace!r}")
         self.policy = policy
@@ -107,6 +114,7 @@ class Service:
         self.allowed_networks = list(allowed_networks) if allowed_networks is not None else None
         self.ingest_auth = ingest_auth
         self.mta_sts = mta_sts
+        self.mta_sts_port = mta_sts_port
         self.snapshot_every = snapshot_every
         self.grace = float(grace)
         self.log_max_bytes = log_max_bytes
@@ -163,7 +171,10 @@ class Service:
         if mta_sts is None:
             from engine.live.mta_sts import MtaStsFetcher
 
-            mta_sts = self.mta_sts = MtaStsFetcher(resolver, cafile=self.tls_cafile)
+            # The same resolver as delivery (so `--resolver` covers the TXT and
+            # the policy host too) and the same CA file as STARTTLS.
+            mta_sts = self.mta_sts = MtaStsFetcher(resolver, port=self.mta_sts_port,
+                                                   cafile=self.tls_cafile)
         self.driver = LiveDriver(
             self.engine, resolver=resolver, bodies=self._body, records=self._record,
             journal=self._journal_event, mta_sts=mta_sts, tls_cafile=self.tls_cafile,
