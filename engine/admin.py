@@ -21,6 +21,7 @@ from engine.reply import Reply
 
 if TYPE_CHECKING:
     from engine.engine import Engine
+    from engine.ready import ReadyQueue
 
 
 def suspend(eng: Engine, ev: Suspend) -> None:
@@ -38,10 +39,11 @@ def resume(eng: Engine, ev: Resume) -> None:
         eng.pump(rq, ev.at)
 
 
-def admin_bounce_one(eng: Engine, msg: Message, now: float, reason: str) -> None:
-    """One AdminBounce record and the message is finished."""
+def admin_bounce_one(eng: Engine, msg: Message, now: float, reason: str,
+                     rq: ReadyQueue | None = None) -> None:
+    """One AdminBounce record and the message is finished (`rq`: the ready queue
+    it was taken from, if any; else site "" as for the scheduled queue)."""
     reply = Reply.make(551, "5.7.1", f"Administrator bounced with: {reason}")
-    rq = msg.rq
     eng.out.append(Log(record=records.make_record(
         records.ADMIN_BOUNCE, msg, now, eng.epoch, reply,
         site=rq.path if rq is not None else "",
@@ -58,14 +60,15 @@ def bounce(eng: Engine, ev: Bounce) -> None:
         return (not domain or msg.queue.domain == domain) and (not queue or
                                                                msg.queue.name == queue)
 
-    victims = eng.sched.remove_where(hit)
+    victims: list[tuple[Message, ReadyQueue | None]] = [
+        (m, None) for m in eng.sched.remove_where(hit)]
     for ds in eng.domains.values():
         if ds.parked:
-            victims.extend(m for m in ds.parked if hit(m))
+            victims.extend((m, None) for m in ds.parked if hit(m))
             ds.parked = [m for m in ds.parked if not hit(m)]
     for rq in eng.paths.values():
         if rq.messages and any(hit(m) for m in rq.messages):
-            victims.extend(m for m in rq.messages if hit(m))
+            victims.extend((m, rq) for m in rq.messages if hit(m))
             keep = [m for m in rq.messages if not hit(m)]
             rq.messages.clear()
             rq.messages.extend(keep)
@@ -73,5 +76,5 @@ def bounce(eng: Engine, ev: Bounce) -> None:
         msg = eng.conns[conn].msg
         if msg is not None and msg.where == HELD and hit(msg):
             eng.bounce_on_return[msg.id] = ev.reason
-    for msg in victims:
-        admin_bounce_one(eng, msg, ev.at, ev.reason)
+    for msg, in_rq in victims:
+        admin_bounce_one(eng, msg, ev.at, ev.reason, in_rq)

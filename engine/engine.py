@@ -285,7 +285,7 @@ def _maintain(eng: Engine, rq: ReadyQueue, now: float) -> None:
     keep = []
     for msg in rq.messages:
         if now >= msg.created + msg.queue.config.max_age:
-            flow.expire(eng, msg, now, now)
+            flow.expire(eng, msg, now, now, rq)
         else:
             keep.append(msg)
     if len(keep) != len(rq.messages):

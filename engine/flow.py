@@ -173,7 +173,6 @@ def path_config(eng: Engine, rq: ReadyQueue, now: float) -> object:
 def enqueue_ready(eng: Engine, rq: ReadyQueue, msg: Message, now: float) -> None:
     """Put `msg` in `rq`, or back to scheduled when the ready queue is full."""
     cfg = path_config(eng, rq, now)
-    msg.rq = rq
     if len(rq.messages) >= cfg.max_ready:  # type: ignore[attr-defined]
         due = now + eng.rng.uniform(0.0, 60.0)
         reply = Reply(code=400, text=f"Delayed due to ReadyQueueWasFull on {rq.path}; "
@@ -209,11 +208,13 @@ def finish(eng: Engine, msg: Message) -> None:
     eng.out.append(Discard(message_id=msg.id))
 
 
-def expire(eng: Engine, msg: Message, now: float, next_due: float) -> None:
-    """Expiration record ``551 5.4.7`` and the message is finished."""
+def expire(eng: Engine, msg: Message, now: float, next_due: float,
+           rq: ReadyQueue | None = None) -> None:
+    """Expiration record ``551 5.4.7`` and the message is finished.  `rq` is the
+    ready queue it expired in; from the scheduled queue KumoMTA logs site "" and
+    no egress source (crates/kumod/src/queue/queue.rs), and so do we."""
     expires = msg.created + msg.queue.config.max_age
     reply = Reply.make(551, "5.4.7", expiry_text(eng.epoch, next_due, expires))
-    rq = msg.rq
     eng.out.append(Log(record=records.make_record(
         records.EXPIRATION, msg, now, eng.epoch, reply,
         site=rq.path if rq is not None else "",

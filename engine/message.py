@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from engine.throttle import ThrottleState
 
 if TYPE_CHECKING:
-    from engine.ready import ReadyQueue
+    pass
 
 SCHEDULED = 1
 PARKED = 2  # waiting for its domain's MX answer
@@ -71,8 +71,7 @@ class Message:
     ``(due, message)`` pairs with no sequence number per message.
     """
 
-    __slots__ = ("_w", "attempts", "created", "id", "queue", "recipients", "rq", "sender",
-                 "size")
+    __slots__ = ("_w", "attempts", "created", "id", "queue", "recipients", "sender", "size")
 
     def __init__(
         self, id: str, sender: str, recipients: str | tuple[str, ...], size: int,
@@ -86,7 +85,6 @@ class Message:
         self.queue = queue
         self.created = created
         self.attempts = 0
-        self.rq: ReadyQueue | None = None  # the ready queue it was last promoted to
         self._w: int | float = SCHEDULED
 
     @property
