@@ -46,9 +46,9 @@ def pump(eng: Engine, rq: ReadyQueue, now: float) -> None:
     cfg = flow.path_config(eng, rq, now)
     if rq.suspended or cfg.suspended:  # type: ignore[attr-defined]
         return
-    for ctx in list(rq.conns.values()):
-        if not rq.messages:
-            return
+    idle = rq.idle
+    while idle and rq.messages:
+        ctx = idle.pop(min(idle))  # in opening order
         if ctx.idle and not ctx.closing:
             ctx.idle = False
             eng.cancel_timer(("idle", ctx.conn))
@@ -109,7 +109,7 @@ def open_connection(eng: Engine, rq: ReadyQueue, now: float) -> bool:
                                                           f"of {rq.domain}"))
         return False
     msg = rq.messages.popleft()
-    msg.where = HELD
+    msg._w = HELD
     ctx = new_conn(eng, rq, plan, 0)
     ctx.msg = msg
     attempt(eng, ctx, now)
@@ -136,6 +136,7 @@ def mark_closing(eng: Engine, ctx: ConnCtx) -> None:
     if not ctx.closing:
         ctx.closing = True
         ctx.rq.open -= 1
+        ctx.rq.idle.pop(ctx.conn, None)
         for name in sorted(ctx.rq.cfg.additional_connection_limits):
             eng.extra_conns[name] = eng.extra_conns.get(name, 0) - 1
 
@@ -213,11 +214,10 @@ def next_message(eng: Engine, ctx: ConnCtx, now: float) -> None:
         pump(eng, rq, now)  # a replacement opens at once if the ideal count says so
         return
     if not rq.messages:
-        ctx.idle = True
-        eng.set_timer(("idle", ctx.conn), now + cfg.idle_timeout)
+        go_idle(eng, ctx, now)
         return
     msg = rq.messages.popleft()
-    msg.where = HELD
+    msg._w = HELD
     ctx.msg = msg
     start(eng, ctx, now)
 
@@ -226,8 +226,12 @@ def start(eng: Engine, ctx: ConnCtx, now: float) -> None:
     """Start the held message's transaction once the message-rate throttles allow."""
     rq = ctx.rq
     cfg: Any = rq.cfg
-    throttles = eng.message_throttles(rq)
-    wait = max((t.peek(now) for t in throttles), default=0.0)
+    throttles = rq.msg_throttles
+    wait = 0.0
+    for t in throttles:
+        w = t.peek(now)
+        if w > wait:
+            wait = w
     if wait > 0.0:
         if wait < cfg.idle_timeout:
             eng.set_timer(("msgrate", ctx.conn), now + wait)
@@ -237,8 +241,7 @@ def start(eng: Engine, ctx: ConnCtx, now: float) -> None:
         ctx.msg = None
         flow.return_to_ready(eng, rq, msg)
         push_back(eng, rq, now, wait, "message")
-        ctx.idle = True
-        eng.set_timer(("idle", ctx.conn), now + cfg.idle_timeout)
+        go_idle(eng, ctx, now)
         return
     for t in throttles:
         t.check(now)
@@ -248,6 +251,13 @@ def start(eng: Engine, ctx: ConnCtx, now: float) -> None:
     ctx.started = True
     txn = TxnMessage(msg.id, msg.sender, rcpt_tuple(msg.recipients), msg.size)
     eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)
+
+
+def go_idle(eng: Engine, ctx: ConnCtx, now: float) -> None:
+    """Nothing to send: wait under the idle timer, findable by `pump`."""
+    ctx.idle = True
+    ctx.rq.idle[ctx.conn] = ctx
+    eng.set_timer(("idle", ctx.conn), now + ctx.rq.cfg.idle_timeout)
 
 
 def quit_session(eng: Engine, ctx: ConnCtx, now: float) -> None:

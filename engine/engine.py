@@ -61,6 +61,8 @@ from engine.throttle import ThrottleState
 
 __all__ = ["Engine"]
 
+_PROMOTE: Timer = ("promote", "")
+
 
 class Engine:
     """KumoMTA's egress machinery as a pure state machine.
@@ -101,6 +103,10 @@ class Engine:
         # path configs asked for before their path exists (see engine.lookups)
         self.path_cfgs: dict[tuple[str, str], tuple[str, Any, float]] = {}
         self.refresh_at = math.inf  # when the oldest path config is due a refresh
+        # within one event: timers cancelled (-> index in out), and whether a later
+        # SetTimer turned one of those CancelTimers into None (see handle)
+        self.cancelled: dict[Timer, int] = {}
+        self.dropped = False
 
     # -- the one entry point ---------------------------------------------
 
@@ -116,18 +122,24 @@ class Engine:
                 handler(self, event)
             except ProtocolError:
                 lookups.undo_refresh(self, undo)
-                self.out = []
+                self.cancelled.clear()
                 raise
         else:
             handler(self, event)
-        head = self.sched.low
+        sched = self.sched
+        head = sched.low
         if head is not None:
-            self.sched.low = None
+            sched.low = None
             if self.promote_at is None or head < self.promote_at:
                 self.promote_at = head
-                self.timers[("promote", "")] = head
-                out.append(SetTimer(timer=("promote", ""), at=head))
-        self.out = []
+                self.timers[_PROMOTE] = head
+                out.append(SetTimer(timer=_PROMOTE, at=head))
+        if self.cancelled:
+            self.cancelled.clear()
+        if self.dropped:  # CancelTimer+SetTimer pairs became one SetTimer
+            self.dropped = False
+            out = [e for e in out if e is not None]
+        self.out = []  # hold no effects (or records) between events
         return out
 
     # -- shared helpers --------------------------------------------------
@@ -138,10 +150,15 @@ class Engine:
 
     def set_timer(self, timer: Timer, at: float) -> None:
         self.timers[timer] = at
+        cancelled = self.cancelled
+        if cancelled and timer in cancelled:
+            self.out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
+            self.dropped = True
         self.out.append(SetTimer(timer=timer, at=at))
 
     def cancel_timer(self, timer: Timer) -> None:
         if self.timers.pop(timer, None) is not None:
+            self.cancelled[timer] = len(self.out)
             self.out.append(CancelTimer(timer=timer))
 
     def pump(self, rq: ReadyQueue, now: float) -> None:
@@ -162,6 +179,7 @@ class Engine:
         if old is None or old.max_message_rate != cfg.max_message_rate:
             rate = cfg.max_message_rate
             rq.msg_throttle = ThrottleState(rate) if rate is not None else None
+        rq.msg_throttles = tuple(self.message_throttles(rq))
 
     def message_throttles(self, rq: ReadyQueue) -> list[ThrottleState]:
         """The path's message throttle and its shared additional ones (by name)."""
@@ -225,6 +243,15 @@ class Engine:
 
 
 # -- connection events and timers: validate, then route --------------------
+
+
+def _response(eng: Engine, ev: Response) -> None:
+    """The most frequent event: one reply on a connection."""
+    ctx = eng.conns.get(ev.conn)
+    if ctx is None or ctx.session is None:
+        _conn_event(eng, ev)  # raises the protocol error
+        return
+    outcomes.run_step(eng, ctx, ctx.session.handle(ev), ev.at)
 
 
 def _conn_event(eng: Engine, ev: ConnEvent) -> None:
@@ -306,7 +333,7 @@ _HANDLERS: dict[type[Event], Callable[[Engine, Any], None]] = {
     ConnectFailed: _conn_event,
     TlsEstablished: _conn_event,
     TlsFailed: _conn_event,
-    Response: _conn_event,
+    Response: _response,
     Malformed: _conn_event,
     Closed: _conn_event,
     TimerFired: _timer,

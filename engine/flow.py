@@ -19,7 +19,7 @@ from engine import lookups, metrics, records
 from engine.effects import Discard, Log, Resolve
 from engine.errors import ProtocolError
 from engine.events import MessageSubmitted
-from engine.message import DONE, HELD, PARKED, READY, Message
+from engine.message import DONE, HELD, PARKED, READY, Message, queue_name
 from engine.pools import WeightedRoundRobin
 from engine.ready import CONFIG_REFRESH, ReadyQueue
 from engine.reply import Reply
@@ -42,13 +42,17 @@ def submit(eng: Engine, ev: MessageSubmitted) -> None:
     if mid in eng.ids:
         raise ProtocolError(f"engine cannot handle MessageSubmitted({mid!r}) in state QUEUED: "
                             f"message id {mid!r} is already queued") from None
-    staged = lookups.Staged(eng)
-    q = staged.queue(ev)
-    ds = eng.domains.get(q.routing_domain or q.domain)
     now = ev.at
-    if ds is not None and ds.site is not None and ds.expires > now:
-        staged.need_path(q, ds.site, now)
-    staged.commit()
+    q = eng.queues.get(queue_name(ev.domain, ev.tenant, ev.campaign))
+    ds = None if q is None else eng.domains.get(q.routing_domain or q.domain)
+    if q is None or (ds is not None and ds.site is not None and ds.expires > now
+                     and not lookups.paths_known(eng, q.pool, ds.site)):
+        staged = lookups.Staged(eng)  # something to ask the policy first
+        q = staged.queue(ev)
+        ds = eng.domains.get(q.routing_domain or q.domain)
+        if ds is not None and ds.site is not None and ds.expires > now:
+            staged.need_path(q, ds.site, now)
+        staged.commit()
     rcpts = ev.recipients
     msg = Message(mid, eng.intern(ev.sender), rcpts[0] if len(rcpts) == 1 else rcpts,
                   ev.size, q, now)
@@ -119,7 +123,7 @@ def park(eng: Engine, msg: Message, dom: str, ds: DomainState | None) -> None:
     if ds is None:
         ds = DomainState()
         eng.domains[dom] = ds
-    msg.where = PARKED
+    msg._w = PARKED
     ds.parked.append(msg)
     if not ds.resolving:
         ds.resolving = True
@@ -183,7 +187,7 @@ def enqueue_ready(eng: Engine, rq: ReadyQueue, msg: Message, now: float) -> None
         eng.sched.add(msg, due)
         return
     rq.messages.append(msg)
-    msg.where = READY
+    msg._w = READY
     expiry = msg.created + msg.queue.config.max_age
     if rq.maint_at is None or expiry < rq.maint_at:
         rq.maint_at = expiry
@@ -194,12 +198,12 @@ def enqueue_ready(eng: Engine, rq: ReadyQueue, msg: Message, now: float) -> None
 def return_to_ready(eng: Engine, rq: ReadyQueue, msg: Message) -> None:
     """A held message that was never attempted goes back to the head of its queue."""
     rq.messages.appendleft(msg)
-    msg.where = READY
+    msg._w = READY
 
 
 def finish(eng: Engine, msg: Message) -> None:
     """The message is done: every recipient delivered, bounced or expired."""
-    msg.where = DONE
+    msg._w = DONE
     eng.ids.discard(msg.id)
     if eng.bounce_on_return:
         eng.bounce_on_return.pop(msg.id, None)
@@ -273,7 +277,7 @@ def drain_ready(eng: Engine, rq: ReadyQueue) -> list[Message]:
     taken = list(rq.messages)
     rq.messages.clear()
     for msg in taken:
-        msg.where = HELD
+        msg._w = HELD
     return taken
 
 
@@ -297,8 +301,6 @@ def stage_paths(eng: Engine, msgs: list[Message], now: float) -> None:
     staged = None
     seen: set[tuple[str, str]] = set()
     domains = eng.domains
-    paths = eng.paths
-    path_names = eng.path_names
     for msg in msgs:
         q = msg.queue
         ds = domains.get(q.routing_domain or q.domain)
@@ -308,8 +310,7 @@ def stage_paths(eng: Engine, msgs: list[Message], now: float) -> None:
         if key in seen:
             continue
         seen.add(key)
-        rr = eng.pools.get(q.pool)
-        if rr is not None and all(path_names.get((s, ds.site)) in paths for s in rr.names):
+        if lookups.paths_known(eng, q.pool, ds.site):
             continue  # everything known: nothing to ask
         if staged is None:
             staged = lookups.Staged(eng)

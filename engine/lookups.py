@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 DEFAULT_POOL = "unspecified"
 
-__all__ = ["DEFAULT_POOL", "Staged", "refresh_due", "undo_refresh"]
+__all__ = ["DEFAULT_POOL", "Staged", "paths_known", "refresh_due", "undo_refresh"]
 
 
 class Staged:
@@ -96,6 +96,19 @@ class Staged:
             eng.path_cfgs.update(self.cfgs)
 
 
+def paths_known(eng: Engine, pool: str, site: str) -> bool:
+    """True when promoting to `site` from `pool` needs nothing of the policy."""
+    rr = eng.pools.get(pool)
+    if rr is None:
+        return False
+    paths = eng.paths
+    path_names = eng.path_names
+    for source in rr.names:  # noqa: SIM110 - a loop: no generator on the hot path
+        if path_names.get((source, site)) not in paths:
+            return False
+    return True
+
+
 def refresh_due(eng: Engine, now: float) -> list[tuple[Any, ...]]:
     """Re-ask the configs of the paths older than CONFIG_REFRESH; install them all
     only after every hook call returned.  Returns what `undo_refresh` needs should
@@ -107,7 +120,7 @@ def refresh_due(eng: Engine, now: float) -> list[tuple[Any, ...]]:
     undo: list[tuple[Any, ...]] = [(eng.refresh_at,)]
     for rq, cfg in fresh:
         old = rq.cfg
-        undo.append((rq, old, rq.cfg_at, rq.conn_throttle, rq.msg_throttle))
+        undo.append((rq, old, rq.cfg_at, rq.conn_throttle, rq.msg_throttle, rq.msg_throttles))
         rq.cfg = cfg
         rq.cfg_at = now
         if cfg != old:
@@ -119,6 +132,7 @@ def refresh_due(eng: Engine, now: float) -> list[tuple[Any, ...]]:
 def undo_refresh(eng: Engine, undo: list[tuple[Any, ...]]) -> None:
     """Put back what `refresh_due` changed (the event was refused after it)."""
     eng.refresh_at = undo[0][0]
-    for rq, cfg, cfg_at, conn_throttle, msg_throttle in undo[1:]:
+    for rq, cfg, cfg_at, conn_throttle, msg_throttle, msg_throttles in undo[1:]:
         rq.cfg, rq.cfg_at = cfg, cfg_at
         rq.conn_throttle, rq.msg_throttle = conn_throttle, msg_throttle
+        rq.msg_throttles = msg_throttles

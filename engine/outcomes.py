@@ -19,6 +19,7 @@ decides what follows, as KumoMTA's dispatcher does:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine import dispatch, flow, metrics, records
@@ -26,6 +27,14 @@ from engine.effects import CancelTimer, Log, SetTimer
 from engine.message import compact_recipients
 from engine.ready import ConnCtx
 from engine.reply import Reply
+from engine.session_model import (
+    HostFailed,
+    RecipientResult,
+    ReconnectInClear,
+    SessionClosed,
+    SessionReady,
+    TransactionDone,
+)
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -35,18 +44,30 @@ CLOSED_MID_TXN = Reply.make(451, "4.4.2", "connection closed during the transact
 
 
 def run_step(eng: Engine, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: float) -> None:
-    """Carry a session step: its effects out (tracking timers), its outcomes in."""
+    """Carry a session step: its effects out (tracking timers), its outcomes in.
+
+    A `CancelTimer` followed, within the same event, by a `SetTimer` of the same
+    timer (a session reaching IDLE and at once starting the next transaction)
+    is dropped: setting an armed timer re-arms it, so the pair is one SetTimer
+    (see `Engine.handle`)."""
     effects, outcomes = step
     timers = eng.timers
     out = eng.out
     for e in effects:
-        if type(e) is SetTimer:
-            timers[e.timer] = e.at
-        elif type(e) is CancelTimer:
+        t = type(e)
+        if t is SetTimer:
+            timer = e.timer
+            timers[timer] = e.at
+            cancelled = eng.cancelled
+            if cancelled and timer in cancelled:
+                out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
+                eng.dropped = True
+        elif t is CancelTimer:
             timers.pop(e.timer, None)
+            eng.cancelled[e.timer] = len(out)
         out.append(e)
     for o in outcomes:
-        _HANDLERS[type(o).__name__](eng, ctx, o, now)
+        _HANDLERS[type(o)](eng, ctx, o, now)
 
 
 def session_ready(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
@@ -143,11 +164,11 @@ def session_closed(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
     dispatch.pump(eng, rq, now)
 
 
-_HANDLERS = {
-    "SessionReady": session_ready,
-    "RecipientResult": recipient_result,
-    "TransactionDone": transaction_done,
-    "HostFailed": host_failed,
-    "ReconnectInClear": reconnect_in_clear,
-    "SessionClosed": session_closed,
+_HANDLERS: dict[type, Callable[[Engine, ConnCtx, Any, float], None]] = {
+    SessionReady: session_ready,
+    RecipientResult: recipient_result,
+    TransactionDone: transaction_done,
+    HostFailed: host_failed,
+    ReconnectInClear: reconnect_in_clear,
+    SessionClosed: session_closed,
 }

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 class WeightedRoundRobin:
     """Smooth weighted round robin over ``(name, weight)`` entries."""
 
-    __slots__ = ("_current", "_names", "_total", "_weights")
+    __slots__ = ("_current", "_names", "_total", "_weights", "names")
 
     def __init__(self, entries: Sequence[tuple[str, int]]) -> None:
         usable = [(n, int(w)) for n, w in entries if int(w) > 0]
@@ -25,11 +25,8 @@ class WeightedRoundRobin:
         self._weights = [w for _, w in usable]
         self._current = [0] * len(usable)
         self._total = sum(self._weights)
+        self.names = tuple(self._names)  # the sources it picks from, in pool order
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The sources it picks from (those with a positive weight), in pool order."""
-        return tuple(self._names)
 
     def pick(self) -> str:
         """The next source name."""

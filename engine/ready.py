@@ -67,9 +67,9 @@ class ConnCtx:
 class ReadyQueue:
     """The ready queue of one egress path."""
 
-    __slots__ = ("cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "maint_at",
-                 "messages", "msg_throttle", "mx", "open", "path", "ready_timer", "site",
-                 "source", "source_name", "suspended")
+    __slots__ = ("cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "idle",
+                 "maint_at", "messages", "msg_throttle", "msg_throttles", "mx", "open", "path",
+                 "ready_timer", "site", "source", "source_name", "suspended")
 
     def __init__(self, path: str, source_name: str, source: Any, site: str, domain: str,
                  mx: tuple[Any, ...], cfg: Any, now: float) -> None:
@@ -84,9 +84,13 @@ class ReadyQueue:
         self.messages: deque[Message] = deque()
         self.conns: dict[int, ConnCtx] = {}
         self.open = 0  # connections counted against connection_limit (not closing)
+        self.idle: dict[int, ConnCtx] = {}  # sessions waiting under their idle timer
         self.failures = 0  # consecutive exhausted plans
         self.conn_throttle: Any = None
         self.msg_throttle: Any = None
+        # every message-rate GCRA a transaction must pass: the path's own and the
+        # shared additional ones, rebuilt whenever the config changes
+        self.msg_throttles: tuple[Any, ...] = ()
         self.suspended = False  # admin Suspend
         self.ready_timer: float | None = None  # ("ready", path) armed at
         self.maint_at: float | None = None  # ("maint", path) armed at

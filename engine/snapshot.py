@@ -29,7 +29,7 @@ from engine.errors import JournalError
 MAGIC = b"EGSNAP"
 VERSION = 2
 _POLICY = "egress-policy"
-_SKIP = ("policy", "out")
+_SKIP = ("policy", "out", "cancelled", "dropped")
 
 E = TypeVar("E")
 
@@ -89,4 +89,6 @@ def load(cls: type[E], data: bytes, policy: Any) -> E:
     vars(eng).update(state)
     eng.policy = policy  # type: ignore[attr-defined]
     eng.out = []  # type: ignore[attr-defined]
+    eng.cancelled = {}  # type: ignore[attr-defined]
+    eng.dropped = False  # type: ignore[attr-defined]
     return eng
