@@ -1,0 +1,162 @@
+"""The fast SMTP listener: a plain asyncio Protocol in place of aiosmtpd.
+
+Profiling `egress deliver` end to end (BENCHMARKS.md, "Delivery and end to
+end") put about 40 % of the relay's time inside aiosmtpd itself: a
+`StreamReader.readuntil` per body line, the `email` address parser per
+MAIL/RCPT, a coroutine and a `drain()` per reply.  `Listener` keeps
+`IngestServer`'s constructor, attributes and promises (relay control, the
+250 only after every `Submission` committed, 451 when the commit fails, 552
+over the size limit, X-Tenant/X-Campaign, graceful `stop(grace)`; see
+`engine.live.ingest`) and does the work differently:
+
+* one receive buffer per connection; `data_received` handles every complete
+  command in it, in order, and sends all their replies in one write (RFC
+  2920 pipelining falls out of this);
+* DATA is not read line by line: the buffer is searched for CRLF "." CRLF
+  (from where the last search stopped) and un-dot-stuffed with one
+  `bytes.replace` (`listener_wire.undot`);
+* the commit is the only coroutine: a task per message awaits the submit
+  callback, then the reply is queued and the buffer processed again.  While
+  it runs, bytes that arrive are only buffered.
+
+Divergences from aiosmtpd, on purpose: replies carry enhanced status codes
+(ENHANCEDSTATUSCODES is advertised); the null sender ``MAIL FROM:<>`` is
+submitted as ``""`` (aiosmtpd gave ``"<>"``, which the delivery side would
+have sent as ``MAIL FROM:<<>>``); command lines may be up to 2048 bytes
+(aiosmtpd: 512) and body lines are not limited (aiosmtpd: 1001); an idle
+client is told ``421 4.4.2`` before the close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from engine.cidr import CidrSet
+from engine.live.ingest import (
+    DEFAULT_ALLOWED_NETWORKS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    SubmitCallback,
+)
+from engine.live.listener_session import SmtpConnection
+
+__all__ = ["Listener"]
+
+log = logging.getLogger("egress.listener")
+
+
+class Listener:
+    """An SMTP listener that turns accepted mail into `Submission`s; IngestServer's drop-in.
+
+    `submit` is awaited per submission and must return the new message ids
+    after the journal committed them.  `allowed_networks` (a `CidrSet` or a
+    list of CIDR strings) may relay without AUTH; `auth` maps user -> password
+    for AUTH PLAIN/LOGIN (None: AUTH not offered), offered only over TLS or to
+    a loopback client.  `tls_context` enables STARTTLS.  `timeout` closes a
+    connection idle that many seconds.  Start with ``await listener.start()``
+    or ``async with``; `port` 0 picks a free port, readable as ``.port``.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 2525,
+        *,
+        submit: SubmitCallback,
+        allowed_networks: CidrSet | Iterable[str] | None = None,
+        auth: Mapping[str, str] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_recipients: int = 1024,
+        tls_context: ssl.SSLContext | None = None,
+        hostname: str | None = None,
+        tenant_header: str = "X-Tenant",
+        campaign_header: str = "X-Campaign",
+        timeout: float = 300.0,
+    ) -> None:
+        if not callable(submit):
+            raise TypeError(f"Listener submit must be an async callable, not {submit!r}")
+        for name, value in (("max_message_size", max_message_size),
+                            ("max_recipients", max_recipients)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"Listener {name} must be an integer above 0, not {value!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ValueError(f"Listener timeout must be a number of seconds above 0, not "
+                             f"{timeout!r}")
+        if auth is not None and not all(
+            isinstance(u, str) and isinstance(p, str) and u and p for u, p in auth.items()
+        ):
+            raise ValueError("Listener auth must map non-empty user names to non-empty "
+                             "password strings")
+        for name, header in (("tenant_header", tenant_header),
+                             ("campaign_header", campaign_header)):
+            if not isinstance(header, str) or not header or not header.isascii() or any(
+                c in header for c in ": \t\r\n"
+            ):
+                raise ValueError(f"Listener {name} must be a header field name such as "
+                                 f"'X-Tenant', not {header!r}")
+        self.host = host
+        self.port = port
+        self.submit = submit
+        if allowed_networks is None:
+            allowed_networks = DEFAULT_ALLOWED_NETWORKS
+        self.allowed_networks = CidrSet.coerce(
+            allowed_networks if isinstance(allowed_networks, CidrSet | str)
+            else list(allowed_networks), key="allowed_networks")
+        self.auth = dict(auth) if auth is not None else None
+        self.max_message_size = max_message_size
+        self.max_recipients = max_recipients
+        self.tls_context = tls_context
+        self.hostname = hostname or socket.gethostname()
+        self.tenant_header = tenant_header
+        self.campaign_header = campaign_header
+        self.timeout = float(timeout)
+        self._tenant_key = tenant_header.lower().encode() + b":"
+        self._campaign_key = campaign_header.lower().encode() + b":"
+        self.accepted = 0  # submissions committed and acknowledged
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[SmtpConnection] = set()
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        """Listen on the running loop."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: SmtpConnection(self), self.host,
+                                                self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("listener: listening on %s:%d", self.host, self.port)
+
+    def _commit_started(self) -> None:
+        self._busy += 1
+        self._idle.clear()
+
+    def _commit_ended(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._idle.set()
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting, let committing transactions finish (up to `grace` s), close."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            log.warning("listener: %d transactions still committing after %.1fs; closing",
+                        self._busy, grace)
+        for conn in list(self._conns):
+            conn.close()
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> Listener:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()

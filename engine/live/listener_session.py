@@ -1,0 +1,535 @@
+"""One SMTP server connection of the fast listener, as an asyncio Protocol.
+
+`SmtpConnection` holds the receive buffer and the session state (greeted,
+TLS, authenticated, the envelope).  `data_received` appends to the buffer
+and `_process` takes out every complete unit in order: a command line (up to
+LF), an AUTH continuation line, or a whole DATA body (up to CRLF "." CRLF).
+Replies are queued as bytes and written once per pass, so a pipelined batch
+is answered by one write.  The only suspension is the commit of a finished
+message: a task awaits the listener's submit callback, then queues the 250
+(or 451) and resumes the pass; bytes arriving meanwhile are only buffered.
+STARTTLS hands the transport to `loop.start_tls` and discards anything the
+client pipelined after it in clear (RFC 3207).  The listener object itself
+(`engine.live.listener.Listener`) holds the configuration and the commit
+bookkeeping for `stop(grace)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import TYPE_CHECKING, Any
+
+from engine.live.ingest import Submission, _domain, _is_loopback, split_by_domain
+from engine.live.listener_wire import (
+    AddressError,
+    b64,
+    fast_metadata,
+    parse_mail_params,
+    parse_path,
+    undot,
+)
+
+if TYPE_CHECKING:
+    from engine.live.listener import Listener
+
+__all__ = ["MAX_COMMAND_LINE", "SmtpConnection"]
+
+log = logging.getLogger("egress.listener")
+
+MAX_COMMAND_LINE = 2048  # bytes with CRLF; Postfix's line_length_limit (RFC 5321 minimum 512)
+BOGUS_LIMIT = 5  # unrecognised commands before the connection is dropped (as aiosmtpd)
+
+_CMD, _DATA, _AUTH, _TLS, _CLOSED = range(5)
+
+OK = b"250 2.0.0 OK\r\n"
+_BAD_SEQ_HELO = b"503 5.5.1 Error: send HELO first\r\n"
+_DATA_GO = b"354 End data with <CR><LF>.<CR><LF>\r\n"
+_TOO_LONG = b"500 5.5.2 Error: command line too long\r\n"
+_TOO_BIG = b"552 5.3.4 Error: too much mail data\r\n"
+_AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
+_AUTH_BAD = b"535 5.7.8 Authentication credentials invalid\r\n"
+_BAD_B64 = b"501 5.5.2 Can't decode base64\r\n"
+_COMMANDS = "AUTH DATA EHLO EXPN HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"
+
+
+class SmtpConnection(asyncio.Protocol):
+    """The server side of one SMTP connection (see the module docstring)."""
+
+    def __init__(self, owner: Listener) -> None:
+        self.owner = owner
+        self.transport: Any = None
+        self.peer = ""
+        self.loopback = False
+        self.buf = bytearray()
+        self.out: list[bytes] = []
+        self.state = _CMD
+        self.helo: str | None = None
+        self.esmtp = False
+        self.tls = False
+        self.user: str | None = None
+        self.sender: str | None = None
+        self.rcpts: list[str] = []
+        self.scan = 0  # where the next search for the end of DATA starts
+        self.too_big = False
+        self.skipping = False  # inside an overlong command line
+        self.bogus = 0
+        self.auth_step: tuple[str, bytes | None] | None = None
+        self.committing = False
+        self.last_active = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- connection life ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = (str(peer[0]) if isinstance(peer, tuple) else str(peer or "")).split("%")[0]
+        self.loopback = _is_loopback(self.peer)
+        owner = self.owner
+        owner._conns.add(self)
+        loop = asyncio.get_running_loop()
+        self.last_active = loop.time()
+        self.timer = loop.call_at(self.last_active + owner.timeout, self._check_idle)
+        self.transport.write(f"220 {owner.hostname} ESMTP egress\r\n".encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = _CLOSED
+        self.owner._conns.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def close(self) -> None:
+        """Close the connection (what a half-received message is lost to: no 250 was sent)."""
+        if self.state != _CLOSED:
+            self.state = _CLOSED
+            self.transport.close()
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self.last_active + self.owner.timeout
+        if self.state == _CLOSED:
+            return
+        if self.committing or loop.time() < due:
+            self.timer = loop.call_at(max(due, loop.time() + 1.0), self._check_idle)
+            return
+        log.info("listener: %s idle for %.0fs; closing", self.peer, self.owner.timeout)
+        self.transport.write(b"421 4.4.2 " + self.owner.hostname.encode() +
+                             b" idle timeout, closing connection\r\n")
+        self.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self.last_active = asyncio.get_running_loop().time()
+        if not self.committing and self.state != _TLS:
+            self._process()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; a half-received message is dropped
+
+    # -- the pass over the buffer ------------------------------------------------
+
+    def _process(self) -> None:
+        buf = self.buf
+        out = self.out
+        pos = 0
+        while not self.committing:
+            state = self.state
+            if state == _DATA:
+                if pos:
+                    del buf[:pos]
+                    pos = 0
+                if not self._take_body():
+                    break
+                continue
+            if state != _CMD and state != _AUTH:
+                break
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                if len(buf) - pos > MAX_COMMAND_LINE:
+                    self.skipping = True
+                    pos = len(buf)
+                break
+            line = bytes(buf[pos:nl]).rstrip(b"\r\n")
+            pos = nl + 1
+            if self.skipping or len(line) > MAX_COMMAND_LINE - 2:
+                self.skipping = False
+                out.append(_TOO_LONG)
+            elif state == _AUTH:
+                self._auth_continue(line)
+            else:
+                self._command(line)
+                if self.state == _TLS:
+                    pos = 0  # the buffer was emptied by STARTTLS
+                    break
+        if pos:
+            del buf[:pos]
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+            out.clear()
+
+    def _take_body(self) -> bool:
+        """Complete the DATA body at the head of the buffer; False when more is needed."""
+        buf = self.buf
+        if not self.too_big and self.scan == 0 and buf[:3] == b".\r\n":
+            end, after = 0, 3  # an empty message
+        else:
+            if self.scan == 0 and len(buf) < 3 and b".\r\n".startswith(bytes(buf)):
+                return False
+            i = buf.find(b"\r\n.\r\n", self.scan)
+            if i < 0:
+                if len(buf) > self.owner.max_message_size + 5:
+                    self.too_big = True  # keep only what may begin the terminator
+                    del buf[:-4]
+                self.scan = max(0, len(buf) - 4)
+                return False
+            end, after = i + 2, i + 5
+        raw = bytes(buf[:end])
+        del buf[:after]
+        self.scan = 0
+        self.state = _CMD
+        too_big, self.too_big = self.too_big, False
+        if too_big or len(raw) > self.owner.max_message_size:
+            self._reset()
+            self.out.append(_TOO_BIG)
+        else:
+            self._message(undot(raw))
+        return True
+
+    # -- commands ----------------------------------------------------------------
+
+    def _command(self, line: bytes) -> None:
+        out = self.out
+        sp = line.find(b" ")
+        verb = (line if sp < 0 else line[:sp]).upper()
+        handler = _HANDLERS.get(verb)
+        if handler is None:
+            if not line:
+                out.append(b"500 5.5.2 Error: bad syntax\r\n")
+                return
+            self.bogus += 1
+            if self.bogus >= BOGUS_LIMIT:
+                out.append(b"502 5.5.1 Too many unrecognized commands, goodbye.\r\n")
+                self._close_after_write()
+                return
+            name = verb.decode("ascii", "replace")
+            out.append(f'500 5.5.1 Error: command "{name}" not recognized\r\n'.encode())
+            return
+        try:
+            arg = "" if sp < 0 else line[sp + 1 :].strip().decode("ascii")
+        except UnicodeDecodeError:
+            out.append(b"500 5.5.2 Error: strict ASCII mode (SMTPUTF8 is not offered)\r\n")
+            return
+        handler(self, arg)
+
+    def _close_after_write(self) -> None:
+        self.transport.write(b"".join(self.out))
+        self.out.clear()
+        self.close()
+
+    def _reset(self) -> None:
+        self.sender = None
+        self.rcpts = []
+
+    def _ehlo(self, arg: str) -> None:
+        if not arg:
+            self.out.append(b"501 5.5.4 Syntax: EHLO hostname\r\n")
+            return
+        owner = self.owner
+        self._reset()
+        self.helo = arg
+        self.esmtp = True
+        lines = [owner.hostname, "PIPELINING", f"SIZE {owner.max_message_size}", "8BITMIME",
+                 "ENHANCEDSTATUSCODES"]
+        if owner.tls_context is not None and not self.tls:
+            lines.append("STARTTLS")
+        if owner.auth is not None and (self.tls or self.loopback):
+            lines.append("AUTH LOGIN PLAIN")
+        lines.append("HELP")
+        last = len(lines) - 1
+        self.out.append("".join(f"250{' ' if i == last else '-'}{text}\r\n"
+                                for i, text in enumerate(lines)).encode())
+
+    def _helo(self, arg: str) -> None:
+        if not arg:
+            self.out.append(b"501 5.5.4 Syntax: HELO hostname\r\n")
+            return
+        self._reset()
+        self.helo = arg
+        self.esmtp = False
+        self.out.append(f"250 {self.owner.hostname}\r\n".encode())
+
+    def _mail(self, arg: str) -> None:
+        out = self.out
+        if self.helo is None:
+            out.append(_BAD_SEQ_HELO)
+            return
+        try:
+            addr, params = parse_path(arg, "FROM:")
+        except AddressError as exc:
+            text = str(exc)
+            if self.esmtp and text.startswith("501"):
+                text += " [SP <mail-parameters>]"
+            out.append(f"{text}\r\n".encode())
+            return
+        if params and not self.esmtp:
+            out.append(b"501 5.5.4 Syntax: MAIL FROM: <address>\r\n")
+            return
+        if self.sender is not None:
+            out.append(b"503 5.5.1 Error: nested MAIL command\r\n")
+            return
+        checked = parse_mail_params(params, self.owner.max_message_size)
+        if checked.error is not None:
+            out.append(checked.error)
+            return
+        self.sender = addr
+        out.append(b"250 2.1.0 OK\r\n")
+
+    def _rcpt(self, arg: str) -> None:
+        out = self.out
+        owner = self.owner
+        if self.helo is None:
+            out.append(_BAD_SEQ_HELO)
+            return
+        if self.sender is None:
+            out.append(b"503 5.5.1 Error: need MAIL command\r\n")
+            return
+        try:
+            addr, params = parse_path(arg, "TO:")
+        except AddressError as exc:
+            out.append(f"{exc}\r\n".encode())
+            return
+        if not addr:
+            out.append(b"501 5.5.4 Syntax: RCPT TO: <address>\r\n")
+        elif params:
+            out.append(b"555 5.5.4 RCPT TO parameters not recognized or not implemented\r\n"
+                       if self.esmtp else b"501 5.5.4 Syntax: RCPT TO: <address>\r\n")
+        elif self.user is None and self.peer not in owner.allowed_networks:
+            out.append(b"550 5.7.1 relaying denied\r\n")
+        elif not _valid_recipient(addr):
+            out.append(b"501 5.1.3 recipient must be an address of the form local@domain\r\n")
+        elif len(self.rcpts) >= owner.max_recipients:
+            out.append(f"452 4.5.3 too many recipients (at most {owner.max_recipients})\r\n"
+                       .encode())
+        else:
+            self.rcpts.append(addr)
+            out.append(b"250 2.1.5 OK\r\n")
+
+    def _data(self, arg: str) -> None:
+        if self.helo is None:
+            self.out.append(_BAD_SEQ_HELO)
+        elif not self.rcpts:
+            self.out.append(b"503 5.5.1 Error: need RCPT command\r\n")
+        elif arg:
+            self.out.append(b"501 5.5.4 Syntax: DATA\r\n")
+        else:
+            self.state = _DATA
+            self.scan = 0
+            self.out.append(_DATA_GO)
+
+    def _rset(self, arg: str) -> None:
+        if arg:
+            self.out.append(b"501 5.5.4 Syntax: RSET\r\n")
+        else:
+            self._reset()
+            self.out.append(OK)
+
+    def _noop(self, arg: str) -> None:
+        self.out.append(OK)
+
+    def _quit(self, arg: str) -> None:
+        if arg:
+            self.out.append(b"501 5.5.4 Syntax: QUIT\r\n")
+            return
+        self.out.append(b"221 2.0.0 Bye\r\n")
+        self._close_after_write()
+
+    def _help(self, arg: str) -> None:
+        self.out.append(f"250 Supported commands: {_COMMANDS}\r\n".encode())
+
+    def _vrfy(self, arg: str) -> None:
+        self.out.append(b"252 2.5.2 Cannot VRFY user, but will accept message and attempt "
+                        b"delivery\r\n" if arg else b"501 5.5.4 Syntax: VRFY <address>\r\n")
+
+    def _expn(self, arg: str) -> None:
+        self.out.append(b"502 5.5.1 EXPN not implemented\r\n")
+
+    # -- the message and its commit ------------------------------------------------
+
+    def _message(self, content: bytes) -> None:
+        owner = self.owner
+        sender, rcpts = self.sender or "", self.rcpts
+        self._reset()
+        tenant, campaign = fast_metadata(content, owner._tenant_key, owner._campaign_key,
+                                         owner.tenant_header, owner.campaign_header)
+        subs = split_by_domain(sender, rcpts, content, tenant=tenant, campaign=campaign,
+                               peer=self.peer)
+        self.committing = True
+        owner._commit_started()
+        self.task = asyncio.get_running_loop().create_task(self._commit(subs))
+
+    async def _commit(self, subs: list[Submission]) -> None:
+        owner = self.owner
+        try:
+            ids: list[str] = []
+            for sub in subs:
+                ids.extend(await owner.submit(sub))
+        except Exception:
+            log.exception("listener: submission from %s failed; replying 451", self.peer)
+            reply = b"451 4.3.0 temporary failure, message not accepted; try again later\r\n"
+        else:
+            owner.accepted += len(subs)
+            reply = f"250 2.0.0 OK ids={','.join(ids)}\r\n".encode()
+        finally:
+            owner._commit_ended()
+            self.committing = False
+            self.task = None
+        if self.state != _CLOSED:
+            self.out.append(reply)
+            self._process()
+
+    # -- AUTH and STARTTLS --------------------------------------------------------
+
+    def _auth(self, arg: str) -> None:
+        out = self.out
+        owner = self.owner
+        words = arg.split()
+        if self.helo is None:
+            out.append(b"503 5.5.1 Error: send EHLO first\r\n")
+        elif not self.esmtp:
+            out.append(b"500 5.5.1 Error: command 'AUTH' not recognized\r\n")
+        elif not self.tls and not self.loopback:
+            out.append(b"538 5.7.11 Encryption required for requested authentication "
+                       b"mechanism\r\n")
+        elif self.user is not None:
+            out.append(b"503 5.5.1 Already authenticated\r\n")
+        elif not words:
+            out.append(b"501 5.5.4 Not enough value\r\n")
+        elif len(words) > 2:
+            out.append(b"501 5.5.4 Too many values\r\n")
+        elif words[0].upper() not in ("PLAIN", "LOGIN"):
+            out.append(b"504 5.5.4 Unrecognized authentication type\r\n")
+        elif owner.auth is None:
+            out.append(b"502 5.5.1 AUTH not available\r\n")
+        else:
+            mech = words[0].upper()
+            if len(words) == 1:
+                self.auth_step = (mech, None)
+                self.state = _AUTH
+                out.append(b"334 \r\n" if mech == "PLAIN" else b"334 VXNlcm5hbWU6\r\n")
+                return
+            blob = b64(words[1].encode())
+            if blob is None:
+                out.append(_BAD_B64)
+            elif mech == "PLAIN":
+                self._auth_plain(blob)
+            else:
+                self.auth_step = ("LOGIN", blob)
+                self.state = _AUTH
+                out.append(b"334 UGFzc3dvcmQ6\r\n")
+
+    def _auth_continue(self, line: bytes) -> None:
+        assert self.auth_step is not None
+        mech, user = self.auth_step
+        self.state = _CMD
+        self.auth_step = None
+        line = line.strip()
+        if line == b"*":
+            self.out.append(b"501 5.7.0 Auth aborted\r\n")
+            return
+        blob = b64(line)
+        if blob is None:
+            self.out.append(_BAD_B64)
+        elif mech == "PLAIN":
+            self._auth_plain(blob)
+        elif user is None:
+            self.auth_step = ("LOGIN", blob)
+            self.state = _AUTH
+            self.out.append(b"334 UGFzc3dvcmQ6\r\n")
+        else:
+            self._check_password("LOGIN", user, blob)
+
+    def _auth_plain(self, blob: bytes) -> None:
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            self.out.append(b"501 5.5.2 Can't split auth value\r\n")
+        else:
+            self._check_password("PLAIN", parts[1], parts[2])
+
+    def _check_password(self, mech: str, login: bytes, password: bytes) -> None:
+        assert self.owner.auth is not None
+        user = login.decode("utf-8", "replace")
+        expected = self.owner.auth.get(user)
+        if expected is not None and hmac.compare_digest(expected.encode(), password):
+            self.user = user
+            self.out.append(_AUTH_OK)
+        else:
+            log.warning("listener: AUTH %s failed for user %r from %s", mech, user, self.peer)
+            self.out.append(_AUTH_BAD)
+
+    def _starttls(self, arg: str) -> None:
+        ctx = self.owner.tls_context
+        if arg:
+            self.out.append(b"501 5.5.4 Syntax: STARTTLS\r\n")
+        elif ctx is None:
+            self.out.append(b"454 4.7.0 TLS not available\r\n")
+        elif self.tls:
+            self.out.append(b"503 5.5.1 Error: TLS already active\r\n")
+        else:
+            self.out.append(b"220 2.0.0 Ready to start TLS\r\n")
+            self.transport.write(b"".join(self.out))
+            self.out.clear()
+            self.transport.pause_reading()
+            self.buf.clear()  # anything pipelined after STARTTLS in clear is dropped (RFC 3207)
+            self.state = _TLS
+            self.task = asyncio.get_running_loop().create_task(self._upgrade(ctx))
+
+    async def _upgrade(self, ctx: Any) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(self.transport, self, ctx, server_side=True,
+                                       ssl_handshake_timeout=min(self.owner.timeout, 60.0))
+        except Exception as exc:  # handshake failure, timeout, reset: all end the connection
+            log.info("listener: TLS handshake with %s failed: %s", self.peer, exc)
+            self.task = None
+            self.close()
+            return
+        self.task = None
+        if self.state == _CLOSED or tls is None:
+            return
+        self.transport = tls
+        self.tls = True
+        self.helo = None  # RFC 3207: forget what the client said in clear
+        self.esmtp = False
+        self.user = None
+        self._reset()
+        self.state = _CMD
+        self._process()
+
+
+def _valid_recipient(addr: str) -> bool:
+    try:
+        _domain(addr)
+    except ValueError:
+        return False
+    return True
+
+
+_HANDLERS: dict[bytes, Any] = {
+    b"EHLO": SmtpConnection._ehlo,
+    b"HELO": SmtpConnection._helo,
+    b"MAIL": SmtpConnection._mail,
+    b"RCPT": SmtpConnection._rcpt,
+    b"DATA": SmtpConnection._data,
+    b"RSET": SmtpConnection._rset,
+    b"NOOP": SmtpConnection._noop,
+    b"QUIT": SmtpConnection._quit,
+    b"HELP": SmtpConnection._help,
+    b"VRFY": SmtpConnection._vrfy,
+    b"EXPN": SmtpConnection._expn,
+    b"AUTH": SmtpConnection._auth,
+    b"STARTTLS": SmtpConnection._starttls,
+}

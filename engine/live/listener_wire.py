@@ -1,0 +1,186 @@
+"""The byte-level pieces of the fast SMTP listener: replies, addresses, DATA, headers.
+
+`engine.live.listener` is the asyncio Protocol (connection life, state,
+commits); this module holds what it does to bytes, as plain functions with no
+I/O, so each can be tested on its own and the protocol stays short.  They are
+shaped for speed on the listener's hot path: bytes methods (`find`, `split`,
+`replace`) over whole buffers, never a regex or the `email` package per
+command, and reply lines prebuilt as bytes.
+
+What aiosmtpd did and this keeps (see `engine.live.ingest` for the listener
+it replaces): command lines end at LF (a bare LF is accepted, trailing CR/LF
+stripped); DATA lines end only at CRLF, so a bare LF inside the body is kept
+as it is (neither normalised nor refused) and only CRLF "." CRLF ends the
+body; the first "." of every body line is removed (RFC 5321 4.5.2); the size
+limit is on the body as sent (dot-stuffed, with its final CRLF).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from engine.live.ingest import metadata_from_headers
+
+__all__ = [
+    "AddressError",
+    "MailParams",
+    "fast_metadata",
+    "parse_mail_params",
+    "parse_path",
+    "undot",
+]
+
+
+class AddressError(ValueError):
+    """A MAIL/RCPT argument that is not a path; the message is the reply to send."""
+
+
+def parse_path(arg: str, keyword: str) -> tuple[str, str]:
+    """``"FROM:<a@b> SIZE=5"`` -> ``("a@b", "SIZE=5")`` for keyword ``"FROM:"``.
+
+    A null path ``<>`` gives ``""``.  Raises `AddressError` whose text is the
+    reply: ``501`` when the keyword or address is missing, ``553`` when the
+    angle brackets do not close.  An address without brackets is taken up to
+    the first space, as aiosmtpd's parser did.
+    """
+    n = len(keyword)
+    if arg[:n].upper() != keyword:
+        raise AddressError(f"501 5.5.4 Syntax: {'MAIL FROM' if n == 5 else 'RCPT TO'}:"
+                           " <address>")
+    rest = arg[n:].lstrip()
+    if not rest:
+        raise AddressError(f"501 5.5.4 Syntax: {'MAIL FROM' if n == 5 else 'RCPT TO'}:"
+                           " <address>")
+    if rest[0] == "<":
+        close = rest.find(">")
+        if close < 0:
+            raise AddressError("553 5.1.3 Error: malformed address")
+        addr = rest[1:close]
+        params = rest[close + 1 :].strip()
+        if ":" in addr and addr.startswith("@"):  # source route <@a,@b:user@c>
+            addr = addr[addr.index(":") + 1 :]
+    else:
+        addr, _, params = rest.partition(" ")
+        params = params.strip()
+        if not addr:
+            raise AddressError("553 5.1.3 Error: malformed address")
+    if "<" in addr or (" " in addr and not addr.startswith('"')):
+        raise AddressError("553 5.1.3 Error: malformed address")
+    return addr, params
+
+
+class MailParams:
+    """The outcome of parsing MAIL FROM's ESMTP parameters (`parse_mail_params`)."""
+
+    __slots__ = ("error", "size")
+
+    def __init__(self, size: int | None = None, error: bytes | None = None) -> None:
+        self.size = size
+        self.error = error
+
+
+_SYNTAX_MAIL = b"501 5.5.4 Syntax: MAIL FROM: <address> [SP <mail-parameters>]\r\n"
+
+
+def parse_mail_params(params: str, max_size: int) -> MailParams:
+    """Check MAIL's parameters: BODY=7BIT|8BITMIME and SIZE=n are known, nothing else.
+
+    Mirrors aiosmtpd: a malformed parameter or a non-numeric SIZE is a 501,
+    SIZE over `max_size` a 552, SMTPUTF8 a 501 (not offered), any other a 555.
+    """
+    if not params:
+        return MailParams()
+    size: int | None = None
+    for word in params.upper().split():
+        name, eq, value = word.partition("=")
+        if not name.isalnum() or (eq and not value):
+            return MailParams(error=_SYNTAX_MAIL)
+        if name == "BODY":
+            if value not in ("7BIT", "8BITMIME"):
+                return MailParams(error=b"501 5.5.4 Error: BODY can only be one of 7BIT, "
+                                        b"8BITMIME\r\n")
+        elif name == "SIZE":
+            if not value.isdigit():
+                return MailParams(error=_SYNTAX_MAIL)
+            size = int(value)
+            if size > max_size:
+                return MailParams(error=b"552 5.3.4 Error: message size exceeds fixed "
+                                        b"maximum message size\r\n")
+        elif name == "SMTPUTF8":
+            return MailParams(error=b"501 5.5.4 Error: SMTPUTF8 disabled\r\n")
+        else:
+            return MailParams(error=b"555 5.5.4 MAIL FROM parameters not recognized or not "
+                                    b"implemented\r\n")
+    return MailParams(size=size)
+
+
+def undot(raw: bytes) -> bytes:
+    """Remove the transparency dot of every body line (RFC 5321 4.5.2), in one pass.
+
+    `raw` is the body as sent, without the final "." CRLF.  Only lines that
+    begin after a CRLF count, as aiosmtpd read lines up to CRLF.
+    """
+    if raw[:1] == b".":
+        raw = raw[1:]
+    if b"\r\n." in raw:
+        raw = raw.replace(b"\r\n.", b"\r\n")
+    return raw
+
+
+def b64(blob: bytes) -> bytes | None:
+    """Strict base64 decoding; None when the blob is not valid base64."""
+    try:
+        return base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _is_name(name: bytes) -> bool:
+    # A header field name as the email package's feedparser takes it: printable ASCII, no
+    # space, no colon (its headerRE is [\041-\071\073-\176]*:).
+    return name.isalnum() or all(33 <= c <= 126 for c in name)
+
+
+def fast_metadata(content: bytes, tenant_header: bytes, campaign_header: bytes,
+                  tenant_name: str, campaign_name: str) -> tuple[str, str]:
+    """(tenant, campaign) exactly as `metadata_from_headers` reads them, but quicker.
+
+    `tenant_header`/`campaign_header` are the lowercased names plus ``b":"``.
+    Most messages carry neither header: one `find` over the lowercased header
+    block answers that.  A plain ASCII, CRLF-only header block is scanned
+    here; anything unusual (8-bit bytes, bare LF or CR, a line that is not a
+    header, a leading "From " line) goes to the `email` parser itself.
+    """
+    end = content.find(b"\r\n\r\n")
+    head = content if end < 0 else content[: end + 2]
+    low = head.lower()
+    if tenant_header not in low and campaign_header not in low:
+        return "", ""
+    if (not head.isascii() or head.count(b"\n") != head.count(b"\r\n")
+            or head.count(b"\r") != head.count(b"\r\n") or low.startswith(b"from ")
+            or (end < 0 and not head.endswith(b"\r\n"))):
+        return metadata_from_headers(content, tenant_name, campaign_name)
+    found: dict[bytes, list[bytes]] = {}
+    current: list[bytes] | None = None
+    for n, line in enumerate(head[:-2].split(b"\r\n")):
+        if line[:1] in (b" ", b"\t"):
+            if n == 0:  # a continuation with nothing to continue
+                return metadata_from_headers(content, tenant_name, campaign_name)
+            if current is not None:
+                current.append(line)
+            continue
+        colon = line.find(b":")
+        if colon <= 0 or not _is_name(line[:colon]):
+            return metadata_from_headers(content, tenant_name, campaign_name)
+        key = line[: colon + 1].lower()
+        if key in (tenant_header, campaign_header) and key not in found:
+            current = found[key] = [line[colon + 1 :]]
+        else:
+            current = None
+
+    def value(key: bytes) -> str:
+        parts = found.get(key)
+        return "" if parts is None else " ".join(b" ".join(parts).decode("ascii").split())
+
+    return value(tenant_header), value(campaign_header)
