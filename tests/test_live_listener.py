@@ -1,0 +1,295 @@
+"""engine/live/listener.py: the fast SMTP listener, IngestServer's drop-in.
+
+The first half repeats tests/test_live_ingest.py's behaviours over both
+classes (real listener on 127.0.0.1, real aiosmtplib client, a recording
+stand-in for the journal).  The second half drives the Listener with raw
+bytes over a loopback socket for the protocol's edge cases (pipelining,
+split reads, dot-stuffing, bare LF, limits, STARTTLS, AUTH), comparing reply
+codes with aiosmtpd where the behaviour is meant to be the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiosmtplib
+import pytest
+import trustme
+
+from engine.cidr import CidrSet
+from engine.live.ingest import IngestServer, Submission
+from engine.live.listener import Listener
+
+MSG = (b"From: a@sender.test\r\nTo: x@one.test\r\nX-Tenant: acme\r\n"
+       b"X-Campaign:  spring\r\n  sale\r\nSubject: hi\r\n\r\nbody line\r\n")
+BOTH = pytest.mark.parametrize("cls", [IngestServer, Listener], ids=["aiosmtpd", "listener"])
+Server = type[IngestServer] | type[Listener]
+
+
+class Journal:
+    """A stand-in for the journal: commits after an optional gate, or fails."""
+
+    def __init__(self) -> None:
+        self.committed: list[Submission] = []
+        self.gate: asyncio.Event | None = None
+        self.fail = False
+
+    async def __call__(self, sub: Submission) -> list[str]:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise OSError("disk full")
+        self.committed.append(sub)
+        return [f"id{len(self.committed)}"]
+
+
+def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+def client(server: Any, **kw: Any) -> aiosmtplib.SMTP:
+    return aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False,
+                           timeout=5, **kw)
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("ingest.test").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    client_ctx.check_hostname = False  # we dial 127.0.0.1; the chain is still verified
+    return server_ctx, client_ctx
+
+
+# -- IngestServer's behaviours, over both classes ----------------------------------------
+
+
+@BOTH
+def test_accepts_splits_by_domain_and_reads_tenant_campaign(cls: Server) -> None:
+    journal = Journal()
+
+    async def go() -> str:
+        async with cls("127.0.0.1", 0, submit=journal) as server, client(server) as c:
+            errors, reply = await c.sendmail(
+                "a@sender.test", ["x@one.test", "y@Two.test", "z@ONE.test"], MSG)
+            assert errors == {}
+            assert "pipelining" in c.esmtp_extensions
+            assert "auth" not in c.esmtp_extensions
+            assert server.accepted == 2
+            return reply
+
+    assert run(go) == "2.0.0 OK ids=id1,id2"
+    assert journal.committed == [
+        Submission("a@sender.test", ("x@one.test", "z@ONE.test"), MSG, "acme", "spring sale",
+                   "127.0.0.1"),
+        Submission("a@sender.test", ("y@Two.test",), MSG, "acme", "spring sale", "127.0.0.1"),
+    ]
+
+
+@BOTH
+def test_250_only_after_the_commit_completes(cls: Server) -> None:
+    journal = Journal()
+    journal.gate = asyncio.Event()
+
+    async def go() -> None:
+        async with cls("127.0.0.1", 0, submit=journal) as server, client(server) as c:
+            send = asyncio.ensure_future(c.sendmail("a@s.test", ["x@one.test"], MSG))
+            await asyncio.sleep(0.2)
+            assert not send.done()
+            assert journal.committed == []
+            assert journal.gate is not None
+            journal.gate.set()
+            _, reply = await asyncio.wait_for(send, 5)
+            assert reply == "2.0.0 OK ids=id1"
+
+    run(go)
+    assert len(journal.committed) == 1
+
+
+@BOTH
+def test_commit_failure_gives_451_and_no_acknowledgement(cls: Server) -> None:
+    journal = Journal()
+    journal.fail = True
+
+    async def go() -> aiosmtplib.SMTPDataError:
+        async with cls("127.0.0.1", 0, submit=journal) as server, client(server) as c:
+            with pytest.raises(aiosmtplib.SMTPDataError) as err:
+                await c.sendmail("a@s.test", ["x@one.test"], MSG)
+            assert server.accepted == 0
+            # the session goes on: the next message is accepted once the journal recovers
+            journal.fail = False
+            _, reply = await c.sendmail("a@s.test", ["x@one.test"], MSG)
+            assert reply == "2.0.0 OK ids=id1"
+            return err.value
+
+    err = run(go)
+    assert (err.code, err.message) == (
+        451, "4.3.0 temporary failure, message not accepted; try again later")
+
+
+@BOTH
+def test_client_outside_allowed_networks_is_refused_no_open_relay(cls: Server) -> None:
+    journal = Journal()
+
+    async def go() -> aiosmtplib.SMTPRecipientsRefused:
+        outside = CidrSet(["10.0.0.0/8", "::1"])
+        async with cls("127.0.0.1", 0, submit=journal,
+                       allowed_networks=outside) as server, client(server) as c:
+            with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as err:
+                await c.sendmail("a@s.test", ["victim@elsewhere.test"], MSG)
+            return err.value
+
+    [refusal] = run(go).recipients
+    assert (refusal.code, refusal.message) == (550, "5.7.1 relaying denied")
+    assert journal.committed == []
+
+
+@BOTH
+def test_authenticated_client_may_relay_from_outside(cls: Server) -> None:
+    journal = Journal()
+
+    async def go() -> tuple[int, str]:
+        async with cls("127.0.0.1", 0, submit=journal, allowed_networks=["192.0.2.0/24"],
+                       auth={"alice": "s3cret"}) as server:
+            async with client(server) as bad:
+                with pytest.raises(aiosmtplib.SMTPAuthenticationError) as err:
+                    await bad.login("alice", "wrong")
+                with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+                    await bad.sendmail("a@s.test", ["x@one.test"], MSG)
+            async with client(server, username="alice", password="s3cret") as good:
+                _, reply = await good.sendmail("a@s.test", ["x@one.test"], MSG)
+            return err.value.code, reply
+
+    assert run(go) == (535, "2.0.0 OK ids=id1")
+    assert [s.recipients for s in journal.committed] == [("x@one.test",)]
+
+
+@BOTH
+def test_auth_over_starttls(cls: Server) -> None:
+    journal = Journal()
+    server_ctx, client_ctx = tls_contexts()
+
+    async def go() -> str:
+        async with cls("127.0.0.1", 0, submit=journal, allowed_networks=[],
+                       auth={"bob": "pw"}, tls_context=server_ctx,
+                       hostname="ingest.test") as server:
+            c = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=True,
+                                tls_context=client_ctx, username="bob", password="pw",
+                                timeout=5)
+            async with c:
+                assert c.get_transport_info("ssl_object") is not None
+                _, reply = await c.sendmail("a@s.test", ["x@one.test"], MSG)
+            return reply
+
+    assert run(go) == "2.0.0 OK ids=id1"
+
+
+@BOTH
+def test_auth_disabled_is_not_offered_and_refused(cls: Server) -> None:
+    async def go() -> aiosmtplib.SMTPResponse:
+        async with cls("127.0.0.1", 0, submit=Journal()) as server, client(server) as c:
+            await c.ehlo()
+            return await c.execute_command(b"AUTH", b"PLAIN", b"AGFsaWNlAHB3")
+
+    resp = run(go)
+    assert (resp.code, resp.message) == (502, "5.5.1 AUTH not available")
+
+
+@BOTH
+def test_message_over_max_size_is_refused_and_the_session_goes_on(cls: Server) -> None:
+    journal = Journal()
+
+    async def go() -> int:
+        async with (cls("127.0.0.1", 0, submit=journal, max_message_size=100) as server,
+                    client(server) as c):
+            with pytest.raises(aiosmtplib.SMTPResponseException) as err:
+                await c.sendmail("a@s.test", ["x@one.test"], MSG + b"x" * 200)
+            await c.rset()
+            _, reply = await c.sendmail("a@s.test", ["x@one.test"], b"Subject: s\r\n\r\nok\r\n")
+            assert reply == "2.0.0 OK ids=id1"
+            return err.value.code
+
+    assert run(go) == 552
+    assert [s.content for s in journal.committed] == [b"Subject: s\r\n\r\nok\r\n"]
+
+
+@BOTH
+def test_graceful_stop_lets_a_committing_transaction_finish(cls: Server) -> None:
+    journal = Journal()
+    journal.gate = asyncio.Event()
+
+    async def go() -> str:
+        server = cls("127.0.0.1", 0, submit=journal)
+        await server.start()
+        c = client(server)
+        await c.connect()
+        send = asyncio.ensure_future(c.sendmail("a@s.test", ["x@one.test"], MSG))
+        await asyncio.sleep(0.2)
+        stopping = asyncio.ensure_future(server.stop(grace=5))
+        await asyncio.sleep(0.1)
+        assert not stopping.done()
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", server.port)
+        assert journal.gate is not None
+        journal.gate.set()
+        _, reply = await asyncio.wait_for(send, 5)
+        await asyncio.wait_for(stopping, 5)
+        c.close()
+        return reply
+
+    assert run(go) == "2.0.0 OK ids=id1"
+
+
+@BOTH
+def test_custom_header_names(cls: Server) -> None:
+    journal = Journal()
+    content = b"X-Kumo-Tenant: t1\r\nX-Tenant: ignored\r\n\r\nX-Kumo-Campaign: in body\r\n"
+
+    async def go() -> None:
+        async with (cls("127.0.0.1", 0, submit=journal, tenant_header="X-Kumo-Tenant",
+                        campaign_header="X-Kumo-Campaign") as server, client(server) as c):
+            await c.sendmail("a@s.test", ["p@a.test"], content)
+
+    run(go)
+    assert [(s.tenant, s.campaign) for s in journal.committed] == [("t1", "")]
+
+
+@BOTH
+def test_max_recipients(cls: Server) -> None:
+    journal = Journal()
+
+    async def go() -> dict[str, Any]:
+        async with (cls("127.0.0.1", 0, submit=journal, max_recipients=2) as server,
+                    client(server) as c):
+            errors, _ = await c.sendmail("a@s.test", ["p@a.test", "q@a.test", "r@a.test"], MSG)
+            return {k: (v.code, v.message) for k, v in errors.items()}
+
+    assert run(go) == {"r@a.test": (452, "4.5.3 too many recipients (at most 2)")}
+    assert [s.recipients for s in journal.committed] == [("p@a.test", "q@a.test")]
+
+
+@BOTH
+def test_constructor_validation(cls: Server) -> None:
+    with pytest.raises(ValueError, match="max_message_size must be an integer above 0, not 0"):
+        cls(submit=Journal(), max_message_size=0)
+    with pytest.raises(ValueError, match="max_recipients must be an integer above 0, not -1"):
+        cls(submit=Journal(), max_recipients=-1)
+    with pytest.raises(ValueError, match="not a CIDR network"):
+        cls(submit=Journal(), allowed_networks=["10.0.0.300/8"])
+    with pytest.raises(ValueError, match="auth must map non-empty user names"):
+        cls(submit=Journal(), auth={"": "pw"})
+    with pytest.raises(TypeError, match="submit must be an async callable, not 3"):
+        cls(submit=3)  # type: ignore[arg-type]
+
+
+def test_listener_only_validation() -> None:
+    with pytest.raises(ValueError, match="tenant_header must be a header field name such as "
+                                         "'X-Tenant', not 'X Tenant:'"):
+        Listener(submit=Journal(), tenant_header="X Tenant:")
+    with pytest.raises(ValueError, match="timeout must be a number of seconds above 0, not 0"):
+        Listener(submit=Journal(), timeout=0)
