@@ -8,8 +8,7 @@ Replies are queued as bytes and written once per pass, so a pipelined batch
 is answered by one write.  The only suspension is the commit of a finished
 message: a task awaits the listener's submit callback, then queues the 250
 (or 451) and resumes the pass; bytes arriving meanwhile are only buffered.
-STARTTLS hands the transport to `loop.start_tls` and discards anything the
-client pipelined after it in clear (RFC 3207).  The listener object itself
+AUTH and STARTTLS are in `engine.live.listener_auth` (a mixin).  The listener object itself
 (`engine.live.listener.Listener`) holds the configuration and the commit
 bookkeeping for `stop(grace)`.
 """
@@ -17,14 +16,18 @@ bookkeeping for `stop(grace)`.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from typing import TYPE_CHECKING, Any
 
 from engine.live.ingest import Submission, _domain, _is_loopback, split_by_domain
+from engine.live.listener_auth import AUTH as _AUTH
+from engine.live.listener_auth import CLOSED as _CLOSED
+from engine.live.listener_auth import CMD as _CMD
+from engine.live.listener_auth import DATA as _DATA
+from engine.live.listener_auth import TLS as _TLS
+from engine.live.listener_auth import AuthTlsMixin
 from engine.live.listener_wire import (
     AddressError,
-    b64,
     fast_metadata,
     parse_mail_params,
     parse_path,
@@ -41,20 +44,15 @@ log = logging.getLogger("egress.listener")
 MAX_COMMAND_LINE = 2048  # bytes with CRLF; Postfix's line_length_limit (RFC 5321 minimum 512)
 BOGUS_LIMIT = 5  # unrecognised commands before the connection is dropped (as aiosmtpd)
 
-_CMD, _DATA, _AUTH, _TLS, _CLOSED = range(5)
-
 OK = b"250 2.0.0 OK\r\n"
 _BAD_SEQ_HELO = b"503 5.5.1 Error: send HELO first\r\n"
 _DATA_GO = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 _TOO_LONG = b"500 5.5.2 Error: command line too long\r\n"
 _TOO_BIG = b"552 5.3.4 Error: too much mail data\r\n"
-_AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
-_AUTH_BAD = b"535 5.7.8 Authentication credentials invalid\r\n"
-_BAD_B64 = b"501 5.5.2 Can't decode base64\r\n"
 _COMMANDS = "AUTH DATA EHLO EXPN HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"
 
 
-class SmtpConnection(asyncio.Protocol):
+class SmtpConnection(AuthTlsMixin, asyncio.Protocol):
     """The server side of one SMTP connection (see the module docstring)."""
 
     def __init__(self, owner: Listener) -> None:
@@ -390,124 +388,6 @@ class SmtpConnection(asyncio.Protocol):
         if self.state != _CLOSED:
             self.out.append(reply)
             self._process()
-
-    # -- AUTH and STARTTLS --------------------------------------------------------
-
-    def _auth(self, arg: str) -> None:
-        out = self.out
-        owner = self.owner
-        words = arg.split()
-        if self.helo is None:
-            out.append(b"503 5.5.1 Error: send EHLO first\r\n")
-        elif not self.esmtp:
-            out.append(b"500 5.5.1 Error: command 'AUTH' not recognized\r\n")
-        elif not self.tls and not self.loopback:
-            out.append(b"538 5.7.11 Encryption required for requested authentication "
-                       b"mechanism\r\n")
-        elif self.user is not None:
-            out.append(b"503 5.5.1 Already authenticated\r\n")
-        elif not words:
-            out.append(b"501 5.5.4 Not enough value\r\n")
-        elif len(words) > 2:
-            out.append(b"501 5.5.4 Too many values\r\n")
-        elif words[0].upper() not in ("PLAIN", "LOGIN"):
-            out.append(b"504 5.5.4 Unrecognized authentication type\r\n")
-        elif owner.auth is None:
-            out.append(b"502 5.5.1 AUTH not available\r\n")
-        else:
-            mech = words[0].upper()
-            if len(words) == 1:
-                self.auth_step = (mech, None)
-                self.state = _AUTH
-                out.append(b"334 \r\n" if mech == "PLAIN" else b"334 VXNlcm5hbWU6\r\n")
-                return
-            blob = b64(words[1].encode())
-            if blob is None:
-                out.append(_BAD_B64)
-            elif mech == "PLAIN":
-                self._auth_plain(blob)
-            else:
-                self.auth_step = ("LOGIN", blob)
-                self.state = _AUTH
-                out.append(b"334 UGFzc3dvcmQ6\r\n")
-
-    def _auth_continue(self, line: bytes) -> None:
-        assert self.auth_step is not None
-        mech, user = self.auth_step
-        self.state = _CMD
-        self.auth_step = None
-        line = line.strip()
-        if line == b"*":
-            self.out.append(b"501 5.7.0 Auth aborted\r\n")
-            return
-        blob = b64(line)
-        if blob is None:
-            self.out.append(_BAD_B64)
-        elif mech == "PLAIN":
-            self._auth_plain(blob)
-        elif user is None:
-            self.auth_step = ("LOGIN", blob)
-            self.state = _AUTH
-            self.out.append(b"334 UGFzc3dvcmQ6\r\n")
-        else:
-            self._check_password("LOGIN", user, blob)
-
-    def _auth_plain(self, blob: bytes) -> None:
-        parts = blob.split(b"\x00")
-        if len(parts) != 3:
-            self.out.append(b"501 5.5.2 Can't split auth value\r\n")
-        else:
-            self._check_password("PLAIN", parts[1], parts[2])
-
-    def _check_password(self, mech: str, login: bytes, password: bytes) -> None:
-        assert self.owner.auth is not None
-        user = login.decode("utf-8", "replace")
-        expected = self.owner.auth.get(user)
-        if expected is not None and hmac.compare_digest(expected.encode(), password):
-            self.user = user
-            self.out.append(_AUTH_OK)
-        else:
-            log.warning("listener: AUTH %s failed for user %r from %s", mech, user, self.peer)
-            self.out.append(_AUTH_BAD)
-
-    def _starttls(self, arg: str) -> None:
-        ctx = self.owner.tls_context
-        if arg:
-            self.out.append(b"501 5.5.4 Syntax: STARTTLS\r\n")
-        elif ctx is None:
-            self.out.append(b"454 4.7.0 TLS not available\r\n")
-        elif self.tls:
-            self.out.append(b"503 5.5.1 Error: TLS already active\r\n")
-        else:
-            self.out.append(b"220 2.0.0 Ready to start TLS\r\n")
-            self.transport.write(b"".join(self.out))
-            self.out.clear()
-            self.transport.pause_reading()
-            self.buf.clear()  # anything pipelined after STARTTLS in clear is dropped (RFC 3207)
-            self.state = _TLS
-            self.task = asyncio.get_running_loop().create_task(self._upgrade(ctx))
-
-    async def _upgrade(self, ctx: Any) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            tls = await loop.start_tls(self.transport, self, ctx, server_side=True,
-                                       ssl_handshake_timeout=min(self.owner.timeout, 60.0))
-        except Exception as exc:  # handshake failure, timeout, reset: all end the connection
-            log.info("listener: TLS handshake with %s failed: %s", self.peer, exc)
-            self.task = None
-            self.close()
-            return
-        self.task = None
-        if self.state == _CLOSED or tls is None:
-            return
-        self.transport = tls
-        self.tls = True
-        self.helo = None  # RFC 3207: forget what the client said in clear
-        self.esmtp = False
-        self.user = None
-        self._reset()
-        self.state = _CMD
-        self._process()
 
 
 def _valid_recipient(addr: str) -> bool:
