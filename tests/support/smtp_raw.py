@@ -82,5 +82,7 @@ class RawClient:
         assert self.reader is not None
         try:
             return await asyncio.wait_for(self.reader.read(), self.timeout) == b""
-        except (ConnectionError, TimeoutError):
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
             return False
