@@ -14,6 +14,12 @@ clients in this process send instead (slower: the client is Python too).
 
     python -m bench.listener                # 20,000 messages, 3 rounds
     python -m bench.listener --quick        # 2,000 messages, 1 round
+    python -m bench.listener --e2e          # also egress deliver end to end, both ways
+
+``--e2e`` runs bench.e2e's egress figure (smtp-source -> ``egress deliver``
+with its journal -> smtp-sink) twice per round: as it is, and with the
+service's IngestServer swapped for the Listener in the child process (until
+engine/live/service.py switches, that swap is how the figure is taken).
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from bench import peers
 
@@ -59,7 +68,72 @@ async def _serve(kind: str, port: int) -> int:
     return 0
 
 
+def _egress_with_listener(argv: list[str]) -> int:
+    """``egress ARGV`` with the service's IngestServer replaced by the Listener."""
+    import engine.live.service as service
+    from engine.cli import main as egress_main
+    from engine.live.listener import Listener
+
+    service.IngestServer = Listener  # type: ignore[misc,assignment]
+    return egress_main(argv)
+
+
 # -- the parent ---------------------------------------------------------------------
+
+
+@contextmanager
+def _egress_uses_listener() -> Iterator[None]:
+    """While inside, bench.e2e starts ``egress deliver`` through `_egress_with_listener`."""
+    real = subprocess.Popen
+
+    def popen(cmd: Any, *a: Any, **kw: Any) -> Any:
+        if isinstance(cmd, list) and "engine.cli" in cmd:
+            at = cmd.index("engine.cli")
+            cmd = [*cmd[: at - 1], "-m", "bench.listener", "--egress-cli", *cmd[at + 1 :]]
+        return real(cmd, *a, **kw)
+
+    subprocess.Popen = popen  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        subprocess.Popen = real  # type: ignore[misc]
+
+
+def run_e2e(messages: int, rounds: int, timeout: float) -> None:
+    """bench.e2e's egress figure with aiosmtpd and with the Listener, rounds alternated."""
+    from bench import e2e
+
+    rates: dict[str, list[float]] = {k: [] for k in KINDS}
+    ratios: list[float] = []
+    print(f"\ne2e: smtp-source -d -s {e2e.SESSIONS} -m {messages:,} -l {e2e.SIZE} -> "
+          "egress deliver (journal on) -> smtp-sink")
+    with e2e.peers.DnsServer({e2e.DOMAIN: "127.0.0.2"}) as dns:
+        for r in range(rounds):
+            got: dict[str, float] = {}
+            for i, kind in enumerate(KINDS[r % 2:] + KINDS[: r % 2]):
+                host = f"127.0.1.{2 + i}"
+                dns.domains[e2e.DOMAIN] = host
+                if kind == "listener":
+                    with _egress_uses_listener():
+                        result = e2e.measure("egress", messages, host, dns, timeout)
+                else:
+                    result = e2e.measure("egress", messages, host, dns, timeout)
+                cpu = "" if result.cpu is None else f"   relay cpu/wall {result.cpu:.2f}"
+                print(f"  round {r + 1}: {kind:<9} "
+                      f"{f'{result.rate:,.0f} msg/s' if result.rate else result.note}{cpu}",
+                      flush=True)
+                if result.rate:
+                    got[kind] = result.rate
+                    rates[kind].append(result.rate)
+            if len(got) == 2:
+                ratios.append(got["listener"] / got["aiosmtpd"])
+    for kind in KINDS:
+        if rates[kind]:
+            print(f"e2e egress with {kind:<9} median {statistics.median(rates[kind]):>7,.0f} "
+                  f"msg/s")
+    if ratios:
+        print(f"e2e egress, Listener / IngestServer: {statistics.median(ratios):.2f}x "
+              f"(median of {len(ratios)} round(s))")
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -115,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
     ap.add_argument("--quick", action="store_true", help="2,000 messages, one round")
+    ap.add_argument("--e2e", action="store_true",
+                    help="also egress deliver end to end with each listener")
     ap.add_argument("--serve", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--egress-cli"]:
+        return _egress_with_listener(argv[1:])
     args = ap.parse_args(argv)
     if args.serve:
         kind, port = args.serve
@@ -156,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{max(xs):>9,.0f} {load:>9}")
     print(f"Listener / IngestServer: {statistics.median(ratios):.2f}x "
           f"(median of {len(ratios)} round(s))")
+    if args.e2e:
+        run_e2e(args.messages, args.rounds, args.timeout * 1.5)
     return 0
 
 
