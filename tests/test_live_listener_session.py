@@ -99,6 +99,12 @@ class _Transport:
     def close(self) -> None:
         self.closed = True
 
+    def pause_reading(self) -> None:
+        self.writes.append(b"<paused>")
+
+    def resume_reading(self) -> None:
+        self.writes.append(b"<resumed>")
+
 
 def drive(chunks: list[bytes], peer: str = "127.0.0.1", **kw: Any
           ) -> tuple[list[bytes], Journal]:
@@ -295,3 +301,34 @@ def test_idle_client_is_told_421_and_closed() -> None:
     (reply, closed), _ = session(Listener, script, timeout=0.3)
     assert reply == (421, ["4.4.2 mx.test idle timeout, closing connection"])
     assert closed is True
+
+
+def test_reading_pauses_while_a_commit_waits_and_the_client_keeps_sending() -> None:
+    gate_journal = Journal()
+
+    async def go() -> list[bytes]:
+        gate = asyncio.Event()
+
+        async def submit(sub: Submission) -> list[str]:
+            await gate.wait()
+            return await gate_journal(sub)
+
+        conn = SmtpConnection(Listener(submit=submit, hostname="mx.test"))
+        transport = _Transport("127.0.0.1")
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.data_received(b"HELO c\r\nMAIL FROM:<a@s.test>\r\nRCPT TO:<x@o.test>\r\n"
+                           b"DATA\r\nhi\r\n.\r\n")
+        for _ in range(3):
+            conn.data_received(b"NOOP\r\n" * 100_000)  # 600 KB each, not waiting for the 250
+        await asyncio.sleep(0)
+        gate.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        conn.connection_lost(None)
+        return transport.writes
+
+    writes = asyncio.run(go())
+    assert writes[2:4] == [b"<paused>", b"<resumed>"]
+    assert writes[4] == b"250 2.0.0 OK ids=id1\r\n" + b"250 2.0.0 OK\r\n" * 300_000
+    assert len(writes) == 5
+    assert [s.content for s in gate_journal.committed] == [b"hi\r\n"]

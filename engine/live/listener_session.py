@@ -19,7 +19,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from engine.live.ingest import Submission, _domain, _is_loopback, split_by_domain
+from engine.live.ingest import Submission, _is_loopback, split_by_domain
 from engine.live.listener_auth import AUTH as _AUTH
 from engine.live.listener_auth import CLOSED as _CLOSED
 from engine.live.listener_auth import CMD as _CMD
@@ -32,6 +32,7 @@ from engine.live.listener_wire import (
     parse_mail_params,
     parse_path,
     undot,
+    valid_recipient,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = ["MAX_COMMAND_LINE", "SmtpConnection"]
 log = logging.getLogger("egress.listener")
 
 MAX_COMMAND_LINE = 2048  # bytes with CRLF; Postfix's line_length_limit (RFC 5321 minimum 512)
+MAX_BUFFERED = 1 << 20  # bytes buffered during a commit before reading pauses
 BOGUS_LIMIT = 5  # unrecognised commands before the connection is dropped (as aiosmtpd)
 
 OK = b"250 2.0.0 OK\r\n"
@@ -75,6 +77,7 @@ class SmtpConnection(AuthTlsMixin, asyncio.Protocol):
         self.bogus = 0
         self.auth_step: tuple[str, bytes | None] | None = None
         self.committing = False
+        self.paused = False  # reading paused while a commit runs and the buffer is full
         self.last_active = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
@@ -124,6 +127,9 @@ class SmtpConnection(AuthTlsMixin, asyncio.Protocol):
         self.last_active = asyncio.get_running_loop().time()
         if not self.committing and self.state != _TLS:
             self._process()
+        elif self.committing and not self.paused and len(self.buf) > MAX_BUFFERED:
+            self.paused = True  # a client that does not wait for the 250: stop reading
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         return False  # close our side too; a half-received message is dropped
@@ -307,7 +313,7 @@ class SmtpConnection(AuthTlsMixin, asyncio.Protocol):
                        if self.esmtp else b"501 5.5.4 Syntax: RCPT TO: <address>\r\n")
         elif self.user is None and self.peer not in owner.allowed_networks:
             out.append(b"550 5.7.1 relaying denied\r\n")
-        elif not _valid_recipient(addr):
+        elif not valid_recipient(addr):
             out.append(b"501 5.1.3 recipient must be an address of the form local@domain\r\n")
         elif len(self.rcpts) >= owner.max_recipients:
             out.append(f"452 4.5.3 too many recipients (at most {owner.max_recipients})\r\n"
@@ -387,15 +393,10 @@ class SmtpConnection(AuthTlsMixin, asyncio.Protocol):
             self.task = None
         if self.state != _CLOSED:
             self.out.append(reply)
+            if self.paused:
+                self.paused = False
+                self.transport.resume_reading()
             self._process()
-
-
-def _valid_recipient(addr: str) -> bool:
-    try:
-        _domain(addr)
-    except ValueError:
-        return False
-    return True
 
 
 _HANDLERS: dict[bytes, Any] = {

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from engine.live.ingest import metadata_from_headers
+from engine.live.ingest import _domain, metadata_from_headers
 
 __all__ = [
     "AddressError",
@@ -29,6 +29,7 @@ __all__ = [
     "parse_mail_params",
     "parse_path",
     "undot",
+    "valid_recipient",
 ]
 
 
@@ -68,6 +69,15 @@ def parse_path(arg: str, keyword: str) -> tuple[str, str]:
     if "<" in addr or (" " in addr and not addr.startswith('"')):
         raise AddressError("553 5.1.3 Error: malformed address")
     return addr, params
+
+
+def valid_recipient(addr: str) -> bool:
+    """True for ``local@domain`` (what `Submission` will take), as IngestServer checked."""
+    try:
+        _domain(addr)
+    except ValueError:
+        return False
+    return True
 
 
 class MailParams:
