@@ -11,7 +11,6 @@ codes with aiosmtpd where the behaviour is meant to be the same.
 from __future__ import annotations
 
 import asyncio
-import base64
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
