@@ -126,19 +126,27 @@ def new_conn(eng: Engine, rq: ReadyQueue, plan: tuple[tuple[str, str], ...],
     rq.conns[conn] = ctx
     rq.open += 1
     eng.conns[conn] = ctx
-    for name in sorted(rq.cfg.additional_connection_limits):
+    ctx.counted = tuple(sorted(rq.cfg.additional_connection_limits))
+    for name in ctx.counted:
         eng.extra_conns[name] = eng.extra_conns.get(name, 0) + 1
     return ctx
 
 
 def mark_closing(eng: Engine, ctx: ConnCtx) -> None:
-    """The connection no longer counts as open (QUIT sent, host failed, closed)."""
+    """The connection takes no new message (QUIT sent, host failed, closed).
+    It still counts against the limits until `release`."""
     if not ctx.closing:
         ctx.closing = True
-        ctx.rq.open -= 1
         ctx.rq.idle.pop(ctx.conn, None)
-        for name in sorted(ctx.rq.cfg.additional_connection_limits):
+
+
+def release(eng: Engine, ctx: ConnCtx) -> None:
+    """The connection is gone: it stops counting against the limits."""
+    if ctx.counted is not None:
+        ctx.rq.open -= 1
+        for name in ctx.counted:
             eng.extra_conns[name] = eng.extra_conns.get(name, 0) - 1
+        ctx.counted = None
 
 
 def tls_for(eng: Engine, ctx: ConnCtx, port: int, now: float

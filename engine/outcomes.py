@@ -145,6 +145,7 @@ def reconnect_in_clear(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
 
 def session_closed(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
     dispatch.mark_closing(eng, ctx)
+    dispatch.release(eng, ctx)
     rq = ctx.rq
     rq.conns.pop(ctx.conn, None)
     eng.conns.pop(ctx.conn, None)

@@ -41,9 +41,9 @@ def ideal_connections(limit: int, depth: int) -> int:
 class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
-    __slots__ = ("address", "closing", "conn", "deliveries", "host", "idle", "last_reply",
-                 "msg", "plan", "plan_index", "rq", "session", "started", "tls", "tls_disabled",
-                 "waiting_tlsa")
+    __slots__ = ("address", "closing", "conn", "counted", "deliveries", "host", "idle",
+                 "last_reply", "msg", "plan", "plan_index", "rq", "session", "started", "tls",
+                 "tls_disabled", "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -57,7 +57,12 @@ class ConnCtx:
         self.started = False  # the held message's transaction has begun
         self.deliveries = 0  # transactions completed on this connection
         self.idle = False  # waiting under an ("idle", conn) timer
-        self.closing = False  # QUIT sent or host failed: no longer counted as open
+        self.closing = False  # QUIT sent or host failed: takes no new message
+        # The additional_connection_limits names it counts against, while it
+        # counts against connection_limit: from Connect until the session is
+        # closed, QUIT exchange included (KumoMTA holds the connection's lease
+        # until the dispatcher ends), so open sockets never pass the limit.
+        self.counted: tuple[str, ...] | None = None
         self.tls: tuple[str, str, str] | None = None  # protocol, cipher, peer subject
         self.tls_disabled = False  # reconnect in clear after a failed handshake
         self.last_reply: Any = None
@@ -83,7 +88,7 @@ class ReadyQueue:
         self.cfg_at = now
         self.messages: deque[Message] = deque()
         self.conns: dict[int, ConnCtx] = {}
-        self.open = 0  # connections counted against connection_limit (not closing)
+        self.open = 0  # connections counted against connection_limit (until closed)
         self.idle: dict[int, ConnCtx] = {}  # sessions waiting under their idle timer
         self.failures = 0  # consecutive exhausted plans
         self.conn_throttle: Any = None
@@ -96,7 +101,7 @@ class ReadyQueue:
         self.maint_at: float | None = None  # ("maint", path) armed at
 
     def open_count(self) -> int:
-        """Connections that count against connection_limit (not quitting)."""
+        """Connections that count against connection_limit (quitting ones too)."""
         return self.open
 
     def held_count(self) -> int:

@@ -47,6 +47,7 @@ def restarted(eng: Engine, ev: Restarted) -> None:
     now = ev.at
     for conn, ctx in list(eng.conns.items()):
         dispatch.mark_closing(eng, ctx)
+        dispatch.release(eng, ctx)
         ctx.rq.conns.pop(conn, None)
         del eng.conns[conn]
         for kind in _CONN_TIMERS:

@@ -195,3 +195,15 @@ def test_to_frame_has_one_column_per_series() -> None:
     frame = result.to_frame()
     assert list(frame.index) == list(result.series["t"])
     assert "scheduled_depth" in frame.columns and "delivered_cumulative" in frame.columns
+
+
+def test_a_quitting_connection_counts_until_it_is_closed() -> None:
+    # After max_deliveries_per_connection the session QUITs; its replacement may
+    # open only once the old socket is gone, so open sockets never pass the limit.
+    result = run(scenario(
+        messages=300, egress={"connection_limit": 2, "max_deliveries_per_connection": 5},
+        host={"data_latency": "50ms"},
+    ))
+    assert result.summary["delivered"] == 300
+    assert max(result.summary["peak_connections"].values()) == 2
+    assert result.series["connections"].max() <= 2
