@@ -203,6 +203,10 @@ class Engine:
         """Messages waiting in each ready queue (not those held by connections)."""
         return {p: len(rq.messages) for p, rq in self.paths.items()}
 
+    def ready_peaks(self) -> dict[str, int]:
+        """The deepest each ready queue has ever been (exact, not sampled)."""
+        return {p: rq.peak for p, rq in self.paths.items()}
+
     def connection_counts(self) -> dict[str, int]:
         """Open connections per path (a quitting connection no longer counts)."""
         return {p: rq.open_count() for p, rq in self.paths.items()}

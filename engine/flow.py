@@ -187,6 +187,8 @@ def enqueue_ready(eng: Engine, rq: ReadyQueue, msg: Message, now: float) -> None
         eng.sched.add(msg, due)
         return
     rq.messages.append(msg)
+    if len(rq.messages) > rq.peak:
+        rq.peak = len(rq.messages)
     msg._w = READY
     expiry = msg.created + msg.queue.config.max_age
     if rq.maint_at is None or expiry < rq.maint_at:
@@ -198,6 +200,8 @@ def enqueue_ready(eng: Engine, rq: ReadyQueue, msg: Message, now: float) -> None
 def return_to_ready(eng: Engine, rq: ReadyQueue, msg: Message) -> None:
     """A held message that was never attempted goes back to the head of its queue."""
     rq.messages.appendleft(msg)
+    if len(rq.messages) > rq.peak:
+        rq.peak = len(rq.messages)
     msg._w = READY
 
 

@@ -74,7 +74,7 @@ class ReadyQueue:
 
     __slots__ = ("cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "idle",
                  "maint_at", "messages", "msg_throttle", "msg_throttles", "mx", "open", "path",
-                 "ready_timer", "site", "source", "source_name", "suspended")
+                 "peak", "ready_timer", "site", "source", "source_name", "suspended")
 
     def __init__(self, path: str, source_name: str, source: Any, site: str, domain: str,
                  mx: tuple[Any, ...], cfg: Any, now: float) -> None:
@@ -87,6 +87,7 @@ class ReadyQueue:
         self.cfg = cfg
         self.cfg_at = now
         self.messages: deque[Message] = deque()
+        self.peak = 0  # the most messages it ever held waiting (for planners' summaries)
         self.conns: dict[int, ConnCtx] = {}
         self.open = 0  # connections counted against connection_limit (until closed)
         self.idle: dict[int, ConnCtx] = {}  # sessions waiting under their idle timer

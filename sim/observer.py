@@ -45,7 +45,6 @@ class Observer:
         self._bounced_cum = array("q")
         self._ready: dict[str, array[int]] = {}
         self._conns: dict[str, array[int]] = {}
-        self.peak_ready: dict[str, int] = {}
         self.peak_connections: dict[str, int] = {}
 
     # -- records -------------------------------------------------------------
@@ -92,7 +91,7 @@ class Observer:
         self._delivered_cum.append(self.counts["Delivery"])
         self._transient_cum.append(self.counts["TransientFailure"])
         self._bounced_cum.append(self.counts["Bounce"])
-        _append_per_path(self._ready, eng.ready_depths(), n, self.peak_ready)
+        _append_per_path(self._ready, eng.ready_depths(), n, None)
         _append_per_path(self._conns, conn_counts, n, self.peak_connections)
 
     def note_connections(self, path: str, count: int) -> None:
@@ -133,14 +132,14 @@ class Observer:
 
 
 def _append_per_path(
-    table: dict[str, array[int]], values: dict[str, int], n: int, peaks: dict[str, int]
+    table: dict[str, array[int]], values: dict[str, int], n: int, peaks: dict[str, int] | None
 ) -> None:
     for path, value in values.items():
         column = table.get(path)
         if column is None:
             column = table[path] = array("q", bytes(8 * n))  # zeros before it existed
         column.append(value)
-        if value > peaks.get(path, 0):
+        if peaks is not None and value > peaks.get(path, 0):
             peaks[path] = value
     for column in table.values():
         if len(column) == n:

@@ -116,7 +116,7 @@ def run(
         "time_to_deliver_p50": obs.percentile(50),
         "time_to_deliver_p95": obs.percentile(95),
         "time_to_deliver_p99": obs.percentile(99),
-        "peak_ready_depth": dict(sorted(obs.peak_ready.items())),
+        "peak_ready_depth": dict(sorted(driver.engine.ready_peaks().items())),
         "peak_connections": dict(sorted(obs.peak_connections.items())),
         "deferrals": dict(sorted(obs.reasons.items())),
         "records": dict(sorted(counts.items())),

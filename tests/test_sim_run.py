@@ -207,3 +207,13 @@ def test_a_quitting_connection_counts_until_it_is_closed() -> None:
     assert result.summary["delivered"] == 300
     assert max(result.summary["peak_connections"].values()) == 2
     assert result.series["connections"].max() <= 2
+
+
+def test_peak_ready_depth_is_exact_not_sampled() -> None:
+    # Samples every 1 s would miss a burst that fills and drains in between;
+    # the summary's peak comes from the engine itself.
+    result = run(scenario(messages=300, egress={"max_ready": 120, "connection_limit": 4}))
+    peaks = result.summary["peak_ready_depth"]
+    assert max(peaks.values()) == 120
+    assert any("ReadyQueueWasFull" in r["response"]["content"]
+               for r in records_of(result, "Delayed"))
