@@ -272,3 +272,17 @@ def test_submission_validation_and_helpers() -> None:
         IngestServer(submit=Journal(), max_message_size=0)
     with pytest.raises(ValueError, match="not a CIDR network"):
         IngestServer(submit=Journal(), allowed_networks=["10.0.0.300/8"])
+
+
+def test_null_sender_is_submitted_as_empty_string() -> None:
+    # aiosmtpd reports MAIL FROM:<> as "<>"; the engine's null sender is "",
+    # else the delivery side would send MAIL FROM:<<>>.
+    journal = Journal()
+
+    async def go() -> None:
+        async with IngestServer("127.0.0.1", 0, submit=journal) as server, client(server) as c:
+            errors, _ = await c.sendmail("", ["x@one.test"], MSG)  # MAIL FROM:<>
+            assert errors == {}
+
+    run(go)
+    assert [s.sender for s in journal.committed] == [""]

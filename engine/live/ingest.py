@@ -245,7 +245,9 @@ class _Handler:
         assert isinstance(content, bytes)
         tenant, campaign = metadata_from_headers(content, owner.tenant_header,
                                                  owner.campaign_header)
-        subs = split_by_domain(envelope.mail_from or "", envelope.rcpt_tos, content,
+        # aiosmtpd reports the null reverse-path as "<>"; the engine's null sender is "".
+        sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
+        subs = split_by_domain(sender, envelope.rcpt_tos, content,
                                tenant=tenant, campaign=campaign, peer=_peer_ip(session))
         owner._busy += 1
         owner._idle.clear()
