@@ -57,6 +57,14 @@ def plot_run(result: Any, path: str | Path | None = None, *, title: str | None =
     ax_c.set_ylabel("open connections")
     ax_c.legend(fontsize=7, loc="upper right")
 
+    scale = float(s["t"][-1]) / float(x[-1]) if len(x) and x[-1] else 1.0
+    for start, end, label in getattr(result, "windows", ()):
+        for ax in (ax_q, ax_c, ax_r):
+            ax.axvspan(start / scale, end / scale, color="tab:red", alpha=0.08, lw=0)
+        ax_q.annotate(f"outage: {label}", xy=(start / scale, 1.0),
+                      xycoords=("data", "axes fraction"), xytext=(2, -12),
+                      textcoords="offset points", fontsize=7, color="tab:red")
+
     t = s["t"]
     dt = np.diff(t, prepend=t[0] if len(t) else 0.0)
     dt[dt <= 0] = np.nan

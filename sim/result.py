@@ -31,6 +31,8 @@ class SimResult:
     seed: int = 0
     counters: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0  # not in `summary`: a summary is a pure function of the seed
+    # (start, end, label) windows worth marking on a plot: the scenario's outages
+    windows: list[tuple[float, float, str]] = field(default_factory=list)
 
     def to_frame(self) -> Any:
         """The series as a pandas DataFrame indexed by simulated seconds."""
@@ -129,7 +131,18 @@ def run(
         seed=scenario.seed,
         counters=dict(driver.engine.counters),
         wall_seconds=wall,
+        windows=outage_windows(scenario),
     )
+
+
+def outage_windows(scenario: Any) -> list[tuple[float, float, str]]:
+    """Each host outage as (start, end, "host mode"), hosts sharing one merged."""
+    seen: dict[tuple[float, float, str], list[str]] = {}
+    for name, host in sorted(scenario.hosts.items()):
+        for o in getattr(host, "outages", ()):
+            seen.setdefault((o.start, o.end, o.mode), []).append(name)
+    return [(start, end, f"{', '.join(hosts)} {mode}")
+            for (start, end, mode), hosts in sorted(seen.items())]
 
 
 def _traffic_rng(scenario: Any) -> Any:

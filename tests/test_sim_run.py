@@ -217,3 +217,15 @@ def test_peak_ready_depth_is_exact_not_sampled() -> None:
     assert max(peaks.values()) == 120
     assert any("ReadyQueueWasFull" in r["response"]["content"]
                for r in records_of(result, "Delayed"))
+
+
+def test_outage_windows_are_reported_for_plots(tmp_path: Any) -> None:
+    result = run(scenario(
+        messages=200, hosts=2, egress={"connection_limit": 2},
+        host={"data_latency": "50ms",
+              "outages": [{"start": "1s", "end": "3s", "mode": "tempfail"}]},
+    ))
+    assert result.windows == [(1.0, 3.0, "mx0.example.com, mx1.example.com tempfail")]
+    written = result.write(tmp_path)
+    assert (tmp_path / "plot.png") in written
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
