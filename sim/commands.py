@@ -28,7 +28,7 @@ def load(path: str, sets: list[str]) -> Any:
 
 
 def simulate(args: argparse.Namespace) -> int:
-    from sim.result import run
+    from sim.result import RecordFile, run
 
     sets = list(args.set or [])
     if args.seed is not None:
@@ -59,10 +59,15 @@ def simulate(args: argparse.Namespace) -> int:
                 submitted=submitted,
             )
 
-        result = run(scenario, progress=update, keep_records=args.out is not None)
+        if args.out:
+            # Stream records to disk: a million-message run would not fit in memory.
+            with RecordFile(Path(args.out) / "records.jsonl") as sink:
+                result = run(scenario, progress=update, keep_records=False, record_sink=sink)
+        else:
+            result = run(scenario, progress=update, keep_records=False)
     print_summary(console, result)
     if args.out:
-        written = result.write(args.out, plot=not args.no_plot)
+        written = result.write(args.out, plot=not args.no_plot, records=False)
         console.print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

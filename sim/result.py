@@ -49,16 +49,19 @@ class SimResult:
 
         return pd.json_normalize(self.records)
 
-    def write(self, out: str | Path, *, plot: bool = True) -> list[Path]:
-        """Write records.jsonl, series.npz, summary.json and plot.png under `out`."""
+    def write(self, out: str | Path, *, plot: bool = True, records: bool = True) -> list[Path]:
+        """Write records.jsonl, series.npz, summary.json and plot.png under `out`.
+
+        `records=False` leaves records.jsonl alone: for a run that streamed its
+        records there as they came (`RecordFile`), holding none in memory."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
         path = out / "records.jsonl"
-        with path.open("w") as fh:
-            for record in self.records:
-                fh.write(json.dumps(record, separators=(",", ":")))
-                fh.write("\n")
+        if records:
+            with RecordFile(path) as sink:
+                for record in self.records:
+                    sink(record)
         written.append(path)
         path = out / "series.npz"
         np.savez_compressed(path, **{_npz_key(k): v for k, v in self.series.items()})
@@ -73,6 +76,29 @@ class SimResult:
             plot_run(self, path)
             written.append(path)
         return written
+
+
+class RecordFile:
+    """A record sink writing JSON lines: `run(..., record_sink=RecordFile(p))`
+    streams a big run's records to disk instead of holding them in memory."""
+
+    def __init__(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "w", buffering=1 << 20)  # noqa: SIM115 - closed by close()
+        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self._fh.write(self._dumps(record))
+        self._fh.write("\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> RecordFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _npz_key(name: str) -> str:
