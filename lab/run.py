@@ -169,7 +169,7 @@ async def _run(
     from engine.live.dns import LiveResolver
     from engine.live.driver import LiveDriver
     from sim.observer import Observer
-    from sim.result import SimResult, _traffic_rng
+    from sim.result import SimResult, _traffic_rng, outage_windows
     from sim.traffic import arrivals
 
     engine = Engine(lab_policy(scenario.policy(), lab.port), seed=scenario.seed, epoch=0.0)
@@ -236,18 +236,19 @@ async def _run(
         await driver.abort_all()
     observer.sample(elapsed, dict(counting.open), final=True)
     return SimResult(
-        summary=_summary(scenario, observer, submitted, elapsed, horizon, lab),
+        summary=_summary(scenario, observer, engine, submitted, elapsed, horizon, lab),
         records=observer.records,
         series=observer.series(),
         scenario_name=scenario.name,
         seed=scenario.seed,
         counters=dict(engine.counters),
         wall_seconds=elapsed,
+        windows=outage_windows(scenario),
     )
 
 
-def _summary(scenario: Any, obs: Any, submitted: int, elapsed: float, horizon: float,
-             lab: Lab) -> dict[str, Any]:
+def _summary(scenario: Any, obs: Any, engine: Any, submitted: int, elapsed: float,
+             horizon: float, lab: Lab) -> dict[str, Any]:
     """The summary `sim.result.run` writes, with the same keys, plus the lab's side."""
     counts = obs.counts
     hosts = lab.counters()  # first: a lab in a child process refreshes its DNS count here
@@ -268,7 +269,7 @@ def _summary(scenario: Any, obs: Any, submitted: int, elapsed: float, horizon: f
         "time_to_deliver_p50": obs.percentile(50),
         "time_to_deliver_p95": obs.percentile(95),
         "time_to_deliver_p99": obs.percentile(99),
-        "peak_ready_depth": dict(sorted(obs.peak_ready.items())),
+        "peak_ready_depth": dict(sorted(engine.ready_peaks().items())),
         "peak_connections": dict(sorted(obs.peak_connections.items())),
         "deferrals": dict(sorted(obs.reasons.items())),
         "records": dict(sorted(counts.items())),
