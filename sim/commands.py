@@ -91,7 +91,7 @@ def print_summary(console: Console, result: Any) -> None:
     for path, n in s["peak_ready_depth"].items():
         table.add_row(f"peak ready depth {path}", str(n))
     for reason, n in s["deferrals"].items():
-        table.add_row(f"deferred: {reason}", f"{n:,}")
+        table.add_row(f"not delivered at once: {reason}", f"{n:,}")
     table.add_row("wall time", f"{result.wall_seconds:.2f} s")
     console.print(table)
 
