@@ -7,6 +7,15 @@ event, so a pipelined batch costs one write and one read wake-up rather than
 a stream read per line.  It decides nothing: whatever it learns goes to the
 driver, which feeds the engine.
 
+Parsing is memoised per read: the parser is a pure function of its state
+and the bytes, so when it holds nothing (no partial line, no open multi-line
+reply) and a read is byte for byte one it parsed before from that same empty
+state, ending on a reply boundary, the replies are the same values.  A
+server answers a pipelined MAIL/RCPT/DATA batch with the same bytes every
+time, so most reads skip the parser; a read that differs (a queue id in the
+reply) is parsed as usual.  The cache is small, shared by the driver's
+connections, and holds only successful parses of short reads.
+
 Three flags keep the events honest across the connection's life:
 `closing` (we asked for the close: no `Closed` event), `broken` (the parser
 refused a line: nothing more is read) and `upgrading` (STARTTLS ordered:
@@ -28,7 +37,13 @@ from engine.wire import ReplyParser
 if TYPE_CHECKING:
     from engine.live.driver import LiveDriver
 
-__all__ = ["SmtpClientProtocol"]
+__all__ = ["CACHED_READS", "CACHED_READ_BYTES", "SmtpClientProtocol"]
+
+CACHED_READS = 256
+"""Distinct reads remembered with their replies (the cache is emptied when full)."""
+
+CACHED_READ_BYTES = 1024
+"""Longest read remembered (an EHLO answer fits; a long multi-line reply does not)."""
 
 
 class SmtpClientProtocol(asyncio.Protocol):
@@ -55,21 +70,37 @@ class SmtpClientProtocol(asyncio.Protocol):
         """Parse what arrived; one `Response` per complete reply, `Malformed` once."""
         if self.closing or self.broken or self.upgrading:
             return
+        parser = self.parser
+        cache = self.driver.reply_cache
+        fresh = not parser.pending
+        if fresh:
+            replies = cache.get(data)
+            if replies is not None:
+                self._replies(replies)
+                return
         try:
-            replies = self.parser.feed(data)
+            got = parser.feed(data)
         except ReplyParseError as exc:
             self.broken = True
             self._replies(getattr(exc, "replies", ()))
             if not (self.closing or self.upgrading):
-                self.driver.feed(Malformed(at=time.time(), conn=self.conn, detail=str(exc)))
+                self.driver.handle_io(Malformed(at=time.time(), conn=self.conn,
+                                                detail=str(exc)))
             return
-        self._replies(replies)
+        if fresh and got and len(data) <= CACHED_READ_BYTES and not parser.pending:
+            if len(cache) >= CACHED_READS:
+                cache.clear()
+            cache[data] = tuple(got)
+        self._replies(got)
 
     def _replies(self, replies: Iterable[Reply]) -> None:
+        at = time.time()  # read together, so arrived together
+        handle = self.driver.handle_io
+        conn = self.conn
         for reply in replies:
             if self.closing or self.upgrading:
                 return
-            self.driver.feed(Response(at=time.time(), conn=self.conn, reply=reply))
+            handle(Response(at=at, conn=conn, reply=reply))
 
     def eof_received(self) -> bool | None:
         """The peer closed its side: close ours too."""

@@ -12,7 +12,32 @@ complete reply becomes one `Response` event, so a pipelined batch costs one
 write and one read wake-up.
 
 Time: events carry Unix time (`time.time()`), so records need no epoch.
-Timers are asyncio `TimerHandle`s, which can be cancelled for real.
+Timers are `engine.live.timers.LiveTimers`: one asyncio handle per timer name,
+re-armed lazily (moving a deadline later costs no handle).
+
+Journaling, two ways.  With ``journal=`` (one event at a time) each accepted
+event is handed over at once, as before.  With ``journal_batch=`` the events
+the driver's own I/O produces (replies, timers, connects, DNS answers) are
+collected and handed over in one list per loop iteration, in exactly the
+order the engine handled them, so one journal append (one request, one
+wake-up of the writer) serves a whole pipelined batch and every connection
+that was readable in that iteration.  Two rules keep the journal's contract
+("the engine's state is a fold over the journal") and its crash safety:
+
+* when the batch sink is called, the engine has handled exactly the events
+  handed over so far, so a snapshot taken inside the sink matches the last
+  seq;
+* `Discard` is passed on (``on_discard``, which drops the body) only after the
+  events that led to it were handed over, so a body is never dropped ahead
+  of the events that finished its message.
+
+`feed()` from outside (a submission, `Restarted`) hands everything over before
+it returns, so its caller can await the commit of what it fed.
+
+Bodies are encoded for the wire once per message and kept until `Discard`
+(bounded), so a retry or a second transaction of the same message does not
+dot-stuff the same bytes again.  Reply bytes go through the core's parser,
+with a small cache of whole reads (`engine.live.connection`).
 """
 
 from __future__ import annotations
@@ -39,34 +64,33 @@ from engine.effects import (
     Verb,
 )
 from engine.errors import ProtocolError
-from engine.events import (
-    Closed,
-    Connected,
-    ConnectFailed,
-    DnsFailure,
-    Event,
-    MtaStsResolved,
-    ResolveFailed,
-    TimerFired,
-    TlsaResolved,
-    TlsEstablished,
-    TlsFailed,
-)
+from engine.events import Event, TimerFired
 from engine.events import Timer as TimerName
 from engine.live.connection import SmtpClientProtocol
-from engine.wire import ReplyParser, encode_auth_plain, encode_body, encode_command
+from engine.live.driver_io import DriverIO
+from engine.live.timers import LiveTimers
+from engine.wire import encode_auth_plain, encode_body, encode_command
 
 log = logging.getLogger("egress.live")
 
 _TXN_START = (Verb.MAIL, Verb.RSET)
 
+BODY_CACHE_BYTES = 64 * 1024 * 1024
+"""Most wire-encoded bodies kept (bytes, all messages together) until their Discard."""
+
 BodySource = Callable[[str], bytes]
 RecordSink = Callable[[dict[str, Any]], None]
 EventSink = Callable[[Event], Any]
+BatchSink = Callable[[list[Event]], Any]
 
 
-class LiveDriver:
-    """Carries out an `Engine`'s effects on a running asyncio loop."""
+class LiveDriver(DriverIO):
+    """Carries out an `Engine`'s effects on a running asyncio loop.
+
+    `journal` receives each accepted event at once; `journal_batch` (instead)
+    receives them as lists, one per loop iteration, in the engine's order
+    (see the module docstring).  Give one or neither.
+    """
 
     def __init__(
         self,
@@ -76,31 +100,66 @@ class LiveDriver:
         bodies: BodySource,
         records: RecordSink | None = None,
         journal: EventSink | None = None,
+        journal_batch: BatchSink | None = None,
         mta_sts: Any | None = None,
         tls_cafile: str | None = None,
         on_discard: Callable[[str], None] | None = None,
     ) -> None:
+        if journal is not None and journal_batch is not None:
+            raise ValueError("LiveDriver takes journal= or journal_batch=, not both")
         self.engine = engine
         self.resolver = resolver
         self.bodies = bodies
         self.records = records
         self.journal = journal
+        self.journal_batch = journal_batch
         self.mta_sts = mta_sts
         self.tls_cafile = tls_cafile
         self.on_discard = on_discard
         self.loop = asyncio.get_running_loop()
-        self._timers: dict[TimerName, asyncio.TimerHandle] = {}
+        self.timers = LiveTimers(self.loop, self._fire)
         self._conns: dict[int, SmtpClientProtocol] = {}
         self._pending: dict[int, asyncio.Task[None]] = {}  # connecting or upgrading
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._unjournaled: list[Event] = []  # batch mode: accepted, not yet handed over
+        self._discards: list[str] = []  # batch mode: Discards waiting for their events
+        self._flush_handle: asyncio.Handle | None = None
+        self._wire_bodies: dict[str, bytes] = {}  # message id -> encode_body(...)
+        self._wire_bytes = 0
+        self.reply_cache: dict[bytes, tuple[Any, ...]] = {}  # see SmtpClientProtocol
         self.protocol_errors = 0  # events the engine refused (driver bugs; should stay 0)
         self.draining = False  # shutting down: start no connection, no transaction
         self.suppressed: set[int] = set()  # conns whose transaction start was not sent
+        self._effects: dict[type, Callable[[Any], None]] = {
+            Send: self._send,
+            SetTimer: self._set_timer,
+            CancelTimer: self._cancel_timer,
+            Log: self._log,
+            Connect: self._connect_effect,
+            Close: self._close_effect,
+            Discard: self._discard,
+            Resolve: lambda eff: self._spawn(self._resolve(eff.domain)),
+            FetchMtaSts: lambda eff: self._spawn(self._fetch_mta_sts(eff.domain)),
+            ResolveTlsa: lambda eff: self._spawn(self._resolve_tlsa(eff.host, eff.port)),
+            StartTls: self._start_tls,
+        }
 
-    # -- the one way in ------------------------------------------------------
+    # -- the ways in ----------------------------------------------------------
 
     def feed(self, event: Event) -> None:
         """Hand `event` to the engine, journal it, carry out what it orders.
+
+        Called from outside the driver (a submission, `Restarted`): whatever
+        was waiting to be journaled, this event included, is handed to the
+        journal before it returns, so the caller can await its commit.
+        """
+        self.handle_io(event)
+        if self._unjournaled or self._discards:
+            self.flush_journal()
+
+    def handle_io(self, event: Event) -> None:
+        """Hand an event the driver's I/O produced to the engine; journal it with
+        this loop iteration's others (batch mode) or at once; carry out its effects.
 
         The event is journaled only once the engine accepted it: an event the
         engine refuses (`ProtocolError`, a driver bug) leaves its state
@@ -113,10 +172,33 @@ class LiveDriver:
             self.protocol_errors += 1
             log.error("live driver: the engine refused %r", event, exc_info=True)
             return
-        if self.journal is not None:
+        if self.journal_batch is not None:
+            self._unjournaled.append(event)
+            if self._flush_handle is None:
+                self._flush_handle = self.loop.call_soon(self.flush_journal)
+        elif self.journal is not None:
             self.journal(event)
+        handlers = self._effects
         for effect in effects:
-            self._carry_out(effect)
+            handler = handlers.get(type(effect))
+            if handler is None:  # pragma: no cover - an effect type this driver does not know
+                raise TypeError(f"the live driver cannot carry out {effect!r}")
+            handler(effect)
+
+    def flush_journal(self) -> None:
+        """Batch mode: hand the waiting events to the journal (one call), then
+        pass on the Discards they led to.  Nothing to do in the other modes."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        events, self._unjournaled = self._unjournaled, []
+        if events:
+            self.journal_batch(events)  # type: ignore[misc]
+        if self._discards:
+            discards, self._discards = self._discards, []
+            if self.on_discard is not None:
+                for message_id in discards:
+                    self.on_discard(message_id)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = self.loop.create_task(coro)  # type: ignore[arg-type]
@@ -132,178 +214,82 @@ class LiveDriver:
 
     # -- effects -------------------------------------------------------------
 
-    def _carry_out(self, effect: Any) -> None:
-        kind = type(effect)
-        if kind is Send:
-            self._send(effect)
-        elif kind is SetTimer:
-            self._set_timer(effect.timer, effect.at)
-        elif kind is CancelTimer:
-            handle = self._timers.pop(effect.timer, None)
-            if handle is not None:
-                handle.cancel()
-        elif kind is Log:
-            if self.records is not None:
-                self.records(effect.record)
-        elif kind is Connect:
-            if self.draining:
-                return  # shutting down: the next process retries its message
-            self._pending[effect.conn] = self._spawn(self._connect(effect))
-        elif kind is Close:
-            self._close(effect.conn)
-        elif kind is Discard:
-            if self.on_discard is not None:
-                self.on_discard(effect.message_id)
-        elif kind is Resolve:
-            self._spawn(self._resolve(effect.domain))
-        elif kind is FetchMtaSts:
-            self._spawn(self._fetch_mta_sts(effect.domain))
-        elif kind is ResolveTlsa:
-            self._spawn(self._resolve_tlsa(effect.host, effect.port))
-        elif kind is StartTls:
-            proto = self._conns.get(effect.conn)
-            if proto is not None:
-                proto.upgrading = True
-            self._pending[effect.conn] = self._spawn(self._starttls(effect))
-        else:  # pragma: no cover - an effect type this driver does not know
-            raise TypeError(f"the live driver cannot carry out {effect!r}")
+    def _set_timer(self, eff: SetTimer) -> None:
+        self.timers.set(eff.timer, eff.at)
 
-    def _set_timer(self, name: TimerName, at: float) -> None:
-        old = self._timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        delay = max(0.0, at - time.time())
-        self._timers[name] = self.loop.call_later(delay, self._fire, name)
+    def _cancel_timer(self, eff: CancelTimer) -> None:
+        self.timers.cancel(eff.timer)
+
+    def _log(self, eff: Log) -> None:
+        if self.records is not None:
+            self.records(eff.record)
+
+    def _connect_effect(self, eff: Connect) -> None:
+        if self.draining:
+            return  # shutting down: the next process retries its message
+        self._pending[eff.conn] = self._spawn(self._connect(eff))
+
+    def _close_effect(self, eff: Close) -> None:
+        self._close(eff.conn)
+
+    def _discard(self, eff: Discard) -> None:
+        wire = self._wire_bodies.pop(eff.message_id, None)
+        if wire is not None:
+            self._wire_bytes -= len(wire)
+        if self.journal_batch is not None:
+            self._discards.append(eff.message_id)  # after its events reach the journal
+        elif self.on_discard is not None:
+            self.on_discard(eff.message_id)
+
+    def _start_tls(self, eff: StartTls) -> None:
+        proto = self._conns.get(eff.conn)
+        if proto is not None:
+            proto.upgrading = True
+        self._pending[eff.conn] = self._spawn(self._starttls(eff))
 
     def _fire(self, name: TimerName) -> None:
-        self._timers.pop(name, None)
         if name not in self.engine.timers:
             return  # disarmed inside the engine meanwhile: a stale firing (lazy cancel)
-        self.feed(TimerFired(at=time.time(), timer=name))
-
-    async def _resolve(self, domain: str) -> None:
-        try:
-            answer: Event = await self.resolver.resolve_mx(domain, time.time())
-        except Exception as exc:  # a resolver bug must not leave the domain parked forever
-            log.error("live driver: MX lookup of %s failed unexpectedly", domain, exc_info=True)
-            answer = ResolveFailed(at=time.time(), domain=domain, kind=DnsFailure.SERVFAIL,
-                                   detail=f"resolver error: {exc!r}")
-        self.feed(_now(answer))
-
-    async def _resolve_tlsa(self, host: str, port: int) -> None:
-        try:
-            answer: Event = await self.resolver.resolve_tlsa(host, port, time.time())
-        except Exception:
-            log.error("live driver: TLSA lookup of %s:%d failed unexpectedly", host, port,
-                      exc_info=True)
-            answer = TlsaResolved(at=time.time(), host=host, port=port, records=(),
-                                  secure=False)
-        self.feed(_now(answer))
-
-    async def _fetch_mta_sts(self, domain: str) -> None:
-        answer: Event = MtaStsResolved(at=time.time(), domain=domain, policy=None)
-        if self.mta_sts is not None:
-            try:
-                answer = await self.mta_sts.fetch(domain, time.time())
-            except Exception:
-                log.error("live driver: MTA-STS fetch for %s failed unexpectedly", domain,
-                          exc_info=True)
-        self.feed(_now(answer))
-
-    async def _connect(self, eff: Connect) -> None:
-        proto = SmtpClientProtocol(self, eff.conn)
-        local = (eff.source_address, 0) if eff.source_address else None
-        try:
-            await self.loop.create_connection(
-                lambda: proto, host=eff.address, port=eff.port, local_addr=local
-            )
-        except asyncio.CancelledError:
-            return  # the engine gave up (connect timeout) and closed it
-        except OSError as exc:
-            if self._pending.pop(eff.conn, None) is not None:
-                self.feed(ConnectFailed(at=time.time(), conn=eff.conn, reason=_os_reason(exc)))
-
-    def connection_made(self, conn: int, proto: SmtpClientProtocol) -> None:
-        if self._pending.pop(conn, None) is None:
-            # The engine closed this connection (connect timeout) meanwhile.
-            proto.closing = True
-            if proto.transport is not None:
-                proto.transport.close()
-            return
-        self._conns[conn] = proto
-        self.feed(Connected(at=time.time(), conn=conn))
-
-    async def _starttls(self, eff: StartTls) -> None:
-        from engine.live.tls import TlsHandshakeError, upgrade
-
-        proto = self._conns.get(eff.conn)
-        if proto is None or proto.transport is None:
-            return
-        try:
-            transport, info = await upgrade(
-                self.loop, proto.transport, proto, eff.settings, cafile=self.tls_cafile
-            )
-        except asyncio.CancelledError:
-            return
-        except (TlsHandshakeError, OSError, ConnectionError) as exc:
-            self._pending.pop(eff.conn, None)
-            # A failed handshake leaves the socket unusable: drop it quietly;
-            # the engine decides what follows (next host, or a clear reconnect).
-            proto.closing = True
-            if proto.transport is not None:
-                proto.transport.abort()
-            if self._conns.pop(eff.conn, None) is not None:
-                self.feed(TlsFailed(at=time.time(), conn=eff.conn, reason=str(exc)))
-            return
-        self._pending.pop(eff.conn, None)
-        proto.transport = transport
-        proto.parser = ReplyParser()  # RFC 3207: discard anything read before TLS
-        proto.upgrading = False
-        proto.broken = False
-        self.feed(
-            TlsEstablished(
-                at=time.time(),
-                conn=eff.conn,
-                protocol=info.protocol,
-                cipher=info.cipher,
-                peer_subject=info.peer_subject,
-            )
-        )
+        self.handle_io(TimerFired(at=time.time(), timer=name))
 
     def _send(self, eff: Send) -> None:
         proto = self._conns.get(eff.conn)
         if proto is None or proto.transport is None or proto.closing:
             return  # closed under us; the engine learns it from `Closed`
-        if self.draining and eff.commands[0].verb in _TXN_START:
+        commands = eff.commands
+        if self.draining and commands[0].verb in _TXN_START:
             # Shutting down: no new transaction goes on the wire.  The engine
             # believes it started; the next process's `Restarted` hands the
             # message back without counting an attempt.
             self.suppressed.add(eff.conn)
             return
-        proto.transport.write(b"".join(self._encode(c) for c in eff.commands))
+        if len(commands) == 1:
+            proto.transport.write(self._encode(commands[0]))
+        else:
+            proto.transport.write(b"".join([self._encode(c) for c in commands]))
 
     def _encode(self, cmd: SmtpCommand) -> bytes:
-        if cmd.verb is Verb.BODY:
-            return encode_body(self.bodies(cmd.arg))
-        if cmd.verb is Verb.AUTH_PLAIN:
+        verb = cmd.verb
+        if verb is Verb.BODY:
+            return self._wire_body(cmd.arg)
+        if verb is Verb.AUTH_PLAIN:
             secret = cmd.secret
             password = secret.resolve() if secret is not None else ""
             return encode_auth_plain(cmd.arg, password)
         return encode_command(cmd)
 
-    def _close(self, conn: int) -> None:
-        task = self._pending.pop(conn, None)
-        if task is not None:
-            task.cancel()
-        proto = self._conns.pop(conn, None)
-        if proto is not None:
-            proto.closing = True
-            if proto.transport is not None:
-                proto.transport.close()
-
-    def connection_lost(self, conn: int, reason: str) -> None:
-        if self._conns.pop(conn, None) is not None:
-            self.feed(Closed(at=time.time(), conn=conn, reason=reason))
+    def _wire_body(self, message_id: str) -> bytes:
+        """The message's body as sent after the 354, encoded once until its Discard."""
+        wire = self._wire_bodies.get(message_id)
+        if wire is None:
+            wire = encode_body(self.bodies(message_id))
+            cache = self._wire_bodies
+            while cache and self._wire_bytes + len(wire) > BODY_CACHE_BYTES:
+                self._wire_bytes -= len(cache.pop(next(iter(cache))))  # the oldest goes
+            if len(wire) <= BODY_CACHE_BYTES:
+                cache[message_id] = wire
+                self._wire_bytes += len(wire)
+        return wire
 
     # -- shutdown --------------------------------------------------------------
 
@@ -325,12 +311,14 @@ class LiveDriver:
         return self.in_flight() == 0
 
     def cancel_timers(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
+        """Disarm every timer (shutdown; the journal keeps the engine's timers)."""
+        self.timers.clear()
 
     async def abort_all(self) -> None:
-        """Drop every connection and pending I/O (shutdown; the journal keeps the state)."""
+        """Drop every connection and pending I/O (shutdown; the journal keeps the state).
+
+        What is waiting to be journaled is handed over first."""
+        self.flush_journal()
         self.cancel_timers()
         for conn in list(self._conns):
             proto = self._conns.pop(conn)
@@ -341,15 +329,5 @@ class LiveDriver:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.flush_journal()
 
-
-def _os_reason(exc: OSError) -> str:
-    name = type(exc).__name__
-    return f"{name}: {exc.strerror or exc}" if exc.strerror else f"{name}: {exc}"
-
-
-def _now(event: Event) -> Event:
-    """`event` stamped with the current time (answers are stamped when they arrive)."""
-    fields = {name: getattr(event, name) for name in event.__dataclass_fields__}
-    fields["at"] = time.time()
-    return type(event)(**fields)

@@ -58,6 +58,7 @@ CREATE VIEW IF NOT EXISTS event_log AS
     FROM events;
 """
 _KEEP_SNAPSHOTS = 2
+_NO_BODIES: dict[str, bytes | None] = {}  # shared, never written: requests without bodies
 
 JOURNAL_FILE = "journal.sqlite"
 
@@ -113,6 +114,7 @@ class Journal:
         self._cond = threading.Condition()
         self._pending: list[_Request] = []
         self._closing = False
+        self._idle = False  # the writer waits on _cond (guarded by it)
         self._closed = False
         self._failed: JournalError | None = None
         self.commits = 0  # transactions committed (for benchmarks and tests)
@@ -165,7 +167,7 @@ class Journal:
         future: Future[int] | asyncio.Future[int],
         loop: asyncio.AbstractEventLoop | None,
     ) -> None:
-        encoded = [(ev.at, type(ev).__name__, codec.encode_event(ev)) for ev in events]
+        datas = codec.encode_each(events)
         for key, data in bodies.items():
             if not isinstance(key, str) or not (data is None or isinstance(data, bytes)):
                 raise JournalError(
@@ -182,12 +184,15 @@ class Journal:
                     f"seq {self._last_seq}"
                 )
             first = self._last_seq + 1
-            rows = [(first + i, at, kind, data) for i, (at, kind, data) in enumerate(encoded)]
+            rows = [(first + i, ev.at, ev.__class__.__name__, data)
+                    for i, (ev, data) in enumerate(zip(events, datas, strict=True))]
             self._last_seq += len(rows)
             self._pending.append(
-                _Request(rows, dict(bodies), snapshot, self._last_seq, future, loop)
+                _Request(rows, dict(bodies) if bodies else _NO_BODIES, snapshot,
+                         self._last_seq, future, loop)
             )
-            self._cond.notify()
+            if self._idle:  # the writer sleeps: wake it (else it takes this batch next)
+                self._cond.notify()
 
     def append(
         self, events: Sequence[Event], bodies: Mapping[str, bytes] | None = None
@@ -242,7 +247,9 @@ class Journal:
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
+                    self._idle = True
                     self._cond.wait()
+                    self._idle = False
                 cut = len(self._pending) if self._max_batch is None else self._max_batch
                 batch = self._pending[:cut]
                 del self._pending[:cut]
