@@ -180,7 +180,7 @@ class Service:
                                                    cafile=self.tls_cafile)
         self.driver = LiveDriver(
             self.engine, resolver=resolver, bodies=self._body, records=self._record,
-            journal=self._journal_event, mta_sts=mta_sts, tls_cafile=self.tls_cafile,
+            journal_batch=self._journal_events, mta_sts=mta_sts, tls_cafile=self.tls_cafile,
             on_discard=self._discard,
         )
         self.driver.feed(Restarted(at=time.time()))
@@ -293,15 +293,18 @@ class Service:
 
     # -- what the driver calls -------------------------------------------------
 
-    def _journal_event(self, event: Event) -> None:
+    def _journal_events(self, events: list[Event]) -> None:
+        """The driver's batch (in the engine's order): one append; a submission's
+        body goes with it and its 250 waits for that commit (`_pending_commit`)."""
         journal = self.journal
         assert journal is not None
-        if type(event) is MessageSubmitted and event.id in self._uncommitted:
-            self._pending_commit = journal.append(
-                [event], bodies={event.id: self._uncommitted[event.id]})
+        bodies = {ev.id: self._uncommitted[ev.id] for ev in events
+                  if type(ev) is MessageSubmitted and ev.id in self._uncommitted}
+        if bodies:
+            self._pending_commit = journal.append(events, bodies=bodies)
         else:
-            journal.submit([event])
-        self._since_snapshot += 1
+            journal.submit(events)
+        self._since_snapshot += len(events)
         if self._since_snapshot >= self.snapshot_every:
             self._since_snapshot = 0
             assert self.engine is not None
