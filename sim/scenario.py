@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from engine.policy import Policy
     from engine.queue_config import QueueConfig
     from sim.scenario_schema import Table
-    from sim.scenario_world import DomainSpec, HostSpec
+    from sim.scenario_world import ClientSpec, DomainSpec, HostSpec
     from sim.traffic import TrafficStream
 
 DEFAULT_START_EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -70,6 +70,7 @@ class Scenario:
     source: str
     raw: Mapping[str, Any] = field(repr=False, compare=False)
     base_dir: Path | None = field(default=None, repr=False, compare=False)
+    client: ClientSpec | None = None  # the [client] table; None = no client overhead
 
     # -- reading ---------------------------------------------------------------
 
@@ -120,8 +121,10 @@ class Scenario:
         if sample_interval <= 0:
             raise top.expected("sample_interval", "a duration above 0", raw["sample_interval"])
 
+        from sim.scenario_world import build_client
         from sim.traffic import build_traffic
 
+        client = build_client(top)
         traffic = build_traffic(top)
         domains, hosts = _world(top, traffic)
         policy_file, egress, egress_domains, queue = _policy_tables(top, base, domains)
@@ -143,6 +146,7 @@ class Scenario:
             source=source,
             raw=MappingProxyType(raw),
             base_dir=base,
+            client=client,
         )
 
     def with_overrides(self, overrides: Iterable[str]) -> Scenario:

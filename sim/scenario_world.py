@@ -81,6 +81,43 @@ class HostSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientSpec:
+    """The sending side's own costs (the top-level ``[client]`` table).
+
+    `round_trip_overhead` is the time the client itself spends per round
+    trip (its event loop, the engine's handling of the reply, encoding the
+    next commands, the local network stack), which a real client adds to
+    every server latency and the simulated world would otherwise take as
+    zero.  `sim.world.World` adds it once per phase that waits for a reply
+    (connect, EHLO, a command batch, the body), once per command for a host
+    that does not pipeline.  Default 0: results of existing scenarios do not
+    move.
+    """
+
+    round_trip_overhead: float = 0.0
+
+
+MAX_ROUND_TRIP_OVERHEAD = 1.0  # seconds; more is surely a unit mistake ("0.5" for 0.5 ms)
+
+
+def build_client(top: Table) -> ClientSpec:
+    """Validate the optional top-level ``[client]`` table."""
+    t = top.table("client", None)
+    if t is None:
+        return ClientSpec()
+    overhead = t.duration("round_trip_overhead", 0.0)
+    if overhead > MAX_ROUND_TRIP_OVERHEAD:
+        raise t.expected(
+            "round_trip_overhead",
+            f'a duration of at most {MAX_ROUND_TRIP_OVERHEAD:g}s (the client\'s own time per '
+            'round trip, such as "0.5ms")',
+            t.data["round_trip_overhead"],
+        )
+    t.finish()
+    return ClientSpec(round_trip_overhead=overhead)
+
+
+@dataclass(frozen=True, slots=True)
 class MxSpec:
     host: str
     preference: int

@@ -175,6 +175,10 @@ class World:
     def __init__(self, scenario: Scenario, rng: random.Random) -> None:
         self.scenario = scenario
         self.rng = rng
+        # The client's own time per round trip (scenario [client]), added to
+        # every phase that waits for a reply: connect, EHLO, a batch, the body.
+        client = scenario.client
+        self.overhead: float = client.round_trip_overhead if client is not None else 0.0
         self._hosts: dict[str, _Host] = {n: _Host(s) for n, s in scenario.hosts.items()}
         self._domains: dict[str, DomainSpec] = dict(scenario.domains)
         self._mx: dict[str, tuple[MxRecord, ...]] = {}
@@ -228,7 +232,7 @@ class World:
         h.open += 1
         if h.open > h.peak:
             h.peak = h.open
-        return ConnectResult("ok", h.connect(rng), banner)
+        return ConnectResult("ok", h.connect(rng) + self.overhead, banner)
 
     def release(self, host: str) -> None:
         """A connection that `connect` answered with ``"ok"`` has closed."""
@@ -240,7 +244,7 @@ class World:
     def ehlo(self, host: str, now: float, *, tls: bool = False) -> tuple[float, Reply]:
         """The EHLO reply with the host's capabilities (no STARTTLS once in TLS)."""
         h = self._host(host)
-        return h.command(self.rng), (h.ehlo_tls if tls else h.ehlo_clear)
+        return h.command(self.rng) + self.overhead, (h.ehlo_tls if tls else h.ehlo_clear)
 
     def starttls(self, host: str, now: float) -> tuple[float, bool, str]:
         """The TLS handshake after a 220 to STARTTLS: (delay, ok, reason)."""
@@ -265,13 +269,14 @@ class World:
         h = self._host(host)
         rng = self.rng
         out: list[tuple[float, Reply]] = []
-        delay = h.command(rng) if h.pipelining else 0.0
+        overhead = self.overhead
+        delay = h.command(rng) + overhead if h.pipelining else 0.0
         mail_ok = True
         any_rcpt: bool | None = None  # None: no RCPT in this batch
         for cmd in commands:
             verb = cmd[0] if type(cmd) is tuple else cmd.verb
             if not h.pipelining:
-                delay += h.command(rng)
+                delay += h.command(rng) + overhead
             if verb == "RCPT TO":
                 if not mail_ok:
                     reply = NEED_MAIL
@@ -320,7 +325,7 @@ class World:
         """The reply after the content and the final dot, and when it comes."""
         h = self._host(host)
         rng = self.rng
-        delay = h.data(rng)
+        delay = h.data(rng) + self.overhead
         if h.bandwidth:
             delay += size / h.bandwidth
         if h.data_fail and (r := rng.random()) < h.data_fail:
