@@ -32,13 +32,14 @@ class _Dns:
     queries: int = 0
 
 
-def _child(raw: dict[str, Any], source: str, base_dir: str | None, conn: Any) -> None:
+def _child(raw: dict[str, Any], source: str, base_dir: str | None, conn: Any,
+           compensate: bool = True) -> None:
     from lab.world import Lab
     from sim.scenario import Scenario
 
     async def main() -> None:
         scenario = Scenario.from_dict(raw, source=source, base_dir=base_dir)
-        lab = Lab(scenario)
+        lab = Lab(scenario, compensate=compensate)
         await lab.start()
         loop = asyncio.get_running_loop()
         conn.send(("ready", lab.port, lab.dns.host, lab.dns.port, str(lab.cafile),
@@ -49,12 +50,12 @@ def _child(raw: dict[str, Any], source: str, base_dir: str | None, conn: Any) ->
                 if msg[0] == "origin":
                     lab.origin = msg[1]
                 elif msg[0] == "counters":
-                    conn.send(("counters", lab.counters(), lab.dns.queries))
+                    conn.send(("counters", lab.counters(), lab.dns.queries, lab.timing()))
                 elif msg[0] == "stop":
                     break
         finally:
             await lab.stop()
-            conn.send(("counters", lab.counters(), lab.dns.queries))
+            conn.send(("counters", lab.counters(), lab.dns.queries, lab.timing()))
             lab.close()
 
     asyncio.run(main())
@@ -63,7 +64,7 @@ def _child(raw: dict[str, Any], source: str, base_dir: str | None, conn: Any) ->
 class LabProcess:
     """A lab in a spawned child process; start with `await start()`."""
 
-    def __init__(self, scenario: Any) -> None:
+    def __init__(self, scenario: Any, *, compensate: bool = True) -> None:
         self.scenario = scenario
         self.port = 0
         self.dns = _Dns("127.0.0.1", 0)
@@ -71,11 +72,12 @@ class LabProcess:
         self.host_addresses: dict[str, tuple[str, ...]] = {}
         self._origin = 0.0
         self._counters: dict[str, dict[str, int]] = {}
+        self._timing: dict[str, Any] = {}
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         base = str(scenario.base_dir) if scenario.base_dir is not None else None
         self._proc = ctx.Process(
-            target=_child, args=(dict(scenario.raw), scenario.source, base, child),
+            target=_child, args=(dict(scenario.raw), scenario.source, base, child, compensate),
             name="egress-lab", daemon=True,
         )
 
@@ -113,7 +115,7 @@ class LabProcess:
         self._conn.send(("stop",))
         loop = asyncio.get_running_loop()
         if await loop.run_in_executor(None, self._conn.poll, START_TIMEOUT):
-            _, self._counters, queries = self._conn.recv()
+            _, self._counters, queries, self._timing = self._conn.recv()
             self.dns = _Dns(self.dns.host, self.dns.port, queries)
         await loop.run_in_executor(None, self._proc.join, 5.0)
         if self._proc.is_alive():
@@ -127,6 +129,10 @@ class LabProcess:
         if self._proc.is_alive():
             self._conn.send(("counters",))
             if self._conn.poll(START_TIMEOUT):
-                _, self._counters, queries = self._conn.recv()
+                _, self._counters, queries, self._timing = self._conn.recv()
                 self.dns = _Dns(self.dns.host, self.dns.port, queries)
         return self._counters
+
+    def timing(self) -> dict[str, Any]:
+        """`Lab.timing` of the child, as of the last `counters()` (or the stop)."""
+        return self._timing

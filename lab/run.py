@@ -135,6 +135,7 @@ async def run_in_lab(
     progress: Progress | None = None,
     keep_records: bool = True,
     separate_process: bool = False,
+    compensate: bool = True,
 ) -> Any:
     """Run `scenario`'s traffic through the live engine into a lab; a `SimResult`.
 
@@ -142,16 +143,18 @@ async def run_in_lab(
     run ends when every message is finished or after `horizon` seconds of real
     time (default: the scenario's horizon).  With `separate_process` the lab
     it starts runs in a child process (`lab.process.LabProcess`), so its
-    servers' latencies do not wait behind the engine's work.
+    servers' latencies do not wait behind the engine's work.  `compensate`
+    False makes the lab it starts sleep plainly (`lab.timing`), to measure
+    what pacing changes.
     """
     own = lab is None
     if lab is None:
         if separate_process:
             from lab.process import LabProcess
 
-            lab = LabProcess(scenario)  # type: ignore[assignment]
+            lab = LabProcess(scenario, compensate=compensate)  # type: ignore[assignment]
         else:
-            lab = Lab(scenario)
+            lab = Lab(scenario, compensate=compensate)
         await lab.start()
     try:
         return await _run(scenario, lab, horizon or float(scenario.horizon), progress,
@@ -275,6 +278,6 @@ def _summary(scenario: Any, obs: Any, engine: Any, submitted: int, elapsed: floa
         "records": dict(sorted(counts.items())),
         "realisation": "lab",
         "lab": {"smtp_port": lab.port, "dns_port": lab.dns.port,
-                "dns_queries": lab.dns.queries, "hosts": hosts},
+                "dns_queries": lab.dns.queries, "hosts": hosts, "timing": lab.timing()},
     }
 

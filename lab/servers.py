@@ -19,6 +19,11 @@ scenario can be compared:
   window (a real ECONNREFUSED), ``blackhole`` accepts and never says a word,
   ``tempfail`` answers MAIL with 451 4.3.0.
 
+Every latency is slept on `lab.timing.Pacer`'s deadlines (from when the
+request arrived, woken early by the timers' measured lateness), so the lab
+realises the scenario's latencies on average rather than ~1 ms late each; and
+each connection notes the client's turnaround (`HostServer.turnaround`).
+
 It is a raw asyncio server (not aiosmtpd) because each phase must behave
 exactly as the table says, to the millisecond, and a real SMTP
 implementation would add its own behaviour.  Where a real socket cannot do
@@ -41,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.reply import Reply
 from lab.smtp_wire import HostCounters, Txn, ehlo_reply, take_lines, wire
+from lab.timing import Pacer, Turnaround
 from sim import world as W
 
 if TYPE_CHECKING:
@@ -62,6 +68,7 @@ class HostServer:
         rng: random.Random,
         clock: Callable[[], float],
         tls_context: ssl.SSLContext | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         for a in addresses:
             if not a.startswith("127."):
@@ -73,6 +80,10 @@ class HostServer:
         self.clock = clock
         self.tls_context = tls_context
         self.counters = HostCounters()
+        # Latencies run on the pacer's deadlines (lab.timing): one pacer per
+        # loop, shared by every host, since how late timers fire is the loop's.
+        self.pacer = pacer if pacer is not None else Pacer()
+        self.turnaround: list[float] = []  # seconds, client's time to answer (lab.timing)
         self.port = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._writers: set[asyncio.StreamWriter] = set()
@@ -150,6 +161,7 @@ class HostServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         c = self.counters
         c.connections += 1
+        start = asyncio.get_running_loop().time()
         self._writers.add(writer)
         counted = False
         try:
@@ -167,7 +179,7 @@ class HostServer:
             counted = True
             c.peak_connections = max(c.peak_connections, c.open)
             busy = c.open > self.max_conn
-            await _sleep(self.spec.connect_latency.sample(self.rng))
+            await self.pacer.sleep(self.spec.connect_latency.sample(self.rng), start)
             if busy:
                 c.busy += 1
                 writer.write(wire(W.BUSY))
@@ -193,24 +205,33 @@ class HostServer:
         txn = Txn()
         tls = False
         spec = self.spec
+        loop = asyncio.get_running_loop()
+        turn = Turnaround(self.turnaround)
+        turn.replied(loop.time())  # the banner: the client says EHLO at once
+        arrived: float | None = None
         while True:
             lines = take_lines(buf)
             if not lines:
                 data = await reader.read(READ_SIZE)
                 if not data:
                     return
+                arrived = loop.time()
+                turn.received(arrived)
                 buf += data
                 if len(buf) > MAX_LINE and b"\n" not in buf:
                     writer.write(wire(Reply.make(500, "5.5.2", "Line too long")))
                     return
                 continue
+            # The batch's latency runs from when it arrived, not from now.
+            start = arrived if arrived is not None else loop.time()
+            arrived = None
             delay = spec.command_latency.sample(self.rng) if spec.pipelining else 0.0
             out: list[bytes] = []
             then = "continue"
             for i, line in enumerate(lines):
                 if not spec.pipelining:
                     delay += spec.command_latency.sample(self.rng)
-                _verb, reply, then = self._command(line, txn, tls)
+                verb, reply, then = self._command(line, txn, tls)
                 out.append(wire(reply))
                 if then != "continue":
                     # Whatever followed belongs to the body (after 354) or is
@@ -220,22 +241,25 @@ class HostServer:
                         buf[:0] = b"".join(rest)
                     break
             if then == "starttls":
-                tls = await self._starttls(writer, delay, out)
+                tls = await self._starttls(writer, delay, out, start)
                 if not tls:
                     return
                 buf.clear()
                 txn = Txn()
                 continue
-            await _sleep(delay)
+            await self.pacer.sleep(delay, start)
             writer.write(b"".join(out))
             if then == "quit":
                 await writer.drain()
                 return
+            if then == "body" or verb in ("EHLO", "HELO"):
+                turn.replied(loop.time())  # the body, or the first batch, follows at once
             if then == "body":
-                size = await self._read_body(reader, buf)
+                size = await self._read_body(reader, buf, turn)
                 if size < 0:
                     return
-                writer.write(await self._body_reply(size))
+                writer.write(await self._body_reply(size, loop.time()))
+                turn.replied(loop.time(), may_idle=True)  # the next message, if any
                 txn = Txn()
 
     def _command(self, line: bytes, txn: Txn, tls: bool) -> tuple[str, Reply, str]:
@@ -290,7 +314,9 @@ class HostServer:
             return verb, (W.AUTH_OK if spec.auth else W.NOT_OFFERED), "continue"
         return verb, W.UNKNOWN, "continue"
 
-    async def _starttls(self, writer: asyncio.StreamWriter, delay: float, out: list[bytes]) -> bool:
+    async def _starttls(
+        self, writer: asyncio.StreamWriter, delay: float, out: list[bytes], start: float
+    ) -> bool:
         """Say 220 and run the server side of the handshake; False if it failed."""
         spec, c = self.spec, self.counters
         latency = spec.tls_latency.sample(self.rng)
@@ -298,20 +324,22 @@ class HostServer:
         c.tls_handshakes += 1
         if fail:
             c.tls_failures += 1
-            await _sleep(delay)
+            await self.pacer.sleep(delay, start)
             writer.write(b"".join(out))
-            await _sleep(latency)
+            await self.pacer.sleep(latency)
             _reset(writer)
             return False
         # The latency is spent before the 220: the client's hello must reach the
         # TLS layer, not a stream buffer, so the handshake starts at once after it.
-        await _sleep(delay + latency)
+        await self.pacer.sleep(delay + latency, start)
         writer.write(b"".join(out))
         assert self.tls_context is not None
         await writer.start_tls(self.tls_context)
         return True
 
-    async def _read_body(self, reader: asyncio.StreamReader, buf: bytearray) -> int:
+    async def _read_body(
+        self, reader: asyncio.StreamReader, buf: bytearray, turn: Turnaround
+    ) -> int:
         """Read up to the final dot; the body's size in bytes, or -1 on EOF."""
         while True:
             if buf.startswith(b".\r\n"):
@@ -324,9 +352,10 @@ class HostServer:
             data = await reader.read(READ_SIZE)
             if not data:
                 return -1
+            turn.received(asyncio.get_running_loop().time())
             buf += data
 
-    async def _body_reply(self, size: int) -> bytes:
+    async def _body_reply(self, size: int, start: float) -> bytes:
         spec, rng, c = self.spec, self.rng, self.counters
         delay = spec.data_latency.sample(rng)
         if spec.data_bandwidth:
@@ -335,7 +364,7 @@ class HostServer:
         reply = W.BODY_OK
         if fail and (r := rng.random()) < fail:
             reply = W.BODY_PERMFAIL if r < spec.permfail_data else W.BODY_TEMPFAIL
-        await _sleep(delay)
+        await self.pacer.sleep(delay, start)
         if reply is W.BODY_OK:
             c.accepted += 1
         elif reply is W.BODY_TEMPFAIL:
@@ -353,7 +382,3 @@ def _reset(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
 
-
-async def _sleep(delay: float) -> None:
-    if delay > 0:
-        await asyncio.sleep(delay)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from lab.dns import DnsServer, LabZone
 from lab.servers import HostServer
+from lab.timing import Pacer, turnaround_summary
 
 if TYPE_CHECKING:
     from sim.scenario import Scenario
@@ -71,8 +72,12 @@ class Lab:
         seed: int | None = None,
         origin: float | None = None,
         workdir: str | Path | None = None,
+        compensate: bool = True,
     ) -> None:
         self.scenario = scenario
+        # One pacer for every host: timer lateness is the loop's (lab.timing).
+        # compensate=False sleeps plainly (for measuring what pacing changes).
+        self.pacer = Pacer(compensate=compensate)
         self.port = port
         self.origin = time.time() if origin is None else origin
         self.seed = scenario.seed if seed is None else seed
@@ -114,6 +119,7 @@ class Lab:
                 rng=random.Random(f"lab:{self.seed}:{name}"),
                 clock=self.clock,
                 tls_context=contexts.get(name),
+                pacer=self.pacer,
             )
         await self.dns.start()
         await self._start_hosts()
@@ -164,6 +170,25 @@ class Lab:
         """Per host: connections, accepted, deferred, rejected, refused, busy,
         blackholed, tls_handshakes, tls_failures, open, peak_connections."""
         return {name: s.counters.to_dict() for name, s in sorted(self.hosts.items())}
+
+    def timing(self) -> dict[str, Any]:
+        """How exactly the servers kept their latencies, and the client's turnaround.
+
+        ``server``: sleeps, mean timer lateness (``wake_lag_ms``), mean and
+        mean absolute error of the realised latencies against the scenario's
+        (``error_ms``, ``abs_error_ms``); ``client_turnaround``: count, mean and
+        median milliseconds from a reply the client answers at once to its
+        next bytes (what ``[client] round_trip_overhead`` stands for).
+        """
+        st = self.pacer.stats()
+        turn = turnaround_summary([x for s in self.hosts.values() for x in s.turnaround])
+        return {
+            "server": {"sleeps": st.sleeps, "compensate": self.pacer.compensate,
+                       "wake_lag_ms": st.wake_lag * 1e3, "error_ms": st.error * 1e3,
+                       "abs_error_ms": st.abs_error * 1e3},
+            "client_turnaround": {"count": turn["count"], "mean_ms": turn["mean"] * 1e3,
+                                  "median_ms": turn["median"] * 1e3},
+        }
 
     def describe(self) -> dict[str, Any]:
         """What a person (or a resolver) needs to use the lab."""

@@ -1,0 +1,145 @@
+"""Latencies that the lab realises on time, and what the lab measures of the client.
+
+Why a lab server does not simply ``await asyncio.sleep(latency)``: an
+asyncio timer wakes late.  The selector's timeout is rounded up to whole
+milliseconds (epoll), and the loop runs the timer only once it has finished
+whatever callbacks were ready, which in a lab shared with the engine (or on
+a loaded machine) is another 1-3 ms.  Measured on a 2-core machine the mean
+lateness was 0.85-1.4 ms per sleep, 2-3 ms under load: on a 5 ms command
+latency that is a fifth more than the scenario says, and the simulator, which
+realises latencies exactly, then looks wrong when it is the lab that is.
+
+`Pacer` fixes that the cheap way, without spinning the CPU (which would
+steal the core the engine needs):
+
+- a latency is measured from a deadline on ``loop.time()`` taken when the
+  request arrived, not from when the handler got round to sleeping, so time
+  spent in the lab's own code is part of the latency, not added to it;
+- the pacer keeps a running mean of how late its timers actually fire and
+  asks to be woken that much *before* the deadline.  The realised latency is
+  then right on average (its mean is what the scenario asks; single replies
+  scatter by the lateness's own spread), which is what drain times and rates
+  are sums of.
+
+`Pacer.stats()` reports what it saw (mean lateness before and after the
+correction), and `Turnaround` what the client took: the time from a reply
+(the banner, EHLO's, DATA's 354, a delivery's 250 when more mail follows) to
+the client's next bytes.  That is the client's own time per round trip (its event loop,
+the engine, encoding, loopback), the figure a scenario's
+``[client] round_trip_overhead`` stands for, so the lab measures it for the
+simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+INITIAL_LAG = 0.0005  # seconds: half of epoll's millisecond rounding, before any measurement
+LAG_WEIGHT = 0.05  # weight of each new measurement in the running mean (about 20 sleeps)
+MAX_LAG = 0.005  # never wake more than this much early, whatever the load did to the mean
+SAMPLE_CAP = 100_000  # turnaround samples kept for the median
+IDLE_GAP = 0.05  # seconds: a longer silence after a delivery is an idle connection, not work
+
+
+@dataclass(frozen=True, slots=True)
+class PacerStats:
+    """What a pacer saw: sleeps, mean lateness of the timer (``wake_lag``) and
+    of the realised latency against the deadline (``error``), in seconds."""
+
+    sleeps: int
+    wake_lag: float
+    error: float
+    abs_error: float
+
+
+class Pacer:
+    """Sleeps that end on their deadline on average (one per lab process)."""
+
+    __slots__ = ("_abs_error", "_error", "_lag_sum", "compensate", "lag", "sleeps")
+
+    def __init__(self, *, compensate: bool = True) -> None:
+        self.compensate = compensate
+        self.lag = INITIAL_LAG if compensate else 0.0
+        self.sleeps = 0
+        self._lag_sum = 0.0
+        self._error = 0.0
+        self._abs_error = 0.0
+
+    async def sleep(self, delay: float, start: float | None = None) -> None:
+        """Sleep until `start` + `delay` on the loop's clock (`start`: now when None)."""
+        if delay <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        if start is None:
+            start = loop.time()
+        deadline = start + delay
+        wake = deadline - self.lag
+        now = loop.time()
+        if wake > now:
+            future = loop.create_future()
+            handle = loop.call_at(wake, _set_done, future)
+            try:
+                await future
+            finally:
+                handle.cancel()
+            woke = loop.time()
+            late = woke - wake
+            self._lag_sum += late
+            if self.compensate:
+                self.lag = min(MAX_LAG, self.lag + LAG_WEIGHT * (late - self.lag))
+        else:
+            woke = now
+        self.sleeps += 1
+        error = woke - deadline
+        self._error += error
+        self._abs_error += abs(error)
+
+    def stats(self) -> PacerStats:
+        """Means over every sleep so far (zeros before the first)."""
+        n = self.sleeps or 1
+        return PacerStats(self.sleeps, self._lag_sum / n, self._error / n, self._abs_error / n)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Turnaround:
+    """One connection's side of the client's turnaround: the time from a reply
+    to the client's next bytes, added to a shared list.
+
+    After the banner, EHLO's reply and DATA's 354 the client answers at once;
+    after a delivery's 250 it answers at once only when it has another
+    message, so a silence longer than `IDLE_GAP` there is idleness and not
+    counted."""
+
+    __slots__ = ("_may_idle", "_pending", "samples")
+
+    def __init__(self, samples: list[float]) -> None:
+        self._pending: float | None = None
+        self._may_idle = False
+        self.samples = samples
+
+    def replied(self, at: float, *, may_idle: bool = False) -> None:
+        """A reply was written at `at` (`may_idle`: the client need not answer)."""
+        self._pending = at
+        self._may_idle = may_idle
+
+    def received(self, at: float) -> None:
+        """Bytes from the client arrived at `at`."""
+        if self._pending is not None:
+            gap = at - self._pending
+            if len(self.samples) < SAMPLE_CAP and not (self._may_idle and gap > IDLE_GAP):
+                self.samples.append(gap)
+            self._pending = None
+
+
+def turnaround_summary(samples: list[float]) -> dict[str, float]:
+    """Count, mean and median (seconds) of turnaround samples."""
+    ordered = sorted(samples)
+    count = len(ordered)
+    if not count:
+        return {"count": 0, "mean": 0.0, "median": 0.0}
+    return {"count": count, "mean": sum(ordered) / count, "median": ordered[count // 2]}
