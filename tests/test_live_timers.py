@@ -1,0 +1,110 @@
+"""engine.live.timers: one handle per name, lazy re-arm, real cancels, on a real loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from engine.live.timers import EARLY, LiveTimers
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def run(body: Callable[[LiveTimers, list[tuple[Any, float]]], Coroutine[Any, Any, None]]) -> None:
+    async def main() -> None:
+        fired: list[tuple[Any, float]] = []
+        timers = LiveTimers(asyncio.get_running_loop(),
+                            lambda name: fired.append((name, time.time())))
+        await body(timers, fired)
+
+    asyncio.run(main())
+
+
+def test_fires_once_at_its_deadline() -> None:
+    async def body(timers: LiveTimers, fired: list[tuple[Any, float]]) -> None:
+        at = time.time() + 0.05
+        timers.set(("conn", 1), at)
+        assert ("conn", 1) in timers and timers.deadline(("conn", 1)) == at
+        await asyncio.sleep(0.15)
+        assert [name for name, _ in fired] == [("conn", 1)]
+        assert fired[0][1] >= at - EARLY
+        assert len(timers) == 0 and timers.deadline(("conn", 1)) is None
+
+    run(body)
+
+
+def test_rearming_later_moves_the_deadline_without_a_new_handle() -> None:
+    async def body(timers: LiveTimers, fired: list[tuple[Any, float]]) -> None:
+        start = time.time()
+        for i in range(100):  # what a session does: every reply re-arms a little later
+            timers.set(("conn", 1), start + 0.05 + i * 0.001)
+        assert timers.handles_created == 1
+        last = start + 0.05 + 99 * 0.001
+        await asyncio.sleep(0.08)
+        assert fired == []  # the first handle woke early and waits again
+        await asyncio.sleep(0.12)
+        assert [name for name, _ in fired] == [("conn", 1)]
+        assert fired[0][1] >= last - EARLY
+        assert timers.handles_created == 2  # the first one, and the one re-scheduled
+
+    run(body)
+
+
+def test_rearming_earlier_replaces_the_handle() -> None:
+    async def body(timers: LiveTimers, fired: list[tuple[Any, float]]) -> None:
+        start = time.time()
+        timers.set(("idle", 3), start + 5.0)
+        timers.set(("idle", 3), start + 0.03)
+        assert timers.handles_created == 2
+        await asyncio.sleep(0.1)
+        assert [name for name, _ in fired] == [("idle", 3)]
+        assert fired[0][1] < start + 1.0
+
+    run(body)
+
+
+def test_cancel_is_real_and_a_later_arming_fires_once() -> None:
+    async def body(timers: LiveTimers, fired: list[tuple[Any, float]]) -> None:
+        loop = asyncio.get_running_loop()
+        timers.set(("conn", 1), time.time() + 0.02)
+        timers.set(("ready", "p"), time.time() + 0.02)
+        timers.cancel(("conn", 1))
+        timers.cancel(("never", 0))  # not armed: nothing happens
+        live = [h for h in loop._scheduled if not h.cancelled()]
+        assert len(live) == 1  # the cancelled name left no live handle in the loop
+        await asyncio.sleep(0.06)
+        assert [name for name, _ in fired] == [("ready", "p")]
+        at = time.time() + 0.02
+        timers.set(("conn", 1), at)
+        await asyncio.sleep(0.06)
+        assert [name for name, _ in fired] == [("ready", "p"), ("conn", 1)]
+        assert fired[1][1] >= at - EARLY
+
+    run(body)
+
+
+def test_clear_disarms_everything() -> None:
+    async def body(timers: LiveTimers, fired: list[tuple[Any, float]]) -> None:
+        for n in range(5):
+            timers.set(("conn", n), time.time() + 0.02)
+        timers.clear()
+        assert len(timers) == 0
+        await asyncio.sleep(0.06)
+        assert fired == []
+
+    run(body)
+
+
+def test_a_deadline_in_the_past_fires_on_the_next_iteration() -> None:
+    async def body(timers: LiveTimers, fired: list[tuple[Any, float]]) -> None:
+        timers.set(("promote", ""), time.time() - 10.0)
+        assert fired == []  # never synchronously, inside the effect that armed it
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert [name for name, _ in fired] == [("promote", "")]
+
+    run(body)
