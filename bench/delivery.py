@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", action="append", choices=tuple(VARIANTS))
     p.add_argument("--contender", action="append", choices=CONTENDERS)
     p.add_argument("--profile", choices=("egress", "egress-nojournal"),
-                   help="run that contender once under cProfile (reuse) and print the top")
+                   help="run that contender once under cProfile (the first --variant, "
+                   "default reuse) and print the top")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on each run, seconds")
     p.add_argument("--switch-interval", type=float, default=None,
                    help="sys.setswitchinterval in the Python senders (GIL experiment)")
@@ -290,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         _worker(args)
         return 0
     if args.profile:
-        n = args.messages or FULL_SIZE["reuse"]
+        variant = (args.variant or ["reuse"])[0]
+        n = args.messages or FULL_SIZE[variant]
         with peers.DnsServer({DOMAIN: "127.0.0.2"}) as dns:
-            m = measure(args.profile, "reuse", n, "127.0.0.2", dns, args.timeout, profile=True)
+            m = measure(args.profile, variant, n, "127.0.0.2", dns, args.timeout, profile=True)
         print(f"{args.profile} under cProfile: {m.rate or 0:,.0f} msg/s {m.note}")
         return 0
     variants = args.variant or tuple(VARIANTS)
