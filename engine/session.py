@@ -46,6 +46,7 @@ from engine.events import (
     TimerFired,
     TlsEstablished,
     TlsFailed,
+    trusted_factory,
 )
 from engine.session_handlers import QUIT_TIMEOUT, reply_status
 from engine.session_model import (
@@ -66,7 +67,7 @@ from engine.session_model import (
     TxnMessage,
     parse_ehlo,
 )
-from engine.session_table import TRANSITIONS
+from engine.session_table import TRANSITIONS, Row
 
 if TYPE_CHECKING:
     from engine.config import EgressPathConfig
@@ -103,6 +104,25 @@ _EVENT_KINDS: dict[type, Input] = {
     Closed: Input.CLOSED,
 }
 _REPLY_KINDS = {2: Input.R2XX, 3: Input.R3XX, 4: Input.R4XX, 5: Input.R5XX}
+
+
+def _reply_kind(code: int) -> Input | None:
+    """The input kind of a reply code: its class, 421 on its own."""
+    return Input.R421 if code == 421 else _REPLY_KINDS.get(code // 100)
+
+
+# The table, reshaped for the one lookup made per input (TRANSITIONS stays the
+# one place rows are written): per state, the rows by input kind, and for
+# replies a list indexed by the reply code itself, so a Response costs one
+# list index instead of classifying the code and hashing a (state, kind) pair.
+_ROWS: dict[State, dict[Input, Row]] = {state: {} for state in State}
+for (_state, _kind), _row in TRANSITIONS.items():
+    _ROWS[_state][_kind] = _row
+_REPLY_ROWS: dict[State, list[Row | None]] = {
+    state: [None if (k := _reply_kind(code)) is None else rows.get(k) for code in range(600)]
+    for state, rows in _ROWS.items()
+}
+_SetTimer = trusted_factory(SetTimer)
 
 
 def _describe(ev: Any) -> str:
@@ -210,21 +230,33 @@ class Session:
     def handle(self, ev: ConnEvent | TimerFired) -> Step:
         """Feed one event about this connection (or its ``("conn", conn)`` timer)."""
         t = type(ev)
-        if t is Response:
-            code = ev.reply.code  # type: ignore[union-attr]
-            kind = Input.R421 if code == 421 else _REPLY_KINDS[code // 100]
+        if t is Response:  # most inputs: straight to the row by the reply code
+            if ev.conn != self.conn:  # type: ignore[union-attr]
+                self._refuse(f"{_describe(ev)} of conn {ev.conn}")  # type: ignore[union-attr]
+            row = _REPLY_ROWS[self.state][ev.reply.code]  # type: ignore[union-attr]
         elif t is TimerFired:
             if ev.timer != self.timer:  # type: ignore[union-attr]
                 self._refuse(_describe(ev))
-            kind = Input.TIMEOUT
+            row = _ROWS[self.state].get(Input.TIMEOUT)
         else:
-            found = _EVENT_KINDS.get(t)
-            if found is None:
+            kind = _EVENT_KINDS.get(t)
+            if kind is None:
                 self._refuse(_describe(ev))
-            kind = found  # type: ignore[assignment]
-        if t is not TimerFired and ev.conn != self.conn:  # type: ignore[union-attr]
-            self._refuse(f"{_describe(ev)} of conn {ev.conn}")  # type: ignore[union-attr]
-        return self._run(kind, ev.at, ev, ev)  # described only if refused
+            if ev.conn != self.conn:  # type: ignore[union-attr]
+                self._refuse(f"{_describe(ev)} of conn {ev.conn}")  # type: ignore[union-attr]
+            row = _ROWS[self.state].get(kind)  # type: ignore[arg-type]
+        if row is None:
+            self._refuse(ev)  # described only when refused
+        handler, targets = row  # type: ignore[misc]
+        fx: list[Any] = []
+        out: list[Outcome] = []
+        nxt = handler(self, ev.at, ev, fx, out)
+        if nxt is None:
+            nxt = targets[0]
+        elif nxt not in targets:
+            raise AssertionError(f"{handler.__name__} chose {nxt.name}, not in {targets}")
+        self.state = nxt
+        return fx, out
 
     def start_transaction(self, at: float, msg: TxnMessage) -> Step:
         """Send one message (only in IDLE)."""
@@ -239,7 +271,7 @@ class Session:
 
     def set_timer(self, at: float) -> SetTimer:
         """The effect arming this connection's command timer."""
-        return SetTimer(timer=self.timer, at=at)
+        return _SetTimer(self.timer, at)
 
     @property
     def tls_info(self) -> dict[str, str]:
@@ -262,7 +294,7 @@ class Session:
         ) from None
 
     def _run(self, kind: Input, at: float, payload: Any, what: Any) -> Step:
-        row = TRANSITIONS.get((self.state, kind))
+        row = _ROWS[self.state].get(kind)
         if row is None:
             self._refuse(what)
         handler, targets = row  # type: ignore[misc]

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.effects import Close, Effect, Send, SmtpCommand, StartTls, Verb
-from engine.events import Closed, TimerFired
+from engine.effects import Close, Effect, Send, SetTimer, SmtpCommand, StartTls, Verb
+from engine.events import Closed, TimerFired, trusted_factory
 from engine.reply import Reply
 from engine.session_model import (
     DELIVERED,
@@ -33,6 +33,7 @@ from engine.session_model import (
     SessionReady,
     State,
     Status,
+    TransactionDone,
     TxnMessage,
     parse_ehlo,
 )
@@ -49,6 +50,15 @@ QUIT_TIMEOUT = 5.0
 _REQUIRED = frozenset({"Required", "RequiredInsecure"})
 _DATA, _RSET, _STARTTLS = (SmtpCommand(verb=v) for v in (Verb.DATA, Verb.RSET, Verb.STARTTLS))
 _QUIT = SmtpCommand(verb=Verb.QUIT)
+
+# The effects and outcomes made on every reply, built without re-validating
+# values the session made itself (see `engine.events.trusted_factory`).
+_SetTimer = trusted_factory(SetTimer)
+_Send = trusted_factory(Send)
+_Command = trusted_factory(SmtpCommand)  # (verb, arg, params, secret)
+_RecipientResult = trusted_factory(RecipientResult)
+_TransactionDone = trusted_factory(TransactionDone)
+READY = SessionReady()  # no fields: one value serves every session
 
 # What the session is waiting for in each state, for messages ("... during DATA").
 _PHASE = {
@@ -85,11 +95,11 @@ def reply_status(reply: Reply) -> Status:
 
 def _arm(s: Session, at: float, seconds: float, fx: Fx) -> None:
     s.timeout = seconds
-    fx.append(s.set_timer(at + seconds))
+    fx.append(_SetTimer(s.timer, at + seconds))
 
 
 def _send(s: Session, fx: Fx, *commands: SmtpCommand) -> None:
-    fx.append(Send(conn=s.conn, commands=commands))
+    fx.append(_Send(s.conn, commands))
 
 
 def _where(s: Session) -> str:
@@ -117,7 +127,7 @@ def _host_failed(
 
 def _ready(s: Session, fx: Fx, out: Out) -> State:
     fx.append(s.cancel_timer)
-    out.append(SessionReady())
+    out.append(READY)
     return State.IDLE
 
 
@@ -183,7 +193,7 @@ def connect_timed_out(s: Session, at: float, _: Any, fx: Fx, out: Out) -> State:
 
 
 def banner_accepted(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
-    _send(s, fx, SmtpCommand(verb=Verb.EHLO, arg=s.ehlo_domain))
+    _send(s, fx, _Command(Verb.EHLO, s.ehlo_domain, "", None))
     _arm(s, at, s.cfg.ehlo_timeout, fx)
 
 
@@ -309,16 +319,16 @@ def transaction_started(s: Session, at: float, msg: TxnMessage, fx: Fx, out: Out
             "the rest are retried later",
         )
         for rcpt in msg.recipients[limit:]:
-            out.append(RecipientResult(msg.id, rcpt, TRANSIENT, reply, f"RCPT TO:<{rcpt}>"))
+            out.append(_RecipientResult(msg.id, rcpt, TRANSIENT, reply, f"RCPT TO:<{rcpt}>"))
     s.message, s.batch, s.accepted, s.replies, s.mail_failed = msg, batch, [], 0, False
     s.pipelined = cfg.enable_pipelining and "PIPELINING" in s.capabilities
     rset = s.transactions > 0 and cfg.enable_rset
     s.transactions += 1
     params = f"SIZE={msg.size}" if "SIZE" in s.capabilities else ""
-    s.mail_cmd = mail = SmtpCommand(verb=Verb.MAIL, arg=msg.sender, params=params)
+    s.mail_cmd = mail = _Command(Verb.MAIL, msg.sender, params, None)
     s.mail_line = f"MAIL FROM:<{msg.sender}>" + (f" {params}" if params else "")
     if s.pipelined:
-        rcpts = [SmtpCommand(verb=Verb.RCPT, arg=r) for r in batch]
+        rcpts = [_Command(Verb.RCPT, r, "", None) for r in batch]
         _send(s, fx, *((_RSET,) if rset else ()), mail, *rcpts, _DATA)
     else:
         _send(s, fx, _RSET if rset else mail)

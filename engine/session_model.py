@@ -58,6 +58,10 @@ class State(enum.Enum):
     QUIT_SENT = enum.auto()
     CLOSED = enum.auto()  # terminal
 
+    # Hashed by identity (members are singletons and compare by identity): the
+    # table is looked up once per event, and Enum's own __hash__ is Python code.
+    __hash__ = object.__hash__
+
 
 class Input(enum.Enum):
     """The kinds of input the table is keyed by: each event type, a reply by
@@ -79,6 +83,8 @@ class Input(enum.Enum):
     TIMEOUT = enum.auto()  # TimerFired(("conn", conn))
     CLOSED = enum.auto()
     MALFORMED = enum.auto()
+
+    __hash__ = object.__hash__  # as State's
 
 
 Status = Literal["delivered", "transient", "permanent"]

@@ -20,27 +20,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.effects import Send, SmtpCommand, Verb
+from engine.effects import Verb
 from engine.reply import Reply
 from engine.session_handlers import (
     _AWAITED,
     _DATA,
     _PHASE,
+    READY,
     Fx,
     Out,
     _arm,
+    _Command,
     _end,
+    _RecipientResult,
+    _Send,
     _send,
+    _TransactionDone,
     reply_status,
 )
 from engine.session_model import (
     DELIVERED,
     TRANSIENT,
-    RecipientResult,
-    SessionReady,
     State,
     Status,
-    TransactionDone,
 )
 
 if TYPE_CHECKING:
@@ -67,14 +69,14 @@ def _awaited_command(s: Session) -> str:
 def _resolve_all(s: Session, out: Out, status: Status, reply: Reply, command: str) -> None:
     msg_id = s.message.id  # type: ignore[union-attr]
     for rcpt in _unresolved(s):
-        out.append(RecipientResult(msg_id, rcpt, status, reply, command))
+        out.append(_RecipientResult(msg_id, rcpt, status, reply, command))
 
 
 def _finish(s: Session, fx: Fx, out: Out) -> State:
     """Every recipient has its result: the transaction is over, the session idle."""
     fx.append(s.cancel_timer)
-    out.append(TransactionDone(s.message.id))  # type: ignore[union-attr]
-    out.append(SessionReady())
+    out.append(_TransactionDone(s.message.id))  # type: ignore[union-attr]
+    out.append(READY)
     s.message = None
     return State.IDLE
 
@@ -85,7 +87,7 @@ def _abort(
     """The connection ends mid-transaction: the recipients without a result
     are deferred with `reply`, then the transaction and the session end."""
     _resolve_all(s, out, TRANSIENT, reply, _awaited_command(s))
-    out.append(TransactionDone(s.message.id))  # type: ignore[union-attr]
+    out.append(_TransactionDone(s.message.id))  # type: ignore[union-attr]
     s.message = None
     return _end(s, fx, out, reason, cancel=cancel, close=close)
 
@@ -135,7 +137,7 @@ def reset_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
 
 def sender_accepted(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
     if not s.pipelined:
-        _send(s, fx, SmtpCommand(verb=Verb.RCPT, arg=s.batch[0]))
+        _send(s, fx, _Command(Verb.RCPT, s.batch[0], "", None))
     _arm(s, at, s.cfg.rcpt_to_timeout, fx)
 
 
@@ -165,10 +167,10 @@ def _rcpt(s: Session, at: float, reply: Reply, status: Status, fx: Fx, out: Out)
             s.accepted.append(rcpt)
         else:
             msg_id = s.message.id  # type: ignore[union-attr]
-            out.append(RecipientResult(msg_id, rcpt, status, reply, f"RCPT TO:<{rcpt}>"))
+            out.append(_RecipientResult(msg_id, rcpt, status, reply, f"RCPT TO:<{rcpt}>"))
     if i + 1 < len(s.batch):
         if not s.pipelined:
-            _send(s, fx, SmtpCommand(verb=Verb.RCPT, arg=s.batch[i + 1]))
+            _send(s, fx, _Command(Verb.RCPT, s.batch[i + 1], "", None))
         _arm(s, at, s.cfg.rcpt_to_timeout, fx)
         return State.RCPT_SENT
     if s.pipelined:
@@ -207,11 +209,12 @@ def data_accepted(s: Session, at: float, _: Any, fx: Fx, out: Out) -> State:
     server that is already off-script, and no content is ever sent without
     an accepted recipient).  Every recipient already has its result."""
     if not s.accepted:
-        out.append(TransactionDone(s.message.id))  # type: ignore[union-attr]
+        out.append(_TransactionDone(s.message.id))  # type: ignore[union-attr]
         s.message = None
         reason = "DATA accepted with no recipient accepted; connection dropped"
         return _end(s, fx, out, reason, cancel=True, close=True)
-    fx.append(Send(conn=s.conn, commands=(SmtpCommand(verb=Verb.BODY, arg=s.message.id),)))  # type: ignore[union-attr]
+    body = _Command(Verb.BODY, s.message.id, "", None)  # type: ignore[union-attr]
+    fx.append(_Send(s.conn, (body,)))
     _arm(s, at, s.cfg.data_dot_timeout, fx)
     return State.BODY_SENT
 
