@@ -110,6 +110,10 @@ def _enc(g: _Gen, ind: int, expr: str, tp: Any) -> None:
         v = g.var("v")
         g.emit(ind, f"{v} = {expr}")
         g.emit(ind, f"if {v}.__class__ is int and 0 <= {v} < 64: out.append({v} << 1)")
+        # 64..8191 zigzag to 128..16383: two LEB128 bytes, written inline (SMTP
+        # codes, connection numbers); the same bytes `_write_int` would write.
+        g.emit(ind, f"elif {v}.__class__ is int and 0 <= {v} < 8192: "
+                    f"out.append(({v} << 1 & 0x7F) | 0x80); out.append({v} >> 6)")
         g.emit(ind, f"else: _write_int(out, {v}.__index__())")
     elif tp is str or tp is bytes:
         b, n = g.var("b"), g.var("n")

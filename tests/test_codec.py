@@ -244,3 +244,21 @@ class _Odd(Event):
 def test_unsupported_field_type_is_named() -> None:
     with pytest.raises(TypeError, match=r"cannot encode fields of type dict\[str,int\]"):
         codec_gen.compile_event(_Odd, 99)
+
+
+def test_inline_two_byte_ints_are_the_bytes_write_int_writes() -> None:
+    """The generated encoders write 64..8191 inline: the format must not move."""
+    import struct as _struct
+
+    from engine.codec_gen import _write_int
+    from engine.events import Closed as _Closed
+
+    for v in [*range(0, 9000), 16383, 16384, 2**31, 10**12]:
+        ev = _Closed(at=1.0, conn=v, reason="x")
+        got = encode_event(ev)
+        want = bytearray([got[0]]) + _struct.pack("<d", 1.0)
+        _write_int(want, v)
+        want += b"\x01x"
+        assert got == bytes(want), v
+        assert decode_event(got) == ev
+    assert encode_event(_Closed(at=0.0, conn=250, reason=""))[9:11] == b"\xf4\x03"
