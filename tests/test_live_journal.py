@@ -277,3 +277,22 @@ def test_sigkill_never_loses_an_acknowledged_append(tmp_path: Path) -> None:
             assert isinstance(ev, MessageSubmitted)
             assert ev.id == mid
             assert j.body(mid) == mid.encode() * 3
+
+
+def test_back_to_back_drops_share_a_request_and_keep_their_order(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.append_sync([msg(1), msg(2), msg(3)], {"m1": b"1", "m2": b"2", "m3": b"3"})
+        with j._cond:  # the writer cannot take anything while this (re-entrant) lock is held
+            f1 = j.drop_body("m1")
+            f2 = j.drop_body("m2")
+            f3 = j.submit([msg(4)], {"m4": b"4", "m1": b"again"})  # after the drops: wins
+            f4 = j.drop_body("m3")
+            assert f1 is f2 and f3 is not f1 and f4 is not f3
+            assert len(j._pending) == 3
+        assert (f1.result(10), f3.result(10), f4.result(10)) == (3, 4, 4)
+        assert j.body("m1") == b"again" and j.body("m4") == b"4"
+        for gone in ("m2", "m3"):
+            with pytest.raises(KeyError):
+                j.body(gone)
+        with pytest.raises(JournalError, match="drop_body needs a message id"):
+            j.drop_body(7)  # type: ignore[arg-type]

@@ -73,6 +73,7 @@ class _Request:
     result: int
     future: Future[int] | asyncio.Future[int]
     loop: asyncio.AbstractEventLoop | None  # set for asyncio futures
+    drops_only: bool = False  # made by drop_body: later drops may join it
 
 
 def _settle(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
@@ -166,6 +167,8 @@ class Journal:
         snapshot: tuple[int, bytes] | None,
         future: Future[int] | asyncio.Future[int],
         loop: asyncio.AbstractEventLoop | None,
+        *,
+        drops_only: bool = False,
     ) -> None:
         datas = codec.encode_each(events)
         for key, data in bodies.items():
@@ -189,7 +192,7 @@ class Journal:
             self._last_seq += len(rows)
             self._pending.append(
                 _Request(rows, dict(bodies) if bodies else _NO_BODIES, snapshot,
-                         self._last_seq, future, loop)
+                         self._last_seq, future, loop, drops_only)
             )
             if self._idle:  # the writer sleeps: wake it (else it takes this batch next)
                 self._cond.notify()
@@ -229,9 +232,22 @@ class Journal:
         return self.submit(events, bodies).result(timeout)
 
     def drop_body(self, message_id: str) -> Future[int]:
-        """Delete a message's body (on Discard); returns a future for the commit."""
+        """Delete a message's body (on Discard); returns a future for the commit.
+
+        Drops queued back to back (a batch's Discards) share one request and
+        one future, while the writer has not taken it yet: they commit
+        together anyway, and each drop stays after everything queued before it.
+        """
+        if not isinstance(message_id, str):
+            raise JournalError(f"drop_body needs a message id (str), not {message_id!r}")
+        with self._cond:
+            last = self._pending[-1] if self._pending else None
+            if last is not None and last.drops_only and not self._closing \
+                    and self._failed is None:
+                last.bodies[message_id] = None
+                return last.future  # type: ignore[return-value]
         fut: Future[int] = Future()
-        self._enqueue((), {message_id: None}, None, fut, None)
+        self._enqueue((), {message_id: None}, None, fut, None, drops_only=True)
         return fut
 
     def write_snapshot(self, seq: int, data: bytes) -> Future[int]:
