@@ -1,0 +1,74 @@
+"""lab.timing: paced sleeps end on their deadline on average; the client's turnaround."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from lab.timing import IDLE_GAP, Pacer, Turnaround, turnaround_summary
+
+
+def _interleaved(n: int) -> tuple[Pacer, Pacer]:
+    """`n` sleeps each of a plain and a paced pacer, alternating, so both see the
+    same load; delays of random fractions of a millisecond, as latencies drawn
+    from a distribution are (epoll rounds every timeout up to a whole ms)."""
+    plain, paced = Pacer(compensate=False), Pacer()
+
+    async def main() -> None:
+        rng = random.Random(3)
+        for _ in range(n):
+            await plain.sleep(rng.uniform(0.001, 0.003))
+            await paced.sleep(rng.uniform(0.001, 0.003))
+
+    asyncio.run(main())
+    return plain, paced
+
+
+def test_plain_sleeps_are_late_and_paced_ones_on_time_on_average() -> None:
+    plain, paced = _interleaved(300)
+    p, q = plain.stats(), paced.stats()
+    assert (p.sleeps, q.sleeps) == (300, 300)
+    assert p.error > 0.0001  # asyncio timers fire late: at least 0.1 ms on average
+    assert p.error == pytest.approx(p.wake_lag)  # without pacing the lateness is the error
+    assert abs(q.error) < p.error / 2, (p, q)
+    assert plain.lag == 0.0 and 0 < paced.lag <= 0.005
+
+
+def test_the_latency_runs_from_its_start_not_from_the_call() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer(compensate=False)
+        start = loop.time()
+        await asyncio.sleep(0.01)  # work done after the request arrived
+        await pacer.sleep(0.005, start)  # already past: returns at once
+        return loop.time() - start
+
+    elapsed = asyncio.run(main())
+    assert 0.01 <= elapsed < 0.014
+
+
+def test_no_sleep_for_a_zero_delay() -> None:
+    pacer = Pacer()
+    asyncio.run(pacer.sleep(0.0))
+    assert pacer.stats().sleeps == 0
+
+
+def test_turnaround_counts_answers_and_skips_idleness_after_a_delivery() -> None:
+    samples: list[float] = []
+    t = Turnaround(samples)
+    t.received(1.0)  # nothing pending: not a sample
+    t.replied(2.0)
+    t.received(2.0004)
+    t.received(2.5)  # only the first bytes after a reply count
+    t.replied(3.0, may_idle=True)
+    t.received(3.0 + IDLE_GAP + 0.01)  # idle connection: not the client's work
+    t.replied(4.0, may_idle=True)
+    t.received(4.001)
+    t.replied(5.0)
+    t.received(5.2)  # must answer at once: a slow client is still counted
+    assert samples == pytest.approx([0.0004, 0.001, 0.2])
+    assert turnaround_summary(samples) == pytest.approx(
+        {"count": 3, "mean": (0.0004 + 0.001 + 0.2) / 3, "median": 0.001})
+    assert turnaround_summary([]) == {"count": 0, "mean": 0.0, "median": 0.0}
