@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from engine import flow, metrics, records
 from engine.config import EnableTls
 from engine.effects import Connect, Log, TlsMode, TlsSettings
+from engine.events import trusted_factory
 from engine.message import HELD, rcpt_tuple
 from engine.mxplan import build_plan
 from engine.ready import ConnCtx, ReadyQueue, ideal_connections
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from engine.engine import Engine
 
 _INSECURE = (EnableTls.OpportunisticInsecure, EnableTls.RequiredInsecure)
+_Log = trusted_factory(Log)
+_Connect = trusted_factory(Connect)  # (conn, host, address, port, source, source_address, path)
+_TxnMessage = trusted_factory(TxnMessage)  # a queued message always has a recipient
 
 
 def suspended(eng: Engine, rq: ReadyQueue) -> bool:
@@ -204,9 +208,8 @@ def attempt(eng: Engine, ctx: ConnCtx, now: float) -> None:
     ctx.session = Session(conn=ctx.conn, host=ctx.host, address=ctx.address, port=port,
                           cfg=cfg, tls=tls[0], tls_settings=tls[1], ehlo_domain=ehlo,
                           opened_at=now)
-    eng.out.append(Connect(conn=ctx.conn, host=ctx.host, address=ctx.address, port=port,
-                           source=rq.source_name, source_address=src.source_address,
-                           path=rq.path))
+    eng.out.append(_Connect(ctx.conn, ctx.host, ctx.address, port, rq.source_name,
+                            src.source_address, rq.path))
     eng.run_step(ctx, ctx.session.connect(now), now)
 
 
@@ -257,7 +260,7 @@ def start(eng: Engine, ctx: ConnCtx, now: float) -> None:
     assert msg is not None
     msg.attempts += 1
     ctx.started = True
-    txn = TxnMessage(msg.id, msg.sender, rcpt_tuple(msg.recipients), msg.size)
+    txn = _TxnMessage(msg.id, msg.sender, rcpt_tuple(msg.recipients), msg.size)
     eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)
 
 
@@ -285,7 +288,7 @@ def push_back(eng: Engine, rq: ReadyQueue, now: float, wait: float, kind: str) -
                                  f"max_{kind}_rate; next due at {iso(eng.epoch, due)}")
     counter = metrics.RATE_THROTTLED if kind == "message" else metrics.CONN_RATE_THROTTLED
     for msg in flow.drain_ready(eng, rq):
-        eng.out.append(Log(record=records.make_record(
+        eng.out.append(_Log(records.make_record(
             records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
         eng.metrics.totals[counter] += 1
         eng.sched.add(msg, due)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from engine import lookups, metrics, records
 from engine.effects import Discard, Log, Resolve
 from engine.errors import ProtocolError
-from engine.events import MessageSubmitted
+from engine.events import MessageSubmitted, trusted_factory
 from engine.message import DONE, HELD, PARKED, READY, Message, queue_name
 from engine.pools import WeightedRoundRobin
 from engine.ready import CONFIG_REFRESH, ReadyQueue
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from engine.resolve import DomainState
 
 RECEIVED = Reply(code=250, text="")
+_Log = trusted_factory(Log)
+_Discard = trusted_factory(Discard)
 DEFAULT_POOL = lookups.DEFAULT_POOL
 
 
@@ -60,7 +62,7 @@ def submit(eng: Engine, ev: MessageSubmitted) -> None:
     q.count += 1
     eng.queued += 1
     eng.metrics.totals[metrics.RECEIVED] += 1
-    eng.out.append(Log(record=records.make_record(records.RECEPTION, msg, now, eng.epoch,
+    eng.out.append(_Log(records.make_record(records.RECEPTION, msg, now, eng.epoch,
                                                   RECEIVED)))
     promote(eng, msg, now)
 
@@ -111,7 +113,7 @@ def throttled(eng: Engine, msg: Message, now: float, wait: float) -> None:
     q.throttle_next = due
     reply = Reply(code=400, text=f"Delayed due to MessageRateThrottle on {q.name}; "
                                  f"next due at {iso(eng.epoch, due)}")
-    eng.out.append(Log(record=records.make_record(records.DELAYED, msg, now, eng.epoch, reply)))
+    eng.out.append(_Log(records.make_record(records.DELAYED, msg, now, eng.epoch, reply)))
     eng.metrics.totals[metrics.RATE_THROTTLED] += 1
     eng.sched.add(msg, due)
 
@@ -181,7 +183,7 @@ def enqueue_ready(eng: Engine, rq: ReadyQueue, msg: Message, now: float) -> None
         due = now + eng.rng.uniform(0.0, 60.0)
         reply = Reply(code=400, text=f"Delayed due to ReadyQueueWasFull on {rq.path}; "
                                      f"next due at {iso(eng.epoch, due)}")
-        eng.out.append(Log(record=records.make_record(
+        eng.out.append(_Log(records.make_record(
             records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
         eng.metrics.totals[metrics.READY_FULL] += 1
         eng.sched.add(msg, due)
@@ -213,7 +215,7 @@ def finish(eng: Engine, msg: Message) -> None:
         eng.bounce_on_return.pop(msg.id, None)
     msg.queue.count -= 1
     eng.queued -= 1
-    eng.out.append(Discard(message_id=msg.id))
+    eng.out.append(_Discard(msg.id))
 
 
 def expire(eng: Engine, msg: Message, now: float, next_due: float,
@@ -223,7 +225,7 @@ def expire(eng: Engine, msg: Message, now: float, next_due: float,
     no egress source (crates/kumod/src/queue/queue.rs), and so do we."""
     expires = msg.created + msg.queue.config.max_age
     reply = Reply.make(551, "5.4.7", expiry_text(eng.epoch, next_due, expires))
-    eng.out.append(Log(record=records.make_record(
+    eng.out.append(_Log(records.make_record(
         records.EXPIRATION, msg, now, eng.epoch, reply,
         site=rq.path if rq is not None else "",
         source=rq.source_name if rq is not None else None)))
@@ -257,7 +259,7 @@ def transient(eng: Engine, msg: Message, now: float, reply: Reply, *,
         msg.attempts += 1
     path = rq.path if rq is not None else ""
     provider = rq.cfg.provider_name if rq is not None else None
-    eng.out.append(Log(record=records.make_record(
+    eng.out.append(_Log(records.make_record(
         records.TRANSIENT, msg, now, eng.epoch, reply, site=path,
         source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
     eng.metrics.bump(metrics.TRANSFAIL, path, provider)
@@ -269,7 +271,7 @@ def bounce(eng: Engine, msg: Message, now: float, reply: Reply, *,
     """A permanent failure of every pending recipient: Bounce record, finished."""
     path = rq.path if rq is not None else ""
     provider = rq.cfg.provider_name if rq is not None else None
-    eng.out.append(Log(record=records.make_record(
+    eng.out.append(_Log(records.make_record(
         records.BOUNCE, msg, now, eng.epoch, reply, site=path,
         source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
     eng.metrics.bump(metrics.FAIL, path, provider)

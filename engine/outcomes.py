@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import dispatch, flow, metrics, records
 from engine.effects import CancelTimer, Log, SetTimer
+from engine.events import trusted_factory
 from engine.message import compact_recipients
 from engine.ready import ConnCtx
 from engine.reply import Reply
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 NO_ANSWER = Reply.make(451, "4.4.1", "No answer from any hosts listed in MX")
 CLOSED_MID_TXN = Reply.make(451, "4.4.2", "connection closed during the transaction")
+_Log = trusted_factory(Log)
 
 
 def run_step(eng: Engine, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: float) -> None:
@@ -51,23 +53,24 @@ def run_step(eng: Engine, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: 
     is dropped: setting an armed timer re-arms it, so the pair is one SetTimer
     (see `Engine.handle`)."""
     effects, outcomes = step
-    timers = eng.timers
     out = eng.out
     for e in effects:
         t = type(e)
         if t is SetTimer:
             timer = e.timer
-            timers[timer] = e.at
+            eng.timers[timer] = e.at
             cancelled = eng.cancelled
             if cancelled and timer in cancelled:
                 out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
                 eng.dropped = True
         elif t is CancelTimer:
-            timers.pop(e.timer, None)
+            eng.timers.pop(e.timer, None)
             eng.cancelled[e.timer] = len(out)
         out.append(e)
-    for o in outcomes:
-        _HANDLERS[type(o)](eng, ctx, o, now)
+    if outcomes:
+        handlers = _HANDLERS
+        for o in outcomes:
+            handlers[type(o)](eng, ctx, o, now)
 
 
 def session_ready(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
@@ -87,7 +90,7 @@ def recipient_result(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
         kind, counter = records.BOUNCE, metrics.FAIL
     else:
         kind, counter = records.TRANSIENT, metrics.TRANSFAIL
-    eng.out.append(Log(record=records.make_record(
+    eng.out.append(_Log(records.make_record(
         kind, msg, now, eng.epoch, o.reply, recipient=o.recipient, site=rq.path,
         source=rq.source_name, peer=(ctx.host, ctx.address), command=o.command,
         tls=ctx.tls, provider=provider)))

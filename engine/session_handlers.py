@@ -102,6 +102,17 @@ def _send(s: Session, fx: Fx, *commands: SmtpCommand) -> None:
     fx.append(_Send(s.conn, commands))
 
 
+def mail_line(s: Session) -> str:
+    """The MAIL command line of the transaction, for `RecipientResult.command`
+    (``"MAIL FROM:<a@b> SIZE=12"``); built on first use, since most
+    transactions never need it."""
+    if not s.mail_line:
+        cmd = s.mail_cmd
+        assert cmd is not None
+        s.mail_line = f"MAIL FROM:<{cmd.arg}>" + (f" {cmd.params}" if cmd.params else "")
+    return s.mail_line
+
+
 def _where(s: Session) -> str:
     return f"{s.host} [{s.address}]:{s.port}"
 
@@ -321,15 +332,21 @@ def transaction_started(s: Session, at: float, msg: TxnMessage, fx: Fx, out: Out
         for rcpt in msg.recipients[limit:]:
             out.append(_RecipientResult(msg.id, rcpt, TRANSIENT, reply, f"RCPT TO:<{rcpt}>"))
     s.message, s.batch, s.accepted, s.replies, s.mail_failed = msg, batch, [], 0, False
-    s.pipelined = cfg.enable_pipelining and "PIPELINING" in s.capabilities
+    caps = s.capabilities
+    s.pipelined = pipelined = cfg.enable_pipelining and "PIPELINING" in caps
     rset = s.transactions > 0 and cfg.enable_rset
     s.transactions += 1
-    params = f"SIZE={msg.size}" if "SIZE" in s.capabilities else ""
-    s.mail_cmd = mail = _Command(Verb.MAIL, msg.sender, params, None)
-    s.mail_line = f"MAIL FROM:<{msg.sender}>" + (f" {params}" if params else "")
-    if s.pipelined:
-        rcpts = [_Command(Verb.RCPT, r, "", None) for r in batch]
-        _send(s, fx, *((_RSET,) if rset else ()), mail, *rcpts, _DATA)
+    s.mail_cmd = mail = _Command(Verb.MAIL, msg.sender,
+                                 f"SIZE={msg.size}" if "SIZE" in caps else "", None)
+    s.mail_line = ""  # built only if a result needs it (`mail_line`)
+    if pipelined:
+        if len(batch) == 1:  # the common case, without building a list first
+            rcpt = _Command(Verb.RCPT, batch[0], "", None)
+            cmds = (_RSET, mail, rcpt, _DATA) if rset else (mail, rcpt, _DATA)
+        else:
+            rcpts = [_Command(Verb.RCPT, r, "", None) for r in batch]
+            cmds = (*((_RSET,) if rset else ()), mail, *rcpts, _DATA)
+        fx.append(_Send(s.conn, cmds))
     else:
         _send(s, fx, _RSET if rset else mail)
     # Pipelined or not, the timer covers the reply awaited now and is re-armed

@@ -36,6 +36,7 @@ from engine.session_handlers import (
     _Send,
     _send,
     _TransactionDone,
+    mail_line,
     reply_status,
 )
 from engine.session_model import (
@@ -60,7 +61,7 @@ def _awaited_command(s: Session) -> str:
     """The command line whose reply is awaited, for `RecipientResult.command`."""
     state = s.state
     if state is State.MAIL_SENT:
-        return s.mail_line
+        return mail_line(s)
     if state is State.RCPT_SENT:
         return f"RCPT TO:<{s.batch[s.replies]}>"
     return {State.RSET_SENT: "RSET", State.DATA_SENT: "DATA", State.BODY_SENT: "."}[state]
@@ -144,7 +145,7 @@ def sender_accepted(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
 def sender_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """MAIL refused: every recipient gets this reply.  With pipelining the
     RCPT and DATA replies are still owed and are consumed (RCPT_SENT)."""
-    _resolve_all(s, out, reply_status(ev.reply), ev.reply, s.mail_line)
+    _resolve_all(s, out, reply_status(ev.reply), ev.reply, mail_line(s))
     s.mail_failed = True
     if s.pipelined:
         _arm(s, at, s.cfg.rcpt_to_timeout, fx)
