@@ -13,8 +13,13 @@ Why it is shaped this way (DESIGN.md, "Cost shape"):
 * SimPy cannot unschedule an event, and the engine arms a command timer for
   every command it sends but almost never lets one fire.  So timers live in the
   driver's own heap with lazy cancellation, and only the earliest armed timer
-  holds a SimPy event ("the wake").  Arming a timer is a heap push, not a SimPy
-  event.
+  holds a SimPy event ("the wake").  Arming a timer is not a SimPy event, and
+  usually not even a heap push: a re-armed timer almost always moves *later*
+  (the next command's timeout), so the entry already in the heap stays, and
+  when it comes up it is pushed again at the deadline armed by then (with
+  that arming's sequence number, so timers due together still fire in arming
+  order, exactly as if every arming had been pushed).  That keeps the heap
+  near the number of armed timers instead of one entry per command sent.
 * Callbacks are attached to bare SimPy events (`_at`), which is what a SimPy
   `Timeout` does without the process machinery around it.
 """
@@ -55,6 +60,7 @@ from engine.events import (
     TlsaResolved,
     TlsEstablished,
     TlsFailed,
+    trusted_factory,
 )
 from engine.events import (
     Event as EngineEvent,
@@ -64,6 +70,11 @@ from sim.observer import Observer
 from sim.world import World
 
 ProgressFn = Callable[[float, int, int], None]  # (simulated seconds, finished, submitted)
+
+# The events the driver makes several times per message, built without
+# re-validating what it made itself (see `engine.events.trusted_factory`).
+_Response = trusted_factory(Response)  # (at, conn, reply)
+_TimerFired = trusted_factory(TimerFired)  # (at, timer)
 
 
 class _Conn:
@@ -101,9 +112,12 @@ class SimDriver:
         self._conns: dict[int, _Conn] = {}
         self._open: dict[str, int] = {}  # path -> connections the engine has open
         self._sizes: dict[str, int] = {}
-        # Timer wheel: name -> sequence of its latest arming; heap of (at, seq, name).
-        self._armed: dict[TimerName, int] = {}
+        # Timer wheel: name -> (at, seq) of its latest arming; heap of (at, seq,
+        # name); name -> (at, seq) of its earliest entry in the heap ("the
+        # anchor"), at or before the armed deadline whenever the name is armed.
+        self._armed: dict[TimerName, tuple[float, int]] = {}
         self._heap: list[tuple[float, int, TimerName]] = []
+        self._anchor: dict[TimerName, tuple[float, int]] = {}
         self._seq = itertools.count()
         self._wake_at = float("inf")
         self._arrivals: Iterator[MessageSubmitted] | None = None
@@ -126,7 +140,16 @@ class SimDriver:
         """Hand one event to the engine and carry out what it orders."""
         self.events_fed += 1
         for effect in self.engine.handle(event):
-            self._carry_out(effect)
+            kind = type(effect)
+            # the three most frequent effects first, without a call to dispatch them
+            if kind is SetTimer:
+                self._set_timer(effect.timer, effect.at)
+            elif kind is Log:
+                self.observer.log(effect.record, self.env._now)
+            elif kind is Send:
+                self._send(effect)
+            else:
+                self._carry_out(effect)
 
     # -- running ---------------------------------------------------------------
 
@@ -179,25 +202,54 @@ class SimDriver:
     # -- timers ----------------------------------------------------------------
 
     def _set_timer(self, name: TimerName, at: float) -> None:
-        seq = next(self._seq)
-        self._armed[name] = seq
-        heapq.heappush(self._heap, (at, seq, name))
+        arming = (at, next(self._seq))
+        self._armed[name] = arming
+        anchor = self._anchor.get(name)
+        if anchor is not None and anchor[0] <= at:
+            return  # the entry in the heap comes up first and re-pushes this arming
+        self._anchor[name] = arming
+        heapq.heappush(self._heap, (at, arming[1], name))
         if at < self._wake_at:
             self._wake_at = at
             self._at(at - self.env.now, self._on_wake, at)
+
+    def _settle(self, entry: tuple[float, int, TimerName]) -> None:
+        """A popped heap entry that is not its name's live arming: when it was
+        the anchor, push the name's current arming (if any) in its place."""
+        _, seq, name = entry
+        anchor = self._anchor.get(name)
+        if anchor is not None and anchor[1] == seq:
+            arming = self._armed.get(name)
+            if arming is None:
+                del self._anchor[name]
+            else:
+                self._anchor[name] = arming
+                heapq.heappush(self._heap, (arming[0], arming[1], name))
 
     def _on_wake(self, ev: Event) -> None:
         if ev._value != self._wake_at:
             return  # superseded by an earlier wake
         now = self.env.now
-        heap, armed = self._heap, self._armed
+        heap, armed, anchors = self._heap, self._armed, self._anchor
         while heap and heap[0][0] <= now:
-            _, seq, name = heapq.heappop(heap)
-            if armed.get(name) == seq:
+            entry = heapq.heappop(heap)
+            name = entry[2]
+            arming = armed.get(name)
+            if arming is not None and arming[1] == entry[1]:
                 del armed[name]
-                self._feed(TimerFired(at=now, timer=name))
-        while heap and armed.get(heap[0][2]) != heap[0][1]:
-            heapq.heappop(heap)  # drop cancelled or re-armed entries at the head
+                del anchors[name]  # a live arming is always its name's anchor
+                self._feed(_TimerFired(now, name))
+            else:
+                self._settle(entry)
+        # Bring the earliest live arming to the head, so the wake is exactly when
+        # the next timer is due.
+        while heap:
+            entry = heap[0]
+            arming = armed.get(entry[2])
+            if arming is not None and arming[1] == entry[1]:
+                break
+            heapq.heappop(heap)
+            self._settle(entry)
         self._wake_at = float("inf")
         if heap:
             self._wake_at = heap[0][0]
@@ -266,7 +318,7 @@ class SimDriver:
         now = self.env.now
         self._feed(Connected(at=now, conn=conn_id))
         if conn.alive:
-            self._feed(Response(at=now, conn=conn_id, reply=banner))
+            self._feed(_Response(now, conn_id, banner))
 
     def _connect_failed(self, ev: Event) -> None:
         conn_id, reason = ev._value
@@ -339,7 +391,7 @@ class SimDriver:
             conn = self._conns.get(conn_id)
             if conn is None or not conn.alive:
                 return  # the engine closed it (timeout, 421) before all replies were read
-            self._feed(Response(at=now, conn=conn_id, reply=reply))
+            self._feed(_Response(now, conn_id, reply))
 
     def peer_closed(self, conn_id: int, reason: str) -> None:
         """The remote side dropped the connection (used by fault models)."""
