@@ -259,7 +259,6 @@ class HostServer:
                 if size < 0:
                     return
                 writer.write(await self._body_reply(size, loop.time()))
-                turn.replied(loop.time(), may_idle=True)  # the next message, if any
                 txn = Txn()
 
     def _command(self, line: bytes, txn: Txn, tls: bool) -> tuple[str, Reply, str]:

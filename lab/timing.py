@@ -23,8 +23,8 @@ steal the core the engine needs):
 
 `Pacer.stats()` reports what it saw (mean lateness before and after the
 correction), and `Turnaround` what the client took: the time from a reply
-(the banner, EHLO's, DATA's 354, a delivery's 250 when more mail follows) to
-the client's next bytes.  That is the client's own time per round trip (its event loop,
+the client must answer at once (the banner, EHLO's, DATA's 354) to its next
+bytes.  That is the client's own time per round trip (its event loop,
 the engine, encoding, loopback), the figure a scenario's
 ``[client] round_trip_overhead`` stands for, so the lab measures it for the
 simulator.
@@ -39,7 +39,6 @@ INITIAL_LAG = 0.0005  # seconds: half of epoll's millisecond rounding, before an
 LAG_WEIGHT = 0.05  # weight of each new measurement in the running mean (about 20 sleeps)
 MAX_LAG = 0.005  # never wake more than this much early, whatever the load did to the mean
 SAMPLE_CAP = 100_000  # turnaround samples kept for the median
-IDLE_GAP = 0.05  # seconds: a longer silence after a delivery is an idle connection, not work
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,31 +107,27 @@ def _set_done(future: asyncio.Future[None]) -> None:
 
 class Turnaround:
     """One connection's side of the client's turnaround: the time from a reply
-    to the client's next bytes, added to a shared list.
+    the client must answer at once to its next bytes, added to a shared list.
 
-    After the banner, EHLO's reply and DATA's 354 the client answers at once;
-    after a delivery's 250 it answers at once only when it has another
-    message, so a silence longer than `IDLE_GAP` there is idleness and not
-    counted."""
+    Only replies that admit no waiting count (the banner, EHLO's, DATA's
+    354): after a delivery's 250 the client may rightly wait (for the next
+    message, or for a throttle), which is not its own overhead."""
 
-    __slots__ = ("_may_idle", "_pending", "samples")
+    __slots__ = ("_pending", "samples")
 
     def __init__(self, samples: list[float]) -> None:
         self._pending: float | None = None
-        self._may_idle = False
         self.samples = samples
 
-    def replied(self, at: float, *, may_idle: bool = False) -> None:
-        """A reply was written at `at` (`may_idle`: the client need not answer)."""
+    def replied(self, at: float) -> None:
+        """A reply the client answers at once was written at `at`."""
         self._pending = at
-        self._may_idle = may_idle
 
     def received(self, at: float) -> None:
         """Bytes from the client arrived at `at`."""
         if self._pending is not None:
-            gap = at - self._pending
-            if len(self.samples) < SAMPLE_CAP and not (self._may_idle and gap > IDLE_GAP):
-                self.samples.append(gap)
+            if len(self.samples) < SAMPLE_CAP:
+                self.samples.append(at - self._pending)
             self._pending = None
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from lab.timing import IDLE_GAP, Pacer, Turnaround, turnaround_summary
+from lab.timing import Pacer, Turnaround, turnaround_summary
 
 
 def _interleaved(n: int) -> tuple[Pacer, Pacer]:
@@ -55,19 +55,17 @@ def test_no_sleep_for_a_zero_delay() -> None:
     assert pacer.stats().sleeps == 0
 
 
-def test_turnaround_counts_answers_and_skips_idleness_after_a_delivery() -> None:
+def test_turnaround_counts_the_first_bytes_after_a_reply_that_needs_an_answer() -> None:
     samples: list[float] = []
     t = Turnaround(samples)
     t.received(1.0)  # nothing pending: not a sample
     t.replied(2.0)
     t.received(2.0004)
     t.received(2.5)  # only the first bytes after a reply count
-    t.replied(3.0, may_idle=True)
-    t.received(3.0 + IDLE_GAP + 0.01)  # idle connection: not the client's work
-    t.replied(4.0, may_idle=True)
+    t.replied(4.0)
     t.received(4.001)
     t.replied(5.0)
-    t.received(5.2)  # must answer at once: a slow client is still counted
+    t.received(5.2)  # a slow client is still counted
     assert samples == pytest.approx([0.0004, 0.001, 0.2])
     assert turnaround_summary(samples) == pytest.approx(
         {"count": 3, "mean": (0.0004 + 0.001 + 0.2) / 3, "median": 0.001})
