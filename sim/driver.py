@@ -402,8 +402,13 @@ class SimDriver:
             answers = self.world.reply_batch(conn.host, commands, now)
             # A pipelined batch is read as it arrives; the replies come together
             # after the slowest one, which is how a pipelining server answers.
-            delay = max(d for d, _ in answers)
-            self._at(delay, self._replies, (eff.conn, tuple(r for _, r in answers)))
+            delay = answers[0][0]
+            replies = []
+            for d, reply in answers:
+                if d > delay:
+                    delay = d
+                replies.append(reply)
+            self._at(delay, self._replies, (eff.conn, replies))
 
     def _replies(self, ev: Event) -> None:
         conn_id, replies = ev._value
