@@ -63,8 +63,17 @@ EXTERNAL = (
          ""),
         ("journal: recovery from snapshot, s", r"from snapshot: restore \+ tail\s+([\d.]+)", ""),
     )),
+    External("memory", ("bench.memory",), ("bench.memory", "--quick"), (
+        ("memory: bytes per queued message (tracemalloc, with id/rcpt strings)",
+         r"bytes per message at ([\d,]+ queued: \d+) with", "<= 350 at 1,000,000"),
+        ("memory: egress deliver RSS holding the queue",
+         r"RSS holding [\d,]+ queued\s+([\d.,]+ MiB)", "100,000 at full size"),
+        ("memory: egress deliver RSS - idle, per queued message",
+         r"RSS - idle, per queued message\s+([\d,]+) B", "bytes"),
+        ("memory: spool on disk per message", r"spool on disk.*?([\d,]+) B/msg", "bytes"),
+    )),
 )
-SECTIONS = ("core", "sim", "journal", "delivery", "e2e")
+SECTIONS = ("core", "sim", "journal", "memory", "delivery", "e2e")
 
 
 def run_external(b: External, quick: bool, timeout: float) -> list[Row]:

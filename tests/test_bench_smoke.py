@@ -75,3 +75,31 @@ def test_e2e_bench_quick() -> None:
         # Either a rate, or a peer that is missing here; never a failed or short run.
         assert re.search(rf"^e2e \(60\): {relay} msg/s\s+([\d,]+\s+min|n/a\s+not available)",
                          out, re.M), (relay, out)
+
+
+def test_memory_bench_quick() -> None:
+    """Tiny sizes: the tracemalloc table, then a real `egress deliver` holding 2,000.
+
+    Without smtp-source the bench injects with aiosmtplib, so this runs anywhere."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.memory", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=True,
+    ).stdout
+    row = re.search(r"^\s+10,000\s+(\d+)\s+(\d+)$", out, re.M)
+    assert row, out
+    with_strings, engine_only = int(row.group(1)), int(row.group(2))
+    # The strings a message brings (id, recipient) cost more than nothing, and
+    # the engine's own share stays in the range bench.core documents.
+    assert 100 < engine_only < with_strings < 1000, out
+    assert re.search(r"^  bytes per message at 10,000 queued: \d+ with", out, re.M), out
+    assert "holding 2,000 queued messages of 2000 B" in out
+    held = re.search(r"^\s+RSS holding 2,000 queued\s+([\d.]+) MiB", out, re.M)
+    idle = re.search(r"^\s+RSS idle \(listening, nothing queued\)\s+([\d.]+) MiB", out, re.M)
+    assert held and idle, out
+    assert float(held.group(1)) > float(idle.group(1)) > 10, out  # holding costs memory
+    per = re.search(r"RSS - idle, per queued message\s+([\d,]+) B", out)
+    assert per and 0 < int(per.group(1).replace(",", "")) < 100_000, out
+    spool = re.search(r"spool on disk\s+[\d.]+ MiB\s+([\d,]+) B/msg", out)
+    # each message's 2 KB body (plus its event) is in the spool, not only in memory
+    assert spool and int(spool.group(1).replace(",", "")) >= 2000, out
+    assert re.search(r"RSS after restart, 2,000 recovered\s+[\d.]+ MiB", out), out
