@@ -21,14 +21,22 @@ def test_journal_bench_quick(tmp_path: Path) -> None:
         [sys.executable, "-m", "bench.journal", "--quick", "--dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
     ).stdout
-    rows = re.findall(r"^\s+(1|8|32|128)\s+[\d,]+\s+[\d.]+\s+[\d,]+\s+[\d.]+x$", out, re.M)
+    rows = re.findall(r"^\s+(1|8|32|128)\s+[\d,]+\s+[\d.]+\s+[\d,]+\s+[\d.]+x"
+                      r"\s+[\d,]+\s+[\d.]+\s+[\d.]+$", out, re.M)
     assert rows == ["1", "8", "32", "128"], out
     for name in ("MessageSubmitted", "Response", "stream, mixed"):
         assert re.search(rf"^{name}\s+[\d,]+\s+[\d,]+\s+\d+$", out, re.M), out
-    assert "recovery of a 5,000-event journal" in out
-    assert re.search(r"from scratch: read\+decode\+handle\s+[\d.]+ s\s+5,000 events, 5,000 queued",
-                     out), out
-    assert re.search(r"from snapshot: restore \+ tail\s+[\d.]+ s\s+50 tail events", out), out
+    assert "recovery of a 5,000-event journal: simulated (scenarios/million.toml" in out
+    # a mixed stream from a real simulated run, not only submissions
+    mix = re.search(r"^  mix: (.*)$", out, re.M)
+    assert mix and "Response" in mix.group(1) and "MessageSubmitted" in mix.group(1), out
+    scratch = re.search(r"from scratch: read\+decode\+handle\s+[\d.]+ s\s+5,000 events, "
+                        r"([\d,]+) queued, (.*)$", out, re.M)
+    assert scratch and scratch.group(2) == "state = the run's", out
+    warm = re.search(r"from snapshot: restore \+ tail\s+[\d.]+ s\s+50 tail events, "
+                     r"([\d,]+) queued, [\d.]+x faster, (.*)$", out, re.M)
+    assert warm and warm.group(2) == "state = the run's", out
+    assert warm.group(1) == scratch.group(1), out  # both ways recover the same queue
     assert list(tmp_path.iterdir()) == []  # the bench cleaned up after itself
 
 
