@@ -1,25 +1,21 @@
-"""``python -m bench.listener``: the aiosmtpd IngestServer against the fast Listener.
+"""``python -m bench.listener``: the SMTP Listener alone, with a no-op commit.
 
-Issue 7 asks to measure what bounds the relay and replace the listener if it
-is the bound.  This isolates the listener: each contender runs alone in a
-child process (``--serve KIND PORT``) with a no-op commit callback (returns
-one id at once, nothing journaled), and Postfix's C ``smtp-source -d -s 32
--m N -l 2000`` sends into it on 127.0.0.1.  The figure is N / (smtp-source's
-wall time), smtp-source having waited for every 250; the child's own CPU
-seconds per wall second (from /proc) says whether it was CPU-bound (about
-1.0: one core).  The child counts the submissions it acknowledged and the
-run is void unless that is N.  Rounds rotate the order; the ratio is taken
-within a round and the median quoted.  Without smtp-source, 32 aiosmtplib
-clients in this process send instead (slower: the client is Python too).
+Issue 7 asked to measure what bounds the relay and replace the listener if it
+was the bound; this harness compared the aiosmtpd-based listener with the
+asyncio `Listener` that replaced it (commit 24fbbb8; the aiosmtpd one has
+since been removed).  It now isolates the Listener: it runs alone in a child
+process (``--serve PORT``) with a no-op commit callback (returns one id at
+once, nothing journaled), and Postfix's C ``smtp-source -d -s 32 -m N -l
+2000`` sends into it on 127.0.0.1.  The figure is N / (smtp-source's wall
+time), smtp-source having waited for every 250; the child's own CPU seconds
+per wall second (from /proc) says whether it was CPU-bound (about 1.0: one
+core).  The child counts the submissions it acknowledged and the run is void
+unless that is N.  Without smtp-source, 32 aiosmtplib clients in this process
+send instead (slower: the client is Python too).  ``python -m bench.e2e``
+measures ``egress deliver`` (this Listener, the journal, delivery) end to end.
 
     python -m bench.listener                # 20,000 messages, 3 rounds
     python -m bench.listener --quick        # 2,000 messages, 1 round
-    python -m bench.listener --e2e          # also egress deliver end to end, both ways
-
-``--e2e`` runs bench.e2e's egress figure (smtp-source -> ``egress deliver``
-with its journal -> smtp-sink) twice per round: as it is, and with the
-service's IngestServer swapped for the Listener in the child process (until
-engine/live/service.py switches, that swap is how the figure is taken).
 """
 
 from __future__ import annotations
@@ -32,23 +28,19 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from bench import peers
 
-KINDS = ("aiosmtpd", "listener")
 HOST = "127.0.0.1"
 
 
-# -- the child: one listener, a no-op commit --------------------------------------
+# -- the child: the listener, a no-op commit ----------------------------------------
 
 
-async def _serve(kind: str, port: int) -> int:
-    from engine.live.ingest import IngestServer, Submission
+async def _serve(port: int) -> int:
     from engine.live.listener import Listener
+    from engine.live.submission import Submission
 
     accepted = [0]
 
@@ -56,8 +48,7 @@ async def _serve(kind: str, port: int) -> int:
         accepted[0] += 1
         return [str(accepted[0])]
 
-    cls = IngestServer if kind == "aiosmtpd" else Listener
-    server = cls(HOST, port, submit=commit, hostname="bench.test")
+    server = Listener(HOST, port, submit=commit, hostname="bench.test")
     await server.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -68,72 +59,7 @@ async def _serve(kind: str, port: int) -> int:
     return 0
 
 
-def _egress_with_listener(argv: list[str]) -> int:
-    """``egress ARGV`` with the service's IngestServer replaced by the Listener."""
-    import engine.live.service as service
-    from engine.cli import main as egress_main
-    from engine.live.listener import Listener
-
-    service.IngestServer = Listener  # type: ignore[misc,assignment]
-    return egress_main(argv)
-
-
 # -- the parent ---------------------------------------------------------------------
-
-
-@contextmanager
-def _egress_uses_listener() -> Iterator[None]:
-    """While inside, bench.e2e starts ``egress deliver`` through `_egress_with_listener`."""
-    real = subprocess.Popen
-
-    def popen(cmd: Any, *a: Any, **kw: Any) -> Any:
-        if isinstance(cmd, list) and "engine.cli" in cmd:
-            at = cmd.index("engine.cli")
-            cmd = [*cmd[: at - 1], "-m", "bench.listener", "--egress-cli", *cmd[at + 1 :]]
-        return real(cmd, *a, **kw)
-
-    subprocess.Popen = popen  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        subprocess.Popen = real  # type: ignore[misc]
-
-
-def run_e2e(messages: int, rounds: int, timeout: float) -> None:
-    """bench.e2e's egress figure with aiosmtpd and with the Listener, rounds alternated."""
-    from bench import e2e
-
-    rates: dict[str, list[float]] = {k: [] for k in KINDS}
-    ratios: list[float] = []
-    print(f"\ne2e: smtp-source -d -s {e2e.SESSIONS} -m {messages:,} -l {e2e.SIZE} -> "
-          "egress deliver (journal on) -> smtp-sink")
-    with e2e.peers.DnsServer({e2e.DOMAIN: "127.0.0.2"}) as dns:
-        for r in range(rounds):
-            got: dict[str, float] = {}
-            for i, kind in enumerate(KINDS[r % 2:] + KINDS[: r % 2]):
-                host = f"127.0.1.{2 + i}"
-                dns.domains[e2e.DOMAIN] = host
-                if kind == "listener":
-                    with _egress_uses_listener():
-                        result = e2e.measure("egress", messages, host, dns, timeout)
-                else:
-                    result = e2e.measure("egress", messages, host, dns, timeout)
-                cpu = "" if result.cpu is None else f"   relay cpu/wall {result.cpu:.2f}"
-                print(f"  round {r + 1}: {kind:<9} "
-                      f"{f'{result.rate:,.0f} msg/s' if result.rate else result.note}{cpu}",
-                      flush=True)
-                if result.rate:
-                    got[kind] = result.rate
-                    rates[kind].append(result.rate)
-            if len(got) == 2:
-                ratios.append(got["listener"] / got["aiosmtpd"])
-    for kind in KINDS:
-        if rates[kind]:
-            print(f"e2e egress with {kind:<9} median {statistics.median(rates[kind]):>7,.0f} "
-                  f"msg/s")
-    if ratios:
-        print(f"e2e egress, Listener / IngestServer: {statistics.median(ratios):.2f}x "
-              f"(median of {len(ratios)} round(s))")
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -145,17 +71,17 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_one(kind: str, *, messages: int, sessions: int, size: int, timeout: float
+def run_one(*, messages: int, sessions: int, size: int, timeout: float
             ) -> tuple[float, float | None]:
-    """Start `kind` in a child, send `messages` into it; (msg/s, child cpu/wall)."""
+    """Start the Listener in a child, send `messages` into it; (msg/s, child cpu/wall)."""
     port = peers.free_port(HOST)
     child = subprocess.Popen(
-        [sys.executable, "-m", "bench.listener", "--serve", kind, str(port)],
+        [sys.executable, "-m", "bench.listener", "--serve", str(port)],
         stdout=subprocess.PIPE, text=True, cwd=peers.ROOT)
     try:
         assert child.stdout is not None
         if child.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"the {kind} listener did not start")
+            raise RuntimeError("the listener did not start")
         cpu0 = _cpu_seconds(child.pid)
         started = time.monotonic()
         try:
@@ -172,7 +98,7 @@ def run_one(kind: str, *, messages: int, sessions: int, size: int, timeout: floa
         out, _ = child.communicate(timeout=10)
         accepted = int(out.split()[-1]) if out.split() else -1
         if accepted != messages:
-            raise RuntimeError(f"{kind} acknowledged {accepted} of {messages} messages")
+            raise RuntimeError(f"the listener acknowledged {accepted} of {messages} messages")
         load = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / wall
         return messages / wall, load
     finally:
@@ -180,7 +106,7 @@ def run_one(kind: str, *, messages: int, sessions: int, size: int, timeout: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the comparison and print one table (or serve, as the child)."""
+    """Run the measurement and print one table (or serve, as the child)."""
     ap = argparse.ArgumentParser(prog="python -m bench.listener", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=20000)
@@ -189,18 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
     ap.add_argument("--quick", action="store_true", help="2,000 messages, one round")
-    ap.add_argument("--e2e", action="store_true",
-                    help="also egress deliver end to end with each listener")
-    ap.add_argument("--serve", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--egress-cli"]:
-        return _egress_with_listener(argv[1:])
-    args = ap.parse_args(argv)
-    if args.serve:
-        kind, port = args.serve
-        if kind not in KINDS:
-            ap.error(f"--serve KIND must be one of {', '.join(KINDS)}, not {kind!r}")
-        return asyncio.run(_serve(kind, int(port)))
+    ap.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.serve is not None:
+        return asyncio.run(_serve(args.serve))
     if args.quick:
         args.messages, args.rounds = 2000, 1
     try:
@@ -211,32 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"listener: {args.messages:,} messages of {args.size} bytes, {client}, "
           f"{args.rounds} round(s), no-op commit, Python {peers.python_version()}, "
           f"nproc {os.cpu_count()}")
-    rates: dict[str, list[float]] = {k: [] for k in KINDS}
-    loads: dict[str, list[float]] = {k: [] for k in KINDS}
-    ratios: list[float] = []
+    rates: list[float] = []
+    loads: list[float] = []
     for r in range(args.rounds):
-        order = KINDS[r % 2:] + KINDS[: r % 2]
-        got: dict[str, float] = {}
-        for kind in order:
-            rate, load = run_one(kind, messages=args.messages, sessions=args.sessions,
-                                 size=args.size, timeout=args.timeout)
-            got[kind] = rate
-            rates[kind].append(rate)
-            if load is not None:
-                loads[kind].append(load)
-            print(f"  round {r + 1}: {kind:<9} {rate:>9,.0f} msg/s"
-                  + ("" if load is None else f"   cpu/wall {load:.2f}"), flush=True)
-        ratios.append(got["listener"] / got["aiosmtpd"])
+        rate, load = run_one(messages=args.messages, sessions=args.sessions, size=args.size,
+                             timeout=args.timeout)
+        rates.append(rate)
+        if load is not None:
+            loads.append(load)
+        print(f"  round {r + 1}: {rate:>9,.0f} msg/s"
+              + ("" if load is None else f"   cpu/wall {load:.2f}"), flush=True)
+    load_text = f"{statistics.median(loads):.2f}" if loads else "-"
     print(f"\n{'listener':<28} {'median msg/s':>13} {'min':>9} {'max':>9} {'cpu/wall':>9}")
-    for kind, label in (("aiosmtpd", "IngestServer (aiosmtpd)"), ("listener", "Listener")):
-        xs = rates[kind]
-        load = f"{statistics.median(loads[kind]):.2f}" if loads[kind] else "-"
-        print(f"{label:<28} {statistics.median(xs):>13,.0f} {min(xs):>9,.0f} "
-              f"{max(xs):>9,.0f} {load:>9}")
-    print(f"Listener / IngestServer: {statistics.median(ratios):.2f}x "
-          f"(median of {len(ratios)} round(s))")
-    if args.e2e:
-        run_e2e(args.messages, args.rounds, args.timeout * 1.5)
+    print(f"{'Listener':<28} {statistics.median(rates):>13,.0f} {min(rates):>9,.0f} "
+          f"{max(rates):>9,.0f} {load_text:>9}")
     return 0
 
 

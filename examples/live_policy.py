@@ -1,7 +1,7 @@
 """A policy for trying `egress deliver` on one machine: everything to a local sink.
 
 Start any SMTP server on 127.0.0.1:2526 (for instance ``python -m aiosmtpd -n
--l 127.0.0.1:2526``), then:
+-l 127.0.0.1:2526``; aiosmtpd comes with the ``test`` extra), then:
 
     egress deliver --policy examples/live_policy.py --spool /tmp/egress-spool \\
         --listen 127.0.0.1:2525 --log-dir /tmp/egress-logs

@@ -1,79 +1,34 @@
-"""engine/live/listener.py: the fast SMTP listener, IngestServer's drop-in.
+"""engine/live/listener.py: the SMTP listener (relay control, commit, AUTH, TLS, stop).
 
-The first half repeats tests/test_live_ingest.py's behaviours over both
-classes (real listener on 127.0.0.1, real aiosmtplib client, a recording
-stand-in for the journal).  The second half drives the Listener with raw
-bytes over a loopback socket for the protocol's edge cases (pipelining,
-split reads, dot-stuffing, bare LF, limits, STARTTLS, AUTH), comparing reply
-codes with aiosmtpd where the behaviour is meant to be the same.
+A real Listener on 127.0.0.1, a real aiosmtplib client, and a recording
+stand-in for the journal (tests/support/listener_kit.py).  The protocol's
+edge cases over raw bytes are in tests/test_live_listener_session.py and
+tests/test_live_listener_auth.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiosmtplib
 import pytest
-import trustme
 
 from engine.cidr import CidrSet
-from engine.live.ingest import IngestServer, Submission
 from engine.live.listener import Listener
-
-MSG = (b"From: a@sender.test\r\nTo: x@one.test\r\nX-Tenant: acme\r\n"
-       b"X-Campaign:  spring\r\n  sale\r\nSubject: hi\r\n\r\nbody line\r\n")
-BOTH = pytest.mark.parametrize("cls", [IngestServer, Listener], ids=["aiosmtpd", "listener"])
-Server = type[IngestServer] | type[Listener]
+from engine.live.submission import Submission
+from tests.support.listener_kit import MSG, CommitRecorder, smtp_client, tls_contexts
 
 
-class Journal:
-    """A stand-in for the journal: commits after an optional gate, or fails."""
-
-    def __init__(self) -> None:
-        self.committed: list[Submission] = []
-        self.gate: asyncio.Event | None = None
-        self.fail = False
-
-    async def __call__(self, sub: Submission) -> list[str]:
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
-            raise OSError("disk full")
-        self.committed.append(sub)
-        return [f"id{len(self.committed)}"]
+def run(coro_fn: Any) -> Any:
+    return asyncio.run(coro_fn())
 
 
-def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
-    return asyncio.run(coro_fn())  # type: ignore[arg-type]
-
-
-def client(server: Any, **kw: Any) -> aiosmtplib.SMTP:
-    return aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False,
-                           timeout=5, **kw)
-
-
-def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("ingest.test").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    client_ctx.check_hostname = False  # we dial 127.0.0.1; the chain is still verified
-    return server_ctx, client_ctx
-
-
-# -- IngestServer's behaviours, over both classes ----------------------------------------
-
-
-@BOTH
-def test_accepts_splits_by_domain_and_reads_tenant_campaign(cls: Server) -> None:
-    journal = Journal()
+def test_accepts_splits_by_domain_and_reads_tenant_campaign() -> None:
+    journal = CommitRecorder()
 
     async def go() -> str:
-        async with cls("127.0.0.1", 0, submit=journal) as server, client(server) as c:
+        async with Listener("127.0.0.1", 0, submit=journal) as server, smtp_client(server) as c:
             errors, reply = await c.sendmail(
                 "a@sender.test", ["x@one.test", "y@Two.test", "z@ONE.test"], MSG)
             assert errors == {}
@@ -90,13 +45,12 @@ def test_accepts_splits_by_domain_and_reads_tenant_campaign(cls: Server) -> None
     ]
 
 
-@BOTH
-def test_250_only_after_the_commit_completes(cls: Server) -> None:
-    journal = Journal()
+def test_250_only_after_the_commit_completes() -> None:
+    journal = CommitRecorder()
     journal.gate = asyncio.Event()
 
     async def go() -> None:
-        async with cls("127.0.0.1", 0, submit=journal) as server, client(server) as c:
+        async with Listener("127.0.0.1", 0, submit=journal) as server, smtp_client(server) as c:
             send = asyncio.ensure_future(c.sendmail("a@s.test", ["x@one.test"], MSG))
             await asyncio.sleep(0.2)
             assert not send.done()
@@ -110,16 +64,16 @@ def test_250_only_after_the_commit_completes(cls: Server) -> None:
     assert len(journal.committed) == 1
 
 
-@BOTH
-def test_commit_failure_gives_451_and_no_acknowledgement(cls: Server) -> None:
-    journal = Journal()
+def test_commit_failure_gives_451_and_no_acknowledgement() -> None:
+    journal = CommitRecorder()
     journal.fail = True
 
     async def go() -> aiosmtplib.SMTPDataError:
-        async with cls("127.0.0.1", 0, submit=journal) as server, client(server) as c:
+        async with Listener("127.0.0.1", 0, submit=journal) as server, smtp_client(server) as c:
             with pytest.raises(aiosmtplib.SMTPDataError) as err:
                 await c.sendmail("a@s.test", ["x@one.test"], MSG)
             assert server.accepted == 0
+            assert journal.committed == []
             # the session goes on: the next message is accepted once the journal recovers
             journal.fail = False
             _, reply = await c.sendmail("a@s.test", ["x@one.test"], MSG)
@@ -131,14 +85,13 @@ def test_commit_failure_gives_451_and_no_acknowledgement(cls: Server) -> None:
         451, "4.3.0 temporary failure, message not accepted; try again later")
 
 
-@BOTH
-def test_client_outside_allowed_networks_is_refused_no_open_relay(cls: Server) -> None:
-    journal = Journal()
+def test_client_outside_allowed_networks_is_refused_no_open_relay() -> None:
+    journal = CommitRecorder()
 
     async def go() -> aiosmtplib.SMTPRecipientsRefused:
         outside = CidrSet(["10.0.0.0/8", "::1"])
-        async with cls("127.0.0.1", 0, submit=journal,
-                       allowed_networks=outside) as server, client(server) as c:
+        async with Listener("127.0.0.1", 0, submit=journal,
+                       allowed_networks=outside) as server, smtp_client(server) as c:
             with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as err:
                 await c.sendmail("a@s.test", ["victim@elsewhere.test"], MSG)
             return err.value
@@ -148,19 +101,18 @@ def test_client_outside_allowed_networks_is_refused_no_open_relay(cls: Server) -
     assert journal.committed == []
 
 
-@BOTH
-def test_authenticated_client_may_relay_from_outside(cls: Server) -> None:
-    journal = Journal()
+def test_authenticated_client_may_relay_from_outside() -> None:
+    journal = CommitRecorder()
 
     async def go() -> tuple[int, str]:
-        async with cls("127.0.0.1", 0, submit=journal, allowed_networks=["192.0.2.0/24"],
+        async with Listener("127.0.0.1", 0, submit=journal, allowed_networks=["192.0.2.0/24"],
                        auth={"alice": "s3cret"}) as server:
-            async with client(server) as bad:
+            async with smtp_client(server) as bad:
                 with pytest.raises(aiosmtplib.SMTPAuthenticationError) as err:
                     await bad.login("alice", "wrong")
                 with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
                     await bad.sendmail("a@s.test", ["x@one.test"], MSG)
-            async with client(server, username="alice", password="s3cret") as good:
+            async with smtp_client(server, username="alice", password="s3cret") as good:
                 _, reply = await good.sendmail("a@s.test", ["x@one.test"], MSG)
             return err.value.code, reply
 
@@ -168,15 +120,14 @@ def test_authenticated_client_may_relay_from_outside(cls: Server) -> None:
     assert [s.recipients for s in journal.committed] == [("x@one.test",)]
 
 
-@BOTH
-def test_auth_over_starttls(cls: Server) -> None:
-    journal = Journal()
-    server_ctx, client_ctx = tls_contexts()
+def test_auth_over_starttls() -> None:
+    journal = CommitRecorder()
+    server_ctx, client_ctx = tls_contexts("listener.test")
 
     async def go() -> str:
-        async with cls("127.0.0.1", 0, submit=journal, allowed_networks=[],
+        async with Listener("127.0.0.1", 0, submit=journal, allowed_networks=[],
                        auth={"bob": "pw"}, tls_context=server_ctx,
-                       hostname="ingest.test") as server:
+                       hostname="listener.test") as server:
             c = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=True,
                                 tls_context=client_ctx, username="bob", password="pw",
                                 timeout=5)
@@ -188,10 +139,10 @@ def test_auth_over_starttls(cls: Server) -> None:
     assert run(go) == "2.0.0 OK ids=id1"
 
 
-@BOTH
-def test_auth_disabled_is_not_offered_and_refused(cls: Server) -> None:
+def test_auth_disabled_is_not_offered_and_refused() -> None:
     async def go() -> aiosmtplib.SMTPResponse:
-        async with cls("127.0.0.1", 0, submit=Journal()) as server, client(server) as c:
+        async with (Listener("127.0.0.1", 0, submit=CommitRecorder()) as server,
+                    smtp_client(server) as c):
             await c.ehlo()
             return await c.execute_command(b"AUTH", b"PLAIN", b"AGFsaWNlAHB3")
 
@@ -199,13 +150,12 @@ def test_auth_disabled_is_not_offered_and_refused(cls: Server) -> None:
     assert (resp.code, resp.message) == (502, "5.5.1 AUTH not available")
 
 
-@BOTH
-def test_message_over_max_size_is_refused_and_the_session_goes_on(cls: Server) -> None:
-    journal = Journal()
+def test_message_over_max_size_is_refused_and_the_session_goes_on() -> None:
+    journal = CommitRecorder()
 
     async def go() -> int:
-        async with (cls("127.0.0.1", 0, submit=journal, max_message_size=100) as server,
-                    client(server) as c):
+        async with (Listener("127.0.0.1", 0, submit=journal, max_message_size=100) as server,
+                    smtp_client(server) as c):
             with pytest.raises(aiosmtplib.SMTPResponseException) as err:
                 await c.sendmail("a@s.test", ["x@one.test"], MSG + b"x" * 200)
             await c.rset()
@@ -217,15 +167,14 @@ def test_message_over_max_size_is_refused_and_the_session_goes_on(cls: Server) -
     assert [s.content for s in journal.committed] == [b"Subject: s\r\n\r\nok\r\n"]
 
 
-@BOTH
-def test_graceful_stop_lets_a_committing_transaction_finish(cls: Server) -> None:
-    journal = Journal()
+def test_graceful_stop_lets_a_committing_transaction_finish() -> None:
+    journal = CommitRecorder()
     journal.gate = asyncio.Event()
 
     async def go() -> str:
-        server = cls("127.0.0.1", 0, submit=journal)
+        server = Listener("127.0.0.1", 0, submit=journal)
         await server.start()
-        c = client(server)
+        c = smtp_client(server)
         await c.connect()
         send = asyncio.ensure_future(c.sendmail("a@s.test", ["x@one.test"], MSG))
         await asyncio.sleep(0.2)
@@ -244,27 +193,25 @@ def test_graceful_stop_lets_a_committing_transaction_finish(cls: Server) -> None
     assert run(go) == "2.0.0 OK ids=id1"
 
 
-@BOTH
-def test_custom_header_names(cls: Server) -> None:
-    journal = Journal()
+def test_custom_header_names() -> None:
+    journal = CommitRecorder()
     content = b"X-Kumo-Tenant: t1\r\nX-Tenant: ignored\r\n\r\nX-Kumo-Campaign: in body\r\n"
 
     async def go() -> None:
-        async with (cls("127.0.0.1", 0, submit=journal, tenant_header="X-Kumo-Tenant",
-                        campaign_header="X-Kumo-Campaign") as server, client(server) as c):
+        async with (Listener("127.0.0.1", 0, submit=journal, tenant_header="X-Kumo-Tenant",
+                        campaign_header="X-Kumo-Campaign") as server, smtp_client(server) as c):
             await c.sendmail("a@s.test", ["p@a.test"], content)
 
     run(go)
     assert [(s.tenant, s.campaign) for s in journal.committed] == [("t1", "")]
 
 
-@BOTH
-def test_max_recipients(cls: Server) -> None:
-    journal = Journal()
+def test_max_recipients() -> None:
+    journal = CommitRecorder()
 
     async def go() -> dict[str, Any]:
-        async with (cls("127.0.0.1", 0, submit=journal, max_recipients=2) as server,
-                    client(server) as c):
+        async with (Listener("127.0.0.1", 0, submit=journal, max_recipients=2) as server,
+                    smtp_client(server) as c):
             errors, _ = await c.sendmail("a@s.test", ["p@a.test", "q@a.test", "r@a.test"], MSG)
             return {k: (v.code, v.message) for k, v in errors.items()}
 
@@ -272,23 +219,33 @@ def test_max_recipients(cls: Server) -> None:
     assert [s.recipients for s in journal.committed] == [("p@a.test", "q@a.test")]
 
 
-@BOTH
-def test_constructor_validation(cls: Server) -> None:
+def test_constructor_validation() -> None:
     with pytest.raises(ValueError, match="max_message_size must be an integer above 0, not 0"):
-        cls(submit=Journal(), max_message_size=0)
+        Listener(submit=CommitRecorder(), max_message_size=0)
     with pytest.raises(ValueError, match="max_recipients must be an integer above 0, not -1"):
-        cls(submit=Journal(), max_recipients=-1)
+        Listener(submit=CommitRecorder(), max_recipients=-1)
     with pytest.raises(ValueError, match="not a CIDR network"):
-        cls(submit=Journal(), allowed_networks=["10.0.0.300/8"])
+        Listener(submit=CommitRecorder(), allowed_networks=["10.0.0.300/8"])
     with pytest.raises(ValueError, match="auth must map non-empty user names"):
-        cls(submit=Journal(), auth={"": "pw"})
+        Listener(submit=CommitRecorder(), auth={"": "pw"})
     with pytest.raises(TypeError, match="submit must be an async callable, not 3"):
-        cls(submit=3)  # type: ignore[arg-type]
-
-
-def test_listener_only_validation() -> None:
+        Listener(submit=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="tenant_header must be a header field name such as "
                                          "'X-Tenant', not 'X Tenant:'"):
-        Listener(submit=Journal(), tenant_header="X Tenant:")
+        Listener(submit=CommitRecorder(), tenant_header="X Tenant:")
     with pytest.raises(ValueError, match="timeout must be a number of seconds above 0, not 0"):
-        Listener(submit=Journal(), timeout=0)
+        Listener(submit=CommitRecorder(), timeout=0)
+
+
+def test_null_sender_is_submitted_as_empty_string() -> None:
+    # aiosmtpd reported MAIL FROM:<> as "<>"; the engine's null sender is "",
+    # else the delivery side would send MAIL FROM:<<>>.
+    journal = CommitRecorder()
+
+    async def go() -> dict[str, Any]:
+        async with Listener("127.0.0.1", 0, submit=journal) as server, smtp_client(server) as c:
+            errors, _ = await c.sendmail("", ["x@one.test"], MSG)  # MAIL FROM:<>
+            return errors
+
+    assert run(go) == {}
+    assert [s.sender for s in journal.committed] == [""]

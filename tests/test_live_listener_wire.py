@@ -1,4 +1,4 @@
-"""engine/live/listener_wire.py: addresses, MAIL parameters, un-dot-stuffing, headers.
+"""engine/live/listener_wire.py: addresses, MAIL parameters, un-dot-stuffing, headers, peers.
 
 `fast_metadata` must read tenant and campaign exactly as the `email`-based
 `metadata_from_headers` does; Hypothesis generates header blocks (folded
@@ -12,14 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.live.ingest import metadata_from_headers
 from engine.live.listener_wire import (
     AddressError,
     fast_metadata,
+    is_loopback,
     parse_mail_params,
     parse_path,
     undot,
 )
+from engine.live.submission import metadata_from_headers
 
 T, C = b"x-tenant:", b"x-campaign:"
 
@@ -108,3 +109,9 @@ def _header_block(draw: st.DrawFn) -> bytes:
 @given(_header_block())
 def test_fast_metadata_reads_as_the_email_parser_does(content: bytes) -> None:
     assert fast(content) == metadata_from_headers(content)
+
+
+def test_auth_in_clear_only_for_loopback_peers() -> None:
+    assert [is_loopback(a) for a in ("127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1",
+                                     "192.0.2.1", "2001:db8::1", "garbage")] == [
+        True, True, True, True, False, False, False]

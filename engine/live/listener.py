@@ -3,11 +3,29 @@
 Profiling `egress deliver` end to end (BENCHMARKS.md, "Delivery and end to
 end") put about 40 % of the relay's time inside aiosmtpd itself: a
 `StreamReader.readuntil` per body line, the `email` address parser per
-MAIL/RCPT, a coroutine and a `drain()` per reply.  `Listener` keeps
-`IngestServer`'s constructor, attributes and promises (relay control, the
-250 only after every `Submission` committed, 451 when the commit fails, 552
-over the size limit, X-Tenant/X-Campaign, graceful `stop(grace)`; see
-`engine.live.ingest`) and does the work differently:
+MAIL/RCPT, a coroutine and a `drain()` per reply.  `Listener` replaced that
+aiosmtpd-based server (since removed) and kept its constructor, attributes
+and promises, as an operator of KumoMTA would expect them:
+
+* No open relay.  RCPT is accepted only from clients inside
+  `allowed_networks` (loopback by default) or clients that authenticated;
+  anyone else gets ``550 5.7.1 relaying denied``.  AUTH PLAIN/LOGIN is offered
+  only over TLS, or in clear to a loopback client (nothing crosses a wire).
+* No acknowledgement before durability.  The 250 after the final dot is sent
+  only after every `Submission` of the message has been committed; if the
+  callback raises, the client gets ``451 4.3.0`` and will retry.  A message
+  whose recipients span several domains is split into one submission per
+  domain (`engine.live.submission.split_by_domain`); if a later one fails
+  after an earlier one was committed, the 451 makes the client resend the
+  whole message, so that domain may receive it twice: at-least-once, never
+  lost.  A message over `max_message_size` gets ``552``.
+* Tenant and campaign come from the X-Tenant / X-Campaign headers (the names
+  are configurable).  The headers are left in place.
+* Graceful stop: `stop(grace)` refuses new connections, lets transactions
+  already committing finish (up to `grace` seconds), then closes the rest; a
+  client cut off mid-message has no 250 and retries.
+
+It does the work differently:
 
 * one receive buffer per connection; `data_received` handles every complete
   command in it, in order, and sends all their replies in one write (RFC
@@ -37,20 +55,19 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.cidr import CidrSet
-from engine.live.ingest import (
-    DEFAULT_ALLOWED_NETWORKS,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    SubmitCallback,
-)
 from engine.live.listener_session import SmtpConnection
+from engine.live.submission import SubmitCallback
 
-__all__ = ["Listener"]
+__all__ = ["DEFAULT_ALLOWED_NETWORKS", "DEFAULT_MAX_MESSAGE_SIZE", "Listener"]
 
 log = logging.getLogger("egress.listener")
 
+DEFAULT_ALLOWED_NETWORKS = ("127.0.0.0/8", "::1")
+DEFAULT_MAX_MESSAGE_SIZE = 20 * 1024 * 1024  # KumoMTA's default max_message_size
+
 
 class Listener:
-    """An SMTP listener that turns accepted mail into `Submission`s; IngestServer's drop-in.
+    """An SMTP listener that turns accepted mail into `Submission`s.
 
     `submit` is awaited per submission and must return the new message ids
     after the journal committed them.  `allowed_networks` (a `CidrSet` or a

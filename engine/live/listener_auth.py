@@ -3,7 +3,7 @@
 Split from `engine.live.listener_session` to keep each module short; this is
 a mixin of `SmtpConnection` and uses its state (`out`, `helo`, `esmtp`,
 `tls`, `loopback`, `user`, `state`, `buf`, `transport`).  The replies and
-their order of checks are aiosmtpd's (what `IngestServer` answered): EHLO
+their order of checks are aiosmtpd's (what the listener before it answered): EHLO
 first, ESMTP only, TLS or a loopback client, once per session, PLAIN or
 LOGIN with or without an initial response, ``*`` aborts.  STARTTLS writes
 its 220, stops reading, drops whatever the client pipelined after it in

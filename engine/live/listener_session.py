@@ -19,7 +19,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from engine.live.ingest import Submission, _is_loopback, split_by_domain
 from engine.live.listener_auth import AUTH as _AUTH
 from engine.live.listener_auth import CLOSED as _CLOSED
 from engine.live.listener_auth import CMD as _CMD
@@ -29,11 +28,13 @@ from engine.live.listener_auth import AuthTlsMixin
 from engine.live.listener_wire import (
     AddressError,
     fast_metadata,
+    is_loopback,
     parse_mail_params,
     parse_path,
     undot,
     valid_recipient,
 )
+from engine.live.submission import Submission, split_by_domain
 
 if TYPE_CHECKING:
     from engine.live.listener import Listener
@@ -88,7 +89,7 @@ class SmtpConnection(AuthTlsMixin, asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]) if isinstance(peer, tuple) else str(peer or "")).split("%")[0]
-        self.loopback = _is_loopback(self.peer)
+        self.loopback = is_loopback(self.peer)
         owner = self.owner
         owner._conns.add(self)
         loop = asyncio.get_running_loop()

@@ -7,8 +7,8 @@ shaped for speed on the listener's hot path: bytes methods (`find`, `split`,
 `replace`) over whole buffers, never a regex or the `email` package per
 command, and reply lines prebuilt as bytes.
 
-What aiosmtpd did and this keeps (see `engine.live.ingest` for the listener
-it replaces): command lines end at LF (a bare LF is accepted, trailing CR/LF
+What aiosmtpd did and this keeps (the listener replaced an aiosmtpd-based
+one and answers as it did): command lines end at LF (a bare LF is accepted, trailing CR/LF
 stripped); DATA lines end only at CRLF, so a bare LF inside the body is kept
 as it is (neither normalised nor refused) and only CRLF "." CRLF ends the
 body; the first "." of every body line is removed (RFC 5321 4.5.2); the size
@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 
-from engine.live.ingest import _domain, metadata_from_headers
+from engine.live.submission import metadata_from_headers, recipient_domain
 
 __all__ = [
     "AddressError",
     "MailParams",
     "fast_metadata",
+    "is_loopback",
     "parse_mail_params",
     "parse_path",
     "undot",
@@ -72,12 +74,23 @@ def parse_path(arg: str, keyword: str) -> tuple[str, str]:
 
 
 def valid_recipient(addr: str) -> bool:
-    """True for ``local@domain`` (what `Submission` will take), as IngestServer checked."""
+    """True for ``local@domain`` (what `Submission` will take)."""
     try:
-        _domain(addr)
+        recipient_domain(addr)
     except ValueError:
         return False
     return True
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address (IPv4-mapped IPv6 included); False for anything else."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 class MailParams:

@@ -3,8 +3,8 @@
 It owns and joins the pieces, each written and tested on its own: the
 `Journal` (durable events and bodies), the `Engine` (every decision), the
 `LiveDriver` (every I/O), the `Listener` (SMTP in: a plain asyncio protocol
-that replaced the aiosmtpd-based `IngestServer`, 2.7x faster with the same
-behaviour; see BENCHMARKS.md), the `LogWriter`
+that replaced an aiosmtpd-based listener with the same behaviour: 2.7x its
+rate in bench/listener.py when it did, commit 24fbbb8), the `LogWriter`
 (KumoMTA-shaped JSON lines) and the Prometheus endpoint.  What it adds is
 only the joining, and the order things happen in:
 
@@ -52,10 +52,10 @@ from typing import Any
 from engine.engine import Engine
 from engine.events import Event, MessageSubmitted, Restarted
 from engine.live.driver import LiveDriver
-from engine.live.ingest import Submission
-from engine.live.ingest import submit as api_submit
 from engine.live.journal import Journal
 from engine.live.listener import Listener
+from engine.live.submission import Submission
+from engine.live.submission import submit as api_submit
 
 __all__ = ["Service"]
 
