@@ -8,7 +8,8 @@ Replies are queued as bytes and written once per pass, so a pipelined batch
 is answered by one write.  The only suspension is the commit of a finished
 message: a task awaits the listener's submit callback, then queues the 250
 (or 451) and resumes the pass; bytes arriving meanwhile are only buffered.
-AUTH and STARTTLS are in `engine.live.listener_auth` (a mixin).  The listener object itself
+The commands' handlers are in `engine.live.listener_commands`, AUTH and
+STARTTLS in `engine.live.listener_auth` (mixins).  The listener object itself
 (`engine.live.listener.Listener`) holds the configuration and the commit
 bookkeeping for `stop(grace)`.
 """
@@ -25,15 +26,8 @@ from engine.live.listener_auth import CMD as _CMD
 from engine.live.listener_auth import DATA as _DATA
 from engine.live.listener_auth import TLS as _TLS
 from engine.live.listener_auth import AuthTlsMixin
-from engine.live.listener_wire import (
-    AddressError,
-    fast_metadata,
-    is_loopback,
-    parse_mail_params,
-    parse_path,
-    undot,
-    valid_recipient,
-)
+from engine.live.listener_commands import CommandsMixin
+from engine.live.listener_wire import fast_metadata, is_loopback, undot
 from engine.live.submission import Submission, split_by_domain
 
 if TYPE_CHECKING:
@@ -47,15 +41,11 @@ MAX_COMMAND_LINE = 2048  # bytes with CRLF; Postfix's line_length_limit (RFC 532
 MAX_BUFFERED = 1 << 20  # bytes buffered during a commit before reading pauses
 BOGUS_LIMIT = 5  # unrecognised commands before the connection is dropped (as aiosmtpd)
 
-OK = b"250 2.0.0 OK\r\n"
-_BAD_SEQ_HELO = b"503 5.5.1 Error: send HELO first\r\n"
-_DATA_GO = b"354 End data with <CR><LF>.<CR><LF>\r\n"
 _TOO_LONG = b"500 5.5.2 Error: command line too long\r\n"
 _TOO_BIG = b"552 5.3.4 Error: too much mail data\r\n"
-_COMMANDS = "AUTH DATA EHLO EXPN HELO HELP MAIL NOOP QUIT RCPT RSET STARTTLS VRFY"
 
 
-class SmtpConnection(AuthTlsMixin, asyncio.Protocol):
+class SmtpConnection(CommandsMixin, AuthTlsMixin, asyncio.Protocol):
     """The server side of one SMTP connection (see the module docstring)."""
 
     def __init__(self, owner: Listener) -> None:
@@ -238,129 +228,6 @@ class SmtpConnection(AuthTlsMixin, asyncio.Protocol):
     def _reset(self) -> None:
         self.sender = None
         self.rcpts = []
-
-    def _ehlo(self, arg: str) -> None:
-        if not arg:
-            self.out.append(b"501 5.5.4 Syntax: EHLO hostname\r\n")
-            return
-        owner = self.owner
-        self._reset()
-        self.helo = arg
-        self.esmtp = True
-        lines = [owner.hostname, "PIPELINING", f"SIZE {owner.max_message_size}", "8BITMIME",
-                 "ENHANCEDSTATUSCODES"]
-        if owner.tls_context is not None and not self.tls:
-            lines.append("STARTTLS")
-        if owner.auth is not None and (self.tls or self.loopback):
-            lines.append("AUTH LOGIN PLAIN")
-        lines.append("HELP")
-        last = len(lines) - 1
-        self.out.append("".join(f"250{' ' if i == last else '-'}{text}\r\n"
-                                for i, text in enumerate(lines)).encode())
-
-    def _helo(self, arg: str) -> None:
-        if not arg:
-            self.out.append(b"501 5.5.4 Syntax: HELO hostname\r\n")
-            return
-        self._reset()
-        self.helo = arg
-        self.esmtp = False
-        self.out.append(f"250 {self.owner.hostname}\r\n".encode())
-
-    def _mail(self, arg: str) -> None:
-        out = self.out
-        if self.helo is None:
-            out.append(_BAD_SEQ_HELO)
-            return
-        try:
-            addr, params = parse_path(arg, "FROM:")
-        except AddressError as exc:
-            text = str(exc)
-            if self.esmtp and text.startswith("501"):
-                text += " [SP <mail-parameters>]"
-            out.append(f"{text}\r\n".encode())
-            return
-        if params and not self.esmtp:
-            out.append(b"501 5.5.4 Syntax: MAIL FROM: <address>\r\n")
-            return
-        if self.sender is not None:
-            out.append(b"503 5.5.1 Error: nested MAIL command\r\n")
-            return
-        checked = parse_mail_params(params, self.owner.max_message_size)
-        if checked.error is not None:
-            out.append(checked.error)
-            return
-        self.sender = addr
-        out.append(b"250 2.1.0 OK\r\n")
-
-    def _rcpt(self, arg: str) -> None:
-        out = self.out
-        owner = self.owner
-        if self.helo is None:
-            out.append(_BAD_SEQ_HELO)
-            return
-        if self.sender is None:
-            out.append(b"503 5.5.1 Error: need MAIL command\r\n")
-            return
-        try:
-            addr, params = parse_path(arg, "TO:")
-        except AddressError as exc:
-            out.append(f"{exc}\r\n".encode())
-            return
-        if not addr:
-            out.append(b"501 5.5.4 Syntax: RCPT TO: <address>\r\n")
-        elif params:
-            out.append(b"555 5.5.4 RCPT TO parameters not recognized or not implemented\r\n"
-                       if self.esmtp else b"501 5.5.4 Syntax: RCPT TO: <address>\r\n")
-        elif self.user is None and self.peer not in owner.allowed_networks:
-            out.append(b"550 5.7.1 relaying denied\r\n")
-        elif not valid_recipient(addr):
-            out.append(b"501 5.1.3 recipient must be an address of the form local@domain\r\n")
-        elif len(self.rcpts) >= owner.max_recipients:
-            out.append(f"452 4.5.3 too many recipients (at most {owner.max_recipients})\r\n"
-                       .encode())
-        else:
-            self.rcpts.append(addr)
-            out.append(b"250 2.1.5 OK\r\n")
-
-    def _data(self, arg: str) -> None:
-        if self.helo is None:
-            self.out.append(_BAD_SEQ_HELO)
-        elif not self.rcpts:
-            self.out.append(b"503 5.5.1 Error: need RCPT command\r\n")
-        elif arg:
-            self.out.append(b"501 5.5.4 Syntax: DATA\r\n")
-        else:
-            self.state = _DATA
-            self.scan = 0
-            self.out.append(_DATA_GO)
-
-    def _rset(self, arg: str) -> None:
-        if arg:
-            self.out.append(b"501 5.5.4 Syntax: RSET\r\n")
-        else:
-            self._reset()
-            self.out.append(OK)
-
-    def _noop(self, arg: str) -> None:
-        self.out.append(OK)
-
-    def _quit(self, arg: str) -> None:
-        if arg:
-            self.out.append(b"501 5.5.4 Syntax: QUIT\r\n")
-            return
-        self.out.append(b"221 2.0.0 Bye\r\n")
-        self._close_after_write()
-
-    def _help(self, arg: str) -> None:
-        self.out.append(f"250 Supported commands: {_COMMANDS}\r\n".encode())
-
-    def _vrfy(self, arg: str) -> None:
-        self.out.append(b"252 2.5.2 Cannot VRFY user, but will accept message and attempt "
-                        b"delivery\r\n" if arg else b"501 5.5.4 Syntax: VRFY <address>\r\n")
-
-    def _expn(self, arg: str) -> None:
-        self.out.append(b"502 5.5.1 EXPN not implemented\r\n")
 
     # -- the message and its commit ------------------------------------------------
 
