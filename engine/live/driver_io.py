@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from engine.effects import Connect, StartTls
+from engine.event_tools import restamp
 from engine.events import (
     Closed,
     Connected,
@@ -160,6 +161,4 @@ def _os_reason(exc: OSError) -> str:
 
 def _now(event: Event) -> Event:
     """`event` stamped with the current time (answers are stamped when they arrive)."""
-    fields = {name: getattr(event, name) for name in event.__dataclass_fields__}
-    fields["at"] = time.time()
-    return type(event)(**fields)
+    return restamp(event, time.time())
