@@ -1,8 +1,9 @@
 """engine.live.mta_sts against a real DNS server and a real HTTPS server on 127.0.0.1.
 
 The DNS server answers ``_mta-sts.example.com`` TXT and ``mta-sts.example.com``
-A 127.0.0.1; a small asyncio HTTPS server with a trustme certificate for
-``mta-sts.example.com`` serves the policy and counts the requests.
+A 127.0.0.1; a small asyncio HTTPS server (tests/support/policy_server.py)
+with a trustme certificate for ``mta-sts.example.com`` serves the policy and
+counts the requests.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
-import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +22,7 @@ from engine.live.dns import LiveResolver
 from engine.live.mta_sts import MtaStsError, MtaStsFetcher, parse_policy, parse_txt_id
 from tests.support.certs import issue, write_cafile
 from tests.support.dns_server import DnsServer
+from tests.support.policy_server import PolicyServer
 
 DOMAIN = "example.com"
 POLICY = (
@@ -29,51 +30,6 @@ POLICY = (
     "max_age: 86400\r\n"
 )
 ENFORCE = MtaStsPolicy(mode="enforce", mx=("mx1.example.com", "*.example.net"), max_age=86400.0)
-
-
-class PolicyServer:
-    """HTTPS on 127.0.0.1 serving one response; records each request's first lines."""
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self.context = context
-        self.status = "200 OK"
-        self.headers = {"Content-Type": "text/plain; charset=utf-8"}
-        self.body = POLICY.encode()
-        self.chunked = False
-        self.requests: list[str] = []
-        self.port = 0
-        self._server: asyncio.AbstractServer | None = None
-
-    async def __aenter__(self) -> PolicyServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-            return
-        self.requests.append(head.decode())
-        headers = dict(self.headers)
-        if self.chunked:
-            headers["Transfer-Encoding"] = "chunked"
-            half = len(self.body) // 2
-            parts = [self.body[:half], self.body[half:], b""]
-            payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts)
-        else:
-            headers["Content-Length"] = str(len(self.body))
-            payload = self.body
-        lines = [f"HTTP/1.1 {self.status}", *(f"{k}: {v}" for k, v in headers.items())]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
-        await writer.drain()
-        writer.close()
 
 
 class Clock:
@@ -110,7 +66,8 @@ def run_fetches(
     cafile = str(write_cafile(ca, tmp_path))
 
     async def main() -> tuple[list[MtaStsResolved], PolicyServer]:
-        async with PolicyServer(cert.server_context()) as server:
+        async with PolicyServer(cert.server_context(), POLICY,
+                                headers={"Content-Type": "text/plain; charset=utf-8"}) as server:
             resolver = LiveResolver(nameservers=["127.0.0.1"], port=dns.port, timeout=2.0)
             fetcher = MtaStsFetcher(resolver, port=server.port, cafile=cafile, timeout=2.0,
                                     clock=clock or Clock())
@@ -125,9 +82,10 @@ def test_enforce_policy_fetched(dns: DnsServer, ca: trustme.CA, tmp_path: pathli
 
     (res,), server = run_fetches(dns, ca, tmp_path, steps)
     assert res == MtaStsResolved(at=12.5, domain=DOMAIN, policy=ENFORCE)
-    assert len(server.requests) == 1
-    assert server.requests[0].startswith("GET /.well-known/mta-sts.txt HTTP/1.1\r\n")
-    assert "Host: mta-sts.example.com\r\n" in server.requests[0]
+    assert server.requests == ["GET /.well-known/mta-sts.txt HTTP/1.1"]
+    assert len(server.heads) == 1
+    assert server.heads[0].startswith("GET /.well-known/mta-sts.txt HTTP/1.1\r\n")
+    assert "Host: mta-sts.example.com\r\n" in server.heads[0]
 
 
 def test_chunked_body(dns: DnsServer, ca: trustme.CA, tmp_path: pathlib.Path) -> None:
