@@ -25,11 +25,6 @@ HOST = "mx1.example.com"
 
 
 @pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
 def server(ca: trustme.CA, tmp_path: pathlib.Path) -> ServerCert:
     return issue(ca, tmp_path, HOST, include_root=True)
 

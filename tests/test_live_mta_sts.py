@@ -41,11 +41,6 @@ class Clock:
 
 
 @pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
 def dns() -> Iterator[DnsServer]:
     zone: dict[str, dict[str, Any]] = {
         "_mta-sts.example.com": {"TXT": ["v=STSv1; id=20240101T1"]},

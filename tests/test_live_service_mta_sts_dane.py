@@ -26,7 +26,7 @@ import trustme
 from engine.live.dane import tlsa_association
 from engine.live.dns import LiveResolver
 from engine.live.service import Service
-from tests.support.certs import ServerCert, issue, self_signed, write_cafile
+from tests.support.certs import ServerCert, issue, self_signed
 from tests.support.dns_server import DnsServer
 from tests.support.live_harness import message, path_policy
 from tests.support.policy_server import PolicyServer, policy_text
@@ -36,16 +36,6 @@ pytestmark = pytest.mark.timeout(30)
 
 DOMAIN = "example.com"
 MX1, MX2 = "mx1.example.com", "mx2.example.com"
-
-
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def cafile(ca: trustme.CA, tmp_path: pathlib.Path) -> str:
-    return str(write_cafile(ca, tmp_path))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from engine.effects import TlsMode, TlsSettings
 from engine.events import TlsaRecord
 from engine.live.dane import tlsa_association
 from engine.live.tls import TlsHandshakeError, TlsInfo, upgrade
-from tests.support.certs import ServerCert, issue, self_signed, write_cafile
+from tests.support.certs import ServerCert, issue, self_signed
 from tests.support.smtp_servers import (
     DEFAULT_EXTENSIONS,
     Script,
@@ -105,16 +105,6 @@ def run_with(server: Any, settings: TlsSettings, **kw: Any) -> tuple[TlsInfo, by
             return await starttls(server.address, settings, **kw)
 
     return run(go)
-
-
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def cafile(ca: trustme.CA, tmp_path: pathlib.Path) -> str:
-    return str(write_cafile(ca, tmp_path))
 
 
 @pytest.fixture
