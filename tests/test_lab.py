@@ -23,7 +23,7 @@ from engine.live.dns import LiveResolver
 from engine.reply import Reply
 from lab.compare import CompareError, compare_dirs
 from lab.dns import LabZone
-from lab.smtp_wire import wire
+from lab.smtp_wire import ehlo_reply, wire
 from lab.world import Lab, lab_addresses
 from sim.scenario import Scenario
 
@@ -94,6 +94,27 @@ async def greet(lab: Lab) -> Client:
 def test_wire_writes_multiline_replies_with_enhanced_codes() -> None:
     assert wire(Reply.make(450, "4.2.1", "busy\nlater")) == b"450-4.2.1 busy\r\n450 4.2.1 later\r\n"
     assert wire(Reply(code=250, text="mx\nPIPELINING")) == b"250-mx\r\n250 PIPELINING\r\n"
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize("starttls", [True, False])
+@pytest.mark.parametrize("auth", [True, False])
+def test_ehlo_capabilities_are_the_simulated_worlds(
+    pipelining: bool, starttls: bool, auth: bool,
+) -> None:
+    # lab.smtp_wire.ehlo_reply is a copy of sim.world's; the lab must advertise what the
+    # simulated host does, so the two are pinned to each other (and to the exact lines).
+    from sim.world import _ehlo_reply
+
+    spec = scenario({"pipelining": pipelining, "starttls": starttls,
+                     "auth": auth}).hosts["mx.lab.test"]
+    for tls in (False, True):
+        assert ehlo_reply(spec, tls=tls) == _ehlo_reply(spec, tls=tls)
+    lines = ehlo_reply(spec, tls=False).text.split("\n")
+    assert lines == ["mx.lab.test", "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES",
+                     *(["PIPELINING"] if pipelining else []),
+                     *(["STARTTLS"] if starttls else []),
+                     *(["AUTH PLAIN LOGIN"] if auth else [])]
 
 
 def test_addresses_are_deterministic_by_host_name() -> None:
