@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=None,
                    help="messages in the simulated run that makes the recovery journal")
     p.add_argument("--stream", action="append", choices=("sim", "submitted"),
-                   help="which recovery journal (default: both; --quick: sim)")
+                   help="which recovery journal (default: both)")
     p.add_argument("--profile", action="store_true", help="cProfile the recoveries")
     p.add_argument("--skip-appends", action="store_true", help="recovery only")
     p.add_argument("--skip-recovery", action="store_true", help="appends and codec only")
@@ -380,8 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, enc, dec, size in codec_speed(n_codec):
                 print(f"{name:<18} {enc:>12,.0f} {dec:>12,.0f} {size:>12}")
             print()
-        kinds = [] if args.skip_recovery else args.stream or (
-            ["sim"] if args.quick else ["sim", "submitted"])
+        kinds = [] if args.skip_recovery else args.stream or ["sim", "submitted"]
         for kind in kinds:
             stream, rows = recovery(directory, n_events, kind, messages, args.profile)
             mix = ", ".join(f"{k} {v:,}" for k, v in stream.mix.most_common())

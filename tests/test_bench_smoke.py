@@ -37,6 +37,9 @@ def test_journal_bench_quick(tmp_path: Path) -> None:
                      r"([\d,]+) queued, [\d.]+x faster, (.*)$", out, re.M)
     assert warm and warm.group(2) == "state = the run's", out
     assert warm.group(1) == scratch.group(1), out  # both ways recover the same queue
+    # the worst case for state size: every submitted message still queued
+    assert re.search(r"(?s)MessageSubmitted only.*?from scratch: read\+decode\+handle\s+[\d.]+ s"
+                     r"\s+5,000 events, 5,000 queued, state = the run's", out), out
     assert list(tmp_path.iterdir()) == []  # the bench cleaned up after itself
 
 
