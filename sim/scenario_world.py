@@ -144,12 +144,6 @@ class DomainSpec:
     def implicit(self) -> bool:
         return not (self.mx or self.null_mx or self.nxdomain or self.servfail)
 
-    def host_names(self) -> tuple[str, ...]:
-        """The hosts this domain's mail goes to (the domain itself when implicit)."""
-        if self.implicit:
-            return (self.name,)
-        return tuple(m.host for m in self.mx)
-
 
 # -- hosts ----------------------------------------------------------------------
 

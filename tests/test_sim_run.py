@@ -183,6 +183,16 @@ def test_series_are_aligned_and_consistent() -> None:
     assert np.array_equal(per_path, s["connections"])
 
 
+def test_records_frame_has_one_row_per_record_with_nested_fields_flattened() -> None:
+    result = run(scenario(messages=20))
+    frame = result.records_frame()
+    assert len(frame) == len(result.records)
+    assert list(frame["type"]) == [r["type"] for r in result.records]
+    delivery = next(i for i, r in enumerate(result.records) if r["type"] == "Delivery")
+    assert frame["peer_address.name"][delivery] == (
+        result.records[delivery]["peer_address"]["name"])
+
+
 def test_time_to_deliver_percentiles_are_ordered() -> None:
     s = run(scenario(messages=400, egress={"connection_limit": 2})).summary
     p50, p95, p99 = (s[f"time_to_deliver_{q}"] for q in ("p50", "p95", "p99"))

@@ -31,6 +31,8 @@ def test_reference_page_examples(text: str, limit: int, period: float) -> None:
 
 def test_design_example() -> None:
     assert parse_throttle("1,000/hr") == Throttle(limit=1000, period=3600.0)
+    assert parse_throttle("1,000/hr").per_second == 1000 / 3600
+    assert Throttle(10, 5.0).per_second == 2.0
 
 
 @pytest.mark.parametrize(
