@@ -1,7 +1,8 @@
 """The fast SMTP listener: a plain asyncio Protocol in place of aiosmtpd.
 
-Profiling `egress deliver` end to end (BENCHMARKS.md, "Delivery and end to
-end") put about 40 % of the relay's time inside aiosmtpd itself: a
+Profiling `egress deliver` end to end (BENCHMARKS.md as of commit 323a9ed,
+"Delivery and end to end"; the current profile there is of this listener)
+put about 40 % of the relay's time inside aiosmtpd itself: a
 `StreamReader.readuntil` per body line, the `email` address parser per
 MAIL/RCPT, a coroutine and a `drain()` per reply.  `Listener` replaced that
 aiosmtpd-based server (since removed) and kept its constructor, attributes
