@@ -211,3 +211,37 @@ def test_bad_arguments_are_named() -> None:
         Service(Policy(), "spool", snapshot_every=0)
     with pytest.raises(ValueError, match="grace must be a number of seconds >= 0, not -1"):
         Service(Policy(), "spool", grace=-1)
+
+
+def test_snapshot_interval_grows_with_the_queue(dns: DnsServer, tmp_path: pathlib.Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # A snapshot costs in proportion to the queue; with 50 messages held on a
+    # suspended path, snapshot_every=10 must not snapshot every 10 events but
+    # only every SNAPSHOT_PER_QUEUED x queued events.
+    from engine.live.journal import Journal
+    from engine.live.service import SNAPSHOT_PER_QUEUED
+
+    written: list[int] = []
+    original = Journal.write_snapshot
+
+    def counting(self: Journal, seq: int, data: bytes) -> Any:
+        written.append(seq)
+        return original(self, seq, data)
+
+    monkeypatch.setattr(Journal, "write_snapshot", counting)
+
+    async def scenario() -> int:
+        svc = service(live_policy({"smtp": 9}, suspended=True), tmp_path / "spool", dns,
+                      snapshot_every=10)
+        async with svc:
+            for i in range(50):
+                await svc.submit("s@sender.test", ["a@example.com"], message(i))
+            await until(lambda: svc.engine.queued_count == 50, what="queued")
+            return svc.journal.last_seq
+
+    last_seq = asyncio.run(scenario())
+    # A fixed interval of 10 would have written last_seq // 10 (>= 5) snapshots;
+    # with q queued a snapshot waits for SNAPSHOT_PER_QUEUED * q events, and the
+    # queue grew by one per submission, so at most a couple were worth writing.
+    assert last_seq // 10 >= 5
+    assert len(written) <= last_seq // (SNAPSHOT_PER_QUEUED * 10)
