@@ -72,13 +72,20 @@ class ScheduledQueues:
         """Every message due at or before `now`, in order, left in place
         (`pop_count` then removes them)."""
         items = self._items
-        if not items or items[0][0] > now:
+        if not items:
             return []
+        first = items[0]
+        if first[0] > now:
+            return []
+        if len(items) == 1 or items[1][0] > now:
+            return [first[1]]  # the usual case: one message per promote timer
         return [key[1] for key in items.islice(0, self._end(now))]
 
     def pop_count(self, n: int) -> None:
         """Remove the first `n` entries (those `peek_due` returned)."""
-        if n:
+        if n == 1:
+            self._items.pop(0)[1]._w = SCHEDULED_OUT
+        elif n:
             items = self._items
             for key in items.islice(0, n):
                 key[1]._w = SCHEDULED_OUT

@@ -250,31 +250,41 @@ class SimDriver:
     def _on_wake(self, ev: Event) -> None:
         if ev._value != self._wake_at:
             return  # superseded by an earlier wake
-        now = self.env.now
+        env = self.env
         heap, armed, anchors = self._heap, self._armed, self._anchor
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)
-            name = entry[2]
-            arming = armed.get(name)
-            if arming is not None and arming[1] == entry[1]:
-                del armed[name]
-                del anchors[name]  # a live arming is always its name's anchor
-                self._feed(_TimerFired(now, name))
-            else:
+        while True:
+            now = env._now  # type: ignore[attr-defined]
+            while heap and heap[0][0] <= now:
+                entry = heapq.heappop(heap)
+                name = entry[2]
+                arming = armed.get(name)
+                if arming is not None and arming[1] == entry[1]:
+                    del armed[name]
+                    del anchors[name]  # a live arming is always its name's anchor
+                    self._feed(_TimerFired(now, name))
+                else:
+                    self._settle(entry)
+            # Bring the earliest live arming to the head, so the wake is exactly
+            # when the next timer is due.
+            while heap:
+                entry = heap[0]
+                arming = armed.get(entry[2])
+                if arming is not None and arming[1] == entry[1]:
+                    break
+                heapq.heappop(heap)
                 self._settle(entry)
-        # Bring the earliest live arming to the head, so the wake is exactly when
-        # the next timer is due.
-        while heap:
-            entry = heap[0]
-            arming = armed.get(entry[2])
-            if arming is not None and arming[1] == entry[1]:
-                break
-            heapq.heappop(heap)
-            self._settle(entry)
-        self._wake_at = float("inf")
-        if heap:
-            self._wake_at = heap[0][0]
-            self._at(self._wake_at - now, self._on_wake, self._wake_at)
+            self._wake_at = float("inf")
+            if not heap:
+                return
+            self._wake_at = wake = heap[0][0]
+            # As for arrivals: when nothing else is scheduled before the next
+            # wake (strictly), SimPy would run it next; run it here instead.
+            due = now + (wake - now)
+            if due < env.peek():
+                env._now = due  # type: ignore[attr-defined]
+                continue
+            self._at(wake - now, self._on_wake, wake)
+            return
 
     # -- effects ---------------------------------------------------------------
 
