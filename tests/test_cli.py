@@ -151,3 +151,23 @@ def test_in_process(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["check"])
     assert exit_.value.code == 2
+
+
+def test_every_package_a_subcommand_imports_is_installed() -> None:
+    # The console script runs without the checkout on sys.path, so a package the
+    # subcommands import lazily but setuptools leaves out fails only when installed
+    # (`egress replay` did: bridge/ was missing from the include list).
+    import ast
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    tree = ast.parse((root / "engine" / "cli.py").read_text())
+    imported = {node.module.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module
+                and (root / node.module.split(".")[0] / "__init__.py").exists()}
+    assert imported == {"engine", "sim", "lab", "bridge"}
+    include = tomllib.loads((root / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["packages"]["find"]["include"]
+    missing = {p for p in imported if not any(fnmatch.fnmatch(p, pat) for pat in include)}
+    assert missing == set()
