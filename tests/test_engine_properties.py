@@ -23,7 +23,6 @@ from engine.events import (
     DnsFailure,
     Event,
     MessageSubmitted,
-    MxRecord,
     Resolved,
     ResolveFailed,
     Response,
@@ -31,10 +30,8 @@ from engine.events import (
 )
 from engine.message import HELD, READY, SCHEDULED
 from engine.reply import Reply
-from tests.support.engine_harness import policy
+from tests.support.engine_harness import MX, policy
 
-MX = (MxRecord(preference=10, host="mx1.example.com", addresses=("192.0.2.1",)),
-      MxRecord(preference=20, host="mx2.example.com", addresses=("192.0.2.2",)))
 MAX_READY, LIMIT, RATE_N, RATE_PERIOD = 4, 3, 5, 60.0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.dns_server import DnsServer
-from tests.support.live_harness import zone_for
+from tests.support.live_harness import free_port, zone_for
 from tests.support.smtp_servers import SinkServer
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -59,12 +59,6 @@ def queue(domain, tenant, campaign, routing_domain):
 """
 
 _MID = re.compile(rb"Message-ID: <(c\d+)@crash.test>")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Deliver:

@@ -28,37 +28,20 @@ from engine.live.logfile import read_records
 from engine.live.service import Service
 from engine.policy import Policy
 from tests.support.dns_server import DnsServer
-from tests.support.live_harness import message, zone_for
+from tests.support.live_harness import LOOPBACK_POLICY_FILE, free_port, message, zone_for
 from tests.support.smtp_servers import ScriptedServer, SinkServer, slow_reply
 
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = 1.5
-POLICY = """
-from engine import Policy, make_egress_path
-
-policy = Policy()
-
-
-@policy.on("get_egress_path_config")
-def path(domain, source_name, site_name):
-    return make_egress_path(smtp_port={port}, prohibited_hosts=[], enable_tls="Disabled",
-                            enable_mta_sts=False)
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_deliver(tmp: Path, smtp_port: int, dns_port: int, grace: float
                   ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """`egress deliver` listening on a free port; returns (process, port, output file)."""
     policy = tmp / "policy.py"
-    policy.write_text(POLICY.format(port=smtp_port))
+    policy.write_text(LOOPBACK_POLICY_FILE.format(port=smtp_port))
     port = free_port()
     out = tmp / "deliver.out"
     args = [sys.executable, "-m", "engine.cli", "deliver", "--policy", str(policy),

@@ -20,20 +20,12 @@ from engine.live.dns import LiveResolver
 from engine.live.service import Service
 from engine.policy import Policy
 from tests.support.dns_server import DnsServer
-from tests.support.live_harness import message
+from tests.support.live_harness import LOOPBACK_POLICY_FILE, message
 from tests.support.smtp_servers import SinkServer
 
 pytestmark = pytest.mark.timeout(60)
 
-ORIGINAL = """
-from engine import Policy, make_egress_path
-policy = Policy()
-
-@policy.on("get_egress_path_config")
-def path(domain, source_name, site_name):
-    return make_egress_path(smtp_port={port}, prohibited_hosts=[], enable_tls="Disabled",
-                            enable_mta_sts=False)
-"""
+ORIGINAL = LOOPBACK_POLICY_FILE
 OTHER = """
 from engine import Policy, make_egress_path
 policy = Policy()

@@ -5,13 +5,16 @@ it owns the engine, the driver, an in-memory body store and the records the
 engine logs, and offers `submit` / `wait_done` so a test reads like a story.
 `zone_for` builds the test DNS zone (MX -> host name -> A 127.0.0.x) and
 `path_policy` a policy whose every egress path gets the given keys, with
-loopback allowed (the default prohibited_hosts refuse 127.0.0.0/8).
+loopback allowed (the default prohibited_hosts refuse 127.0.0.0/8).  For
+tests that run ``egress deliver`` as a subprocess: `LOOPBACK_POLICY_FILE`
+(the same, as a policy file's text) and `free_port`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +28,26 @@ from engine.policy import Policy
 from engine.queue_config import make_egress_pool, make_egress_source, make_queue_config
 
 _ids = itertools.count(1)
+
+LOOPBACK_POLICY_FILE = """
+from engine import Policy, make_egress_path
+
+policy = Policy()
+
+
+@policy.on("get_egress_path_config")
+def path(domain, source_name, site_name):
+    return make_egress_path(smtp_port={port}, prohibited_hosts=[], enable_tls="Disabled",
+                            enable_mta_sts=False)
+"""
+"""A policy file (``.format(port=N)``): every path to port N, loopback allowed, no TLS."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 at the time of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def zone_for(domain: str = "example.com", host: str = "mx1.example.com",
