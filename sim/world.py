@@ -179,6 +179,9 @@ class World:
         # every phase that waits for a reply: connect, EHLO, a batch, the body.
         client = scenario.client
         self.overhead: float = client.round_trip_overhead if client is not None else 0.0
+        # And its cost of opening a connection, once per attempt (refused ones too).
+        self.connect_overhead: float = client.connect_overhead if client is not None else 0.0
+        self._connect_extra = self.overhead + self.connect_overhead
         self._hosts: dict[str, _Host] = {n: _Host(s) for n, s in scenario.hosts.items()}
         self._domains: dict[str, DomainSpec] = dict(scenario.domains)
         self._mx: dict[str, tuple[MxRecord, ...]] = {}
@@ -223,16 +226,16 @@ class World:
         if h.outages:
             mode = h.outage(now)
             if mode == "refuse":
-                return ConnectResult("refused", h.connect(rng))
+                return ConnectResult("refused", h.connect(rng) + self.connect_overhead)
             if mode == "blackhole":
                 return BLACKHOLE
         if h.refuse and rng.random() < h.refuse:
-            return ConnectResult("refused", h.connect(rng))
+            return ConnectResult("refused", h.connect(rng) + self.connect_overhead)
         banner = h.banner if h.open < h.max_conn else BUSY
         h.open += 1
         if h.open > h.peak:
             h.peak = h.open
-        return ConnectResult("ok", h.connect(rng) + self.overhead, banner)
+        return ConnectResult("ok", h.connect(rng) + self._connect_extra, banner)
 
     def release(self, host: str) -> None:
         """A connection that `connect` answered with ``"ok"`` has closed."""

@@ -1,4 +1,5 @@
-"""Scenario `[client] round_trip_overhead`: read, validated, added per phase by the world."""
+"""Scenario `[client]` (`round_trip_overhead`, `connect_overhead`): read, validated, added
+per phase (per connection attempt) by the world."""
 
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ BATCH = (SmtpCommand(verb=Verb.MAIL, arg="a@b.example"),
 
 def test_absent_client_table_means_no_overhead() -> None:
     s = scenario()
-    assert s.client == ClientSpec(round_trip_overhead=0.0)
+    assert s.client == ClientSpec(round_trip_overhead=0.0, connect_overhead=0.0)
     w = World(s, random.Random(1))
     assert w.overhead == 0.0
+    assert w.connect_overhead == 0.0
     assert w.connect(MX, "", 0.0).delay == pytest.approx(0.005)
     assert w.body(MX, 0, 0.0)[0] == pytest.approx(0.020)
 
@@ -77,7 +79,12 @@ def test_simulated_drain_time_grows_by_two_round_trips_per_message() -> None:
                                  "most 1s (the client's own time per round trip, such as "
                                  '"0.5ms"), got 2'),
     ({"overhead": "1ms"}, "x.toml: client.overhead: unknown field; expected one of: "
-                          "round_trip_overhead"),
+                          "connect_overhead, round_trip_overhead"),
+    ({"connect_overhead": "-1ms"}, "x.toml: client.connect_overhead: expected a duration"),
+    ({"connect_overhead": "soon"}, "x.toml: client.connect_overhead: expected a duration"),
+    ({"connect_overhead": "2s"}, "x.toml: client.connect_overhead: expected a duration of at "
+                                 "most 1s (the client's own cost of opening a connection, such "
+                                 "as \"1ms\"), got '2s'"),
     ("0.5ms", "x.toml: client: expected a table, got '0.5ms'"),
 ])
 def test_wrong_client_fields_are_named(client: Any, expected: str) -> None:
@@ -89,3 +96,35 @@ def test_wrong_client_fields_are_named(client: Any, expected: str) -> None:
 def test_override_sets_it() -> None:
     s = scenario().with_overrides(['client.round_trip_overhead="0.25ms"'])
     assert s.client == ClientSpec(round_trip_overhead=0.00025)
+
+
+def test_connect_overhead_is_read_and_overridden() -> None:
+    s = scenario({"connect_overhead": "1.5ms", "round_trip_overhead": "0.25ms"})
+    assert s.client == ClientSpec(round_trip_overhead=0.00025, connect_overhead=0.0015)
+    t = scenario().with_overrides(['client.connect_overhead="0.8ms"'])
+    assert t.client == ClientSpec(round_trip_overhead=0.0, connect_overhead=0.0008)
+
+
+def test_connect_overhead_is_paid_once_per_connection_attempt() -> None:
+    w = World(scenario({"connect_overhead": "1ms", "round_trip_overhead": "0.5ms"}),
+              random.Random(1))
+    # connect latency 5 ms + the banner's round trip 0.5 ms + opening it 1 ms
+    assert w.connect(MX, "", 0.0).delay == pytest.approx(0.0065)
+    # nothing else moves: EHLO, a batch and the body pay the round trip only
+    assert w.ehlo(MX, 0.0)[0] == pytest.approx(0.0045)
+    assert [d for d, _ in w.reply_batch(MX, BATCH, 0.0)] == pytest.approx([0.0045] * 3)
+    assert w.body(MX, 1000, 0.0)[0] == pytest.approx(0.0205)
+
+
+def test_a_refused_connection_pays_the_connect_overhead_too() -> None:
+    s = scenario({"connect_overhead": "2ms", "round_trip_overhead": "0.5ms"},
+                 {"refuse_connections": 1.0})
+    r = World(s, random.Random(1)).connect(MX, "", 0.0)
+    assert (r.kind, r.delay) == ("refused", pytest.approx(0.007))  # no banner: no round trip
+
+
+def test_simulated_drain_time_grows_by_the_overhead_per_connection() -> None:
+    # One connection for 100 messages: the connect overhead is paid once.
+    base = sim.run(scenario()).summary["drain_time"]
+    slower = sim.run(scenario({"connect_overhead": "3ms"})).summary["drain_time"]
+    assert slower - base == pytest.approx(0.003, abs=1e-6)

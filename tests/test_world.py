@@ -105,6 +105,21 @@ def test_max_connections_gives_421_beyond_it_and_release_frees_a_slot() -> None:
     assert w.peak_connections(MX) == 3
 
 
+def test_the_421_beyond_the_limit_costs_the_client_its_connect_overhead() -> None:
+    # The churn of refused connections is paced by connect latency plus the
+    # client's own cost of opening each one ([client] connect_overhead).
+    d: dict[str, Any] = {
+        "traffic": [{"domain": "example.com", "messages": 1}],
+        "domains": {"example.com": {"mx": [{"host": MX, "preference": 10}]}},
+        "hosts": {MX: {"max_connections": 1, "connect_latency": "5ms"}},
+        "client": {"connect_overhead": "1ms"},
+    }
+    w = World(Scenario.from_dict(d), random.Random(1))
+    first, busy = w.connect(MX, "a", 0.0), w.connect(MX, "a", 0.0)
+    assert (first.banner.code, first.delay) == (220, pytest.approx(0.006))
+    assert (busy.banner, busy.delay) == (BUSY, pytest.approx(0.006))
+
+
 def test_release_without_connection_is_an_error() -> None:
     w = world()
     with pytest.raises(ValueError, match="without an open connection"):
