@@ -30,8 +30,9 @@ from typing import Any
 
 from engine.cidr import CidrSet
 from engine.effects import Close, Connect
-from engine.events import Closed, ConnectFailed, MtaStsResolved
+from engine.events import Closed, Connected, ConnectFailed, MtaStsResolved
 from engine.policy import Policy
+from lab.timing import ConnectTimes
 from lab.world import Lab
 
 Progress = Callable[[float, int, int], None]  # (seconds, finished, submitted)
@@ -81,7 +82,10 @@ class _CountingEngine:
 
     `sim.driver` counts a path's open connections from the `Connect` effects
     and the closes and failures that end them; the live driver keeps no such
-    count, so this proxy keeps it the same way, for the same figures.
+    count, so this proxy keeps it the same way, for the same figures.  It
+    also times each connection from the ``Connect`` effect to the
+    ``Connected`` event (`connects`: the client's connect overhead,
+    `lab.timing.ConnectTimes`).
     """
 
     def __init__(self, engine: Any, on_count: Callable[[str, int], None]) -> None:
@@ -89,6 +93,7 @@ class _CountingEngine:
         self.on_count = on_count
         self.paths: dict[int, str] = {}
         self.open: dict[str, int] = {}
+        self.connects = ConnectTimes()
 
     def __getattr__(self, name: str) -> Any:
         # Everything but `handle` is the engine's own (the driver may read it).
@@ -96,12 +101,15 @@ class _CountingEngine:
 
     def handle(self, event: Any) -> list[Any]:
         kind = type(event)
-        if kind is ConnectFailed or kind is Closed:
+        if kind is Connected:
+            self.connects.connected(event.conn, time.perf_counter())
+        elif kind is ConnectFailed or kind is Closed:
             self._forget(event.conn)
         effects = self.engine.handle(event)
         for eff in effects:
             k = type(eff)
             if k is Connect:
+                self.connects.started(eff.conn, time.perf_counter())
                 self.paths[eff.conn] = eff.path
                 count = self.open.get(eff.path, 0) + 1
                 self.open[eff.path] = count
@@ -111,6 +119,7 @@ class _CountingEngine:
         return effects
 
     def _forget(self, conn: int) -> None:
+        self.connects.forget(conn)
         path = self.paths.pop(conn, None)
         if path is not None:
             self.open[path] -= 1
@@ -239,7 +248,8 @@ async def _run(
         await driver.abort_all()
     observer.sample(elapsed, dict(counting.open), final=True)
     return SimResult(
-        summary=_summary(scenario, observer, engine, submitted, elapsed, horizon, lab),
+        summary=_summary(scenario, observer, engine, submitted, elapsed, horizon, lab,
+                         counting.connects),
         records=observer.records,
         series=observer.series(),
         scenario_name=scenario.name,
@@ -251,8 +261,10 @@ async def _run(
 
 
 def _summary(scenario: Any, obs: Any, engine: Any, submitted: int, elapsed: float,
-             horizon: float, lab: Lab) -> dict[str, Any]:
-    """The summary `sim.result.run` writes, with the same keys, plus the lab's side."""
+             horizon: float, lab: Lab, connects: ConnectTimes) -> dict[str, Any]:
+    """The summary `sim.result.run` writes, with the same keys, plus the lab's side
+    (``lab.timing``: the servers' and the client's, `lab.world.Lab.timing`, and
+    ``client_connect``, the client's own cost per connection)."""
     counts = obs.counts
     hosts = lab.counters()  # first: a lab in a child process refreshes its DNS count here
     return {
@@ -278,6 +290,7 @@ def _summary(scenario: Any, obs: Any, engine: Any, submitted: int, elapsed: floa
         "records": dict(sorted(counts.items())),
         "realisation": "lab",
         "lab": {"smtp_port": lab.port, "dns_port": lab.dns.port,
-                "dns_queries": lab.dns.queries, "hosts": hosts, "timing": lab.timing()},
+                "dns_queries": lab.dns.queries, "hosts": hosts,
+                "timing": {**lab.timing(), "client_connect": connects.summary()}},
     }
 

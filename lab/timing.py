@@ -28,6 +28,15 @@ bytes.  That is the client's own time per round trip (its event loop,
 the engine, encoding, loopback), the figure a scenario's
 ``[client] round_trip_overhead`` stands for, so the lab measures it for the
 simulator.
+
+`ConnectTimes` measures the client's other cost, per connection: from the
+engine's ``Connect`` effect to the ``Connected`` event the driver feeds back
+once the TCP connection is made (the task starting, the socket, the
+connect, the loop noticing it completed).  The server's ``connect_latency``
+starts only after that (the banner waits for it), so this is the client's
+time alone, what ``[client] connect_overhead`` stands for.  It is measured in
+the engine's process (`lab.run`), since the server cannot see when the client
+decided to connect.
 """
 
 from __future__ import annotations
@@ -138,3 +147,37 @@ def turnaround_summary(samples: list[float]) -> dict[str, float]:
     if not count:
         return {"count": 0, "mean": 0.0, "median": 0.0}
     return {"count": count, "mean": sum(ordered) / count, "median": ordered[count // 2]}
+
+
+class ConnectTimes:
+    """The client's cost of opening connections: ``Connect`` effect to ``Connected``.
+
+    `started` when the engine asks for a connection, `connected` when the
+    driver reports it made; attempts that fail (refused, timed out) leave no
+    sample, their time being the failure's, not the client's.
+    """
+
+    __slots__ = ("_started", "samples")
+
+    def __init__(self) -> None:
+        self._started: dict[int, float] = {}
+        self.samples: list[float] = []
+
+    def started(self, conn: int, at: float) -> None:
+        """The engine asked for connection `conn` at `at`."""
+        self._started[conn] = at
+
+    def connected(self, conn: int, at: float) -> None:
+        """Connection `conn` was made at `at` (ignored if never started)."""
+        began = self._started.pop(conn, None)
+        if began is not None and len(self.samples) < SAMPLE_CAP:
+            self.samples.append(at - began)
+
+    def forget(self, conn: int) -> None:
+        """Connection `conn` failed or closed before it was made."""
+        self._started.pop(conn, None)
+
+    def summary(self) -> dict[str, float]:
+        """Count, mean and median, in milliseconds, like ``client_turnaround``."""
+        s = turnaround_summary(self.samples)
+        return {"count": s["count"], "mean_ms": s["mean"] * 1e3, "median_ms": s["median"] * 1e3}

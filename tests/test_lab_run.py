@@ -131,6 +131,12 @@ def test_egress_lab_run_writes_what_simulate_writes_and_compare_reads_it(
     assert {p.name for p in lab_dir.iterdir()} == names
     summary = json.loads((lab_dir / "summary.json").read_text())
     assert summary["delivered"] == 30 and summary["realisation"] == "lab"
+    # The client's cost per connection: one sample per connection made (every
+    # connection mx2 accepted; mx1's refused ones leave none), a loopback connect.
+    connect = summary["lab"]["timing"]["client_connect"]
+    made = sum(h["connections"] for h in summary["lab"]["hosts"].values())
+    assert connect["count"] == made >= 1, (connect, summary["lab"]["hosts"])
+    assert 0 < connect["median_ms"] < 50 and 0 < connect["mean_ms"] < 50, connect
     capsys.readouterr()
     assert main(["compare", str(sim_dir), str(lab_dir), "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
@@ -151,4 +157,6 @@ def test_a_lab_in_a_child_process_serves_the_same_run(tmp_path: Path) -> None:
     hosts = s["lab"]["hosts"]
     assert hosts["mx1.two.test"]["connections"] == 0
     assert hosts["mx2.two.test"]["accepted"] == 30
+    # measured in the engine's process, whichever process the servers are in
+    assert s["lab"]["timing"]["client_connect"]["count"] == hosts["mx2.two.test"]["connections"]
     assert s["lab"]["dns_queries"] >= 3  # MX, then A and AAAA of each MX host

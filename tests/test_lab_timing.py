@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from lab.timing import Pacer, Turnaround, turnaround_summary
+from lab.timing import ConnectTimes, Pacer, Turnaround, turnaround_summary
 
 
 def _interleaved(n: int) -> tuple[Pacer, Pacer]:
@@ -70,3 +70,19 @@ def test_turnaround_counts_the_first_bytes_after_a_reply_that_needs_an_answer() 
     assert turnaround_summary(samples) == pytest.approx(
         {"count": 3, "mean": (0.0004 + 0.001 + 0.2) / 3, "median": 0.001})
     assert turnaround_summary([]) == {"count": 0, "mean": 0.0, "median": 0.0}
+
+
+def test_connect_times_run_from_the_connect_effect_to_connected() -> None:
+    c = ConnectTimes()
+    c.started(1, 10.0)
+    c.started(2, 10.5)
+    c.started(3, 11.0)
+    c.connected(2, 10.5015)
+    c.forget(3)  # refused: no sample
+    c.connected(3, 11.2)  # ...and nothing later either
+    c.connected(9, 12.0)  # never started
+    c.connected(1, 10.0005)
+    c.connected(1, 10.9)  # counted once
+    assert c.samples == pytest.approx([0.0015, 0.0005])
+    assert c.summary() == pytest.approx({"count": 2, "mean_ms": 1.0, "median_ms": 1.5})
+    assert ConnectTimes().summary() == {"count": 0, "mean_ms": 0.0, "median_ms": 0.0}
