@@ -15,8 +15,10 @@ a capacity planner relies on the simulator for:
 Each is run three ways, in separate processes, through the commands a user
 types: the lab (``egress lab S --run --out``) first, then the simulator twice
 (``egress simulate S --out``): as the scenario says (no client overhead), and
-with ``[client] round_trip_overhead`` set to the client turnaround the lab
-just measured (``summary.lab.timing``).  The table gives drain time, peak
+with the client's costs the lab just measured (``summary.lab.timing``):
+``[client] round_trip_overhead`` set to its turnaround (``client_turnaround``)
+and ``[client] connect_overhead`` to its cost per connection
+(``client_connect``).  The table gives drain time, peak
 connections, transient failures, deliveries and the largest gap between the
 cumulative delivered curves, each sim figure with the lab's relative
 difference to it.
@@ -154,10 +156,13 @@ def run_scenario(name: str, scenario: dict[str, Any], work: Path) -> dict[str, A
     wall = egress("lab", str(path), "--run", "--out", str(lab_dir), "--no-plot")
     timing = json.loads((lab_dir / "summary.json").read_text())["lab"]["timing"]
     overhead_ms = timing["client_turnaround"]["mean_ms"]
+    connect_ms = timing["client_connect"]["mean_ms"]
     egress("simulate", str(path), "--out", str(sim_dir), "--no-plot", "--quiet")
     egress("simulate", str(path), "--out", str(cal_dir), "--no-plot", "--quiet",
-           "--set", f'client.round_trip_overhead="{overhead_ms:.3f}ms"')
+           "--set", f'client.round_trip_overhead="{overhead_ms:.3f}ms"',
+           "--set", f'client.connect_overhead="{connect_ms:.3f}ms"')
     return {"name": name, "lab_wall": wall, "timing": timing, "overhead_ms": overhead_ms,
+            "connect_ms": connect_ms,
             "plain": compare_dirs(sim_dir, lab_dir), "calibrated": compare_dirs(cal_dir, lab_dir)}
 
 
@@ -248,10 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             res = run_scenario(name, all_scenarios[name], work)
             turn = res["timing"]["client_turnaround"]
+            conn = res["timing"]["client_connect"]
             print(f"{name}: lab {res['lab_wall']:.0f} s wall; server latency error "
                   f"{res['timing']['server']['error_ms']:+.3f} ms mean; client turnaround "
                   f"mean {turn['mean_ms']:.3f} ms, median {turn['median_ms']:.3f} ms "
-                  f"({turn['count']:,})", flush=True)
+                  f"({turn['count']:,}); client connect mean {conn['mean_ms']:.3f} ms, "
+                  f"median {conn['median_ms']:.3f} ms ({conn['count']:,})", flush=True)
             results.append(res)
         print()
         print(table(results))
