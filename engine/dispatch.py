@@ -23,7 +23,7 @@ from engine.effects import Connect, Log, TlsMode, TlsSettings
 from engine.events import trusted_factory
 from engine.message import HELD, rcpt_tuple
 from engine.mxplan import build_plan
-from engine.ready import ConnCtx, ReadyQueue, ideal_connections
+from engine.ready import CONFIG_REFRESH, ConnCtx, ReadyQueue, ideal_connections
 from engine.reply import Reply
 from engine.resolve import sts_policy, tlsa_for
 from engine.retry import iso
@@ -47,8 +47,8 @@ def pump(eng: Engine, rq: ReadyQueue, now: float) -> None:
     """Let `rq` act: feed idle sessions, then open connections up to the ideal."""
     if not rq.messages:
         return
-    cfg = flow.path_config(eng, rq, now)
-    if rq.suspended or cfg.suspended:  # type: ignore[attr-defined]
+    cfg = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else flow.path_config(eng, rq, now)
+    if rq.suspended or cfg.suspended:
         return
     idle = rq.idle
     while idle and rq.messages:
@@ -67,9 +67,10 @@ def pump(eng: Engine, rq: ReadyQueue, now: float) -> None:
     while rq.messages:
         if rq.open >= ideal:
             return
-        for name in sorted(extra):
-            if eng.extra_conns.get(name, 0) >= extra[name]:
-                return
+        if extra:
+            for name in sorted(extra):
+                if eng.extra_conns.get(name, 0) >= extra[name]:
+                    return
         if rq.conn_throttle is not None:
             wait = rq.conn_throttle.check(now)
             if wait > 0.0:

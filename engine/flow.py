@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine import lookups, metrics, records
 from engine.effects import Discard, Log, Resolve
@@ -199,8 +199,8 @@ def path_config(eng: Engine, rq: ReadyQueue, now: float) -> object:
 
 def enqueue_ready(eng: Engine, rq: ReadyQueue, msg: Message, now: float) -> None:
     """Put `msg` in `rq`, or back to scheduled when the ready queue is full."""
-    cfg = path_config(eng, rq, now)
-    if len(rq.messages) >= cfg.max_ready:  # type: ignore[attr-defined]
+    cfg: Any = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
+    if len(rq.messages) >= cfg.max_ready:
         due = now + eng.rng.uniform(0.0, 60.0)
         reply = _Reply(400, f"Delayed due to ReadyQueueWasFull on {rq.path}; "
                             f"next due at {_iso(eng.epoch, due)}", None)

@@ -73,6 +73,14 @@ def run_step(eng: Engine, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: 
             handlers[type(o)](eng, ctx, o, now)
 
 
+def run_outcomes(eng: Engine, ctx: ConnCtx, outcomes: list[Any], now: float) -> None:
+    """The outcomes half of `run_step` (for `Engine.handle`, which carries the
+    effects of a reply itself)."""
+    handlers = _HANDLERS
+    for o in outcomes:
+        handlers[type(o)](eng, ctx, o, now)
+
+
 def session_ready(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
     if ctx.closing:
         return

@@ -94,6 +94,9 @@ def reply_status(reply: Reply) -> Status:
 
 
 def _arm(s: Session, at: float, seconds: float, fx: Fx) -> None:
+    """Arm the command timer for `seconds`.  The per-reply handlers (and the
+    greeting's) spell these two lines out instead of calling this: one call
+    fewer on nearly every reply."""
     s.timeout = seconds
     fx.append(_SetTimer(s.timer, at + seconds))
 
@@ -186,11 +189,13 @@ def _auth_or_ready(s: Session, at: float, fx: Fx, out: Out) -> State:
 
 
 def connect_started(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
-    _arm(s, at, s.cfg.connect_timeout, fx)
+    s.timeout = t = s.cfg.connect_timeout
+    fx.append(_SetTimer(s.timer, at + t))
 
 
 def connection_opened(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
-    _arm(s, at, s.cfg.banner_timeout, fx)
+    s.timeout = t = s.cfg.banner_timeout
+    fx.append(_SetTimer(s.timer, at + t))
 
 
 def connection_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
@@ -205,7 +210,8 @@ def connect_timed_out(s: Session, at: float, _: Any, fx: Fx, out: Out) -> State:
 
 def banner_accepted(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
     _send(s, fx, _Command(Verb.EHLO, s.ehlo_domain, "", None))
-    _arm(s, at, s.cfg.ehlo_timeout, fx)
+    s.timeout = t = s.cfg.ehlo_timeout
+    fx.append(_SetTimer(s.timer, at + t))
 
 
 def host_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
@@ -351,7 +357,8 @@ def transaction_started(s: Session, at: float, msg: TxnMessage, fx: Fx, out: Out
         _send(s, fx, _RSET if rset else mail)
     # Pipelined or not, the timer covers the reply awaited now and is re-armed
     # as each reply arrives, with the timeout of the command answered next.
-    _arm(s, at, cfg.rset_timeout if rset else cfg.mail_from_timeout, fx)
+    s.timeout = t = cfg.rset_timeout if rset else cfg.mail_from_timeout
+    fx.append(_SetTimer(s.timer, at + t))
     return State.RSET_SENT if rset else State.MAIL_SENT
 
 

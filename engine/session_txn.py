@@ -29,12 +29,12 @@ from engine.session_handlers import (
     READY,
     Fx,
     Out,
-    _arm,
     _Command,
     _end,
     _RecipientResult,
     _Send,
     _send,
+    _SetTimer,
     _TransactionDone,
     mail_line,
     reply_status,
@@ -125,7 +125,8 @@ def reply_malformed(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
 def reset_done(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
     if not s.pipelined:
         _send(s, fx, s.mail_cmd)
-    _arm(s, at, s.cfg.mail_from_timeout, fx)
+    s.timeout = t = s.cfg.mail_from_timeout
+    fx.append(_SetTimer(s.timer, at + t))
 
 
 def reset_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
@@ -139,7 +140,8 @@ def reset_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
 def sender_accepted(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
     if not s.pipelined:
         _send(s, fx, _Command(Verb.RCPT, s.batch[0], "", None))
-    _arm(s, at, s.cfg.rcpt_to_timeout, fx)
+    s.timeout = t = s.cfg.rcpt_to_timeout
+    fx.append(_SetTimer(s.timer, at + t))
 
 
 def sender_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
@@ -148,7 +150,8 @@ def sender_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
     _resolve_all(s, out, reply_status(ev.reply), ev.reply, mail_line(s))
     s.mail_failed = True
     if s.pipelined:
-        _arm(s, at, s.cfg.rcpt_to_timeout, fx)
+        s.timeout = t = s.cfg.rcpt_to_timeout
+        fx.append(_SetTimer(s.timer, at + t))
         return State.RCPT_SENT
     return _finish(s, fx, out)
 
@@ -172,14 +175,17 @@ def _rcpt(s: Session, at: float, reply: Reply, status: Status, fx: Fx, out: Out)
     if i + 1 < len(s.batch):
         if not s.pipelined:
             _send(s, fx, _Command(Verb.RCPT, s.batch[i + 1], "", None))
-        _arm(s, at, s.cfg.rcpt_to_timeout, fx)
+        s.timeout = t = s.cfg.rcpt_to_timeout
+        fx.append(_SetTimer(s.timer, at + t))
         return State.RCPT_SENT
     if s.pipelined:
-        _arm(s, at, s.cfg.data_timeout, fx)
+        s.timeout = t = s.cfg.data_timeout
+        fx.append(_SetTimer(s.timer, at + t))
         return State.DATA_SENT
     if s.accepted:
         _send(s, fx, _DATA)
-        _arm(s, at, s.cfg.data_timeout, fx)
+        s.timeout = t = s.cfg.data_timeout
+        fx.append(_SetTimer(s.timer, at + t))
         return State.DATA_SENT
     return _finish(s, fx, out)
 
@@ -216,7 +222,8 @@ def data_accepted(s: Session, at: float, _: Any, fx: Fx, out: Out) -> State:
         return _end(s, fx, out, reason, cancel=True, close=True)
     body = _Command(Verb.BODY, s.message.id, "", None)  # type: ignore[union-attr]
     fx.append(_Send(s.conn, (body,)))
-    _arm(s, at, s.cfg.data_dot_timeout, fx)
+    s.timeout = t = s.cfg.data_dot_timeout
+    fx.append(_SetTimer(s.timer, at + t))
     return State.BODY_SENT
 
 
