@@ -36,6 +36,12 @@ _INSECURE = (EnableTls.OpportunisticInsecure, EnableTls.RequiredInsecure)
 _Log = trusted_factory(Log)
 _Connect = trusted_factory(Connect)  # (conn, host, address, port, source, source_address, path)
 _TxnMessage = trusted_factory(TxnMessage)  # a queued message always has a recipient
+# (mode, server_name, prefer_openssl, openssl_cipher_list, openssl_cipher_suites,
+#  openssl_options, rustls_cipher_suites, tlsa): values from a checked path config
+_TlsSettings = trusted_factory(TlsSettings)
+# EnableTls(x) without the enum's Python-level lookup (a StrEnum member hashes as
+# its value, so the config's member or its string finds the same member)
+_TLS_MODES: dict[str, EnableTls] = {m.value: m for m in EnableTls}
 
 
 def suspended(eng: Engine, rq: ReadyQueue) -> bool:
@@ -160,7 +166,7 @@ def tls_for(eng: Engine, ctx: ConnCtx, port: int, now: float
     None while its host's TLSA records are being fetched."""
     rq = ctx.rq
     cfg: Any = rq.cfg
-    mode = EnableTls(cfg.enable_tls)
+    mode = _TLS_MODES.get(cfg.enable_tls) or EnableTls(cfg.enable_tls)
     tlsa: tuple[Any, ...] = ()
     if ctx.tls_disabled:
         mode = EnableTls.Disabled
@@ -179,16 +185,15 @@ def tls_for(eng: Engine, ctx: ConnCtx, port: int, now: float
             if secure and records_:
                 mode = EnableTls.Required
                 tlsa = records_
-    settings = TlsSettings(
-        mode=TlsMode.DANE if tlsa else (TlsMode.INSECURE if mode in _INSECURE
-                                        else TlsMode.VERIFY),
-        server_name=ctx.host,
-        prefer_openssl=cfg.tls_prefer_openssl,
-        openssl_cipher_list=cfg.openssl_cipher_list,
-        openssl_cipher_suites=cfg.openssl_cipher_suites,
-        openssl_options=cfg.openssl_options,
-        rustls_cipher_suites=cfg.rustls_cipher_suites,
-        tlsa=tlsa,
+    settings = _TlsSettings(
+        TlsMode.DANE if tlsa else (TlsMode.INSECURE if mode in _INSECURE else TlsMode.VERIFY),
+        ctx.host,
+        cfg.tls_prefer_openssl,
+        cfg.openssl_cipher_list,
+        cfg.openssl_cipher_suites,
+        cfg.openssl_options,
+        cfg.rustls_cipher_suites,
+        tlsa,
     )
     return mode, settings
 

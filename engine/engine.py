@@ -64,6 +64,7 @@ __all__ = ["Engine"]
 
 _PROMOTE: Timer = ("promote", "")
 _SetTimer = trusted_factory(SetTimer)
+_CancelTimer = trusted_factory(CancelTimer)
 
 
 class Engine:
@@ -189,7 +190,7 @@ class Engine:
     def cancel_timer(self, timer: Timer) -> None:
         if self.timers.pop(timer, None) is not None:
             self.cancelled[timer] = len(self.out)
-            self.out.append(CancelTimer(timer=timer))
+            self.out.append(_CancelTimer(timer))
 
     # The modules' functions themselves, as methods (``eng.pump(rq, now)`` is
     # ``dispatch.pump(eng, rq, now)``): for modules that cannot import them, and

@@ -123,6 +123,7 @@ _REPLY_ROWS: dict[State, list[Row | None]] = {
     for state, rows in _ROWS.items()
 }
 _SetTimer = trusted_factory(SetTimer)
+_CancelTimer = trusted_factory(CancelTimer)
 
 
 def _describe(ev: Any) -> str:
@@ -199,7 +200,7 @@ class Session:
         self.opened_at = opened_at
         self.state = State.AWAIT_CONNECT
         self.timer = ("conn", conn)
-        self.cancel_timer = CancelTimer(timer=self.timer)  # immutable, so shared
+        self.cancel_timer = _CancelTimer(self.timer)  # immutable, so shared
         self.timeout = 0.0  # seconds of the timer armed last (for messages)
         self.capabilities: dict[str, tuple[str, ...]] = {}
         self.esmtp = True  # False after the HELO fallback

@@ -58,6 +58,8 @@ _Send = trusted_factory(Send)
 _Command = trusted_factory(SmtpCommand)  # (verb, arg, params, secret)
 _RecipientResult = trusted_factory(RecipientResult)
 _TransactionDone = trusted_factory(TransactionDone)
+_Close = trusted_factory(Close)
+_SessionClosed = trusted_factory(SessionClosed)
 READY = SessionReady()  # no fields: one value serves every session
 
 # What the session is waiting for in each state, for messages ("... during DATA").
@@ -126,8 +128,8 @@ def _end(s: Session, fx: Fx, out: Out, reason: str, *, cancel: bool, close: bool
     if cancel:
         fx.append(s.cancel_timer)
     if close:
-        fx.append(Close(conn=s.conn))
-    out.append(SessionClosed(reason))
+        fx.append(_Close(s.conn))
+    out.append(_SessionClosed(reason))
     return State.CLOSED
 
 
