@@ -45,9 +45,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.reply import Reply
-from lab.smtp_wire import HostCounters, Txn, ehlo_reply, take_lines, wire
+from lab.smtp_wire import HostCounters, Txn, take_lines, wire
 from lab.timing import Pacer, Turnaround
 from sim import world as W
+from sim.world import ehlo_reply
 
 if TYPE_CHECKING:
     from sim.scenario_world import HostSpec

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from engine.reply import Reply
 
 if TYPE_CHECKING:
-    from sim.scenario_world import HostSpec
+    pass
 
 
 def wire(reply: Reply) -> bytes:
@@ -26,18 +26,6 @@ def wire(reply: Reply) -> bytes:
         sep = "-" if i < len(lines) - 1 else " "
         out.append(f"{code}{sep}{enhanced}{line}\r\n")
     return "".join(out).encode()
-
-
-def ehlo_reply(spec: HostSpec, *, tls: bool) -> Reply:
-    """The EHLO reply: the capabilities `sim.world` advertises for the same host."""
-    lines = [spec.name, "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES"]
-    if spec.pipelining:
-        lines.append("PIPELINING")
-    if spec.starttls and not tls:
-        lines.append("STARTTLS")
-    if spec.auth:
-        lines.append("AUTH PLAIN LOGIN")
-    return Reply(code=250, text="\n".join(lines))
 
 
 @dataclass(slots=True)

@@ -146,8 +146,8 @@ class _Host:
         self.auth = spec.auth
         self.outages: tuple[Outage, ...] = spec.outages
         self.banner = Reply(code=220, text=f"{spec.name} ESMTP egress simulated server")
-        self.ehlo_clear = _ehlo_reply(spec, tls=False)
-        self.ehlo_tls = _ehlo_reply(spec, tls=True)
+        self.ehlo_clear = ehlo_reply(spec, tls=False)
+        self.ehlo_tls = ehlo_reply(spec, tls=True)
 
     def outage(self, now: float) -> str | None:
         for o in self.outages:
@@ -156,7 +156,8 @@ class _Host:
         return None
 
 
-def _ehlo_reply(spec: HostSpec, *, tls: bool) -> Reply:
+def ehlo_reply(spec: HostSpec, *, tls: bool) -> Reply:
+    """The host's EHLO reply (no STARTTLS once in TLS); the lab advertises the same."""
     lines = [spec.name, "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES"]
     if spec.pipelining:
         lines.append("PIPELINING")
