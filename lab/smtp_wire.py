@@ -1,4 +1,4 @@
-"""The SMTP wire of a lab server: replies as bytes, the EHLO capabilities, counters.
+"""The SMTP wire of a lab server: replies as bytes, transactions, counters.
 
 Split from `lab.servers` so that module holds only the connection's life;
 what a reply looks like on the wire and what a host counts live here.
