@@ -65,11 +65,11 @@ def pump(eng: Engine, rq: ReadyQueue, now: float) -> None:
             next_message(eng, ctx, now)
     if rq.ready_timer is not None or not rq.messages:
         return
-    if cfg.enable_mta_sts and not sts_policy(eng, rq.domain, now)[0]:  # type: ignore[attr-defined]
+    if cfg.enable_mta_sts and not sts_policy(eng, rq.domain, now)[0]:
         return
-    extra = cfg.additional_connection_limits  # type: ignore[attr-defined]
+    extra = cfg.additional_connection_limits
     # KumoMTA's maintainer: the target from the depth now, then open the difference
-    ideal = ideal_connections(cfg.connection_limit, len(rq.messages))  # type: ignore[attr-defined]
+    ideal = ideal_connections(cfg.connection_limit, len(rq.messages))
     while rq.messages:
         if rq.open >= ideal:
             return
@@ -80,7 +80,7 @@ def pump(eng: Engine, rq: ReadyQueue, now: float) -> None:
         if rq.conn_throttle is not None:
             wait = rq.conn_throttle.check(now)
             if wait > 0.0:
-                if wait < cfg.idle_timeout:  # type: ignore[attr-defined]
+                if wait < cfg.idle_timeout:
                     rq.ready_timer = now + wait
                     eng.set_timer(("ready", rq.path), now + wait)
                 else:

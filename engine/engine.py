@@ -115,7 +115,8 @@ class Engine:
 
     def handle(self, event: Event) -> list[Effect]:
         """Apply one event; return the effects for the driver, in order."""
-        self.out = out = []
+        out: list[Effect] = []
+        self.out = out
         if type(event) is Response and event.at < self.refresh_at:
             # The most frequent event (most of a simulation's), taken inline: one
             # reply on a live session, no path config due a refresh.

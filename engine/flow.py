@@ -28,6 +28,7 @@ from engine.reply import Reply
 from engine.retry import expiry_text, iso, retry_delay
 
 if TYPE_CHECKING:
+    from engine.config import EgressPathConfig
     from engine.engine import Engine
     from engine.resolve import DomainState
 
@@ -186,7 +187,7 @@ def path_for(eng: Engine, msg: Message, ds: DomainState, now: float) -> ReadyQue
     return rq
 
 
-def path_config(eng: Engine, rq: ReadyQueue, now: float) -> object:
+def path_config(eng: Engine, rq: ReadyQueue, now: float) -> EgressPathConfig:
     """The path's config, re-asked of the policy when older than CONFIG_REFRESH."""
     if now - rq.cfg_at >= CONFIG_REFRESH:
         old = rq.cfg

@@ -337,8 +337,8 @@ def transaction_started(s: Session, at: float, msg: TxnMessage, fx: Fx, out: Out
             f"{len(msg.recipients)} recipients exceed max_recipients_per_batch={limit}; "
             "the rest are retried later",
         )
-        for rcpt in msg.recipients[limit:]:
-            out.append(_RecipientResult(msg.id, rcpt, TRANSIENT, reply, f"RCPT TO:<{rcpt}>"))
+        for over in msg.recipients[limit:]:
+            out.append(_RecipientResult(msg.id, over, TRANSIENT, reply, f"RCPT TO:<{over}>"))
     s.message, s.batch, s.accepted, s.replies, s.mail_failed = msg, batch, [], 0, False
     caps = s.capabilities
     s.pipelined = pipelined = cfg.enable_pipelining and "PIPELINING" in caps

@@ -124,6 +124,7 @@ def reply_malformed(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
 
 def reset_done(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
     if not s.pipelined:
+        assert s.mail_cmd is not None  # set by transaction_started
         _send(s, fx, s.mail_cmd)
     s.timeout = t = s.cfg.mail_from_timeout
     fx.append(_SetTimer(s.timer, at + t))

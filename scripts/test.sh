@@ -10,4 +10,5 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/ruff check .
 .venv/bin/lint-imports
+.venv/bin/mypy
 .venv/bin/python -m pytest -q "$@"
