@@ -124,22 +124,9 @@ class Engine:
             if ctx is None or ctx.session is None:
                 _conn_event(self, event)  # type: ignore[arg-type]  # raises the protocol error
             effects, results = ctx.session.handle(event)  # type: ignore[union-attr]
-            # outcomes.run_step, spelled out for the one event in two that is a
-            # reply: its effects are nearly always one SetTimer (re-arming the
-            # command timer) and sometimes a Send, with no outcome at all.
-            for e in effects:
-                t = type(e)
-                if t is SetTimer:
-                    timer = e.timer
-                    self.timers[timer] = e.at
-                    cancelled = self.cancelled
-                    if cancelled and timer in cancelled:
-                        out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
-                        self.dropped = True
-                elif t is CancelTimer:
-                    self.timers.pop(e.timer, None)
-                    self.cancelled[e.timer] = len(out)
-                out.append(e)
+            # outcomes.run_step without its call: a reply's step nearly always
+            # has effects only (the timer re-arm, sometimes a Send), no outcome.
+            outcomes.take_effects(self, effects)
             if results:
                 outcomes.run_outcomes(self, ctx, results, event.at)  # type: ignore[arg-type]
         else:

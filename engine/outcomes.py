@@ -45,14 +45,12 @@ CLOSED_MID_TXN = Reply.make(451, "4.4.2", "connection closed during the transact
 _Log = trusted_factory(Log)
 
 
-def run_step(eng: Engine, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: float) -> None:
-    """Carry a session step: its effects out (tracking timers), its outcomes in.
+def take_effects(eng: Engine, effects: list[Any]) -> None:
+    """Append a session's effects to the event's output, tracking its timers.
 
-    A `CancelTimer` followed, within the same event, by a `SetTimer` of the same
-    timer (a session reaching IDLE and at once starting the next transaction)
-    is dropped: setting an armed timer re-arms it, so the pair is one SetTimer
-    (see `Engine.handle`)."""
-    effects, outcomes = step
+    A `CancelTimer` followed, within the same event, by a `SetTimer` of the
+    same timer is dropped (the SetTimer re-arms it); `Engine.handle` removes
+    the dropped slots at the end of the event."""
     out = eng.out
     for e in effects:
         t = type(e)
@@ -67,6 +65,17 @@ def run_step(eng: Engine, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: 
             eng.timers.pop(e.timer, None)
             eng.cancelled[e.timer] = len(out)
         out.append(e)
+
+
+def run_step(eng: Engine, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: float) -> None:
+    """Carry a session step: its effects out (tracking timers), its outcomes in.
+
+    A `CancelTimer` followed, within the same event, by a `SetTimer` of the same
+    timer (a session reaching IDLE and at once starting the next transaction)
+    is dropped: setting an armed timer re-arms it, so the pair is one SetTimer
+    (see `Engine.handle`)."""
+    effects, outcomes = step
+    take_effects(eng, effects)
     if outcomes:
         handlers = _HANDLERS
         for o in outcomes:
