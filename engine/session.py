@@ -1,4 +1,4 @@
-"""The SMTP client session machine: one `Session` per TCP connection.
+"""The SMTP client session: one `Session` per TCP connection.
 
 Sans-IO, like h11 and h2: the session is fed events (`Connected`,
 `Response`, `TimerFired`...) and the engine's calls (`connect`,
@@ -7,11 +7,12 @@ driver (`Send`, `StartTls`, `SetTimer`, `Close`...) and outcomes for the
 engine (`RecipientResult`, `HostFailed`, `SessionReady`...).  The engine
 decides what follows; the session only speaks SMTP.
 
-What may follow what is the table in `engine.session_table`; the handlers
-it names live in `engine.session_handlers` (connect, greeting, TLS, AUTH)
-and `engine.session_txn` (transactions, QUIT); the vocabulary (states,
-input kinds, outcomes) in `engine.session_model`.  This module only turns
-an input into its kind, looks the row up, and commits the next state.
+What may follow what is the table in `engine.session_model`; the handlers
+it names are in `engine.session_setup` and `engine.session_txn`; the
+connection's fields in `engine.session_data`.  This module binds the
+table's names to the handlers, turns an input into its kind, looks the row
+up and commits the next state; it re-exports the public names of the
+others, so the engine imports the session from here.
 
 Illegal input (a pair with no row) raises `ProtocolError` of one fixed
 shape, ``"session 17 cannot handle Response(354) in state MAIL_SENT"``,
@@ -19,8 +20,8 @@ before anything has changed: the lookup happens first and handlers never
 raise, so a rejected input leaves the session exactly as it was.
 
 Per-event cost matters (the simulator runs about ten per message): one
-type check or arithmetic step for the kind, one dict lookup for the row,
-and no allocation beyond the effects and outcomes themselves.
+type check for the kind, one list index or dict lookup for the row, and no
+allocation beyond the effects and outcomes themselves.
 
 Command timeouts use one timer per connection, ``("conn", conn)``, armed
 (re-armed) when a command is sent or, in a pipelined batch, as each reply
@@ -32,9 +33,9 @@ recipients with ``421 4.4.2 ... timed out``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.effects import CancelTimer, SetTimer, SmtpCommand, TlsSettings
+from engine import session_setup, session_txn
 from engine.errors import ProtocolError
 from engine.events import (
     Closed,
@@ -46,13 +47,14 @@ from engine.events import (
     TimerFired,
     TlsEstablished,
     TlsFailed,
-    trusted_factory,
 )
-from engine.session_handlers import QUIT_TIMEOUT, reply_status
+from engine.session_data import Handler, SessionData, reply_status
 from engine.session_model import (
     DELIVERED,
     PERMANENT,
     TRANSIENT,
+    TRANSITIONS,
+    Happened,
     HostFailed,
     Input,
     Outcome,
@@ -65,19 +67,18 @@ from engine.session_model import (
     Step,
     TransactionDone,
     TxnMessage,
-    parse_ehlo,
 )
-from engine.session_table import TRANSITIONS, Row
-
-if TYPE_CHECKING:
-    from engine.config import EgressPathConfig
+from engine.session_setup import parse_ehlo
+from engine.session_txn import QUIT_TIMEOUT
 
 __all__ = [
     "DELIVERED",
+    "HANDLERS",
     "PERMANENT",
     "QUIT_TIMEOUT",
     "TRANSIENT",
     "TRANSITIONS",
+    "Happened",
     "HostFailed",
     "Input",
     "Outcome",
@@ -95,6 +96,21 @@ __all__ = [
     "reply_status",
 ]
 
+
+def _bind(happened: Happened) -> Handler:
+    """The handler a table row names: the function called `happened.value` in
+    exactly one of the two handler modules."""
+    found = [getattr(m, happened.value) for m in (session_setup, session_txn)
+             if happened.value in m.__all__]
+    if len(found) != 1:
+        raise ImportError(f"{happened}: {len(found)} handlers named {happened.value!r}")
+    return found[0]  # type: ignore[no-any-return]
+
+
+HANDLERS: dict[Happened, Handler] = {happened: _bind(happened) for happened in Happened}
+"""Each name the table uses, bound to its function."""
+
+_FastRow = tuple[Handler, tuple[State, ...]]
 _EVENT_KINDS: dict[type, Input] = {
     Connected: Input.CONNECTED,
     ConnectFailed: Input.CONNECT_FAILED,
@@ -111,19 +127,18 @@ def _reply_kind(code: int) -> Input | None:
     return Input.R421 if code == 421 else _REPLY_KINDS.get(code // 100)
 
 
-# The table, reshaped for the one lookup made per input (TRANSITIONS stays the
-# one place rows are written): per state, the rows by input kind, and for
-# replies a list indexed by the reply code itself, so a Response costs one
-# list index instead of classifying the code and hashing a (state, kind) pair.
-_ROWS: dict[State, dict[Input, Row]] = {state: {} for state in State}
-for (_state, _kind), _row in TRANSITIONS.items():
-    _ROWS[_state][_kind] = _row
-_REPLY_ROWS: dict[State, list[Row | None]] = {
+# The table with its handlers bound, reshaped for the one lookup made per
+# input (TRANSITIONS stays the one place rows are written): per state, the
+# rows by input kind, and for replies a list indexed by the reply code
+# itself, so a Response costs one list index instead of classifying the code.
+_ROWS: dict[State, dict[Input, _FastRow]] = {
+    state: {kind: (HANDLERS[happened], targets) for kind, (happened, targets) in rows.items()}
+    for state, rows in TRANSITIONS.items()
+}
+_REPLY_ROWS: dict[State, list[_FastRow | None]] = {
     state: [None if (k := _reply_kind(code)) is None else rows.get(k) for code in range(600)]
     for state, rows in _ROWS.items()
 }
-_SetTimer = trusted_factory(SetTimer)
-_CancelTimer = trusted_factory(CancelTimer)
 
 
 def _describe(ev: Any) -> str:
@@ -135,94 +150,11 @@ def _describe(ev: Any) -> str:
     return t.__name__
 
 
-class Session:
-    """One SMTP client connection to `host` at `address`:`port`.
+class Session(SessionData):
+    """One SMTP client connection (its fields: `SessionData`), driven by the
+    engine's calls and the driver's events."""
 
-    `tls` is the effective TLS mode (after MTA-STS and DANE; an `EnableTls`
-    or its string value), `tls_settings` what the driver's handshake needs.
-    Read-only for the engine: `state`, `capabilities` (EHLO keywords),
-    `tls_active` and the TLS details (`tls_info` for Delivery records),
-    `transactions` (started on this connection), `message` (in flight).
-    """
-
-    __slots__ = (
-        "accepted",
-        "address",
-        "batch",
-        "cancel_timer",
-        "capabilities",
-        "cfg",
-        "conn",
-        "ehlo_domain",
-        "esmtp",
-        "host",
-        "mail_cmd",
-        "mail_failed",
-        "mail_line",
-        "message",
-        "opened_at",
-        "pipelined",
-        "port",
-        "replies",
-        "state",
-        "timeout",
-        "timer",
-        "tls",
-        "tls_active",
-        "tls_cipher",
-        "tls_peer_subject",
-        "tls_protocol",
-        "tls_settings",
-        "transactions",
-    )
-
-    def __init__(
-        self,
-        *,
-        conn: int,
-        host: str,
-        address: str,
-        port: int,
-        cfg: EgressPathConfig,
-        tls: str,
-        tls_settings: TlsSettings,
-        ehlo_domain: str,
-        opened_at: float,
-    ) -> None:
-        self.conn = conn
-        self.host = host
-        self.address = address
-        self.port = port
-        self.cfg = cfg
-        self.tls = tls
-        self.tls_settings = tls_settings
-        self.ehlo_domain = ehlo_domain
-        self.opened_at = opened_at
-        self.state = State.AWAIT_CONNECT
-        self.timer = ("conn", conn)
-        self.cancel_timer = _CancelTimer(self.timer)  # immutable, so shared
-        self.timeout = 0.0  # seconds of the timer armed last (for messages)
-        self.capabilities: dict[str, tuple[str, ...]] = {}
-        self.esmtp = True  # False after the HELO fallback
-        self.tls_active = False
-        self.tls_protocol = ""
-        self.tls_cipher = ""
-        self.tls_peer_subject = ""
-        self.transactions = 0
-        # the transaction in flight
-        self.message: TxnMessage | None = None
-        self.batch: tuple[str, ...] = ()  # recipients attempted (max_recipients_per_batch)
-        self.accepted: list[str] = []  # RCPT accepted, waiting for the DATA/dot reply
-        self.replies = 0  # RCPT replies received so far
-        self.mail_failed = False
-        self.pipelined = False
-        self.mail_cmd: SmtpCommand | None = None
-        self.mail_line = ""
-
-    def __repr__(self) -> str:
-        return f"<Session {self.conn} {self.host} [{self.address}]:{self.port} {self.state.name}>"
-
-    # -- what the engine calls -----------------------------------------------------
+    __slots__ = ()
 
     def connect(self, at: float) -> Step:
         """Arm the connect timeout (the engine emits `Connect` itself)."""
@@ -267,25 +199,6 @@ class Session:
         """Say goodbye (only in IDLE): QUIT, then Close on its reply or after
         QUIT_TIMEOUT seconds."""
         return self._run(Input.QUIT, at, None, "quit()")
-
-    # -- what handlers use ---------------------------------------------------------
-
-    def set_timer(self, at: float) -> SetTimer:
-        """The effect arming this connection's command timer."""
-        return _SetTimer(self.timer, at)
-
-    @property
-    def tls_info(self) -> dict[str, str]:
-        """The TLS fields of a Delivery record; empty when TLS is not in use."""
-        if not self.tls_active:
-            return {}
-        return {
-            "tls_protocol_version": self.tls_protocol,
-            "tls_cipher": self.tls_cipher,
-            "tls_peer_subject_name": self.tls_peer_subject,
-        }
-
-    # -- the machine -----------------------------------------------------------------
 
     def _refuse(self, what: Any) -> None:
         if not isinstance(what, str):

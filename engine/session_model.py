@@ -1,10 +1,23 @@
-"""The vocabulary of the SMTP session machine: states, input kinds, outcomes.
+"""The SMTP client session machine: its states, inputs, outcomes and the
+transition table.  Anything that changes what may follow what lives here.
 
-Kept apart from the table (`engine.session_table`) and the handlers
-(`engine.session_handlers`) so that both can name the states and outcomes
-without importing each other, and so that the engine can import the
-outcome types without pulling in the machine.  Everything here is a plain
-value: enums, and frozen slotted dataclasses like events and effects.
+Read top to bottom: the states, the input kinds the table is keyed by, the
+outcomes a session reports to the engine, the names of the handlers (one
+per thing that happened), then the table itself.  The handlers live in
+`engine.session_setup` (until IDLE) and `engine.session_txn` (from IDLE
+on); they import this module, never the reverse, so the table names them
+by `Happened` and `engine.session` binds each name to its function.
+
+``TRANSITIONS[state][input] = (happened, next_states)``, rows grouped under
+a comment per state.  `next_states` lists where the row may lead, the first
+being the usual one; a handler returns None to take it, or picks another
+from the list for the decisions a table cannot show (TLS mode, AUTH rules,
+how many replies a pipelined batch still owes), and `Session` checks the
+pick is listed.  Every state has an entry, `CLOSED` an empty one, so the
+table is total: a (state, input) with no row is a driver bug and `Session`
+raises `ProtocolError` before anything changes.  A misbehaving *server* is
+data, not a bug: every reply class has a row in every state that waits
+for a reply.
 """
 
 from __future__ import annotations
@@ -20,11 +33,14 @@ __all__ = [
     "DELIVERED",
     "PERMANENT",
     "TRANSIENT",
+    "TRANSITIONS",
+    "Happened",
     "HostFailed",
     "Input",
     "Outcome",
     "RecipientResult",
     "ReconnectInClear",
+    "Row",
     "SessionClosed",
     "SessionReady",
     "State",
@@ -32,8 +48,9 @@ __all__ = [
     "Step",
     "TransactionDone",
     "TxnMessage",
-    "parse_ehlo",
 ]
+
+# -- states ------------------------------------------------------------------------
 
 
 class State(enum.Enum):
@@ -63,6 +80,9 @@ class State(enum.Enum):
     __hash__ = object.__hash__
 
 
+# -- inputs ------------------------------------------------------------------------
+
+
 class Input(enum.Enum):
     """The kinds of input the table is keyed by: each event type, a reply by
     its class (421 on its own, since it ends the connection whatever was
@@ -87,16 +107,11 @@ class Input(enum.Enum):
     __hash__ = object.__hash__  # as State's
 
 
-Status = Literal["delivered", "transient", "permanent"]
-DELIVERED: Status = "delivered"
-TRANSIENT: Status = "transient"
-PERMANENT: Status = "permanent"
-
-
 @dataclass(frozen=True, slots=True)
 class TxnMessage:
-    """What a transaction needs of a message: its id (the BODY argument, by
-    which the driver finds the spooled content), envelope and size."""
+    """What a transaction needs of a message (the payload of Input.START): its
+    id (the BODY argument, by which the driver finds the spooled content),
+    envelope and size."""
 
     id: str
     sender: str
@@ -106,6 +121,14 @@ class TxnMessage:
     def __post_init__(self) -> None:
         if not self.recipients:
             raise ValueError(f"message {self.id}: a transaction needs at least one recipient")
+
+
+# -- outcomes ----------------------------------------------------------------------
+
+Status = Literal["delivered", "transient", "permanent"]
+DELIVERED: Status = "delivered"
+TRANSIENT: Status = "transient"
+PERMANENT: Status = "permanent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,23 +190,228 @@ Step = tuple[list[Effect], list[Outcome]]
 """What each call of the session returns: effects for the driver, outcomes for
 the engine."""
 
+# -- what happened: the handlers the table names --------------------------------------
 
-def parse_ehlo(text: str) -> dict[str, tuple[str, ...]]:
-    """The EHLO keywords of a 250 reply's text (lines joined with ``"\\n"``,
-    the first being the server's greeting), upper-cased, each with its
-    parameters: ``{"PIPELINING": (), "AUTH": ("PLAIN", "LOGIN"), "SIZE": ("1000",)}``.
-    The obsolete ``AUTH=PLAIN`` spelling counts as AUTH."""
-    caps: dict[str, tuple[str, ...]] = {}
-    for line in text.split("\n")[1:]:
-        words = line.split()
-        if not words:
-            continue
-        keyword = words[0].upper()
-        params = tuple(w.upper() for w in words[1:])
-        if keyword.startswith("AUTH="):
-            params = (keyword[5:], *params)
-            keyword = "AUTH"
-        if keyword in caps:
-            params = caps[keyword] + tuple(p for p in params if p not in caps[keyword])
-        caps[keyword] = params
-    return caps
+
+class Happened(enum.Enum):
+    """One handler per thing that happened; the value is the handler's name in
+    `engine.session_setup` or `engine.session_txn`."""
+
+    # connecting and the greeting (session_setup)
+    CONNECT_STARTED = "connect_started"
+    CONNECTION_OPENED = "connection_opened"
+    CONNECTION_REFUSED = "connection_refused"
+    CONNECT_TIMED_OUT = "connect_timed_out"
+    BANNER_ACCEPTED = "banner_accepted"
+    HOST_REFUSED = "host_refused"
+    GREETING_TIMED_OUT = "greeting_timed_out"
+    GREETING_CLOSED = "greeting_closed"
+    GREETING_MALFORMED = "greeting_malformed"
+    EHLO_ACCEPTED = "ehlo_accepted"
+    EHLO_REFUSED = "ehlo_refused"
+    HELO_ACCEPTED = "helo_accepted"
+    STARTTLS_ACCEPTED = "starttls_accepted"
+    STARTTLS_REFUSED = "starttls_refused"
+    TLS_ESTABLISHED = "tls_established"
+    TLS_FAILED = "tls_failed"
+    AUTH_ACCEPTED = "auth_accepted"
+    # idle, transactions and QUIT (session_txn)
+    TRANSACTION_STARTED = "transaction_started"
+    QUIT_SENT = "quit_sent"
+    IDLE_CLOSED = "idle_closed"
+    UNSOLICITED_REPLY = "unsolicited_reply"
+    RESET_DONE = "reset_done"
+    RESET_REFUSED = "reset_refused"
+    SENDER_ACCEPTED = "sender_accepted"
+    SENDER_REFUSED = "sender_refused"
+    RECIPIENT_ACCEPTED = "recipient_accepted"
+    RECIPIENT_DEFERRED = "recipient_deferred"
+    RECIPIENT_REJECTED = "recipient_rejected"
+    DATA_ACCEPTED = "data_accepted"
+    DATA_REFUSED = "data_refused"
+    MESSAGE_ACCEPTED = "message_accepted"
+    MESSAGE_REFUSED = "message_refused"
+    SERVER_CLOSING = "server_closing"
+    COMMAND_TIMED_OUT = "command_timed_out"
+    CONNECTION_LOST = "connection_lost"
+    REPLY_MALFORMED = "reply_malformed"
+    QUIT_ACKNOWLEDGED = "quit_acknowledged"
+    QUIT_TIMED_OUT = "quit_timed_out"
+    QUIT_CLOSED = "quit_closed"
+
+
+# -- the transition table ------------------------------------------------------------
+
+S, I, H = State, Input, Happened  # noqa: E741 (short names: the table reads better)
+Row = tuple[Happened, tuple[State, ...]]
+
+_HELLO_NEXT = (S.IDLE, S.STARTTLS_SENT, S.AUTH_SENT, S.CLOSED)
+_AFTER_TLS_NEXT = (S.IDLE, S.AUTH_SENT, S.CLOSED)
+_STARTTLS_REFUSED_NEXT = (S.AUTH_SENT, S.IDLE, S.CLOSED)
+_RCPT_NEXT = (S.RCPT_SENT, S.DATA_SENT, S.IDLE)
+_GONE = (S.CLOSED,)
+
+TRANSITIONS: dict[State, dict[Input, Row]] = {
+    # AWAIT_CONNECT: the engine emitted Connect; connect() arms connect_timeout
+    S.AWAIT_CONNECT: {
+        I.CONNECT: (H.CONNECT_STARTED, (S.AWAIT_CONNECT,)),
+        I.CONNECTED: (H.CONNECTION_OPENED, (S.AWAIT_BANNER,)),
+        I.CONNECT_FAILED: (H.CONNECTION_REFUSED, _GONE),
+        I.CLOSED: (H.CONNECTION_REFUSED, _GONE),
+        I.TIMEOUT: (H.CONNECT_TIMED_OUT, _GONE),
+    },
+    # AWAIT_BANNER: connected, banner_timeout armed
+    S.AWAIT_BANNER: {
+        I.R2XX: (H.BANNER_ACCEPTED, (S.EHLO_SENT,)),
+        I.R3XX: (H.HOST_REFUSED, _GONE),
+        I.R4XX: (H.HOST_REFUSED, _GONE),
+        I.R421: (H.HOST_REFUSED, _GONE),
+        I.R5XX: (H.HOST_REFUSED, _GONE),
+        I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
+        I.CLOSED: (H.GREETING_CLOSED, _GONE),
+        I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
+    },
+    # EHLO_SENT: ehlo_timeout armed
+    S.EHLO_SENT: {
+        I.R2XX: (H.EHLO_ACCEPTED, _HELLO_NEXT),
+        I.R3XX: (H.HOST_REFUSED, _GONE),
+        I.R4XX: (H.HOST_REFUSED, _GONE),
+        I.R421: (H.HOST_REFUSED, _GONE),
+        I.R5XX: (H.EHLO_REFUSED, (S.HELO_SENT,)),
+        I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
+        I.CLOSED: (H.GREETING_CLOSED, _GONE),
+        I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
+    },
+    # HELO_SENT: EHLO got 5xx; HELO offers no extensions (so no STARTTLS, no AUTH)
+    S.HELO_SENT: {
+        I.R2XX: (H.HELO_ACCEPTED, (S.IDLE, S.CLOSED)),
+        I.R3XX: (H.HOST_REFUSED, _GONE),
+        I.R4XX: (H.HOST_REFUSED, _GONE),
+        I.R421: (H.HOST_REFUSED, _GONE),
+        I.R5XX: (H.HOST_REFUSED, _GONE),
+        I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
+        I.CLOSED: (H.GREETING_CLOSED, _GONE),
+        I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
+    },
+    # STARTTLS_SENT: starttls_timeout armed (it also covers the handshake)
+    S.STARTTLS_SENT: {
+        I.R2XX: (H.STARTTLS_ACCEPTED, (S.TLS_HANDSHAKE,)),
+        I.R3XX: (H.STARTTLS_REFUSED, _STARTTLS_REFUSED_NEXT),
+        I.R4XX: (H.STARTTLS_REFUSED, _STARTTLS_REFUSED_NEXT),
+        I.R5XX: (H.STARTTLS_REFUSED, _STARTTLS_REFUSED_NEXT),
+        I.R421: (H.HOST_REFUSED, _GONE),
+        I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
+        I.CLOSED: (H.GREETING_CLOSED, _GONE),
+        I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
+    },
+    # TLS_HANDSHAKE: StartTls emitted; no SMTP replies are read meanwhile
+    S.TLS_HANDSHAKE: {
+        I.TLS_OK: (H.TLS_ESTABLISHED, (S.EHLO2_SENT,)),
+        I.TLS_FAILED: (H.TLS_FAILED, _GONE),
+        I.CLOSED: (H.TLS_FAILED, _GONE),
+        I.TIMEOUT: (H.TLS_FAILED, _GONE),
+    },
+    # EHLO2_SENT: EHLO again inside TLS, ehlo_timeout armed
+    S.EHLO2_SENT: {
+        I.R2XX: (H.EHLO_ACCEPTED, _AFTER_TLS_NEXT),
+        I.R3XX: (H.HOST_REFUSED, _GONE),
+        I.R4XX: (H.HOST_REFUSED, _GONE),
+        I.R421: (H.HOST_REFUSED, _GONE),
+        I.R5XX: (H.EHLO_REFUSED, (S.HELO_SENT,)),
+        I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
+        I.CLOSED: (H.GREETING_CLOSED, _GONE),
+        I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
+    },
+    # AUTH_SENT: AUTH PLAIN with its initial response, auth_timeout armed
+    S.AUTH_SENT: {
+        I.R2XX: (H.AUTH_ACCEPTED, (S.IDLE,)),
+        I.R3XX: (H.HOST_REFUSED, _GONE),  # 334: we sent the initial response
+        I.R4XX: (H.HOST_REFUSED, _GONE),
+        I.R421: (H.HOST_REFUSED, _GONE),
+        I.R5XX: (H.HOST_REFUSED, _GONE),
+        I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
+        I.CLOSED: (H.GREETING_CLOSED, _GONE),
+        I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
+    },
+    # IDLE: no command timer; the engine owns the idle timer
+    S.IDLE: {
+        I.START: (H.TRANSACTION_STARTED, (S.MAIL_SENT, S.RSET_SENT)),
+        I.QUIT: (H.QUIT_SENT, (S.QUIT_SENT,)),
+        I.R2XX: (H.UNSOLICITED_REPLY, _GONE),
+        I.R3XX: (H.UNSOLICITED_REPLY, _GONE),
+        I.R4XX: (H.UNSOLICITED_REPLY, _GONE),
+        I.R421: (H.UNSOLICITED_REPLY, _GONE),
+        I.R5XX: (H.UNSOLICITED_REPLY, _GONE),
+        I.CLOSED: (H.IDLE_CLOSED, _GONE),
+        I.MALFORMED: (H.UNSOLICITED_REPLY, _GONE),
+    },
+    # RSET_SENT: before the connection's second and later transactions
+    S.RSET_SENT: {
+        I.R2XX: (H.RESET_DONE, (S.MAIL_SENT,)),
+        I.R3XX: (H.RESET_REFUSED, _GONE),
+        I.R4XX: (H.RESET_REFUSED, _GONE),
+        I.R5XX: (H.RESET_REFUSED, _GONE),
+        I.R421: (H.SERVER_CLOSING, _GONE),
+        I.TIMEOUT: (H.COMMAND_TIMED_OUT, _GONE),
+        I.CLOSED: (H.CONNECTION_LOST, _GONE),
+        I.MALFORMED: (H.REPLY_MALFORMED, _GONE),
+    },
+    # MAIL_SENT: mail_from_timeout armed
+    S.MAIL_SENT: {
+        I.R2XX: (H.SENDER_ACCEPTED, (S.RCPT_SENT,)),
+        I.R3XX: (H.SENDER_REFUSED, (S.IDLE, S.RCPT_SENT)),
+        I.R4XX: (H.SENDER_REFUSED, (S.IDLE, S.RCPT_SENT)),
+        I.R5XX: (H.SENDER_REFUSED, (S.IDLE, S.RCPT_SENT)),
+        I.R421: (H.SERVER_CLOSING, _GONE),
+        I.TIMEOUT: (H.COMMAND_TIMED_OUT, _GONE),
+        I.CLOSED: (H.CONNECTION_LOST, _GONE),
+        I.MALFORMED: (H.REPLY_MALFORMED, _GONE),
+    },
+    # RCPT_SENT: one reply per recipient of the batch, rcpt_to_timeout armed
+    S.RCPT_SENT: {
+        I.R2XX: (H.RECIPIENT_ACCEPTED, _RCPT_NEXT),
+        I.R3XX: (H.RECIPIENT_DEFERRED, _RCPT_NEXT),
+        I.R4XX: (H.RECIPIENT_DEFERRED, _RCPT_NEXT),
+        I.R5XX: (H.RECIPIENT_REJECTED, _RCPT_NEXT),
+        I.R421: (H.SERVER_CLOSING, _GONE),
+        I.TIMEOUT: (H.COMMAND_TIMED_OUT, _GONE),
+        I.CLOSED: (H.CONNECTION_LOST, _GONE),
+        I.MALFORMED: (H.REPLY_MALFORMED, _GONE),
+    },
+    # DATA_SENT: data_timeout armed
+    S.DATA_SENT: {
+        I.R3XX: (H.DATA_ACCEPTED, (S.BODY_SENT, S.CLOSED)),
+        I.R2XX: (H.DATA_REFUSED, (S.IDLE,)),
+        I.R4XX: (H.DATA_REFUSED, (S.IDLE,)),
+        I.R5XX: (H.DATA_REFUSED, (S.IDLE,)),
+        I.R421: (H.SERVER_CLOSING, _GONE),
+        I.TIMEOUT: (H.COMMAND_TIMED_OUT, _GONE),
+        I.CLOSED: (H.CONNECTION_LOST, _GONE),
+        I.MALFORMED: (H.REPLY_MALFORMED, _GONE),
+    },
+    # BODY_SENT: content and final dot sent, data_dot_timeout armed
+    S.BODY_SENT: {
+        I.R2XX: (H.MESSAGE_ACCEPTED, (S.IDLE,)),
+        I.R3XX: (H.MESSAGE_REFUSED, (S.IDLE,)),
+        I.R4XX: (H.MESSAGE_REFUSED, (S.IDLE,)),
+        I.R5XX: (H.MESSAGE_REFUSED, (S.IDLE,)),
+        I.R421: (H.SERVER_CLOSING, _GONE),
+        I.TIMEOUT: (H.COMMAND_TIMED_OUT, _GONE),
+        I.CLOSED: (H.CONNECTION_LOST, _GONE),
+        I.MALFORMED: (H.REPLY_MALFORMED, _GONE),
+    },
+    # QUIT_SENT: any answer, or none within QUIT_TIMEOUT, ends the connection
+    S.QUIT_SENT: {
+        I.R2XX: (H.QUIT_ACKNOWLEDGED, _GONE),
+        I.R3XX: (H.QUIT_ACKNOWLEDGED, _GONE),
+        I.R4XX: (H.QUIT_ACKNOWLEDGED, _GONE),
+        I.R421: (H.QUIT_ACKNOWLEDGED, _GONE),
+        I.R5XX: (H.QUIT_ACKNOWLEDGED, _GONE),
+        I.MALFORMED: (H.QUIT_ACKNOWLEDGED, _GONE),
+        I.TIMEOUT: (H.QUIT_TIMED_OUT, _GONE),
+        I.CLOSED: (H.QUIT_CLOSED, _GONE),
+    },
+    # CLOSED: terminal
+    S.CLOSED: {},
+}
+del S, I, H

@@ -1,9 +1,10 @@
-"""The side effects of the SMTP session machine inside a transaction and at
-QUIT: RSET, MAIL, RCPT, DATA, the body, and every way a transaction ends.
+"""The SMTP session's handlers from IDLE on: starting a transaction (RSET,
+MAIL, RCPT, DATA, the body), every way a transaction ends, the idle
+connection, and QUIT.  One function per thing that happened, each named in
+`engine.session_model.Happened`; the conventions are
+`engine.session_data.Handler`'s.
 
-Split from `engine.session_handlers` (connecting, greeting, TLS, AUTH) only
-for length; the conventions are the same (see that module).  The one
-bookkeeping rule: each recipient of the batch gets exactly one
+The one bookkeeping rule: each recipient of the batch gets exactly one
 `RecipientResult`, then `TransactionDone`.  A recipient has its result once
 its RCPT was refused or MAIL was refused; the rest (`_unresolved`) get
 theirs from the DATA reply, the final-dot reply, or whatever ended the
@@ -18,46 +19,70 @@ refused (the server answers each command anyway).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.effects import Verb
+from engine.effects import SmtpCommand, Verb
 from engine.reply import Reply
-from engine.session_handlers import (
-    _AWAITED,
-    _DATA,
-    _PHASE,
+from engine.session_data import (
+    AWAITED,
+    PHASE,
     READY,
     Fx,
     Out,
-    _Command,
-    _end,
-    _RecipientResult,
-    _Send,
-    _send,
-    _SetTimer,
-    _TransactionDone,
+    SessionData,
+    arm,
+    end_session,
     mail_line,
+    make_command,
+    make_recipient_result,
+    make_send,
+    make_set_timer,
+    make_transaction_done,
     reply_status,
+    send,
 )
-from engine.session_model import (
-    DELIVERED,
-    TRANSIENT,
-    State,
-    Status,
-)
+from engine.session_model import DELIVERED, TRANSIENT, State, Status, TxnMessage
 
-if TYPE_CHECKING:
-    from engine.session import Session
+__all__ = [
+    "QUIT_TIMEOUT",
+    "command_timed_out",
+    "connection_lost",
+    "data_accepted",
+    "data_refused",
+    "idle_closed",
+    "message_accepted",
+    "message_refused",
+    "quit_acknowledged",
+    "quit_closed",
+    "quit_sent",
+    "quit_timed_out",
+    "recipient_accepted",
+    "recipient_deferred",
+    "recipient_rejected",
+    "reply_malformed",
+    "reset_done",
+    "reset_refused",
+    "sender_accepted",
+    "sender_refused",
+    "server_closing",
+    "transaction_started",
+    "unsolicited_reply",
+]
+
+QUIT_TIMEOUT = 5.0
+"""Seconds to wait for the reply to QUIT (not configurable in KumoMTA)."""
+
+_DATA, _RSET, _QUIT = (SmtpCommand(verb=v) for v in (Verb.DATA, Verb.RSET, Verb.QUIT))
 
 
-def _unresolved(s: Session) -> list[str]:
+def _unresolved(s: SessionData) -> list[str]:
     """The recipients of the batch that have no result yet."""
     if s.mail_failed:
         return []
     return s.accepted + list(s.batch[s.replies :])
 
 
-def _awaited_command(s: Session) -> str:
+def _awaited_command(s: SessionData) -> str:
     """The command line whose reply is awaited, for `RecipientResult.command`."""
     state = s.state
     if state is State.MAIL_SENT:
@@ -67,70 +92,132 @@ def _awaited_command(s: Session) -> str:
     return {State.RSET_SENT: "RSET", State.DATA_SENT: "DATA", State.BODY_SENT: "."}[state]
 
 
-def _resolve_all(s: Session, out: Out, status: Status, reply: Reply, command: str) -> None:
+def _resolve_all(s: SessionData, out: Out, status: Status, reply: Reply, command: str) -> None:
     msg_id = s.message.id  # type: ignore[union-attr]
     for rcpt in _unresolved(s):
-        out.append(_RecipientResult(msg_id, rcpt, status, reply, command))
+        out.append(make_recipient_result(msg_id, rcpt, status, reply, command))
 
 
-def _finish(s: Session, fx: Fx, out: Out) -> State:
+def _finish(s: SessionData, fx: Fx, out: Out) -> State:
     """Every recipient has its result: the transaction is over, the session idle."""
     fx.append(s.cancel_timer)
-    out.append(_TransactionDone(s.message.id))  # type: ignore[union-attr]
+    out.append(make_transaction_done(s.message.id))  # type: ignore[union-attr]
     out.append(READY)
     s.message = None
     return State.IDLE
 
 
 def _abort(
-    s: Session, fx: Fx, out: Out, reply: Reply, reason: str, *, cancel: bool, close: bool
+    s: SessionData, fx: Fx, out: Out, reply: Reply, reason: str, *, cancel: bool, close: bool
 ) -> State:
     """The connection ends mid-transaction: the recipients without a result
     are deferred with `reply`, then the transaction and the session end."""
     _resolve_all(s, out, TRANSIENT, reply, _awaited_command(s))
-    out.append(_TransactionDone(s.message.id))  # type: ignore[union-attr]
+    out.append(make_transaction_done(s.message.id))  # type: ignore[union-attr]
     s.message = None
-    return _end(s, fx, out, reason, cancel=cancel, close=close)
+    return end_session(s, fx, out, reason, cancel=cancel, close=close)
+
+
+# -- idle: a transaction starts, QUIT, or the connection ends -------------------------
+
+
+def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out: Out) -> State:
+    """One message: RSET (not before the connection's first transaction, and
+    only with enable_rset), MAIL, RCPT for up to max_recipients_per_batch
+    recipients, DATA; in one Send with PIPELINING, else the first of them.
+
+    Recipients beyond max_recipients_per_batch are not attempted on this
+    transaction: each gets a transient 451 4.5.3 result at once, so the
+    engine retries them like any deferral."""
+    cfg = s.cfg
+    limit = cfg.max_recipients_per_batch
+    batch = msg.recipients[:limit]
+    if len(msg.recipients) > limit:
+        reply = Reply.make(
+            451, "4.5.3",
+            f"{len(msg.recipients)} recipients exceed max_recipients_per_batch={limit}; "
+            "the rest are retried later",
+        )
+        for over in msg.recipients[limit:]:
+            out.append(make_recipient_result(msg.id, over, TRANSIENT, reply, f"RCPT TO:<{over}>"))
+    s.message, s.batch, s.accepted, s.replies, s.mail_failed = msg, batch, [], 0, False
+    caps = s.capabilities
+    s.pipelined = pipelined = cfg.enable_pipelining and "PIPELINING" in caps
+    rset = s.transactions > 0 and cfg.enable_rset
+    s.transactions += 1
+    s.mail_cmd = mail = make_command(Verb.MAIL, msg.sender,
+                                     f"SIZE={msg.size}" if "SIZE" in caps else "", None)
+    s.mail_line = ""  # built only if a result needs it (`mail_line`)
+    if pipelined:
+        if len(batch) == 1:  # the common case, without building a list first
+            rcpt = make_command(Verb.RCPT, batch[0], "", None)
+            cmds = (_RSET, mail, rcpt, _DATA) if rset else (mail, rcpt, _DATA)
+        else:
+            rcpts = [make_command(Verb.RCPT, r, "", None) for r in batch]
+            cmds = (*((_RSET,) if rset else ()), mail, *rcpts, _DATA)
+        fx.append(make_send(s.conn, cmds))
+    else:
+        send(s, fx, _RSET if rset else mail)
+    # Pipelined or not, the timer covers the reply awaited now and is re-armed
+    # as each reply arrives, with the timeout of the command answered next.
+    s.timeout = t = cfg.rset_timeout if rset else cfg.mail_from_timeout
+    fx.append(make_set_timer(s.timer, at + t))
+    return State.RSET_SENT if rset else State.MAIL_SENT
+
+
+def quit_sent(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> None:
+    send(s, fx, _QUIT)
+    arm(s, at, QUIT_TIMEOUT, fx)
+
+
+def idle_closed(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
+    reason = "connection closed by peer while idle" + (f": {ev.reason}" if ev.reason else "")
+    return end_session(s, fx, out, reason, cancel=False, close=False)
+
+
+def unsolicited_reply(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
+    what = ev.reply if hasattr(ev, "reply") else f"malformed: {ev.detail}"
+    return end_session(s, fx, out, f"unexpected reply while idle: {what}", cancel=False, close=True)
 
 
 # -- connection-ending inputs, in any transaction state ------------------------------
 
 
-def server_closing(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
+def server_closing(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """421: the server is closing the connection, whatever was asked."""
-    reason = f"server closing the connection during {_PHASE[s.state]}: {ev.reply}"
+    reason = f"server closing the connection during {PHASE[s.state]}: {ev.reply}"
     return _abort(s, fx, out, ev.reply, reason, cancel=True, close=True)
 
 
-def command_timed_out(s: Session, at: float, _: Any, fx: Fx, out: Out) -> State:
-    text = f"waiting for the reply to {_AWAITED[s.state]} timed out after {s.timeout:g}s"
+def command_timed_out(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> State:
+    text = f"waiting for the reply to {AWAITED[s.state]} timed out after {s.timeout:g}s"
     return _abort(s, fx, out, Reply.make(421, "4.4.2", text), text, cancel=False, close=True)
 
 
-def connection_lost(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
-    text = f"connection closed by peer during {_PHASE[s.state]}"
+def connection_lost(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
+    text = f"connection closed by peer during {PHASE[s.state]}"
     if ev.reason:
         text += f": {ev.reason}"
     return _abort(s, fx, out, Reply.make(421, "4.4.2", text), text, cancel=True, close=False)
 
 
-def reply_malformed(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
-    text = f"malformed reply to {_AWAITED[s.state]}: {ev.detail}"
+def reply_malformed(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
+    text = f"malformed reply to {AWAITED[s.state]}: {ev.detail}"
     return _abort(s, fx, out, Reply.make(421, "4.5.0", text), text, cancel=True, close=True)
 
 
 # -- RSET and MAIL ----------------------------------------------------------------
 
 
-def reset_done(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
+def reset_done(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> None:
     if not s.pipelined:
         assert s.mail_cmd is not None  # set by transaction_started
-        _send(s, fx, s.mail_cmd)
+        send(s, fx, s.mail_cmd)
     s.timeout = t = s.cfg.mail_from_timeout
-    fx.append(_SetTimer(s.timer, at + t))
+    fx.append(make_set_timer(s.timer, at + t))
 
 
-def reset_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
+def reset_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """RSET refused: the server's transaction state is unknown, so nothing more
     is attempted on this connection; the recipients are not at fault and
     are deferred whatever the class of the reply."""
@@ -138,21 +225,21 @@ def reset_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
     return _abort(s, fx, out, ev.reply, reason, cancel=True, close=True)
 
 
-def sender_accepted(s: Session, at: float, _: Any, fx: Fx, out: Out) -> None:
+def sender_accepted(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> None:
     if not s.pipelined:
-        _send(s, fx, _Command(Verb.RCPT, s.batch[0], "", None))
+        send(s, fx, make_command(Verb.RCPT, s.batch[0], "", None))
     s.timeout = t = s.cfg.rcpt_to_timeout
-    fx.append(_SetTimer(s.timer, at + t))
+    fx.append(make_set_timer(s.timer, at + t))
 
 
-def sender_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
+def sender_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """MAIL refused: every recipient gets this reply.  With pipelining the
     RCPT and DATA replies are still owed and are consumed (RCPT_SENT)."""
     _resolve_all(s, out, reply_status(ev.reply), ev.reply, mail_line(s))
     s.mail_failed = True
     if s.pipelined:
         s.timeout = t = s.cfg.rcpt_to_timeout
-        fx.append(_SetTimer(s.timer, at + t))
+        fx.append(make_set_timer(s.timer, at + t))
         return State.RCPT_SENT
     return _finish(s, fx, out)
 
@@ -160,7 +247,7 @@ def sender_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
 # -- RCPT --------------------------------------------------------------------------
 
 
-def _rcpt(s: Session, at: float, reply: Reply, status: Status, fx: Fx, out: Out) -> State:
+def _rcpt(s: SessionData, at: float, reply: Reply, status: Status, fx: Fx, out: Out) -> State:
     """One RCPT reply: record it, then ask for the next reply (sending the
     next command unless pipelined), or move on to DATA, or finish when
     nobody was accepted (without pipelining no DATA is sent then)."""
@@ -172,35 +259,35 @@ def _rcpt(s: Session, at: float, reply: Reply, status: Status, fx: Fx, out: Out)
             s.accepted.append(rcpt)
         else:
             msg_id = s.message.id  # type: ignore[union-attr]
-            out.append(_RecipientResult(msg_id, rcpt, status, reply, f"RCPT TO:<{rcpt}>"))
+            out.append(make_recipient_result(msg_id, rcpt, status, reply, f"RCPT TO:<{rcpt}>"))
     if i + 1 < len(s.batch):
         if not s.pipelined:
-            _send(s, fx, _Command(Verb.RCPT, s.batch[i + 1], "", None))
+            send(s, fx, make_command(Verb.RCPT, s.batch[i + 1], "", None))
         s.timeout = t = s.cfg.rcpt_to_timeout
-        fx.append(_SetTimer(s.timer, at + t))
+        fx.append(make_set_timer(s.timer, at + t))
         return State.RCPT_SENT
     if s.pipelined:
         s.timeout = t = s.cfg.data_timeout
-        fx.append(_SetTimer(s.timer, at + t))
+        fx.append(make_set_timer(s.timer, at + t))
         return State.DATA_SENT
     if s.accepted:
-        _send(s, fx, _DATA)
+        send(s, fx, _DATA)
         s.timeout = t = s.cfg.data_timeout
-        fx.append(_SetTimer(s.timer, at + t))
+        fx.append(make_set_timer(s.timer, at + t))
         return State.DATA_SENT
     return _finish(s, fx, out)
 
 
-def recipient_accepted(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
+def recipient_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     return _rcpt(s, at, ev.reply, DELIVERED, fx, out)
 
 
-def recipient_deferred(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
+def recipient_deferred(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """4xx, or a 3xx where none is expected."""
     return _rcpt(s, at, ev.reply, TRANSIENT, fx, out)
 
 
-def recipient_rejected(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
+def recipient_rejected(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """5xx: permanent, except 503 (bad sequence) which is transient."""
     return _rcpt(s, at, ev.reply, reply_status(ev.reply), fx, out)
 
@@ -208,7 +295,7 @@ def recipient_rejected(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> Stat
 # -- DATA and the body ---------------------------------------------------------
 
 
-def data_accepted(s: Session, at: float, _: Any, fx: Fx, out: Out) -> State:
+def data_accepted(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> State:
     """354: send the content and the final dot (BODY, argument the message id).
 
     With pipelining the server may answer DATA with 354 although it refused
@@ -217,18 +304,18 @@ def data_accepted(s: Session, at: float, _: Any, fx: Fx, out: Out) -> State:
     server that is already off-script, and no content is ever sent without
     an accepted recipient).  Every recipient already has its result."""
     if not s.accepted:
-        out.append(_TransactionDone(s.message.id))  # type: ignore[union-attr]
+        out.append(make_transaction_done(s.message.id))  # type: ignore[union-attr]
         s.message = None
         reason = "DATA accepted with no recipient accepted; connection dropped"
-        return _end(s, fx, out, reason, cancel=True, close=True)
-    body = _Command(Verb.BODY, s.message.id, "", None)  # type: ignore[union-attr]
-    fx.append(_Send(s.conn, (body,)))
+        return end_session(s, fx, out, reason, cancel=True, close=True)
+    body = make_command(Verb.BODY, s.message.id, "", None)  # type: ignore[union-attr]
+    fx.append(make_send(s.conn, (body,)))
     s.timeout = t = s.cfg.data_dot_timeout
-    fx.append(_SetTimer(s.timer, at + t))
+    fx.append(make_set_timer(s.timer, at + t))
     return State.BODY_SENT
 
 
-def data_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
+def data_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """DATA not answered with 354: the accepted recipients get this reply (a
     2xx here is unexpected, so transient)."""
     reply = ev.reply
@@ -237,12 +324,12 @@ def data_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
     return _finish(s, fx, out)
 
 
-def message_accepted(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
+def message_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     _resolve_all(s, out, DELIVERED, ev.reply, ".")
     return _finish(s, fx, out)
 
 
-def message_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
+def message_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """4xx/5xx (or an unexpected 3xx) to the final dot."""
     _resolve_all(s, out, reply_status(ev.reply), ev.reply, ".")
     return _finish(s, fx, out)
@@ -251,13 +338,14 @@ def message_refused(s: Session, at: float, ev: Any, fx: Fx, out: Out) -> State:
 # -- QUIT ------------------------------------------------------------------------
 
 
-def quit_acknowledged(s: Session, at: float, _: Any, fx: Fx, out: Out) -> State:
-    return _end(s, fx, out, "QUIT", cancel=True, close=True)
+def quit_acknowledged(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> State:
+    return end_session(s, fx, out, "QUIT", cancel=True, close=True)
 
 
-def quit_timed_out(s: Session, at: float, _: Any, fx: Fx, out: Out) -> State:
-    return _end(s, fx, out, f"no reply to QUIT within {s.timeout:g}s", cancel=False, close=True)
+def quit_timed_out(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> State:
+    reason = f"no reply to QUIT within {s.timeout:g}s"
+    return end_session(s, fx, out, reason, cancel=False, close=True)
 
 
-def quit_closed(s: Session, at: float, _: Any, fx: Fx, out: Out) -> State:
-    return _end(s, fx, out, "QUIT (closed by peer)", cancel=True, close=False)
+def quit_closed(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> State:
+    return end_session(s, fx, out, "QUIT (closed by peer)", cancel=True, close=False)

@@ -1,34 +1,34 @@
-"""Tests for engine.session: dialog traces (events in, the exact effects and
-outcomes out) for the greeting, RSET, HELO fallback, the five TLS modes and
-AUTH PLAIN.  Transactions and timeouts: test_session_txn.py; the table's
-totality: test_session_table.py; a real server: test_session_live.py."""
+"""Tests for engine.session: the full dialog (events in, the exact effects and
+outcomes out), refused input, the command timer, the table's names bound to
+handlers, and random dialogs that keep the books."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
-from engine.effects import (
-    Close,
-    Send,
-    SetTimer,
-    SmtpCommand,
-    StartTls,
-    Verb,
-)
+from engine.effects import Close, Send, SetTimer, SmtpCommand, StartTls, Verb
+from engine.errors import ProtocolError
 from engine.events import (
     Connected,
-    ConnectFailed,
+    Response,
+    TimerFired,
     TlsEstablished,
-    TlsFailed,
 )
 from engine.reply import Reply
 from engine.session import (
+    HANDLERS,
     QUIT_TIMEOUT,
+    TRANSITIONS,
+    Happened,
     HostFailed,
+    Input,
     RecipientResult,
     ReconnectInClear,
+    Session,
     SessionClosed,
     SessionReady,
     State,
@@ -36,22 +36,27 @@ from engine.session import (
     TxnMessage,
 )
 from tests.support.session_kit import (
+    AUTH,
     CONN,
     EHLO_CAPS,
+    INPUTS,
+    MODES,
     MSG,
+    ONE,
     SETTINGS,
+    TIMEOUTS,
     cancel,
     cmd,
-    deliver,
     fire,
     greet,
     make,
     resp,
     send,
+    snapshot,
     timer,
 )
 
-# -- the full dialog ------------------------------------------------------------------
+# -- the full dialog -----------------------------------------------------------------------
 
 
 def test_full_dialog_trace() -> None:
@@ -113,298 +118,213 @@ def test_full_dialog_trace() -> None:
     assert s.state is State.CLOSED
 
 
-def test_one_command_at_a_time_without_pipelining() -> None:
+# -- refused input -------------------------------------------------------------------------
+
+
+def test_protocol_error_shape_and_nothing_changes() -> None:
     s = make()
-    greet(s, "mx hello\nSIZE")
-    assert s.start_transaction(10.0, MSG) == (
-        [send(cmd(Verb.MAIL, "sender@example.org", "SIZE=1234")), timer(310.0)], [])
-    assert s.handle(resp(11.0, 250)) == ([send(cmd(Verb.RCPT, "a@example.com")), timer(311.0)], [])
-    assert s.handle(resp(12.0, 451, "later", "4.2.0"))[0] == [
-        send(cmd(Verb.RCPT, "b@example.com")), timer(312.0)]
-    assert s.handle(resp(13.0, 250)) == ([send(cmd(Verb.DATA)), timer(43.0)], [])
-    assert s.handle(resp(14.0, 354)) == ([send(cmd(Verb.BODY, "m1")), timer(74.0)], [])
-    _, out = s.handle(resp(15.0, 250))
-    assert [o.recipient for o in out if isinstance(o, RecipientResult)] == ["b@example.com"]
+    s.connect(0.0)
+    before = snapshot(s)
+    with pytest.raises(ProtocolError) as info:
+        s.handle(resp(1.0, 354))
+    assert str(info.value) == "session 17 cannot handle Response(354) in state AWAIT_CONNECT"
+    assert info.value.__suppress_context__ is True
+    assert snapshot(s) == before
 
 
-def test_pipelining_disabled_by_config() -> None:
-    s = make(enable_pipelining=False)
-    greet(s)
-    fx, _ = s.start_transaction(10.0, MSG)
-    assert fx[0] == send(cmd(Verb.MAIL, "sender@example.org", "SIZE=1234"))
-
-
-def test_null_sender_and_no_size_when_not_advertised() -> None:
-    s = make()
-    greet(s, "mx hello")
-    fx, _ = s.start_transaction(10.0, TxnMessage("m2", "", ("a@example.com",), 5))
-    assert fx[0] == send(cmd(Verb.MAIL, ""))
-
-
-# -- RSET ------------------------------------------------------------------------------
-
-
-
-def test_rset_before_the_second_transaction_but_not_the_first() -> None:
+def test_protocol_errors_for_calls_foreign_timers_and_other_connections() -> None:
     s = make()
     greet(s)
-    fx, _ = s.start_transaction(10.0, MSG)
-    assert fx[0].commands[0].verb is Verb.MAIL
-    for code in (250, 250, 250, 354, 250):
-        s.handle(resp(11.0, code))
-    fx, _ = s.start_transaction(20.0, MSG)
-    assert [c.verb for c in fx[0].commands] == [Verb.RSET, Verb.MAIL, Verb.RCPT, Verb.RCPT,
-                                                Verb.DATA]
-    assert fx[1] == timer(25.0)  # rset_timeout
-    assert s.state is State.RSET_SENT
-    assert s.handle(resp(21.0, 250)) == ([timer(321.0)], [])  # then mail_from_timeout
+    s.start_transaction(10.0, MSG)
+    with pytest.raises(ProtocolError, match=r"^session 17 cannot handle start_transaction\(\) "
+                                            r"in state MAIL_SENT$"):
+        s.start_transaction(11.0, MSG)
+    with pytest.raises(ProtocolError, match=r"^session 17 cannot handle quit\(\) in state "
+                                            r"MAIL_SENT$"):
+        s.quit(11.0)
+    with pytest.raises(ProtocolError, match=r"^session 17 cannot handle "
+                                            r"TimerFired\(\('idle', 17\)\)"
+                                            r" in state MAIL_SENT$"):
+        s.handle(TimerFired(at=11.0, timer=("idle", CONN)))
+    with pytest.raises(ProtocolError, match=r"^session 17 cannot handle Response\(250\) of conn 18 "
+                                            r"in state MAIL_SENT$"):
+        s.handle(Response(at=11.0, conn=18, reply=Reply(code=250)))
     assert s.state is State.MAIL_SENT
 
 
-def test_rset_one_at_a_time_then_mail() -> None:
-    s = make()
-    greet(s, "mx hello")
-    deliver(s, 10.0)
-    assert s.start_transaction(20.0, MSG) == ([send(cmd(Verb.RSET)), timer(25.0)], [])
-    assert s.handle(resp(21.0, 250)) == ([send(cmd(Verb.MAIL, "sender@example.org")),
-                                          timer(321.0)], [])
+# -- handlers ------------------------------------------------------------------------------
 
 
-def test_no_rset_when_disabled() -> None:
-    s = make(enable_rset=False)
-    greet(s)
-    deliver(s, 10.0)
-    fx, _ = s.start_transaction(20.0, MSG)
-    assert fx[0].commands[0].verb is Verb.MAIL
+def test_every_name_in_the_table_is_bound_to_its_handler() -> None:
+    assert set(HANDLERS) == set(Happened)
+    for happened, handler in HANDLERS.items():
+        assert handler.__name__ == happened.value
 
 
-def test_rset_refused_defers_everyone_and_closes() -> None:
-    s = make()
-    greet(s)
-    deliver(s, 10.0)
-    s.start_transaction(20.0, MSG)
-    fx, out = s.handle(resp(21.0, 500, "what"))
-    bad = Reply.make(500, None, "what")
-    assert fx == [cancel(), Close(conn=CONN)]
-    assert out == [RecipientResult("m1", "a@example.com", "transient", bad, "RSET"),
-                   RecipientResult("m1", "b@example.com", "transient", bad, "RSET"),
-                   TransactionDone("m1"), SessionClosed("RSET refused: 500 what")]
-
-
-# -- HELO fallback ----------------------------------------------------------------------
-
-
-def test_helo_fallback_after_ehlo_5xx() -> None:
-    s = make()
-    s.connect(0.0)
-    s.handle(Connected(at=1.0, conn=CONN))
-    s.handle(resp(2.0, 220))
-    assert s.handle(resp(3.0, 502, "no EHLO here")) == (
-        [send(cmd(Verb.HELO, "out.example.org")), timer(303.0)], [])
-    assert s.state is State.HELO_SENT
-    assert s.handle(resp(4.0, 250, "mx")) == ([cancel()], [SessionReady()])
-    assert s.esmtp is False
-    assert s.capabilities == {}
-    fx, _ = s.start_transaction(5.0, MSG)  # no PIPELINING after HELO
-    assert fx[0] == send(cmd(Verb.MAIL, "sender@example.org"))
-
-
-def test_helo_refused_fails_the_host() -> None:
-    s = make()
-    s.connect(0.0)
-    s.handle(Connected(at=1.0, conn=CONN))
-    s.handle(resp(2.0, 220))
-    s.handle(resp(3.0, 500))
-    fx, out = s.handle(resp(4.0, 554, "go away", "5.7.1"))
-    reason = "mx.example.com [192.0.2.7]:25 refused HELO: 554 5.7.1 go away"
-    assert fx == [cancel(), Close(conn=CONN)]
-    assert out == [HostFailed(reason, Reply.make(554, "5.7.1", "go away")), SessionClosed(reason)]
-
-
-def test_banner_421_fails_the_host() -> None:
-    s = make()
-    s.connect(0.0)
-    s.handle(Connected(at=1.0, conn=CONN))
-    fx, out = s.handle(resp(2.0, 421, "too busy", "4.3.2"))
-    reason = "mx.example.com [192.0.2.7]:25 refused the banner: 421 4.3.2 too busy"
-    assert out == [HostFailed(reason, Reply.make(421, "4.3.2", "too busy")),
-                   SessionClosed(reason)]
-    assert fx == [cancel(), Close(conn=CONN)]
-
-
-def test_connect_failed() -> None:
-    s = make()
-    s.connect(0.0)
-    fx, out = s.handle(ConnectFailed(at=1.0, conn=CONN, reason="connection refused"))
-    reason = "connect to mx.example.com [192.0.2.7]:25 failed: connection refused"
-    assert fx == [cancel()]
-    assert out == [HostFailed(reason, Reply.make(421, "4.4.1", reason)), SessionClosed(reason)]
-    assert s.state is State.CLOSED
-
-
-# -- TLS modes -------------------------------------------------------------------------
+# -- the command timer ---------------------------------------------------------------------
 
 
 
-def _tls_run(mode: str, scenario: str, **keys: Any) -> tuple[State, list[str], list[Verb]]:
-    """Greet with STARTTLS offered or not, then play `scenario`; return the
-    final state, the outcome type names and every verb sent."""
-    s = make(mode, **keys)
-    steps = [s.connect(0.0), s.handle(Connected(at=1.0, conn=CONN)), s.handle(resp(2.0, 220))]
-    caps = "mx hello\nPIPELINING" + ("" if scenario == "not offered" else "\nSTARTTLS")
-    steps.append(s.handle(resp(3.0, 250, caps)))
-    if s.state is State.STARTTLS_SENT:
-        if scenario == "refused":
-            steps.append(s.handle(resp(4.0, 454, "TLS not available", "4.7.0")))
-        else:
-            steps.append(s.handle(resp(4.0, 220)))
-            if scenario == "handshake fails":
-                steps.append(s.handle(TlsFailed(at=5.0, conn=CONN, reason="bad certificate")))
-            else:
-                steps.append(s.handle(TlsEstablished(at=5.0, conn=CONN, protocol="TLSv1.3")))
-                steps.append(s.handle(resp(6.0, 250, caps)))
-    outcomes = [type(o).__name__ for _, out in steps for o in out]
-    verbs = [c.verb for fx, _ in steps for e in fx if isinstance(e, Send) for c in e.commands]
-    return s.state, outcomes, verbs
+
+def _script(s: Session) -> list[tuple[str, Any]]:
+    """Every step of a dialog that arms each timeout in turn (no pipelining)."""
+    caps = "mx\nSTARTTLS\nAUTH PLAIN"
+    return [
+        ("connect_timeout", lambda: s.connect(100.0)),
+        ("banner_timeout", lambda: s.handle(Connected(at=101.0, conn=CONN))),
+        ("ehlo_timeout", lambda: s.handle(resp(102.0, 220))),
+        ("starttls_timeout", lambda: s.handle(resp(103.0, 250, caps))),
+        ("", lambda: s.handle(resp(104.0, 220))),
+        ("ehlo_timeout", lambda: s.handle(TlsEstablished(at=105.0, conn=CONN))),
+        ("auth_timeout", lambda: s.handle(resp(106.0, 250, caps))),
+        ("", lambda: s.handle(resp(107.0, 235))),
+        ("mail_from_timeout", lambda: s.start_transaction(108.0, ONE)),
+        ("rcpt_to_timeout", lambda: s.handle(resp(109.0, 250))),
+        ("data_timeout", lambda: s.handle(resp(110.0, 250))),
+        ("data_dot_timeout", lambda: s.handle(resp(111.0, 354))),
+        ("", lambda: s.handle(resp(112.0, 250))),
+        ("rset_timeout", lambda: s.start_transaction(113.0, ONE)),
+    ]
 
 
-READY = ["SessionReady"]
-FAILED = ["HostFailed", "SessionClosed"]
-CLEAR = ["ReconnectInClear", "SessionClosed"]
-E, S_, H = Verb.EHLO, Verb.STARTTLS, Verb.HELO
+PRE_READY = {
+    "connect_timeout": "connect to mx.example.com [192.0.2.7]:25 timed out after 11s",
+    "banner_timeout": "waiting for the banner timed out after 12s",
+    "ehlo_timeout": "waiting for the reply to EHLO timed out after 13s",
+    "starttls_timeout": "waiting for the reply to STARTTLS timed out after 14s",
+    "auth_timeout": "waiting for the reply to AUTH PLAIN timed out after 15s",
+}
 
 
-@pytest.mark.parametrize(
-    ("mode", "scenario", "state", "outcomes", "verbs"),
-    [
-        # STARTTLS offered, handshake succeeds: EHLO again inside TLS
-        ("Opportunistic", "ok", State.IDLE, READY, [E, S_, E]),
-        ("OpportunisticInsecure", "ok", State.IDLE, READY, [E, S_, E]),
-        ("Required", "ok", State.IDLE, READY, [E, S_, E]),
-        ("RequiredInsecure", "ok", State.IDLE, READY, [E, S_, E]),
-        ("Disabled", "ok", State.IDLE, READY, [E]),
-        # not offered
-        ("Opportunistic", "not offered", State.IDLE, READY, [E]),
-        ("OpportunisticInsecure", "not offered", State.IDLE, READY, [E]),
-        ("Required", "not offered", State.CLOSED, FAILED, [E]),
-        ("RequiredInsecure", "not offered", State.CLOSED, FAILED, [E]),
-        ("Disabled", "not offered", State.IDLE, READY, [E]),
-        # offered but the handshake fails
-        ("Opportunistic", "handshake fails", State.CLOSED, FAILED, [E, S_]),
-        ("OpportunisticInsecure", "handshake fails", State.CLOSED, CLEAR, [E, S_]),
-        ("Required", "handshake fails", State.CLOSED, FAILED, [E, S_]),
-        ("RequiredInsecure", "handshake fails", State.CLOSED, FAILED, [E, S_]),
-        ("Disabled", "handshake fails", State.IDLE, READY, [E]),
-        # STARTTLS answered with 454: opportunistic modes carry on in clear
-        ("Opportunistic", "refused", State.IDLE, READY, [E, S_]),
-        ("OpportunisticInsecure", "refused", State.IDLE, READY, [E, S_]),
-        ("Required", "refused", State.CLOSED, FAILED, [E, S_]),
-        ("RequiredInsecure", "refused", State.CLOSED, FAILED, [E, S_]),
-    ],
-)
-def test_tls_modes(mode: str, scenario: str, state: State, outcomes: list[str],
-                   verbs: list[Verb]) -> None:
-    assert _tls_run(mode, scenario) == (state, outcomes, verbs)
+IN_TXN = {
+    "mail_from_timeout": ("waiting for the reply to MAIL FROM timed out after 16s",
+                          "MAIL FROM:<s@example.org>"),
+    "rcpt_to_timeout": ("waiting for the reply to RCPT TO timed out after 17s",
+                        "RCPT TO:<a@example.com>"),
+    "data_timeout": ("waiting for the reply to DATA timed out after 18s", "DATA"),
+    "data_dot_timeout": ("waiting for the reply to the end of DATA (.) timed out after 19s", "."),
+    "rset_timeout": ("waiting for the reply to RSET timed out after 20s", "RSET"),
+}
 
 
-def test_opportunistic_reconnects_in_clear_when_configured() -> None:
-    got = _tls_run("Opportunistic", "handshake fails",
-                   opportunistic_tls_reconnect_on_failed_handshake=True)
-    assert got == (State.CLOSED, CLEAR, [E, S_])
-
-
-def test_tls_failure_details() -> None:
-    s = make("Opportunistic")
-    s.connect(0.0)
-    s.handle(Connected(at=1.0, conn=CONN))
-    s.handle(resp(2.0, 220))
-    s.handle(resp(3.0, 250, "mx\nSTARTTLS"))
-    s.handle(resp(4.0, 220))
-    fx, out = s.handle(TlsFailed(at=5.0, conn=CONN, reason="certificate verify failed"))
-    reason = "TLS handshake with mx.example.com [192.0.2.7]:25 failed: certificate verify failed"
-    assert fx == [cancel(), Close(conn=CONN)]
-    assert out == [HostFailed(reason, Reply.make(421, "4.7.0", reason)), SessionClosed(reason)]
-
-
-def test_required_tls_not_offered_reason() -> None:
-    s = make("RequiredInsecure")
-    s.connect(0.0)
-    s.handle(Connected(at=1.0, conn=CONN))
-    s.handle(resp(2.0, 220))
-    fx, out = s.handle(resp(3.0, 250, "mx\nPIPELINING"))
-    reason = ("enable_tls is RequiredInsecure but mx.example.com [192.0.2.7]:25 did not "
-              "advertise STARTTLS")
-    assert fx == [cancel(), Close(conn=CONN)]
-    assert out == [HostFailed(reason, Reply.make(421, "4.7.0", reason)), SessionClosed(reason)]
-
-
-def test_starttls_timeout_covers_the_handshake() -> None:
-    s = make("OpportunisticInsecure", starttls_timeout=7)
-    s.connect(0.0)
-    s.handle(Connected(at=1.0, conn=CONN))
-    s.handle(resp(2.0, 220))
-    assert s.handle(resp(3.0, 250, "mx\nSTARTTLS")) == ([send(cmd(Verb.STARTTLS)), timer(10.0)],
-                                                        [])
-    fx, _ = s.handle(resp(4.0, 220))
-    assert not any(isinstance(e, SetTimer) for e in fx)  # the same timer runs on
-    fx, out = s.handle(fire(10.0))
-    reason = "TLS handshake with mx.example.com [192.0.2.7]:25 timed out after 7s"
+@pytest.mark.parametrize("key", list(TIMEOUTS))
+def test_each_timeout_is_armed_with_its_value_and_fires(key: str) -> None:
+    s = make("Required", **TIMEOUTS, **AUTH)
+    for name, step in _script(s):
+        fx, _ = step()
+        if name == key:
+            break
+    else:
+        pytest.fail(f"{key} never armed")
+    armed = [e for e in fx if isinstance(e, SetTimer)]
+    start = {"connect_timeout": 100.0, "banner_timeout": 101.0, "ehlo_timeout": 102.0,
+             "starttls_timeout": 103.0, "auth_timeout": 106.0, "mail_from_timeout": 108.0,
+             "rcpt_to_timeout": 109.0, "data_timeout": 110.0, "data_dot_timeout": 111.0,
+             "rset_timeout": 113.0}[key]
+    assert armed == [timer(start + TIMEOUTS[key])]
+    fired_at = start + TIMEOUTS[key]
+    fx, out = s.handle(fire(fired_at))
     assert fx == [Close(conn=CONN)]
-    assert out == [ReconnectInClear(reason), SessionClosed(reason)]
+    assert s.state is State.CLOSED
+    if key in PRE_READY:
+        text = PRE_READY[key]
+        reason = text if key == "connect_timeout" else f"mx.example.com [192.0.2.7]:25: {text}"
+        assert out == [HostFailed(reason, Reply.make(421, "4.4.2", text)), SessionClosed(reason)]
+    else:
+        text, command = IN_TXN[key]
+        assert out == [
+            RecipientResult("m1", "a@example.com", "transient", Reply.make(421, "4.4.2", text),
+                            command),
+            TransactionDone("m1"),
+            SessionClosed(text),
+        ]
 
 
-# -- AUTH PLAIN ----------------------------------------------------------------------
+# -- random dialogs (Hypothesis) -----------------------------------------------------------
 
 
-def _auth_run(mode: str, caps: str, **keys: Any) -> tuple[list[Any], list[Any]]:
-    s = make(mode, smtp_auth_plain_username="scott",
-             smtp_auth_plain_password={"key_data": "tiger"}, **keys)
-    s.connect(0.0)
-    s.handle(Connected(at=1.0, conn=CONN))
-    s.handle(resp(2.0, 220))
-    return s.handle(resp(3.0, 250, caps))
+CODES = {Input.R2XX: [220, 235, 250], Input.R3XX: [334, 354], Input.R4XX: [450, 451, 454],
+         Input.R421: [421], Input.R5XX: [500, 503, 535, 550, 554]}
 
 
-def test_auth_without_tls_is_refused_and_nothing_is_sent() -> None:
-    fx, out = _auth_run("Disabled", "mx\nAUTH PLAIN")
-    reason = ("AUTH PLAIN as 'scott' refused: the connection to mx.example.com [192.0.2.7]:25 "
-              "is not using TLS and allow_smtp_auth_plain_without_tls is false; the credential "
-              "was not sent")
-    assert fx == [cancel(), Close(conn=CONN)]
-    assert out == [HostFailed(reason, Reply.make(421, "4.7.0", reason)), SessionClosed(reason)]
+_OK = [Input.R2XX]
 
 
-def test_auth_without_tls_when_allowed() -> None:
-    fx, out = _auth_run("Opportunistic", "mx\nAUTH=PLAIN",
-                        allow_smtp_auth_plain_without_tls=True)
-    assert fx == [send(SmtpCommand(verb=Verb.AUTH_PLAIN, arg="scott")), timer(63.0)]
-    assert fx[0].commands[0].secret.resolve() == "tiger"
-    assert out == []
+_HAPPY = {  # inputs that move a dialog on, so random runs reach transactions
+    State.AWAIT_CONNECT: [Input.CONNECTED], State.TLS_HANDSHAKE: [Input.TLS_OK],
+    State.STARTTLS_SENT: [Input.R2XX, Input.R4XX], State.IDLE: [Input.START],
+    State.MAIL_SENT: [Input.R2XX, Input.R5XX], State.RCPT_SENT: [Input.R2XX, Input.R5XX],
+    State.DATA_SENT: [Input.R3XX, Input.R5XX], State.BODY_SENT: [Input.R2XX, Input.R4XX],
+}
 
 
-def test_auth_not_advertised_fails_the_host() -> None:
-    fx, out = _auth_run("Opportunistic", "mx\nAUTH LOGIN", allow_smtp_auth_plain_without_tls=True)
-    reason = ("smtp_auth_plain_username is set but mx.example.com [192.0.2.7]:25 does not "
-              "advertise AUTH PLAIN")
-    assert out == [HostFailed(reason, Reply.make(421, "4.7.0", reason)), SessionClosed(reason)]
-    assert not any(isinstance(e, Send) for e in fx)
-
-
-def test_auth_refused_fails_the_host() -> None:
-    s = make("Disabled", smtp_auth_plain_username="scott",
-             smtp_auth_plain_password={"key_data": "tiger"},
-             allow_smtp_auth_plain_without_tls=True)
-    greet_steps = [s.connect(0.0), s.handle(Connected(at=1.0, conn=CONN)),
-                   s.handle(resp(2.0, 220)), s.handle(resp(3.0, 250, "mx\nAUTH PLAIN"))]
-    assert greet_steps[-1][0][0].commands[0].verb is Verb.AUTH_PLAIN
-    fx, out = s.handle(resp(4.0, 535, "bad credentials", "5.7.8"))
-    reason = "mx.example.com [192.0.2.7]:25 refused AUTH PLAIN: 535 5.7.8 bad credentials"
-    assert out == [HostFailed(reason, Reply.make(535, "5.7.8", "bad credentials")),
-                   SessionClosed(reason)]
-    assert fx == [cancel(), Close(conn=CONN)]
-
-
-def test_no_auth_without_a_user_name() -> None:
-    s = make("Disabled")
-    greet(s, "mx\nAUTH PLAIN")
-    assert s.state is State.IDLE
+@settings(max_examples=400, deadline=None)
+@given(
+    mode=st.sampled_from(MODES),
+    pipelining=st.booleans(),
+    auth=st.booleans(),
+    data=st.data(),
+)
+def test_random_dialogs_keep_the_books(mode: str, pipelining: bool, auth: bool,
+                                       data: st.DataObject) -> None:
+    """Random inputs, mostly legal ones (so dialogs get far), some not: a
+    refused input changes nothing; one SessionClosed, last; every
+    transaction gives each recipient one result, then TransactionDone."""
+    keys: dict[str, Any] = dict(enable_pipelining=pipelining, max_recipients_per_batch=2)
+    if auth:
+        keys.update(AUTH, allow_smtp_auth_plain_without_tls=True)
+    s = make(mode, **keys)
+    at = 0.0
+    outcomes: list[Any] = []
+    txns: list[TxnMessage] = []
+    for n in range(data.draw(st.integers(0, 60), label="length")):
+        at += 1.0
+        legal = sorted(TRANSITIONS[s.state], key=lambda k: k.value)
+        anything = sorted(Input, key=lambda k: k.value)
+        happy = _HAPPY.get(s.state, _OK) if legal else []
+        bias = data.draw(st.integers(0, 9), label="bias")
+        pool = happy if bias >= 3 and happy else legal if bias >= 1 and legal else anything
+        kind = data.draw(st.sampled_from(pool), label="input")
+        before = snapshot(s)
+        try:
+            if kind in CODES:
+                code = data.draw(st.sampled_from(CODES[kind]), label="code")
+                step = s.handle(resp(at, code, "mx\nPIPELINING\nSTARTTLS\nAUTH PLAIN"))
+            elif kind is Input.START:
+                nrcpt = data.draw(st.integers(1, 3), label="recipients")
+                msg = TxnMessage(f"m{n}", "s@example.org",
+                                 tuple(f"r{i}@example.com" for i in range(nrcpt)), 10)
+                txns.append(msg)
+                step = s.start_transaction(at, msg)
+            else:
+                step = INPUTS[kind][1](s)
+        except ProtocolError:
+            assert snapshot(s) == before
+            if kind is Input.START:
+                txns.pop()
+            continue
+        outcomes += step[1]
+    closed = [o for o in outcomes if isinstance(o, SessionClosed)]
+    assert len(closed) == (1 if s.state is State.CLOSED else 0)
+    if closed:
+        assert outcomes[-1] is closed[0]
+    failed = [o for o in outcomes if isinstance(o, HostFailed | ReconnectInClear)]
+    assert len(failed) <= 1
+    if failed:
+        assert not txns
+    event(f"txns={min(len(txns), 3)} closed={bool(closed)}")
+    for msg in txns:
+        results = [o.recipient for o in outcomes
+                   if isinstance(o, RecipientResult) and o.message_id == msg.id]
+        done = [i for i, o in enumerate(outcomes)
+                if isinstance(o, TransactionDone) and o.message_id == msg.id]
+        if s.message is msg:
+            assert done == []
+            assert len(results) == len(set(results))
+            continue
+        assert sorted(results) == sorted(msg.recipients)
+        assert len(done) == 1
+        last_result = max(i for i, o in enumerate(outcomes)
+                          if isinstance(o, RecipientResult) and o.message_id == msg.id)
+        assert last_result < done[0]
+        assert isinstance(outcomes[done[0] + 1], SessionReady | SessionClosed)

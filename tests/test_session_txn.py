@@ -1,5 +1,6 @@
-"""Tests for engine.session_txn (through Session): every timeout kind, reply
-classes inside a transaction, how a transaction ends, idle and QUIT."""
+"""Tests for engine.session_txn (through Session): starting a transaction
+(pipelined or not, RSET, the batch limit), reply classes inside it, how it
+ends, the idle connection and QUIT."""
 
 from __future__ import annotations
 
@@ -7,22 +8,14 @@ from typing import Any
 
 import pytest
 
-from engine.effects import (
-    Close,
-    SetTimer,
-    Verb,
-)
+from engine.effects import Close, SetTimer, Verb
 from engine.events import (
     Closed,
-    Connected,
     Malformed,
-    TlsEstablished,
 )
 from engine.reply import Reply
 from engine.session import (
-    HostFailed,
     RecipientResult,
-    Session,
     SessionClosed,
     SessionReady,
     State,
@@ -30,96 +23,114 @@ from engine.session import (
     TxnMessage,
 )
 from tests.support.session_kit import (
-    AUTH,
     CONN,
     MSG,
     ONE,
+    TIMEOUTS,
     cancel,
+    cmd,
     deliver,
     fire,
     greet,
     make,
     resp,
+    send,
     timer,
 )
 
-# -- timeouts ------------------------------------------------------------------------
-
-TIMEOUTS = dict(connect_timeout=11, banner_timeout=12, ehlo_timeout=13, starttls_timeout=14,
-                auth_timeout=15, mail_from_timeout=16, rcpt_to_timeout=17, data_timeout=18,
-                data_dot_timeout=19, rset_timeout=20)
+# -- starting a transaction ----------------------------------------------------------------
 
 
-def _script(s: Session) -> list[tuple[str, Any]]:
-    """Every step of a dialog that arms each timeout in turn (no pipelining)."""
-    caps = "mx\nSTARTTLS\nAUTH PLAIN"
-    return [
-        ("connect_timeout", lambda: s.connect(100.0)),
-        ("banner_timeout", lambda: s.handle(Connected(at=101.0, conn=CONN))),
-        ("ehlo_timeout", lambda: s.handle(resp(102.0, 220))),
-        ("starttls_timeout", lambda: s.handle(resp(103.0, 250, caps))),
-        ("", lambda: s.handle(resp(104.0, 220))),
-        ("ehlo_timeout", lambda: s.handle(TlsEstablished(at=105.0, conn=CONN))),
-        ("auth_timeout", lambda: s.handle(resp(106.0, 250, caps))),
-        ("", lambda: s.handle(resp(107.0, 235))),
-        ("mail_from_timeout", lambda: s.start_transaction(108.0, ONE)),
-        ("rcpt_to_timeout", lambda: s.handle(resp(109.0, 250))),
-        ("data_timeout", lambda: s.handle(resp(110.0, 250))),
-        ("data_dot_timeout", lambda: s.handle(resp(111.0, 354))),
-        ("", lambda: s.handle(resp(112.0, 250))),
-        ("rset_timeout", lambda: s.start_transaction(113.0, ONE)),
-    ]
+def test_one_command_at_a_time_without_pipelining() -> None:
+    s = make()
+    greet(s, "mx hello\nSIZE")
+    assert s.start_transaction(10.0, MSG) == (
+        [send(cmd(Verb.MAIL, "sender@example.org", "SIZE=1234")), timer(310.0)], [])
+    assert s.handle(resp(11.0, 250)) == ([send(cmd(Verb.RCPT, "a@example.com")), timer(311.0)], [])
+    assert s.handle(resp(12.0, 451, "later", "4.2.0"))[0] == [
+        send(cmd(Verb.RCPT, "b@example.com")), timer(312.0)]
+    assert s.handle(resp(13.0, 250)) == ([send(cmd(Verb.DATA)), timer(43.0)], [])
+    assert s.handle(resp(14.0, 354)) == ([send(cmd(Verb.BODY, "m1")), timer(74.0)], [])
+    _, out = s.handle(resp(15.0, 250))
+    assert [o.recipient for o in out if isinstance(o, RecipientResult)] == ["b@example.com"]
 
 
-PRE_READY = {
-    "connect_timeout": "connect to mx.example.com [192.0.2.7]:25 timed out after 11s",
-    "banner_timeout": "waiting for the banner timed out after 12s",
-    "ehlo_timeout": "waiting for the reply to EHLO timed out after 13s",
-    "starttls_timeout": "waiting for the reply to STARTTLS timed out after 14s",
-    "auth_timeout": "waiting for the reply to AUTH PLAIN timed out after 15s",
-}
-IN_TXN = {
-    "mail_from_timeout": ("waiting for the reply to MAIL FROM timed out after 16s",
-                          "MAIL FROM:<s@example.org>"),
-    "rcpt_to_timeout": ("waiting for the reply to RCPT TO timed out after 17s",
-                        "RCPT TO:<a@example.com>"),
-    "data_timeout": ("waiting for the reply to DATA timed out after 18s", "DATA"),
-    "data_dot_timeout": ("waiting for the reply to the end of DATA (.) timed out after 19s", "."),
-    "rset_timeout": ("waiting for the reply to RSET timed out after 20s", "RSET"),
-}
+def test_pipelining_disabled_by_config() -> None:
+    s = make(enable_pipelining=False)
+    greet(s)
+    fx, _ = s.start_transaction(10.0, MSG)
+    assert fx[0] == send(cmd(Verb.MAIL, "sender@example.org", "SIZE=1234"))
 
 
-@pytest.mark.parametrize("key", list(TIMEOUTS))
-def test_each_timeout_is_armed_with_its_value_and_fires(key: str) -> None:
-    s = make("Required", **TIMEOUTS, **AUTH)
-    for name, step in _script(s):
-        fx, _ = step()
-        if name == key:
-            break
-    else:
-        pytest.fail(f"{key} never armed")
-    armed = [e for e in fx if isinstance(e, SetTimer)]
-    start = {"connect_timeout": 100.0, "banner_timeout": 101.0, "ehlo_timeout": 102.0,
-             "starttls_timeout": 103.0, "auth_timeout": 106.0, "mail_from_timeout": 108.0,
-             "rcpt_to_timeout": 109.0, "data_timeout": 110.0, "data_dot_timeout": 111.0,
-             "rset_timeout": 113.0}[key]
-    assert armed == [timer(start + TIMEOUTS[key])]
-    fired_at = start + TIMEOUTS[key]
-    fx, out = s.handle(fire(fired_at))
-    assert fx == [Close(conn=CONN)]
-    assert s.state is State.CLOSED
-    if key in PRE_READY:
-        text = PRE_READY[key]
-        reason = text if key == "connect_timeout" else f"mx.example.com [192.0.2.7]:25: {text}"
-        assert out == [HostFailed(reason, Reply.make(421, "4.4.2", text)), SessionClosed(reason)]
-    else:
-        text, command = IN_TXN[key]
-        assert out == [
-            RecipientResult("m1", "a@example.com", "transient", Reply.make(421, "4.4.2", text),
-                            command),
-            TransactionDone("m1"),
-            SessionClosed(text),
-        ]
+def test_null_sender_and_no_size_when_not_advertised() -> None:
+    s = make()
+    greet(s, "mx hello")
+    fx, _ = s.start_transaction(10.0, TxnMessage("m2", "", ("a@example.com",), 5))
+    assert fx[0] == send(cmd(Verb.MAIL, ""))
+
+
+def test_recipients_beyond_the_batch_limit_are_deferred_at_once() -> None:
+    s = make(max_recipients_per_batch=2)
+    greet(s)
+    msg = TxnMessage("m9", "s@example.org", ("a@x.example", "b@x.example", "c@x.example"), 1)
+    fx, out = s.start_transaction(10.0, msg)
+    assert [c.arg for c in fx[0].commands if c.verb is Verb.RCPT] == ["a@x.example", "b@x.example"]
+    assert out == [RecipientResult(
+        "m9", "c@x.example", "transient",
+        Reply.make(451, "4.5.3", "3 recipients exceed max_recipients_per_batch=2; the rest are "
+                   "retried later"), "RCPT TO:<c@x.example>")]
+
+
+# -- RSET ----------------------------------------------------------------------------------
+
+
+def test_rset_before_the_second_transaction_but_not_the_first() -> None:
+    s = make()
+    greet(s)
+    fx, _ = s.start_transaction(10.0, MSG)
+    assert fx[0].commands[0].verb is Verb.MAIL
+    for code in (250, 250, 250, 354, 250):
+        s.handle(resp(11.0, code))
+    fx, _ = s.start_transaction(20.0, MSG)
+    assert [c.verb for c in fx[0].commands] == [Verb.RSET, Verb.MAIL, Verb.RCPT, Verb.RCPT,
+                                                Verb.DATA]
+    assert fx[1] == timer(25.0)  # rset_timeout
+    assert s.state is State.RSET_SENT
+    assert s.handle(resp(21.0, 250)) == ([timer(321.0)], [])  # then mail_from_timeout
+    assert s.state is State.MAIL_SENT
+
+
+def test_rset_one_at_a_time_then_mail() -> None:
+    s = make()
+    greet(s, "mx hello")
+    deliver(s, 10.0)
+    assert s.start_transaction(20.0, MSG) == ([send(cmd(Verb.RSET)), timer(25.0)], [])
+    assert s.handle(resp(21.0, 250)) == ([send(cmd(Verb.MAIL, "sender@example.org")),
+                                          timer(321.0)], [])
+
+
+def test_no_rset_when_disabled() -> None:
+    s = make(enable_rset=False)
+    greet(s)
+    deliver(s, 10.0)
+    fx, _ = s.start_transaction(20.0, MSG)
+    assert fx[0].commands[0].verb is Verb.MAIL
+
+
+def test_rset_refused_defers_everyone_and_closes() -> None:
+    s = make()
+    greet(s)
+    deliver(s, 10.0)
+    s.start_transaction(20.0, MSG)
+    fx, out = s.handle(resp(21.0, 500, "what"))
+    bad = Reply.make(500, None, "what")
+    assert fx == [cancel(), Close(conn=CONN)]
+    assert out == [RecipientResult("m1", "a@example.com", "transient", bad, "RSET"),
+                   RecipientResult("m1", "b@example.com", "transient", bad, "RSET"),
+                   TransactionDone("m1"), SessionClosed("RSET refused: 500 what")]
+
+
+# -- timeouts inside a transaction ---------------------------------------------------------
 
 
 def test_pipelined_batch_rearms_per_reply() -> None:
@@ -153,15 +164,7 @@ def test_pipelined_timeout_defers_unanswered_and_accepted() -> None:
                    TransactionDone("m1"), SessionClosed(text)]
 
 
-def test_quit_timeout() -> None:
-    s = make()
-    greet(s)
-    s.quit(50.0)
-    assert s.handle(fire(55.0)) == (
-        [Close(conn=CONN)], [SessionClosed("no reply to QUIT within 5s")])
-
-
-# -- transactions: reply classes --------------------------------------------------------
+# -- reply classes -------------------------------------------------------------------------
 
 
 def _pipelined(codes: list[tuple[int, str | None, str]], msg: TxnMessage = MSG) -> list[Any]:
@@ -302,19 +305,7 @@ def test_final_dot_reply_goes_to_accepted_recipients(code: int, status: str) -> 
                    TransactionDone("m1"), SessionReady()]
 
 
-def test_recipients_beyond_the_batch_limit_are_deferred_at_once() -> None:
-    s = make(max_recipients_per_batch=2)
-    greet(s)
-    msg = TxnMessage("m9", "s@example.org", ("a@x.example", "b@x.example", "c@x.example"), 1)
-    fx, out = s.start_transaction(10.0, msg)
-    assert [c.arg for c in fx[0].commands if c.verb is Verb.RCPT] == ["a@x.example", "b@x.example"]
-    assert out == [RecipientResult(
-        "m9", "c@x.example", "transient",
-        Reply.make(451, "4.5.3", "3 recipients exceed max_recipients_per_batch=2; the rest are "
-                   "retried later"), "RCPT TO:<c@x.example>")]
-
-
-# -- idle and quit ---------------------------------------------------------------------
+# -- idle and QUIT -------------------------------------------------------------------------
 
 
 def test_closed_while_idle() -> None:
@@ -329,6 +320,14 @@ def test_unsolicited_421_while_idle_closes() -> None:
     greet(s)
     assert s.handle(resp(9.0, 421, "idle too long", "4.4.2")) == (
         [Close(conn=CONN)], [SessionClosed("unexpected reply while idle: 421 4.4.2 idle too long")])
+
+
+def test_quit_timeout() -> None:
+    s = make()
+    greet(s)
+    s.quit(50.0)
+    assert s.handle(fire(55.0)) == (
+        [Close(conn=CONN)], [SessionClosed("no reply to QUIT within 5s")])
 
 
 def test_closed_after_quit() -> None:
