@@ -26,8 +26,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from engine.errors import EgressError
 from sim.distributions import Constant, Distribution, LogNormal, Uniform
-from sim.scenario import ScenarioError
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*")
@@ -37,6 +37,12 @@ SIZE_UNITS: dict[str, int] = {
     "kib": 1024, "mib": 1024**2, "gib": 1024**3,
 }
 _MISSING: Any = object()
+
+
+class ScenarioError(EgressError, ValueError):
+    """A scenario is wrong; the message names the file, the table path, the
+    field, the value and what was expected.  Defined here, at the bottom of the
+    scenario modules, so every reader raises it without importing upward."""
 
 
 def key_part(key: str) -> str:
