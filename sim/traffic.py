@@ -248,6 +248,12 @@ def _stream_batches(
             return
 
 
+def traffic_rng(scenario: Any) -> random.Random:
+    """The generator a run draws its traffic from: the simulator's and the
+    lab's runs of a scenario submit the same messages."""
+    return random.Random(f"traffic:{scenario.seed}")
+
+
 class HasTraffic(Protocol):
     """What `arrivals` reads of a scenario (`sim.scenario.Scenario` is one)."""
 
