@@ -247,9 +247,9 @@ def _world(top: Table, traffic: tuple[TrafficStream, ...]) -> tuple[dict, dict]:
 
     taken = {a for h in hosts.values() for a in h.addresses}
     fresh = made_up_addresses(taken)
-    for name, spec in hosts.items():
-        if not spec.addresses:
-            hosts[name] = replace(spec, addresses=(next(fresh),))
+    for name, host_spec in hosts.items():
+        if not host_spec.addresses:
+            hosts[name] = replace(host_spec, addresses=(next(fresh),))
     return domains, hosts
 
 
