@@ -165,32 +165,11 @@ class HostBehaviour:
     """One scenario host's answers, flattened for the hot path."""
 
     __slots__ = (
-        "auth",
-        "bandwidth",
-        "banner",
-        "body_permfail",
-        "body_tempfail",
-        "command_latency",
-        "connect_latency",
-        "data_fail",
-        "data_latency",
-        "ehlo_clear",
-        "ehlo_tls",
-        "mail_tempfail",
-        "max_conn",
-        "outages",
-        "permfail_data",
-        "permfail_rcpt",
-        "pipelining",
-        "rcpt_fail",
-        "rcpt_permfail",
-        "rcpt_tempfail",
-        "refuse",
-        "spec",
-        "starttls",
-        "tempfail_mail",
-        "tls_failure",
-        "tls_latency",
+        "auth", "bandwidth", "banner", "body_permfail", "body_tempfail", "command_latency",
+        "connect_latency", "data_fail", "data_latency", "ehlo_clear", "ehlo_tls", "mail_tempfail",
+        "max_conn", "outages", "permfail_data", "permfail_rcpt", "pipelining", "rcpt_fail",
+        "rcpt_permfail", "rcpt_tempfail", "refuse", "spec", "starttls", "tempfail_mail",
+        "tls_failure", "tls_latency",
     )
 
     def __init__(
@@ -296,8 +275,8 @@ class HostBehaviour:
         txn: Txn,
         now: float,
         rng: random.Random,
-        *,
         overhead: float = 0.0,
+        *,
         tls: bool = False,
         stop: bool = False,
         counters: HostCounters | None = None,
@@ -336,10 +315,18 @@ class HostBehaviour:
             elif verb == "MAIL FROM":
                 mail_ok = False
                 any_rcpt = False
-                reply = self._mail(now, rng)
-                if reply is MAIL_OK:
+                # A tempfail outage (drawn when partial), then the fault.
+                if self.outages and (o := self.outage(now)) is not None and (
+                    o.mode == "tempfail"
+                    and (o.probability >= 1.0 or rng.random() < o.probability)
+                ):
+                    reply = o.reply if o.reply is not None else MAIL_OUTAGE
+                elif self.tempfail_mail and rng.random() < self.tempfail_mail:
+                    reply = self.mail_tempfail
+                else:
+                    reply = MAIL_OK
                     mail_ok = True
-                elif counters is not None:
+                if not mail_ok and counters is not None:
                     counters.failed(reply)
             elif verb == "DATA":
                 if not mail_ok:
@@ -355,7 +342,7 @@ class HostBehaviour:
             elif verb == "QUIT":
                 reply = QUIT_OK
             elif verb == "BODY":
-                extra, reply = self.body(0, rng, overhead=overhead, counters=counters)
+                extra, reply = self.body(0, rng, overhead, counters)
                 delay += extra
             elif verb == "STARTTLS":
                 reply = STARTTLS_OK if self.starttls and not tls else NOT_OFFERED
@@ -373,25 +360,10 @@ class HostBehaviour:
         txn.any_rcpt = any_rcpt
         return out
 
-    def _mail(self, now: float, rng: random.Random) -> Reply:
-        """MAIL's reply: a tempfail outage (drawn when partial), then the fault."""
-        if self.outages:
-            o = self.outage(now)
-            if (
-                o is not None
-                and o.mode == "tempfail"
-                and (o.probability >= 1.0 or rng.random() < o.probability)
-            ):
-                return o.reply if o.reply is not None else MAIL_OUTAGE
-        if self.tempfail_mail and rng.random() < self.tempfail_mail:
-            return self.mail_tempfail
-        return MAIL_OK
-
     def body(
         self,
         size: int,
         rng: random.Random,
-        *,
         overhead: float = 0.0,
         counters: HostCounters | None = None,
     ) -> tuple[float, Reply]:

@@ -17,7 +17,6 @@ documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, then
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -187,25 +186,6 @@ class DomainSpec:
 # -- hosts ----------------------------------------------------------------------
 
 
-_REPLY = re.compile(r"([245]\d\d)(?: ([245]\.\d{1,3}\.\d{1,3}))?(?: (.*))?")
-
-
-def parse_reply(t: Table, key: str, klass: int) -> Reply:
-    """A whole SMTP reply written as one line, ``"451 4.7.1 Try again later"``,
-    whose code is of class `klass` (4 or 5)."""
-    value = t.raw(key)
-    what = f'a {klass}xx SMTP reply such as "{klass}51 {klass}.7.1 Try again later"'
-    if not isinstance(value, str) or "\n" in value or "\r" in value:
-        raise t.expected(key, what, value)
-    m = _REPLY.fullmatch(value.strip())
-    if m is None or int(m.group(1)) // 100 != klass:
-        raise t.expected(key, what, value)
-    enhanced = m.group(2)
-    if enhanced is not None and int(enhanced[0]) != klass:
-        raise t.expected(key, f"{what} (the enhanced code's class matching the code's)", value)
-    return Reply.make(int(m.group(1)), enhanced, m.group(3) or "")
-
-
 def _outages(t: Table) -> tuple[Outage, ...]:
     out = []
     for o in t.tables("outages"):
@@ -222,7 +202,7 @@ def _outages(t: Table) -> tuple[Outage, ...]:
                 raise o.error("reply", f"a {mode} outage gives no reply (it "
                               f"{'refuses connections' if mode == 'refuse' else 'never answers'}"
                               "); only a tempfail outage takes one")
-            reply = parse_reply(o, "reply", 4)
+            reply = o.reply("reply", 4)
         o.finish()
         out.append(Outage(start, end, mode, probability, reply))
     return tuple(sorted(out, key=lambda x: (x.start, x.end)))
@@ -240,7 +220,7 @@ def _fault(t: Table, key: str, replies: list[tuple[str, Reply]]) -> float:
         raise f.error("probability", "this field is required (the chance of the fault)")
     probability = f.probability("probability")
     if f.has("reply"):
-        replies.append((key, parse_reply(f, "reply", FAULT_CLASSES[key])))
+        replies.append((key, f.reply("reply", FAULT_CLASSES[key])))
     f.finish()
     return probability
 

@@ -178,13 +178,11 @@ class World:
     ) -> list[tuple[float, Reply]]:
         """Replies to one write of commands, each with its delay after `now`
         (`HostBehaviour.batch`, as following an accepted MAIL)."""
-        return self._host(host).batch(
-            commands, Txn(True, None), now, self.rng, overhead=self.overhead
-        )
+        return self._host(host).batch(commands, Txn(True, None), now, self.rng, self.overhead)
 
     def body(self, host: str, size: int, now: float) -> tuple[float, Reply]:
         """The reply after the content and the final dot, and when it comes."""
-        return self._host(host).body(size, self.rng, overhead=self.overhead)
+        return self._host(host).body(size, self.rng, self.overhead)
 
     # -- DNS ------------------------------------------------------------------------------
 
