@@ -272,7 +272,7 @@ class HostBehaviour:
     def batch(
         self,
         commands: Iterable[Any],
-        txn: Txn,
+        txn: Txn | None,
         now: float,
         rng: random.Random,
         overhead: float = 0.0,
@@ -287,15 +287,18 @@ class HostBehaviour:
         verbs compare as their SMTP text ("MAIL FROM", "RCPT TO", "AUTH
         PLAIN", ...).  A pipelining host answers after one command latency,
         one that does not after one per command (plus `overhead` each time).
-        `txn` is read and updated.  With `stop`, the batch ends after a reply
+        `txn` is read and updated (None: a batch of its own, as following an
+        accepted MAIL, which is how the simulator asks).  With `stop`, the batch ends after a reply
         in `TURNS` (what follows is the body, TLS or nothing).  A BODY command
         is answered as `body` with size 0.  `counters` counts the faults.
         """
         out: list[tuple[float, Reply]] = []
         pipelining = self.pipelining
         delay = self.command_latency(rng) + overhead if pipelining else 0.0
-        mail_ok = txn.mail_ok
-        any_rcpt = txn.any_rcpt
+        if txn is None:  # one batch alone: taken as following an accepted MAIL
+            mail_ok, any_rcpt = True, None
+        else:
+            mail_ok, any_rcpt = txn.mail_ok, txn.any_rcpt
         for cmd in commands:
             verb = cmd[0] if type(cmd) is tuple else cmd.verb
             if not pipelining:
@@ -356,8 +359,9 @@ class HostBehaviour:
             out.append((delay, reply))
             if stop and reply in TURNS:
                 break
-        txn.mail_ok = mail_ok
-        txn.any_rcpt = any_rcpt
+        if txn is not None:
+            txn.mail_ok = mail_ok
+            txn.any_rcpt = any_rcpt
         return out
 
     def body(

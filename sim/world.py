@@ -64,7 +64,6 @@ from sim.host_behaviour import (
     ConnectResult,
     HostBehaviour,
     HostCounters,
-    Txn,
     ehlo_reply,
 )
 
@@ -178,7 +177,7 @@ class World:
     ) -> list[tuple[float, Reply]]:
         """Replies to one write of commands, each with its delay after `now`
         (`HostBehaviour.batch`, as following an accepted MAIL)."""
-        return self._host(host).batch(commands, Txn(True, None), now, self.rng, self.overhead)
+        return self._host(host).batch(commands, None, now, self.rng, self.overhead)
 
     def body(self, host: str, size: int, now: float) -> tuple[float, Reply]:
         """The reply after the content and the final dot, and when it comes."""
