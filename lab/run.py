@@ -11,9 +11,10 @@ The traffic is `sim.traffic.arrivals` (the same messages the simulator
 submits, same ids, same sizes): each is submitted when its simulated time
 comes on the real clock, with a generated body of its size.  What the run
 remembers goes through the simulator's own `sim.observer.Observer` (records,
-samples every ``sample_interval`` seconds, connection counts kept exactly as
-`sim.driver` keeps them) into a `sim.result.SimResult`, so ``egress lab
---run --out DIR`` writes exactly what ``egress simulate --out DIR`` writes
+samples every ``sample_interval`` seconds, connection counts kept by
+`sim.connections.PathConnections`, the simulator's own count) into a
+`sim.result.SimResult`, so ``egress lab --run --out DIR`` writes exactly what
+``egress simulate --out DIR`` writes
 and `lab.compare` can set them side by side.  Times in the series and the
 summary are seconds since the traffic started; the records' timestamps are
 real Unix times (the live engine's).
@@ -34,6 +35,7 @@ from engine.events import Closed, Connected, ConnectFailed, MtaStsResolved
 from engine.policy import Policy
 from lab.timing import ConnectTimes
 from lab.world import Lab
+from sim.connections import PathConnections
 
 Progress = Callable[[float, int, int], None]  # (seconds, finished, submitted)
 
@@ -80,19 +82,16 @@ def make_body(message_id: str, sender: str, size: int) -> bytes:
 class _CountingEngine:
     """The engine, seen through the effects that open and close connections.
 
-    `sim.driver` counts a path's open connections from the `Connect` effects
-    and the closes and failures that end them; the live driver keeps no such
-    count, so this proxy keeps it the same way, for the same figures.  It
-    also times each connection from the ``Connect`` effect to the
-    ``Connected`` event (`connects`: the client's connect overhead,
-    `lab.timing.ConnectTimes`).
+    The live driver keeps no count of a path's open connections, so this
+    proxy hands the effects and events that open and end them to
+    `sim.connections.PathConnections`, the simulator's own count.  It also
+    times each connection from the ``Connect`` effect to the ``Connected``
+    event (`connects`: the client's connect overhead, `lab.timing.ConnectTimes`).
     """
 
-    def __init__(self, engine: Any, on_count: Callable[[str, int], None]) -> None:
+    def __init__(self, engine: Any, connections: PathConnections) -> None:
         self.engine = engine
-        self.on_count = on_count
-        self.paths: dict[int, str] = {}
-        self.open: dict[str, int] = {}
+        self.connections = connections
         self.connects = ConnectTimes()
 
     def __getattr__(self, name: str) -> Any:
@@ -110,19 +109,14 @@ class _CountingEngine:
             k = type(eff)
             if k is Connect:
                 self.connects.started(eff.conn, time.perf_counter())
-                self.paths[eff.conn] = eff.path
-                count = self.open.get(eff.path, 0) + 1
-                self.open[eff.path] = count
-                self.on_count(eff.path, count)
+                self.connections.opened(eff.conn, eff.path)
             elif k is Close:
                 self._forget(eff.conn)
         return effects
 
     def _forget(self, conn: int) -> None:
         self.connects.forget(conn)
-        path = self.paths.pop(conn, None)
-        if path is not None:
-            self.open[path] -= 1
+        self.connections.ended(conn)
 
 
 class _ScenarioMtaSts:
@@ -181,12 +175,13 @@ async def _run(
     from engine.live.dns import LiveResolver
     from engine.live.driver import LiveDriver
     from sim.observer import Observer
-    from sim.result import SimResult, _traffic_rng, outage_windows
-    from sim.traffic import arrivals
+    from sim.result import SimResult, outage_windows
+    from sim.traffic import arrivals, traffic_rng
 
     engine = Engine(lab_policy(scenario.policy(), lab.port), seed=scenario.seed, epoch=0.0)
     observer = Observer(engine, keep_records=keep_records)
-    counting = _CountingEngine(engine, observer.note_connections)
+    connections = PathConnections(observer.note_connections)
+    counting = _CountingEngine(engine, connections)
     messages: dict[str, tuple[str, int]] = {}
     finished = asyncio.Event()
     submitted = 0
@@ -216,7 +211,7 @@ async def _run(
 
     async def sample() -> None:
         while True:
-            observer.sample(now(), dict(counting.open))
+            observer.sample(now(), connections.counts())
             if progress is not None:
                 progress(now(), observer.finished, submitted)
             await asyncio.sleep(interval - (now() % interval))
@@ -225,7 +220,7 @@ async def _run(
     lab.origin = t0  # outage windows are on the traffic's clock
     sampler = asyncio.get_running_loop().create_task(sample())
     try:
-        for msg in arrivals(scenario, _traffic_rng(scenario)):
+        for msg in arrivals(scenario, traffic_rng(scenario)):
             wait = msg.at - now()
             if wait > 0:
                 if wait > horizon - now():
@@ -246,7 +241,7 @@ async def _run(
     finally:
         sampler.cancel()
         await driver.abort_all()
-    observer.sample(elapsed, dict(counting.open), final=True)
+    observer.sample(elapsed, connections.counts(), final=True)
     return SimResult(
         summary=_summary(scenario, observer, engine, submitted, elapsed, horizon, lab,
                          counting.connects),

@@ -1,23 +1,24 @@
 """One real SMTP server per scenario host, behaving as the host table says.
 
 A `HostServer` listens on the host's lab addresses (127.0.0.x, one per
-address the scenario gives the host) and answers the way `sim.world.World`
-answers for the same `HostSpec`, phase by phase, so the two realisations of a
-scenario can be compared:
+address the scenario gives the host).  What it answers, and after how long,
+is `sim.host_behaviour.HostBehaviour`'s, the code `sim.world.World` answers
+with: this module only realises the answers on sockets, phase by phase:
 
-- connect: ``connect_latency`` before the banner; 421 4.7.0 beyond
-  ``max_connections``; ``refuse_connections`` closes at once (with a reset);
-- one write of commands (a pipelined RSET/MAIL/RCPT.../DATA batch, or EHLO,
-  STARTTLS, QUIT alone) is answered after one ``command_latency`` draw when
-  the host pipelines, one draw per command when it does not;
-- the body: ``data_latency`` (plus size / ``data_bandwidth``) after the dot;
-- MAIL/RCPT/DATA and dot fail with the same probabilities and replies as the
-  simulated world (the reply constants are `sim.world`'s own);
-- STARTTLS with a trustme certificate for the host name, ``tls_latency``
-  before the 220, and ``tls_failure`` aborting the handshake;
-- outages on the lab clock: ``refuse`` closes the listening sockets for the
-  window (a real ECONNREFUSED), ``blackhole`` accepts and never says a word,
-  ``tempfail`` answers MAIL with 451 4.3.0.
+- connect: the banner (or 421 4.7.0 beyond ``max_connections``) after the
+  connect latency; a refused connection is reset after it;
+- one write of commands is answered as one batch (one ``command_latency``
+  draw when the host pipelines, one per command when it does not), up to a
+  354, a 220 to STARTTLS or QUIT;
+- the body's reply after the dot; STARTTLS with a trustme certificate for
+  the host name, ``tls_latency`` before the 220, ``tls_failure`` aborting
+  the handshake;
+- outages on the lab clock: a ``refuse`` outage of probability 1 closes the
+  listening sockets for the window (a real ECONNREFUSED); a partial one
+  resets the connections it hits; ``blackhole`` accepts and never says a
+  word; ``tempfail`` answers MAIL as the outage says.
+
+The host's counters (`HostCounters`) are counted by the same code too.
 
 Every latency is slept on `lab.timing.Pacer`'s deadlines (from when the
 request arrived, woken early by the timers' measured lateness), so the lab
@@ -45,10 +46,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.reply import Reply
-from lab.smtp_wire import HostCounters, Txn, take_lines, wire
+from lab.smtp_wire import command_verb, take_lines, wire
 from lab.timing import Pacer, Turnaround
-from sim import world as W
-from sim.world import ehlo_reply
+from sim.host_behaviour import (
+    BUSY,
+    DATA_OK,
+    QUIT_OK,
+    STARTTLS_OK,
+    HostBehaviour,
+    HostCounters,
+    Txn,
+)
 
 if TYPE_CHECKING:
     from sim.scenario_world import HostSpec
@@ -90,19 +98,20 @@ class HostServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._outage_task: asyncio.Task[None] | None = None
         self._listening = False
-        self.max_conn = spec.max_connections if spec.max_connections is not None else 1 << 62
-        self.banner = Reply(code=220, text=f"{spec.name} ESMTP egress lab server")
-        self.ehlo_clear = ehlo_reply(spec, tls=False)
-        self.ehlo_tls = ehlo_reply(spec, tls=True)
+        # Without a certificate the server cannot offer STARTTLS.
+        self.behaviour = HostBehaviour(
+            spec, greeting="ESMTP egress lab server",
+            starttls=spec.starttls and tls_context is not None,
+        )
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self, port: int) -> None:
         """Listen on every address at `port`, and follow the outage schedule."""
         self.port = port
-        if self.outage(self.clock()) != "refuse":
+        if not self.behaviour.refusing(self.clock()):
             await self._listen()
-        if any(o.mode == "refuse" for o in self.spec.outages):
+        if any(o.mode == "refuse" and o.probability >= 1.0 for o in self.spec.outages):
             self._outage_task = asyncio.get_running_loop().create_task(self._follow_outages())
 
     async def _listen(self) -> None:
@@ -127,7 +136,7 @@ class HostServer:
         last_end = max(o.end for o in self.spec.outages if o.mode == "refuse")
         while True:
             now = self.clock()
-            refusing = self.outage(now) == "refuse"
+            refusing = self.behaviour.refusing(now)
             if refusing and self._listening:
                 self._unlisten()
             elif not refusing and not self._listening:
@@ -152,41 +161,32 @@ class HostServer:
 
     def outage(self, now: float) -> str | None:
         """The outage mode in force at lab time `now`, or None."""
-        for o in self.spec.outages:
-            if o.start <= now < o.end:
-                return o.mode
-        return None
+        o = self.behaviour.outage(now)
+        return o.mode if o is not None else None
 
     # -- one connection ----------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         c = self.counters
-        c.connections += 1
         start = asyncio.get_running_loop().time()
         self._writers.add(writer)
         counted = False
         try:
-            mode = self.outage(self.clock())
-            if mode == "blackhole":
-                c.blackholed += 1
+            result = self.behaviour.connect(c.open, self.clock(), self.rng)
+            c.connected(result)
+            counted = result.kind == "ok"
+            if result.kind == "blackhole":
                 while await reader.read(READ_SIZE):
                     pass
                 return
-            if self.spec.refuse_connections and self.rng.random() < self.spec.refuse_connections:
-                c.refused += 1
+            await self.pacer.sleep(result.delay, start)
+            if result.kind == "refused":
                 _reset(writer)
                 return
-            c.open += 1
-            counted = True
-            c.peak_connections = max(c.peak_connections, c.open)
-            busy = c.open > self.max_conn
-            await self.pacer.sleep(self.spec.connect_latency.sample(self.rng), start)
-            if busy:
-                c.busy += 1
-                writer.write(wire(W.BUSY))
+            writer.write(wire(result.banner or BUSY))
+            if result.banner is BUSY:
                 await writer.drain()
                 return
-            writer.write(wire(self.banner))
             await self._dialog(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
             pass
@@ -197,7 +197,7 @@ class HostServer:
             pass
         finally:
             if counted:
-                c.open -= 1
+                c.released()
             self._writers.discard(writer)
             writer.close()
 
@@ -205,7 +205,7 @@ class HostServer:
         buf = bytearray()
         txn = Txn()
         tls = False
-        spec = self.spec
+        behaviour = self.behaviour
         loop = asyncio.get_running_loop()
         turn = Turnaround(self.turnaround)
         turn.replied(loop.time())  # the banner: the client says EHLO at once
@@ -226,22 +226,17 @@ class HostServer:
             # The batch's latency runs from when it arrived, not from now.
             start = arrived if arrived is not None else loop.time()
             arrived = None
-            delay = spec.command_latency.sample(self.rng) if spec.pipelining else 0.0
-            out: list[bytes] = []
-            then = "continue"
-            for i, line in enumerate(lines):
-                if not spec.pipelining:
-                    delay += spec.command_latency.sample(self.rng)
-                verb, reply, then = self._command(line, txn, tls)
-                out.append(wire(reply))
-                if then != "continue":
-                    # Whatever followed belongs to the body (after 354) or is
-                    # discarded (after STARTTLS, RFC 3207; after QUIT).
-                    rest = lines[i + 1 :]
-                    if then == "body":
-                        buf[:0] = b"".join(rest)
-                    break
-            if then == "starttls":
+            verbs = [(command_verb(line), "") for line in lines]
+            answers = behaviour.batch(verbs, txn, self.clock(), self.rng, tls=tls, stop=True,
+                                      counters=self.counters)
+            n = len(answers)
+            delay, last = answers[-1]
+            out = b"".join(wire(reply) for _, reply in answers)
+            # Whatever followed belongs to the body (after 354) or is discarded
+            # (after STARTTLS, RFC 3207; after QUIT).
+            if last is DATA_OK:
+                buf[:0] = b"".join(lines[n:])
+            if last is STARTTLS_OK:
                 tls = await self._starttls(writer, delay, out, start)
                 if not tls:
                     return
@@ -249,90 +244,39 @@ class HostServer:
                 txn = Txn()
                 continue
             await self.pacer.sleep(delay, start)
-            writer.write(b"".join(out))
-            if then == "quit":
+            writer.write(out)
+            if last is QUIT_OK:
                 await writer.drain()
                 return
-            if then == "body" or verb in ("EHLO", "HELO"):
+            if last is DATA_OK or verbs[n - 1][0] in ("EHLO", "HELO"):
                 turn.replied(loop.time())  # the body, or the first batch, follows at once
-            if then == "body":
+            if last is DATA_OK:
                 size = await self._read_body(reader, buf, turn)
                 if size < 0:
                     return
-                writer.write(await self._body_reply(size, loop.time()))
+                delay, reply = behaviour.body(size, self.rng, counters=self.counters)
+                await self.pacer.sleep(delay, loop.time())
+                writer.write(wire(reply))
                 txn = Txn()
 
-    def _command(self, line: bytes, txn: Txn, tls: bool) -> tuple[str, Reply, str]:
-        """(verb, reply, what follows) for one command line, as `sim.world` answers."""
-        text = line.rstrip(b"\r\n").decode("latin-1")
-        head = text.upper()
-        spec, rng, c = self.spec, self.rng, self.counters
-        if head.startswith("MAIL FROM:"):
-            txn.mail_ok, txn.any_rcpt = False, False
-            if self.outage(self.clock()) == "tempfail":
-                c.deferred += 1
-                return "MAIL", W.MAIL_OUTAGE, "continue"
-            if spec.tempfail_mail and rng.random() < spec.tempfail_mail:
-                c.deferred += 1
-                return "MAIL", W.MAIL_TEMPFAIL, "continue"
-            txn.mail_ok = True
-            return "MAIL", W.MAIL_OK, "continue"
-        if head.startswith("RCPT TO:"):
-            if not txn.mail_ok:
-                return "RCPT", W.NEED_MAIL, "continue"
-            fail = spec.tempfail_rcpt + spec.permfail_rcpt
-            if fail and (r := rng.random()) < fail:
-                if r < spec.permfail_rcpt:
-                    c.rejected += 1
-                    return "RCPT", W.RCPT_PERMFAIL, "continue"
-                c.deferred += 1
-                return "RCPT", W.RCPT_TEMPFAIL, "continue"
-            txn.any_rcpt = True
-            return "RCPT", W.RCPT_OK, "continue"
-        verb = head.split(" ", 1)[0]
-        if verb == "DATA":
-            if not txn.mail_ok:
-                return verb, W.NEED_MAIL, "continue"
-            if not txn.any_rcpt:
-                return verb, W.NO_RECIPIENTS, "continue"
-            return verb, W.DATA_OK, "body"
-        if verb == "RSET":
-            txn.mail_ok, txn.any_rcpt = False, False
-            return verb, W.RSET_OK, "continue"
-        if verb == "NOOP":
-            return verb, W.RSET_OK, "continue"
-        if verb == "QUIT":
-            return verb, W.QUIT_OK, "quit"
-        if verb in ("EHLO", "HELO"):
-            txn.mail_ok, txn.any_rcpt = False, False
-            return verb, (self.ehlo_tls if tls else self.ehlo_clear), "continue"
-        if verb == "STARTTLS":
-            if tls or not spec.starttls or self.tls_context is None:
-                return verb, W.NOT_OFFERED, "continue"
-            return verb, W.STARTTLS_OK, "starttls"
-        if verb == "AUTH":
-            return verb, (W.AUTH_OK if spec.auth else W.NOT_OFFERED), "continue"
-        return verb, W.UNKNOWN, "continue"
-
     async def _starttls(
-        self, writer: asyncio.StreamWriter, delay: float, out: list[bytes], start: float
+        self, writer: asyncio.StreamWriter, delay: float, out: bytes, start: float
     ) -> bool:
         """Say 220 and run the server side of the handshake; False if it failed."""
-        spec, c = self.spec, self.counters
-        latency = spec.tls_latency.sample(self.rng)
-        fail = bool(spec.tls_failure) and self.rng.random() < spec.tls_failure
+        c = self.counters
+        latency, ok, _ = self.behaviour.starttls_handshake(self.rng)
         c.tls_handshakes += 1
-        if fail:
+        if not ok:
             c.tls_failures += 1
             await self.pacer.sleep(delay, start)
-            writer.write(b"".join(out))
+            writer.write(out)
             await self.pacer.sleep(latency)
             _reset(writer)
             return False
         # The latency is spent before the 220: the client's hello must reach the
         # TLS layer, not a stream buffer, so the handshake starts at once after it.
         await self.pacer.sleep(delay + latency, start)
-        writer.write(b"".join(out))
+        writer.write(out)
         assert self.tls_context is not None
         await writer.start_tls(self.tls_context)
         return True
@@ -354,24 +298,6 @@ class HostServer:
                 return -1
             turn.received(asyncio.get_running_loop().time())
             buf += data
-
-    async def _body_reply(self, size: int, start: float) -> bytes:
-        spec, rng, c = self.spec, self.rng, self.counters
-        delay = spec.data_latency.sample(rng)
-        if spec.data_bandwidth:
-            delay += size / spec.data_bandwidth
-        fail = spec.tempfail_data + spec.permfail_data
-        reply = W.BODY_OK
-        if fail and (r := rng.random()) < fail:
-            reply = W.BODY_PERMFAIL if r < spec.permfail_data else W.BODY_TEMPFAIL
-        await self.pacer.sleep(delay, start)
-        if reply is W.BODY_OK:
-            c.accepted += 1
-        elif reply is W.BODY_TEMPFAIL:
-            c.deferred += 1
-        else:
-            c.rejected += 1
-        return wire(reply)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

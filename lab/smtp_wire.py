@@ -1,18 +1,13 @@
-"""The SMTP wire of a lab server: replies as bytes, transactions, counters.
+"""The SMTP wire of a lab server: replies as bytes, command lines as verbs.
 
 Split from `lab.servers` so that module holds only the connection's life;
-what a reply looks like on the wire and what a host counts live here.
+what a reply looks like on the wire and how a line is read live here (what
+the host answers is `sim.host_behaviour`'s).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
-
 from engine.reply import Reply
-
-if TYPE_CHECKING:
-    pass
 
 
 def wire(reply: Reply) -> bytes:
@@ -28,37 +23,16 @@ def wire(reply: Reply) -> bytes:
     return "".join(out).encode()
 
 
-@dataclass(slots=True)
-class HostCounters:
-    """What one host saw.  `deferred` counts 4xx replies to MAIL, RCPT and the
-    dot; `rejected` 5xx ones; `refused` connections refused or reset at once;
-    `busy` 421 banners beyond max_connections."""
-
-    connections: int = 0
-    accepted: int = 0
-    deferred: int = 0
-    rejected: int = 0
-    refused: int = 0
-    busy: int = 0
-    blackholed: int = 0
-    tls_handshakes: int = 0
-    tls_failures: int = 0
-    open: int = 0
-    peak_connections: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        """Plain values for JSON and tables."""
-        return asdict(self)
-
-
-class Txn:
-    """The transaction state of one connection (what MAIL/RCPT have said)."""
-
-    __slots__ = ("any_rcpt", "mail_ok")
-
-    def __init__(self) -> None:
-        self.mail_ok = False
-        self.any_rcpt = False
+def command_verb(line: bytes) -> str:
+    """A command line's verb as `sim.host_behaviour` compares it ("MAIL FROM",
+    "RCPT TO", "AUTH PLAIN" for any AUTH, else the first word, upper case)."""
+    head = line.decode("latin-1").upper()
+    if head.startswith("MAIL FROM:"):
+        return "MAIL FROM"
+    if head.startswith("RCPT TO:"):
+        return "RCPT TO"
+    verb = head.rstrip("\r\n").split(" ", 1)[0]
+    return "AUTH PLAIN" if verb == "AUTH" else verb
 
 
 def take_lines(buf: bytearray) -> list[bytes]:

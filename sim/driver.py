@@ -60,6 +60,7 @@ from engine.events import (
     trusted_factory,
 )
 from engine.events import Timer as TimerName
+from sim.connections import PathConnections
 from sim.driver_conns import ConnectionPhases, _Conn
 from sim.observer import Observer
 from sim.world import World
@@ -92,7 +93,7 @@ class SimDriver(ConnectionPhases):
         self.observer = Observer(self.engine, keep_records=keep_records, sink=record_sink)
         self._progress = progress
         self._conns: dict[int, _Conn] = {}
-        self._open: dict[str, int] = {}  # path -> connections the engine has open
+        self.connections = PathConnections(self.observer.note_connections)
         self._sizes: dict[str, int] = {}
         # Timer wheel: name -> (at, seq) of its latest arming; heap of (at, seq,
         # name); name -> (at, seq) of its earliest entry in the heap ("the
@@ -199,7 +200,7 @@ class SimDriver(ConnectionPhases):
             self.done.succeed()
 
     def _conn_counts(self) -> dict[str, int]:
-        return dict(self._open)
+        return self.connections.counts()
 
     # -- timers ----------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 Split from `sim.driver` (which keeps the clock, the timers and the run) so
 each module stays readable: this mixin turns the engine's per-connection
 effects into calls on `sim.world.World` and schedules the answers as
-engine events.  It uses the driver's `_at`, `_feed`, `_conns`, `_open`,
+engine events.  It uses the driver's `_at`, `_feed`, `_conns`, `connections`,
 `_sizes`, `world`, `observer` and `env`.
 """
 
@@ -22,6 +22,7 @@ from engine.events import (
     TlsFailed,
     trusted_factory,
 )
+from sim.connections import PathConnections
 
 _Response = trusted_factory(Response)  # (at, conn, reply)
 
@@ -44,7 +45,7 @@ class ConnectionPhases:
 
     # set by SimDriver
     _conns: dict[int, _Conn]
-    _open: dict[str, int]
+    connections: PathConnections
     _sizes: dict[str, int]
     world: Any
     observer: Any
@@ -53,9 +54,7 @@ class ConnectionPhases:
     def _connect(self, eff: Connect) -> None:
         conn = _Conn(eff.host, eff.path)
         self._conns[eff.conn] = conn
-        count = self._open.get(eff.path, 0) + 1
-        self._open[eff.path] = count
-        self.observer.note_connections(eff.path, count)
+        self.connections.opened(eff.conn, eff.path)
         result = self.world.connect(eff.host, eff.address, self.env.now)
         if result.kind == "ok":
             conn.counted = True
@@ -89,7 +88,7 @@ class ConnectionPhases:
     def _forget(self, conn_id: int) -> None:
         conn = self._conns.pop(conn_id)
         conn.alive = False
-        self._open[conn.path] -= 1
+        self.connections.ended(conn_id)
         if conn.counted:
             conn.counted = False
             self.world.release(conn.host)

@@ -30,8 +30,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sim.scenario import ScenarioError
-from sim.scenario_schema import join_path
+from sim.scenario_schema import ScenarioError, join_path
 
 SOURCE = "--set"
 _BARE = re.compile(r"[A-Za-z0-9_-]+")

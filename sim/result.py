@@ -116,14 +116,14 @@ def run(
     """Simulate `scenario` (a `sim.Scenario`) to its horizon or until every
     message is finished, whichever comes first.  The run is fully determined by
     the scenario and its seed."""
-    from sim.traffic import arrivals
+    from sim.traffic import arrivals, traffic_rng
 
     started = time.perf_counter()
     driver = SimDriver(
         scenario, progress=progress, keep_records=keep_records, record_sink=record_sink
     )
     horizon = float(scenario.horizon)
-    driver.run(arrivals(scenario, _traffic_rng(scenario)), horizon)
+    driver.run(arrivals(scenario, traffic_rng(scenario)), horizon)
     wall = time.perf_counter() - started
     obs = driver.observer
     counts = obs.counts
@@ -169,9 +169,3 @@ def outage_windows(scenario: Any) -> list[tuple[float, float, str]]:
             seen.setdefault((o.start, o.end, o.mode), []).append(name)
     return [(start, end, f"{', '.join(hosts)} {mode}")
             for (start, end, mode), hosts in sorted(seen.items())]
-
-
-def _traffic_rng(scenario: Any) -> Any:
-    import random
-
-    return random.Random(f"traffic:{scenario.seed}")

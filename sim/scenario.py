@@ -15,8 +15,9 @@ accepts exactly the keys a policy may use and cannot drift from them.
 loads the scenario's `policy = "policy.py"` file unchanged.
 
 The reading itself lives in `sim.scenario_schema` (typed getters with error
-paths), `sim.scenario_world` (domains and hosts) and `sim.traffic`
-(streams); this module holds the top level and the result type.
+paths, and `ScenarioError`), `sim.scenario_world` (domains and hosts),
+`sim.traffic` (streams) and `sim.overrides`; this module holds the top level
+and the result type, and is the only one of them that imports the others.
 """
 
 from __future__ import annotations
@@ -29,23 +30,29 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import EgressError
+from sim.overrides import apply_overrides
+from sim.scenario_schema import ScenarioError, Table, join_path
+from sim.scenario_world import (
+    ClientSpec,
+    DomainSpec,
+    HostSpec,
+    build_client,
+    build_domain,
+    check_host_fields,
+    implicit_domain,
+    made_up_addresses,
+)
+from sim.traffic import TrafficStream, build_traffic
 
 if TYPE_CHECKING:
     from engine.config import EgressPathConfig
     from engine.policy import Policy
     from engine.queue_config import QueueConfig
-    from sim.scenario_schema import Table
-    from sim.scenario_world import ClientSpec, DomainSpec, HostSpec
-    from sim.traffic import TrafficStream
+
+__all__ = ["DEFAULT_HORIZON", "DEFAULT_START_EPOCH", "Scenario", "ScenarioError"]
 
 DEFAULT_START_EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z
 DEFAULT_HORIZON = 86400.0
-
-
-class ScenarioError(EgressError, ValueError):
-    """A scenario is wrong; the message names the file, the table path, the
-    field, the value and what was expected."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,8 +95,6 @@ class Scenario:
             raise ScenarioError(f"{path}: not valid TOML: {e}") from None
         overrides = list(overrides)
         if overrides:
-            from sim.overrides import apply_overrides
-
             data = apply_overrides(data, overrides)
         data.setdefault("name", path.stem)
         return cls.from_dict(data, source=str(path), base_dir=path.parent)
@@ -103,8 +108,6 @@ class Scenario:
         `base_dir` is where a relative ``policy = "..."`` path is looked up
         (the scenario file's directory; the working directory when None).
         """
-        from sim.scenario_schema import Table
-
         if not isinstance(d, Mapping):
             raise ScenarioError(f"{source}: expected a table at the top level, got {d!r}")
         raw = copy.deepcopy(dict(d))
@@ -120,9 +123,6 @@ class Scenario:
         sample_interval = top.duration("sample_interval", max(1.0, horizon / 1000.0))
         if sample_interval <= 0:
             raise top.expected("sample_interval", "a duration above 0", raw["sample_interval"])
-
-        from sim.scenario_world import build_client
-        from sim.traffic import build_traffic
 
         client = build_client(top)
         traffic = build_traffic(top)
@@ -151,8 +151,6 @@ class Scenario:
 
     def with_overrides(self, overrides: Iterable[str]) -> Scenario:
         """A new scenario: this one's tables with ``KEY=VALUE`` overrides applied."""
-        from sim.overrides import apply_overrides
-
         data = apply_overrides(copy.deepcopy(dict(self.raw)), list(overrides))
         return Scenario.from_dict(data, source=self.source, base_dir=self.base_dir)
 
@@ -198,14 +196,6 @@ class Scenario:
 
 
 def _world(top: Table, traffic: tuple[TrafficStream, ...]) -> tuple[dict, dict]:
-    from sim.scenario_schema import Table
-    from sim.scenario_world import (
-        build_domain,
-        check_host_fields,
-        implicit_domain,
-        made_up_addresses,
-    )
-
     defaults_t = top.table("host_defaults", None)
     defaults: dict[str, Any] | None = None
     if defaults_t is not None:
@@ -257,9 +247,9 @@ def _world(top: Table, traffic: tuple[TrafficStream, ...]) -> tuple[dict, dict]:
 
     taken = {a for h in hosts.values() for a in h.addresses}
     fresh = made_up_addresses(taken)
-    for name, spec in hosts.items():
-        if not spec.addresses:
-            hosts[name] = replace(spec, addresses=(next(fresh),))
+    for name, host_spec in hosts.items():
+        if not host_spec.addresses:
+            hosts[name] = replace(host_spec, addresses=(next(fresh),))
     return domains, hosts
 
 
@@ -309,8 +299,6 @@ def _policy_tables(
 
 def _construct(top: Table, path: str, fn: Any, keys: dict[str, Any]) -> Any:
     """Call an engine constructor, turning its ConfigError into a ScenarioError."""
-    from sim.scenario_schema import join_path
-
     try:
         return fn(**keys)
     except (ValueError, TypeError) as e:

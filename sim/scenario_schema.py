@@ -16,7 +16,8 @@ Value grammar shared by the scenario format lives here too: durations
 (engine.durations, the same grammar as the engine's timeouts), sizes
 ("2KB", "100KB", "1.5MB"; KB = 1000 bytes, KiB = 1024), rates ("600/min",
 the throttle grammar of engine.throttle, or a number per second) and
-latency/size distributions (a constant, ``{median, p99}`` or ``{min, max}``).
+latency/size distributions (a constant, ``{median, p99}`` or ``{min, max}``)
+and whole SMTP replies (``"451 4.7.1 Try again later"``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from engine.errors import EgressError
+from engine.reply import Reply
 from sim.distributions import Constant, Distribution, LogNormal, Uniform
-from sim.scenario import ScenarioError
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*")
@@ -37,6 +39,13 @@ SIZE_UNITS: dict[str, int] = {
     "kib": 1024, "mib": 1024**2, "gib": 1024**3,
 }
 _MISSING: Any = object()
+_REPLY = re.compile(r"([245]\d\d)(?: ([245]\.\d{1,3}\.\d{1,3}))?(?: (.*))?")
+
+
+class ScenarioError(EgressError, ValueError):
+    """A scenario is wrong; the message names the file, the table path, the
+    field, the value and what was expected.  Defined here, at the bottom of the
+    scenario modules, so every reader raises it without importing upward."""
 
 
 def key_part(key: str) -> str:
@@ -181,6 +190,22 @@ class Table:
         ):
             raise self.expected(key, "a probability between 0 and 1", value)
         return float(value)
+
+    def reply(self, key: str, klass: int) -> Reply:
+        """A whole SMTP reply on one line, ``"451 4.7.1 Try again later"``,
+        whose code (and enhanced code, when given) is of class `klass`."""
+        value = self.raw(key)
+        what = f'a {klass}xx SMTP reply such as "{klass}51 {klass}.7.1 Try again later"'
+        if not isinstance(value, str) or "\n" in value or "\r" in value:
+            raise self.expected(key, what, value)
+        m = _REPLY.fullmatch(value.strip())
+        if m is None or int(m.group(1)) // 100 != klass:
+            raise self.expected(key, what, value)
+        enhanced = m.group(2)
+        if enhanced is not None and int(enhanced[0]) != klass:
+            raise self.expected(key, f"{what} (the enhanced code's class matching the code's)",
+                                value)
+        return Reply.make(int(m.group(1)), enhanced, m.group(3) or "")
 
     def duration(self, key: str, default: Any = _MISSING) -> Any:
         if self._absent(key, default):

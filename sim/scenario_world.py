@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.events import DnsFailure, MtaStsPolicy
+from engine.reply import Reply
 from sim.distributions import Distribution
 from sim.scenario_schema import Table
 
@@ -37,13 +38,30 @@ HOST_DEFAULTS: dict[str, Any] = {
 }
 
 
+# The faults a host draws per command, and the class of reply each gives.
+FAULT_CLASSES: dict[str, int] = {
+    "tempfail_mail": 4,
+    "tempfail_rcpt": 4,
+    "permfail_rcpt": 5,
+    "tempfail_data": 4,
+    "permfail_data": 5,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Outage:
-    """A window of simulated time [start, end) in which a host misbehaves."""
+    """A window of simulated time [start, end) in which a host misbehaves.
+
+    Inside the window each transaction (a connection attempt for ``refuse``
+    and ``blackhole``, a MAIL for ``tempfail``) is hit with `probability`;
+    `reply` (a ``tempfail`` outage only) replaces the default 451 4.3.0.
+    """
 
     start: float
     end: float
     mode: str  # "refuse" | "tempfail" | "blackhole"
+    probability: float = 1.0
+    reply: Reply | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +96,9 @@ class HostSpec:
     pipelining: bool
     auth: bool
     outages: tuple[Outage, ...]
+    # (fault, reply) for faults given as {probability, reply}: the reply
+    # replaces that fault's default (FAULT_CLASSES names the faults).
+    fault_replies: tuple[tuple[str, Reply], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +195,34 @@ def _outages(t: Table) -> tuple[Outage, ...]:
         mode = o.string("mode", "refuse")
         if mode not in OUTAGE_MODES:
             raise o.expected("mode", "one of " + ", ".join(map(repr, OUTAGE_MODES)), mode)
+        probability = o.probability("probability", 1.0)
+        reply = None
+        if o.has("reply"):
+            if mode != "tempfail":
+                raise o.error("reply", f"a {mode} outage gives no reply (it "
+                              f"{'refuses connections' if mode == 'refuse' else 'never answers'}"
+                              "); only a tempfail outage takes one")
+            reply = o.reply("reply", 4)
         o.finish()
-        out.append(Outage(start, end, mode))
+        out.append(Outage(start, end, mode, probability, reply))
     return tuple(sorted(out, key=lambda x: (x.start, x.end)))
+
+
+def _fault(t: Table, key: str, replies: list[tuple[str, Reply]]) -> float:
+    """A fault's probability, written as a number or as ``{probability, reply}``
+    (the reply is appended to `replies`)."""
+    value = t.data.get(key)
+    if not isinstance(value, dict):
+        return t.probability(key)
+    t.raw(key)
+    f = Table(value, t.where(key), t.source)
+    if not f.has("probability"):
+        raise f.error("probability", "this field is required (the chance of the fault)")
+    probability = f.probability("probability")
+    if f.has("reply"):
+        replies.append((key, f.reply("reply", FAULT_CLASSES[key])))
+    f.finish()
+    return probability
 
 
 def _bandwidth(t: Table) -> float | None:
@@ -204,6 +250,7 @@ def check_host_fields(t: Table, *, allow_address: bool) -> HostSpec:
     else:
         addresses = ()
     max_conn = t.integer("max_connections", None, minimum=1)
+    replies: list[tuple[str, Reply]] = []
     spec = HostSpec(
         name=t.path,
         addresses=addresses,
@@ -214,16 +261,17 @@ def check_host_fields(t: Table, *, allow_address: bool) -> HostSpec:
         data_bandwidth=_bandwidth(t),
         max_connections=max_conn,
         refuse_connections=t.probability("refuse_connections"),
-        tempfail_mail=t.probability("tempfail_mail"),
-        tempfail_rcpt=t.probability("tempfail_rcpt"),
-        permfail_rcpt=t.probability("permfail_rcpt"),
-        tempfail_data=t.probability("tempfail_data"),
-        permfail_data=t.probability("permfail_data"),
+        tempfail_mail=_fault(t, "tempfail_mail", replies),
+        tempfail_rcpt=_fault(t, "tempfail_rcpt", replies),
+        permfail_rcpt=_fault(t, "permfail_rcpt", replies),
+        tempfail_data=_fault(t, "tempfail_data", replies),
+        permfail_data=_fault(t, "permfail_data", replies),
         starttls=t.boolean("starttls", True),
         tls_failure=t.probability("tls_failure"),
         pipelining=t.boolean("pipelining", True),
         auth=t.boolean("auth", False),
         outages=_outages(t),
+        fault_replies=tuple(replies),
     )
     for a, b in (("tempfail_rcpt", "permfail_rcpt"), ("tempfail_data", "permfail_data")):
         total = getattr(spec, a) + getattr(spec, b)

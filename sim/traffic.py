@@ -24,7 +24,7 @@ import heapq
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -32,7 +32,6 @@ from engine.events import MessageSubmitted
 from sim.distributions import Constant, Distribution
 
 if TYPE_CHECKING:
-    from sim.scenario import Scenario
     from sim.scenario_schema import Table
 
 BATCH = 16384
@@ -249,7 +248,20 @@ def _stream_batches(
             return
 
 
-def arrivals(scenario: Scenario, rng: random.Random) -> Iterator[MessageSubmitted]:
+def traffic_rng(scenario: Any) -> random.Random:
+    """The generator a run draws its traffic from: the simulator's and the
+    lab's runs of a scenario submit the same messages."""
+    return random.Random(f"traffic:{scenario.seed}")
+
+
+class HasTraffic(Protocol):
+    """What `arrivals` reads of a scenario (`sim.scenario.Scenario` is one)."""
+
+    @property
+    def traffic(self) -> tuple[TrafficStream, ...]: ...
+
+
+def arrivals(scenario: HasTraffic, rng: random.Random) -> Iterator[MessageSubmitted]:
     """The scenario's messages as `MessageSubmitted` events, sorted by `at`.
 
     Deterministic for a given `rng` state; ids are ``"m00000001"``, ... in

@@ -41,11 +41,13 @@ def test_wire_writes_multiline_replies_with_enhanced_codes() -> None:
 def test_ehlo_capabilities_are_the_simulated_worlds(
     pipelining: bool, starttls: bool, auth: bool,
 ) -> None:
-    # The lab's servers advertise sim.world's EHLO reply for the same host (one
-    # function, imported by lab.servers); pinned here to the exact lines.
+    # The lab's servers answer with sim.host_behaviour, as sim.world does, so
+    # they advertise the same EHLO reply; pinned here to the exact lines.
     import lab.servers
+    import sim.host_behaviour
 
-    assert lab.servers.ehlo_reply is ehlo_reply
+    assert lab.servers.HostBehaviour is sim.host_behaviour.HostBehaviour
+    assert ehlo_reply is sim.host_behaviour.ehlo_reply
     spec = scenario({"pipelining": pipelining, "starttls": starttls,
                      "auth": auth}).hosts["mx.lab.test"]
     assert "STARTTLS" not in ehlo_reply(spec, tls=True).text.split("\n")

@@ -1,0 +1,385 @@
+"""A scenario host's answers: what it says to a connection or a command, and when.
+
+Both realisations of a scenario's world ask this module, so they cannot
+drift: `sim.world.World` on the simulated clock, `lab.servers.HostServer` as
+a real server on loopback.  Given the same host, the same inputs and the same
+draws, both get the same replies and the same delays, with the draws made in
+the same order (a latency, then a fault).
+
+It is pure: no clock (the caller passes `now`), no I/O, every draw from the
+`random.Random` the caller passes in, and only where the scenario asks for
+chance (a probability strictly between 0 and 1 of an outage, a fault above
+0, a latency that is a distribution), so a host of constant latencies and no
+faults draws nothing.  The connection count a host holds (for
+``max_connections``) is the caller's: `HostCounters` keeps it, and what the
+lab reports, the same way for both.
+
+Each host is flattened once into a slotted `HostBehaviour` with its replies
+built and its probabilities folded into thresholds, because the simulator
+asks it about five times per message.
+
+Outages act the way a planner thinks of them: ``refuse`` and ``blackhole``
+refuse or swallow *new* connections (sessions already open carry on),
+``tempfail`` answers MAIL with ``451 4.3.0`` (or the outage's own `reply`).
+An outage with a `probability` below 1 hits each transaction inside its
+window with that chance (a connection attempt for refuse and blackhole, a
+MAIL for tempfail); the first window in force decides.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.reply import Reply
+
+if TYPE_CHECKING:
+    from sim.scenario_world import HostSpec, Outage
+
+# -- the replies a scenario host gives ----------------------------------------------------
+
+BUSY = Reply.make(421, "4.7.0", "Too many concurrent connections; try again later")
+MAIL_OK = Reply.make(250, "2.1.0", "Sender OK")
+MAIL_TEMPFAIL = Reply.make(451, "4.3.0", "Temporary local problem; try again later")
+MAIL_OUTAGE = Reply.make(451, "4.3.0", "Service temporarily unavailable (outage); try again later")
+RCPT_OK = Reply.make(250, "2.1.5", "Recipient OK")
+RCPT_TEMPFAIL = Reply.make(450, "4.2.1", "Mailbox temporarily unavailable; try again later")
+RCPT_PERMFAIL = Reply.make(550, "5.1.1", "No such user here")
+NEED_MAIL = Reply.make(503, "5.5.1", "Need MAIL command first")
+DATA_OK = Reply(code=354, text="Start mail input; end with <CRLF>.<CRLF>")
+NO_RECIPIENTS = Reply.make(554, "5.5.1", "No valid recipients")
+BODY_OK = Reply.make(250, "2.0.0", "Message accepted for delivery")
+BODY_TEMPFAIL = Reply.make(451, "4.3.0", "Temporary failure after DATA; try again later")
+BODY_PERMFAIL = Reply.make(554, "5.7.1", "Message rejected by content policy")
+RSET_OK = Reply.make(250, "2.0.0", "OK")
+QUIT_OK = Reply.make(221, "2.0.0", "Bye")
+STARTTLS_OK = Reply.make(220, "2.0.0", "Ready to start TLS")
+NOT_OFFERED = Reply.make(502, "5.5.1", "Command not implemented")
+AUTH_OK = Reply.make(235, "2.7.0", "Authentication successful")
+UNKNOWN = Reply.make(500, "5.5.2", "Command unrecognized")
+
+# Replies after which the connection stops reading commands: the body
+# follows (354), the TLS handshake (220 to STARTTLS), or the close (221).
+TURNS = (DATA_OK, STARTTLS_OK, QUIT_OK)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectResult:
+    """What a connection attempt meets.
+
+    `kind` is ``"ok"`` (the TCP connection opens and `banner` arrives after
+    `delay`: 220, or 421 4.7.0 beyond max_connections), ``"refused"`` (after
+    `delay`), or ``"blackhole"`` (nothing ever answers; `delay` is inf and
+    the client's connect or banner timeout decides).  Every ``"ok"`` holds
+    one of the host's connection slots until it closes.
+    """
+
+    kind: str
+    delay: float
+    banner: Reply | None = None
+
+
+BLACKHOLE = ConnectResult("blackhole", math.inf, None)
+
+
+class Txn:
+    """What MAIL and RCPT have said on one connection.  `any_rcpt` is None
+    until a RCPT is seen, so DATA after a batch holding no RCPT is taken as
+    following accepted ones (how the simulator answers one batch at a time)."""
+
+    __slots__ = ("any_rcpt", "mail_ok")
+
+    def __init__(self, mail_ok: bool = False, any_rcpt: bool | None = False) -> None:
+        self.mail_ok = mail_ok
+        self.any_rcpt = any_rcpt
+
+
+@dataclass(slots=True)
+class HostCounters:
+    """What one host saw.  `deferred` counts 4xx replies to MAIL, RCPT and the
+    dot; `rejected` 5xx ones; `refused` connections refused or reset at once;
+    `busy` 421 banners beyond max_connections; `open` the connections held now
+    (421 ones too) and `peak_connections` the most at once."""
+
+    connections: int = 0
+    accepted: int = 0
+    deferred: int = 0
+    rejected: int = 0
+    refused: int = 0
+    busy: int = 0
+    blackholed: int = 0
+    tls_handshakes: int = 0
+    tls_failures: int = 0
+    open: int = 0
+    peak_connections: int = 0
+
+    def connected(self, result: ConnectResult) -> None:
+        """Count one connection attempt and what `HostBehaviour.connect` said."""
+        self.connections += 1
+        kind = result.kind
+        if kind == "ok":
+            self.open += 1
+            if self.open > self.peak_connections:
+                self.peak_connections = self.open
+            if result.banner is BUSY:
+                self.busy += 1
+        elif kind == "refused":
+            self.refused += 1
+        else:
+            self.blackholed += 1
+
+    def released(self) -> None:
+        """A connection that was ``"ok"`` has closed."""
+        if self.open <= 0:
+            raise ValueError("released() without an open connection")
+        self.open -= 1
+
+    def failed(self, reply: Reply) -> None:
+        """A fault's reply to MAIL, RCPT or the dot."""
+        if reply.code >= 500:
+            self.rejected += 1
+        else:
+            self.deferred += 1
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain values for JSON and tables."""
+        return asdict(self)
+
+
+def ehlo_reply(spec: HostSpec, *, tls: bool, starttls: bool | None = None) -> Reply:
+    """The host's EHLO reply (no STARTTLS once in TLS)."""
+    lines = [spec.name, "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES"]
+    if spec.pipelining:
+        lines.append("PIPELINING")
+    if (spec.starttls if starttls is None else starttls) and not tls:
+        lines.append("STARTTLS")
+    if spec.auth:
+        lines.append("AUTH PLAIN LOGIN")
+    return Reply(code=250, text="\n".join(lines))
+
+
+class HostBehaviour:
+    """One scenario host's answers, flattened for the hot path."""
+
+    __slots__ = (
+        "auth", "bandwidth", "banner", "body_permfail", "body_tempfail", "command_latency",
+        "connect_latency", "data_fail", "data_latency", "ehlo_clear", "ehlo_tls", "mail_tempfail",
+        "max_conn", "outages", "permfail_data", "permfail_rcpt", "pipelining", "rcpt_fail",
+        "rcpt_permfail", "rcpt_tempfail", "refuse", "spec", "starttls", "tempfail_mail",
+        "tls_failure", "tls_latency",
+    )
+
+    def __init__(
+        self,
+        spec: HostSpec,
+        *,
+        greeting: str = "ESMTP egress simulated server",
+        starttls: bool | None = None,
+    ) -> None:
+        """`starttls` False withdraws STARTTLS a host would offer (a lab server
+        without a certificate); None keeps the spec's."""
+        self.spec = spec
+        # Bound sample functions, so the hot path is one call per latency.
+        self.connect_latency: Callable[[random.Random], float] = spec.connect_latency.sample
+        self.command_latency: Callable[[random.Random], float] = spec.command_latency.sample
+        self.data_latency: Callable[[random.Random], float] = spec.data_latency.sample
+        self.tls_latency: Callable[[random.Random], float] = spec.tls_latency.sample
+        self.bandwidth = spec.data_bandwidth
+        self.max_conn = spec.max_connections if spec.max_connections is not None else 1 << 62
+        self.refuse = spec.refuse_connections
+        self.tempfail_mail = spec.tempfail_mail
+        self.permfail_rcpt = spec.permfail_rcpt
+        self.rcpt_fail = spec.permfail_rcpt + spec.tempfail_rcpt
+        self.permfail_data = spec.permfail_data
+        self.data_fail = spec.permfail_data + spec.tempfail_data
+        replies = dict(spec.fault_replies)
+        self.mail_tempfail = replies.get("tempfail_mail", MAIL_TEMPFAIL)
+        self.rcpt_tempfail = replies.get("tempfail_rcpt", RCPT_TEMPFAIL)
+        self.rcpt_permfail = replies.get("permfail_rcpt", RCPT_PERMFAIL)
+        self.body_tempfail = replies.get("tempfail_data", BODY_TEMPFAIL)
+        self.body_permfail = replies.get("permfail_data", BODY_PERMFAIL)
+        self.starttls = spec.starttls if starttls is None else starttls
+        self.tls_failure = spec.tls_failure
+        self.pipelining = spec.pipelining
+        self.auth = spec.auth
+        self.outages: tuple[Outage, ...] = spec.outages
+        self.banner = Reply(code=220, text=f"{spec.name} {greeting}")
+        self.ehlo_clear = ehlo_reply(spec, tls=False, starttls=self.starttls)
+        self.ehlo_tls = ehlo_reply(spec, tls=True)
+
+    def outage(self, now: float) -> Outage | None:
+        """The outage window in force at `now` (the first one), or None."""
+        for o in self.outages:
+            if o.start <= now < o.end:
+                return o
+        return None
+
+    def refusing(self, now: float) -> bool:
+        """Whether every connection is refused at `now` (a refuse outage of
+        probability 1): the lab closes its listening sockets then."""
+        o = self.outage(now) if self.outages else None
+        return o is not None and o.mode == "refuse" and o.probability >= 1.0
+
+    # -- a connection -------------------------------------------------------------------
+
+    def connect(
+        self,
+        held: int,
+        now: float,
+        rng: random.Random,
+        extra: float = 0.0,
+        refused_extra: float = 0.0,
+    ) -> ConnectResult:
+        """A connection attempt at `now` while the host holds `held` others.
+
+        `extra` is added to the delay of an opened connection and
+        `refused_extra` to a refused one's (the simulated client's own costs).
+        """
+        if self.outages:
+            o = self.outage(now)
+            if (
+                o is not None
+                and o.mode != "tempfail"
+                and (o.probability >= 1.0 or rng.random() < o.probability)
+            ):
+                if o.mode == "refuse":
+                    return ConnectResult("refused", self.connect_latency(rng) + refused_extra)
+                return BLACKHOLE
+        if self.refuse and rng.random() < self.refuse:
+            return ConnectResult("refused", self.connect_latency(rng) + refused_extra)
+        banner = self.banner if held < self.max_conn else BUSY
+        return ConnectResult("ok", self.connect_latency(rng) + extra, banner)
+
+    def ehlo(self, rng: random.Random, *, tls: bool = False, overhead: float = 0.0
+             ) -> tuple[float, Reply]:
+        """The EHLO reply with the host's capabilities, and its delay."""
+        return self.command_latency(rng) + overhead, (self.ehlo_tls if tls else self.ehlo_clear)
+
+    def starttls_handshake(self, rng: random.Random) -> tuple[float, bool, str]:
+        """The TLS handshake after a 220 to STARTTLS: (delay, ok, reason)."""
+        if not self.starttls:
+            return 0.0, False, f"{self.spec.name} does not offer STARTTLS"
+        delay = self.tls_latency(rng)
+        if self.tls_failure and rng.random() < self.tls_failure:
+            return delay, False, "handshake failure (simulated)"
+        return delay, True, ""
+
+    # -- commands -----------------------------------------------------------------------
+
+    def batch(
+        self,
+        commands: Iterable[Any],
+        txn: Txn | None,
+        now: float,
+        rng: random.Random,
+        overhead: float = 0.0,
+        *,
+        tls: bool = False,
+        stop: bool = False,
+        counters: HostCounters | None = None,
+    ) -> list[tuple[float, Reply]]:
+        """Replies to one write of commands, each with its delay after `now`.
+
+        `commands` are `engine.effects.SmtpCommand`s or ``(verb, arg)`` pairs;
+        verbs compare as their SMTP text ("MAIL FROM", "RCPT TO", "AUTH
+        PLAIN", ...).  A pipelining host answers after one command latency,
+        one that does not after one per command (plus `overhead` each time).
+        `txn` is read and updated (None: a batch of its own, as following an
+        accepted MAIL, which is how the simulator asks).  With `stop`, the batch ends after a reply
+        in `TURNS` (what follows is the body, TLS or nothing).  A BODY command
+        is answered as `body` with size 0.  `counters` counts the faults.
+        """
+        out: list[tuple[float, Reply]] = []
+        pipelining = self.pipelining
+        delay = self.command_latency(rng) + overhead if pipelining else 0.0
+        if txn is None:  # one batch alone: taken as following an accepted MAIL
+            mail_ok, any_rcpt = True, None
+        else:
+            mail_ok, any_rcpt = txn.mail_ok, txn.any_rcpt
+        for cmd in commands:
+            verb = cmd[0] if type(cmd) is tuple else cmd.verb
+            if not pipelining:
+                delay += self.command_latency(rng) + overhead
+            if verb == "RCPT TO":
+                if not mail_ok:
+                    reply = NEED_MAIL
+                elif self.rcpt_fail and (r := rng.random()) < self.rcpt_fail:
+                    reply = self.rcpt_permfail if r < self.permfail_rcpt else self.rcpt_tempfail
+                    if counters is not None:
+                        counters.failed(reply)
+                else:
+                    reply = RCPT_OK
+                    any_rcpt = True
+                if any_rcpt is None:
+                    any_rcpt = False
+            elif verb == "MAIL FROM":
+                mail_ok = False
+                any_rcpt = False
+                # A tempfail outage (drawn when partial), then the fault.
+                if self.outages and (o := self.outage(now)) is not None and (
+                    o.mode == "tempfail"
+                    and (o.probability >= 1.0 or rng.random() < o.probability)
+                ):
+                    reply = o.reply if o.reply is not None else MAIL_OUTAGE
+                elif self.tempfail_mail and rng.random() < self.tempfail_mail:
+                    reply = self.mail_tempfail
+                else:
+                    reply = MAIL_OK
+                    mail_ok = True
+                if not mail_ok and counters is not None:
+                    counters.failed(reply)
+            elif verb == "DATA":
+                if not mail_ok:
+                    reply = NEED_MAIL
+                elif any_rcpt is False:
+                    reply = NO_RECIPIENTS
+                else:
+                    reply = DATA_OK
+            elif verb == "RSET" or verb == "NOOP":
+                if verb == "RSET":
+                    mail_ok, any_rcpt = False, False
+                reply = RSET_OK
+            elif verb == "QUIT":
+                reply = QUIT_OK
+            elif verb == "BODY":
+                extra, reply = self.body(0, rng, overhead, counters)
+                delay += extra
+            elif verb == "STARTTLS":
+                reply = STARTTLS_OK if self.starttls and not tls else NOT_OFFERED
+            elif verb == "AUTH PLAIN":
+                reply = AUTH_OK if self.auth else NOT_OFFERED
+            elif verb == "EHLO" or verb == "HELO":
+                mail_ok, any_rcpt = False, False
+                reply = self.ehlo_tls if tls else self.ehlo_clear
+            else:
+                reply = UNKNOWN
+            out.append((delay, reply))
+            if stop and reply in TURNS:
+                break
+        if txn is not None:
+            txn.mail_ok = mail_ok
+            txn.any_rcpt = any_rcpt
+        return out
+
+    def body(
+        self,
+        size: int,
+        rng: random.Random,
+        overhead: float = 0.0,
+        counters: HostCounters | None = None,
+    ) -> tuple[float, Reply]:
+        """The reply after the content and the final dot, and its delay."""
+        delay = self.data_latency(rng) + overhead
+        if self.bandwidth:
+            delay += size / self.bandwidth
+        if self.data_fail and (r := rng.random()) < self.data_fail:
+            reply = self.body_permfail if r < self.permfail_data else self.body_tempfail
+            if counters is not None:
+                counters.failed(reply)
+            return delay, reply
+        if counters is not None:
+            counters.accepted += 1
+        return delay, BODY_OK
