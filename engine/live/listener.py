@@ -1,12 +1,7 @@
-"""The fast SMTP listener: a plain asyncio Protocol in place of aiosmtpd.
+"""The SMTP listener: accepted mail becomes `Submission`s, acknowledged once durable.
 
-Profiling `egress deliver` end to end (BENCHMARKS.md as of commit 323a9ed,
-"Delivery and end to end"; the current profile there is of this listener)
-put about 40 % of the relay's time inside aiosmtpd itself: a
-`StreamReader.readuntil` per body line, the `email` address parser per
-MAIL/RCPT, a coroutine and a `drain()` per reply.  `Listener` replaced that
-aiosmtpd-based server (since removed) and kept its constructor, attributes
-and promises, as an operator of KumoMTA would expect them:
+A plain asyncio server (no aiosmtpd: its per-line stream reads and address
+parser cost most of the relay's time).  What it promises:
 
 * No open relay.  RCPT is accepted only from clients inside
   `allowed_networks` (loopback by default) or clients that authenticated;
@@ -26,24 +21,12 @@ and promises, as an operator of KumoMTA would expect them:
   already committing finish (up to `grace` seconds), then closes the rest; a
   client cut off mid-message has no 250 and retries.
 
-It does the work differently:
-
-* one receive buffer per connection; `data_received` handles every complete
-  command in it, in order, and sends all their replies in one write (RFC
-  2920 pipelining falls out of this);
-* DATA is not read line by line: the buffer is searched for CRLF "." CRLF
-  (from where the last search stopped) and un-dot-stuffed with one
-  `bytes.replace` (`listener_wire.undot`);
-* the commit is the only coroutine: a task per message awaits the submit
-  callback, then the reply is queued and the buffer processed again.  While
-  it runs, bytes that arrive are only buffered.
-
-Divergences from aiosmtpd, on purpose: replies carry enhanced status codes
-(ENHANCEDSTATUSCODES is advertised); the null sender ``MAIL FROM:<>`` is
-submitted as ``""`` (aiosmtpd gave ``"<>"``, which the delivery side would
-have sent as ``MAIL FROM:<<>>``); command lines may be up to 2048 bytes
-(aiosmtpd: 512) and body lines are not limited (aiosmtpd: 1001); an idle
-client is told ``421 4.4.2`` before the close.
+The protocol itself is `engine.live.listener_session`: one receive buffer per
+connection, every complete command answered in one write (RFC 2920
+pipelining falls out of this), DATA found by searching for CRLF "." CRLF.
+Replies carry enhanced status codes; the null sender ``MAIL FROM:<>`` is
+submitted as ``""``; command lines may be up to 2048 bytes; an idle client
+is told ``421 4.4.2`` before the close.
 """
 
 from __future__ import annotations
@@ -57,6 +40,7 @@ from typing import Any
 
 from engine.cidr import CidrSet
 from engine.live.listener_session import SmtpConnection
+from engine.live.listener_state import ListenerSettings
 from engine.live.submission import SubmitCallback
 
 __all__ = ["DEFAULT_ALLOWED_NETWORKS", "DEFAULT_MAX_MESSAGE_SIZE", "Listener"]
@@ -121,19 +105,21 @@ class Listener:
         self.submit = submit
         if allowed_networks is None:
             allowed_networks = DEFAULT_ALLOWED_NETWORKS
-        self.allowed_networks = CidrSet.coerce(
-            allowed_networks if isinstance(allowed_networks, CidrSet | str)
-            else list(allowed_networks), key="allowed_networks")
-        self.auth = dict(auth) if auth is not None else None
-        self.max_message_size = max_message_size
-        self.max_recipients = max_recipients
-        self.tls_context = tls_context
-        self.hostname = hostname or socket.gethostname()
-        self.tenant_header = tenant_header
-        self.campaign_header = campaign_header
-        self.timeout = float(timeout)
-        self._tenant_key = tenant_header.lower().encode() + b":"
-        self._campaign_key = campaign_header.lower().encode() + b":"
+        self.settings = ListenerSettings(
+            hostname=hostname or socket.gethostname(),
+            allowed_networks=CidrSet.coerce(
+                allowed_networks if isinstance(allowed_networks, CidrSet | str)
+                else list(allowed_networks), key="allowed_networks"),
+            auth=dict(auth) if auth is not None else None,
+            max_message_size=max_message_size,
+            max_recipients=max_recipients,
+            tls_context=tls_context,
+            timeout=float(timeout),
+            tenant_header=tenant_header,
+            campaign_header=campaign_header,
+        )
+        self.tenant_key = tenant_header.lower().encode() + b":"
+        self.campaign_key = campaign_header.lower().encode() + b":"
         self.accepted = 0  # submissions committed and acknowledged
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[SmtpConnection] = set()
@@ -149,11 +135,20 @@ class Listener:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("listener: listening on %s:%d", self.host, self.port)
 
-    def _commit_started(self) -> None:
+    # -- what connections report (`engine.live.listener_session.ListenerHost`) --
+
+    def opened(self, conn: SmtpConnection) -> None:
+        self._conns.add(conn)
+
+    def closed(self, conn: SmtpConnection) -> None:
+        self._conns.discard(conn)
+
+    def commit_started(self) -> None:
         self._busy += 1
         self._idle.clear()
 
-    def _commit_ended(self) -> None:
+    def commit_ended(self, accepted: int) -> None:
+        self.accepted += accepted
         self._busy -= 1
         if self._busy == 0:
             self._idle.set()

@@ -2,9 +2,7 @@
 
 It owns and joins the pieces, each written and tested on its own: the
 `Journal` (durable events and bodies), the `Engine` (every decision), the
-`LiveDriver` (every I/O), the `Listener` (SMTP in: a plain asyncio protocol
-that replaced an aiosmtpd-based listener with the same behaviour: 2.7x its
-rate in bench/listener.py when it did, commit 24fbbb8), the `LogWriter`
+`LiveDriver` (every I/O), the `Listener` (SMTP in), the `LogWriter`
 (KumoMTA-shaped JSON lines) and the Prometheus endpoint.  What it adds is
 only the joining, and the order things happen in:
 
@@ -139,7 +137,6 @@ class Service:
         self.replayed = 0  # events replayed at start (after the snapshot)
         self.recovered = 0  # messages queued when recovery finished
         self._uncommitted: dict[str, bytes] = {}  # bodies not yet committed
-        self._pending_commit: asyncio.Future[int] | None = None  # set by _journal_event
         self._since_snapshot = 0
         self._stop_requested = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -286,10 +283,7 @@ class Service:
         ev = MessageSubmitted(at=time.time(), id=mid, sender=sub.sender,
                               recipients=sub.recipients, size=len(sub.content),
                               tenant=sub.tenant, campaign=sub.campaign)
-        self._pending_commit = None
-        self.driver.feed(ev)
-        fut = self._pending_commit
-        self._pending_commit = None
+        fut = self.driver.feed(ev)
         if fut is None:  # the engine refused it (a bug; logged by the driver)
             self._uncommitted.pop(mid, None)
             raise RuntimeError(f"message {mid} was not accepted by the engine")
@@ -301,15 +295,17 @@ class Service:
 
     # -- what the driver calls -------------------------------------------------
 
-    def _journal_events(self, events: list[Event]) -> None:
-        """The driver's batch (in the engine's order): one append; a submission's
-        body goes with it and its 250 waits for that commit (`_pending_commit`)."""
+    def _journal_events(self, events: list[Event]) -> asyncio.Future[int] | None:
+        """The driver's batch (in the engine's order): one append.  A submission's
+        body goes with it; the commit future is returned (the driver's `feed`
+        hands it back) so the submission's 250 can wait for it."""
         journal = self.journal
         assert journal is not None
         bodies = {ev.id: self._uncommitted[ev.id] for ev in events
                   if type(ev) is MessageSubmitted and ev.id in self._uncommitted}
+        committed: asyncio.Future[int] | None = None
         if bodies:
-            self._pending_commit = journal.append(events, bodies=bodies)
+            committed = journal.append(events, bodies=bodies)
         else:
             journal.submit(events)
         self._since_snapshot += len(events)
@@ -318,6 +314,7 @@ class Service:
             if self._since_snapshot >= SNAPSHOT_PER_QUEUED * self.engine.queued_count:
                 self._since_snapshot = 0
                 journal.write_snapshot(journal.last_seq, self.engine.snapshot())
+        return committed
 
     def _body(self, message_id: str) -> bytes:
         body = self._uncommitted.get(message_id)
