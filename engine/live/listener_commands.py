@@ -77,7 +77,7 @@ def mail(s: Session, cfg: ListenerSettings, arg: str) -> None:
         addr, params = parse_path(arg, "FROM:")
     except AddressError as exc:
         text = str(exc)
-        if s.esmtp and text.startswith("501"):
+        if s.esmtp and text.startswith("501 5.5.4 Syntax"):
             text += " [SP <mail-parameters>]"
         out.append(f"{text}\r\n".encode())
         return

@@ -35,6 +35,8 @@ BOGUS_LIMIT = 5  # unrecognised commands before the connection is dropped (as ai
 
 _TOO_LONG = b"500 5.5.2 Error: command line too long\r\n"
 _TOO_BIG = b"552 5.3.4 Error: too much mail data\r\n"
+_NOT_ASCII = b"500 5.5.2 Error: strict ASCII mode (SMTPUTF8 is not offered)\r\n"
+_NOT_ASCII_PATH = b"553 5.6.7 Error: non-ASCII address needs SMTPUTF8 (not offered)\r\n"
 
 Handler = Callable[[Session, ListenerSettings, str], None]
 
@@ -241,7 +243,7 @@ class SmtpConnection(asyncio.Protocol):
         try:
             arg = "" if sp < 0 else line[sp + 1 :].strip().decode("ascii")
         except UnicodeDecodeError:
-            out.append(b"500 5.5.2 Error: strict ASCII mode (SMTPUTF8 is not offered)\r\n")
+            out.append(_NOT_ASCII_PATH if verb in (b"MAIL", b"RCPT") else _NOT_ASCII)
             return
         handler(s, self.cfg, arg)
 
