@@ -71,8 +71,8 @@ def parse_path(arg: str, keyword: str) -> tuple[str, str]:
 
     A null path ``<>`` gives ``""``.  Raises `AddressError` whose text is the
     reply: ``501`` when the keyword or address is missing, ``553`` when the
-    angle brackets do not close, and what `check_address` refuses.  An address without brackets is taken up to
-    the first space, as aiosmtpd's parser did.
+    angle brackets do not close, and what `check_address` refuses.  An address
+    without brackets is taken up to the first space, as aiosmtpd's parser did.
     """
     n = len(keyword)
     if arg[:n].upper() != keyword:
