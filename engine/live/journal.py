@@ -43,6 +43,7 @@ from engine import codec
 from engine.errors import JournalError
 from engine.events import Event
 from engine.live.journal_read import connect, iter_events, load_events, read_journal
+from engine.live.private_files import private_dir, private_file
 
 __all__ = ["JOURNAL_FILE", "Journal", "iter_events", "load_events", "read_journal"]
 
@@ -104,6 +105,10 @@ class Journal:
                 "does not exist"
             )
         self._max_batch = max_batch
+        try:
+            private_file(self.path)  # before SQLite creates it: its -wal/-shm take its mode
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {str(self.path)!r}: {exc.strerror}") from None
         self._conn = connect(self.path)
         try:
             self._setup()
@@ -126,7 +131,7 @@ class Journal:
     def in_spool(cls, spool: str | Path, **kwargs: Any) -> Journal:
         """The journal of a spool directory (created if missing): ``SPOOL/journal.sqlite``."""
         directory = Path(spool)
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         return cls(directory / JOURNAL_FILE, **kwargs)
 
     def _setup(self) -> None:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,14 +53,21 @@ from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
+from engine.errors import EgressError
 from engine.events import Event, MessageSubmitted, Restarted
 from engine.live.driver import LiveDriver
 from engine.live.journal import Journal
 from engine.live.listener import Listener
+from engine.live.private_files import FILE_MODE, private_dir
 from engine.live.submission import Submission
 from engine.live.submission import submit as api_submit
 
-__all__ = ["Service"]
+__all__ = ["Service", "StartError"]
+
+
+class StartError(EgressError):
+    """The service cannot start: a port in use, an address it cannot bind, a
+    spool or log directory it cannot write.  The message names which."""
 
 # Events between snapshots per message queued (see the module docstring): a
 # snapshot costs about what handling this many events per queued message does.
@@ -155,7 +163,10 @@ class Service:
         if self._started:
             raise RuntimeError("Service.start() was already called")
         self._started = True
-        self.journal = Journal.in_spool(self.spool_dir)
+        try:
+            self.journal = Journal.in_spool(self.spool_dir)
+        except OSError as exc:
+            raise StartError(f"spool {str(self.spool_dir)!r}: cannot write: {_why(exc)}") from None
         try:
             await self._start()
         except BaseException:
@@ -168,8 +179,14 @@ class Service:
         if self.log_dir is not None:
             from engine.live.logfile import LogWriter
 
-            self.logs = LogWriter(self.log_dir, max_bytes=self.log_max_bytes,
-                                  max_age=self.log_max_age)
+            try:
+                self.logs = LogWriter(self.log_dir, max_bytes=self.log_max_bytes,
+                                      max_age=self.log_max_age)
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, ValueError):
+                    raise StartError(str(exc)) from None
+                raise StartError(f"log directory {str(self.log_dir)!r}: cannot write: "
+                                 f"{_why(exc)}") from None
         resolver = self.resolver
         if resolver is None:
             from engine.live.dns import LiveResolver
@@ -192,13 +209,22 @@ class Service:
         if self.metrics_port is not None:
             from engine.live.metrics import start_metrics_server
 
-            self.metrics = await start_metrics_server(self.metrics_port, counters=self.engine)
+            try:
+                self.metrics = await start_metrics_server(self.metrics_port,
+                                                          counters=self.engine)
+            except OSError as exc:
+                raise StartError(f"metrics port {self.metrics_port}: cannot listen: "
+                                 f"{_why(exc)}") from None
         if self.listen is not None:
             host, port = self.listen
             self.ingest = Listener(host, port, submit=self._accept,
                                        allowed_networks=self.allowed_networks,
                                        auth=self.ingest_auth)
-            await self.ingest.start()
+            try:
+                await self.ingest.start()
+            except OSError as exc:
+                raise StartError(f"listen address {host}:{port}: cannot listen: "
+                                 f"{_why(exc)}") from None
         self._flusher = asyncio.get_running_loop().create_task(self._flush_logs())
         log.info("egress: started with %d messages queued (%d events replayed)",
                  self.recovered, self.replayed)
@@ -339,6 +365,13 @@ class Service:
                 self.logs.rotate_if_due()
 
 
+def _why(exc: OSError) -> str:
+    """An OSError's reason without the repetition asyncio adds to bind errors."""
+    if exc.strerror:
+        return exc.strerror.rsplit(": ", 1)[-1]
+    return str(exc)
+
+
 # -- `egress deliver` ------------------------------------------------------------
 
 
@@ -379,10 +412,14 @@ def run_deliver(
     if resolver is not None:
         host, port = parse_hostport(resolver, "--resolver")
         live_resolver = LiveResolver([host], port=port)
-    Path(spool).mkdir(parents=True, exist_ok=True)
     copy = Path(spool) / "policy.py"
-    if Path(policy_path).resolve() != copy.resolve():
-        shutil.copyfile(policy_path, copy)
+    try:
+        private_dir(Path(spool))
+        if Path(policy_path).resolve() != copy.resolve():
+            shutil.copyfile(policy_path, copy)
+            os.chmod(copy, FILE_MODE)
+    except OSError as exc:
+        raise StartError(f"spool {spool!r}: cannot write: {_why(exc)}") from None
 
     async def main() -> None:
         svc = Service(policy, spool, listen=where, resolver=live_resolver, **kwargs)
