@@ -17,6 +17,9 @@ parser cost most of the relay's time).  What it promises:
   lost.  A message over `max_message_size` gets ``552``.
 * Tenant and campaign come from the X-Tenant / X-Campaign headers (the names
   are configurable).  The headers are left in place.
+* Bounded: connections (globally and per client), DATA buffered in memory
+  across connections, and AUTH failures per client
+  (`engine.live.listener_limits`).
 * Graceful stop: `stop(grace)` refuses new connections, lets transactions
   already committing finish (up to `grace` seconds), then closes the rest; a
   client cut off mid-message has no 250 and retries.
@@ -39,6 +42,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.cidr import CidrSet
+from engine.live.listener_limits import Limits, LimitSettings
 from engine.live.listener_session import SmtpConnection
 from engine.live.listener_state import ListenerSettings
 from engine.live.submission import SubmitCallback
@@ -59,7 +63,8 @@ class Listener:
     list of CIDR strings) may relay without AUTH; `auth` maps user -> password
     for AUTH PLAIN/LOGIN (None: AUTH not offered), offered only over TLS or to
     a loopback client.  `tls_context` enables STARTTLS.  `timeout` closes a
-    connection idle that many seconds.  Start with ``await listener.start()``
+    connection idle that many seconds.  `limits` bounds connections, buffered
+    DATA and AUTH failures (`engine.live.listener_limits`).  Start with ``await listener.start()``
     or ``async with``; `port` 0 picks a free port, readable as ``.port``.
     """
 
@@ -78,6 +83,7 @@ class Listener:
         tenant_header: str = "X-Tenant",
         campaign_header: str = "X-Campaign",
         timeout: float = 300.0,
+        limits: LimitSettings | None = None,
     ) -> None:
         if not callable(submit):
             raise TypeError(f"Listener submit must be an async callable, not {submit!r}")
@@ -118,6 +124,7 @@ class Listener:
             tenant_header=tenant_header,
             campaign_header=campaign_header,
         )
+        self.limits = Limits(limits if limits is not None else LimitSettings())
         self.tenant_key = tenant_header.lower().encode() + b":"
         self.campaign_key = campaign_header.lower().encode() + b":"
         self.accepted = 0  # submissions committed and acknowledged

@@ -104,6 +104,7 @@ def _check_password(s: Session, cfg: ListenerSettings, mech: str, login: bytes,
         s.out.append(_AUTH_OK)
     else:
         log.warning("listener: AUTH %s failed for user %r from %s", mech, user, s.peer)
+        s.auth_failed = True
         s.out.append(_AUTH_BAD)
 
 

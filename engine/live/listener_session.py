@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from engine.live import listener_auth, listener_commands
+from engine.live.listener_limits import AUTH_LOCKED, NO_MEMORY, Limits
 from engine.live.listener_state import ListenerSettings, Session, State
 from engine.live.listener_wire import fast_metadata, is_loopback, undot
 from engine.live.submission import Submission, SubmitCallback, split_by_domain
@@ -61,6 +62,7 @@ class ListenerHost(Protocol):
     """What a connection needs from the server that accepted it (`Listener`)."""
 
     settings: ListenerSettings
+    limits: Limits
     submit: SubmitCallback
     tenant_key: bytes
     campaign_key: bytes
@@ -84,7 +86,10 @@ class SmtpConnection(asyncio.Protocol):
         self.transport: Any = None
         self.buf = bytearray()
         self.scan = 0  # where the next search for the end of DATA starts
-        self.too_big = False
+        self.refuse: bytes | None = None  # the DATA body is being dropped; its reply
+        self.held = 0  # bytes of `buf` counted in the listener's `Limits`
+        self.admitted = False
+        self.holding_back = False  # replies held back after a failed AUTH
         self.skipping = False  # inside an overlong command line
         self.committing = False
         self.paused = False  # reading paused while a commit runs and the buffer is full
@@ -100,6 +105,13 @@ class SmtpConnection(asyncio.Protocol):
         s = self.s
         s.peer = (str(peer[0]) if isinstance(peer, tuple) else str(peer or "")).split("%")[0]
         s.loopback = is_loopback(s.peer)
+        refused = self.owner.limits.admit(s.peer)
+        if refused is not None:
+            s.state = State.CLOSED
+            self.transport.write(refused)
+            self.transport.close()
+            return
+        self.admitted = True
         self.owner.opened(self)
         loop = asyncio.get_running_loop()
         self.last_active = loop.time()
@@ -108,6 +120,13 @@ class SmtpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.s.state = State.CLOSED
+        if not self.admitted:
+            return
+        self.admitted = False
+        limits = self.owner.limits
+        limits.hold(-self.held)
+        self.held = 0
+        limits.release(self.s.peer)
         self.owner.closed(self)
         if self.timer is not None:
             self.timer.cancel()
@@ -134,13 +153,23 @@ class SmtpConnection(asyncio.Protocol):
         self.close()
 
     def data_received(self, data: bytes) -> None:
+        if not self.admitted:
+            return
         self.buf += data
+        self._account()
         self.last_active = asyncio.get_running_loop().time()
-        if not self.committing and self.s.state != State.TLS:
+        if not self.committing and not self.holding_back and self.s.state != State.TLS:
             self._process()
         elif self.committing and not self.paused and len(self.buf) > MAX_BUFFERED:
             self.paused = True  # a client that does not wait for the 250: stop reading
             self.transport.pause_reading()
+
+    def _account(self) -> None:
+        """Tell the listener's `Limits` how much this connection buffers now."""
+        size = len(self.buf)
+        if size != self.held:
+            self.owner.limits.hold(size - self.held)
+            self.held = size
 
     def eof_received(self) -> bool:
         return False  # close our side too; a half-received message is dropped
@@ -176,11 +205,15 @@ class SmtpConnection(asyncio.Protocol):
                 out.append(_TOO_LONG)
             elif state == State.AUTH:
                 listener_auth.auth_continue(s, self.cfg, line)
+                if s.auth_failed:
+                    break
             else:
                 self._command(line)
                 if s.close_after:
                     self._close_after_write()
                     return
+                if s.auth_failed:
+                    break
                 if s.state == State.DATA:
                     self.scan = 0
                 elif s.state == State.TLS:
@@ -188,14 +221,36 @@ class SmtpConnection(asyncio.Protocol):
                     return
         if pos:
             del buf[:pos]
+        self._account()
+        if s.auth_failed:
+            self._hold_back()
+            return
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
             out.clear()
 
+    def _hold_back(self) -> None:
+        """A password was refused: send its 535 (and read on) only after a delay
+        that grows with the client's failures (`Limits.auth_failed`)."""
+        s = self.s
+        s.auth_failed = False
+        loop = asyncio.get_running_loop()
+        delay = self.owner.limits.auth_failed(s.peer, loop.time())
+        self.holding_back = True
+        self.transport.pause_reading()
+        loop.call_later(delay, self._release)
+
+    def _release(self) -> None:
+        self.holding_back = False
+        if self.s.state == State.CLOSED:
+            return
+        self.transport.resume_reading()
+        self._process()
+
     def _take_body(self) -> bool:
         """Complete the DATA body at the head of the buffer; False when more is needed."""
         buf = self.buf
-        if not self.too_big and self.scan == 0 and buf[:3] == b".\r\n":
+        if self.refuse is None and self.scan == 0 and buf[:3] == b".\r\n":
             end, after = 0, 3  # an empty message
         else:
             if self.scan == 0 and len(buf) < 3 and b".\r\n".startswith(bytes(buf)):
@@ -203,8 +258,11 @@ class SmtpConnection(asyncio.Protocol):
             i = buf.find(b"\r\n.\r\n", self.scan)
             if i < 0:
                 if len(buf) > self.cfg.max_message_size + 5:
-                    self.too_big = True  # keep only what may begin the terminator
-                    del buf[:-4]
+                    self.refuse = _TOO_BIG
+                elif self.refuse is None and self.owner.limits.over_budget():
+                    self.refuse = NO_MEMORY
+                if self.refuse is not None and len(buf) > 4:
+                    del buf[:-4]  # keep only what may begin the terminator
                 self.scan = max(0, len(buf) - 4)
                 return False
             end, after = i + 2, i + 5
@@ -212,10 +270,12 @@ class SmtpConnection(asyncio.Protocol):
         del buf[:after]
         self.scan = 0
         self.s.state = State.CMD
-        too_big, self.too_big = self.too_big, False
-        if too_big or len(raw) > self.cfg.max_message_size:
+        refuse, self.refuse = self.refuse, None
+        if refuse is None and len(raw) > self.cfg.max_message_size:
+            refuse = _TOO_BIG
+        if refuse is not None:
             self.s.reset()
-            self.s.out.append(_TOO_BIG)
+            self.s.out.append(refuse)
         else:
             self._message(undot(raw))
         return True
@@ -228,6 +288,11 @@ class SmtpConnection(asyncio.Protocol):
         sp = line.find(b" ")
         verb = (line if sp < 0 else line[:sp]).upper()
         handler = _HANDLERS.get(verb)
+        if verb == b"AUTH" and self.owner.limits.auth_locked(
+                s.peer, asyncio.get_running_loop().time()):
+            out.append(AUTH_LOCKED)
+            s.close_after = True
+            return
         if handler is None:
             if not line:
                 out.append(b"500 5.5.2 Error: bad syntax\r\n")

@@ -64,6 +64,7 @@ class Session:
     rcpts: list[str] = field(default_factory=list)
     bogus: int = 0
     auth_step: tuple[str, bytes | None] | None = None
+    auth_failed: bool = False  # a password was refused: the connection slows the 535
     close_after: bool = False
 
     def reset(self) -> None:

@@ -58,6 +58,7 @@ from engine.events import Event, MessageSubmitted, Restarted
 from engine.live.driver import LiveDriver
 from engine.live.journal import Journal
 from engine.live.listener import Listener
+from engine.live.listener_limits import LimitSettings
 from engine.live.private_files import FILE_MODE, private_dir
 from engine.live.submission import Submission
 from engine.live.submission import submit as api_submit
@@ -89,7 +90,8 @@ class Service:
     starts no listener (the Python API only); port 0 picks a free port, read
     back from `listen_port`.  Unless `mta_sts` (a fetcher) is given, MTA-STS
     policies are fetched through `resolver`, trusting `tls_cafile`, from port
-    `mta_sts_port` (443; tests point it at a local HTTPS server).
+    `mta_sts_port` (443; tests point it at a local HTTPS server).  `limits`
+    bounds the listener (`engine.live.listener_limits`).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class Service:
         grace: float = 10.0,
         log_max_bytes: int | None = 64 * 1024 * 1024,
         log_max_age: float | None = 3600.0,
+        limits: LimitSettings | None = None,
     ) -> None:
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
                 or snapshot_every < 1:
@@ -136,6 +139,7 @@ class Service:
         self.grace = float(grace)
         self.log_max_bytes = log_max_bytes
         self.log_max_age = log_max_age
+        self.limits = limits
         self.journal: Journal | None = None
         self.engine: Engine | None = None
         self.driver: LiveDriver | None = None
@@ -218,8 +222,8 @@ class Service:
         if self.listen is not None:
             host, port = self.listen
             self.ingest = Listener(host, port, submit=self._accept,
-                                       allowed_networks=self.allowed_networks,
-                                       auth=self.ingest_auth)
+                                   allowed_networks=self.allowed_networks,
+                                   auth=self.ingest_auth, limits=self.limits)
             try:
                 await self.ingest.start()
             except OSError as exc:
