@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from engine.errors import JournalError
 from engine.live import listener_auth, listener_commands
 from engine.live.listener_limits import AUTH_LOCKED, NO_MEMORY, Limits
 from engine.live.listener_state import ListenerSettings, Session, State
@@ -36,6 +37,7 @@ BOGUS_LIMIT = 5  # unrecognised commands before the connection is dropped (as ai
 
 _TOO_LONG = b"500 5.5.2 Error: command line too long\r\n"
 _TOO_BIG = b"552 5.3.4 Error: too much mail data\r\n"
+_NOT_ACCEPTED = b"451 4.3.0 temporary failure, message not accepted; try again later\r\n"
 _NOT_ASCII = b"500 5.5.2 Error: strict ASCII mode (SMTPUTF8 is not offered)\r\n"
 _NOT_ASCII_PATH = b"553 5.6.7 Error: non-ASCII address needs SMTPUTF8 (not offered)\r\n"
 
@@ -375,9 +377,11 @@ class SmtpConnection(asyncio.Protocol):
             ids: list[str] = []
             for sub in subs:
                 ids.extend(await owner.submit(sub))
+        except JournalError:  # the journal logs each failure episode once
+            reply = _NOT_ACCEPTED
         except Exception:
             log.exception("listener: submission from %s failed; replying 451", self.s.peer)
-            reply = b"451 4.3.0 temporary failure, message not accepted; try again later\r\n"
+            reply = _NOT_ACCEPTED
         else:
             accepted = len(subs)
             reply = f"250 2.0.0 OK ids={','.join(ids)}\r\n".encode()

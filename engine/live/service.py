@@ -12,16 +12,21 @@ only the joining, and the order things happen in:
   Then one `Restarted` event, journaled like any other, tells the engine that
   the previous process's connections, lookups and timers are gone
   (`engine.restart`): in-flight messages are handed back without counting an
-  attempt and retried at once.  Delivery is at least once: a message whose
-  250 from the remote server was not yet journaled at a crash is sent again.
-* **Committed before acknowledged.**  A submission (SMTP or `submit()`) is
-  handed to the engine and appended to the journal with its body in the same
-  call, so its sequence number is the order the engine saw it; the 250 (or
-  the API's return) waits for the group commit.  Until then the body is
-  served from memory, so delivery need not wait for the disk.
-* **Events journaled after the engine accepted them**, other than
-  submissions without waiting for the commit: losing the tail of them in a
-  crash only means retrying what was in flight.  A snapshot is written every
+  attempt and retried at once; then the submissions left in the journal's
+  inbox (accepted, their event never written) are handed to the engine.
+  Delivery is at least once: a message whose 250 from the remote server was
+  not yet journaled at a crash is sent again.
+* **Committed before the engine sees it.**  A submission (SMTP or
+  `submit()`) is committed to the journal's inbox with its body first
+  (`Journal.accept`, group-committed); only then is it handed to the engine
+  and the client told 250.  A failed commit (disk full, I/O error) is a 451
+  and the engine never hears of the message, so it is never delivered; the
+  journal keeps what the engine already handled and retries it, so the next
+  submission finds the disk again without a restart.
+* **Events journaled after the engine accepted them**, in its order,
+  without waiting for the commit (a submission's event leaves the inbox in
+  the same commit): losing the tail of them in a crash only means retrying
+  what was in flight.  A snapshot is written every
   `snapshot_every` events, or every `SNAPSHOT_PER_QUEUED` x (messages queued)
   events when that is more: writing a snapshot costs time in proportion to
   the queue (about 8 s on the loop at 1 M queued), replaying in proportion
@@ -49,11 +54,13 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
 from engine.errors import EgressError
+from engine.event_tools import restamp
 from engine.events import Event, MessageSubmitted, Restarted
 from engine.live.driver import LiveDriver
 from engine.live.journal import Journal
@@ -148,7 +155,6 @@ class Service:
         self.logs: Any = None
         self.replayed = 0  # events replayed at start (after the snapshot)
         self.recovered = 0  # messages queued when recovery finished
-        self._uncommitted: dict[str, bytes] = {}  # bodies not yet committed
         self._since_snapshot = 0
         self._stop_requested = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -210,6 +216,8 @@ class Service:
             on_discard=self._discard,
         )
         self.driver.feed(Restarted(at=time.time()))
+        for accepted in self.journal.inbox():  # accepted, never reached the events
+            self.driver.feed(restamp(accepted, time.time()))
         if self.metrics_port is not None:
             from engine.live.metrics import start_metrics_server
 
@@ -303,41 +311,36 @@ class Service:
                                 content=content, tenant=tenant, campaign=campaign)
 
     async def _accept(self, sub: Submission) -> list[str]:
-        """Hand one submission to the engine and journal it with its body; return
-        once committed (the 250 waits for this)."""
+        """Make one submission durable, then hand it to the engine; return its id.
+
+        The inbox commit comes first, so a submission the engine sees is always
+        on disk: if the commit fails (disk full, I/O error) the caller answers
+        451 and the engine never hears of the message, so it is never
+        delivered; the next submission tries the disk again.
+        """
         assert self.driver is not None and self.journal is not None
         if self._stopped:
             raise RuntimeError("the service is stopping")
         mid = uuid.uuid4().hex
-        self._uncommitted[mid] = sub.content
         ev = MessageSubmitted(at=time.time(), id=mid, sender=sub.sender,
                               recipients=sub.recipients, size=len(sub.content),
                               tenant=sub.tenant, campaign=sub.campaign)
-        fut = self.driver.feed(ev)
-        if fut is None:  # the engine refused it (a bug; logged by the driver)
-            self._uncommitted.pop(mid, None)
+        await self.journal.accept(ev, sub.content)
+        if self.driver.feed(restamp(ev, time.time())) is None:
+            # The engine refused it (a bug, logged by the driver): take it back.
+            self.journal.withdraw(mid)
             raise RuntimeError(f"message {mid} was not accepted by the engine")
-        try:
-            await fut
-        finally:
-            self._uncommitted.pop(mid, None)
         return [mid]
 
     # -- what the driver calls -------------------------------------------------
 
-    def _journal_events(self, events: list[Event]) -> asyncio.Future[int] | None:
-        """The driver's batch (in the engine's order): one append.  A submission's
-        body goes with it; the commit future is returned (the driver's `feed`
-        hands it back) so the submission's 250 can wait for it."""
+    def _journal_events(self, events: list[Event]) -> Future[int]:
+        """The driver's batch (in the engine's order): one append, not awaited
+        (submissions were made durable by `Journal.accept` before the engine
+        saw them); a snapshot every so often."""
         journal = self.journal
         assert journal is not None
-        bodies = {ev.id: self._uncommitted[ev.id] for ev in events
-                  if type(ev) is MessageSubmitted and ev.id in self._uncommitted}
-        committed: asyncio.Future[int] | None = None
-        if bodies:
-            committed = journal.append(events, bodies=bodies)
-        else:
-            journal.submit(events)
+        committed = journal.submit(events)
         self._since_snapshot += len(events)
         if self._since_snapshot >= self.snapshot_every:
             assert self.engine is not None
@@ -347,9 +350,6 @@ class Service:
         return committed
 
     def _body(self, message_id: str) -> bytes:
-        body = self._uncommitted.get(message_id)
-        if body is not None:
-            return body
         assert self.journal is not None
         return self.journal.body(message_id)
 
