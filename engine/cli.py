@@ -257,6 +257,8 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--auth-max-failures", type=int, default=10, metavar="N",
                    help="AUTH failures per client in 15 minutes before its AUTH is refused "
                    "(default 10; each failure's reply is also delayed)")
+    p.add_argument("--accept-loss", action="store_true",
+                   help="start even if the journal lacks events it committed (a lost WAL)")
     p.set_defaults(func=cmd_deliver)
 
 
@@ -277,7 +279,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         args.policy, args.spool, listen=args.listen, resolver=args.resolver,
         tls_cafile=args.tls_cafile, log_dir=args.log_dir, metrics_port=args.metrics_port,
         allowed_networks=args.allow_networks, grace=args.grace,
-        snapshot_every=args.snapshot_every, limits=limits,
+        snapshot_every=args.snapshot_every, limits=limits, accept_loss=args.accept_loss,
     )
 
 
@@ -361,6 +363,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare(args)
 
 
+# -- egress journal check / salvage (bodies in engine.live.journal_check) --------
+
+
+def _add_journal(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "journal", help="check a spool's journal, or salvage what is readable of it",
+        description="check SPOOL: what the journal holds and what is wrong with it (exit 1 "
+        "if anything is). salvage SPOOL OUT: copy every readable event, body and snapshot "
+        "into the new spool OUT, which `egress deliver --spool OUT` can then use.",
+    )
+    p.add_argument("action", choices=("check", "salvage"))
+    p.add_argument("spool", metavar="SPOOL")
+    p.add_argument("out", metavar="OUT", nargs="?", help="salvage: the new spool directory")
+    p.set_defaults(func=cmd_journal)
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    """``egress journal check SPOOL`` / ``egress journal salvage SPOOL OUT``."""
+    from engine.errors import ConfigError
+    from engine.live.journal_check import check, salvage
+
+    if args.action == "check":
+        lines, ok = check(args.spool)
+        print("\n".join(lines))
+        return 0 if ok else 1
+    if args.out is None:
+        raise ConfigError("egress journal salvage needs SPOOL and OUT (a new directory)")
+    print("\n".join(salvage(args.spool, args.out)))
+    return 0
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_check,
     _add_simulate,
@@ -369,6 +402,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     _add_replay,
     _add_lab,
     _add_compare,
+    _add_journal,
 ]
 
 

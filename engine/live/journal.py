@@ -50,10 +50,12 @@ from engine import codec
 from engine.errors import JournalError
 from engine.events import Event, MessageSubmitted
 from engine.live.journal_batch import Request, complete, write_batch
+from engine.live.journal_mark import JournalLossError, Mark, open_mark
 from engine.live.journal_read import connect, iter_events, load_events, read_journal
 from engine.live.private_files import private_dir, private_file
 
-__all__ = ["JOURNAL_FILE", "Journal", "iter_events", "load_events", "read_journal"]
+__all__ = ["JOURNAL_FILE", "Journal", "JournalLossError", "iter_events", "load_events",
+           "read_journal"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,7 +86,8 @@ class Journal:
     transaction (1 gives one commit per append, for comparison).
     """
 
-    def __init__(self, path: str | Path, *, max_batch: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, max_batch: int | None = None,
+                 accept_loss: bool = False) -> None:
         self.path = Path(path)
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"Journal max_batch must be >= 1 or None, not {max_batch!r}")
@@ -101,6 +104,11 @@ class Journal:
         self._conn = connect(self.path)
         try:
             self._setup()
+        except BaseException:
+            self._conn.close()
+            raise
+        try:
+            self._mark = open_mark(self.path, self._committed, accept_loss)
         except BaseException:
             self._conn.close()
             raise
@@ -143,9 +151,11 @@ class Journal:
                         f"{meta.get(key)!r}; this build has {value!r}"
                     )
             row = conn.execute("SELECT max(seq) FROM events").fetchone()
+            accepted = conn.execute("SELECT value FROM meta WHERE key = 'accepted'").fetchone()
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {str(self.path)!r}: {exc}") from None
         self._last_seq: int = row[0] or 0
+        self._committed = Mark(self._last_seq, int(accepted[0]) if accepted else 0)
 
     def cap_pages(self, pages: int) -> int:
         """Cap the database at `pages` pages (a spool quota); the cap in force,
@@ -319,11 +329,13 @@ class Journal:
         with contextlib.suppress(sqlite3.Error):  # if so, the next open replays the WAL
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
+        self._mark.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
         outcome: int | JournalError | None = None
+        accepted = self._committed.accepted + sum(len(req.inbox) for req in batch)
         try:
-            write_batch(conn, batch)
+            write_batch(conn, batch, accepted)
             self.commits += 1
         except sqlite3.Error as exc:
             outcome = JournalError(f"journal {str(self.path)!r}: commit failed: {exc}")
@@ -340,6 +352,10 @@ class Journal:
             with self._cond:
                 self._pending[:0] = kept
         else:
+            seq = max((req.rows[-1][0] for req in batch if req.rows),
+                      default=self._committed.seq)
+            self._committed = Mark(max(seq, self._committed.seq), accepted)
+            self._mark.write(self._committed)
             if self.failures:
                 log.warning("journal %r: commits succeed again after %d failed",
                             str(self.path), self.failures)

@@ -37,9 +37,10 @@ class Request:
     retry: bool = True  # kept and retried after a failed commit (not for `accept`)
 
 
-def write_batch(conn: sqlite3.Connection, batch: list[Request]) -> None:
-    """Write `batch` in one transaction; `sqlite3.Error` (rolled back by the
-    caller) when it fails."""
+def write_batch(conn: sqlite3.Connection, batch: list[Request], accepted: int) -> None:
+    """Write `batch` in one transaction, with `accepted` (submissions accepted in
+    all, this batch's included); `sqlite3.Error` (rolled back by the caller)
+    when it fails."""
     rows = [row for req in batch for row in req.rows]
     bodies: dict[str, bytes | None] = {}
     snapshots = []
@@ -60,6 +61,7 @@ def write_batch(conn: sqlite3.Connection, batch: list[Request]) -> None:
         conn.executemany("DELETE FROM bodies WHERE id = ?", drop)
     if inbox:
         conn.executemany("INSERT OR REPLACE INTO inbox VALUES (?, ?)", inbox)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('accepted', ?)", (str(accepted),))
     if inbox_done:
         conn.executemany("DELETE FROM inbox WHERE id = ?", inbox_done)
     if snapshots:

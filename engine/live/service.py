@@ -98,7 +98,8 @@ class Service:
     back from `listen_port`.  Unless `mta_sts` (a fetcher) is given, MTA-STS
     policies are fetched through `resolver`, trusting `tls_cafile`, from port
     `mta_sts_port` (443; tests point it at a local HTTPS server).  `limits`
-    bounds the listener (`engine.live.listener_limits`).
+    bounds the listener (`engine.live.listener_limits`).  A journal holding
+    less than it committed (a lost WAL) is refused unless `accept_loss`.
     """
 
     def __init__(
@@ -120,6 +121,7 @@ class Service:
         log_max_bytes: int | None = 64 * 1024 * 1024,
         log_max_age: float | None = 3600.0,
         limits: LimitSettings | None = None,
+        accept_loss: bool = False,
     ) -> None:
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
                 or snapshot_every < 1:
@@ -147,6 +149,7 @@ class Service:
         self.log_max_bytes = log_max_bytes
         self.log_max_age = log_max_age
         self.limits = limits
+        self.accept_loss = accept_loss
         self.journal: Journal | None = None
         self.engine: Engine | None = None
         self.driver: LiveDriver | None = None
@@ -174,7 +177,7 @@ class Service:
             raise RuntimeError("Service.start() was already called")
         self._started = True
         try:
-            self.journal = Journal.in_spool(self.spool_dir)
+            self.journal = Journal.in_spool(self.spool_dir, accept_loss=self.accept_loss)
         except OSError as exc:
             raise StartError(f"spool {str(self.spool_dir)!r}: cannot write: {_why(exc)}") from None
         try:
