@@ -49,7 +49,7 @@ from typing import Any
 from engine import codec
 from engine.errors import JournalError
 from engine.events import Event, MessageSubmitted
-from engine.live.journal_batch import Request, complete, write_batch
+from engine.live.journal_batch import Request, complete, prepare, write_batch
 from engine.live.journal_mark import JournalLossError, Mark, open_mark
 from engine.live.journal_read import connect, iter_events, load_events, read_journal
 from engine.live.private_files import private_dir, private_file
@@ -57,18 +57,6 @@ from engine.live.private_files import private_dir, private_file
 __all__ = ["JOURNAL_FILE", "Journal", "JournalLossError", "iter_events", "load_events",
            "read_journal"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS snapshots (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS inbox (id TEXT PRIMARY KEY, data BLOB NOT NULL);
-CREATE VIEW IF NOT EXISTS event_log AS
-    SELECT seq, strftime('%Y-%m-%d %H:%M:%f', at, 'unixepoch') AS time, at, kind,
-           length(data) AS bytes
-    FROM events;
-"""
 RETRY_PAUSE = 0.2  # seconds before retrying after a failed commit, times the failures
 MAX_RETRY_PAUSE = 2.0
 CLOSE_RETRIES = 3  # failed commits while closing before what is kept is given up
@@ -121,6 +109,7 @@ class Journal:
         self._closed = False
         self.failures = 0  # failed commits in the current episode (0: writing fine)
         self.commits = 0  # transactions committed (for benchmarks and tests)
+        self._synced = True  # the writer connection's synchronous is FULL
         self._writer = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._writer.start()
 
@@ -132,30 +121,12 @@ class Journal:
         return cls(directory / JOURNAL_FILE, **kwargs)
 
     def _setup(self) -> None:
-        conn = self._conn
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise JournalError(f"journal {str(self.path)!r}: cannot use WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(_SCHEMA)
-            meta = dict(conn.execute("SELECT key, value FROM meta"))
-            want = {"codec_version": str(codec.VERSION),
-                    "schema": codec.SCHEMA_FINGERPRINT.hex()}
-            if not meta:
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
-            for key, value in want.items():
-                if meta and meta.get(key) != value:
-                    raise JournalError(
-                        f"journal {str(self.path)!r} was written with {key} "
-                        f"{meta.get(key)!r}; this build has {value!r}"
-                    )
-            row = conn.execute("SELECT max(seq) FROM events").fetchone()
-            accepted = conn.execute("SELECT value FROM meta WHERE key = 'accepted'").fetchone()
+            found = prepare(self._conn, self.path)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {str(self.path)!r}: {exc}") from None
-        self._last_seq: int = row[0] or 0
-        self._committed = Mark(self._last_seq, int(accepted[0]) if accepted else 0)
+        self._last_seq: int = found.seq
+        self._committed = found
 
     def cap_pages(self, pages: int) -> int:
         """Cap the database at `pages` pages (a spool quota); the cap in force,
@@ -182,6 +153,7 @@ class Journal:
         drops_only: bool = False,
         inbox: tuple[tuple[str, bytes], ...] = (),
         withdrawn: tuple[str, ...] = (),
+        durable: bool = True,
     ) -> None:
         datas = codec.encode_each(events)
         done = withdrawn + tuple(ev.id for ev in events if type(ev) is MessageSubmitted)
@@ -205,7 +177,7 @@ class Journal:
             self._pending.append(
                 Request(rows, dict(bodies) if bodies else _NO_BODIES, snapshot,
                          self._last_seq, future, loop, drops_only, inbox, done,
-                         retry=not inbox)
+                         retry=not inbox, durable=durable)
             )
             if self._idle:  # the writer sleeps: wake it (else it takes this batch next)
                 self._cond.notify()
@@ -266,6 +238,15 @@ class Journal:
         """Like `append`, for threads: a `concurrent.futures.Future` completed after commit."""
         fut: Future[int] = Future()
         self._enqueue(events, bodies or {}, None, fut, None)
+        return fut
+
+    def record(self, events: Sequence[Event]) -> Future[int]:
+        """Like `submit` for events nobody waits on (the driver's): their commit
+        may skip the fsync (``synchronous=NORMAL``: safe from a process crash;
+        a power cut may lose them, which only retries what was in flight); a
+        later durable commit syncs them with it."""
+        fut: Future[int] = Future()
+        self._enqueue(events, {}, None, fut, None, durable=False)
         return fut
 
     def append_sync(
@@ -334,7 +315,11 @@ class Journal:
     def _commit(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
         outcome: int | JournalError | None = None
         accepted = self._committed.accepted + sum(len(req.inbox) for req in batch)
+        durable = any(req.durable for req in batch)
         try:
+            if durable != self._synced:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._synced = durable
             write_batch(conn, batch, accepted)
             self.commits += 1
         except sqlite3.Error as exc:
@@ -355,7 +340,8 @@ class Journal:
             seq = max((req.rows[-1][0] for req in batch if req.rows),
                       default=self._committed.seq)
             self._committed = Mark(max(seq, self._committed.seq), accepted)
-            self._mark.write(self._committed)
+            if durable:  # the mark never runs ahead of what is on disk
+                self._mark.write(self._committed)
             if self.failures:
                 log.warning("journal %r: commits succeed again after %d failed",
                             str(self.path), self.failures)

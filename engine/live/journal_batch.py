@@ -2,7 +2,8 @@
 SQLite transaction, then their futures completed.
 
 Split from `engine.live.journal` (the writer thread, the queue and the
-failure policy) so each stays short; this part knows the tables.
+failure policy) so each stays short; this part knows the tables (`SCHEMA`,
+`prepare`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,49 @@ import contextlib
 import dataclasses
 import sqlite3
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
+from engine import codec
 from engine.errors import JournalError
+from engine.live.journal_mark import Mark
 
-__all__ = ["KEEP_SNAPSHOTS", "Request", "complete", "write_batch"]
+__all__ = ["KEEP_SNAPSHOTS", "Request", "complete", "prepare", "write_batch"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox (id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE VIEW IF NOT EXISTS event_log AS
+    SELECT seq, strftime('%Y-%m-%d %H:%M:%f', at, 'unixepoch') AS time, at, kind,
+           length(data) AS bytes
+    FROM events;
+"""
+
+
+def prepare(conn: sqlite3.Connection, path: Path) -> Mark:
+    """Put the writer connection in WAL mode, create the tables, check the codec
+    the file was written with; what the file holds (last seq, accepted count).
+    `JournalError` for a file this build cannot use, `sqlite3.Error` for one
+    SQLite cannot read."""
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise JournalError(f"journal {str(path)!r}: cannot use WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.executescript(SCHEMA)
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    want = {"codec_version": str(codec.VERSION), "schema": codec.SCHEMA_FINGERPRINT.hex()}
+    if not meta:
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
+    for key, value in want.items():
+        if meta and meta.get(key) != value:
+            raise JournalError(f"journal {str(path)!r} was written with {key} "
+                               f"{meta.get(key)!r}; this build has {value!r}")
+    seq = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+    return Mark(seq, int(meta.get("accepted", 0)))
 
 KEEP_SNAPSHOTS = 2
 
@@ -35,6 +74,7 @@ class Request:
     inbox: tuple[tuple[str, bytes], ...] = ()  # accepted submissions: (id, event)
     inbox_done: tuple[str, ...] = ()  # submissions whose event is in `rows`
     retry: bool = True  # kept and retried after a failed commit (not for `accept`)
+    durable: bool = True  # fsync'd at commit (`Journal.record`'s are not)
 
 
 def write_batch(conn: sqlite3.Connection, batch: list[Request], accepted: int) -> None:

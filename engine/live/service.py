@@ -343,7 +343,7 @@ class Service:
         saw them); a snapshot every so often."""
         journal = self.journal
         assert journal is not None
-        committed = journal.submit(events)
+        committed = journal.record(events)
         self._since_snapshot += len(events)
         if self._since_snapshot >= self.snapshot_every:
             assert self.engine is not None
