@@ -16,7 +16,7 @@ Timers are `engine.live.timers.LiveTimers`: one asyncio handle per timer name,
 re-armed lazily (moving a deadline later costs no handle).
 
 Journaling, two ways.  With ``journal=`` (one event at a time) each accepted
-event is handed over at once, as before.  With ``journal_batch=`` the events
+event is handed over at once.  With ``journal_batch=`` the events
 the driver's own I/O produces (replies, timers, connects, DNS answers) are
 collected and handed over in one list per loop iteration, in exactly the
 order the engine handled them, so one journal append (one request, one

@@ -7,12 +7,15 @@ shaped for speed on the listener's hot path: bytes methods (`find`, `split`,
 `replace`) over whole buffers, never a regex or the `email` package per
 command, and reply lines prebuilt as bytes.
 
-What aiosmtpd did and this keeps (the listener replaced an aiosmtpd-based
-one and answers as it did): command lines end at LF (a bare LF is accepted, trailing CR/LF
-stripped); DATA lines end only at CRLF, so a bare LF inside the body is kept
-as it is (neither normalised nor refused) and only CRLF "." CRLF ends the
-body; the first "." of every body line is removed (RFC 5321 4.5.2); the size
-limit is on the body as sent (dot-stuffed, with its final CRLF).
+What it keeps of aiosmtpd's behaviour (what clients were tested against):
+command lines end at LF (a bare LF is accepted, trailing CR/LF stripped);
+DATA lines end only at CRLF, so a bare LF inside the body is kept as it is
+(neither normalised nor refused) and only CRLF "." CRLF ends the body; the
+first "." of every body line is removed (RFC 5321 4.5.2); the size limit is
+on the body as sent (dot-stuffed, with its final CRLF).  Stricter than
+aiosmtpd: a MAIL/RCPT address with a control character or over RFC 5321's
+length limits is refused (`check_address`), so it never reaches the journal
+or a later MAIL/RCPT on the wire.
 """
 
 from __future__ import annotations
