@@ -247,18 +247,39 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="on SIGTERM, how long transactions may finish (default 10)")
     p.add_argument("--snapshot-every", type=int, default=20_000, metavar="N",
                    help="write an engine snapshot every N journaled events")
+    p.add_argument("--max-connections", type=int, default=1024, metavar="N",
+                   help="SMTP connections at once; more are told 421 (default 1024)")
+    p.add_argument("--max-connections-per-client", type=int, default=64, metavar="N",
+                   help="SMTP connections at once from one address (default 64)")
+    p.add_argument("--max-buffered-data", type=int, default=256 * 1024 * 1024, metavar="BYTES",
+                   help="DATA held in memory by all connections; a message over it gets "
+                   "452 (default 256 MiB)")
+    p.add_argument("--auth-max-failures", type=int, default=10, metavar="N",
+                   help="AUTH failures per client in 15 minutes before its AUTH is refused "
+                   "(default 10; each failure's reply is also delayed)")
+    p.add_argument("--accept-loss", action="store_true",
+                   help="start even if the journal lacks events it committed (a lost WAL)")
     p.set_defaults(func=cmd_deliver)
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
     """``egress deliver --policy POLICY.py --spool DIR [--listen HOST:PORT] ...``."""
+    from engine.errors import ConfigError
+    from engine.live.listener_limits import LimitSettings
     from engine.live.service import run_deliver
 
+    try:
+        limits = LimitSettings(
+            max_connections=args.max_connections,
+            max_connections_per_client=args.max_connections_per_client,
+            max_buffered_data=args.max_buffered_data, auth_max_failures=args.auth_max_failures)
+    except ValueError as exc:
+        raise ConfigError(str(exc).replace("Listener ", "--").replace("_", "-")) from None
     return run_deliver(
         args.policy, args.spool, listen=args.listen, resolver=args.resolver,
         tls_cafile=args.tls_cafile, log_dir=args.log_dir, metrics_port=args.metrics_port,
         allowed_networks=args.allow_networks, grace=args.grace,
-        snapshot_every=args.snapshot_every,
+        snapshot_every=args.snapshot_every, limits=limits, accept_loss=args.accept_loss,
     )
 
 
@@ -342,6 +363,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare(args)
 
 
+# -- egress journal check / salvage (bodies in engine.live.journal_check) --------
+
+
+def _add_journal(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "journal", help="check a spool's journal, or salvage what is readable of it",
+        description="check SPOOL: what the journal holds and what is wrong with it (exit 1 "
+        "if anything is). salvage SPOOL OUT: copy every readable event, body and snapshot "
+        "into the new spool OUT, which `egress deliver --spool OUT` can then use.",
+    )
+    p.add_argument("action", choices=("check", "salvage"))
+    p.add_argument("spool", metavar="SPOOL")
+    p.add_argument("out", metavar="OUT", nargs="?", help="salvage: the new spool directory")
+    p.set_defaults(func=cmd_journal)
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    """``egress journal check SPOOL`` / ``egress journal salvage SPOOL OUT``."""
+    from engine.errors import ConfigError
+    from engine.live.journal_check import check, salvage
+
+    if args.action == "check":
+        lines, ok = check(args.spool)
+        print("\n".join(lines))
+        return 0 if ok else 1
+    if args.out is None:
+        raise ConfigError("egress journal salvage needs SPOOL and OUT (a new directory)")
+    print("\n".join(salvage(args.spool, args.out)))
+    return 0
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_check,
     _add_simulate,
@@ -350,6 +402,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     _add_replay,
     _add_lab,
     _add_compare,
+    _add_journal,
 ]
 
 

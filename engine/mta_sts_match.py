@@ -1,8 +1,16 @@
 """MTA-STS MX pattern matching (RFC 8461 section 4.1), pure.
 
-The live driver fetches a policy; the engine decides which MX hosts a policy
-in ``enforce`` mode lets it use.  Both need the same matching rule, so it lives
-in the core as a plain function over strings.
+The connection plan (`engine.mxplan`) keeps only the MX hosts an enforcing
+policy's ``mx`` patterns allow; this is the one place that says which match.
+
+RFC 8461: a pattern is ``["*."] Domain`` (section 3.2); a wildcard matches
+exactly one left-most label, so ``*.example.com`` matches
+``mail.example.com`` but neither ``example.com`` nor ``foo.bar.example.com``
+(section 4.1).  Names compare as DNS names do: case-insensitive, a trailing
+root dot ignored.  Whitespace around a value is the policy's field delimiter
+(``":" *WSP``, section 3.2), not part of it, so it is stripped.  An empty
+pattern names no host; a host whose left-most label is ``*`` is not a host
+name (a wildcard in a pattern stands for a real label, never for ``*``).
 """
 
 from __future__ import annotations
@@ -17,13 +25,7 @@ def _norm(name: str) -> str:
 
 
 def mx_matches(pattern: str, host: str) -> bool:
-    """Does the MX `host` match the policy's `mx` `pattern`?
-
-    A pattern is a host name, or ``*.`` followed by a domain, which matches
-    exactly one extra left-most label: ``*.example.com`` matches
-    ``mx1.example.com`` but neither ``example.com`` nor ``a.b.example.com``.
-    Comparison ignores case and a trailing dot.
-    """
+    """Does the MX `host` match the policy's `mx` `pattern` (see the module docstring)?"""
     pattern, host = _norm(pattern), _norm(host)
     if not pattern or not host:
         return False

@@ -11,7 +11,7 @@ depends only on the MX set and the generator's state) and a replay shuffles
 the same way.  Before the plan is used, `prohibited_hosts` poisons it (any resolved
 address listed fails the whole ready queue, ``550 5.4.4``), `skip_hosts` drops
 addresses (none left: ``550 5.4.4`` too), and an enforcing MTA-STS policy keeps
-only hosts matching its ``mx`` patterns.
+only hosts matching its ``mx`` patterns (`engine.mta_sts_match`).
 
 Pure functions over plain values; the plan is a tuple of (host, address).
 """
@@ -22,23 +22,10 @@ import random
 from collections.abc import Container, Sequence
 
 from engine.events import MxRecord
+from engine.mta_sts_match import mx_allowed
 from engine.reply import Reply
 
 Plan = tuple[tuple[str, str], ...]
-
-
-def sts_host_matches(host: str, patterns: Sequence[str]) -> bool:
-    """RFC 8461 section 4.1: ``*.example.com`` matches exactly one extra label."""
-    host = host.lower().rstrip(".")
-    for pattern in patterns:
-        pattern = pattern.lower().rstrip(".")
-        if pattern.startswith("*."):
-            head, sep, tail = host.partition(".")
-            if sep and head and tail == pattern[2:]:
-                return True
-        elif host == pattern:
-            return True
-    return False
 
 
 def order_addresses(mx: Sequence[MxRecord], rng: random.Random) -> list[tuple[str, str]]:
@@ -80,7 +67,7 @@ def build_plan(
     plan: list[tuple[str, str]] = []
     seen_any = False
     for name, address in pairs:
-        if sts_patterns is not None and not sts_host_matches(name, sts_patterns):
+        if sts_patterns is not None and not mx_allowed(sts_patterns, name):
             continue
         seen_any = True
         if address not in skip:

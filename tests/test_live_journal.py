@@ -184,21 +184,69 @@ def test_journal_from_another_schema_is_refused(tmp_path: Path) -> None:
         Journal(path)
 
 
-def test_failed_commit_fails_its_futures_and_later_appends(tmp_path: Path) -> None:
+def _fail_events_while_flagged(path: Path) -> sqlite3.Connection:
+    """A trigger that refuses every event insert while table `fail` has a row."""
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("CREATE TABLE fail (x)")
+    con.execute("INSERT INTO fail VALUES (1)")
+    con.execute("CREATE TRIGGER boom BEFORE INSERT ON events WHEN (SELECT count(*) FROM fail) "
+                "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+    return con
+
+
+def test_events_of_a_failed_commit_are_kept_and_written_when_commits_succeed(
+        tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     j = Journal(path)
-    con = sqlite3.connect(path)
-    con.execute("CREATE TRIGGER boom BEFORE INSERT ON bodies WHEN NEW.id = 'bad' "
-                "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
-    con.commit()
-    con.close()
-    with pytest.raises(JournalError, match="commit failed: disk on fire"):
-        j.append_sync([msg(1)], {"bad": b"x"})
-    with pytest.raises(JournalError, match="commit failed: disk on fire"):
-        j.append_sync([msg(2)])
+    con = _fail_events_while_flagged(path)
+    first = j.submit([msg(1)])
+    second = j.submit([msg(2)])
+    deadline = time.monotonic() + 10
+    while j.failures < 2:  # retried, still failing
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not first.done() and not second.done()
+    con.execute("DELETE FROM fail")  # the disk has room again
+    assert first.result(10) == 1 and second.result(10) == 2
+    assert j.failures == 0
+    assert j.append_sync([msg(3)]) == 3
     j.close()
+    con.close()
     _, events = read_journal(path)
-    assert list(events) == []  # the failed transaction left nothing behind
+    assert [ev.id for _, ev in events] == ["m1", "m2", "m3"]  # type: ignore[attr-defined]
+
+
+def test_a_failed_accept_fails_alone_and_is_never_retried(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+
+    async def go() -> None:
+        with Journal(path) as j:
+            con = sqlite3.connect(path, isolation_level=None)
+            con.execute("CREATE TRIGGER boom BEFORE INSERT ON inbox WHEN NEW.id = 'm1' "
+                        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+            with pytest.raises(JournalError, match="commit failed: disk on fire"):
+                await j.accept(msg(1), b"one")
+            assert await j.accept(msg(2), b"two") == 0
+            assert [ev.id for ev in j.inbox()] == ["m2"]
+            await asyncio.wrap_future(j.submit([msg(2)]))  # its event leaves the inbox
+            assert j.inbox() == []
+            assert j.body("m2") == b"two"
+            with pytest.raises(KeyError):
+                j.body("m1")
+            con.close()
+
+    asyncio.run(go())
+
+
+def test_closing_while_commits_fail_does_not_hang(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    con = _fail_events_while_flagged(path)
+    kept = j.submit([msg(1)])
+    j.close()
+    with pytest.raises(JournalError, match="closed while commits were failing"):
+        kept.result(10)
+    con.close()
 
 
 def test_corrupt_row_is_reported_with_its_seq(tmp_path: Path) -> None:

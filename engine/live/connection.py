@@ -27,17 +27,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from engine.errors import ReplyParseError
-from engine.events import Malformed, Response
+from engine.events import Event, Malformed, Response
 from engine.reply import Reply
 from engine.wire import ReplyParser
 
-if TYPE_CHECKING:
-    from engine.live.driver import LiveDriver
-
-__all__ = ["CACHED_READS", "CACHED_READ_BYTES", "SmtpClientProtocol"]
+__all__ = ["CACHED_READS", "CACHED_READ_BYTES", "ConnectionHost", "SmtpClientProtocol"]
 
 CACHED_READS = 256
 """Distinct reads remembered with their replies (the cache is emptied when full)."""
@@ -46,10 +43,22 @@ CACHED_READ_BYTES = 1024
 """Longest read remembered (an EHLO answer fits; a long multi-line reply does not)."""
 
 
+class ConnectionHost(Protocol):
+    """What a connection needs from its driver (`engine.live.driver.LiveDriver`)."""
+
+    reply_cache: dict[bytes, tuple[Reply, ...]]
+
+    def handle_io(self, event: Event) -> bool: ...
+
+    def connection_made(self, conn: int, proto: SmtpClientProtocol) -> None: ...
+
+    def connection_lost(self, conn: int, reason: str) -> None: ...
+
+
 class SmtpClientProtocol(asyncio.Protocol):
     """One outbound SMTP connection: bytes in -> `Response` events out."""
 
-    def __init__(self, driver: LiveDriver, conn: int) -> None:
+    def __init__(self, driver: ConnectionHost, conn: int) -> None:
         self.driver = driver
         self.conn = conn
         self.parser = ReplyParser()

@@ -16,7 +16,7 @@ Timers are `engine.live.timers.LiveTimers`: one asyncio handle per timer name,
 re-armed lazily (moving a deadline later costs no handle).
 
 Journaling, two ways.  With ``journal=`` (one event at a time) each accepted
-event is handed over at once, as before.  With ``journal_batch=`` the events
+event is handed over at once.  With ``journal_batch=`` the events
 the driver's own I/O produces (replies, timers, connects, DNS answers) are
 collected and handed over in one list per loop iteration, in exactly the
 order the engine handled them, so one journal append (one request, one
@@ -32,7 +32,8 @@ that was readable in that iteration.  Two rules keep the journal's contract
   of the events that finished its message.
 
 `feed()` from outside (a submission, `Restarted`) hands everything over before
-it returns, so its caller can await the commit of what it fed.
+it returns, and returns the sink's answer (the commit future), so its caller
+can await the commit of what it fed.
 
 Bodies are encoded for the wire once per message and kept until `Discard`
 (bounded), so a retry or a second transaction of the same message does not
@@ -69,6 +70,7 @@ from engine.events import Timer as TimerName
 from engine.live.connection import SmtpClientProtocol
 from engine.live.driver_io import DriverIO
 from engine.live.timers import LiveTimers
+from engine.reply import Reply
 from engine.wire import encode_auth_plain, encode_body, encode_command
 
 log = logging.getLogger("egress.live")
@@ -126,7 +128,7 @@ class LiveDriver(DriverIO):
         self._flush_handle: asyncio.Handle | None = None
         self._wire_bodies: dict[str, bytes] = {}  # message id -> encode_body(...)
         self._wire_bytes = 0
-        self.reply_cache: dict[bytes, tuple[Any, ...]] = {}  # see SmtpClientProtocol
+        self.reply_cache: dict[bytes, tuple[Reply, ...]] = {}  # see SmtpClientProtocol
         self.protocol_errors = 0  # events the engine refused (driver bugs; should stay 0)
         self.draining = False  # shutting down: start no connection, no transaction
         self.suppressed: set[int] = set()  # conns whose transaction start was not sent
@@ -146,32 +148,34 @@ class LiveDriver(DriverIO):
 
     # -- the ways in ----------------------------------------------------------
 
-    def feed(self, event: Event) -> None:
+    def feed(self, event: Event) -> Any:
         """Hand `event` to the engine, journal it, carry out what it orders.
 
         Called from outside the driver (a submission, `Restarted`): whatever
         was waiting to be journaled, this event included, is handed to the
-        journal before it returns, so the caller can await its commit.
+        journal before it returns.  Returns what the journal sink returned for
+        that hand-over (in batch mode, the commit future to await), or None
+        when the engine refused the event (nothing was journaled for it).
         """
-        self.handle_io(event)
-        if self._unjournaled or self._discards:
-            self.flush_journal()
+        if not self.handle_io(event):
+            return None
+        return self.flush_journal()
 
-    def handle_io(self, event: Event) -> None:
+    def handle_io(self, event: Event) -> bool:
         """Hand an event the driver's I/O produced to the engine; journal it with
         this loop iteration's others (batch mode) or at once; carry out its effects.
 
         The event is journaled only once the engine accepted it: an event the
         engine refuses (`ProtocolError`, a driver bug) leaves its state
         unchanged, so it must not enter the journal either, or every replay
-        would trip on it.  It is logged loudly and counted instead.
+        would trip on it.  It is logged loudly and counted instead (False).
         """
         try:
             effects = self.engine.handle(event)
         except ProtocolError:
             self.protocol_errors += 1
             log.error("live driver: the engine refused %r", event, exc_info=True)
-            return
+            return False
         if self.journal_batch is not None:
             self._unjournaled.append(event)
             if self._flush_handle is None:
@@ -184,21 +188,23 @@ class LiveDriver(DriverIO):
             if handler is None:  # pragma: no cover - an effect type this driver does not know
                 raise TypeError(f"the live driver cannot carry out {effect!r}")
             handler(effect)
+        return True
 
-    def flush_journal(self) -> None:
+    def flush_journal(self) -> Any:
         """Batch mode: hand the waiting events to the journal (one call), then
-        pass on the Discards they led to.  Nothing to do in the other modes."""
+        pass on the Discards they led to; return what the sink returned (None
+        when nothing was waiting).  Nothing to do in the other modes."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         events, self._unjournaled = self._unjournaled, []
-        if events:
-            self.journal_batch(events)  # type: ignore[misc]
+        committed = self.journal_batch(events) if events else None  # type: ignore[misc]
         if self._discards:
             discards, self._discards = self._discards, []
             if self.on_discard is not None:
                 for message_id in discards:
                     self.on_discard(message_id)
+        return committed
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = self.loop.create_task(coro)  # type: ignore[arg-type]

@@ -29,6 +29,8 @@ from engine.events import (
     TlsFailed,
 )
 from engine.live.connection import SmtpClientProtocol
+from engine.live.tls import TlsHandshakeError, upgrade
+from engine.reply import Reply
 from engine.wire import ReplyParser
 
 __all__ = ["DriverIO"]
@@ -45,8 +47,9 @@ class DriverIO:
     tls_cafile: str | None
     _conns: dict[int, SmtpClientProtocol]
     _pending: dict[int, asyncio.Task[None]]
+    reply_cache: dict[bytes, tuple[Reply, ...]]
 
-    def handle_io(self, event: Event) -> None:  # pragma: no cover - LiveDriver's
+    def handle_io(self, event: Event) -> bool:  # pragma: no cover - LiveDriver's
         raise NotImplementedError
 
     async def _resolve(self, domain: str) -> None:
@@ -103,8 +106,6 @@ class DriverIO:
         self.handle_io(Connected(at=time.time(), conn=conn))
 
     async def _starttls(self, eff: StartTls) -> None:
-        from engine.live.tls import TlsHandshakeError, upgrade
-
         proto = self._conns.get(eff.conn)
         if proto is None or proto.transport is None:
             return

@@ -3,9 +3,14 @@
 Why it is shaped so:
 
 * **One SQLite file, stdlib `sqlite3`, WAL mode, ``synchronous=FULL``.**  A
-  message's `MessageSubmitted` event and its body are committed in one
-  transaction before the ingestion side answers 250, and FULL makes that
-  commit survive a power cut (NORMAL in WAL mode does not).
+  submission (its `MessageSubmitted` event and body) is committed to the
+  inbox (`accept`) before the engine sees it and the client is told 250, and
+  FULL makes that commit survive a power cut (NORMAL in WAL mode does not).
+* **A failed commit is an episode, not the end.**  An `accept` whose commit
+  fails fails (the client gets 451; nothing is kept).  Everything else was
+  already handled by the engine and holds its seq: it is kept and retried,
+  with a growing pause, until a commit succeeds (the disk has room again).
+  One line is logged when an episode starts and one when it ends.
 * **Group commit by one writer thread.**  The writer thread owns the only
   write connection; every request queued while it was committing goes into
   the next transaction, so one fsync acknowledges many sessions.  Callers
@@ -18,7 +23,9 @@ Why it is shaped so:
   (data is `engine.codec`'s encoding of one event; `at` and `kind` are copied
   out so SQL alone can count and plot), ``bodies(id, data)`` (dropped when the
   engine discards the message), ``snapshots(seq, data)`` (the engine's
-  ``snapshot()`` after handling event `seq`; the last two are kept), ``meta``
+  ``snapshot()`` after handling event `seq`; the last two are kept),
+  ``inbox(id, data)`` (accepted submissions whose event is not yet in
+  ``events``: what a restart must still hand to the engine), ``meta``
   (codec version and schema fingerprint, checked on open) and a view
   ``event_log``.  `load_events` turns the events into dicts for pandas.
 
@@ -31,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,50 +48,23 @@ from typing import Any
 
 from engine import codec
 from engine.errors import JournalError
-from engine.events import Event
+from engine.events import Event, MessageSubmitted
+from engine.live.journal_batch import Request, complete, prepare, write_batch
+from engine.live.journal_mark import JournalLossError, Mark, open_mark
 from engine.live.journal_read import connect, iter_events, load_events, read_journal
+from engine.live.private_files import private_dir, private_file
 
-__all__ = ["JOURNAL_FILE", "Journal", "iter_events", "load_events", "read_journal"]
+__all__ = ["JOURNAL_FILE", "Journal", "JournalLossError", "iter_events", "load_events",
+           "read_journal"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS snapshots (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
-CREATE VIEW IF NOT EXISTS event_log AS
-    SELECT seq, strftime('%Y-%m-%d %H:%M:%f', at, 'unixepoch') AS time, at, kind,
-           length(data) AS bytes
-    FROM events;
-"""
-_KEEP_SNAPSHOTS = 2
+RETRY_PAUSE = 0.2  # seconds before retrying after a failed commit, times the failures
+MAX_RETRY_PAUSE = 2.0
+CLOSE_RETRIES = 3  # failed commits while closing before what is kept is given up
+
+log = logging.getLogger("egress.journal")
 _NO_BODIES: dict[str, bytes | None] = {}  # shared, never written: requests without bodies
 
 JOURNAL_FILE = "journal.sqlite"
-
-
-@dataclasses.dataclass(slots=True)
-class _Request:
-    """One caller's writes, committed atomically with whatever else is pending."""
-
-    rows: list[tuple[int, float, str, bytes]]
-    bodies: dict[str, bytes | None]  # None: drop the body
-    snapshot: tuple[int, bytes] | None
-    result: int
-    future: Future[int] | asyncio.Future[int]
-    loop: asyncio.AbstractEventLoop | None  # set for asyncio futures
-    drops_only: bool = False  # made by drop_body: later drops may join it
-
-
-def _settle(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
-    """Complete asyncio futures in their loop's thread (one call per commit)."""
-    for fut, value in items:
-        if fut.done():  # the awaiting task was cancelled: nothing to tell
-            continue
-        if isinstance(value, BaseException):
-            fut.set_exception(value)
-        else:
-            fut.set_result(value)
 
 
 class Journal:
@@ -94,7 +74,8 @@ class Journal:
     transaction (1 gives one commit per append, for comparison).
     """
 
-    def __init__(self, path: str | Path, *, max_batch: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, max_batch: int | None = None,
+                 accept_loss: bool = False) -> None:
         self.path = Path(path)
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"Journal max_batch must be >= 1 or None, not {max_batch!r}")
@@ -104,21 +85,31 @@ class Journal:
                 "does not exist"
             )
         self._max_batch = max_batch
+        try:
+            private_file(self.path)  # before SQLite creates it: its -wal/-shm take its mode
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {str(self.path)!r}: {exc.strerror}") from None
         self._conn = connect(self.path)
         try:
             self._setup()
         except BaseException:
             self._conn.close()
             raise
+        try:
+            self._mark = open_mark(self.path, self._committed, accept_loss)
+        except BaseException:
+            self._conn.close()
+            raise
         self._reader = connect(self.path)
         self._reader_lock = threading.Lock()
         self._cond = threading.Condition()
-        self._pending: list[_Request] = []
+        self._pending: list[Request] = []
         self._closing = False
         self._idle = False  # the writer waits on _cond (guarded by it)
         self._closed = False
-        self._failed: JournalError | None = None
+        self.failures = 0  # failed commits in the current episode (0: writing fine)
         self.commits = 0  # transactions committed (for benchmarks and tests)
+        self._synced = True  # the writer connection's synchronous is FULL
         self._writer = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._writer.start()
 
@@ -126,32 +117,23 @@ class Journal:
     def in_spool(cls, spool: str | Path, **kwargs: Any) -> Journal:
         """The journal of a spool directory (created if missing): ``SPOOL/journal.sqlite``."""
         directory = Path(spool)
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         return cls(directory / JOURNAL_FILE, **kwargs)
 
     def _setup(self) -> None:
-        conn = self._conn
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise JournalError(f"journal {str(self.path)!r}: cannot use WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(_SCHEMA)
-            meta = dict(conn.execute("SELECT key, value FROM meta"))
-            want = {"codec_version": str(codec.VERSION),
-                    "schema": codec.SCHEMA_FINGERPRINT.hex()}
-            if not meta:
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
-            for key, value in want.items():
-                if meta and meta.get(key) != value:
-                    raise JournalError(
-                        f"journal {str(self.path)!r} was written with {key} "
-                        f"{meta.get(key)!r}; this build has {value!r}"
-                    )
-            row = conn.execute("SELECT max(seq) FROM events").fetchone()
+            found = prepare(self._conn, self.path)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {str(self.path)!r}: {exc}") from None
-        self._last_seq: int = row[0] or 0
+        self._last_seq: int = found.seq
+        self._committed = found
+
+    def cap_pages(self, pages: int) -> int:
+        """Cap the database at `pages` pages (a spool quota); the cap in force,
+        which SQLite keeps at least the current size.  A commit that would pass
+        it fails as on a full disk."""
+        row = self._conn.execute(f"PRAGMA max_page_count = {int(pages)}").fetchone()
+        return int(row[0])
 
     @property
     def last_seq(self) -> int:
@@ -169,8 +151,12 @@ class Journal:
         loop: asyncio.AbstractEventLoop | None,
         *,
         drops_only: bool = False,
+        inbox: tuple[tuple[str, bytes], ...] = (),
+        withdrawn: tuple[str, ...] = (),
+        durable: bool = True,
     ) -> None:
         datas = codec.encode_each(events)
+        done = withdrawn + tuple(ev.id for ev in events if type(ev) is MessageSubmitted)
         for key, data in bodies.items():
             if not isinstance(key, str) or not (data is None or isinstance(data, bytes)):
                 raise JournalError(
@@ -179,8 +165,6 @@ class Journal:
         with self._cond:
             if self._closing:
                 raise JournalError(f"journal {str(self.path)!r} is closed")
-            if self._failed is not None:
-                raise self._failed
             if snapshot is not None and not 0 <= snapshot[0] <= self._last_seq:
                 raise JournalError(
                     f"snapshot seq {snapshot[0]} is not between 0 and the last event's "
@@ -191,8 +175,9 @@ class Journal:
                     for i, (ev, data) in enumerate(zip(events, datas, strict=True))]
             self._last_seq += len(rows)
             self._pending.append(
-                _Request(rows, dict(bodies) if bodies else _NO_BODIES, snapshot,
-                         self._last_seq, future, loop, drops_only)
+                Request(rows, dict(bodies) if bodies else _NO_BODIES, snapshot,
+                         self._last_seq, future, loop, drops_only, inbox, done,
+                         retry=not inbox, durable=durable)
             )
             if self._idle:  # the writer sleeps: wake it (else it takes this batch next)
                 self._cond.notify()
@@ -214,12 +199,54 @@ class Journal:
         self._enqueue(events, bodies or {}, None, fut, loop)
         return fut
 
+    def accept(self, event: MessageSubmitted, body: bytes) -> asyncio.Future[int]:
+        """Make a submission durable before the engine sees it: its body and its
+        event go to the inbox; the returned future completes after the commit.
+
+        If that commit fails the future fails and nothing is kept or retried
+        (the client is told 451).  The event itself is journaled later, in the
+        engine's order, like any other (`append`/`submit`); the same commit
+        takes it out of the inbox.  What is still in the inbox at startup was
+        accepted but never reached the events (`inbox`).
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._enqueue((), {event.id: body}, None, fut, loop,
+                      inbox=((event.id, codec.encode_event(event)),))
+        return fut
+
+    def withdraw(self, message_id: str) -> Future[int]:
+        """Take an accepted submission back out of the inbox, with its body."""
+        fut: Future[int] = Future()
+        self._enqueue((), {message_id: None}, None, fut, None, withdrawn=(message_id,))
+        return fut
+
+    def inbox(self) -> list[MessageSubmitted]:
+        """The accepted submissions whose event was never journaled, oldest first."""
+        with self._reader_lock:
+            rows = self._reader.execute("SELECT data FROM inbox ORDER BY rowid").fetchall()
+        out = []
+        for (data,) in rows:
+            ev = codec.decode_event(bytes(data))
+            assert isinstance(ev, MessageSubmitted)
+            out.append(ev)
+        return out
+
     def submit(
         self, events: Sequence[Event], bodies: Mapping[str, bytes] | None = None
     ) -> Future[int]:
         """Like `append`, for threads: a `concurrent.futures.Future` completed after commit."""
         fut: Future[int] = Future()
         self._enqueue(events, bodies or {}, None, fut, None)
+        return fut
+
+    def record(self, events: Sequence[Event]) -> Future[int]:
+        """Like `submit` for events nobody waits on (the driver's): their commit
+        may skip the fsync (``synchronous=NORMAL``: safe from a process crash;
+        a power cut may lose them, which only retries what was in flight); a
+        later durable commit syncs them with it."""
+        fut: Future[int] = Future()
+        self._enqueue(events, {}, None, fut, None, durable=False)
         return fut
 
     def append_sync(
@@ -242,8 +269,7 @@ class Journal:
             raise JournalError(f"drop_body needs a message id (str), not {message_id!r}")
         with self._cond:
             last = self._pending[-1] if self._pending else None
-            if last is not None and last.drops_only and not self._closing \
-                    and self._failed is None:
+            if last is not None and last.drops_only and not self._closing:
                 last.bodies[message_id] = None
                 return last.future  # type: ignore[return-value]
         fut: Future[int] = Future()
@@ -262,6 +288,12 @@ class Journal:
         conn = self._conn
         while True:
             with self._cond:
+                if self.failures and self._pending and not self._closing:
+                    # Writing failed: retry what is kept after a pause (or when
+                    # something new arrives), not in a tight loop.
+                    self._idle = True
+                    self._cond.wait(min(RETRY_PAUSE * self.failures, MAX_RETRY_PAUSE))
+                    self._idle = False
                 while not self._pending and not self._closing:
                     self._idle = True
                     self._cond.wait()
@@ -271,60 +303,58 @@ class Journal:
                 del self._pending[:cut]
             if batch:
                 self._commit(conn, batch)
+                if self._closing and self.failures and self.failures >= CLOSE_RETRIES:
+                    self._give_up()
             elif self._closing:
                 break
         with contextlib.suppress(sqlite3.Error):  # if so, the next open replays the WAL
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
+        self._mark.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
-        rows = [row for req in batch for row in req.rows]
-        bodies: dict[str, bytes | None] = {}
-        snapshots = []
-        for req in batch:  # later requests win: a drop after an insert deletes it
-            bodies.update(req.bodies)
-            if req.snapshot is not None:
-                snapshots.append(req.snapshot)
+    def _commit(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
         outcome: int | JournalError | None = None
+        accepted = self._committed.accepted + sum(len(req.inbox) for req in batch)
+        durable = any(req.durable for req in batch)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            if rows:
-                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
-            keep = [(k, v) for k, v in bodies.items() if v is not None]
-            if keep:
-                conn.executemany("INSERT OR REPLACE INTO bodies VALUES (?, ?)", keep)
-            drop = [(k,) for k, v in bodies.items() if v is None]
-            if drop:
-                conn.executemany("DELETE FROM bodies WHERE id = ?", drop)
-            if snapshots:
-                conn.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", snapshots)
-                conn.execute(
-                    "DELETE FROM snapshots WHERE seq NOT IN "
-                    "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)", (_KEEP_SNAPSHOTS,)
-                )
-            conn.execute("COMMIT")
+            if durable != self._synced:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._synced = durable
+            write_batch(conn, batch, accepted)
             self.commits += 1
         except sqlite3.Error as exc:
             outcome = JournalError(f"journal {str(self.path)!r}: commit failed: {exc}")
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if not self.failures:  # one line per episode, not per commit
+                log.error("%s; submissions are refused (451) and the rest kept and "
+                          "retried until a commit succeeds", outcome)
+            self.failures += 1
+            # What the engine already handled keeps its seqs and is written by a
+            # later commit; only the accepted-but-unanswered submissions fail.
+            kept = [req for req in batch if req.retry]
+            batch = [req for req in batch if not req.retry]
             with self._cond:
-                self._failed = outcome  # the seqs handed out no longer match the file
-        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for req in batch:
-            value = outcome if outcome is not None else req.result
-            if req.loop is None:
-                fut = req.future
-                assert isinstance(fut, Future)
-                if isinstance(value, BaseException):
-                    fut.set_exception(value)
-                else:
-                    fut.set_result(value)
-            else:
-                by_loop.setdefault(req.loop, []).append((req.future, value))
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
-                loop.call_soon_threadsafe(_settle, items)
+                self._pending[:0] = kept
+        else:
+            seq = max((req.rows[-1][0] for req in batch if req.rows),
+                      default=self._committed.seq)
+            self._committed = Mark(max(seq, self._committed.seq), accepted)
+            if durable:  # the mark never runs ahead of what is on disk
+                self._mark.write(self._committed)
+            if self.failures:
+                log.warning("journal %r: commits succeed again after %d failed",
+                            str(self.path), self.failures)
+                self.failures = 0
+        complete(batch, outcome)
+
+    def _give_up(self) -> None:
+        """Closing while commits still fail: fail what is kept (it is lost, as in a
+        crash: the next start retries what was in flight)."""
+        with self._cond:
+            kept, self._pending[:] = list(self._pending), []
+        complete(kept, JournalError(f"journal {str(self.path)!r}: closed while commits "
+                                        "were failing"))
 
     def close(self) -> None:
         """Commit what is pending, checkpoint the WAL into the file and close."""

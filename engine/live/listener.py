@@ -1,12 +1,7 @@
-"""The fast SMTP listener: a plain asyncio Protocol in place of aiosmtpd.
+"""The SMTP listener: accepted mail becomes `Submission`s, acknowledged once durable.
 
-Profiling `egress deliver` end to end (BENCHMARKS.md as of commit 323a9ed,
-"Delivery and end to end"; the current profile there is of this listener)
-put about 40 % of the relay's time inside aiosmtpd itself: a
-`StreamReader.readuntil` per body line, the `email` address parser per
-MAIL/RCPT, a coroutine and a `drain()` per reply.  `Listener` replaced that
-aiosmtpd-based server (since removed) and kept its constructor, attributes
-and promises, as an operator of KumoMTA would expect them:
+A plain asyncio server (no aiosmtpd: its per-line stream reads and address
+parser cost most of the relay's time).  What it promises:
 
 * No open relay.  RCPT is accepted only from clients inside
   `allowed_networks` (loopback by default) or clients that authenticated;
@@ -22,28 +17,19 @@ and promises, as an operator of KumoMTA would expect them:
   lost.  A message over `max_message_size` gets ``552``.
 * Tenant and campaign come from the X-Tenant / X-Campaign headers (the names
   are configurable).  The headers are left in place.
+* Bounded: connections (globally and per client), DATA buffered in memory
+  across connections, and AUTH failures per client
+  (`engine.live.listener_limits`).
 * Graceful stop: `stop(grace)` refuses new connections, lets transactions
   already committing finish (up to `grace` seconds), then closes the rest; a
   client cut off mid-message has no 250 and retries.
 
-It does the work differently:
-
-* one receive buffer per connection; `data_received` handles every complete
-  command in it, in order, and sends all their replies in one write (RFC
-  2920 pipelining falls out of this);
-* DATA is not read line by line: the buffer is searched for CRLF "." CRLF
-  (from where the last search stopped) and un-dot-stuffed with one
-  `bytes.replace` (`listener_wire.undot`);
-* the commit is the only coroutine: a task per message awaits the submit
-  callback, then the reply is queued and the buffer processed again.  While
-  it runs, bytes that arrive are only buffered.
-
-Divergences from aiosmtpd, on purpose: replies carry enhanced status codes
-(ENHANCEDSTATUSCODES is advertised); the null sender ``MAIL FROM:<>`` is
-submitted as ``""`` (aiosmtpd gave ``"<>"``, which the delivery side would
-have sent as ``MAIL FROM:<<>>``); command lines may be up to 2048 bytes
-(aiosmtpd: 512) and body lines are not limited (aiosmtpd: 1001); an idle
-client is told ``421 4.4.2`` before the close.
+The protocol itself is `engine.live.listener_session`: one receive buffer per
+connection, every complete command answered in one write (RFC 2920
+pipelining falls out of this), DATA found by searching for CRLF "." CRLF.
+Replies carry enhanced status codes; the null sender ``MAIL FROM:<>`` is
+submitted as ``""``; command lines may be up to 2048 bytes; an idle client
+is told ``421 4.4.2`` before the close.
 """
 
 from __future__ import annotations
@@ -56,7 +42,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.cidr import CidrSet
+from engine.live.listener_limits import Limits, LimitSettings
 from engine.live.listener_session import SmtpConnection
+from engine.live.listener_state import ListenerSettings
 from engine.live.submission import SubmitCallback
 
 __all__ = ["DEFAULT_ALLOWED_NETWORKS", "DEFAULT_MAX_MESSAGE_SIZE", "Listener"]
@@ -75,7 +63,8 @@ class Listener:
     list of CIDR strings) may relay without AUTH; `auth` maps user -> password
     for AUTH PLAIN/LOGIN (None: AUTH not offered), offered only over TLS or to
     a loopback client.  `tls_context` enables STARTTLS.  `timeout` closes a
-    connection idle that many seconds.  Start with ``await listener.start()``
+    connection idle that many seconds.  `limits` bounds connections, buffered
+    DATA and AUTH failures (`engine.live.listener_limits`).  Start with ``await listener.start()``
     or ``async with``; `port` 0 picks a free port, readable as ``.port``.
     """
 
@@ -94,6 +83,7 @@ class Listener:
         tenant_header: str = "X-Tenant",
         campaign_header: str = "X-Campaign",
         timeout: float = 300.0,
+        limits: LimitSettings | None = None,
     ) -> None:
         if not callable(submit):
             raise TypeError(f"Listener submit must be an async callable, not {submit!r}")
@@ -121,19 +111,22 @@ class Listener:
         self.submit = submit
         if allowed_networks is None:
             allowed_networks = DEFAULT_ALLOWED_NETWORKS
-        self.allowed_networks = CidrSet.coerce(
-            allowed_networks if isinstance(allowed_networks, CidrSet | str)
-            else list(allowed_networks), key="allowed_networks")
-        self.auth = dict(auth) if auth is not None else None
-        self.max_message_size = max_message_size
-        self.max_recipients = max_recipients
-        self.tls_context = tls_context
-        self.hostname = hostname or socket.gethostname()
-        self.tenant_header = tenant_header
-        self.campaign_header = campaign_header
-        self.timeout = float(timeout)
-        self._tenant_key = tenant_header.lower().encode() + b":"
-        self._campaign_key = campaign_header.lower().encode() + b":"
+        self.settings = ListenerSettings(
+            hostname=hostname or socket.gethostname(),
+            allowed_networks=CidrSet.coerce(
+                allowed_networks if isinstance(allowed_networks, CidrSet | str)
+                else list(allowed_networks), key="allowed_networks"),
+            auth=dict(auth) if auth is not None else None,
+            max_message_size=max_message_size,
+            max_recipients=max_recipients,
+            tls_context=tls_context,
+            timeout=float(timeout),
+            tenant_header=tenant_header,
+            campaign_header=campaign_header,
+        )
+        self.limits = Limits(limits if limits is not None else LimitSettings())
+        self.tenant_key = tenant_header.lower().encode() + b":"
+        self.campaign_key = campaign_header.lower().encode() + b":"
         self.accepted = 0  # submissions committed and acknowledged
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[SmtpConnection] = set()
@@ -149,11 +142,20 @@ class Listener:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("listener: listening on %s:%d", self.host, self.port)
 
-    def _commit_started(self) -> None:
+    # -- what connections report (`engine.live.listener_session.ListenerHost`) --
+
+    def opened(self, conn: SmtpConnection) -> None:
+        self._conns.add(conn)
+
+    def closed(self, conn: SmtpConnection) -> None:
+        self._conns.discard(conn)
+
+    def commit_started(self) -> None:
         self._busy += 1
         self._idle.clear()
 
-    def _commit_ended(self) -> None:
+    def commit_ended(self, accepted: int) -> None:
+        self.accepted += accepted
         self._busy -= 1
         if self._busy == 0:
             self._idle.set()

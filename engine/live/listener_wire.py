@@ -7,12 +7,15 @@ shaped for speed on the listener's hot path: bytes methods (`find`, `split`,
 `replace`) over whole buffers, never a regex or the `email` package per
 command, and reply lines prebuilt as bytes.
 
-What aiosmtpd did and this keeps (the listener replaced an aiosmtpd-based
-one and answers as it did): command lines end at LF (a bare LF is accepted, trailing CR/LF
-stripped); DATA lines end only at CRLF, so a bare LF inside the body is kept
-as it is (neither normalised nor refused) and only CRLF "." CRLF ends the
-body; the first "." of every body line is removed (RFC 5321 4.5.2); the size
-limit is on the body as sent (dot-stuffed, with its final CRLF).
+What it keeps of aiosmtpd's behaviour (what clients were tested against):
+command lines end at LF (a bare LF is accepted, trailing CR/LF stripped);
+DATA lines end only at CRLF, so a bare LF inside the body is kept as it is
+(neither normalised nor refused) and only CRLF "." CRLF ends the body; the
+first "." of every body line is removed (RFC 5321 4.5.2); the size limit is
+on the body as sent (dot-stuffed, with its final CRLF).  Stricter than
+aiosmtpd: a MAIL/RCPT address with a control character or over RFC 5321's
+length limits is refused (`check_address`), so it never reaches the journal
+or a later MAIL/RCPT on the wire.
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ import ipaddress
 from engine.live.submission import metadata_from_headers, recipient_domain
 
 __all__ = [
+    "MAX_DOMAIN",
+    "MAX_LOCAL_PART",
+    "MAX_PATH",
     "AddressError",
     "MailParams",
+    "check_address",
     "fast_metadata",
     "is_loopback",
     "parse_mail_params",
@@ -39,13 +46,36 @@ class AddressError(ValueError):
     """A MAIL/RCPT argument that is not a path; the message is the reply to send."""
 
 
+MAX_LOCAL_PART = 64  # octets, RFC 5321 4.5.3.1.1
+MAX_DOMAIN = 255  # octets, RFC 5321 4.5.3.1.2
+MAX_PATH = 256  # octets with the angle brackets, RFC 5321 4.5.3.1.3
+
+_CONTROLS = frozenset(range(0x20)) | {0x7F}
+
+
+def check_address(addr: str) -> None:
+    """Refuse what must never reach the journal or a later MAIL/RCPT: control
+    characters (CR, LF, NUL, ...: they would break or smuggle commands when the
+    address is relayed) and paths over RFC 5321's limits.  Raises `AddressError`
+    with the reply; the caller has already refused non-ASCII (no SMTPUTF8)."""
+    if any(ord(c) in _CONTROLS for c in addr):
+        raise AddressError("501 5.5.2 Error: control character in address")
+    at = addr.rfind("@")
+    if at > MAX_LOCAL_PART:
+        raise AddressError(f"553 5.1.3 Error: local part longer than {MAX_LOCAL_PART} octets")
+    if at >= 0 and len(addr) - at - 1 > MAX_DOMAIN:
+        raise AddressError(f"553 5.1.3 Error: domain longer than {MAX_DOMAIN} octets")
+    if len(addr) + 2 > MAX_PATH:
+        raise AddressError(f"501 5.5.4 Error: path longer than {MAX_PATH} octets")
+
+
 def parse_path(arg: str, keyword: str) -> tuple[str, str]:
     """``"FROM:<a@b> SIZE=5"`` -> ``("a@b", "SIZE=5")`` for keyword ``"FROM:"``.
 
     A null path ``<>`` gives ``""``.  Raises `AddressError` whose text is the
     reply: ``501`` when the keyword or address is missing, ``553`` when the
-    angle brackets do not close.  An address without brackets is taken up to
-    the first space, as aiosmtpd's parser did.
+    angle brackets do not close, and what `check_address` refuses.  An address
+    without brackets is taken up to the first space, as aiosmtpd's parser did.
     """
     n = len(keyword)
     if arg[:n].upper() != keyword:
@@ -70,6 +100,7 @@ def parse_path(arg: str, keyword: str) -> tuple[str, str]:
             raise AddressError("553 5.1.3 Error: malformed address")
     if "<" in addr or (" " in addr and not addr.startswith('"')):
         raise AddressError("553 5.1.3 Error: malformed address")
+    check_address(addr)
     return addr, params
 
 

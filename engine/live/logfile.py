@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
+from engine.live.private_files import open_new, private_dir
+
 __all__ = ["LogWriter", "read_records"]
 
 _SUFFIX = ".jsonl"
@@ -67,7 +69,7 @@ class LogWriter:
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"LogWriter directory {str(self.directory)!r} exists and is not "
                              "a directory")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         self.max_bytes = max_bytes
         self.max_age = float(max_age) if max_age is not None else None
         self._clock = clock
@@ -160,7 +162,7 @@ class LogWriter:
             self._seq += 1
             path = self.directory / f"{stamp}-{self._seq:06d}{_SUFFIX}"
             try:
-                self._file = open(path, "xb")  # noqa: SIM115 - closed in _close_segment
+                self._file = open_new(path)  # closed in _close_segment
             except FileExistsError:
                 continue
             break

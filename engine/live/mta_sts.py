@@ -4,7 +4,7 @@ fetch, strict parsing, and the policy cache.
 The engine asks `FetchMtaSts(domain)` and wants `MtaStsResolved(policy=...)`
 back, the policy or None; what a policy means for delivery (enforce ->
 Required and only matching MX hosts, testing -> OpportunisticInsecure) is the
-engine's business, with `engine.mta_sts_match.mx_matches`.
+engine's business (`engine.mxplan`, matching with `engine.mta_sts_match`).
 
 The control flow is RFC 8461 section 5.1, kept in one method (`fetch`):
 

@@ -27,7 +27,7 @@ from OpenSSL import SSL, crypto
 
 from engine.effects import TlsMode, TlsSettings
 from engine.live.dane import certificate_names, dane_verify, name_matches, usable_record
-from engine.live.tls import TlsHandshakeError, TlsInfo, subject_of
+from engine.live.tls_info import TlsHandshakeError, TlsInfo, subject_of
 
 __all__ = ["OPENSSL_OPTIONS", "openssl_context", "openssl_upgrade", "parse_openssl_options"]
 

@@ -2,9 +2,7 @@
 
 It owns and joins the pieces, each written and tested on its own: the
 `Journal` (durable events and bodies), the `Engine` (every decision), the
-`LiveDriver` (every I/O), the `Listener` (SMTP in: a plain asyncio protocol
-that replaced an aiosmtpd-based listener with the same behaviour: 2.7x its
-rate in bench/listener.py when it did, commit 24fbbb8), the `LogWriter`
+`LiveDriver` (every I/O), the `Listener` (SMTP in), the `LogWriter`
 (KumoMTA-shaped JSON lines) and the Prometheus endpoint.  What it adds is
 only the joining, and the order things happen in:
 
@@ -14,16 +12,21 @@ only the joining, and the order things happen in:
   Then one `Restarted` event, journaled like any other, tells the engine that
   the previous process's connections, lookups and timers are gone
   (`engine.restart`): in-flight messages are handed back without counting an
-  attempt and retried at once.  Delivery is at least once: a message whose
-  250 from the remote server was not yet journaled at a crash is sent again.
-* **Committed before acknowledged.**  A submission (SMTP or `submit()`) is
-  handed to the engine and appended to the journal with its body in the same
-  call, so its sequence number is the order the engine saw it; the 250 (or
-  the API's return) waits for the group commit.  Until then the body is
-  served from memory, so delivery need not wait for the disk.
-* **Events journaled after the engine accepted them**, other than
-  submissions without waiting for the commit: losing the tail of them in a
-  crash only means retrying what was in flight.  A snapshot is written every
+  attempt and retried at once; then the submissions left in the journal's
+  inbox (accepted, their event never written) are handed to the engine.
+  Delivery is at least once: a message whose 250 from the remote server was
+  not yet journaled at a crash is sent again.
+* **Committed before the engine sees it.**  A submission (SMTP or
+  `submit()`) is committed to the journal's inbox with its body first
+  (`Journal.accept`, group-committed); only then is it handed to the engine
+  and the client told 250.  A failed commit (disk full, I/O error) is a 451
+  and the engine never hears of the message, so it is never delivered; the
+  journal keeps what the engine already handled and retries it, so the next
+  submission finds the disk again without a restart.
+* **Events journaled after the engine accepted them**, in its order,
+  without waiting for the commit (a submission's event leaves the inbox in
+  the same commit): losing the tail of them in a crash only means retrying
+  what was in flight.  A snapshot is written every
   `snapshot_every` events, or every `SNAPSHOT_PER_QUEUED` x (messages queued)
   events when that is more: writing a snapshot costs time in proportion to
   the queue (about 8 s on the loop at 1 M queued), replaying in proportion
@@ -47,21 +50,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
+from engine.errors import EgressError
+from engine.event_tools import restamp
 from engine.events import Event, MessageSubmitted, Restarted
 from engine.live.driver import LiveDriver
 from engine.live.journal import Journal
 from engine.live.listener import Listener
+from engine.live.listener_limits import LimitSettings
+from engine.live.private_files import FILE_MODE, private_dir
 from engine.live.submission import Submission
 from engine.live.submission import submit as api_submit
 
-__all__ = ["Service"]
+__all__ = ["Service", "StartError"]
+
+
+class StartError(EgressError):
+    """The service cannot start: a port in use, an address it cannot bind, a
+    spool or log directory it cannot write.  The message names which."""
 
 # Events between snapshots per message queued (see the module docstring): a
 # snapshot costs about what handling this many events per queued message does.
@@ -83,7 +97,9 @@ class Service:
     starts no listener (the Python API only); port 0 picks a free port, read
     back from `listen_port`.  Unless `mta_sts` (a fetcher) is given, MTA-STS
     policies are fetched through `resolver`, trusting `tls_cafile`, from port
-    `mta_sts_port` (443; tests point it at a local HTTPS server).
+    `mta_sts_port` (443; tests point it at a local HTTPS server).  `limits`
+    bounds the listener (`engine.live.listener_limits`).  A journal holding
+    less than it committed (a lost WAL) is refused unless `accept_loss`.
     """
 
     def __init__(
@@ -104,6 +120,8 @@ class Service:
         grace: float = 10.0,
         log_max_bytes: int | None = 64 * 1024 * 1024,
         log_max_age: float | None = 3600.0,
+        limits: LimitSettings | None = None,
+        accept_loss: bool = False,
     ) -> None:
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
                 or snapshot_every < 1:
@@ -130,6 +148,8 @@ class Service:
         self.grace = float(grace)
         self.log_max_bytes = log_max_bytes
         self.log_max_age = log_max_age
+        self.limits = limits
+        self.accept_loss = accept_loss
         self.journal: Journal | None = None
         self.engine: Engine | None = None
         self.driver: LiveDriver | None = None
@@ -138,8 +158,6 @@ class Service:
         self.logs: Any = None
         self.replayed = 0  # events replayed at start (after the snapshot)
         self.recovered = 0  # messages queued when recovery finished
-        self._uncommitted: dict[str, bytes] = {}  # bodies not yet committed
-        self._pending_commit: asyncio.Future[int] | None = None  # set by _journal_event
         self._since_snapshot = 0
         self._stop_requested = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -158,7 +176,10 @@ class Service:
         if self._started:
             raise RuntimeError("Service.start() was already called")
         self._started = True
-        self.journal = Journal.in_spool(self.spool_dir)
+        try:
+            self.journal = Journal.in_spool(self.spool_dir, accept_loss=self.accept_loss)
+        except OSError as exc:
+            raise StartError(f"spool {str(self.spool_dir)!r}: cannot write: {_why(exc)}") from None
         try:
             await self._start()
         except BaseException:
@@ -171,8 +192,14 @@ class Service:
         if self.log_dir is not None:
             from engine.live.logfile import LogWriter
 
-            self.logs = LogWriter(self.log_dir, max_bytes=self.log_max_bytes,
-                                  max_age=self.log_max_age)
+            try:
+                self.logs = LogWriter(self.log_dir, max_bytes=self.log_max_bytes,
+                                      max_age=self.log_max_age)
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, ValueError):
+                    raise StartError(str(exc)) from None
+                raise StartError(f"log directory {str(self.log_dir)!r}: cannot write: "
+                                 f"{_why(exc)}") from None
         resolver = self.resolver
         if resolver is None:
             from engine.live.dns import LiveResolver
@@ -192,16 +219,27 @@ class Service:
             on_discard=self._discard,
         )
         self.driver.feed(Restarted(at=time.time()))
+        for accepted in self.journal.inbox():  # accepted, never reached the events
+            self.driver.feed(restamp(accepted, time.time()))
         if self.metrics_port is not None:
             from engine.live.metrics import start_metrics_server
 
-            self.metrics = await start_metrics_server(self.metrics_port, counters=self.engine)
+            try:
+                self.metrics = await start_metrics_server(self.metrics_port,
+                                                          counters=self.engine)
+            except OSError as exc:
+                raise StartError(f"metrics port {self.metrics_port}: cannot listen: "
+                                 f"{_why(exc)}") from None
         if self.listen is not None:
             host, port = self.listen
             self.ingest = Listener(host, port, submit=self._accept,
-                                       allowed_networks=self.allowed_networks,
-                                       auth=self.ingest_auth)
-            await self.ingest.start()
+                                   allowed_networks=self.allowed_networks,
+                                   auth=self.ingest_auth, limits=self.limits)
+            try:
+                await self.ingest.start()
+            except OSError as exc:
+                raise StartError(f"listen address {host}:{port}: cannot listen: "
+                                 f"{_why(exc)}") from None
         self._flusher = asyncio.get_running_loop().create_task(self._flush_logs())
         log.info("egress: started with %d messages queued (%d events replayed)",
                  self.recovered, self.replayed)
@@ -276,53 +314,45 @@ class Service:
                                 content=content, tenant=tenant, campaign=campaign)
 
     async def _accept(self, sub: Submission) -> list[str]:
-        """Hand one submission to the engine and journal it with its body; return
-        once committed (the 250 waits for this)."""
+        """Make one submission durable, then hand it to the engine; return its id.
+
+        The inbox commit comes first, so a submission the engine sees is always
+        on disk: if the commit fails (disk full, I/O error) the caller answers
+        451 and the engine never hears of the message, so it is never
+        delivered; the next submission tries the disk again.
+        """
         assert self.driver is not None and self.journal is not None
         if self._stopped:
             raise RuntimeError("the service is stopping")
         mid = uuid.uuid4().hex
-        self._uncommitted[mid] = sub.content
         ev = MessageSubmitted(at=time.time(), id=mid, sender=sub.sender,
                               recipients=sub.recipients, size=len(sub.content),
                               tenant=sub.tenant, campaign=sub.campaign)
-        self._pending_commit = None
-        self.driver.feed(ev)
-        fut = self._pending_commit
-        self._pending_commit = None
-        if fut is None:  # the engine refused it (a bug; logged by the driver)
-            self._uncommitted.pop(mid, None)
+        await self.journal.accept(ev, sub.content)
+        if self.driver.feed(restamp(ev, time.time())) is None:
+            # The engine refused it (a bug, logged by the driver): take it back.
+            self.journal.withdraw(mid)
             raise RuntimeError(f"message {mid} was not accepted by the engine")
-        try:
-            await fut
-        finally:
-            self._uncommitted.pop(mid, None)
         return [mid]
 
     # -- what the driver calls -------------------------------------------------
 
-    def _journal_events(self, events: list[Event]) -> None:
-        """The driver's batch (in the engine's order): one append; a submission's
-        body goes with it and its 250 waits for that commit (`_pending_commit`)."""
+    def _journal_events(self, events: list[Event]) -> Future[int]:
+        """The driver's batch (in the engine's order): one append, not awaited
+        (submissions were made durable by `Journal.accept` before the engine
+        saw them); a snapshot every so often."""
         journal = self.journal
         assert journal is not None
-        bodies = {ev.id: self._uncommitted[ev.id] for ev in events
-                  if type(ev) is MessageSubmitted and ev.id in self._uncommitted}
-        if bodies:
-            self._pending_commit = journal.append(events, bodies=bodies)
-        else:
-            journal.submit(events)
+        committed = journal.record(events)
         self._since_snapshot += len(events)
         if self._since_snapshot >= self.snapshot_every:
             assert self.engine is not None
             if self._since_snapshot >= SNAPSHOT_PER_QUEUED * self.engine.queued_count:
                 self._since_snapshot = 0
                 journal.write_snapshot(journal.last_seq, self.engine.snapshot())
+        return committed
 
     def _body(self, message_id: str) -> bytes:
-        body = self._uncommitted.get(message_id)
-        if body is not None:
-            return body
         assert self.journal is not None
         return self.journal.body(message_id)
 
@@ -340,6 +370,13 @@ class Service:
             if self.logs is not None:
                 self.logs.flush()
                 self.logs.rotate_if_due()
+
+
+def _why(exc: OSError) -> str:
+    """An OSError's reason without the repetition asyncio adds to bind errors."""
+    if exc.strerror:
+        return exc.strerror.rsplit(": ", 1)[-1]
+    return str(exc)
 
 
 # -- `egress deliver` ------------------------------------------------------------
@@ -382,10 +419,14 @@ def run_deliver(
     if resolver is not None:
         host, port = parse_hostport(resolver, "--resolver")
         live_resolver = LiveResolver([host], port=port)
-    Path(spool).mkdir(parents=True, exist_ok=True)
     copy = Path(spool) / "policy.py"
-    if Path(policy_path).resolve() != copy.resolve():
-        shutil.copyfile(policy_path, copy)
+    try:
+        private_dir(Path(spool))
+        if Path(policy_path).resolve() != copy.resolve():
+            shutil.copyfile(policy_path, copy)
+            os.chmod(copy, FILE_MODE)
+    except OSError as exc:
+        raise StartError(f"spool {spool!r}: cannot write: {_why(exc)}") from None
 
     async def main() -> None:
         svc = Service(policy, spool, listen=where, resolver=live_resolver, **kwargs)

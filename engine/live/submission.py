@@ -7,7 +7,7 @@ committed them.  Both doors use it: the SMTP `Listener`
 (`engine.live.listener`) and `submit()` (for programs).  Keeping the callback
 the only coupling means the delivery side (`engine.live.service`) owns the
 journal and the engine, and the listener can be replaced without touching
-either; it was, once (an aiosmtpd-based server gave way to the Listener).
+either.
 
 The rules both doors share live here so they cannot drift apart:
 

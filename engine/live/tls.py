@@ -35,35 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass
-
-from cryptography import x509
 
 from engine.effects import TlsMode, TlsSettings
-from engine.errors import EgressError
+from engine.live.openssl_tls import openssl_upgrade
+from engine.live.tls_info import TlsHandshakeError, TlsInfo, subject_of
 from engine.tls_options import RUSTLS_TO_OPENSSL
 
-__all__ = ["TlsHandshakeError", "TlsInfo", "stdlib_context", "upgrade"]
+__all__ = ["TlsHandshakeError", "TlsInfo", "stdlib_context", "subject_of", "upgrade"]
 
 DEFAULT_HANDSHAKE_TIMEOUT = 60.0
-
-
-class TlsHandshakeError(EgressError):
-    """The TLS handshake failed or its result was refused; `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class TlsInfo:
-    """What was negotiated: protocol (``"TLSv1.3"``), cipher (OpenSSL name) and
-    the peer certificate's subject (RFC 4514 string, "" when none)."""
-
-    protocol: str
-    cipher: str
-    peer_subject: str
 
 
 async def upgrade(
@@ -83,8 +63,6 @@ async def upgrade(
     a suite outside ``rustls_cipher_suites``).
     """
     if settings.prefer_openssl or settings.mode is TlsMode.DANE:
-        from engine.live.openssl_tls import openssl_upgrade
-
         return await openssl_upgrade(
             loop, transport, protocol, settings, cafile=cafile, handshake_timeout=handshake_timeout
         )
@@ -168,12 +146,3 @@ def stdlib_context(
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     return ctx, frozenset(tls12 + tls13)
 
-
-def subject_of(cert_der: bytes | None) -> str:
-    """The RFC 4514 subject of a DER certificate ("" when there is none)."""
-    if not cert_der:
-        return ""
-    try:
-        return x509.load_der_x509_certificate(cert_der).subject.rfc4514_string()
-    except ValueError:
-        return ""

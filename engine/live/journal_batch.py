@@ -1,0 +1,144 @@
+"""One group commit of the journal: the pending requests written in one
+SQLite transaction, then their futures completed.
+
+Split from `engine.live.journal` (the writer thread, the queue and the
+failure policy) so each stays short; this part knows the tables (`SCHEMA`,
+`prepare`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import sqlite3
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from engine import codec
+from engine.errors import JournalError
+from engine.live.journal_mark import Mark
+
+__all__ = ["KEEP_SNAPSHOTS", "Request", "complete", "prepare", "write_batch"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS bodies (id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox (id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE VIEW IF NOT EXISTS event_log AS
+    SELECT seq, strftime('%Y-%m-%d %H:%M:%f', at, 'unixepoch') AS time, at, kind,
+           length(data) AS bytes
+    FROM events;
+"""
+
+
+def prepare(conn: sqlite3.Connection, path: Path) -> Mark:
+    """Put the writer connection in WAL mode, create the tables, check the codec
+    the file was written with; what the file holds (last seq, accepted count).
+    `JournalError` for a file this build cannot use, `sqlite3.Error` for one
+    SQLite cannot read."""
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise JournalError(f"journal {str(path)!r}: cannot use WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.executescript(SCHEMA)
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    want = {"codec_version": str(codec.VERSION), "schema": codec.SCHEMA_FINGERPRINT.hex()}
+    if not meta:
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
+    for key, value in want.items():
+        if meta and meta.get(key) != value:
+            raise JournalError(f"journal {str(path)!r} was written with {key} "
+                               f"{meta.get(key)!r}; this build has {value!r}")
+    seq = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+    return Mark(seq, int(meta.get("accepted", 0)))
+
+KEEP_SNAPSHOTS = 2
+
+
+@dataclasses.dataclass(slots=True)
+class Request:
+    """One caller's writes, committed atomically with whatever else is pending."""
+
+    rows: list[tuple[int, float, str, bytes]]
+    bodies: dict[str, bytes | None]  # None: drop the body
+    snapshot: tuple[int, bytes] | None
+    result: int
+    future: Future[int] | asyncio.Future[int]
+    loop: asyncio.AbstractEventLoop | None  # set for asyncio futures
+    drops_only: bool = False  # made by drop_body: later drops may join it
+    inbox: tuple[tuple[str, bytes], ...] = ()  # accepted submissions: (id, event)
+    inbox_done: tuple[str, ...] = ()  # submissions whose event is in `rows`
+    retry: bool = True  # kept and retried after a failed commit (not for `accept`)
+    durable: bool = True  # fsync'd at commit (`Journal.record`'s are not)
+
+
+def write_batch(conn: sqlite3.Connection, batch: list[Request], accepted: int) -> None:
+    """Write `batch` in one transaction, with `accepted` (submissions accepted in
+    all, this batch's included); `sqlite3.Error` (rolled back by the caller)
+    when it fails."""
+    rows = [row for req in batch for row in req.rows]
+    bodies: dict[str, bytes | None] = {}
+    snapshots = []
+    inbox = [row for req in batch for row in req.inbox]
+    inbox_done = [(mid,) for req in batch for mid in req.inbox_done]
+    for req in batch:  # later requests win: a drop after an insert deletes it
+        bodies.update(req.bodies)
+        if req.snapshot is not None:
+            snapshots.append(req.snapshot)
+    conn.execute("BEGIN IMMEDIATE")
+    if rows:
+        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+    keep = [(k, v) for k, v in bodies.items() if v is not None]
+    if keep:
+        conn.executemany("INSERT OR REPLACE INTO bodies VALUES (?, ?)", keep)
+    drop = [(k,) for k, v in bodies.items() if v is None]
+    if drop:
+        conn.executemany("DELETE FROM bodies WHERE id = ?", drop)
+    if inbox:
+        conn.executemany("INSERT OR REPLACE INTO inbox VALUES (?, ?)", inbox)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('accepted', ?)", (str(accepted),))
+    if inbox_done:
+        conn.executemany("DELETE FROM inbox WHERE id = ?", inbox_done)
+    if snapshots:
+        conn.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", snapshots)
+        conn.execute(
+            "DELETE FROM snapshots WHERE seq NOT IN "
+            "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)", (KEEP_SNAPSHOTS,)
+        )
+    conn.execute("COMMIT")
+
+
+def _settle(items: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    """Complete asyncio futures in their loop's thread (one call per commit)."""
+    for fut, value in items:
+        if fut.done():  # the awaiting task was cancelled: nothing to tell
+            continue
+        if isinstance(value, BaseException):
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
+
+
+def complete(batch: list[Request], outcome: int | JournalError | None) -> None:
+    """Complete the futures of `batch`: each request's seq, or `outcome`'s error;
+    one ``call_soon_threadsafe`` per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+    for req in batch:
+        value = outcome if outcome is not None else req.result
+        if req.loop is None:
+            fut = req.future
+            assert isinstance(fut, Future)
+            if isinstance(value, BaseException):
+                fut.set_exception(value)
+            else:
+                fut.set_result(value)
+        else:
+            by_loop.setdefault(req.loop, []).append((req.future, value))
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+            loop.call_soon_threadsafe(_settle, items)
