@@ -195,6 +195,25 @@ class OverflowWheel(Generic[T]):
             self._len -= len(taken)
         return taken
 
+    def entries(self) -> list[tuple[int, T]]:
+        """(second, message) for everything held, earliest first: what a snapshot
+        stores so that `restore` rebuilds the wheel exactly."""
+        return [(second, m) for second in sorted(self._slots) for m in self._slots[second]]
+
+    def restore(self, entries: Iterable[tuple[int, T]]) -> None:
+        """Put back what `entries` returned (into an empty wheel), same seconds,
+        same order within a second; no draw is taken."""
+        if self._len:
+            raise ValueError("restore needs an empty wheel")
+        slots, seconds = self._slots, self._seconds
+        for second, item in entries:
+            slot = slots.get(second)
+            if slot is None:
+                slot = slots[second] = []
+                heapq.heappush(seconds, second)
+            slot.append(item)
+            self._len += 1
+
     def drain(self) -> list[T]:
         """Everything held, earliest second first; the wheel is left empty."""
         out = list(self)

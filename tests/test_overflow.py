@@ -135,3 +135,15 @@ def test_same_seed_same_layout() -> None:
 def test_a_spread_that_is_not_positive_is_refused(spread: float) -> None:
     with pytest.raises(ValueError, match="spread must be a positive number of seconds"):
         OverflowWheel(spread=spread)
+
+
+def test_entries_and_restore_rebuild_the_wheel_exactly() -> None:
+    wheel: OverflowWheel[int] = OverflowWheel()
+    wheel.add(range(300), 12.5, random.Random(8))
+    copy: OverflowWheel[int] = OverflowWheel()
+    copy.restore(wheel.entries())
+    assert copy.entries() == wheel.entries() and len(copy) == 300
+    assert copy.next_due() == wheel.next_due()
+    assert copy.pop_due(40.0) == wheel.pop_due(40.0)
+    with pytest.raises(ValueError, match="restore needs an empty wheel"):
+        copy.restore([(99, 1)])
