@@ -2,8 +2,13 @@
 
 `SimResult` is what a capacity planner reads: `summary` (a flat, JSON-ready
 dict of the figures that answer "how long, how deep, how many failed"),
-`records` (the engine's log records, KumoMTA's JSON shape), `series` (numpy
+`records` (the engine's log records, KumoMTA's JSON shape: by default the
+outcomes only, since a full ready queue's `Delayed` records can outnumber the
+messages many times over; the summary counts every record), `series` (numpy
 arrays sampled at a fixed simulated interval) and `to_frame()` for pandas.
+The summary also says, per path, how often messages were re-delayed, and
+names a path that re-delayed more than once per message with the max_ready
+that would have held it (`advice`).
 """
 
 from __future__ import annotations
@@ -217,8 +222,8 @@ def progress_function(progress: Any) -> ProgressFn | None:
 
 class LineProgress:
     """A progress callable that prints one line at the first sample, then about
-    every `interval` wall seconds: simulated time, finished/submitted, messages finished per wall
-    second.  For logs and pipes, where a live bar would be noise."""
+    every `interval` wall seconds: simulated time, finished/submitted, messages
+    finished per wall second.  For logs and pipes, where a live bar is noise."""
 
     def __init__(self, stream: Any, interval: float = 10.0, label: str = "") -> None:
         self.stream = stream
