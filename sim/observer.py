@@ -91,10 +91,12 @@ class Observer:
         elif kind in ("TransientFailure", "Bounce", "Expiration"):
             self.reasons[_reason(record)] += n
 
-    def finish(self, message_id: str) -> None:
-        """The engine discarded the message: it is delivered, bounced or expired."""
+    def finish(self, message_id: str, redelays: int | None = None) -> None:
+        """The engine discarded the message: it is delivered, bounced or expired.
+        `redelays`: how often it was re-delayed, when the engine says so itself
+        (an engine that counts re-delays instead of logging a record each)."""
         self.received_at.pop(message_id, None)
-        self.redelays.finish(message_id)
+        self.redelays.finish(message_id, redelays)
         self.finished += 1
 
     # -- samples ---------------------------------------------------------------
@@ -167,7 +169,7 @@ class Redelays:
     (``MessageRateThrottle on QUEUE``): the place the message waited.
     """
 
-    __slots__ = ("_live", "counts", "messages", "outcomes", "peak_waiting", "waiting")
+    __slots__ = ("_live", "_site", "counts", "messages", "outcomes", "peak_waiting", "waiting")
 
     def __init__(self) -> None:
         # id -> [path, re-delays, waiting behind a full ready queue now, had an outcome there]
@@ -177,6 +179,7 @@ class Redelays:
         self.messages: Counter[str] = Counter()  # path -> re-delayed messages with no outcome there
         self.waiting: Counter[str] = Counter()
         self.peak_waiting: Counter[str] = Counter()
+        self._site: dict[str, str] = {}  # id -> path of its outcome record, until finished
 
     def delayed(self, record: dict[str, Any]) -> None:
         path, full = _delay_path(record)
@@ -198,6 +201,7 @@ class Redelays:
         site = record.get("site")
         if site and kind in ("Delivery", "Bounce"):
             self.outcomes[site] += 1
+            self._site[record["id"]] = site
         entry = self._live.get(record["id"])
         if entry is not None:
             if entry[2]:
@@ -206,10 +210,17 @@ class Redelays:
             if site == entry[0]:
                 entry[3] = True
 
-    def finish(self, message_id: str) -> None:
+    def finish(self, message_id: str, redelays: int | None = None) -> None:
+        """`redelays` from the engine, for a message whose re-delays had no
+        record each: attributed to the path of its outcome record."""
+        site = self._site.pop(message_id, "")
         entry = self._live.pop(message_id, None)
         if entry is not None:
             self._settle(entry)
+        elif redelays:
+            self.counts.setdefault(site, Counter())[redelays] += 1
+            if not site:
+                self.messages[site] += 1
 
     def _settle(self, entry: list[Any]) -> None:
         path, n, waiting, had_outcome = entry

@@ -342,3 +342,21 @@ def test_line_progress_prints_at_first_then_by_interval() -> None:
     line.interval = 0.0
     line(3725.0, 7, 10)
     assert out.getvalue().splitlines()[1].startswith("x: simulated 1:02:05, finished 7/10, ")
+
+
+def test_redelays_counted_by_the_engine_land_on_the_path_of_the_outcome() -> None:
+    """The hook for an engine that counts re-delays instead of logging each one:
+    `Observer.finish(id, redelays=n)`, attributed to the path of the outcome."""
+    from sim.observer import Redelays
+
+    r = Redelays()
+    for i, n in enumerate((0, 3, 3, 7)):
+        rid = f"m{i}"
+        r.outcome({"type": "Reception", "id": rid, "site": ""})
+        r.outcome({"type": "Delivery", "id": rid, "site": "a->b"})
+        r.finish(rid, n)
+    [(path, f)] = r.summary().items()
+    assert path == "a->b"
+    assert (f["messages_delayed_at_least_once"], f["redelays"]) == (3, 13)
+    assert f["redelays_per_message_mean"] == round(13 / 4, 3)
+    assert (f["redelays_per_delayed_message_p50"], f["redelays_per_delayed_message_max"]) == (3, 7)
