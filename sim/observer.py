@@ -77,8 +77,11 @@ class Observer:
             if self.sink is not None:
                 self.sink(record)
         if kind == "Delayed":
-            self.redelays.delayed(record)
-            self.reasons[_reason(record)] += n
+            # the commonest by far in a blast: one prefix test instead of two parses
+            if self.redelays.delayed(record):
+                self.reasons["Delayed ReadyQueueWasFull"] += n
+            else:
+                self.reasons[_reason(record)] += n
             return
         self.redelays.outcome(record)
         if kind == "Reception":
@@ -181,7 +184,8 @@ class Redelays:
         self.peak_waiting: Counter[str] = Counter()
         self._site: dict[str, str] = {}  # id -> path of its outcome record, until finished
 
-    def delayed(self, record: dict[str, Any]) -> None:
+    def delayed(self, record: dict[str, Any]) -> bool:
+        """Take a `Delayed` record; True when a full ready queue made it."""
         path, full = _delay_path(record)
         entry = self._live.get(record["id"])
         if entry is None:
@@ -195,6 +199,7 @@ class Redelays:
             n = self.waiting[path] = self.waiting[path] + 1
             if n > self.peak_waiting[path]:
                 self.peak_waiting[path] = n
+        return full
 
     def outcome(self, record: dict[str, Any]) -> None:
         kind = record["type"]
@@ -257,9 +262,14 @@ class Redelays:
         return out
 
 
+_FULL = "Delayed due to ReadyQueueWasFull on "  # KumoMTA's text, then "PATH; next due at ..."
+
+
 def _delay_path(record: dict[str, Any]) -> tuple[str, bool]:
     """(where the message waited, whether a full ready queue turned it away)."""
     content = (record.get("response") or {}).get("content") or ""
+    if content.startswith(_FULL):
+        return content[len(_FULL):content.find(";")], True
     if content.startswith("Delayed due to "):
         head, _, rest = content[len("Delayed due to "):].partition(" on ")
         name = rest.partition(";")[0]
