@@ -35,7 +35,7 @@ SECONDS = 120  # two full turns of the 60 s spread
 def wheel_step_cost(backlog: int, seconds: int = SECONDS) -> tuple[float, int]:
     """(ns per re-delay, re-delays) for `seconds` steps over a backlog of `backlog`."""
     rng = random.Random(1)
-    wheel: OverflowWheel[int] = OverflowWheel()
+    wheel = OverflowWheel()
     wheel.add(range(backlog), 0.0, rng)
     wheel.redelays = 0
     started = time.process_time()

@@ -45,18 +45,28 @@ keeps its random stream (and each message its drawn due time, before the
 rounding to the next second) when it calls `add` with the same messages in
 the same order.
 
+What the wheel holds is integer *handles*, not message objects: each slot
+is an ``array('q')``, so a re-delay copies a machine integer and never
+touches the message.  With a list of objects every append, slice and
+extend writes the object's reference count; at a million waiting messages
+those are cache misses, and the cost per re-delay more than doubled between
+a 100 k and a 1 M backlog (measured with bench/overflow.py before this
+change).  The owner keeps the handle -> message table (a list indexed by
+handle, or a dict) and looks up only the messages it admits.
+
 Pure: standard library only, no engine state; the owner (the engine's
 promotion step) decides what is expired, what records to write and what
-timer to arm.  Items are opaque (the engine's `Message` objects).
+timer to arm.
 """
 
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol
 
-T = TypeVar("T")
+Handles = array  # array('q') of message handles
 
 #: KumoMTA's re-delay for a full ready queue: up to 60 s (``delay_with_jitter(60)``).
 SPREAD = 60.0
@@ -68,25 +78,30 @@ class RandomSource(Protocol):
     def random(self) -> float: ...
 
 
-class Fill(NamedTuple, Generic[T]):
-    """What `OverflowWheel.fill` did: the messages that took the free slots, in
+class Fill(NamedTuple):
+    """What `OverflowWheel.fill` did: the handles that took the free slots, in
     order, and how many went back to the wheel."""
 
-    admitted: list[T]
+    admitted: Handles
     redelayed: int
 
 
-class OverflowWheel(Generic[T]):
-    """Re-delayed messages of one path, in whole-second slots.
+def handles(values: Iterable[int] = ()) -> Handles:
+    """An ``array('q')`` of handles (what `pop_due` returns and `fill` takes)."""
+    return array("q", values)
+
+
+class OverflowWheel:
+    """Re-delayed messages of one path (as integer handles), in whole-second slots.
 
     >>> import random
     >>> w = OverflowWheel()
-    >>> w.add(["a", "b", "c"], now=10.0, rng=random.Random(1))
+    >>> w.add([7, 8, 9], now=10.0, rng=random.Random(1))
     3
     >>> w.next_due() is not None and 11 <= w.next_due() <= 70
     True
     >>> sorted(w.pop_due(100.0))
-    ['a', 'b', 'c']
+    [7, 8, 9]
     >>> len(w)
     0
     """
@@ -97,11 +112,11 @@ class OverflowWheel(Generic[T]):
         if not spread > 0.0:
             raise ValueError(f"spread must be a positive number of seconds, got {spread!r}")
         self.spread = float(spread)
-        self._slots: dict[int, list[T]] = {}  # whole second -> messages due then, in order added
+        self._slots: dict[int, Handles] = {}  # whole second -> handles due then, in order added
         self._seconds: list[int] = []  # heap of the keys of _slots
         self._len = 0
         self._popped_to = -1  # every slot at or before this second has been popped
-        self.redelays = 0  # messages ever added (each `add` of one message is one re-delay)
+        self.redelays = 0  # handles ever added (each `add` of one handle is one re-delay)
 
     def __len__(self) -> int:
         return self._len
@@ -109,8 +124,8 @@ class OverflowWheel(Generic[T]):
     def __bool__(self) -> bool:
         return self._len > 0
 
-    def __iter__(self) -> Iterator[T]:
-        """Every message held, earliest second first (for inspection and snapshots)."""
+    def __iter__(self) -> Iterator[int]:
+        """Every handle held, earliest second first (for inspection)."""
         for second in sorted(self._slots):
             yield from self._slots[second]
 
@@ -119,53 +134,51 @@ class OverflowWheel(Generic[T]):
         promote timer), or None when the wheel is empty."""
         return float(self._seconds[0]) if self._seconds else None
 
-    def add(self, items: Iterable[T], now: float, rng: RandomSource) -> int:
-        """Re-delay each of `items` by its own draw in ``[0, spread)`` from `rng`,
-        in order; returns how many.  Each lands in the slot ``floor(now +
-        draw) + 1``.  O(1) per message: a draw, an int, a dict lookup, an append
-        (a heap push only for a second no message occupied yet)."""
+    def add(self, items: Iterable[int], now: float, rng: RandomSource) -> int:
+        """Re-delay each handle of `items` by its own draw in ``[0, spread)`` from
+        `rng`, in order; returns how many.  Each lands in the slot ``floor(now +
+        draw) + 1``.  O(1) per handle: a draw, an int, a dict lookup, an append
+        (a heap push only for a second no handle occupied yet)."""
         if now < self._popped_to:
             raise ValueError(f"cannot re-delay at t={now!r}: "
                              f"the wheel was already popped to t={self._popped_to}")
         slots, seconds = self._slots, self._seconds
         draw, spread = rng.random, self.spread
-        last_second: int | None = None
-        last_slot: list[T] = []
+        last_second = -1  # no slot yet: a second is never negative for now >= -1
+        last_append = array("q").append  # replaced at the first item
         n = 0
         for item in items:
             second = int(now + draw() * spread) + 1
-            if second == last_second:
-                last_slot.append(item)
-            else:
+            if second != last_second:
                 slot = slots.get(second)
                 if slot is None:
-                    slot = slots[second] = []
+                    slot = slots[second] = array("q")
                     heapq.heappush(seconds, second)
-                slot.append(item)
-                last_second, last_slot = second, slot
+                last_second, last_append = second, slot.append
+            last_append(item)
             n += 1
         self._len += n
         self.redelays += n
         return n
 
-    def pop_due(self, now: float) -> list[T]:
-        """Every message whose second is at or before `now`, earliest second first
-        and in the order added within a second.  O(messages returned)."""
+    def pop_due(self, now: float) -> Handles:
+        """Every handle whose second is at or before `now`, earliest second first
+        and in the order added within a second.  O(handles returned), copied as
+        machine integers."""
         seconds = self._seconds
         if not seconds or seconds[0] > now:
             if now > self._popped_to:
                 self._popped_to = int(now)
-            return []
+            return array("q")
         slots = self._slots
-        first = heapq.heappop(seconds)
-        out = slots.pop(first)
+        out = slots.pop(heapq.heappop(seconds))
         while seconds and seconds[0] <= now:
             out.extend(slots.pop(heapq.heappop(seconds)))
         self._len -= len(out)
         self._popped_to = max(self._popped_to, int(now))
         return out
 
-    def fill(self, items: list[T], free: int, now: float, rng: RandomSource) -> Fill[T]:
+    def fill(self, items: Handles, free: int, now: float, rng: RandomSource) -> Fill:
         """The first `free` of `items` take the ready queue's free slots; the rest
         are re-delayed in one batch (`add`).  The step for a full ready queue:
         ``wheel.fill(wheel.pop_due(now), free, now, rng)``."""
@@ -173,16 +186,15 @@ class OverflowWheel(Generic[T]):
             raise ValueError(f"free slots cannot be negative, got {free}")
         if free >= len(items):
             return Fill(items, 0)
-        admitted = items[:free]
-        return Fill(admitted, self.add(items[free:], now, rng))
+        return Fill(items[:free], self.add(items[free:], now, rng))
 
-    def remove_if(self, predicate: Callable[[T], bool]) -> list[T]:
-        """Take out every held message for which `predicate` is true (an admin
+    def remove_if(self, predicate: Callable[[int], bool]) -> Handles:
+        """Take out every held handle for which `predicate` is true (an admin
         bounce, a suspended path's messages moved elsewhere): O(held), for rare
         operations only.  Returned earliest second first."""
-        taken: list[T] = []
+        taken = array("q")
         for second in sorted(self._slots):
-            keep: list[T] = []
+            keep = array("q")
             for m in self._slots[second]:
                 (taken if predicate(m) else keep).append(m)
             if keep:
@@ -195,12 +207,12 @@ class OverflowWheel(Generic[T]):
             self._len -= len(taken)
         return taken
 
-    def entries(self) -> list[tuple[int, T]]:
-        """(second, message) for everything held, earliest first: what a snapshot
+    def entries(self) -> list[tuple[int, int]]:
+        """(second, handle) for everything held, earliest first: what a snapshot
         stores so that `restore` rebuilds the wheel exactly."""
         return [(second, m) for second in sorted(self._slots) for m in self._slots[second]]
 
-    def restore(self, entries: Iterable[tuple[int, T]]) -> None:
+    def restore(self, entries: Iterable[tuple[int, int]]) -> None:
         """Put back what `entries` returned (into an empty wheel), same seconds,
         same order within a second; no draw is taken."""
         if self._len:
@@ -209,14 +221,14 @@ class OverflowWheel(Generic[T]):
         for second, item in entries:
             slot = slots.get(second)
             if slot is None:
-                slot = slots[second] = []
+                slot = slots[second] = array("q")
                 heapq.heappush(seconds, second)
             slot.append(item)
             self._len += 1
 
-    def drain(self) -> list[T]:
+    def drain(self) -> Handles:
         """Everything held, earliest second first; the wheel is left empty."""
-        out = list(self)
+        out = array("q", self)
         self._slots.clear()
         self._seconds.clear()
         self._len = 0

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from engine.overflow import SPREAD, Fill, OverflowWheel
+from engine.overflow import SPREAD, Fill, OverflowWheel, handles
 
 
 def _dues(seed: int, n: int, now: float, spread: float = SPREAD) -> list[float]:
@@ -17,7 +17,7 @@ def _dues(seed: int, n: int, now: float, spread: float = SPREAD) -> list[float]:
 
 
 def test_each_message_lands_in_the_second_after_its_own_draw() -> None:
-    wheel: OverflowWheel[int] = OverflowWheel()
+    wheel: OverflowWheel = OverflowWheel()
     now = 1234.25
     assert wheel.add(range(500), now, random.Random(7)) == 500
     dues = _dues(7, 500, now)
@@ -36,51 +36,51 @@ def test_each_message_lands_in_the_second_after_its_own_draw() -> None:
 def test_the_random_stream_is_the_engines_one_draw_per_message() -> None:
     """After re-delaying k messages the generator is where k uniform draws leave it."""
     ours, theirs = random.Random(3), random.Random(3)
-    OverflowWheel().add(["m"] * 37, 50.0, ours)
+    OverflowWheel().add([5] * 37, 50.0, ours)
     for _ in range(37):
         theirs.uniform(0.0, 60.0)
     assert ours.random() == theirs.random()
 
 
 def test_pop_due_returns_nothing_early_and_everything_due_in_order() -> None:
-    wheel: OverflowWheel[str] = OverflowWheel(spread=0.25)  # these draws land at floor(now) + 1
-    wheel.add(["a", "b"], 10.0, random.Random(1))
-    wheel.add(["c"], 10.5, random.Random(2))
-    wheel.add(["d"], 11.2, random.Random(3))
+    wheel: OverflowWheel = OverflowWheel(spread=0.25)  # these draws land at floor(now) + 1
+    wheel.add([1, 2], 10.0, random.Random(1))
+    wheel.add([3], 10.5, random.Random(2))
+    wheel.add([4], 11.2, random.Random(3))
     assert wheel.next_due() == 11.0
-    assert wheel.pop_due(10.99) == []
-    assert wheel.pop_due(11.0) == ["a", "b", "c"]  # one second, in the order added
+    assert wheel.pop_due(10.99) == handles()
+    assert wheel.pop_due(11.0) == handles([1, 2, 3])  # one second, in the order added
     assert wheel.next_due() == 12.0 and len(wheel) == 1
-    assert wheel.pop_due(50.0) == ["d"]
+    assert wheel.pop_due(50.0) == handles([4])
     assert wheel.next_due() is None and len(wheel) == 0
 
 
 def test_a_late_pop_takes_several_seconds_earliest_first() -> None:
-    wheel: OverflowWheel[str] = OverflowWheel(spread=0.25)
-    wheel.add(["late"], 13.0, random.Random(0))
-    wheel.add(["early"], 12.0, random.Random(0))
-    assert wheel.pop_due(20.0) == ["early", "late"]
+    wheel: OverflowWheel = OverflowWheel(spread=0.25)
+    wheel.add([2], 13.0, random.Random(0))
+    wheel.add([1], 12.0, random.Random(0))
+    assert wheel.pop_due(20.0) == handles([1, 2])
 
 
 def test_fill_admits_the_first_free_and_redelays_the_rest_in_one_batch() -> None:
-    wheel: OverflowWheel[int] = OverflowWheel()
+    wheel: OverflowWheel = OverflowWheel()
     rng = random.Random(5)
-    assert wheel.fill([1, 2, 3, 4, 5], 2, 100.0, rng) == Fill([1, 2], 3)
+    assert wheel.fill(handles([1, 2, 3, 4, 5]), 2, 100.0, rng) == Fill(handles([1, 2]), 3)
     assert len(wheel) == 3 and wheel.redelays == 3
     assert sorted(wheel) == [3, 4, 5]
     assert all(100.0 < s <= 161.0 for s in [wheel.next_due() or 0.0])
     # room for all: nothing re-delayed, no draw taken
     before = rng.getstate()
-    assert wheel.fill([6, 7], 5, 100.0, rng) == Fill([6, 7], 0)
+    assert wheel.fill(handles([6, 7]), 5, 100.0, rng) == Fill(handles([6, 7]), 0)
     assert rng.getstate() == before
     with pytest.raises(ValueError, match="free slots cannot be negative"):
-        wheel.fill([1], -1, 100.0, rng)
+        wheel.fill(handles([1]), -1, 100.0, rng)
 
 
 def test_a_full_queue_round_trip_keeps_every_message() -> None:
     """A steady full ready queue: each second, what is due is popped, `free` admitted,
     the rest re-delayed.  No message is lost or duplicated."""
-    wheel: OverflowWheel[int] = OverflowWheel()
+    wheel: OverflowWheel = OverflowWheel()
     rng = random.Random(11)
     wheel.add(range(5_000), 0.0, rng)
     admitted: list[int] = []
@@ -93,7 +93,7 @@ def test_a_full_queue_round_trip_keeps_every_message() -> None:
 
 
 def test_occupied_seconds_stay_within_the_spread_whatever_the_backlog() -> None:
-    wheel: OverflowWheel[int] = OverflowWheel()
+    wheel: OverflowWheel = OverflowWheel()
     wheel.add(range(200_000), 7.5, random.Random(2))
     assert len(wheel) == 200_000
     assert len(wheel._seconds) <= math.ceil(SPREAD) + 1
@@ -101,7 +101,7 @@ def test_occupied_seconds_stay_within_the_spread_whatever_the_backlog() -> None:
 
 
 def test_re_delaying_before_the_last_pop_is_refused() -> None:
-    wheel: OverflowWheel[int] = OverflowWheel()
+    wheel: OverflowWheel = OverflowWheel()
     wheel.pop_due(30.0)
     with pytest.raises(ValueError, match=r"already popped to t=30"):
         wheel.add([1], 29.0, random.Random(0))
@@ -110,22 +110,22 @@ def test_re_delaying_before_the_last_pop_is_refused() -> None:
 
 
 def test_remove_if_and_drain() -> None:
-    wheel: OverflowWheel[int] = OverflowWheel()
+    wheel: OverflowWheel = OverflowWheel()
     wheel.add(range(100), 0.0, random.Random(4))
     odd = wheel.remove_if(lambda m: m % 2 == 1)
     assert sorted(odd) == list(range(1, 100, 2))
     assert len(wheel) == 50 and sorted(wheel) == list(range(0, 100, 2))
-    assert wheel.remove_if(lambda m: False) == []
+    assert len(wheel.remove_if(lambda m: False)) == 0
     due = wheel.next_due()
     assert due is not None and due == min(int(d) + 1 for i, d in
                                          enumerate(_dues(4, 100, 0.0)) if i % 2 == 0)
     assert sorted(wheel.drain()) == list(range(0, 100, 2))
-    assert len(wheel) == 0 and wheel.next_due() is None and wheel.pop_due(1e9) == []
+    assert len(wheel) == 0 and wheel.next_due() is None and len(wheel.pop_due(1e9)) == 0
 
 
 def test_same_seed_same_layout() -> None:
-    a: OverflowWheel[int] = OverflowWheel()
-    b: OverflowWheel[int] = OverflowWheel()
+    a: OverflowWheel = OverflowWheel()
+    b: OverflowWheel = OverflowWheel()
     a.add(range(1000), 3.3, random.Random(9))
     b.add(range(1000), 3.3, random.Random(9))
     assert list(a) == list(b) and a.next_due() == b.next_due()
@@ -138,9 +138,9 @@ def test_a_spread_that_is_not_positive_is_refused(spread: float) -> None:
 
 
 def test_entries_and_restore_rebuild_the_wheel_exactly() -> None:
-    wheel: OverflowWheel[int] = OverflowWheel()
+    wheel: OverflowWheel = OverflowWheel()
     wheel.add(range(300), 12.5, random.Random(8))
-    copy: OverflowWheel[int] = OverflowWheel()
+    copy: OverflowWheel = OverflowWheel()
     copy.restore(wheel.entries())
     assert copy.entries() == wheel.entries() and len(copy) == 300
     assert copy.next_due() == wheel.next_due()
