@@ -83,10 +83,11 @@ class Observer:
             else:
                 self.reasons[_reason(record)] += n
             return
-        self.redelays.outcome(record)
-        if kind == "Reception":
+        if kind == "Reception":  # a message's first record: nothing to settle yet
             self.received_at[record["id"]] = now
-        elif kind == "Delivery":
+            return
+        self.redelays.outcome(record, kind)
+        if kind == "Delivery":
             t0 = self.received_at.get(record["id"])
             if t0 is not None:
                 for _ in range(n):
@@ -201,13 +202,14 @@ class Redelays:
                 self.peak_waiting[path] = n
         return full
 
-    def outcome(self, record: dict[str, Any]) -> None:
-        kind = record["type"]
+    def outcome(self, record: dict[str, Any], kind: str) -> None:
+        """Any record but `Delayed` and `Reception` (of type `kind`)."""
+        rid = record["id"]
         site = record.get("site")
-        if site and kind in ("Delivery", "Bounce"):
+        if site and (kind == "Delivery" or kind == "Bounce"):
             self.outcomes[site] += 1
-            self._site[record["id"]] = site
-        entry = self._live.get(record["id"])
+            self._site[rid] = site
+        entry = self._live.get(rid)
         if entry is not None:
             if entry[2]:
                 entry[2] = False
@@ -229,7 +231,10 @@ class Redelays:
 
     def _settle(self, entry: list[Any]) -> None:
         path, n, waiting, had_outcome = entry
-        self.counts.setdefault(path, Counter())[n] += 1
+        hist = self.counts.get(path)
+        if hist is None:
+            hist = self.counts[path] = Counter()
+        hist[n] += 1
         if waiting:
             self.waiting[path] -= 1
         if not had_outcome:

@@ -352,8 +352,8 @@ def test_redelays_counted_by_the_engine_land_on_the_path_of_the_outcome() -> Non
     r = Redelays()
     for i, n in enumerate((0, 3, 3, 7)):
         rid = f"m{i}"
-        r.outcome({"type": "Reception", "id": rid, "site": ""})
-        r.outcome({"type": "Delivery", "id": rid, "site": "a->b"})
+        r.outcome({"type": "TransientFailure", "id": rid, "site": "a->b"}, "TransientFailure")
+        r.outcome({"type": "Delivery", "id": rid, "site": "a->b"}, "Delivery")
         r.finish(rid, n)
     [(path, f)] = r.summary().items()
     assert path == "a->b"
