@@ -360,3 +360,15 @@ def test_redelays_counted_by_the_engine_land_on_the_path_of_the_outcome() -> Non
     assert (f["messages_delayed_at_least_once"], f["redelays"]) == (3, 13)
     assert f["redelays_per_message_mean"] == round(13 / 4, 3)
     assert (f["redelays_per_delayed_message_p50"], f["redelays_per_delayed_message_max"]) == (3, 7)
+
+
+def test_records_estimate_from_the_scenario() -> None:
+    from sim.result import LARGE_RECORDS, RECORD_BYTES, records_estimate
+
+    small = scenario(messages=1_000)
+    size, what = records_estimate(small, "outcomes") or (0, "")
+    assert size == 1_000 * 2 * RECORD_BYTES and what.startswith("1,000 messages x 2.00 records")
+    assert records_estimate(small, "none") is None
+    assert "Delayed" in (records_estimate(small, "all") or (0, ""))[1]
+    big = scenario(messages=1_200_000, host={"tempfail_rcpt": 0.02})
+    assert (records_estimate(big, "outcomes") or (0, ""))[0] > LARGE_RECORDS
