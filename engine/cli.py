@@ -188,7 +188,13 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="override a scenario value, e.g. egress_path.connection_limit=16",
     )
     p.add_argument("--no-plot", action="store_true", help="do not draw plot.png")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    p.add_argument(
+        "--records", choices=("outcomes", "all", "none"), default="outcomes",
+        help="records.jsonl holds: outcomes (Reception, Delivery, TransientFailure, Bounce, "
+             "Expiration, AdminBounce; default), all (also a Delayed per re-delay) or none; "
+             "every record is counted in the summary either way",
+    )
     p.set_defaults(func=cmd_simulate)
 
 
@@ -209,6 +215,7 @@ def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="worker processes (default: one per core)")
     p.add_argument("--scheduler", help="a Dask scheduler address (needs egress[dask])")
     p.add_argument("--csv", help="also write the table as CSV here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.set_defaults(func=cmd_sweep)
 
 

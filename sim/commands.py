@@ -1,14 +1,17 @@
 """The bodies of `egress simulate` and `egress sweep` (engine/cli.py stays thin).
 
-Both print with rich: a live progress bar while the run goes (on a terminal
-only; a pipe or a CI log gets the final table alone), then a summary table.
-A bad scenario is a `ScenarioError`; the CLI prints it and exits 1.
+Both print with rich: a live progress bar while the run goes on a terminal;
+on a pipe or in a CI log, a plain line about every 10 s instead (simulated
+time, finished/submitted, messages per second; a sweep's runs done/total),
+so a long run is never silent.  Then a summary table.  A bad scenario is a
+`ScenarioError`; the CLI prints it and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ def load(path: str, sets: list[str]) -> Any:
 
 
 def simulate(args: argparse.Namespace) -> int:
-    from sim.result import RecordFile, run
+    from sim.result import LARGE_RECORDS, LineProgress, RecordFile, records_estimate, run
 
     sets = list(args.set or [])
     if args.seed is not None:
@@ -36,7 +39,13 @@ def simulate(args: argparse.Namespace) -> int:
     scenario = load(args.scenario, sets)
     console = _console()
     horizon = float(scenario.horizon)
+    records = getattr(args, "records", "outcomes")
     interactive = console.is_terminal and not args.quiet
+    estimate = records_estimate(scenario, records) if args.out else None
+    if estimate is not None and estimate[0] > LARGE_RECORDS:
+        console.print(f"note: records.jsonl will be about {estimate[0] / 1e9:,.1f} GB "
+                      f"({estimate[1]}); --records none writes none, the summary counts them")
+
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -59,15 +68,31 @@ def simulate(args: argparse.Namespace) -> int:
                 submitted=submitted,
             )
 
-        if args.out:
+        report: Any = None
+        if interactive:
+            report = update
+        elif not args.quiet:
+            report = LineProgress(sys.stdout, label=scenario.name)
+        if args.out and records != "none":
             # Stream records to disk: a million-message run would not fit in memory.
-            with RecordFile(Path(args.out) / "records.jsonl") as sink:
-                result = run(scenario, progress=update, keep_records=False, record_sink=sink)
+            def large(n: int) -> None:
+                print(f"note: records.jsonl has passed {n / 1e9:.1f} GB and is still growing "
+                      "(--records outcomes or none write less; the summary counts every record)",
+                      file=sys.stderr, flush=True)
+
+            with RecordFile(Path(args.out) / "records.jsonl", large=LARGE_RECORDS,
+                            on_large=large) as sink:
+                result = run(scenario, progress=report, records=records,
+                             keep_records=False, record_sink=sink)
         else:
-            result = run(scenario, progress=update, keep_records=False)
+            result = run(scenario, progress=report, records=records, keep_records=False)
+            if args.out:
+                (Path(args.out) / "records.jsonl").unlink(missing_ok=True)
     print_summary(console, result)
     if args.out:
         written = result.write(args.out, plot=not args.no_plot, records=False)
+        if records == "none":
+            written = [p for p in written if p.name != "records.jsonl"]
         console.print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -92,8 +117,20 @@ def print_summary(console: Console, result: Any) -> None:
         table.add_row(f"peak ready depth {path}", str(n))
     for reason, n in s["deferrals"].items():
         table.add_row(f"not delivered at once: {reason}", f"{n:,}")
+    for path, r in s.get("redelays", {}).items():
+        table.add_row(f"messages re-delayed at least once {path}",
+                      f"{r['messages_delayed_at_least_once']:,}")
+        table.add_row(f"re-delays per re-delayed message {path}",
+                      f"p50 {r['redelays_per_delayed_message_p50']}, "
+                      f"p95 {r['redelays_per_delayed_message_p95']}, "
+                      f"max {r['redelays_per_delayed_message_max']}")
+        mean = r["redelays_per_message_mean"]
+        if mean is not None:
+            table.add_row(f"re-delays per message (mean, all its messages) {path}", f"{mean:.2f}")
     table.add_row("wall time", f"{result.wall_seconds:.2f} s")
     console.print(table)
+    for item in s.get("advice", []):
+        console.print(f"[bold]what is wrong:[/bold] {item['text']}", soft_wrap=True)
 
 
 def sweep(args: argparse.Namespace) -> int:
@@ -106,10 +143,12 @@ def sweep(args: argparse.Namespace) -> int:
     for combo in combinations(varies):
         base.with_overrides(combo)
     console = _console()
+    quiet = getattr(args, "quiet", False)
+    interactive = console.is_terminal and not quiet
     progress = Progress(
         TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
         TimeElapsedColumn(), console=console, transient=True,
-        disable=not console.is_terminal,
+        disable=not interactive,
     )
     with progress:
         task = progress.add_task("sweep", total=None)
@@ -117,9 +156,14 @@ def sweep(args: argparse.Namespace) -> int:
         def update(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
+        report: Any = None
+        if interactive:
+            report = update
+        elif not quiet:
+            report = SweepLines(sys.stdout)
         table_rows = run_sweep(
             base, varies, seeds=args.seeds, workers=args.workers,
-            scheduler=args.scheduler, progress=update,
+            scheduler=args.scheduler, progress=report,
         )
     table = Table(title=f"sweep over {args.seeds} seed(s)")
     keys = [v.key for v in varies]
@@ -148,6 +192,24 @@ def sweep(args: argparse.Namespace) -> int:
         write_csv(table_rows, out)
         console.print(f"wrote {out} ({len(table_rows)} rows, figures: {', '.join(FIGURES)})")
     return 0
+
+
+class SweepLines:
+    """Sweep progress for logs and pipes: runs done/total, about every `interval`
+    wall seconds and when the last run is done."""
+
+    def __init__(self, stream: Any, interval: float = 10.0) -> None:
+        self.stream = stream
+        self.interval = interval
+        self._started = self._last = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self._last < self.interval:
+            return
+        self._last = now
+        print(f"sweep: {done}/{total} runs done (wall {now - self._started:,.0f} s)",
+              file=self.stream, flush=True)
 
 
 def _hms(seconds: float | None) -> str:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import simpy
@@ -83,6 +83,7 @@ class SimDriver(ConnectionPhases):
         progress: ProgressFn | None = None,
         keep_records: bool = True,
         record_sink: Callable[[dict[str, Any]], None] | None = None,
+        record_kinds: Collection[str] | None = None,
     ) -> None:
         self.scenario = scenario
         self.env = simpy.Environment()
@@ -90,7 +91,8 @@ class SimDriver(ConnectionPhases):
         # in how often the world draws does not reshuffle the engine's choices.
         self.world = World(scenario, random.Random(f"world:{scenario.seed}"))
         self.engine = Engine(scenario.policy(), seed=scenario.seed, epoch=scenario.start_epoch)
-        self.observer = Observer(self.engine, keep_records=keep_records, sink=record_sink)
+        self.observer = Observer(self.engine, keep_records=keep_records, sink=record_sink,
+                                 kinds=record_kinds)
         self._progress = progress
         self._conns: dict[int, _Conn] = {}
         self.connections = PathConnections(self.observer.note_connections)

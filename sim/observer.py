@@ -5,16 +5,29 @@ the observer turns them into the figures a capacity planner reads
 (`SimResult.summary`) and the arrays an analyst plots (`SimResult.series`).
 It only reads the engine through its inspection methods, so it cannot change
 what the engine decides.
+
+Every record is counted; which ones are kept or handed to the sink is the
+caller's choice (`kinds`): a blast at KumoMTA's default max_ready writes a
+`Delayed` record per re-delay, many times the message count, and those only
+count churn.  What they say is kept as figures instead (`Redelays`): per
+path, how many messages were re-delayed at least once, how often each, and
+how many waited at once behind the path's full ready queue.
 """
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
+
+#: The records `--records outcomes` writes: what happened to each message, not
+#: each time a message was put back to wait (`Delayed`).
+OUTCOMES = frozenset(
+    ("Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce"))
 
 
 class Observer:
@@ -26,10 +39,13 @@ class Observer:
         *,
         keep_records: bool = True,
         sink: Callable[[dict[str, Any]], None] | None = None,
+        kinds: Collection[str] | None = None,
     ) -> None:
         self.engine = engine
         self.keep_records = keep_records
         self.sink = sink
+        self.kinds = None if kinds is None else frozenset(kinds)  # None: every type
+        self.redelays = Redelays()
         self.records: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
@@ -55,23 +71,36 @@ class Observer:
         recipient = record.get("recipient")
         n = len(recipient) if isinstance(recipient, list) else 1
         self.counts[kind] += n
-        if self.keep_records:
-            self.records.append(record)
-        if self.sink is not None:
-            self.sink(record)
-        if kind == "Reception":
+        if self.kinds is None or kind in self.kinds:
+            if self.keep_records:
+                self.records.append(record)
+            if self.sink is not None:
+                self.sink(record)
+        if kind == "Delayed":
+            # the commonest by far in a blast: one prefix test instead of two parses
+            if self.redelays.delayed(record):
+                self.reasons["Delayed ReadyQueueWasFull"] += n
+            else:
+                self.reasons[_reason(record)] += n
+            return
+        if kind == "Reception":  # a message's first record: nothing to settle yet
             self.received_at[record["id"]] = now
-        elif kind == "Delivery":
+            return
+        self.redelays.outcome(record, kind)
+        if kind == "Delivery":
             t0 = self.received_at.get(record["id"])
             if t0 is not None:
                 for _ in range(n):
                     self.latencies.append(now - t0)
-        elif kind in ("TransientFailure", "Delayed", "Bounce", "Expiration"):
+        elif kind in ("TransientFailure", "Bounce", "Expiration"):
             self.reasons[_reason(record)] += n
 
-    def finish(self, message_id: str) -> None:
-        """The engine discarded the message: it is delivered, bounced or expired."""
+    def finish(self, message_id: str, redelays: int | None = None) -> None:
+        """The engine discarded the message: it is delivered, bounced or expired.
+        `redelays`: how often it was re-delayed, when the engine says so itself
+        (an engine that counts re-delays instead of logging a record each)."""
         self.received_at.pop(message_id, None)
+        self.redelays.finish(message_id, redelays)
         self.finished += 1
 
     # -- samples ---------------------------------------------------------------
@@ -129,6 +158,143 @@ class Observer:
         if not self.latencies:
             return None
         return float(np.percentile(np.frombuffer(self.latencies, dtype=np.float64), q))
+
+
+class Redelays:
+    """Per path: messages re-delayed at least once, re-delays per message, and the
+    most messages waiting at once after the path's full ready queue turned them
+    away.
+
+    Fed every record (and every finished message) by the `Observer`; holds one
+    small entry per message that was re-delayed and is not finished yet.  A
+    `Delayed` record is attributed to the path its text names (KumoMTA's
+    ``... ReadyQueueWasFull on SOURCE->SITE; ...``, ``451 4.4.1 SOURCE->SITE
+    ready queue throttled ...``), else to its scheduled queue
+    (``MessageRateThrottle on QUEUE``): the place the message waited.
+    """
+
+    __slots__ = ("_live", "_site", "counts", "messages", "outcomes", "peak_waiting", "waiting")
+
+    def __init__(self) -> None:
+        # id -> [path, re-delays, waiting behind a full ready queue now, had an outcome there]
+        self._live: dict[str, list[Any]] = {}
+        self.counts: dict[str, Counter[int]] = {}  # path -> {re-delays: messages}, finished
+        self.outcomes: Counter[str] = Counter()  # path -> Delivery/Bounce records naming it
+        self.messages: Counter[str] = Counter()  # path -> re-delayed messages with no outcome there
+        self.waiting: Counter[str] = Counter()
+        self.peak_waiting: Counter[str] = Counter()
+        self._site: dict[str, str] = {}  # id -> path of its outcome record, until finished
+
+    def delayed(self, record: dict[str, Any]) -> bool:
+        """Take a `Delayed` record; True when a full ready queue made it."""
+        path, full = _delay_path(record)
+        entry = self._live.get(record["id"])
+        if entry is None:
+            entry = self._live[record["id"]] = [path, 0, False, False]
+        elif entry[0] != path:
+            self._settle(entry)
+            entry[:] = [path, 0, False, False]
+        entry[1] += 1
+        if full and not entry[2]:
+            entry[2] = True
+            n = self.waiting[path] = self.waiting[path] + 1
+            if n > self.peak_waiting[path]:
+                self.peak_waiting[path] = n
+        return full
+
+    def outcome(self, record: dict[str, Any], kind: str) -> None:
+        """Any record but `Delayed` and `Reception` (of type `kind`)."""
+        rid = record["id"]
+        site = record.get("site")
+        if site and (kind == "Delivery" or kind == "Bounce"):
+            self.outcomes[site] += 1
+            self._site[rid] = site
+        entry = self._live.get(rid)
+        if entry is not None:
+            if entry[2]:
+                entry[2] = False
+                self.waiting[entry[0]] -= 1
+            if site == entry[0]:
+                entry[3] = True
+
+    def finish(self, message_id: str, redelays: int | None = None) -> None:
+        """`redelays` from the engine, for a message whose re-delays had no
+        record each: attributed to the path of its outcome record."""
+        site = self._site.pop(message_id, "")
+        entry = self._live.pop(message_id, None)
+        if entry is not None:
+            self._settle(entry)
+        elif redelays:
+            self.counts.setdefault(site, Counter())[redelays] += 1
+            if not site:
+                self.messages[site] += 1
+
+    def _settle(self, entry: list[Any]) -> None:
+        path, n, waiting, had_outcome = entry
+        hist = self.counts.get(path)
+        if hist is None:
+            hist = self.counts[path] = Counter()
+        hist[n] += 1
+        if waiting:
+            self.waiting[path] -= 1
+        if not had_outcome:
+            self.messages[path] += 1
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per path, figures whose names say what they count (unfinished messages
+        included with the re-delays they had so far)."""
+        counts = {p: Counter(c) for p, c in self.counts.items()}
+        extra = Counter(self.messages)
+        for path, n, _, had_outcome in self._live.values():
+            counts.setdefault(path, Counter())[n] += 1
+            if not had_outcome:
+                extra[path] += 1
+        out: dict[str, dict[str, Any]] = {}
+        for path in sorted(counts):
+            hist = counts[path]
+            delayed = sum(hist.values())
+            total = sum(k * v for k, v in hist.items())
+            through = self.outcomes[path] + extra[path]
+            out[path] = {
+                "messages_delayed_at_least_once": delayed,
+                "redelays": total,
+                "redelays_per_message_mean": round(total / through, 3) if through else None,
+                "redelays_per_delayed_message_p50": _hist_quantile(hist, 0.50),
+                "redelays_per_delayed_message_p95": _hist_quantile(hist, 0.95),
+                "redelays_per_delayed_message_max": max(hist),
+                "peak_waiting_behind_full_ready_queue": self.peak_waiting[path],
+            }
+        return out
+
+
+_FULL = "Delayed due to ReadyQueueWasFull on "  # KumoMTA's text, then "PATH; next due at ..."
+
+
+def _delay_path(record: dict[str, Any]) -> tuple[str, bool]:
+    """(where the message waited, whether a full ready queue turned it away)."""
+    content = (record.get("response") or {}).get("content") or ""
+    if content.startswith(_FULL):
+        return content[len(_FULL):content.find(";")], True
+    if content.startswith("Delayed due to "):
+        head, _, rest = content[len("Delayed due to "):].partition(" on ")
+        name = rest.partition(";")[0]
+        if name:
+            return name, head == "ReadyQueueWasFull"
+    if " ready queue throttled" in content:
+        return content.partition(" ready queue throttled")[0].rpartition(" ")[2], False
+    return record.get("queue") or "", False
+
+
+def _hist_quantile(hist: Counter[int], q: float) -> int:
+    """The `q` quantile (nearest rank) of a {value: how many} histogram."""
+    total = sum(hist.values())
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= rank:
+            return value
+    return max(hist)
 
 
 def _append_per_path(

@@ -2,13 +2,20 @@
 
 `SimResult` is what a capacity planner reads: `summary` (a flat, JSON-ready
 dict of the figures that answer "how long, how deep, how many failed"),
-`records` (the engine's log records, KumoMTA's JSON shape), `series` (numpy
+`records` (the engine's log records, KumoMTA's JSON shape: by default the
+outcomes only, since a full ready queue's `Delayed` records can outnumber the
+messages many times over; the summary counts every record), `series` (numpy
 arrays sampled at a fixed simulated interval) and `to_frame()` for pandas.
+The summary also says, per path, how often messages were re-delayed, and
+names a path that re-delayed more than once per message with the max_ready
+that would have held it (`advice`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +25,12 @@ from typing import Any
 import numpy as np
 
 from sim.driver import ProgressFn, SimDriver
+from sim.observer import OUTCOMES
+
+#: `records=` choices: which log records a run keeps and writes (all are counted).
+RECORD_CHOICES = ("outcomes", "all", "none")
+#: Above this, a run says how big its records.jsonl will be before it starts.
+LARGE_RECORDS = 1 << 30
 
 
 @dataclass
@@ -82,14 +95,24 @@ class RecordFile:
     """A record sink writing JSON lines: `run(..., record_sink=RecordFile(p))`
     streams a big run's records to disk instead of holding them in memory."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, large: int = 0,
+                 on_large: Callable[[int], None] | None = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "w", buffering=1 << 20)  # noqa: SIM115 - closed by close()
         self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+        self.written = 0  # characters (bytes: the records are ASCII JSON)
+        self._large = large if on_large is not None else 0
+        self._on_large = on_large
 
     def __call__(self, record: dict[str, Any]) -> None:
-        self._fh.write(self._dumps(record))
+        line = self._dumps(record)
+        self._fh.write(line)
         self._fh.write("\n")
+        self.written += len(line) + 1
+        if self._large and self.written > self._large:
+            self._large = 0  # once
+            assert self._on_large is not None
+            self._on_large(self.written)
 
     def close(self) -> None:
         self._fh.close()
@@ -108,20 +131,31 @@ def _npz_key(name: str) -> str:
 
 def run(
     scenario: Any,
-    progress: ProgressFn | None = None,
+    progress: bool | ProgressFn | None = None,
     *,
+    records: str = "outcomes",
     keep_records: bool = True,
     record_sink: Callable[[dict[str, Any]], None] | None = None,
 ) -> SimResult:
     """Simulate `scenario` (a `sim.Scenario`) to its horizon or until every
     message is finished, whichever comes first.  The run is fully determined by
-    the scenario and its seed."""
+    the scenario and its seed.
+
+    `progress`: None or False for silence; True for a line on stderr about
+    every 10 s of wall time; or a callable taking (simulated seconds,
+    finished, submitted), called at every sample.
+    `records`: which records `SimResult.records` (and `record_sink`) get:
+    ``"outcomes"`` (Reception, Delivery, TransientFailure, Bounce,
+    Expiration, AdminBounce; the default), ``"all"`` (also a `Delayed` per
+    re-delay) or ``"none"``.  Every record is counted in the summary either
+    way.  `keep_records=False` holds none in memory (a sink still gets them)."""
     from sim.traffic import arrivals, traffic_rng
 
+    kinds = record_kinds(records)
+    progress_fn = progress_function(progress)
     started = time.perf_counter()
-    driver = SimDriver(
-        scenario, progress=progress, keep_records=keep_records, record_sink=record_sink
-    )
+    driver = SimDriver(scenario, progress=progress_fn, keep_records=keep_records,
+                       record_sink=record_sink, record_kinds=kinds)
     horizon = float(scenario.horizon)
     driver.run(arrivals(scenario, traffic_rng(scenario)), horizon)
     wall = time.perf_counter() - started
@@ -148,7 +182,9 @@ def run(
         "peak_connections": dict(sorted(obs.peak_connections.items())),
         "deferrals": dict(sorted(obs.reasons.items())),
         "records": dict(sorted(counts.items())),
+        "redelays": obs.redelays.summary(),
     }
+    summary["advice"] = advice(summary, scenario)
     return SimResult(
         summary=summary,
         records=obs.records,
@@ -159,6 +195,124 @@ def run(
         wall_seconds=wall,
         windows=outage_windows(scenario),
     )
+
+
+def record_kinds(records: str) -> frozenset[str] | None:
+    """The record types a `records=` choice keeps (None: every type)."""
+    if records == "all":
+        return None
+    if records == "outcomes":
+        return OUTCOMES
+    if records == "none":
+        return frozenset()
+    raise ValueError(f"records must be one of {', '.join(RECORD_CHOICES)}, got {records!r}")
+
+
+def progress_function(progress: Any) -> ProgressFn | None:
+    """What `run(progress=...)` accepts, as the driver's callable (or None)."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        return LineProgress(sys.stderr)
+    if callable(progress):
+        return progress  # type: ignore[no-any-return]
+    raise TypeError("progress must be True, False, None or a callable taking "
+                    f"(simulated seconds, finished, submitted), got {progress!r}")
+
+
+class LineProgress:
+    """A progress callable that prints one line at the first sample, then about
+    every `interval` wall seconds: simulated time, finished/submitted, messages
+    finished per wall second.  For logs and pipes, where a live bar is noise."""
+
+    def __init__(self, stream: Any, interval: float = 10.0, label: str = "") -> None:
+        self.stream = stream
+        self.interval = interval
+        self.label = f"{label}: " if label else ""
+        self._started = self._last = time.perf_counter()
+        self._last_finished = 0
+        self._first = True  # the first sample prints at once: the run has started
+
+    def __call__(self, now: float, finished: int, submitted: int) -> None:
+        wall = time.perf_counter()
+        if wall - self._last < self.interval and not self._first:
+            return
+        self._first = False
+        rate = (finished - self._last_finished) / max(wall - self._last, 1e-9)
+        self._last, self._last_finished = wall, finished
+        print(f"{self.label}simulated {_clock(now)}, finished {finished:,}/{submitted:,}, "
+              f"{rate:,.0f} messages/s (wall {wall - self._started:,.0f} s)",
+              file=self.stream, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+#: A path re-delaying more often than this per message, on average, is named.
+REDELAY_ADVICE = 1.0
+
+
+def advice(summary: dict[str, Any], scenario: Any) -> list[dict[str, Any]]:
+    """Paths that re-delayed more than once per message on average, each with
+    the max_ready that would have held its backlog and the line to try it."""
+    out = []
+    for path, r in summary["redelays"].items():
+        mean = r["redelays_per_message_mean"]
+        waiting = r["peak_waiting_behind_full_ready_queue"]
+        if mean is None or mean <= REDELAY_ADVICE or not waiting:
+            continue
+        held = waiting + summary["peak_ready_depth"].get(path, 0)
+        suggest = _round_up(held)
+        if getattr(scenario, "policy_file", None) is not None:
+            how = f"max_ready = {suggest} in the policy file's make_egress_path for this path"
+        else:
+            how = f"--set egress_path.max_ready={suggest}"
+        out.append({
+            "path": path,
+            "redelays_per_message_mean": mean,
+            "peak_waiting_behind_full_ready_queue": waiting,
+            "max_ready_to_hold_it": suggest,
+            "try": how,
+            "text": (f"{path} re-delayed {mean:.1f} times per message on average: up to "
+                     f"{waiting:,} messages waited at once behind its full ready queue "
+                     f"(peak ready depth {summary['peak_ready_depth'].get(path, 0):,}); "
+                     f"max_ready {suggest:,} would have held them: {how}"),
+        })
+    return out
+
+
+def _round_up(n: int) -> int:
+    """Up to two significant figures: 83,412 -> 84,000."""
+    if n < 100:
+        return max(n, 1)
+    scale = 10 ** (int(math.log10(n)) - 1)
+    return -(-n // scale) * scale
+
+
+#: Bytes per record in records.jsonl, measured on the shipped scenarios
+#: (a Delivery with TLS fields is about 560, a Reception about 400).
+RECORD_BYTES = 500
+
+
+def records_estimate(scenario: Any, records: str) -> tuple[int, str] | None:
+    """(bytes, what the estimate counts) for records.jsonl, from the scenario's
+    traffic, or None when nothing is written.  Outcomes: a Reception and an
+    outcome per message, plus a TransientFailure per expected tempfail;
+    Delayed records depend on the run and are named, not estimated."""
+    if records == "none":
+        return None
+    messages = sum(stream.expected_messages for stream in scenario.traffic)
+    tempfail = max((getattr(h, "tempfail_rcpt", 0.0) or 0.0 for h in scenario.hosts.values()),
+                   default=0.0)
+    per_message = 2.0 + tempfail
+    size = int(messages * per_message * RECORD_BYTES)
+    what = f"{messages:,.0f} messages x {per_message:.2f} records x ~{RECORD_BYTES} bytes"
+    if records == "all":
+        what += ", plus a Delayed record per re-delay (a blast can make many per message)"
+    return size, what
 
 
 def outage_windows(scenario: Any) -> list[tuple[float, float, str]]:

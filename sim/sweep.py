@@ -33,6 +33,7 @@ FIGURES = (
     "time_to_deliver_p99",
     "max_peak_connections",
     "max_peak_ready_depth",
+    "max_redelays_per_message",  # the worst path's mean re-delays per message
 )
 
 
@@ -98,6 +99,8 @@ def run_one(
     row = {k: s.get(k) for k in FIGURES}
     row["max_peak_connections"] = max(s["peak_connections"].values(), default=0)
     row["max_peak_ready_depth"] = max(s["peak_ready_depth"].values(), default=0)
+    row["max_redelays_per_message"] = max(
+        (r["redelays_per_message_mean"] or 0.0 for r in s["redelays"].values()), default=0.0)
     return row
 
 

@@ -114,3 +114,28 @@ def test_memory_bench_quick() -> None:
     # each message's 2 KB body (plus its event) is in the spool, not only in memory
     assert spool and int(spool.group(1).replace(",", "")) >= 2000, out
     assert re.search(r"RSS after restart, 2,000 recovered\s+[\d.]+ MiB", out), out
+
+
+def test_sim_bench_quick_blast() -> None:
+    """bench.sim --quick: a small blast at default max_ready, with both SimPy ratios."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.sim", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert re.search(r"^blast 5k\s+5,000 msgs  delivered 5,000  drain [\d,]+ s  delayed [\d,]+$",
+                     out, re.M), out
+    assert re.search(r"cpu [\d.]+ s  [\d.]+ cpu us/msg  engine events [\d,]+  "
+                     r"simpy events [\d,]+$", out, re.M), out
+    assert re.search(r"msgs/s : timeouts/s 1/[\d.]+  x bare \(same SimPy events\) [\d.]+$",
+                     out, re.M), out
+
+
+def test_overflow_bench_quick() -> None:
+    """bench.overflow --quick: ns per re-delay for two backlogs, wheel and heap."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.overflow", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    rows = re.findall(r"^\s+([\d,]+)\s+[\d,]+\s+[\d,]+\s+[\d,]+  \(x[\d.]+, x[\d.]+ of the "
+                      r"smallest\)$", out, re.M)
+    assert rows == ["10,000", "50,000"], out

@@ -101,3 +101,45 @@ def test_sweep_runs_every_combination_over_seeds(tmp_path: Path) -> None:
     slow, fast = (float(r["drain_time_mean"]) for r in rows)
     assert fast < slow / 2  # four connections drain far faster than one
     assert [int(float(r["max_peak_connections_max"])) for r in rows] == [1, 4]
+
+
+# one slow connection behind a small ready queue: the backlog waits minutes, re-delayed
+SQUEEZED = SCENARIO.replace("connection_limit = 8", "connection_limit = 1\nmax_ready = 20")
+SQUEEZED = SQUEEZED.replace('data_latency = "40ms"', 'data_latency = "400ms"')
+
+
+def test_simulate_records_choice(tmp_path: Path) -> None:
+    path = write(tmp_path, SQUEEZED)
+    types = {}
+    for choice in ("outcomes", "all"):
+        out = tmp_path / choice
+        args = ["--records", choice] if choice != "outcomes" else []
+        proc = egress("simulate", str(path), "--out", str(out), "--quiet", "--no-plot", *args)
+        assert proc.returncode == 0, proc.stderr
+        lines = (out / "records.jsonl").read_text().splitlines()
+        types[choice] = {json.loads(line)["type"] for line in lines}
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["records"]["Delayed"] > 0
+    assert "Delayed" not in types["outcomes"] and "Delayed" in types["all"]
+    out = tmp_path / "none"
+    proc = egress("simulate", str(path), "--out", str(out), "--quiet", "--no-plot",
+                  "--records", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "records.jsonl").exists() and (out / "summary.json").exists()
+
+
+def test_simulate_says_what_is_wrong_and_prints_progress_lines(tmp_path: Path) -> None:
+    proc = egress("simulate", str(write(tmp_path, SQUEEZED)))
+    assert proc.returncode == 0, proc.stderr
+    # not a terminal: plain progress lines, the first at once
+    assert "cli-test: simulated 0:00:00, finished 0/400" in proc.stdout
+    assert "what is wrong:" in proc.stdout and "--set egress_path.max_ready=" in proc.stdout
+    quiet = egress("simulate", str(write(tmp_path, SQUEEZED)), "--quiet")
+    assert "cli-test: simulated" not in quiet.stdout and "what is wrong:" in quiet.stdout
+
+
+def test_sweep_prints_runs_done(tmp_path: Path) -> None:
+    proc = egress("sweep", str(write(tmp_path)), "--vary", "egress_path.connection_limit=2,4",
+                  "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "sweep: 2/2 runs done" in proc.stdout

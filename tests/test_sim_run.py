@@ -70,7 +70,7 @@ def test_max_ready_bounds_the_ready_queue_and_redelays_within_60s() -> None:
     result = run(scenario(
         messages=400, egress={"max_ready": 50, "connection_limit": 1},
         host={"data_latency": "50ms"},
-    ))
+    ), records="all")
     assert max(result.summary["peak_ready_depth"].values()) <= 50
     ready = result.series["ready_depth"]
     assert ready.max() <= 50
@@ -222,7 +222,8 @@ def test_a_quitting_connection_counts_until_it_is_closed() -> None:
 def test_peak_ready_depth_is_exact_not_sampled() -> None:
     # Samples every 1 s would miss a burst that fills and drains in between;
     # the summary's peak comes from the engine itself.
-    result = run(scenario(messages=300, egress={"max_ready": 120, "connection_limit": 4}))
+    result = run(scenario(messages=300, egress={"max_ready": 120, "connection_limit": 4}),
+                 records="all")
     peaks = result.summary["peak_ready_depth"]
     assert max(peaks.values()) == 120
     assert any("ReadyQueueWasFull" in r["response"]["content"]
@@ -239,3 +240,135 @@ def test_outage_windows_are_reported_for_plots(tmp_path: Any) -> None:
     written = result.write(tmp_path)
     assert (tmp_path / "plot.png") in written
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- records at scale: counted always, written by choice (issue 12) -------------
+
+SQUEEZE = {"messages": 400, "egress": {"max_ready": 50, "connection_limit": 1},
+           "host": {"data_latency": "50ms"}}
+
+
+def _nearest_rank(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def test_outcomes_are_the_default_and_delayed_records_are_counted_not_kept() -> None:
+    outcomes = run(scenario(**SQUEEZE))
+    every = run(scenario(**SQUEEZE), records="all")
+    none = run(scenario(**SQUEEZE), records="none")
+    assert records_of(outcomes, "Delayed") == [] and none.records == []
+    delayed = records_of(every, "Delayed")
+    assert delayed
+    assert outcomes.records == [r for r in every.records if r["type"] != "Delayed"]
+    # the summary does not depend on what was written
+    assert outcomes.summary == every.summary == none.summary
+    assert outcomes.summary["records"]["Delayed"] == len(delayed)
+
+
+def test_redelay_figures_per_path_match_the_delayed_records() -> None:
+    every = run(scenario(**SQUEEZE), records="all")
+    per_message: dict[str, int] = {}
+    for r in records_of(every, "Delayed"):
+        per_message[r["id"]] = per_message.get(r["id"], 0) + 1
+    [(path, figures)] = every.summary["redelays"].items()
+    assert path == next(iter(every.summary["peak_ready_depth"]))
+    counts = list(per_message.values())
+    assert figures["messages_delayed_at_least_once"] == len(per_message)
+    assert figures["redelays"] == sum(counts)
+    assert figures["redelays_per_delayed_message_p50"] == _nearest_rank(counts, 0.50)
+    assert figures["redelays_per_delayed_message_p95"] == _nearest_rank(counts, 0.95)
+    assert figures["redelays_per_delayed_message_max"] == max(counts)
+    assert figures["redelays_per_message_mean"] == round(sum(counts) / 400, 3)
+    # at t=0 all but the first 50 (plus the one taken by the connection) bounced
+    assert 300 <= figures["peak_waiting_behind_full_ready_queue"] <= 400 - 50
+
+
+def test_a_path_that_redelays_is_named_with_the_max_ready_that_holds_it() -> None:
+    slow = {**SQUEEZE, "host": {"data_latency": "400ms"}}  # a backlog of minutes
+    squeezed = run(scenario(**slow))
+    [advice] = squeezed.summary["advice"]
+    path = next(iter(squeezed.summary["peak_ready_depth"]))
+    assert advice["path"] == path and advice["redelays_per_message_mean"] > 1.0
+    suggested = advice["max_ready_to_hold_it"]
+    assert advice["try"] == f"--set egress_path.max_ready={suggested}"
+    assert path in advice["text"] and f"{suggested:,}" in advice["text"]
+    # trying it: no path re-delays at all, so nothing to say
+    held = run(scenario(**{**slow, "egress": {**SQUEEZE["egress"], "max_ready": suggested}}))
+    assert held.summary["advice"] == [] and held.summary["records"].get("Delayed", 0) == 0
+    assert held.summary["delivered"] == 400
+
+
+def test_records_choice_is_checked() -> None:
+    with pytest.raises(ValueError, match="records must be one of outcomes, all, none"):
+        run(scenario(messages=5), records="some")
+
+
+@pytest.mark.parametrize("progress", [None, False])
+def test_progress_off(progress: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(scenario(messages=20), progress=progress).summary["delivered"] == 20
+    assert capsys.readouterr() == ("", "")
+
+
+def test_progress_true_prints_lines_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(scenario(messages=20), progress=True).summary["delivered"] == 20
+    err = capsys.readouterr().err
+    assert err.startswith("simulated 0:00:00, finished 0/") and "messages/s" in err
+
+
+def test_progress_callable_sees_simulated_time_and_counts() -> None:
+    seen: list[tuple[float, int, int]] = []
+    run(scenario(messages=30), progress=lambda *a: seen.append(a))
+    assert seen and seen[0][0] == 0.0
+    assert [t for t, _, _ in seen] == sorted(t for t, _, _ in seen)
+    assert max(s for _, _, s in seen) == 30
+
+
+def test_progress_of_another_kind_is_refused() -> None:
+    with pytest.raises(TypeError, match="progress must be True, False, None or a callable"):
+        run(scenario(messages=5), progress="yes")  # type: ignore[arg-type]
+
+
+def test_line_progress_prints_at_first_then_by_interval() -> None:
+    import io
+
+    from sim.result import LineProgress
+
+    out = io.StringIO()
+    line = LineProgress(out, interval=3600.0, label="x")
+    line(0.0, 0, 10)
+    line(5.0, 3, 10)  # within the interval: nothing
+    assert out.getvalue().count("\n") == 1 and out.getvalue().startswith("x: simulated 0:00:00")
+    line.interval = 0.0
+    line(3725.0, 7, 10)
+    assert out.getvalue().splitlines()[1].startswith("x: simulated 1:02:05, finished 7/10, ")
+
+
+def test_redelays_counted_by_the_engine_land_on_the_path_of_the_outcome() -> None:
+    """The hook for an engine that counts re-delays instead of logging each one:
+    `Observer.finish(id, redelays=n)`, attributed to the path of the outcome."""
+    from sim.observer import Redelays
+
+    r = Redelays()
+    for i, n in enumerate((0, 3, 3, 7)):
+        rid = f"m{i}"
+        r.outcome({"type": "TransientFailure", "id": rid, "site": "a->b"}, "TransientFailure")
+        r.outcome({"type": "Delivery", "id": rid, "site": "a->b"}, "Delivery")
+        r.finish(rid, n)
+    [(path, f)] = r.summary().items()
+    assert path == "a->b"
+    assert (f["messages_delayed_at_least_once"], f["redelays"]) == (3, 13)
+    assert f["redelays_per_message_mean"] == round(13 / 4, 3)
+    assert (f["redelays_per_delayed_message_p50"], f["redelays_per_delayed_message_max"]) == (3, 7)
+
+
+def test_records_estimate_from_the_scenario() -> None:
+    from sim.result import LARGE_RECORDS, RECORD_BYTES, records_estimate
+
+    small = scenario(messages=1_000)
+    size, what = records_estimate(small, "outcomes") or (0, "")
+    assert size == 1_000 * 2 * RECORD_BYTES and what.startswith("1,000 messages x 2.00 records")
+    assert records_estimate(small, "none") is None
+    assert "Delayed" in (records_estimate(small, "all") or (0, ""))[1]
+    big = scenario(messages=1_200_000, host={"tempfail_rcpt": 0.02})
+    assert (records_estimate(big, "outcomes") or (0, ""))[0] > LARGE_RECORDS

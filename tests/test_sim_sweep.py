@@ -67,3 +67,17 @@ def test_sweep_on_a_dask_cluster_matches_local_workers() -> None:
     ) as cluster:
         remote = sweep(base, varies, seeds=2, scheduler=cluster.scheduler_address)
     assert remote == local
+
+
+def test_a_sweep_over_max_ready_shows_the_redelays_go() -> None:
+    base = Scenario.from_dict({
+        "name": "squeeze", "seed": 1, "horizon": "2h", "sample_interval": "5s",
+        "traffic": [{"domain": "example.com", "messages": 300, "at": "0s"}],
+        "domains": {"example.com": {"mx": [{"host": "mx.example.com", "preference": 10}]}},
+        "hosts": {"mx.example.com": {"data_latency": "400ms", "command_latency": "2ms",
+                                     "connect_latency": "2ms"}},
+        "egress_path": {"connection_limit": 1, "enable_tls": "Disabled"},
+    })
+    rows = sweep(base, [Vary.parse("egress_path.max_ready=20,400")], workers=1)
+    squeezed, held = (r["max_redelays_per_message_mean"] for r in rows)
+    assert squeezed > 1.0 and held == 0.0
