@@ -6,12 +6,12 @@ and an SMTP server there on port 2526 that accepts everything.  In three
 terminals (README.md, "Deliver", runs the same session in one script):
 
     egress lab examples/local_world.toml --dns-port 10053 --port 2526
-    egress deliver --policy examples/live_policy.py --spool /tmp/egress-spool \\
-        --listen 127.0.0.1:2525 --resolver 127.0.0.1:10053 --log-dir /tmp/egress-logs
+    egress deliver --policy examples/live_policy.py --spool out/spool \\
+        --listen 127.0.0.1:2525 --resolver 127.0.0.1:10053 --log-dir out/logs
     python3 -c "import smtplib; smtplib.SMTP('127.0.0.1', 2525).sendmail(
         'me@example.com', ['someone@local.test'], 'Subject: hi\\r\\n\\r\\nhello\\r\\n')"
 
-and /tmp/egress-logs holds a ``"type": "Delivery"`` record for someone@local.test.
+and out/logs holds a ``"type": "Delivery"`` record for someone@local.test.
 
 KumoMTA's default ``prohibited_hosts`` refuses 127.0.0.0/8 and ::1 (a
 public MTA must never deliver to itself), so a policy that delivers to a
