@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +72,6 @@ def test_every_readme_command_runs_from_a_fresh_clone(tmp_path: Path) -> None:
            if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
     env["PATH"] = f"{clone / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["COLUMNS"] = "120"
-    base = Path(sys.base_prefix) / "bin"
-    if (base / "python3").exists():  # quickstart.sh's `python3 -m venv` from a real Python
-        env["PATH"] = f"{clone / '.venv' / 'bin'}{os.pathsep}{base}{os.pathsep}" + \
-            env["PATH"].split(os.pathsep, 1)[1]
     outputs: list[str] = []
     for i, block in enumerate(blocks(README.read_text(encoding="utf-8"))):
         if block.skip:
