@@ -284,7 +284,7 @@ def bind_error(exc: OSError, flags: dict[str, str]) -> str:
     """One line for a socket that would not open, naming the flag whose
     address it was (`flags` maps a flag to its value, ``HOST:PORT`` or a port)."""
     text = str(exc)
-    reason = exc.strerror or text
+    reason = os.strerror(exc.errno) if exc.errno else text
     for flag, value in flags.items():
         port = value.rsplit(":", 1)[-1]
         if f", {port})" in text or text.endswith(f":{port}"):
