@@ -77,8 +77,8 @@ def test_every_readme_command_runs_from_a_fresh_clone(tmp_path: Path) -> None:
         if block.skip:
             continue
         done = _run(block, clone, env)
-        where = f"README block {i} ({block.lang}):\n{block.body}\n--- stdout\n{done.stdout[-3000:]}" \
-                f"\n--- stderr\n{done.stderr[-3000:]}"
+        where = (f"README block {i} ({block.lang}):\n{block.body}\n"
+                 f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
         assert done.returncode == 0, where
         assert "Traceback" not in done.stderr, where
         outputs.append(done.stdout)
