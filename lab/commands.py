@@ -199,10 +199,26 @@ def compare(args: argparse.Namespace) -> int:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(result.table())
+        print_comparison(result)
     if plot is not None:
         plot.parent.mkdir(parents=True, exist_ok=True)
         result.plot(plot)
         if not args.json:
             print(f"wrote {plot}")
     return 0
+
+
+def print_comparison(result: Any) -> None:
+    """The comparison's rows as a table that fits the terminal (long figure
+    names and paths fold onto more lines rather than running off the edge)."""
+    from lab.compare import cell
+
+    table = Table(title=f"{result.sim.summary.get('scenario', '')}: "
+                  f"{result.sim.path} (sim) vs {result.lab.path} (lab)")
+    table.add_column("figure", overflow="fold")
+    for name in ("sim", "lab", "lab vs sim"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in result.rows:
+        diff = "n/a" if r.rel_diff is None else f"{r.rel_diff:+.1%}"
+        table.add_row(r.name, cell(r, r.sim), cell(r, r.lab), diff)
+    Console(highlight=False).print(table)

@@ -113,8 +113,8 @@ class Comparison:
         lines = [f"{'figure':<{width}}  {'sim':>12}  {'lab':>12}  {'lab vs sim':>10}"]
         for r in self.rows:
             diff = "n/a" if r.rel_diff is None else f"{r.rel_diff:+.1%}"
-            show = show_duration if r.name in DURATION_ROWS else _num
-            lines.append(f"{r.name:<{width}}  {show(r.sim):>12}  {show(r.lab):>12}  {diff:>10}")
+            lines.append(f"{r.name:<{width}}  {cell(r, r.sim):>12}  {cell(r, r.lab):>12}  "
+                         f"{diff:>10}")
         return "\n".join(lines)
 
     def plot(self, path: str | Path | None = None) -> Any:
@@ -148,6 +148,11 @@ class Comparison:
         if path is not None:
             fig.savefig(path, dpi=100)
         return fig
+
+
+def cell(row: Row, value: float | None) -> str:
+    """One side of a row as printed: durations as every command prints them."""
+    return show_duration(value) if row.name in DURATION_ROWS else _num(value)
 
 
 def _num(v: float | None) -> str:
