@@ -206,12 +206,14 @@ def compare(spool: str | Path, policy_file: str | Path, *, original: str | Path 
             "_records": records, "_result": result}
 
 
-def _show(value: Any) -> str:
+def _show(row: str, value: Any) -> str:
+    from engine.durations import show_duration
+
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}s"
-    return str(value)
+    if row == "drain_time":
+        return show_duration(value)
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def replay_command(args: Any) -> int:
@@ -233,11 +235,19 @@ def replay_command(args: Any) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    # Each side is named by its policy file's path as given (both are often
+    # "policy.py"), on its own line so a long path is never cut off.
+    console = Console(highlight=False)
+    console.print(f"actual:    what happened, replayed with {out['original_policy']}",
+                  soft_wrap=True)
+    console.print(f"simulated: the same arrivals with {args.policy} "
+                  f"(world: {out['world']})", soft_wrap=True)
     table = Table(title=f"egress replay of {args.spool}")
     table.add_column("")
-    table.add_column(f"actual ({Path(out['original_policy']).name})", justify="right")
-    table.add_column(f"simulated ({Path(args.policy).name})", justify="right")
+    table.add_column("actual", justify="right")
+    table.add_column("simulated", justify="right")
     for row in ROWS:
-        table.add_row(row, _show(out["actual"][row]), _show(out["simulated"][row]))
-    Console(highlight=False).print(table)
+        table.add_row(row.replace("_", " "), _show(row, out["actual"][row]),
+                      _show(row, out["simulated"][row]))
+    console.print(table)
     return 0

@@ -179,7 +179,13 @@ def _print_check(policy_path: str, results: list[dict[str, Any]], only_set: bool
 
 
 def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("simulate", help="simulate a scenario on a simulated clock")
+    p = sub.add_parser(
+        "simulate", help="simulate a scenario on a simulated clock",
+        description="Run SCENARIO's traffic through the engine against its simulated world, "
+        "on a simulated clock, and print a summary (deliveries, failures, drain time, "
+        "time to deliver, peak connections and ready depths). --out also writes "
+        "records.jsonl, series.npz, summary.json and plot.png.",
+    )
     p.add_argument("scenario", help="a scenario TOML file (see scenarios/)")
     p.add_argument("--out", help="write records.jsonl, series.npz, summary.json, plot.png here")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
@@ -205,7 +211,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("sweep", help="simulate every combination of some values, over seeds")
+    p = sub.add_parser(
+        "sweep", help="simulate every combination of some values, over seeds",
+        description="Simulate SCENARIO once per combination of the --vary values and per "
+        "seed (in worker processes), and print one row per combination: the mean (and "
+        "spread over seeds) of drain time, deliveries, failures, p95 time to deliver and "
+        "peak connections.",
+    )
     p.add_argument("scenario", help="a scenario TOML file")
     p.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2,...",
                    help="a scenario key and the values to try (repeatable)")
@@ -354,12 +366,19 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("compare", help="a simulated run against a lab run of the same scenario")
+    p = sub.add_parser(
+        "compare", help="a simulated run against a lab run of the same scenario",
+        description="Put two runs of the same scenario side by side (the --out of egress "
+        "simulate and of egress lab --run): drain time, deliveries, failures, peak "
+        "connections and the distance between their delivery curves. Runs of different "
+        "scenarios are refused unless --force; --plot draws the curves.",
+    )
     p.add_argument("sim_dir", metavar="SIM_DIR", help="the --out of egress simulate")
     p.add_argument("lab_dir", metavar="LAB_DIR", help="the --out of egress lab --run")
-    p.add_argument("--plot", metavar="FILE", help="where to draw the chart "
-                   "(default: LAB_DIR/compare.png)")
-    p.add_argument("--no-plot", action="store_true", help="do not draw the chart")
+    p.add_argument("--plot", metavar="FILE",
+                   help="draw the curves here (a .png; never inside SIM_DIR or LAB_DIR)")
+    p.add_argument("--force", action="store_true",
+                   help="compare even if the runs are of different scenarios")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_compare)
 
@@ -419,25 +438,59 @@ def build_parser() -> argparse.ArgumentParser:
         prog="egress",
         description="egress: an outbound-mail queue engine on KumoMTA's egress-path model.",
     )
+    parser.add_argument("--version", action="version", version=f"egress {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in _REGISTRARS:
         register(sub)
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("egress")
+    except PackageNotFoundError:  # run from a checkout without installing it
+        return "(not installed)"
+
+
+# Modules that are not dependencies of `pip install -e .`, with what brings them.
+_EXTRAS = {
+    "dask": "pip install 'egress[dask]'",
+    "distributed": "pip install 'egress[dask]'",
+    "hvac": "pip install 'egress[vault]'",
+    "aiosmtpd": "pip install aiosmtpd",
+}
+
+
+def _missing_module(exc: ModuleNotFoundError) -> str:
+    name = (exc.name or "").partition(".")[0]
+    hint = _EXTRAS.get(name, f"pip install -e . (from the egress checkout) or pip install {name}")
+    return f"this needs the Python package {name!r}, which is not installed: {hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``egress`` with `argv` (default: the process's arguments); return the
     exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     func = getattr(args, "func", None)
     if func is None:
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         parser.print_help(sys.stderr)
         return 2
+    if extra:
+        # argparse reports a subcommand's unknown flag with the top-level usage;
+        # the subcommand's own usage is the one that helps.
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(func(args))
     except EgressError as exc:
         print(f"egress {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        print(f"egress {args.command}: error: {_missing_module(exc)}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader went away (`egress check ... | head`): not an error of ours.
@@ -446,6 +499,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"egress {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]  # type: ignore[no-any-return]
+    return parser
 
 
 if __name__ == "__main__":

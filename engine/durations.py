@@ -19,7 +19,7 @@ from fractions import Fraction
 
 from engine.errors import ConfigError
 
-__all__ = ["DURATION_UNITS", "format_duration", "parse_duration"]
+__all__ = ["DURATION_UNITS", "format_duration", "parse_duration", "show_duration"]
 
 # Unit spelling -> seconds.  humantime's spellings, minus months/years (whose
 # length humantime fixes arbitrarily; nobody should configure a timeout in them).
@@ -119,3 +119,29 @@ def format_duration(seconds: float) -> str:
         if float(Fraction(millis, 1000)) == seconds:
             return f"{millis}ms"
     return f"{seconds!r}s"
+
+
+def show_duration(seconds: float | None) -> str:
+    """A measured span as every command prints it (simulate, sweep, compare,
+    replay): ``"-"`` for None; under a second in milliseconds (``"350ms"``);
+    under a minute with up to two decimals (``"20.06s"``); from a minute on in
+    whole seconds (``"9m59s"``, ``"1h02m03s"``, ``"2d03h00m00s"``).  Unlike
+    `format_duration` it rounds: it is for reading, not for round trips."""
+    if seconds is None:
+        return "-"
+    value = float(seconds)
+    if not math.isfinite(value):
+        return str(value)
+    if value < 0:
+        return "-" + show_duration(-value)
+    if value < 1:
+        millis = round(value * 1000, 1)
+        return "0s" if millis == 0 else f"{millis:g}ms"
+    if value < 59.995:
+        return f"{value:.2f}".rstrip("0").rstrip(".") + "s"
+    m, s = divmod(round(value), 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    if d:
+        return f"{d}d{h:02d}h{m:02d}m{s:02d}s"
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from engine.config import check_keys, to_plain
 from engine.durations import parse_duration
 from engine.errors import ConfigError
+from engine.protocol import SmartHost, SmtpProtocol, parse_protocol
 from engine.throttle import Throttle, parse_throttle
 
 __all__ = [
@@ -58,9 +59,11 @@ class QueueConfig:
     max_age: float = 7 * 86400.0
     egress_pool: str | None = None
     max_message_rate: Throttle | None = None
+    protocol: SmtpProtocol | None = None
 
     KEYS: ClassVar[tuple[str, ...]] = (
         "retry_interval", "max_retry_interval", "max_age", "egress_pool", "max_message_rate",
+        "protocol",
     )
 
     def __post_init__(self) -> None:
@@ -80,6 +83,14 @@ class QueueConfig:
         if self.max_message_rate is not None:
             rate = parse_throttle(self.max_message_rate, key="max_message_rate")
             s(self, "max_message_rate", rate)
+        if self.protocol is not None:
+            s(self, "protocol", parse_protocol(self.protocol))
+
+    @property
+    def mx_list(self) -> tuple[SmartHost, ...] | None:
+        """The smart hosts of ``protocol = {smtp = {mx_list = ...}}``, tried in
+        order in place of the domain's MX set; None: resolve the domain's MX."""
+        return self.protocol.mx_list if self.protocol is not None else None
 
     @property
     def pool(self) -> str:
@@ -93,12 +104,17 @@ class QueueConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for display and JSON."""
-        return {k: to_plain(getattr(self, k)) for k in self.KEYS}
+        plain = {k: to_plain(getattr(self, k)) for k in self.KEYS if k != "protocol"}
+        if self.protocol is not None:  # shown only when set: SMTP to the MX set is the rule
+            plain["protocol"] = self.protocol.to_plain()
+        return plain
 
 
 def make_queue_config(**keys: Any) -> QueueConfig:
     """KumoMTA's ``make_queue_config``: retry_interval (default "20min"),
-    max_retry_interval (none), max_age ("7d"), egress_pool, max_message_rate."""
+    max_retry_interval (none), max_age ("7d"), egress_pool, max_message_rate,
+    protocol (``{"smtp": {"mx_list": [...]}}``: a smart host, see
+    `engine.protocol`)."""
     check_keys(keys, QueueConfig.KEYS, "make_queue_config")
     return QueueConfig(**keys)
 

@@ -1,15 +1,24 @@
 """A policy for trying `egress deliver` on one machine: everything to a local sink.
 
-Start any SMTP server on 127.0.0.1:2526 (for instance ``python -m aiosmtpd -n
--l 127.0.0.1:2526``; aiosmtpd comes with the ``test`` extra), then:
+The sink is `egress lab` serving examples/local_world.toml: a DNS server on
+127.0.0.1:10053 whose MX for ``local.test`` is ``mx.local.test`` (127.0.0.10),
+and an SMTP server there on port 2526 that accepts everything.  In three
+terminals (README.md, "Deliver", runs the same session in one script):
 
-    egress deliver --policy examples/live_policy.py --spool /tmp/egress-spool \\
-        --listen 127.0.0.1:2525 --log-dir /tmp/egress-logs
-    swaks --server 127.0.0.1:2525 --to someone@localhost
+    egress lab examples/local_world.toml --dns-port 10053 --port 2526
+    egress deliver --policy examples/live_policy.py --spool out/spool \\
+        --listen 127.0.0.1:2525 --resolver 127.0.0.1:10053 --log-dir out/logs
+    python3 -c "import smtplib; smtplib.SMTP('127.0.0.1', 2525).sendmail(
+        'me@example.com', ['someone@local.test'], 'Subject: hi\\r\\n\\r\\nhello\\r\\n')"
+
+and out/logs holds a ``"type": "Delivery"`` record for someone@local.test.
 
 KumoMTA's default ``prohibited_hosts`` refuses 127.0.0.0/8 and ::1 (a
 public MTA must never deliver to itself), so a policy that delivers to a
-local server has to empty it, as here.  Do not use this on the internet.
+local server has to empty it, as here; the lab's certificate is its own CA's,
+so STARTTLS is used without checking it (``OpportunisticInsecure``; give
+``--tls-cafile`` with the CA the lab prints to check it).  Do not use this
+on the internet.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ def path(domain: str, source_name: str, site_name: str):
     return make_egress_path(
         smtp_port=2526,
         prohibited_hosts=[],  # allow loopback: the default refuses 127.0.0.0/8 and ::1
-        enable_tls="Opportunistic",
+        enable_tls="OpportunisticInsecure",  # the lab's certificate is self-made
         enable_mta_sts=False,
         connection_limit=8,
         idle_timeout="5s",

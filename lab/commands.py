@@ -66,8 +66,28 @@ async def _start(scenario: Any, args: argparse.Namespace) -> Any:
         await lab.start()
     except OSError as exc:
         lab.close()
-        raise EgressError(f"cannot start the lab: {exc.strerror or exc}") from None
+        raise EgressError(f"cannot start the lab: {_which_address(exc, args)}") from None
     return lab
+
+
+def _which_address(exc: OSError, args: argparse.Namespace) -> str:
+    """Name the flag and address that would not open: the DNS server's UDP
+    port (the lab binds it first, and the OS error does not say which), else
+    the SMTP port on the hosts' addresses."""
+    import socket
+
+    reason = (exc.strerror or str(exc)).lower()
+    if args.dns_port:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind(("127.0.0.1", args.dns_port))
+        except OSError:
+            return f"--dns-port {args.dns_port}: 127.0.0.1:{args.dns_port} (UDP): {reason}"
+        finally:
+            probe.close()
+    if args.port:
+        return f"--port {args.port}: the SMTP port on the hosts' 127.0.0.x addresses: {exc}"
+    return str(exc)
 
 
 async def _serve(scenario: Any, args: argparse.Namespace, duration: float | None,
@@ -163,20 +183,42 @@ async def _run(scenario: Any, args: argparse.Namespace, duration: float | None,
 
 
 def compare(args: argparse.Namespace) -> int:
-    """``egress compare SIM_DIR LAB_DIR [--plot FILE] [--json]``."""
+    """``egress compare SIM_DIR LAB_DIR [--plot FILE] [--force] [--json]``."""
     import json
 
-    from lab.compare import compare_dirs
+    from lab.compare import CompareError, compare_dirs
 
-    result = compare_dirs(args.sim_dir, args.lab_dir)
+    plot = Path(args.plot) if args.plot else None
+    if plot is not None:
+        for d in (args.sim_dir, args.lab_dir):
+            if plot.resolve().is_relative_to(Path(d).resolve()):
+                raise CompareError(f"--plot {args.plot}: inside the input directory {d}; "
+                                   "give a path outside SIM_DIR and LAB_DIR")
+    result = compare_dirs(args.sim_dir, args.lab_dir, force=args.force)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(result.table())
-    plot = Path(args.plot) if args.plot else Path(args.lab_dir) / "compare.png"
-    if not args.no_plot:
+        print_comparison(result)
+    if plot is not None:
+        plot.parent.mkdir(parents=True, exist_ok=True)
         result.plot(plot)
         if not args.json:
             print(f"wrote {plot}")
     return 0
+
+
+def print_comparison(result: Any) -> None:
+    """The comparison's rows as a table that fits the terminal (long figure
+    names and paths fold onto more lines rather than running off the edge)."""
+    from lab.compare import cell
+
+    table = Table(title=f"{result.sim.summary.get('scenario', '')}: "
+                  f"{result.sim.path} (sim) vs {result.lab.path} (lab)")
+    table.add_column("figure", overflow="fold")
+    for name in ("sim", "lab", "lab vs sim"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in result.rows:
+        diff = "n/a" if r.rel_diff is None else f"{r.rel_diff:+.1%}"
+        table.add_row(r.name, cell(r, r.sim), cell(r, r.lab), diff)
+    Console(highlight=False).print(table)

@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from engine.durations import show_duration
 from engine.errors import EgressError
 
 CURVE_POINTS = 60  # bins of the delivered-per-minute curve over the longer run
+DURATION_ROWS = frozenset({"drain time"})
 
 
 class CompareError(EgressError, ValueError):
@@ -106,12 +108,13 @@ class Comparison:
         }
 
     def table(self) -> str:
-        """A fixed-width text table."""
+        """A fixed-width text table (durations as every command prints them)."""
         width = max([len(r.name) for r in self.rows] + [6])
         lines = [f"{'figure':<{width}}  {'sim':>12}  {'lab':>12}  {'lab vs sim':>10}"]
         for r in self.rows:
             diff = "n/a" if r.rel_diff is None else f"{r.rel_diff:+.1%}"
-            lines.append(f"{r.name:<{width}}  {_num(r.sim):>12}  {_num(r.lab):>12}  {diff:>10}")
+            lines.append(f"{r.name:<{width}}  {cell(r, r.sim):>12}  {cell(r, r.lab):>12}  "
+                         f"{diff:>10}")
         return "\n".join(lines)
 
     def plot(self, path: str | Path | None = None) -> Any:
@@ -145,6 +148,11 @@ class Comparison:
         if path is not None:
             fig.savefig(path, dpi=100)
         return fig
+
+
+def cell(row: Row, value: float | None) -> str:
+    """One side of a row as printed: durations as every command prints them."""
+    return show_duration(value) if row.name in DURATION_ROWS else _num(value)
 
 
 def _num(v: float | None) -> str:
@@ -199,9 +207,30 @@ def compare(sim: Run, lab: Run) -> Comparison:
     return Comparison(sim, lab, rows, grid[:-1], sim_rate, lab_rate)
 
 
-def compare_dirs(sim_dir: str | Path, lab_dir: str | Path) -> Comparison:
-    """`compare` of the runs written to two directories."""
-    return compare(Run.load(sim_dir), Run.load(lab_dir))
+def compare_dirs(sim_dir: str | Path, lab_dir: str | Path, *, force: bool = False
+                 ) -> Comparison:
+    """`compare` of the runs written to two directories; runs of different
+    scenarios are refused (`same_scenario`) unless `force`."""
+    sim, lab = Run.load(sim_dir), Run.load(lab_dir)
+    if not force:
+        same_scenario(sim, lab)
+    return compare(sim, lab)
+
+
+def same_scenario(a: Run, b: Run) -> None:
+    """Raise `CompareError` unless both runs are of one scenario: the same name
+    and, where both summaries carry it, the same ``scenario_hash`` (the
+    scenario's tables after ``--set``, seed left out)."""
+    name_a, name_b = a.summary.get("scenario"), b.summary.get("scenario")
+    hash_a, hash_b = a.summary.get("scenario_hash"), b.summary.get("scenario_hash")
+    if name_a != name_b:
+        why = f"{a.path} is a run of {name_a!r}, {b.path} of {name_b!r}"
+    elif hash_a and hash_b and hash_a != hash_b:
+        why = (f"{a.path} and {b.path} are runs of {name_a!r} with different values "
+               f"(scenario_hash {hash_a} vs {hash_b}: another file or other --set)")
+    else:
+        return
+    raise CompareError(f"not the same scenario: {why}; --force compares them anyway")
 
 
 def _f(v: Any) -> float | None:

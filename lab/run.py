@@ -260,10 +260,13 @@ def _summary(scenario: Any, obs: Any, engine: Any, submitted: int, elapsed: floa
     """The summary `sim.result.run` writes, with the same keys, plus the lab's side
     (``lab.timing``: the servers' and the client's, `lab.world.Lab.timing`, and
     ``client_connect``, the client's own cost per connection)."""
+    from sim.result import scenario_hash
+
     counts = obs.counts
     hosts = lab.counters()  # first: a lab in a child process refreshes its DNS count here
     return {
         "scenario": scenario.name,
+        "scenario_hash": scenario_hash(scenario),
         "seed": scenario.seed,
         "submitted": submitted,
         "recipients": counts["Reception"],

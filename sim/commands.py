@@ -19,6 +19,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from engine.durations import show_duration
+
+# Figures that are spans of time: printed with `show_duration` like every
+# other duration egress prints.
+DURATION_FIGURES = frozenset({"drain_time", "time_to_deliver_p50", "time_to_deliver_p95",
+                              "time_to_deliver_p99"})
+
 
 def _console() -> Console:
     return Console(stderr=False, highlight=False)
@@ -63,7 +70,7 @@ def simulate(args: argparse.Namespace) -> int:
             progress.update(
                 task,
                 completed=now,
-                clock=_hms(now),
+                clock=show_duration(now),
                 finished=finished,
                 submitted=submitted,
             )
@@ -106,11 +113,11 @@ def print_summary(console: Console, result: Any) -> None:
                 "transient_failures", "delayed"):
         table.add_row(key.replace("_", " "), f"{s[key]:,}")
     drain = s["drain_time"]
-    table.add_row("drain time", _hms(drain) if drain is not None else
-                  f"not drained by {_hms(s['horizon'])}")
+    table.add_row("drain time", show_duration(drain) if drain is not None else
+                  f"not drained by {show_duration(s['horizon'])}")
     for q in ("p50", "p95", "p99"):
         v = s[f"time_to_deliver_{q}"]
-        table.add_row(f"time to deliver {q}", _hms(v) if v is not None else "-")
+        table.add_row(f"time to deliver {q}", show_duration(v) if v is not None else "-")
     for path, n in s["peak_connections"].items():
         table.add_row(f"peak connections {path}", str(n))
     for path, n in s["peak_ready_depth"].items():
@@ -167,24 +174,17 @@ def sweep(args: argparse.Namespace) -> int:
         )
     table = Table(title=f"sweep over {args.seeds} seed(s)")
     keys = [v.key for v in varies]
+    # Long keys and figures fold onto several lines rather than being cut off.
     for k in keys:
-        table.add_column(k)
+        table.add_column(k, overflow="fold")
     shown = ("drain_time", "delivered", "transient_failures", "time_to_deliver_p95",
              "max_peak_connections")
     for f in shown:
-        table.add_column(f.replace("_", " "), justify="right")
+        table.add_column(f.replace("_", " "), justify="right", overflow="fold")
     for row in table_rows:
         cells = [str(row[k]) for k in keys]
         for f in shown:
-            mean, std = row.get(f"{f}_mean"), row.get(f"{f}_std")
-            missing = row.get(f"{f}_missing", 0)
-            if mean is None:
-                cells.append("-")
-            else:
-                cell = f"{mean:,.1f} ± {std:,.1f}" if args.seeds > 1 else f"{mean:,.1f}"
-                if missing:
-                    cell += f" ({missing} n/a)"
-                cells.append(cell)
+            cells.append(sweep_cell(row, f, args.seeds))
         table.add_row(*cells)
     console.print(table)
     out = Path(args.csv) if args.csv else None
@@ -212,15 +212,22 @@ class SweepLines:
               file=self.stream, flush=True)
 
 
-def _hms(seconds: float | None) -> str:
-    if seconds is None:
+def sweep_cell(row: dict[str, Any], figure: str, seeds: int) -> str:
+    """One figure of a sweep row: the mean (± the spread over seeds), durations
+    as `show_duration` prints them, counts with thousands separators."""
+    mean, std = row.get(f"{figure}_mean"), row.get(f"{figure}_std")
+    if mean is None:
         return "-"
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+    show = show_duration if figure in DURATION_FIGURES else _count
+    cell = f"{show(mean)} ± {show(std or 0.0)}" if seeds > 1 else show(mean)
+    missing = row.get(f"{figure}_missing", 0)
+    if missing:
+        cell += f" ({missing} n/a)"
+    return cell
+
+
+def _count(value: float) -> str:
+    return f"{value:,.1f}".removesuffix(".0")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,12 @@
 
 Used by `egress simulate --out` (plot.png) and the notebooks.  matplotlib is
 driven through its object API on the Agg backend so it works without a screen.
+
+The series are samples (every ``sample_interval``), so a ready queue that
+fills and drains between two samples peaks higher than its line.  The
+summary's peaks are exact; each path's legend entry gives its exact peak and
+a dotted line marks it where the samples fall short, so the plot and the
+printed summary agree.
 """
 
 from __future__ import annotations
@@ -45,15 +51,22 @@ def plot_run(result: Any, path: str | Path | None = None, *, title: str | None =
     fig = Figure(figsize=(10, 9), layout="constrained")
     ax_q, ax_c, ax_r = fig.subplots(3, 1, sharex=True)
 
+    summary = getattr(result, "summary", None) or {}
     ax_q.plot(x, s["scheduled_depth"], label="scheduled", color="black", lw=1.5)
+    ready_peaks = summary.get("peak_ready_depth", {})
     for name, values in _per_path(s, "ready_depth:"):
-        ax_q.plot(x, values, label=f"ready {name}", lw=1)
+        (line,) = ax_q.plot(x, values, label=_label(f"ready {name}", ready_peaks.get(name)),
+                            lw=1)
+        _mark_peak(ax_q, ready_peaks.get(name), values, line.get_color())
     ax_q.set_ylabel("messages queued")
     ax_q.legend(fontsize=7, loc="upper right")
     ax_q.set_title(title or f"{result.scenario_name} (seed {result.seed})")
 
+    conn_peaks = summary.get("peak_connections", {})
     for name, values in _per_path(s, "connections:"):
-        ax_c.step(x, values, where="post", label=name, lw=1)
+        (line,) = ax_c.step(x, values, where="post", label=_label(name, conn_peaks.get(name)),
+                            lw=1)
+        _mark_peak(ax_c, conn_peaks.get(name), values, line.get_color())
     ax_c.set_ylabel("open connections")
     ax_c.legend(fontsize=7, loc="upper right")
 
@@ -82,3 +95,13 @@ def plot_run(result: Any, path: str | Path | None = None, *, title: str | None =
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
+
+
+def _label(name: str, peak: int | None) -> str:
+    return name if peak is None else f"{name} (peak {peak:,})"
+
+
+def _mark_peak(ax: Any, peak: int | None, values: np.ndarray, color: Any) -> None:
+    """A dotted line at the exact peak where the samples miss it."""
+    if peak is not None and peak > int(values.max(initial=0)):
+        ax.axhline(peak, color=color, ls=":", lw=0.8)

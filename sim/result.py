@@ -163,6 +163,7 @@ def run(
     counts = obs.counts
     summary: dict[str, Any] = {
         "scenario": scenario.name,
+        "scenario_hash": scenario_hash(scenario),
         "seed": scenario.seed,
         "submitted": driver.submitted,
         "recipients": counts["Reception"],
@@ -313,6 +314,25 @@ def records_estimate(scenario: Any, records: str) -> tuple[int, str] | None:
     if records == "all":
         what += ", plus a Delayed record per re-delay (a blast can make many per message)"
     return size, what
+
+
+def scenario_hash(scenario: Any) -> str:
+    """A short digest of the scenario's tables after overrides, seed left out:
+    two runs with the same digest ran the same question (`egress compare`
+    refuses to set different ones side by side)."""
+    import hashlib
+
+    tables = {k: v for k, v in _plain(scenario.raw).items() if k != "seed"}
+    text = json.dumps(tables, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def outage_windows(scenario: Any) -> list[tuple[float, float, str]]:

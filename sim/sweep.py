@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.errors import EgressError
+
+
+class SweepError(EgressError, ValueError):
+    """A --vary, --seeds or --workers the sweep cannot run; the message names it."""
+
 # The summary figures a sweep reports, with spread across seeds.
 FIGURES = (
     "drain_time",
@@ -48,7 +54,9 @@ class Vary:
     def parse(cls, text: str) -> Vary:
         key, sep, values = text.partition("=")
         if not sep or not key.strip() or not values.strip():
-            raise ValueError(f"--vary expects KEY=V1,V2,..., got {text!r}")
+            raise SweepError(f"--vary {text!r}: expected KEY=V1,V2,... (a scenario key, '=', "
+                             "and comma-separated values), e.g. "
+                             "egress_path.connection_limit=4,8,16")
         return cls(key.strip(), tuple(v.strip() for v in _split_values(values)))
 
 
@@ -132,7 +140,9 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Run every combination over `seeds` seeds; one aggregated row per combination."""
     if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+        raise SweepError(f"--seeds {seeds}: expected at least 1")
+    if workers is not None and workers < 1:
+        raise SweepError(f"--workers {workers}: expected at least 1")
     raw = _plain(base.raw)
     source = base.source
     base_dir = str(base.base_dir) if base.base_dir is not None else None
@@ -189,8 +199,9 @@ def _run_dask(scheduler, base, jobs, progress) -> list[dict[str, Any]]:
         from dask.distributed import Client
         from dask.distributed import as_completed as dask_completed
     except ImportError as exc:
-        raise RuntimeError(
-            "--scheduler needs dask.distributed: pip install 'egress[dask]'"
+        raise SweepError(
+            "--scheduler needs dask.distributed, which is not installed: "
+            "pip install 'egress[dask]'"
         ) from exc
     with Client(scheduler) as client:
         futures = [client.submit(run_one, *base, c, s, pure=False) for c, s in jobs]

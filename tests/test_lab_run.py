@@ -138,11 +138,15 @@ def test_egress_lab_run_writes_what_simulate_writes_and_compare_reads_it(
     assert connect["count"] == made >= 1, (connect, summary["lab"]["hosts"])
     assert 0 < connect["median_ms"] < 50 and 0 < connect["mean_ms"] < 50, connect
     capsys.readouterr()
-    assert main(["compare", str(sim_dir), str(lab_dir), "--json"]) == 0
+    sim_summary = json.loads((sim_dir / "summary.json").read_text())
+    assert summary["scenario_hash"] == sim_summary["scenario_hash"]
+    assert main(["compare", str(sim_dir), str(lab_dir), "--json",
+                 "--plot", str(tmp_path / "compare.png")]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
     assert rows["delivered"]["sim"] == rows["delivered"]["lab"] == 30.0
     assert rows["delivered"]["rel_diff"] == 0.0
-    assert (lab_dir / "compare.png").stat().st_size > 10_000
+    assert (tmp_path / "compare.png").stat().st_size > 10_000
+    assert not (lab_dir / "compare.png").exists() and not (sim_dir / "compare.png").exists()
 
 
 def test_a_lab_in_a_child_process_serves_the_same_run(tmp_path: Path) -> None:

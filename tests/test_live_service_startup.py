@@ -47,7 +47,7 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         line = one_line(deliver(tmp_path, "--listen", f"127.0.0.1:{port}"))
-    assert line == (f"egress deliver: error: listen address 127.0.0.1:{port}: cannot listen: "
+    assert line == (f"egress deliver: error: --listen 127.0.0.1:{port}: cannot listen there: "
                     "address already in use")
 
 
@@ -58,13 +58,13 @@ def test_a_metrics_port_in_use_is_one_line(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         line = one_line(deliver(tmp_path, "--listen", "127.0.0.1:0", "--metrics-port",
                                 str(port)))
-    assert f"metrics port {port}: cannot listen" in line
+    assert f"--metrics-port {port}: cannot listen there" in line
 
 
 def test_an_address_that_cannot_be_bound_is_one_line(tmp_path: Path) -> None:
     # 192.0.2.0/24 is TEST-NET-1: never a local address, so bind() fails (nothing is sent).
     line = one_line(deliver(tmp_path, "--listen", "192.0.2.7:2525"))
-    assert line == ("egress deliver: error: listen address 192.0.2.7:2525: cannot listen: "
+    assert line == ("egress deliver: error: --listen 192.0.2.7:2525: cannot listen there: "
                     "cannot assign requested address")
 
 

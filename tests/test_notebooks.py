@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import re
 import subprocess
 import sys
 import time
@@ -183,3 +184,41 @@ def test_outage_failures_sit_in_the_window_and_the_backlog_clears() -> None:
     assert out["delivered"] == out["submitted"] > 0
     assert out["recovery_seconds"] is not None and out["recovery_seconds"] > 0
     assert out["deferrals"].get("TransientFailure 451 4.3.0", 0) > 0
+
+
+# -- from the repository root, and what they cite ---------------------------------------
+
+ALL = (*NAMES, "sim_vs_lab")
+
+
+def _setup_cells(nb: Any) -> list[Any]:
+    """The code cells up to the first that reads a scenario file: the part that
+    depends on the working directory."""
+    cells = []
+    for cell in _code_cells(nb):
+        cells.append(cell)
+        if "from_toml(" in cell.source or "SCENARIO" in cell.source:
+            return cells
+    raise AssertionError("no cell reads a scenario file")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ALL)
+def test_finds_its_files_from_the_repository_root(name: str) -> None:
+    """notebooks/README.md says they run from the root too (nbclient with the
+    root as working directory, as `jupyter lab` started there would)."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nb.cells = _setup_cells(nb)
+    NotebookClient(nb, timeout=WALL_LIMIT, kernel_name=_kernel_name(),
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    errors = [o for c in nb.cells for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_cites_only_files_in_the_repository(name: str) -> None:
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    cited = re.findall(r"`([\w./-]+/[\w.-]+\.(?:md|toml|py|ipynb|csv|json))`", text)
+    missing = [p for p in cited if not (ROOT / p).exists()]
+    assert missing == [], f"{name}.ipynb cites files not in the repository: {missing}"

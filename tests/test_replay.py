@@ -125,7 +125,10 @@ def test_replay_command_prints_both_outcomes(spool: pathlib.Path, capsys: Any) -
 def test_replay_table_output(spool: pathlib.Path, capsys: Any) -> None:
     assert main(["replay", str(spool), "--policy", str(spool.parent / "other.py")]) == 0
     text = capsys.readouterr().out
-    assert "actual (policy.py)" in text and "simulated (other.py)" in text
+    assert f"replayed with {spool / 'policy.py'}\n" in text
+    assert f"the same arrivals with {spool.parent / 'other.py'} (world: default)\n" in text
+    (drain,) = [line for line in text.splitlines() if " drain time " in line]
+    assert all(cell.strip().endswith(("s", "ms")) for cell in drain.strip("│ ").split("│")[1:])
     (row,) = [line for line in text.splitlines() if " delivered " in line]
     assert [cell.strip() for cell in row.strip("│ ").split("│")] == ["delivered", "20", "20"]
 

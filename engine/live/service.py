@@ -228,7 +228,7 @@ class Service:
                 self.metrics = await start_metrics_server(self.metrics_port,
                                                           counters=self.engine)
             except OSError as exc:
-                raise StartError(f"metrics port {self.metrics_port}: cannot listen: "
+                raise StartError(f"--metrics-port {self.metrics_port}: cannot listen there: "
                                  f"{_why(exc)}") from None
         if self.listen is not None:
             host, port = self.listen
@@ -238,7 +238,7 @@ class Service:
             try:
                 await self.ingest.start()
             except OSError as exc:
-                raise StartError(f"listen address {host}:{port}: cannot listen: "
+                raise StartError(f"--listen {host}:{port}: cannot listen there: "
                                  f"{_why(exc)}") from None
         self._flusher = asyncio.get_running_loop().create_task(self._flush_logs())
         log.info("egress: started with %d messages queued (%d events replayed)",

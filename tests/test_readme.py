@@ -1,0 +1,92 @@
+"""README.md's commands, run as a new user would: a fresh clone, README's own
+install step, then every shell and Python block in order.
+
+The clone is of this checkout's committed HEAD.  The install step is the
+first block (`bash scripts/quickstart.sh`: a new ``.venv`` with ``pip install
+-e .``, nothing else), so a command that needs a package the plain install
+does not bring fails here.  Every later block runs from the clone's root with
+that ``.venv/bin`` first on PATH (what ``source .venv/bin/activate`` does);
+a block preceded by ``<!-- readme-test: skip (why) -->`` is not run.  A block
+fails the test by a non-zero status or a traceback on stderr; a few blocks'
+outputs are checked against what README says of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+BLOCK_TIMEOUT = 600  # seconds; the install step is the longest (pip), then lab --run
+
+_FENCE = re.compile(r"(?:<!-- readme-test: (?P<mark>\w+)[^>]*-->\n)?```(?P<lang>sh|python)\n"
+                    r"(?P<body>.*?)\n```", re.S)
+
+
+@dataclass(frozen=True)
+class Block:
+    lang: str
+    body: str
+    skip: bool
+
+
+def blocks(text: str) -> list[Block]:
+    """README's fenced sh and python blocks in order, with their skip marks."""
+    return [Block(m["lang"], m["body"], m["mark"] == "skip") for m in _FENCE.finditer(text)]
+
+
+def test_blocks_are_found_and_marks_are_known() -> None:
+    text = README.read_text(encoding="utf-8")
+    marks = re.findall(r"<!-- readme-test: (\w+)", text)
+    assert set(marks) <= {"run", "skip"}
+    found = blocks(text)
+    assert found[0].body == "bash scripts/quickstart.sh" and not found[0].skip
+    assert [b.body for b in found if b.skip] == ["bash scripts/test.sh"]
+    assert sum(b.lang == "python" for b in found) >= 2
+
+
+def _run(block: Block, clone: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    if block.lang == "sh":
+        argv = ["bash", "-e", "-o", "pipefail", "-c", block.body]
+    else:
+        argv = [str(clone / ".venv" / "bin" / "python"), "-c", block.body]
+    return subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True,
+                          timeout=BLOCK_TIMEOUT, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_every_readme_command_runs_from_a_fresh_clone(tmp_path: Path) -> None:
+    if shutil.which("git") is None:
+        pytest.skip("needs git to clone the checkout")
+    clone = tmp_path / "egress"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = f"{clone / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["COLUMNS"] = "120"
+    outputs: list[str] = []
+    for i, block in enumerate(blocks(README.read_text(encoding="utf-8"))):
+        if block.skip:
+            continue
+        done = _run(block, clone, env)
+        where = (f"README block {i} ({block.lang}):\n{block.body}\n"
+                 f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
+        assert done.returncode == 0, where
+        assert "Traceback" not in done.stderr, where
+        outputs.append(done.stdout)
+    text = "\n".join(outputs)
+    # What README says the commands print.
+    assert re.search(r"submitted\s+│\s+2,996 │", text), "quickstart no longer submits 2,996"
+    assert '"type":"Delivery"' in text and '"recipient":"someone@local.test"' in text
+    assert "wrote out/compare.png" in text
+    assert (clone / "out" / "compare.png").is_file()
+    assert not (clone / "out" / "lab" / "compare.png").exists()
+    assert (clone / "out" / "quickstart" / "plot.png").is_file()
