@@ -7,7 +7,6 @@ the wire: replies, their timing, resets, refusals and TLS.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
