@@ -12,17 +12,19 @@ KumoMTA's keysource is "inline data, a file, or HashiCorp Vault"; we add
   secret read with hvac (optional dependency, imported only when resolved;
   address and token default to ``$VAULT_ADDR`` and ``$VAULT_TOKEN``).
 
-The secret is resolved lazily by `KeySource.resolve`, at the moment a session
-needs it, and never cached on the object.  repr/str show only the kind and
-its non-secret locator (``KeySource(key_data=***)``, ``KeySource(env='NAME')``),
-and no error message ever contains the secret or a Vault token.
+A `KeySource` is a pure value: where the secret is, never the secret read
+from a file, the environment or Vault.  Reading it is I/O, so the drivers do
+it (`engine.live.keysource_resolve.resolve_keysource`, when a session's AUTH
+goes on the wire), lazily and without caching, as KumoMTA does.  repr/str
+show only the kind and its non-secret locator (``KeySource(key_data=***)``,
+``KeySource(env='NAME')``), and no error message ever contains the secret or
+a Vault token.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from engine.errors import ConfigError
@@ -38,8 +40,8 @@ _VAULT_KEYS = ("vault_mount", "vault_path", "vault_key", "vault_address", "vault
 
 
 class KeySource:
-    """A lazily resolved secret.  Build with `KeySource.coerce` (or the
-    classmethods), read with `resolve`."""
+    """Where a secret is.  Build with `KeySource.coerce` (or the classmethods);
+    a driver reads it with `engine.live.keysource_resolve.resolve_keysource`."""
 
     __slots__ = ("_kind", "_params")
 
@@ -106,62 +108,21 @@ class KeySource:
         return self._kind
 
     def resolve(self) -> str:
-        """Fetch the secret now.  A `ConfigError` (naming the file, variable or
-        Vault path, never the secret) when it cannot be had."""
-        kind, p = self._kind, self._params
-        if kind == "key_data":
-            return p["key_data"]
-        if kind == "file":
-            try:
-                with open(p["path"], encoding="utf-8") as fh:
-                    data = fh.read()
-            except OSError as exc:
-                raise ConfigError(
-                    f"keysource file {p['path']!r} cannot be read: {exc.strerror or exc}"
-                ) from None
-            if data.endswith("\r\n"):
-                return data[:-2]
-            return data[:-1] if data.endswith("\n") else data
-        if kind == "env":
-            secret = os.environ.get(p["env"])
-            if secret is None:
-                raise ConfigError(f"keysource env: environment variable {p['env']!r} is not set")
-            return secret
-        return self._resolve_vault()
+        """The inline secret of a ``key_data`` keysource (no I/O).  The other
+        kinds are read by a driver (`engine.live.keysource_resolve`); asking the
+        core for them is a `ConfigError` saying so."""
+        if self._kind == "key_data":
+            return self._params["key_data"]
+        raise ConfigError(
+            f"KeySource({self.describe()}) is read by the driver "
+            "(engine.live.keysource_resolve.resolve_keysource), not by the core"
+        )
 
-    def _resolve_vault(self) -> str:
-        p = self._params
-        where = f"vault mount {p['vault_mount']!r} path {p['vault_path']!r}"
-        try:
-            hvac: Any = importlib.import_module("hvac")
-        except ImportError:
-            raise ConfigError(
-                f"keysource {where} needs the hvac package, which is not installed; "
-                "install it with: pip install 'egress[vault]'"
-            ) from None
-        address = p.get("vault_address") or os.environ.get("VAULT_ADDR")
-        token = p.get("vault_token") or os.environ.get("VAULT_TOKEN")
-        if not address:
-            raise ConfigError(f"keysource {where}: no vault_address and $VAULT_ADDR is not set")
-        if not token:
-            raise ConfigError(f"keysource {where}: no vault_token and $VAULT_TOKEN is not set")
-        field = p.get("vault_key", "key")
-        try:
-            client = hvac.Client(url=address, token=token)
-            answer = client.secrets.kv.v2.read_secret_version(
-                path=p["vault_path"], mount_point=p["vault_mount"], raise_on_deleted_version=True
-            )
-        except Exception as exc:  # hvac raises many types; report the kind, not the token
-            raise ConfigError(
-                f"keysource {where} at {address}: {type(exc).__name__}: {_scrub(exc, token)}"
-            ) from None
-        data = (answer or {}).get("data", {}).get("data", {})
-        if field not in data:
-            raise ConfigError(f"keysource {where}: the secret has no key {field!r}")
-        secret = data[field]
-        if not isinstance(secret, str):
-            raise ConfigError(f"keysource {where}: key {field!r} is not a string")
-        return secret
+    @property
+    def params(self) -> Mapping[str, str]:
+        """The locator (and for ``key_data`` the secret itself), read-only: what
+        a driver's resolver needs."""
+        return MappingProxyType(self._params)
 
     # -- display and comparison (never the secret) ------------------------
 
@@ -189,7 +150,3 @@ class KeySource:
     def __reduce__(self) -> tuple[Any, ...]:
         return (KeySource, (self._kind, self._params))
 
-
-def _scrub(exc: BaseException, token: str) -> str:
-    text = str(exc)
-    return text.replace(token, _MASK) if token else text

@@ -19,6 +19,7 @@ from engine.config import (
 )
 from engine.errors import ConfigError
 from engine.keysource import KeySource
+from engine.live.keysource_resolve import resolve_keysource
 from engine.throttle import Throttle
 
 DEFAULTS = {
@@ -277,7 +278,7 @@ def test_password_is_lazy_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> No
                            smtp_auth_plain_password={"env": "EGRESS_PW"})
     assert isinstance(cfg.smtp_auth_plain_password, KeySource)  # built without the variable
     monkeypatch.setenv("EGRESS_PW", "tiger-pw")
-    assert cfg.smtp_auth_plain_password.resolve() == "tiger-pw"
+    assert resolve_keysource(cfg.smtp_auth_plain_password) == "tiger-pw"  # the driver reads it
     inline = make_egress_path(smtp_auth_plain_username="scott",
                               smtp_auth_plain_password={"key_data": "tiger-pw"})
     for text in (repr(inline), str(inline), repr(inline.to_dict())):

@@ -1,5 +1,6 @@
-"""KeySource: every spelling, lazy resolution, Vault through hvac against a
-real HTTP server on loopback, and the secret never shown."""
+"""KeySource: every spelling, lazy resolution by the driver's resolver
+(engine.live.keysource_resolve), Vault through hvac against a real HTTP server
+on loopback, and the secret never shown."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from engine.errors import ConfigError
 from engine.keysource import KeySource
+from engine.live.keysource_resolve import resolve_keysource
 
 SECRET = "tiger-s3cret-\u00e9"
 TOKEN = "hvs.token-never-shown"
@@ -21,14 +23,25 @@ TOKEN = "hvs.token-never-shown"
 def test_key_data_resolves_and_is_masked() -> None:
     ks = KeySource.coerce({"key_data": SECRET}, key="smtp_auth_plain_password")
     assert ks.kind == "key_data"
-    assert ks.resolve() == SECRET
+    assert resolve_keysource(ks) == SECRET
     assert repr(ks) == "KeySource(key_data=***)"
     assert str(ks) == "KeySource(key_data=***)"
     assert f"{ks}" == "KeySource(key_data=***)"
     assert ks == KeySource.inline(SECRET)
     assert hash(ks) == hash(KeySource.inline(SECRET))
     assert KeySource.coerce(ks) is ks
-    assert KeySource.coerce({"key_data": SECRET.encode()}).resolve() == SECRET
+    assert resolve_keysource(KeySource.coerce({"key_data": SECRET.encode()})) == SECRET
+    assert ks.resolve() == SECRET  # inline: the core may read it, no I/O involved
+
+
+def test_the_core_does_not_read_files_or_the_environment(tmp_path) -> None:
+    path = tmp_path / "password"
+    path.write_text(SECRET, encoding="utf-8")
+    for ks in (KeySource.coerce(str(path)), KeySource.coerce({"env": "HOME"})):
+        with pytest.raises(ConfigError, match=r"is read by the driver") as err:
+            ks.resolve()
+        assert SECRET not in str(err.value)
+    assert resolve_keysource(KeySource.coerce(str(path))) == SECRET
 
 
 def test_file_resolves_lazily_and_strips_one_newline(tmp_path) -> None:
@@ -36,17 +49,17 @@ def test_file_resolves_lazily_and_strips_one_newline(tmp_path) -> None:
     ks = KeySource.coerce(str(path))  # the file need not exist yet: resolution is lazy
     assert repr(ks) == f"KeySource(file={str(path)!r})"
     path.write_text(SECRET + "\n", encoding="utf-8")
-    assert ks.resolve() == SECRET
+    assert resolve_keysource(ks) == SECRET
     path.write_text(SECRET + "\r\n", encoding="utf-8")
-    assert ks.resolve() == SECRET
+    assert resolve_keysource(ks) == SECRET
     path.write_text(SECRET, encoding="utf-8")
-    assert ks.resolve() == SECRET
+    assert resolve_keysource(ks) == SECRET
 
 
 def test_missing_file_names_the_path(tmp_path) -> None:
     path = tmp_path / "absent"
     with pytest.raises(ConfigError, match=r"keysource file '.*absent' cannot be read"):
-        KeySource.coerce(str(path)).resolve()
+        resolve_keysource(KeySource.coerce(str(path)))
 
 
 def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,9 +67,9 @@ def test_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert repr(ks) == "KeySource(env='EGRESS_TEST_PASSWORD')"
     monkeypatch.delenv("EGRESS_TEST_PASSWORD", raising=False)
     with pytest.raises(ConfigError, match="environment variable 'EGRESS_TEST_PASSWORD' is not set"):
-        ks.resolve()
+        resolve_keysource(ks)
     monkeypatch.setenv("EGRESS_TEST_PASSWORD", SECRET)
-    assert ks.resolve() == SECRET
+    assert resolve_keysource(ks) == SECRET
 
 
 @pytest.mark.parametrize(
@@ -92,7 +105,7 @@ def test_vault_without_hvac(monkeypatch: pytest.MonkeyPatch) -> None:
     ks = KeySource.coerce({"vault_mount": "secret", "vault_path": "p", "vault_token": TOKEN,
                            "vault_address": "http://127.0.0.1:1"})
     with pytest.raises(ConfigError, match=r"needs the hvac package.*pip install 'egress\[vault\]'"):
-        ks.resolve()
+        resolve_keysource(ks)
 
 
 _SECRETS = {"/v1/secret/data/smtp-auth/example.com": {"key": SECRET, "other": "x"}}
@@ -135,29 +148,29 @@ def vault() -> Iterator[str]:
 def test_vault_resolves_through_hvac(vault: str) -> None:
     spec = {"vault_mount": "secret", "vault_path": "smtp-auth/example.com",
             "vault_address": vault, "vault_token": TOKEN}
-    assert KeySource.coerce(spec).resolve() == SECRET
-    assert KeySource.coerce({**spec, "vault_key": "other"}).resolve() == "x"
+    assert resolve_keysource(KeySource.coerce(spec)) == SECRET
+    assert resolve_keysource(KeySource.coerce({**spec, "vault_key": "other"})) == "x"
 
 
 def test_vault_env_defaults(vault: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VAULT_ADDR", vault)
     monkeypatch.setenv("VAULT_TOKEN", TOKEN)
     ks = KeySource.coerce({"vault_mount": "secret", "vault_path": "smtp-auth/example.com"})
-    assert ks.resolve() == SECRET
+    assert resolve_keysource(ks) == SECRET
 
 
 def test_vault_errors_never_show_token_or_secret(vault: str) -> None:
     base = {"vault_mount": "secret", "vault_address": vault, "vault_token": TOKEN}
     with pytest.raises(ConfigError) as missing:
-        KeySource.coerce({**base, "vault_path": "smtp-auth/nowhere"}).resolve()
+        resolve_keysource(KeySource.coerce({**base, "vault_path": "smtp-auth/nowhere"}))
     assert "path 'smtp-auth/nowhere'" in str(missing.value)
     assert "InvalidPath" in str(missing.value)
     with pytest.raises(ConfigError, match="the secret has no key 'nokey'") as nokey:
-        KeySource.coerce({**base, "vault_path": "smtp-auth/example.com",
-                          "vault_key": "nokey"}).resolve()
+        resolve_keysource(KeySource.coerce({**base, "vault_path": "smtp-auth/example.com",
+                                            "vault_key": "nokey"}))
     with pytest.raises(ConfigError, match="Forbidden") as forbidden:
-        KeySource.coerce({**base, "vault_path": "smtp-auth/example.com",
-                          "vault_token": "wrong-" + TOKEN}).resolve()
+        resolve_keysource(KeySource.coerce({**base, "vault_path": "smtp-auth/example.com",
+                                            "vault_token": "wrong-" + TOKEN}))
     for err in (missing, nokey, forbidden):
         assert TOKEN not in str(err.value)
         assert SECRET not in str(err.value)
@@ -167,4 +180,4 @@ def test_vault_without_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VAULT_ADDR", raising=False)
     ks = KeySource.coerce({"vault_mount": "secret", "vault_path": "p", "vault_token": TOKEN})
     with pytest.raises(ConfigError, match=r"no vault_address and \$VAULT_ADDR is not set"):
-        ks.resolve()
+        resolve_keysource(ks)

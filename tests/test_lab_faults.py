@@ -17,6 +17,7 @@ import pytest
 
 from lab.world import Lab
 from tests.support.lab_kit import Client, greet, scenario, with_lab
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,7 +94,7 @@ def test_beyond_max_connections_the_banner_is_421() -> None:
         second = await b.reply()
         a.close()
         b.close()
-        await asyncio.sleep(0.05)
+        await until(lambda: lab.counters()["mx.lab.test"]["open"] == 0, what="both closed")
         return first, second, lab.counters()["mx.lab.test"]
 
     first, second, c = with_lab(scenario({"max_connections": 1}), body)
@@ -118,9 +119,16 @@ def test_refuse_connections_closes_at_once() -> None:
 
 
 def test_outage_windows_refuse_blackhole_and_tempfail() -> None:
-    sc = scenario({"outages": [{"start": "0s", "end": "400ms", "mode": "refuse"},
-                               {"start": "400ms", "end": "800ms", "mode": "blackhole"},
-                               {"start": "800ms", "end": "1h", "mode": "tempfail"}]})
+    # One-second windows, each probe well inside its own; the lab clock is
+    # asserted around every probe, so a machine too loaded to probe in time
+    # fails saying so rather than seeing the wrong window.
+    sc = scenario({"outages": [{"start": "0s", "end": "1s", "mode": "refuse"},
+                               {"start": "1s", "end": "2s", "mode": "blackhole"},
+                               {"start": "2s", "end": "1h", "mode": "tempfail"}]})
+
+    def inside(lab: Lab, lo: float, hi: float) -> None:
+        now = lab.clock()
+        assert lo <= now < hi, f"probe at {now:.3f} s, outside its window [{lo}, {hi})"
 
     async def body(lab: Lab) -> list[str]:
         lab.origin = time.time()
@@ -130,15 +138,17 @@ def test_outage_windows_refuse_blackhole_and_tempfail() -> None:
             seen.append("connected")
         except ConnectionRefusedError:
             seen.append("refused")
-        await asyncio.sleep(0.5 - lab.clock())
+        inside(lab, 0.0, 1.0)
+        await asyncio.sleep(1.2 - lab.clock())
         c = await Client.open(lab)
         try:
-            await asyncio.wait_for(c.reader.read(100), 0.2)
+            await asyncio.wait_for(c.reader.read(100), 0.3)
             seen.append("banner")
         except TimeoutError:
             seen.append("silent")
+        inside(lab, 1.2, 2.0)
         c.close()
-        await asyncio.sleep(0.9 - lab.clock())
+        await asyncio.sleep(2.2 - lab.clock())
         c = await greet(lab)
         seen.append((await c.send("MAIL FROM:<a@x.test>"))[0])
         c.close()

@@ -24,7 +24,9 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "sim_vs_lab.ipynb"
-WALL_LIMIT = 120.0  # it takes about 15 s; the slack is for busy machines
+# nbclient's limit per cell: a hang fails, speed is not asserted (about 15 s on
+# a quiet machine; a loaded one takes longer, which is not a failure).
+CELL_TIMEOUT = 300.0
 
 
 def _kernel_name() -> str:
@@ -48,7 +50,7 @@ def _kernel_name() -> str:
 @functools.cache
 def _executed() -> tuple[Any, float]:
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, timeout=WALL_LIMIT, kernel_name=_kernel_name(),
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=_kernel_name(),
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     started = time.perf_counter()
     client.execute()
@@ -67,17 +69,16 @@ def test_committed_without_outputs() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_runs_both_ways_and_draws_one_chart() -> None:
-    nb, wall = _executed()
+    nb, _ = _executed()
     outputs = [o for c in _code_cells(nb) for o in c.outputs]
     assert [o for o in outputs if o.output_type == "error"] == []
     assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 1
-    assert wall < WALL_LIMIT
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_the_two_runs_agree() -> None:
     nb, _ = _executed()
     last = _code_cells(nb)[-1]

@@ -37,16 +37,35 @@ def test_plain_sleeps_are_late_and_paced_ones_on_time_on_average() -> None:
 
 
 def test_the_latency_runs_from_its_start_not_from_the_call() -> None:
-    async def main() -> float:
+    async def main() -> tuple[float, float, float]:
         loop = asyncio.get_running_loop()
         pacer = Pacer(compensate=False)
         start = loop.time()
         await asyncio.sleep(0.01)  # work done after the request arrived
+        called = loop.time()
         await pacer.sleep(0.005, start)  # already past: returns at once
+        stats = pacer.stats()
+        assert stats.sleeps == 1
+        # No timer was armed (a timer's wake adds its lateness, never exactly 0),
+        # and the realised latency is what the work took, not work + 5 ms.
+        assert stats.wake_lag == 0.0
+        return called - start, stats.error, loop.time() - called
+
+    worked, error, _ = asyncio.run(main())
+    assert worked >= 0.01  # asyncio never wakes early
+    assert error == pytest.approx(worked - 0.005, abs=0.0005)
+
+
+def test_a_latency_still_ahead_is_slept_from_its_start() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer(compensate=False)
+        start = loop.time()
+        await asyncio.sleep(0.01)
+        await pacer.sleep(0.05, start)  # 10 ms of it already spent
         return loop.time() - start
 
-    elapsed = asyncio.run(main())
-    assert 0.01 <= elapsed < 0.014
+    assert asyncio.run(main()) >= 0.05  # the lower bound: from the start, never early
 
 
 def test_no_sleep_for_a_zero_delay() -> None:

@@ -79,7 +79,7 @@ class Deliver:
         self.runs += 1
         out = open(self.tmp / f"deliver-{self.runs}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a process start on a loaded machine
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log()
             try:
@@ -87,7 +87,7 @@ class Deliver:
                 return
             except OSError:
                 time.sleep(0.05)
-        raise TimeoutError(f"egress deliver did not listen within 20s\n{self.log()}")
+        raise TimeoutError(f"egress deliver did not listen within 60s\n{self.log()}")
 
     def kill(self) -> None:
         assert self.proc is not None

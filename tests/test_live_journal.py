@@ -305,6 +305,11 @@ def test_sigkill_never_loses_an_acknowledged_append(tmp_path: Path) -> None:
     for run in range(6):
         proc = subprocess.Popen([sys.executable, str(script), str(path), str(run)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        # Kill it while it writes: counted from its "open" line, not from the
+        # spawn, since starting Python takes long on a loaded machine.
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith(b"open"), (first, proc.stderr.read() if proc.stderr else b"")
         time.sleep(rng.uniform(0.3, 0.9))
         proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=30)

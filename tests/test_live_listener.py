@@ -18,6 +18,7 @@ from engine.cidr import CidrSet
 from engine.live.listener import Listener
 from engine.live.submission import Submission
 from tests.support.listener_kit import MSG, CommitRecorder, smtp_client, tls_contexts
+from tests.support.waiting import until
 
 
 def run(coro_fn: Any) -> Any:
@@ -52,8 +53,11 @@ def test_250_only_after_the_commit_completes() -> None:
     async def go() -> None:
         async with Listener("127.0.0.1", 0, submit=journal) as server, smtp_client(server) as c:
             send = asyncio.ensure_future(c.sendmail("a@s.test", ["x@one.test"], MSG))
-            await asyncio.sleep(0.2)
-            assert not send.done()
+            await until(lambda: journal.entered == 1, what="the commit begun")
+            # The commit is held at its gate: a 250 sent before it completes
+            # would reach the client now; give it the time to.
+            done, _ = await asyncio.wait({send}, timeout=0.2)
+            assert not done
             assert journal.committed == []
             assert journal.gate is not None
             journal.gate.set()
@@ -177,9 +181,11 @@ def test_graceful_stop_lets_a_committing_transaction_finish() -> None:
         c = smtp_client(server)
         await c.connect()
         send = asyncio.ensure_future(c.sendmail("a@s.test", ["x@one.test"], MSG))
-        await asyncio.sleep(0.2)
+        await until(lambda: journal.entered == 1, what="the commit begun")
         stopping = asyncio.ensure_future(server.stop(grace=5))
-        await asyncio.sleep(0.1)
+        # stop() closes the listening socket first (waited for, not slept on);
+        # the transaction still committing holds it from finishing.
+        await until(lambda: server._server is None, what="stop() begun")
         assert not stopping.done()
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", server.port)
@@ -249,3 +255,4 @@ def test_null_sender_is_submitted_as_empty_string() -> None:
 
     assert run(go) == {}
     assert [s.sender for s in journal.committed] == [""]
+

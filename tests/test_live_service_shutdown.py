@@ -30,6 +30,7 @@ from engine.policy import Policy
 from tests.support.dns_server import DnsServer
 from tests.support.live_harness import LOOPBACK_POLICY_FILE, free_port, message, zone_for
 from tests.support.smtp_servers import ScriptedServer, SinkServer, slow_reply
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,11 +96,10 @@ def recovered_by_a_new_service(tmp: Path, dns: DnsServer, sink_port: int) -> tup
             svc = Service(policy, tmp / "spool", listen=None,
                           resolver=LiveResolver(["127.0.0.1"], port=dns.port, timeout=2.0))
             async with svc:
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 10
-                while svc.engine.queued_count and loop.time() < deadline:  # type: ignore[union-attr]
-                    await asyncio.sleep(0.01)
-                await asyncio.sleep(0.2)  # time enough for a wrong redelivery to show
+                # Nothing left queued (in flight included): a wrong redelivery
+                # would have to come from a message still held, and none is.
+                await until(lambda: svc.engine.queued_count == 0,  # type: ignore[union-attr]
+                            what="the recovered queue emptied")
             return svc.recovered, len(sink.messages)
 
     return asyncio.run(main())

@@ -24,12 +24,28 @@ def test_every_option_name_has_bits() -> None:
     assert openssl_option_bits("NO_DTLSV1") == 0  # DTLS-only: must not disable TLS 1.0
 
 
+VALID = {
+    "openssl_cipher_list": "ECDHE+AESGCM:!aNULL:@STRENGTH",
+    "openssl_cipher_suites": "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256",
+    "rustls_cipher_suites": ["TLS13_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+}
+
+
 def test_valid_cipher_settings_pass() -> None:
-    verify_tls_config(make_egress_path(
-        openssl_cipher_list="ECDHE+AESGCM:!aNULL:@STRENGTH",
-        openssl_cipher_suites="TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256",
-        rustls_cipher_suites=["TLS13_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
-    ))
+    assert verify_tls_config(make_egress_path(**VALID)) is None
+    # OpenSSL itself (the reference) takes the list and selects what it says:
+    # TLS 1.2 ciphers that are all ECDHE with AES-GCM.
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_cipher_list(VALID["openssl_cipher_list"].encode())
+    tls12 = [n for n in SSL.Connection(ctx).get_cipher_list() if not n.startswith("TLS_")]
+    assert tls12 and all(n.startswith("ECDHE-") and "GCM" in n for n in tls12), tls12
+    # One wrong letter in any of the three settings is refused, naming the key:
+    # the pass above is the check's verdict, not a check that never ran.
+    for key, bad in (("openssl_cipher_list", "ECDHE+AESGCM:ECDHE-RSA-AES256-GCM-SHA385"),
+                     ("openssl_cipher_suites", "TLS_AES_256_GCM_SHA385"),
+                     ("rustls_cipher_suites", ["TLS13_AES_128_GCM_SHA257"])):
+        with pytest.raises(ConfigError, match=f"^{key}"):
+            verify_tls_config(make_egress_path(**{**VALID, key: bad}))
 
 
 def test_misspelt_entry_is_caught_even_when_the_list_matches_something() -> None:

@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,10 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ("capacity_planning", "outage")
-WALL_LIMIT = 120.0  # seconds per notebook; they take about 20 s, the slack is for busy machines
+# nbclient's limit per cell: a hang fails the run, but speed is not asserted
+# here (the notebooks take about 20 s each on a quiet machine; bench/ measures).
+CELL_TIMEOUT = 300.0
+SCENARIO = ROOT / "scenarios" / "capacity_notebook.toml"
 
 # jupyter_client runs a spec whose argv[0] is one of these with sys.executable.
 _SELF_NAMES = {
@@ -75,7 +79,7 @@ def _executed(name: str) -> tuple[Any, float]:
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     client = NotebookClient(
         nb,
-        timeout=WALL_LIMIT,
+        timeout=CELL_TIMEOUT,
         kernel_name=_kernel_name(),
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
@@ -124,20 +128,54 @@ def test_readme_names_both_notebooks() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", NAMES)
 def test_runs_top_to_bottom_and_draws(name: str) -> None:
-    nb, wall = _executed(name)
+    nb, _ = _executed(name)
     outputs = [o for c in _code_cells(nb) for o in c.outputs]
     errors = [o for o in outputs if o.output_type == "error"]
     assert errors == []
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 1, f"{name}.ipynb drew no image/png output"
-    assert wall < WALL_LIMIT, f"{name}.ipynb took {wall:.0f} s"
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
+def _seconds(text: str) -> float:
+    """'20ms' / '1.5s': the plain durations the capacity scenario uses."""
+    for unit, scale in (("ms", 1e-3), ("s", 1.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise AssertionError(f"not a plain duration: {text!r}")
+
+
+def _bound_drain(limit: int, rate: str) -> float:
+    """The drain time no run can beat, computed here from the scenario file (read
+    with tomllib, not egress's parser), not taken from the notebook.
+
+    Each message takes tau = command + data latency on its connection (the world
+    is constant-latency, no bandwidth cap), so `limit` connections need at least
+    N * tau / limit.  A max_message_rate of R/s admits its burst at once (KumoMTA:
+    max_burst defaults to the limit, crates/throttle/src/lib.rs) and then one
+    message per 1/R s, and the last one still takes tau: (N - R) / R + tau.
+    """
+    data = tomllib.loads(SCENARIO.read_text())
+    (host,) = data["hosts"].values()
+    (stream,) = data["traffic"]
+    assert "data_bandwidth" not in host
+    tau = _seconds(host["command_latency"]) + _seconds(host["data_latency"])
+    n = stream["messages"]
+    floor = n * tau / limit
+    if rate != "none":
+        per, unit = rate.split("/")
+        assert unit == "s", rate
+        r = int(per)
+        floor = max(floor, max(n - r, 0) / r + tau)
+    return floor
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_capacity_drain_falls_with_connections_and_respects_the_bound() -> None:
     nb, _ = _executed("capacity_planning")
     out = _json_line(nb)
@@ -146,9 +184,13 @@ def test_capacity_drain_falls_with_connections_and_respects_the_bound() -> None:
     assert limits == sorted(limits) and len(limits) >= 3
     assert out["rates"][0] == "none" and len(out["rates"]) == 3
     n = out["messages"]
+    assert n == tomllib.loads(SCENARIO.read_text())["traffic"][0]["messages"]
     for rate in out["rates"]:
         assert out["delivered"][rate] == [n] * len(limits), rate
-        drains, bounds = out["drain_time"][rate], out["bound_drain"][rate]
+        drains = out["drain_time"][rate]
+        bounds = [_bound_drain(c, rate) for c in limits]
+        # The notebook draws the same bound it was written to draw.
+        assert out["bound_drain"][rate] == pytest.approx(bounds), rate
         assert None not in drains, f"{rate}: a run did not drain"
         below = [(c, d, b) for c, d, b in zip(limits, drains, bounds, strict=True) if d < b]
         assert below == [], f"{rate}: runs beat the closed-form bound: {below}"
@@ -161,12 +203,12 @@ def test_capacity_drain_falls_with_connections_and_respects_the_bound() -> None:
     # A throttled line flattens once the throttle binds: its last two points agree.
     for rate in out["rates"][1:]:
         last, prev = out["drain_time"][rate][-1], out["drain_time"][rate][-2]
-        if out["bound_drain"][rate][-1] == out["bound_drain"][rate][-2]:
+        if _bound_drain(limits[-1], rate) == _bound_drain(limits[-2], rate):
             assert abs(last - prev) <= 0.01 * prev, (rate, prev, last)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_outage_failures_sit_in_the_window_and_the_backlog_clears() -> None:
     nb, _ = _executed("outage")
     out = _json_line(nb)
@@ -209,7 +251,7 @@ def test_finds_its_files_from_the_repository_root(name: str) -> None:
     root as working directory, as `jupyter lab` started there would)."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nb.cells = _setup_cells(nb)
-    NotebookClient(nb, timeout=WALL_LIMIT, kernel_name=_kernel_name(),
+    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=_kernel_name(),
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     errors = [o for c in nb.cells for o in c.outputs if o.output_type == "error"]
     assert errors == []

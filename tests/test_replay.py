@@ -22,6 +22,7 @@ from engine.policy import Policy
 from tests.support.dns_server import DnsServer
 from tests.support.live_harness import LOOPBACK_POLICY_FILE, message
 from tests.support.smtp_servers import SinkServer
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,8 +69,8 @@ def spool(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
                     await svc.submit("s@sender.test", [f"r{i}@{domain}"], message(i),
                                      tenant="acme")
                     await asyncio.sleep(0.005)
-                while len(sink.messages) < 20 or svc.engine.queued_count:
-                    await asyncio.sleep(0.01)
+                await until(lambda: len(sink.messages) >= 20 and not svc.engine.queued_count,
+                            timeout=60.0, what="20 delivered")
 
     with DnsServer(ZONE) as dns:
         asyncio.run(deliver(dns))

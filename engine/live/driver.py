@@ -69,6 +69,7 @@ from engine.events import Event, TimerFired
 from engine.events import Timer as TimerName
 from engine.live.connection import SmtpClientProtocol
 from engine.live.driver_io import DriverIO
+from engine.live.keysource_resolve import resolve_keysource
 from engine.live.timers import LiveTimers
 from engine.reply import Reply
 from engine.wire import encode_auth_plain, encode_body, encode_command
@@ -280,7 +281,7 @@ class LiveDriver(DriverIO):
             return self._wire_body(cmd.arg)
         if verb is Verb.AUTH_PLAIN:
             secret = cmd.secret
-            password = secret.resolve() if secret is not None else ""
+            password = resolve_keysource(secret) if secret is not None else ""
             return encode_auth_plain(cmd.arg, password)
         return encode_command(cmd)
 

@@ -35,8 +35,10 @@ class CommitRecorder:
         self.committed: list[Submission] = []
         self.gate: asyncio.Event | None = None
         self.fail = False
+        self.entered = 0  # calls begun (a test waits on this, not on a sleep)
 
     async def __call__(self, sub: Submission) -> list[str]:
+        self.entered += 1
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
