@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.config import make_egress_path
+from engine.domains import DomainState
 from engine.effects import (
     CancelTimer,
     Close,
@@ -74,8 +75,6 @@ def prime(eng: Engine, domain: str = "example.com", mx: tuple[MxRecord, ...] = M
 
     The engine refuses an answer to a lookup it never issued (a ProtocolError), so
     a test that wants a known domain first marks the lookup as pending."""
-    from engine.resolve import DomainState
-
     ds = eng.domains.setdefault(domain, DomainState())
     ds.resolving = True
     return eng.handle(Resolved(at=at, domain=domain, mx=mx, ttl=ttl))
