@@ -195,7 +195,7 @@ def _timer(eng: Core, ev: TimerFired) -> None:
 def _conn_timer(eng: Core, ev: TimerFired) -> None:
     """("conn", id): the session's own deadline (a reply not come in time)."""
     key = ev.timer[1]
-    ctx = eng.conns.get(key)  # type: ignore[call-overload]
+    ctx = eng.conns.get(key)  # type: ignore[arg-type]
     if ctx is None or ctx.session is None:
         raise ProtocolError(f"session {key} cannot handle TimerFired in state UNKNOWN")
     step = ctx.session.handle(ev)

@@ -1,29 +1,16 @@
-"""The scheduled queue structure, the retry arithmetic, source choice and the ramp."""
+"""engine.scheduled: the scheduled queue structure."""
 
 from __future__ import annotations
 
-import random
-
-import pytest
-
-from engine.message import SCHEDULED, Message, QueueInfo, queue_name
-from engine.pools import WeightedRoundRobin
-from engine.ready import ideal_connections
-from engine.retry import expiry_text, retry_delay
+from engine.message import SCHEDULED, Message, QueueInfo
 from engine.scheduled import ScheduledQueues
 
 Q = QueueInfo("example.com", "example.com", "", "", "", None, "unspecified")
 
 
+
 def msg(i: int) -> Message:
     return Message(f"m{i}", "s@x.org", ("r@example.com",), 10, Q, 0.0)
-
-
-def test_queue_names_leave_out_empty_parts() -> None:
-    assert queue_name("example.com", "", "") == "example.com"
-    assert queue_name("example.com", "acme", "") == "acme@example.com"
-    assert queue_name("example.com", "acme", "spring") == "spring:acme@example.com"
-    assert queue_name("example.com", "", "spring") == "spring:example.com"
 
 
 def test_pop_due_in_due_then_arrival_order() -> None:
@@ -39,6 +26,7 @@ def test_pop_due_in_due_then_arrival_order() -> None:
     assert s.next_due() is None
 
 
+
 def test_remove_and_remove_where() -> None:
     s = ScheduledQueues()
     ms = [msg(i) for i in range(4)]
@@ -49,65 +37,3 @@ def test_remove_and_remove_where() -> None:
     gone = s.remove_where(lambda m: m.id != "m2")
     assert [m.id for m in gone] == ["m0", "m3"] and [m.id for m in s] == ["m2"]
     assert s.due_of(ms[2]) == 2.0 and s.due_of(ms[0]) is None
-
-
-class Fixed(random.Random):
-    def __init__(self, value: float) -> None:
-        super().__init__(0)
-        self.value = value
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.value
-
-
-def test_retry_delay_doubles_from_retry_interval() -> None:
-    mid = Fixed(0.5)  # no jitter
-    assert [retry_delay(1200.0, None, n, mid) for n in range(4)] == [1200.0, 2400.0, 4800.0,
-                                                                        9600.0]
-
-
-def test_retry_delay_capped_by_max_retry_interval() -> None:
-    assert retry_delay(1200.0, 3000.0, 5, Fixed(0.5)) == 3000.0
-
-
-def test_retry_jitter_is_plus_minus_half_of_min_interval_twentieth_and_60s() -> None:
-    assert retry_delay(1200.0, None, 0, Fixed(0.0)) == 1200.0 - 30.0
-    assert retry_delay(1200.0, None, 0, Fixed(1.0)) == 1200.0 + 30.0
-    assert retry_delay(200.0, None, 0, Fixed(1.0)) == 205.0  # m = 10 s
-    rng = random.Random(4)
-    draws = [retry_delay(1200.0, None, 0, rng) for _ in range(200)]
-    assert min(draws) >= 1170.0 and max(draws) <= 1230.0 and len(set(draws)) == 200
-
-
-def test_defaults_expire_after_nine_attempts_about_85_hours() -> None:
-    at, attempts, mid = 0.0, 0, Fixed(0.5)
-    max_age = 7 * 86400.0
-    while True:
-        attempts += 1
-        due = at + retry_delay(1200.0, None, attempts - 1, mid)
-        if due > max_age:
-            break
-        at = due
-    assert attempts == 9
-    assert at == 1200.0 * 255  # 85 h
-
-
-def test_expiry_text() -> None:
-    assert expiry_text(1_700_000_000.0, 100.0, 50.0) == (
-        "Next delivery time would be at 2023-11-14T22:15:00Z which exceeds the expiry time "
-        "2023-11-14T22:14:10Z")
-
-
-def test_smooth_weighted_round_robin() -> None:
-    rr = WeightedRoundRobin((("a", 3), ("b", 1)))
-    assert [rr.pick() for _ in range(8)] == ["a", "a", "b", "a", "a", "a", "b", "a"]
-    rr2 = WeightedRoundRobin((("a", 1), ("b", 1), ("c", 1)))
-    assert [rr2.pick() for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]
-    with pytest.raises(ValueError, match="no source with a positive weight"):
-        WeightedRoundRobin((("a", 0),))
-
-
-@pytest.mark.parametrize(("q", "want"), [(0, 0), (1, 1), (3, 3), (10, 7), (32, 17), (64, 25),
-                                         (128, 31), (256, 32), (10_000, 32)])
-def test_ideal_connection_ramp_for_32(q: int, want: int) -> None:
-    assert ideal_connections(32, q) == want

@@ -1,15 +1,12 @@
-"""Engine: connections, throttles, host plans, TLS policy and admin commands."""
+"""engine.dispatch: connections, the ramp, throttles, host plans, TLS policy."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.effects import Close, Connect, Discard, FetchMtaSts, ResolveTlsa, SetTimer, TlsMode
+from engine.effects import Close, Connect, FetchMtaSts, ResolveTlsa, SetTimer, TlsMode
 from engine.engine import Engine
-from engine.errors import ProtocolError
 from engine.events import (
-    Bounce,
-    ConnectFailed,
     MtaStsPolicy,
     MtaStsResolved,
     MxRecord,
@@ -19,26 +16,17 @@ from engine.events import (
     TlsaRecord,
     TlsaResolved,
 )
-from engine.ready import ideal_connections
 from engine.reply import Reply
-from tests.support.engine_harness import World, of, policy, prime, records, submit
-
-PATH = "unspecified->(mx1|mx2).example.com"
-
-
-def resolved_engine(**path: object) -> tuple[Engine, World]:
-    eng = Engine(policy(**path), seed=1)
-    w = World(eng, auto_connect=False)
-    prime(eng)
-    return eng, w
-
-
-@pytest.mark.parametrize(("q", "ideal"), [(0, 0), (1, 1), (2, 2), (3, 3), (4, 3), (5, 4),
-                                          (10, 7), (20, 12), (32, 17), (64, 25), (128, 31),
-                                          (256, 32), (400, 32), (1024, 32)])
-def test_ideal_connection_count_matches_kumomta_table_for_limit_32(q: int, ideal: int) -> None:
-    # crates/kumod/src/ready_queue.rs, test connection_limit_32
-    assert ideal_connections(32, q) == ideal
+from tests.support.engine_harness import (
+    PATH,
+    World,
+    of,
+    policy,
+    prime,
+    records,
+    resolved_engine,
+    submit,
+)
 
 
 @pytest.mark.parametrize(("q", "ideal"), [(1, 1), (10, 7), (32, 17), (64, 25), (128, 31),
@@ -56,6 +44,7 @@ def test_ramp_takes_q_as_the_ready_depth_before_connections_take_messages(
     assert eng.connection_counts() == {PATH: ideal} and eng.ready_depths() == {PATH: q - ideal}
 
 
+
 def test_ramp_counts_waiting_messages_not_those_held_by_connections() -> None:
     # one at a time: each new connection takes its message out of the ready queue,
     # so 10 arrivals open 5 connections (depth 1,1,2,2,3,3,4,5,5,6 -> targets
@@ -67,11 +56,13 @@ def test_ramp_counts_waiting_messages_not_those_held_by_connections() -> None:
     assert eng.connection_counts() == {PATH: 5} and eng.ready_depths() == {PATH: 5}
 
 
+
 def test_connection_limit_caps_connections() -> None:
     eng, w = resolved_engine(connection_limit=2)
     for i in range(50):
         w.feed(submit(i))
     assert eng.connection_counts() == {PATH: 2}
+
 
 
 def test_sessions_are_reused_then_quit_after_max_deliveries_and_replaced() -> None:
@@ -92,6 +83,7 @@ def test_sessions_are_reused_then_quit_after_max_deliveries_and_replaced() -> No
     assert [r["peer_address"]["addr"] for r in records(fx, "Delivery")] == ["192.0.2.1"] * 3
 
 
+
 def test_idle_timeout_quits() -> None:
     eng = Engine(policy(idle_timeout=30), seed=1)
     w = World(eng)
@@ -100,50 +92,6 @@ def test_idle_timeout_quits() -> None:
     fx = w.fire(("idle", 1))
     assert of(fx, Close) == [Close(conn=1)] and eng.connection_counts() == {PATH: 0}
 
-
-def test_host_failure_tries_next_address_then_transient_failure() -> None:
-    eng, w = resolved_engine()
-    w.feed(submit(1))
-    fx = w.feed(ConnectFailed(at=1.0, conn=1, reason="refused"))
-    assert of(fx, Connect) == [Connect(conn=2, host="mx2.example.com", address="192.0.2.2",
-                                       port=25, source="unspecified", path=PATH)]
-    fx = w.feed(ConnectFailed(at=2.0, conn=2, reason="refused"))
-    [rec] = records(fx, "TransientFailure")
-    assert rec["num_attempts"] == 1 and rec["response"]["code"] == 421
-    assert rec["peer_address"] == {"name": "mx2.example.com", "addr": "192.0.2.2"}
-    assert "refused" in rec["response"]["content"]
-    assert eng.paths[PATH].failures == 1
-
-
-def test_consecutive_failures_past_threshold_delay_whole_ready_queue() -> None:
-    eng, w = resolved_engine(connection_limit=1, consecutive_connection_failures_before_delay=1)
-    for i in range(4):
-        w.feed(submit(i))
-    conn = 1
-    outcomes = []
-    for _round in range(3):
-        fx = w.feed(ConnectFailed(at=1.0, conn=conn, reason="x"))
-        fx += w.feed(ConnectFailed(at=1.0, conn=conn + 1, reason="x"))
-        outcomes.append(sorted(r["id"] for r in records(fx, "TransientFailure")))
-        conn += 2
-    # failures 0 -> 1, 1 -> 2 (held only); then 2 > 1: bulk delay of everything left
-    assert outcomes[0] == ["m0"] and outcomes[1] == ["m1"]
-    assert outcomes[2] == ["m2", "m3"]
-    bulk = records(fx, "TransientFailure")
-    assert {r["response"]["content"] for r in bulk} == {"No answer from any hosts listed in MX"}
-    assert eng.ready_depths() == {PATH: 0} and eng.scheduled_count == 4
-
-
-def test_successful_connect_resets_the_failure_counter() -> None:
-    eng, w = resolved_engine()
-    w.feed(submit(1))
-    w.feed(ConnectFailed(at=1.0, conn=1, reason="x"))
-    w.feed(ConnectFailed(at=1.0, conn=2, reason="x"))
-    assert eng.paths[PATH].failures == 1
-    w.feed(submit(2, at=2.0))
-    from engine.events import Connected
-    w.feed(Connected(at=3.0, conn=3))
-    assert eng.paths[PATH].failures == 0
 
 
 @pytest.mark.parametrize("addr", ["127.0.0.1", "10.1.2.3"])
@@ -158,6 +106,7 @@ def test_prohibited_host_bounces_whole_ready_queue(addr: str) -> None:
     assert addr in rec["response"]["content"] and of(fx, Connect) == []
 
 
+
 def test_skip_hosts_removes_addresses_and_all_skipped_fails() -> None:
     eng = Engine(policy(skip_hosts=["192.0.2.1"]), seed=1)
     w = World(eng, auto_connect=False)
@@ -167,6 +116,7 @@ def test_skip_hosts_removes_addresses_and_all_skipped_fails() -> None:
     fx = World(eng2, auto_connect=False).feed(submit(1))
     [rec] = records(fx, "Bounce")
     assert rec["response"]["code"] == 550 and "skip_hosts" in rec["response"]["content"]
+
 
 
 def test_equal_preference_hosts_are_shuffled_deterministically() -> None:
@@ -180,6 +130,7 @@ def test_equal_preference_hosts_are_shuffled_deterministically() -> None:
         again = World(Engine(policy(), seed=seed), mx=mx, auto_connect=False).feed(submit(1))
         assert of(again, Connect)[0].address == firsts[-1]
     assert len(set(firsts)) > 1
+
 
 
 def test_message_rate_short_wait_in_place_long_wait_pushes_back() -> None:
@@ -201,6 +152,7 @@ def test_message_rate_short_wait_in_place_long_wait_pushes_back() -> None:
     assert SetTimer(timer=("promote", ""), at=3600.0) in fx
 
 
+
 def test_connection_rate_short_wait_arms_ready_timer() -> None:
     _eng, w = resolved_engine(max_connection_rate="1/s", connection_limit=32)
     for i in range(3):
@@ -210,29 +162,6 @@ def test_connection_rate_short_wait_arms_ready_timer() -> None:
     fx = w.fire(("ready", PATH))
     assert len(of(fx, Connect)) == 1
 
-
-def test_suspend_keeps_messages_and_resume_sends() -> None:
-    eng, w = resolved_engine()
-    w.feed(Suspend(at=0.0, path=PATH))
-    fx = w.feed(submit(1))
-    assert of(fx, Connect) == [] and eng.ready_depths() == {PATH: 1}
-    fx = w.feed(Resume(at=1.0, path=PATH))
-    assert len(of(fx, Connect)) == 1
-
-
-def test_admin_bounce_scheduled_and_ready_not_in_flight_until_it_returns() -> None:
-    eng, w = resolved_engine(connection_limit=1)
-    w.feed(submit(1))  # held by conn 1
-    w.feed(submit(2))  # waits in ready
-    w.feed(submit(3, rcpts=("x@other.test",)))  # parked on DNS: other domain
-    fx = w.feed(Bounce(at=5.0, domain="example.com", reason="cleanup"))
-    [rec] = records(fx, "AdminBounce")
-    assert rec["id"] == "m2" and rec["response"]["code"] == 551
-    assert rec["response"]["content"] == "Administrator bounced with: cleanup"
-    fx = w.feed(ConnectFailed(at=6.0, conn=1, reason="x"))
-    fx += w.feed(ConnectFailed(at=6.0, conn=2, reason="x"))
-    assert [r["id"] for r in records(fx, "AdminBounce")] == ["m1"]
-    assert Discard(message_id="m1") in fx and eng.queued_count == 1
 
 
 def test_mta_sts_enforce_requires_tls_and_filters_hosts() -> None:
@@ -250,6 +179,7 @@ def test_mta_sts_enforce_requires_tls_and_filters_hosts() -> None:
     assert eng.conns[conns[0].conn].session.tls == "Required"
 
 
+
 def test_dane_secure_tlsa_overrides_to_required_dane() -> None:
     eng = Engine(policy(enable_dane=True), seed=1)
     w = World(eng, auto_connect=False)
@@ -264,6 +194,7 @@ def test_dane_secure_tlsa_overrides_to_required_dane() -> None:
     assert s.tls_settings.tlsa == (rec,)
 
 
+
 def test_insecure_modes_map_to_insecure_tls_settings() -> None:
     eng, w = resolved_engine(enable_tls="OpportunisticInsecure")
     fx = w.feed(submit(1))
@@ -271,18 +202,6 @@ def test_insecure_modes_map_to_insecure_tls_settings() -> None:
     assert s.tls_settings.mode is TlsMode.INSECURE and s.tls_settings.server_name == (
         "mx1.example.com")
 
-
-def test_event_for_unknown_connection_is_a_protocol_error() -> None:
-    eng, w = resolved_engine()
-    w.feed(submit(1))
-    before = eng.snapshot()
-    with pytest.raises(ProtocolError, match=r"^session 99 cannot handle Response in state "
-                                            r"UNKNOWN$"):
-        eng.handle(Response(at=1.0, conn=99, reply=Reply.make(250, None, "ok")))
-    with pytest.raises(ProtocolError, match=r"^session 1 cannot handle Response\(250\) in state "
-                                            r"AWAIT_CONNECT$"):
-        eng.handle(Response(at=1.0, conn=1, reply=Reply.make(250, None, "ok")))
-    assert eng.snapshot() == before
 
 
 def test_connection_rate_long_wait_pushes_back_and_counts_it() -> None:
@@ -305,6 +224,7 @@ def test_connection_rate_long_wait_pushes_back_and_counts_it() -> None:
     assert (c["delayed_due_to_connection_rate_throttle"],
             c["delayed_due_to_message_rate_throttle"]) == (2, 0)
     assert eng.ready_depths() == {PATH: 0} and eng.scheduled_count == 2
+
 
 
 def test_equal_preference_addresses_are_shuffled_together_across_hosts() -> None:
