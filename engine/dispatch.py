@@ -1,5 +1,10 @@
 """Dispatch: how a ready queue turns into connections and transactions.
 
+A session's outcomes come back through `Core.run_step` to `engine.outcomes`,
+which calls back into this module; the table on `Core` keeps that loop out
+of the imports.  While draining (`engine.admin.drain`) nothing here opens a
+connection or starts a transaction.
+
 `pump` is called whenever a ready queue may act (a message arrived, a
 connection finished or closed, a throttle wait ended, a suspension lifted).
 It first hands waiting messages to idle sessions, then opens connections

@@ -15,6 +15,9 @@ decides what follows, as KumoMTA's dispatcher does:
 - ``ReconnectInClear``: the same address again, TLS disabled.
 - ``SessionClosed``: forget the connection; an unattempted held message goes
   back to the head of the ready queue.
+
+`HANDLERS` maps each outcome type to its handler; `Engine` installs it as
+`Core.outcome_handlers`, so `Core.run_step` reaches it without an import.
 """
 
 from __future__ import annotations
