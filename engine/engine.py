@@ -29,7 +29,7 @@ from typing import Any
 
 from engine import admin, dispatch, flow, lifecycle, lookups, outcomes, resolve, restart, snapshot
 from engine.core import Core
-from engine.effects import Effect, SetTimer
+from engine.effects import Effect
 from engine.errors import ProtocolError
 from engine.events import (
     Bounce,
@@ -53,13 +53,11 @@ from engine.events import (
     TlsaResolved,
     TlsEstablished,
     TlsFailed,
-    trusted_factory,
 )
 
 __all__ = ["Engine"]
 
 _PROMOTE: Timer = ("promote", "")
-_SetTimer = trusted_factory(SetTimer)
 
 
 class Engine(Core):
@@ -98,8 +96,7 @@ class Engine(Core):
             sched.low = None
             if self.promote_at is None or head < self.promote_at:
                 self.promote_at = head
-                self.timers[_PROMOTE] = head
-                out.append(_SetTimer(_PROMOTE, head))
+                self.set_timer(_PROMOTE, head)
         if self.cancelled:
             self.cancelled.clear()
         if self.dropped:  # CancelTimer+SetTimer pairs became one SetTimer

@@ -33,7 +33,6 @@ from engine.retry import iso
 RECEIVED = Reply(code=250, text="")
 _Reply = trusted_factory(Reply)  # (code, text, enhanced): for replies made here
 _Log = trusted_factory(Log)
-DEFAULT_POOL = lookups.DEFAULT_POOL
 
 
 @lru_cache(maxsize=4096)

@@ -24,18 +24,15 @@ asked here too: once per name, the asker waiting for the answer event.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.config import EgressPathConfig
 from engine.core import Core
 from engine.effects import FetchMtaSts, ResolveTlsa
-from engine.events import MtaStsPolicy, TlsaRecord
+from engine.events import MessageSubmitted, MtaStsPolicy, TlsaRecord
 from engine.message import QueueInfo, queue_name
 from engine.pools import WeightedRoundRobin
 from engine.ready import CONFIG_REFRESH, ReadyQueue
-
-if TYPE_CHECKING:
-    from engine.events import MessageSubmitted
 
 DEFAULT_POOL = "unspecified"
 
