@@ -26,7 +26,6 @@ def test_suspend_keeps_messages_and_resume_sends() -> None:
     assert len(of(fx, Connect)) == 1
 
 
-
 def test_admin_bounce_scheduled_and_ready_not_in_flight_until_it_returns() -> None:
     eng, w = resolved_engine(connection_limit=1)
     w.feed(submit(1))  # held by conn 1

@@ -25,7 +25,6 @@ def test_event_for_unknown_connection_is_a_protocol_error() -> None:
     assert eng.snapshot() == before
 
 
-
 def test_stalled_ready_queue_still_expires_at_max_age() -> None:
     eng = Engine(policy(suspended=True, queue={"max_age": "1h"}), seed=2)
     prime(eng, ttl=300.0)
@@ -34,7 +33,6 @@ def test_stalled_ready_queue_still_expires_at_max_age() -> None:
     fx = eng.handle(TimerFired(at=3700.0, timer=("maint", PATH)))
     assert [r["type"] for r in records(fx)] == ["Expiration"]
     assert eng.ready_depths() == {PATH: 0} and eng.queued_count == 0
-
 
 
 def test_timer_not_armed_is_a_protocol_error_and_changes_nothing() -> None:

@@ -29,7 +29,6 @@ def test_submission_logs_reception_and_asks_for_mx_once() -> None:
     assert eng.queued_count == 2 and eng.scheduled_count == 0
 
 
-
 def test_retry_promotes_again_when_due_and_resolves_once_more_after_ttl() -> None:
     eng = Engine(policy(suspended=True, queue={"retry_interval": "10min"}), seed=3)
     eng.handle(submit(1))
@@ -39,7 +38,6 @@ def test_retry_promotes_again_when_due_and_resolves_once_more_after_ttl() -> Non
     assert fx == [Resolve(domain="example.com")]
     eng.handle(Resolved(at=due, domain="example.com", mx=MX, ttl=10.0))
     assert eng.ready_depths() == {PATH: 1} and eng.scheduled_count == 0
-
 
 
 def test_ready_queue_full_delays_0_to_60s_without_counting_an_attempt() -> None:
@@ -59,14 +57,12 @@ def test_ready_queue_full_delays_0_to_60s_without_counting_an_attempt() -> None:
     assert eng.ready_depths() == {PATH: 2} and eng.scheduled_count == 1
 
 
-
 def test_first_connect_carries_path_and_source() -> None:
     eng = Engine(policy(), seed=1)
     w = World(eng, auto_connect=False)
     fx = w.feed(submit(1))
     assert of(fx, Connect) == [Connect(conn=1, host="mx1.example.com", address="192.0.2.1",
                                        port=25, source="unspecified", path=PATH)]
-
 
 
 def test_queue_max_message_rate_holds_messages_in_scheduled_without_an_attempt() -> None:
@@ -93,7 +89,6 @@ def test_queue_max_message_rate_holds_messages_in_scheduled_without_an_attempt()
     assert eng.counters["delayed_due_to_message_rate_throttle"] == 2
 
 
-
 @pytest.mark.parametrize(("queue_rate", "path_rate"), [("1/min", "10/min"), ("10/min", "1/min")])
 def test_queue_and_path_message_rates_apply_independently_the_lower_wins(
         queue_rate: str, path_rate: str) -> None:
@@ -109,7 +104,6 @@ def test_queue_and_path_message_rates_apply_independently_the_lower_wins(
     assert all(r["num_attempts"] == 1 for r in records(fx, "Delivery"))
 
 
-
 def test_duplicate_message_id_is_a_protocol_error_and_changes_nothing() -> None:
     eng = Engine(policy(suspended=True), seed=1)
     eng.handle(submit(1))
@@ -122,7 +116,6 @@ def test_duplicate_message_id_is_a_protocol_error_and_changes_nothing() -> None:
     assert eng.queued_count == 1
 
 
-
 def test_a_finished_message_id_may_be_submitted_again() -> None:
     eng = Engine(policy(), seed=1)
     w = World(eng)
@@ -130,7 +123,6 @@ def test_a_finished_message_id_may_be_submitted_again() -> None:
     assert eng.queued_count == 0 and eng.counters["total_messages_delivered"] == 1
     w.feed(submit(1, at=1.0))
     assert eng.counters["total_messages_delivered"] == 2
-
 
 
 def test_reception_names_the_queue_pool_and_no_source_yet() -> None:

@@ -24,7 +24,6 @@ def test_host_failure_tries_next_address_then_transient_failure() -> None:
     assert eng.paths[PATH].failures == 1
 
 
-
 def test_consecutive_failures_past_threshold_delay_whole_ready_queue() -> None:
     eng, w = resolved_engine(connection_limit=1, consecutive_connection_failures_before_delay=1)
     for i in range(4):
@@ -44,7 +43,6 @@ def test_consecutive_failures_past_threshold_delay_whole_ready_queue() -> None:
     assert eng.ready_depths() == {PATH: 0} and eng.scheduled_count == 4
 
 
-
 def test_successful_connect_resets_the_failure_counter() -> None:
     eng, w = resolved_engine()
     w.feed(submit(1))
@@ -55,7 +53,6 @@ def test_successful_connect_resets_the_failure_counter() -> None:
     from engine.events import Connected
     w.feed(Connected(at=3.0, conn=3))
     assert eng.paths[PATH].failures == 0
-
 
 
 def test_per_recipient_outcomes_keep_only_pending_recipients() -> None:

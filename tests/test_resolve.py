@@ -20,7 +20,6 @@ def test_resolved_promotes_parked_messages_into_one_ready_queue() -> None:
     assert eng.ready_depths() == {PATH: 2}
 
 
-
 def test_domains_with_the_same_mx_set_share_a_ready_queue() -> None:
     eng = Engine(policy(suspended=True), seed=1)
     eng.handle(submit(1, rcpts=("a@one.test",)))
@@ -28,7 +27,6 @@ def test_domains_with_the_same_mx_set_share_a_ready_queue() -> None:
     eng.handle(Resolved(at=0.0, domain="one.test", mx=MX))
     eng.handle(Resolved(at=0.0, domain="two.test", mx=tuple(reversed(MX))))
     assert eng.ready_depths() == {PATH: 2}
-
 
 
 def test_null_mx_bounces_with_556() -> None:
@@ -43,7 +41,6 @@ def test_null_mx_bounces_with_556() -> None:
                                "command": None}
     assert of(fx, Discard) == [Discard(message_id="m1")]
     assert eng.queued_count == 0 and eng.counters["total_messages_fail"] == 1
-
 
 
 def test_nxdomain_bounces_and_servfail_retries() -> None:
@@ -61,7 +58,6 @@ def test_nxdomain_bounces_and_servfail_retries() -> None:
     [timer] = of(fx, SetTimer)
     assert timer.timer == ("promote", "") and 3.0 + 585.0 <= timer.at <= 3.0 + 615.0
     assert eng.scheduled_count == 1 and eng.queued_count == 1
-
 
 
 @pytest.mark.parametrize("answer", [

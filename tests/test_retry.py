@@ -22,10 +22,8 @@ def test_retry_delay_doubles_from_retry_interval() -> None:
                                                                         9600.0]
 
 
-
 def test_retry_delay_capped_by_max_retry_interval() -> None:
     assert retry_delay(1200.0, 3000.0, 5, Fixed(0.5)) == 3000.0
-
 
 
 def test_retry_jitter_is_plus_minus_half_of_min_interval_twentieth_and_60s() -> None:
@@ -35,7 +33,6 @@ def test_retry_jitter_is_plus_minus_half_of_min_interval_twentieth_and_60s() -> 
     rng = random.Random(4)
     draws = [retry_delay(1200.0, None, 0, rng) for _ in range(200)]
     assert min(draws) >= 1170.0 and max(draws) <= 1230.0 and len(set(draws)) == 200
-
 
 
 def test_defaults_expire_after_nine_attempts_about_85_hours() -> None:
@@ -49,7 +46,6 @@ def test_defaults_expire_after_nine_attempts_about_85_hours() -> None:
         at = due
     assert attempts == 9
     assert at == 1200.0 * 255  # 85 h
-
 
 
 def test_expiry_text() -> None:

@@ -8,7 +8,6 @@ from engine.scheduled import ScheduledQueues
 Q = QueueInfo("example.com", "example.com", "", "", "", None, "unspecified")
 
 
-
 def msg(i: int) -> Message:
     return Message(f"m{i}", "s@x.org", ("r@example.com",), 10, Q, 0.0)
 
@@ -24,7 +23,6 @@ def test_pop_due_in_due_then_arrival_order() -> None:
     assert s.pop_due(29.999) == []
     assert [m.id for m in s.pop_due(100.0)] == ["m0", "m3"]
     assert s.next_due() is None
-
 
 
 def test_remove_and_remove_where() -> None:
