@@ -47,9 +47,6 @@ class Core:
 
     # session outcome type -> handler; filled by the class that knows them
     outcome_handlers: ClassVar[dict[type, OutcomeHandler]] = {}
-    # set by a Drain event: no new connection, no new transaction
-    draining = False
-
     def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0) -> None:
         self.policy = policy
         self.seed = seed
@@ -86,6 +83,7 @@ class Core:
         # SetTimer turned one of those CancelTimers into None
         self.cancelled: dict[Timer, int] = {}
         self.dropped = False
+        self.draining = False  # set by Drain: no new connection, no new transaction
 
     def intern(self, s: str) -> str:
         """Intern a queue/path/site name so a million messages share one copy."""
@@ -123,9 +121,14 @@ class Core:
         effects, outcomes = step
         self.take_effects(effects)
         if outcomes:
-            handlers = self.outcome_handlers
-            for o in outcomes:
-                handlers[type(o)](self, ctx, o, now)
+            self.run_outcomes(ctx, outcomes, now)
+
+    def run_outcomes(self, ctx: ConnCtx, outcomes: list[Any], now: float) -> None:
+        """A step's outcomes to their handlers (`run_step` without the effects, for
+        a caller that carries the effects itself)."""
+        handlers = self.outcome_handlers
+        for o in outcomes:
+            handlers[type(o)](self, ctx, o, now)
 
     # -- throttles ---------------------------------------------------------
 

@@ -164,7 +164,10 @@ def _response(eng: Core, ev: Response) -> None:
     if ctx is None or ctx.session is None:
         _conn_event(eng, ev)  # raises the protocol error
         return
-    eng.run_step(ctx, ctx.session.handle(ev), ev.at)
+    effects, outcomes = ctx.session.handle(ev)
+    eng.take_effects(effects)
+    if outcomes:
+        eng.run_outcomes(ctx, outcomes, ev.at)
 
 
 def _conn_event(eng: Core, ev: ConnEvent) -> None:
