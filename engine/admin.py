@@ -1,4 +1,4 @@
-"""Admin events: Suspend, Resume, Bounce.
+"""Admin events: Suspend, Resume, Bounce, Drain.
 
 - ``Suspend(path)`` / ``Resume(path)``: a suspended ready queue opens no
   connection and gives idle sessions nothing (they QUIT); its messages stay.
@@ -7,52 +7,40 @@
 - ``Bounce(domain, queue)``: every matching queued message (scheduled, parked
   on DNS or ready) gets an ``AdminBounce`` record and is discarded; one held
   by a connection is bounced when it comes back (its transaction runs on).
+- ``Drain``: the process is shutting down.  From now on no connection opens
+  and no transaction starts; idle sessions QUIT at once, the others when
+  their transaction ends; a held message not yet sent goes back to its ready
+  queue.  Transactions on the wire finish.  `Restarted` lifts it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from engine import flow, metrics, records
-from engine.effects import Log
-from engine.events import Bounce, Resume, Suspend
+from engine.core import Core
+from engine.dispatch import pump, quit_session
+from engine.events import Bounce, Drain, Resume, Suspend
+from engine.lifecycle import admin_bounce_one
 from engine.message import HELD, Message
-from engine.reply import Reply
+from engine.ready import ReadyQueue
 
-if TYPE_CHECKING:
-    from engine.engine import Engine
-    from engine.ready import ReadyQueue
+__all__ = ["bounce", "drain", "resume", "suspend"]
 
 
-def suspend(eng: Engine, ev: Suspend) -> None:
+def suspend(eng: Core, ev: Suspend) -> None:
     eng.suspended_paths[ev.path] = True
     rq = eng.paths.get(ev.path)
     if rq is not None:
         rq.suspended = True
 
 
-def resume(eng: Engine, ev: Resume) -> None:
+def resume(eng: Core, ev: Resume) -> None:
     eng.suspended_paths.pop(ev.path, None)
     rq = eng.paths.get(ev.path)
     if rq is not None:
         rq.suspended = False
-        eng.pump(rq, ev.at)
+        pump(eng, rq, ev.at)
 
 
-def admin_bounce_one(eng: Engine, msg: Message, now: float, reason: str,
-                     rq: ReadyQueue | None = None) -> None:
-    """One AdminBounce record and the message is finished (`rq`: the ready queue
-    it was taken from, if any; else site "" as for the scheduled queue)."""
-    reply = Reply.make(551, "5.7.1", f"Administrator bounced with: {reason}")
-    eng.out.append(Log(record=records.make_record(
-        records.ADMIN_BOUNCE, msg, now, eng.epoch, reply,
-        site=rq.path if rq is not None else "",
-        source=rq.source_name if rq is not None else None)))
-    eng.metrics.totals[metrics.ADMIN_BOUNCED] += 1
-    flow.finish(eng, msg)
-
-
-def bounce(eng: Engine, ev: Bounce) -> None:
+def bounce(eng: Core, ev: Bounce) -> None:
     domain = ev.domain.lower()
     queue = ev.queue
 
@@ -78,3 +66,10 @@ def bounce(eng: Engine, ev: Bounce) -> None:
             eng.bounce_on_return[msg.id] = ev.reason
     for msg, in_rq in victims:
         admin_bounce_one(eng, msg, ev.at, ev.reason, in_rq)
+
+
+def drain(eng: Core, ev: Drain) -> None:
+    eng.draining = True
+    for ctx in list(eng.conns.values()):
+        if ctx.idle and not ctx.closing:
+            quit_session(eng, ctx, ev.at)

@@ -61,6 +61,7 @@ TAGS: tuple[tuple[int, str], ...] = (
     (15, "Resume"),
     (16, "Bounce"),
     (17, "Restarted"),
+    (18, "Drain"),
 )
 
 

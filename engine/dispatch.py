@@ -1,5 +1,10 @@
 """Dispatch: how a ready queue turns into connections and transactions.
 
+A session's outcomes come back through `Core.run_step` to `engine.outcomes`,
+which calls back into this module; the table on `Core` keeps that loop out
+of the imports.  While draining (`engine.admin.drain`) nothing here opens a
+connection or starts a transaction.
+
 `pump` is called whenever a ready queue may act (a message arrived, a
 connection finished or closed, a throttle wait ended, a suspension lifted).
 It first hands waiting messages to idle sessions, then opens connections
@@ -15,22 +20,22 @@ by exactly the wait, no attempt counted, a ``Delayed`` record each.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine import flow, metrics, records
+from engine import metrics, records
 from engine.config import EnableTls
+from engine.core import Core
 from engine.effects import Connect, Log, TlsMode, TlsSettings
 from engine.events import trusted_factory
+from engine.lifecycle import bounce, drain_ready, retry_later, return_to_ready, transient
+from engine.lookups import path_config, sts_policy, tlsa_for
 from engine.message import HELD, rcpt_tuple
 from engine.mxplan import build_plan
 from engine.ready import CONFIG_REFRESH, ConnCtx, ReadyQueue, ideal_connections
 from engine.reply import Reply
-from engine.resolve import sts_policy, tlsa_for
 from engine.retry import iso
+from engine.session import Session
 from engine.session_model import TxnMessage
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
 
 _INSECURE = (EnableTls.OpportunisticInsecure, EnableTls.RequiredInsecure)
 _Log = trusted_factory(Log)
@@ -44,16 +49,16 @@ _TlsSettings = trusted_factory(TlsSettings)
 _TLS_MODES: dict[str, EnableTls] = {m.value: m for m in EnableTls}
 
 
-def suspended(eng: Engine, rq: ReadyQueue) -> bool:
+def suspended(eng: Core, rq: ReadyQueue) -> bool:
     """Admin Suspend or the path config's ``suspended``."""
     return rq.suspended or bool(rq.cfg.suspended)
 
 
-def pump(eng: Engine, rq: ReadyQueue, now: float) -> None:
+def pump(eng: Core, rq: ReadyQueue, now: float) -> None:
     """Let `rq` act: feed idle sessions, then open connections up to the ideal."""
     if not rq.messages:
         return
-    cfg = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else flow.path_config(eng, rq, now)
+    cfg = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
     if rq.suspended or cfg.suspended:
         return
     idle = rq.idle
@@ -63,7 +68,7 @@ def pump(eng: Engine, rq: ReadyQueue, now: float) -> None:
             ctx.idle = False
             eng.cancel_timer(("idle", ctx.conn))
             next_message(eng, ctx, now)
-    if rq.ready_timer is not None or not rq.messages:
+    if rq.ready_timer is not None or not rq.messages or eng.draining:
         return
     if cfg.enable_mta_sts and not sts_policy(eng, rq.domain, now)[0]:
         return
@@ -90,18 +95,18 @@ def pump(eng: Engine, rq: ReadyQueue, now: float) -> None:
             return
 
 
-def fail_queue(eng: Engine, rq: ReadyQueue, now: float, reply: Reply,
+def fail_queue(eng: Core, rq: ReadyQueue, now: float, reply: Reply,
                held: list[Any] | None = None) -> None:
     """Fail every message of `rq` (and `held`): bounce on 5xx, retry on 4xx."""
-    victims = (held or []) + flow.drain_ready(eng, rq)
+    victims = (held or []) + drain_ready(eng, rq)
     for msg in victims:
         if reply.code >= 500:
-            flow.bounce(eng, msg, now, reply, rq=rq)
+            bounce(eng, msg, now, reply, rq=rq)
         else:
-            flow.transient(eng, msg, now, reply, rq=rq)
+            transient(eng, msg, now, reply, rq=rq)
 
 
-def open_connection(eng: Engine, rq: ReadyQueue, now: float) -> bool:
+def open_connection(eng: Core, rq: ReadyQueue, now: float) -> bool:
     """Open one connection holding the queue's first message; False when the
     plan failed the whole ready queue instead."""
     cfg: Any = rq.cfg
@@ -127,7 +132,7 @@ def open_connection(eng: Engine, rq: ReadyQueue, now: float) -> bool:
     return True
 
 
-def new_conn(eng: Engine, rq: ReadyQueue, plan: tuple[tuple[str, str], ...],
+def new_conn(eng: Core, rq: ReadyQueue, plan: tuple[tuple[str, str], ...],
              index: int) -> ConnCtx:
     """A new connection id and its context, counted as open."""
     conn = eng.next_conn
@@ -143,7 +148,7 @@ def new_conn(eng: Engine, rq: ReadyQueue, plan: tuple[tuple[str, str], ...],
     return ctx
 
 
-def mark_closing(eng: Engine, ctx: ConnCtx) -> None:
+def mark_closing(eng: Core, ctx: ConnCtx) -> None:
     """The connection takes no new message (QUIT sent, host failed, closed).
     It still counts against the limits until `release`."""
     if not ctx.closing:
@@ -151,7 +156,22 @@ def mark_closing(eng: Engine, ctx: ConnCtx) -> None:
         ctx.rq.idle.pop(ctx.conn, None)
 
 
-def release(eng: Engine, ctx: ConnCtx) -> None:
+def abandon(eng: Core, ctx: ConnCtx, now: float) -> None:
+    """Draining: forget a connection before it opens; its message goes back to
+    the ready queue (or to the admin bounce that waits for it)."""
+    mark_closing(eng, ctx)
+    release(eng, ctx)
+    ctx.rq.conns.pop(ctx.conn, None)
+    eng.conns.pop(ctx.conn, None)
+    msg, ctx.msg = ctx.msg, None
+    if msg is not None:
+        if eng.bounce_on_return and msg.id in eng.bounce_on_return:
+            retry_later(eng, msg, now)
+        else:
+            return_to_ready(eng, ctx.rq, msg)
+
+
+def release(eng: Core, ctx: ConnCtx) -> None:
     """The connection is gone: it stops counting against the limits."""
     if ctx.counted is not None:
         ctx.rq.open -= 1
@@ -160,7 +180,7 @@ def release(eng: Engine, ctx: ConnCtx) -> None:
         ctx.counted = None
 
 
-def tls_for(eng: Engine, ctx: ConnCtx, port: int, now: float
+def tls_for(eng: Core, ctx: ConnCtx, port: int, now: float
             ) -> tuple[EnableTls, TlsSettings] | None:
     """The effective enable_tls and handshake settings for this connection, or
     None while its host's TLSA records are being fetched."""
@@ -198,10 +218,11 @@ def tls_for(eng: Engine, ctx: ConnCtx, port: int, now: float
     return mode, settings
 
 
-def attempt(eng: Engine, ctx: ConnCtx, now: float) -> None:
+def attempt(eng: Core, ctx: ConnCtx, now: float) -> None:
     """Connect `ctx` to the address at its plan index."""
-    from engine.session import Session
-
+    if eng.draining:
+        abandon(eng, ctx, now)
+        return
     rq = ctx.rq
     cfg: Any = rq.cfg
     ctx.host, ctx.address = ctx.plan[ctx.plan_index]
@@ -219,10 +240,17 @@ def attempt(eng: Engine, ctx: ConnCtx, now: float) -> None:
     eng.run_step(ctx, ctx.session.connect(now), now)
 
 
-def next_message(eng: Engine, ctx: ConnCtx, now: float) -> None:
-    """The session is IDLE: give it the next message, quit, or arm the idle timer."""
+def next_message(eng: Core, ctx: ConnCtx, now: float) -> None:
+    """The session is IDLE: give it the next message, quit, or arm the idle timer.
+    Draining, it quits and a message it holds goes back to the ready queue."""
     rq = ctx.rq
     cfg: Any = rq.cfg
+    if eng.draining:
+        msg, ctx.msg = ctx.msg, None
+        if msg is not None:
+            return_to_ready(eng, rq, msg)
+        quit_session(eng, ctx, now)
+        return
     if ctx.msg is not None:
         start(eng, ctx, now)
         return
@@ -239,7 +267,7 @@ def next_message(eng: Engine, ctx: ConnCtx, now: float) -> None:
     start(eng, ctx, now)
 
 
-def start(eng: Engine, ctx: ConnCtx, now: float) -> None:
+def start(eng: Core, ctx: ConnCtx, now: float) -> None:
     """Start the held message's transaction once the message-rate throttles allow."""
     rq = ctx.rq
     cfg: Any = rq.cfg
@@ -256,7 +284,7 @@ def start(eng: Engine, ctx: ConnCtx, now: float) -> None:
         msg = ctx.msg
         assert msg is not None
         ctx.msg = None
-        flow.return_to_ready(eng, rq, msg)
+        return_to_ready(eng, rq, msg)
         push_back(eng, rq, now, wait, "message")
         go_idle(eng, ctx, now)
         return
@@ -270,14 +298,14 @@ def start(eng: Engine, ctx: ConnCtx, now: float) -> None:
     eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)
 
 
-def go_idle(eng: Engine, ctx: ConnCtx, now: float) -> None:
+def go_idle(eng: Core, ctx: ConnCtx, now: float) -> None:
     """Nothing to send: wait under the idle timer, findable by `pump`."""
     ctx.idle = True
     ctx.rq.idle[ctx.conn] = ctx
     eng.set_timer(("idle", ctx.conn), now + ctx.rq.cfg.idle_timeout)
 
 
-def quit_session(eng: Engine, ctx: ConnCtx, now: float) -> None:
+def quit_session(eng: Core, ctx: ConnCtx, now: float) -> None:
     """Send QUIT; the connection stops counting as open."""
     mark_closing(eng, ctx)
     if ctx.idle:
@@ -286,14 +314,14 @@ def quit_session(eng: Engine, ctx: ConnCtx, now: float) -> None:
     eng.run_step(ctx, ctx.session.quit(now), now)
 
 
-def push_back(eng: Engine, rq: ReadyQueue, now: float, wait: float, kind: str) -> None:
+def push_back(eng: Core, rq: ReadyQueue, now: float, wait: float, kind: str) -> None:
     """A throttle wait of at least idle_timeout: the whole ready queue goes back to
     scheduled by exactly `wait`, attempts unchanged, a Delayed record each."""
     due = now + wait
     reply = Reply(code=400, text=f"451 4.4.1 {rq.path} ready queue throttled by "
                                  f"max_{kind}_rate; next due at {iso(eng.epoch, due)}")
     counter = metrics.RATE_THROTTLED if kind == "message" else metrics.CONN_RATE_THROTTLED
-    for msg in flow.drain_ready(eng, rq):
+    for msg in drain_ready(eng, rq):
         eng.out.append(_Log(records.make_record(
             records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
         eng.metrics.totals[counter] += 1

@@ -1,11 +1,13 @@
 """The engine: one pure, deterministic state machine; events in, effects out.
 
-`Engine.handle` is a table from event type to handler; the handlers live in
-topic modules (`flow` for a message's lifecycle, `resolve` for DNS/MTA-STS/
-TLSA answers, `dispatch` and `outcomes` for connections and sessions, `admin`
-for admin commands) and append effects to ``self.out``.  This class holds the
-state they share and the few helpers every one of them needs (timers, the
-throttle states), plus read-only inspection.
+`Engine.handle` looks the event's type up in one table (`_HANDLERS`), and a
+`TimerFired` its timer kind in another (`_TIMERS`).  The handlers live in the
+decision modules below (`flow` for submission and promotion, `resolve` for
+DNS/MTA-STS/TLSA answers, `dispatch` and `outcomes` for connections and
+sessions, `admin` for admin commands and draining, `restart` after a crash)
+and append effects to ``eng.out``.  The state they share is `engine.core.Core`;
+this class is a `Core` plus the tables and read-only inspection.  See
+docs/ARCHITECTURE.md for the layers.
 
 Protocol errors are raised *before* anything changes: an event for a
 connection the engine does not know, a `TimerFired` for a timer that is not
@@ -22,14 +24,12 @@ sorted keys, never over sets or by `id()`.
 
 from __future__ import annotations
 
-import math
-import random
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from engine import admin, dispatch, flow, lookups, outcomes, resolve, restart
-from engine.effects import CancelTimer, Effect, SetTimer
+from engine import admin, dispatch, flow, lifecycle, lookups, outcomes, resolve, restart, snapshot
+from engine.core import Core
+from engine.effects import Effect
 from engine.errors import ProtocolError
 from engine.events import (
     Bounce,
@@ -37,6 +37,7 @@ from engine.events import (
     Connected,
     ConnectFailed,
     ConnEvent,
+    Drain,
     Event,
     Malformed,
     MessageSubmitted,
@@ -52,64 +53,23 @@ from engine.events import (
     TlsaResolved,
     TlsEstablished,
     TlsFailed,
-    trusted_factory,
 )
-from engine.message import QueueInfo
-from engine.metrics import Counters
-from engine.ready import ConnCtx, ReadyQueue
-from engine.scheduled import ScheduledQueues
-from engine.throttle import ThrottleState
 
 __all__ = ["Engine"]
 
 _PROMOTE: Timer = ("promote", "")
-_SetTimer = trusted_factory(SetTimer)
-_CancelTimer = trusted_factory(CancelTimer)
 
 
-class Engine:
+class Engine(Core):
     """KumoMTA's egress machinery as a pure state machine.
 
     ``Engine(policy, seed=0, epoch=0.0)``; ``handle(event) -> list[Effect]``.
     `epoch` is added to event times in log records' ``timestamp``/``created``.
+    The state and the shared operations are `Core`'s; this class adds the
+    event table and read-only inspection.
     """
 
-    def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0) -> None:
-        self.policy = policy
-        self.seed = seed
-        self.rng = random.Random(seed)
-        self.epoch = float(epoch)
-        self.out: list[Effect] = []
-        self.sched = ScheduledQueues()
-        self.queues: dict[str, QueueInfo] = {}
-        self.domains: dict[str, resolve.DomainState] = {}
-        self.site_names: dict[tuple[tuple[int, str], ...], str] = {}
-        self.path_names: dict[tuple[str, str], str] = {}
-        self.paths: dict[str, ReadyQueue] = {}
-        self.conns: dict[int, ConnCtx] = {}
-        self.timers: dict[Timer, float] = {}
-        self.metrics = Counters()
-        self.next_conn = 1
-        self.queued = 0
-        self.promote_at: float | None = None
-        self.pools: dict[str, Any] = {}
-        self.sources: dict[str, Any] = {}
-        self.sts: dict[str, tuple[Any, float]] = {}
-        self.sts_pending: dict[str, bool] = {}
-        self.tlsa: dict[tuple[str, int], tuple[tuple[Any, ...], bool]] = {}
-        self.tlsa_waiting: dict[tuple[str, int], list[int]] = {}
-        self.extra_conns: dict[str, int] = {}
-        self.extra_msg_throttles: dict[str, ThrottleState] = {}
-        self.suspended_paths: dict[str, bool] = {}
-        self.bounce_on_return: dict[str, str] = {}
-        self.ids: set[str] = set()  # ids of the messages not yet finished
-        # path configs asked for before their path exists (see engine.lookups)
-        self.path_cfgs: dict[tuple[str, str], tuple[str, Any, float]] = {}
-        self.refresh_at = math.inf  # when the oldest path config is due a refresh
-        # within one event: timers cancelled (-> index in out), and whether a later
-        # SetTimer turned one of those CancelTimers into None (see handle)
-        self.cancelled: dict[Timer, int] = {}
-        self.dropped = False
+    outcome_handlers = outcomes.HANDLERS
 
     # -- the one entry point ---------------------------------------------
 
@@ -117,42 +77,26 @@ class Engine:
         """Apply one event; return the effects for the driver, in order."""
         out: list[Effect] = []
         self.out = out
-        if type(event) is Response and event.at < self.refresh_at:
-            # The most frequent event (most of a simulation's), taken inline: one
-            # reply on a live session, no path config due a refresh.
-            ctx = self.conns.get(event.conn)  # type: ignore[attr-defined]
-            if ctx is None or ctx.session is None:
-                _conn_event(self, event)  # type: ignore[arg-type]  # raises the protocol error
-            effects, results = ctx.session.handle(event)  # type: ignore[union-attr]
-            # outcomes.run_step without its call: a reply's step nearly always
-            # has effects only (the timer re-arm, sometimes a Send), no outcome.
-            outcomes.take_effects(self, effects)
-            if results:
-                outcomes.run_outcomes(self, ctx, results, event.at)  # type: ignore[arg-type]
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            raise ProtocolError(f"engine cannot handle {type(event).__name__} in state RUNNING")
+        if event.at < self.refresh_at:
+            handler(self, event)
         else:
-            handler = _HANDLERS.get(type(event))
-            if handler is None:
-                raise ProtocolError(
-                    f"engine cannot handle {type(event).__name__} in state RUNNING"
-                )
-            if event.at >= self.refresh_at:
-                undo = lookups.refresh_due(self, event.at)
-                try:
-                    handler(self, event)
-                except ProtocolError:
-                    lookups.undo_refresh(self, undo)
-                    self.cancelled.clear()
-                    raise
-            else:
+            undo = lookups.refresh_due(self, event.at)
+            try:
                 handler(self, event)
+            except ProtocolError:
+                lookups.undo_refresh(self, undo)
+                self.cancelled.clear()
+                raise
         sched = self.sched
         head = sched.low
         if head is not None:
             sched.low = None
             if self.promote_at is None or head < self.promote_at:
                 self.promote_at = head
-                self.timers[_PROMOTE] = head
-                out.append(_SetTimer(_PROMOTE, head))
+                self.set_timer(_PROMOTE, head)
         if self.cancelled:
             self.cancelled.clear()
         if self.dropped:  # CancelTimer+SetTimer pairs became one SetTimer
@@ -160,54 +104,6 @@ class Engine:
             out = [e for e in out if e is not None]
         self.out = []  # hold no effects (or records) between events
         return out
-
-    # -- shared helpers --------------------------------------------------
-
-    def intern(self, s: str) -> str:
-        """Intern a queue/path/site name so a million messages share one copy."""
-        return sys.intern(s)
-
-    def set_timer(self, timer: Timer, at: float) -> None:
-        self.timers[timer] = at
-        cancelled = self.cancelled
-        if cancelled and timer in cancelled:
-            self.out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
-            self.dropped = True
-        self.out.append(_SetTimer(timer, at))
-
-    def cancel_timer(self, timer: Timer) -> None:
-        if self.timers.pop(timer, None) is not None:
-            self.cancelled[timer] = len(self.out)
-            self.out.append(_CancelTimer(timer))
-
-    # The modules' functions themselves, as methods (``eng.pump(rq, now)`` is
-    # ``dispatch.pump(eng, rq, now)``): for modules that cannot import them, and
-    # without a wrapper's extra call on the per-message path.
-    pump = dispatch.pump
-    attempt = dispatch.attempt
-    run_step = outcomes.run_step
-
-    def refresh_throttles(self, rq: ReadyQueue, old: Any) -> None:
-        """(Re)build the path's GCRA states when its throttle settings change."""
-        cfg = rq.cfg
-        if old is None or old.max_connection_rate != cfg.max_connection_rate:
-            rate = cfg.max_connection_rate
-            rq.conn_throttle = ThrottleState(rate) if rate is not None else None
-        if old is None or old.max_message_rate != cfg.max_message_rate:
-            rate = cfg.max_message_rate
-            rq.msg_throttle = ThrottleState(rate) if rate is not None else None
-        rq.msg_throttles = tuple(self.message_throttles(rq))
-
-    def message_throttles(self, rq: ReadyQueue) -> list[ThrottleState]:
-        """The path's message throttle and its shared additional ones (by name)."""
-        found = [] if rq.msg_throttle is None else [rq.msg_throttle]
-        extra = rq.cfg.additional_message_rate_throttles
-        for name in sorted(extra):
-            state = self.extra_msg_throttles.get(name)
-            if state is None or state.throttle != extra[name]:
-                state = self.extra_msg_throttles[name] = ThrottleState(extra[name])
-            found.append(state)
-        return found
 
     # -- inspection (read-only) ------------------------------------------
 
@@ -251,31 +147,30 @@ class Engine:
 
     def snapshot(self) -> bytes:
         """The whole state as versioned bytes (see `engine.snapshot`)."""
-        from engine.snapshot import dump
-
-        return dump(self)
+        return snapshot.dump(self)
 
     @classmethod
     def restore(cls, data: bytes, policy: Any) -> Engine:
         """An engine from `snapshot()` bytes, with `policy` (not stored) attached."""
-        from engine.snapshot import load
-
-        return load(cls, data, policy)
+        return snapshot.load(cls, data, policy)
 
 
 # -- connection events and timers: validate, then route --------------------
 
 
-def _response(eng: Engine, ev: Response) -> None:
-    """The most frequent event: one reply on a connection."""
+def _response(eng: Core, ev: Response) -> None:
+    """The most frequent event: one reply on a live session."""
     ctx = eng.conns.get(ev.conn)
     if ctx is None or ctx.session is None:
         _conn_event(eng, ev)  # raises the protocol error
         return
-    outcomes.run_step(eng, ctx, ctx.session.handle(ev), ev.at)
+    effects, outcomes = ctx.session.handle(ev)
+    eng.take_effects(effects)
+    if outcomes:
+        eng.run_outcomes(ctx, outcomes, ev.at)
 
 
-def _conn_event(eng: Engine, ev: ConnEvent) -> None:
+def _conn_event(eng: Core, ev: ConnEvent) -> None:
     ctx = eng.conns.get(ev.conn)
     if ctx is None or ctx.session is None:
         state = "UNKNOWN" if ctx is None else "AWAIT_TLSA"
@@ -287,53 +182,56 @@ def _conn_event(eng: Engine, ev: ConnEvent) -> None:
         ctx.rq.failures = 0
     elif type(ev) is TlsEstablished:
         ctx.tls = (ev.protocol, ev.cipher, ev.peer_subject)
-    outcomes.run_step(eng, ctx, step, ev.at)
+    eng.run_step(ctx, step, ev.at)
 
 
-def _timer(eng: Engine, ev: TimerFired) -> None:
+def _timer(eng: Core, ev: TimerFired) -> None:
     timer = ev.timer
     if timer not in eng.timers:
         raise ProtocolError(f"engine cannot handle TimerFired({timer!r}) in state NOT_ARMED")
-    kind, key = timer
-    if kind == "conn":
-        ctx = eng.conns.get(key)  # type: ignore[arg-type]
-        if ctx is None or ctx.session is None:
-            raise ProtocolError(f"session {key} cannot handle TimerFired in state UNKNOWN")
-        step = ctx.session.handle(ev)
-        eng.timers.pop(timer, None)
-        outcomes.run_step(eng, ctx, step, ev.at)
-        return
+    _TIMERS[timer[0]](eng, ev)
+
+
+def _conn_timer(eng: Core, ev: TimerFired) -> None:
+    """("conn", id): the session's own deadline (a reply not come in time)."""
+    key = ev.timer[1]
+    ctx = eng.conns.get(key)  # type: ignore[arg-type]
+    if ctx is None or ctx.session is None:
+        raise ProtocolError(f"session {key} cannot handle TimerFired in state UNKNOWN")
+    step = ctx.session.handle(ev)
+    eng.timers.pop(ev.timer, None)
+    eng.run_step(ctx, step, ev.at)
+
+
+def _promote_timer(eng: Core, ev: TimerFired) -> None:
+    """("promote", ""): the scheduled queue's head is due."""
     now = ev.at
-    if kind == "promote":
-        due = flow.stage_due(eng, now)  # asks the policy: before any change
-        del eng.timers[timer]
-        eng.promote_at = None
-        flow.promote_due(eng, due, now)
-        eng.sched.low = eng.sched.next_due()  # re-arm at the new head, if any
-        return
-    del eng.timers[timer]
-    if kind == "ready":
-        rq = eng.paths[key]  # type: ignore[index]
-        rq.ready_timer = None
-        dispatch.pump(eng, rq, now)
-    elif kind == "maint":
-        _maintain(eng, eng.paths[key], now)  # type: ignore[index]
-    elif kind == "idle":
-        ctx = eng.conns[key]  # type: ignore[index]
-        ctx.idle = False
-        dispatch.quit_session(eng, ctx, now)
-    elif kind == "msgrate":
-        dispatch.start(eng, eng.conns[key], now)  # type: ignore[index]
+    due = flow.stage_due(eng, now)  # asks the policy: before any change
+    del eng.timers[ev.timer]
+    eng.promote_at = None
+    flow.promote_due(eng, due, now)
+    eng.sched.low = eng.sched.next_due()  # re-arm at the new head, if any
 
 
-def _maintain(eng: Engine, rq: ReadyQueue, now: float) -> None:
+def _ready_timer(eng: Core, ev: TimerFired) -> None:
+    """("ready", path): a connection-rate wait ended."""
+    del eng.timers[ev.timer]
+    rq = eng.paths[ev.timer[1]]  # type: ignore[index]
+    rq.ready_timer = None
+    dispatch.pump(eng, rq, ev.at)
+
+
+def _maint_timer(eng: Core, ev: TimerFired) -> None:
     """("maint", path): expire ready messages past max_age (a stalled queue must
     not keep them), then re-arm at the next deadline."""
+    del eng.timers[ev.timer]
+    now = ev.at
+    rq = eng.paths[ev.timer[1]]  # type: ignore[index]
     rq.maint_at = None
     keep = []
     for msg in rq.messages:
         if now >= msg.created + msg.queue.config.max_age:
-            flow.expire(eng, msg, now, now, rq)
+            lifecycle.expire(eng, msg, now, now, rq)
         else:
             keep.append(msg)
     if len(keep) != len(rq.messages):
@@ -344,7 +242,30 @@ def _maintain(eng: Engine, rq: ReadyQueue, now: float) -> None:
         eng.set_timer(("maint", rq.path), rq.maint_at)
 
 
-_HANDLERS: dict[type[Event], Callable[[Engine, Any], None]] = {
+def _idle_timer(eng: Core, ev: TimerFired) -> None:
+    """("idle", conn): a session had nothing to send for idle_timeout: QUIT."""
+    del eng.timers[ev.timer]
+    ctx = eng.conns[ev.timer[1]]  # type: ignore[index]
+    ctx.idle = False
+    dispatch.quit_session(eng, ctx, ev.at)
+
+
+def _msgrate_timer(eng: Core, ev: TimerFired) -> None:
+    """("msgrate", conn): a message-rate wait ended: the held message's turn."""
+    del eng.timers[ev.timer]
+    dispatch.next_message(eng, eng.conns[ev.timer[1]], ev.at)  # type: ignore[index]
+
+
+_TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
+    "conn": _conn_timer,
+    "promote": _promote_timer,
+    "ready": _ready_timer,
+    "maint": _maint_timer,
+    "idle": _idle_timer,
+    "msgrate": _msgrate_timer,
+}
+
+_HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {
     MessageSubmitted: flow.submit,
     Resolved: resolve.resolved,
     ResolveFailed: resolve.resolve_failed,
@@ -362,4 +283,5 @@ _HANDLERS: dict[type[Event], Callable[[Engine, Any], None]] = {
     Resume: admin.resume,
     Bounce: admin.bounce,
     Restarted: restart.restarted,
+    Drain: admin.drain,
 }

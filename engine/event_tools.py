@@ -3,9 +3,10 @@
 Drivers compute some answers (a DNS result, a TLS outcome) before the moment
 they are delivered, and must stamp them with the time they arrive: the core
 trusts `at` and never reads a clock.  Events are frozen, so re-stamping
-means building a new one.  Both drivers (`engine.live.driver_io`, `sim.driver`)
-use this one, kept beside the events.  It builds the event through its
-constructor, so the new one is validated as any other.
+means building a new one.  The live driver (`engine.live.driver_io`) and the
+simulator (`sim.driver`) both need it, so it lives here, beside the events.
+It builds the event through its constructor, so the new one is validated as
+any other.
 """
 
 from __future__ import annotations

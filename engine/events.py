@@ -276,6 +276,12 @@ class Restarted(Event):
     an attempt, pending lookups are asked again and armed timers re-emitted."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Drain(Event):
+    """The driver is shutting down (SIGTERM): open no connection and start no
+    transaction from now on; transactions on the wire finish."""
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     MessageSubmitted,
     Resolved,
@@ -294,4 +300,5 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     Resume,
     Bounce,
     Restarted,
+    Drain,
 )

@@ -1,7 +1,6 @@
-"""A message's lifecycle: received, promoted, ready, retried, expired, finished.
+"""Submission and promotion: a message from MessageSubmitted to its ready queue.
 
-Functions over the `Engine`'s state (they take the engine as first argument,
-so `engine.py` stays the thin event -> handler table).  Each appends the
+Functions over the engine's state (`engine.core.Core`); each appends the
 effects it causes to ``eng.out``.  The shape follows KumoMTA's two tiers:
 a message is *scheduled* until due, then *promoted*: its egress source is
 picked from the queue's pool, its domain's MX set (cached by TTL; unknown ->
@@ -15,28 +14,25 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine import lookups, metrics, records
-from engine.effects import Discard, Log, Resolve
+from engine.core import Core
+from engine.dispatch import pump
+from engine.domains import DomainState
+from engine.effects import Log, Resolve
 from engine.errors import ProtocolError
 from engine.events import MessageSubmitted, trusted_factory
-from engine.message import DONE, HELD, PARKED, READY, Message, queue_name
-from engine.pools import WeightedRoundRobin
+from engine.lifecycle import expire
+from engine.lookups import path_config, pick_source
+from engine.message import PARKED, READY, Message, queue_name
 from engine.ready import CONFIG_REFRESH, ReadyQueue
 from engine.reply import Reply
-from engine.retry import expiry_text, iso, retry_delay
-
-if TYPE_CHECKING:
-    from engine.config import EgressPathConfig
-    from engine.engine import Engine
-    from engine.resolve import DomainState
+from engine.retry import iso
 
 RECEIVED = Reply(code=250, text="")
 _Reply = trusted_factory(Reply)  # (code, text, enhanced): for replies made here
 _Log = trusted_factory(Log)
-_Discard = trusted_factory(Discard)
-DEFAULT_POOL = lookups.DEFAULT_POOL
 
 
 @lru_cache(maxsize=4096)
@@ -57,7 +53,7 @@ def _iso(epoch: float, at: float) -> str:
     return iso(epoch, at)
 
 
-def submit(eng: Engine, ev: MessageSubmitted) -> None:
+def submit(eng: Core, ev: MessageSubmitted) -> None:
     """MessageSubmitted: a Reception record, then promotion (due now).
 
     A duplicate id is refused before anything changes, and every policy answer
@@ -89,16 +85,7 @@ def submit(eng: Engine, ev: MessageSubmitted) -> None:
     promote(eng, msg, now)
 
 
-def pick_source(eng: Engine, pool: str) -> str:
-    """The next egress source of `pool` (smooth weighted round robin)."""
-    rr = eng.pools.get(pool)
-    if rr is None:  # not staged (a caller outside the promotion handlers)
-        rr = WeightedRoundRobin(eng.policy.egress_pool(pool).entries)
-        eng.pools[pool] = rr
-    return rr.pick()
-
-
-def promote(eng: Engine, msg: Message, now: float) -> None:
+def promote(eng: Core, msg: Message, now: float) -> None:
     """The message is due: find its ready queue (resolving first if needed).
 
     The scheduled queue's own ``max_message_rate`` is checked here, as KumoMTA
@@ -123,7 +110,7 @@ def promote(eng: Engine, msg: Message, now: float) -> None:
     enqueue_ready(eng, rq, msg, now)
 
 
-def throttled(eng: Engine, msg: Message, now: float, wait: float) -> None:
+def throttled(eng: Core, msg: Message, now: float, wait: float) -> None:
     """The scheduled queue's throttle said wait: back to scheduled until the
     message's turn.  Messages held back together are spread one emission
     interval apart (each one's turn under the GCRA), so they do not all wake at
@@ -140,10 +127,8 @@ def throttled(eng: Engine, msg: Message, now: float, wait: float) -> None:
     eng.sched.add(msg, due)
 
 
-def park(eng: Engine, msg: Message, dom: str, ds: DomainState | None) -> None:
+def park(eng: Core, msg: Message, dom: str, ds: DomainState | None) -> None:
     """Hold `msg` until its domain's MX set is known; ask for it once."""
-    from engine.resolve import DomainState
-
     if ds is None:
         ds = DomainState()
         eng.domains[dom] = ds
@@ -154,7 +139,7 @@ def park(eng: Engine, msg: Message, dom: str, ds: DomainState | None) -> None:
         eng.out.append(Resolve(domain=dom))
 
 
-def path_for(eng: Engine, msg: Message, ds: DomainState, now: float) -> ReadyQueue:
+def path_for(eng: Core, msg: Message, ds: DomainState, now: float) -> ReadyQueue:
     """The ready queue ``source->site`` for `msg`, created on first use (from the
     config staged for it, see `engine.lookups`)."""
     source = pick_source(eng, msg.queue.pool)
@@ -187,18 +172,7 @@ def path_for(eng: Engine, msg: Message, ds: DomainState, now: float) -> ReadyQue
     return rq
 
 
-def path_config(eng: Engine, rq: ReadyQueue, now: float) -> EgressPathConfig:
-    """The path's config, re-asked of the policy when older than CONFIG_REFRESH."""
-    if now - rq.cfg_at >= CONFIG_REFRESH:
-        old = rq.cfg
-        rq.cfg = eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)
-        rq.cfg_at = now
-        if rq.cfg != old:
-            eng.refresh_throttles(rq, old)
-    return rq.cfg
-
-
-def enqueue_ready(eng: Engine, rq: ReadyQueue, msg: Message, now: float) -> None:
+def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
     """Put `msg` in `rq`, or back to scheduled when the ready queue is full."""
     cfg: Any = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
     if len(rq.messages) >= cfg.max_ready:
@@ -218,98 +192,10 @@ def enqueue_ready(eng: Engine, rq: ReadyQueue, msg: Message, now: float) -> None
     if rq.maint_at is None or expiry < rq.maint_at:
         rq.maint_at = expiry
         eng.set_timer(("maint", rq.path), expiry)
-    eng.pump(rq, now)
+    pump(eng, rq, now)
 
 
-def return_to_ready(eng: Engine, rq: ReadyQueue, msg: Message) -> None:
-    """A held message that was never attempted goes back to the head of its queue."""
-    rq.messages.appendleft(msg)
-    if len(rq.messages) > rq.peak:
-        rq.peak = len(rq.messages)
-    msg._w = READY
-
-
-def finish(eng: Engine, msg: Message) -> None:
-    """The message is done: every recipient delivered, bounced or expired."""
-    msg._w = DONE
-    eng.ids.discard(msg.id)
-    if eng.bounce_on_return:
-        eng.bounce_on_return.pop(msg.id, None)
-    msg.queue.count -= 1
-    eng.queued -= 1
-    eng.out.append(_Discard(msg.id))
-
-
-def expire(eng: Engine, msg: Message, now: float, next_due: float,
-           rq: ReadyQueue | None = None) -> None:
-    """Expiration record ``551 5.4.7`` and the message is finished.  `rq` is the
-    ready queue it expired in; from the scheduled queue KumoMTA logs site "" and
-    no egress source (crates/kumod/src/queue/queue.rs), and so do we."""
-    expires = msg.created + msg.queue.config.max_age
-    reply = Reply.make(551, "5.4.7", expiry_text(eng.epoch, next_due, expires))
-    eng.out.append(_Log(records.make_record(
-        records.EXPIRATION, msg, now, eng.epoch, reply,
-        site=rq.path if rq is not None else "",
-        source=rq.source_name if rq is not None else None)))
-    eng.metrics.totals[metrics.EXPIRED] += 1
-    finish(eng, msg)
-
-
-def retry_later(eng: Engine, msg: Message, now: float) -> None:
-    """After a transient failure (attempts already counted): the retry schedule,
-    or expiry when the next attempt would be past max_age."""
-    if eng.bounce_on_return and msg.id in eng.bounce_on_return:
-        from engine.admin import admin_bounce_one
-
-        admin_bounce_one(eng, msg, now, eng.bounce_on_return.pop(msg.id))
-        return
-    cfg = msg.queue.config
-    due = now + retry_delay(cfg.retry_interval, cfg.max_retry_interval, msg.attempts - 1,
-                            eng.rng)
-    if due > msg.created + cfg.max_age:
-        expire(eng, msg, now, due)
-        return
-    eng.sched.add(msg, due)
-
-
-def transient(eng: Engine, msg: Message, now: float, reply: Reply, *,
-              rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None,
-              count_attempt: bool = True) -> None:
-    """A message-level transient failure outside a transaction (DNS, no host
-    answered): one TransientFailure record, attempts + 1, the retry schedule."""
-    if count_attempt:
-        msg.attempts += 1
-    path = rq.path if rq is not None else ""
-    provider = rq.cfg.provider_name if rq is not None else None
-    eng.out.append(_Log(records.make_record(
-        records.TRANSIENT, msg, now, eng.epoch, reply, site=path,
-        source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
-    eng.metrics.bump(metrics.TRANSFAIL, path, provider)
-    retry_later(eng, msg, now)
-
-
-def bounce(eng: Engine, msg: Message, now: float, reply: Reply, *,
-           rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None) -> None:
-    """A permanent failure of every pending recipient: Bounce record, finished."""
-    path = rq.path if rq is not None else ""
-    provider = rq.cfg.provider_name if rq is not None else None
-    eng.out.append(_Log(records.make_record(
-        records.BOUNCE, msg, now, eng.epoch, reply, site=path,
-        source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
-    eng.metrics.bump(metrics.FAIL, path, provider)
-    finish(eng, msg)
-
-
-def drain_ready(eng: Engine, rq: ReadyQueue) -> list[Message]:
-    """Take every waiting message out of `rq` (for bulk failures and push-backs)."""
-    taken = list(rq.messages)
-    rq.messages.clear()
-    for msg in taken:
-        msg._w = HELD
-    return taken
-
-
-def stage_due(eng: Engine, now: float) -> list[Message]:
+def stage_due(eng: Core, now: float) -> list[Message]:
     """The messages due by `now` (left scheduled), with every policy answer their
     promotion needs already asked for (see `engine.lookups`)."""
     due = eng.sched.peek_due(now)
@@ -317,14 +203,14 @@ def stage_due(eng: Engine, now: float) -> list[Message]:
     return due
 
 
-def promote_due(eng: Engine, due: list[Message], now: float) -> None:
+def promote_due(eng: Core, due: list[Message], now: float) -> None:
     """The ("promote", "") timer: the messages `stage_due` returned are promoted."""
     eng.sched.pop_count(len(due))
     for msg in due:
         promote(eng, msg, now)
 
 
-def stage_paths(eng: Engine, msgs: list[Message], now: float) -> None:
+def stage_paths(eng: Core, msgs: list[Message], now: float) -> None:
     """Ask the policy, before any change, for every path `msgs` may be promoted to."""
     staged = None
     seen: set[tuple[str, str]] = set()

@@ -17,23 +17,27 @@ So a raising hook leaves nothing behind.  The price is that a multi-source
 pool's paths are asked for together (a path may be asked before a message
 first uses it); the answers are cached exactly as a lazy lookup would cache
 them (``eng.path_cfgs`` until the path is created).
+
+The world's answers (a domain's MTA-STS policy, a host's TLSA records) are
+asked here too: once per name, the asker waiting for the answer event.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from engine.config import EgressPathConfig
+from engine.core import Core
+from engine.effects import FetchMtaSts, ResolveTlsa
+from engine.events import MessageSubmitted, MtaStsPolicy, TlsaRecord
 from engine.message import QueueInfo, queue_name
 from engine.pools import WeightedRoundRobin
-from engine.ready import CONFIG_REFRESH
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
-    from engine.events import MessageSubmitted
+from engine.ready import CONFIG_REFRESH, ReadyQueue
 
 DEFAULT_POOL = "unspecified"
 
-__all__ = ["DEFAULT_POOL", "Staged", "paths_known", "refresh_due", "undo_refresh"]
+__all__ = ["DEFAULT_POOL", "Staged", "path_config", "paths_known", "pick_source", "refresh_due",
+           "sts_policy", "tlsa_for", "undo_refresh"]
 
 
 class Staged:
@@ -41,7 +45,7 @@ class Staged:
 
     __slots__ = ("cfgs", "eng", "pools", "queues", "sources")
 
-    def __init__(self, eng: Engine) -> None:
+    def __init__(self, eng: Core) -> None:
         self.eng = eng
         self.queues: dict[str, QueueInfo] = {}
         self.pools: dict[str, WeightedRoundRobin] = {}
@@ -96,7 +100,7 @@ class Staged:
             eng.path_cfgs.update(self.cfgs)
 
 
-def paths_known(eng: Engine, pool: str, site: str) -> bool:
+def paths_known(eng: Core, pool: str, site: str) -> bool:
     """True when promoting to `site` from `pool` needs nothing of the policy."""
     rr = eng.pools.get(pool)
     if rr is None:
@@ -109,7 +113,7 @@ def paths_known(eng: Engine, pool: str, site: str) -> bool:
     return True
 
 
-def refresh_due(eng: Engine, now: float) -> list[tuple[Any, ...]]:
+def refresh_due(eng: Core, now: float) -> list[tuple[Any, ...]]:
     """Re-ask the configs of the paths older than CONFIG_REFRESH; install them all
     only after every hook call returned.  Returns what `undo_refresh` needs should
     the event itself then be refused."""
@@ -129,10 +133,58 @@ def refresh_due(eng: Engine, now: float) -> list[tuple[Any, ...]]:
     return undo
 
 
-def undo_refresh(eng: Engine, undo: list[tuple[Any, ...]]) -> None:
+def undo_refresh(eng: Core, undo: list[tuple[Any, ...]]) -> None:
     """Put back what `refresh_due` changed (the event was refused after it)."""
     eng.refresh_at = undo[0][0]
     for rq, cfg, cfg_at, conn_throttle, msg_throttle, msg_throttles in undo[1:]:
         rq.cfg, rq.cfg_at = cfg, cfg_at
         rq.conn_throttle, rq.msg_throttle = conn_throttle, msg_throttle
         rq.msg_throttles = msg_throttles
+
+
+def pick_source(eng: Core, pool: str) -> str:
+    """The next egress source of `pool` (smooth weighted round robin)."""
+    rr = eng.pools.get(pool)
+    if rr is None:  # not staged (a caller outside the promotion handlers)
+        rr = WeightedRoundRobin(eng.policy.egress_pool(pool).entries)
+        eng.pools[pool] = rr
+    return rr.pick()
+
+
+def path_config(eng: Core, rq: ReadyQueue, now: float) -> EgressPathConfig:
+    """The path's config, re-asked of the policy when older than CONFIG_REFRESH."""
+    if now - rq.cfg_at >= CONFIG_REFRESH:
+        old = rq.cfg
+        rq.cfg = eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)
+        rq.cfg_at = now
+        if rq.cfg != old:
+            eng.refresh_throttles(rq, old)
+    return rq.cfg  # type: ignore[no-any-return]
+
+
+def sts_policy(eng: Core, domain: str, now: float) -> tuple[bool, MtaStsPolicy | None]:
+    """(known, policy) for `domain`; asks for it (once) when unknown or stale."""
+    cached = eng.sts.get(domain)
+    if cached is not None and cached[1] > now:
+        return True, cached[0]
+    if domain not in eng.sts_pending:
+        eng.sts_pending[domain] = True
+        eng.out.append(FetchMtaSts(domain=domain))
+    return False, None
+
+
+def tlsa_for(eng: Core, host: str, port: int, conn: int
+             ) -> tuple[bool, tuple[TlsaRecord, ...], bool]:
+    """(known, records, secure) for ``_port._tcp.host``; asks once when unknown
+    and registers `conn` to be resumed by the answer."""
+    key = (host, port)
+    cached = eng.tlsa.get(key)
+    if cached is not None:
+        return True, cached[0], cached[1]
+    waiting = eng.tlsa_waiting.get(key)
+    if waiting is None:
+        eng.tlsa_waiting[key] = [conn]
+        eng.out.append(ResolveTlsa(host=host, port=port))
+    else:
+        waiting.append(conn)
+    return False, (), False

@@ -15,16 +15,20 @@ decides what follows, as KumoMTA's dispatcher does:
 - ``ReconnectInClear``: the same address again, TLS disabled.
 - ``SessionClosed``: forget the connection; an unattempted held message goes
   back to the head of the ready queue.
+
+`HANDLERS` maps each outcome type to its handler; `Engine` installs it as
+`Core.outcome_handlers`, so `Core.run_step` reaches it without an import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine import dispatch, flow, metrics, records
-from engine.effects import CancelTimer, Log, SetTimer
+from engine import dispatch, metrics, records
+from engine.core import Core, OutcomeHandler
+from engine.effects import Log
 from engine.events import trusted_factory
+from engine.lifecycle import finish, retry_later, return_to_ready, transient
 from engine.message import compact_recipients
 from engine.ready import ConnCtx
 from engine.reply import Reply
@@ -37,66 +41,20 @@ from engine.session_model import (
     TransactionDone,
 )
 
-if TYPE_CHECKING:
-    from engine.engine import Engine
+__all__ = ["HANDLERS"]
 
 NO_ANSWER = Reply.make(451, "4.4.1", "No answer from any hosts listed in MX")
 CLOSED_MID_TXN = Reply.make(451, "4.4.2", "connection closed during the transaction")
 _Log = trusted_factory(Log)
 
 
-def take_effects(eng: Engine, effects: list[Any]) -> None:
-    """Append a session's effects to the event's output, tracking its timers.
-
-    A `CancelTimer` followed, within the same event, by a `SetTimer` of the
-    same timer is dropped (the SetTimer re-arms it); `Engine.handle` removes
-    the dropped slots at the end of the event."""
-    out = eng.out
-    for e in effects:
-        t = type(e)
-        if t is SetTimer:
-            timer = e.timer
-            eng.timers[timer] = e.at
-            cancelled = eng.cancelled
-            if cancelled and timer in cancelled:
-                out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
-                eng.dropped = True
-        elif t is CancelTimer:
-            eng.timers.pop(e.timer, None)
-            eng.cancelled[e.timer] = len(out)
-        out.append(e)
-
-
-def run_step(eng: Engine, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: float) -> None:
-    """Carry a session step: its effects out (tracking timers), its outcomes in.
-
-    A `CancelTimer` followed, within the same event, by a `SetTimer` of the same
-    timer (a session reaching IDLE and at once starting the next transaction)
-    is dropped: setting an armed timer re-arms it, so the pair is one SetTimer
-    (see `Engine.handle`)."""
-    effects, outcomes = step
-    take_effects(eng, effects)
-    if outcomes:
-        handlers = _HANDLERS
-        for o in outcomes:
-            handlers[type(o)](eng, ctx, o, now)
-
-
-def run_outcomes(eng: Engine, ctx: ConnCtx, outcomes: list[Any], now: float) -> None:
-    """The outcomes half of `run_step` (for `Engine.handle`, which carries the
-    effects of a reply itself)."""
-    handlers = _HANDLERS
-    for o in outcomes:
-        handlers[type(o)](eng, ctx, o, now)
-
-
-def session_ready(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+def session_ready(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     if ctx.closing:
         return
     dispatch.next_message(eng, ctx, now)
 
 
-def recipient_result(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+def recipient_result(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     msg = ctx.msg
     assert msg is not None and msg.id == o.message_id, (ctx.conn, o)
     rq = ctx.rq
@@ -120,19 +78,19 @@ def recipient_result(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
             msg.recipients = compact_recipients(tuple(r for r in rcpts if r != o.recipient))
 
 
-def transaction_done(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     msg = ctx.msg
     assert msg is not None and msg.id == o.message_id, (ctx.conn, o)
     ctx.msg = None
     ctx.started = False
     ctx.deliveries += 1
     if msg.recipients:
-        flow.retry_later(eng, msg, now)
+        retry_later(eng, msg, now)
     else:
-        flow.finish(eng, msg)
+        finish(eng, msg)
 
 
-def host_failed(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     dispatch.mark_closing(eng, ctx)
     rq = ctx.rq
     msg, ctx.msg = ctx.msg, None
@@ -150,11 +108,11 @@ def host_failed(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
     if before > rq.cfg.consecutive_connection_failures_before_delay:
         dispatch.fail_queue(eng, rq, now, NO_ANSWER, held=[msg])
     else:
-        flow.transient(eng, msg, now, o.reply, rq=rq, peer=peer)
+        transient(eng, msg, now, o.reply, rq=rq, peer=peer)
         dispatch.pump(eng, rq, now)
 
 
-def reconnect_in_clear(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+def reconnect_in_clear(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     dispatch.mark_closing(eng, ctx)
     msg, ctx.msg = ctx.msg, None
     nxt = dispatch.new_conn(eng, ctx.rq, ctx.plan, ctx.plan_index)
@@ -163,7 +121,7 @@ def reconnect_in_clear(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
     dispatch.attempt(eng, nxt, now)
 
 
-def session_closed(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
+def session_closed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     dispatch.mark_closing(eng, ctx)
     dispatch.release(eng, ctx)
     rq = ctx.rq
@@ -176,16 +134,16 @@ def session_closed(eng: Engine, ctx: ConnCtx, o: Any, now: float) -> None:
     msg, ctx.msg = ctx.msg, None
     if msg is not None:
         if ctx.started:  # no TransactionDone came: count it as a failed attempt
-            flow.transient(eng, msg, now, CLOSED_MID_TXN, rq=rq,
+            transient(eng, msg, now, CLOSED_MID_TXN, rq=rq,
                            peer=(ctx.host, ctx.address), count_attempt=False)
         elif eng.bounce_on_return and msg.id in eng.bounce_on_return:
-            flow.retry_later(eng, msg, now)
+            retry_later(eng, msg, now)
         else:
-            flow.return_to_ready(eng, rq, msg)
+            return_to_ready(eng, rq, msg)
     dispatch.pump(eng, rq, now)
 
 
-_HANDLERS: dict[type, Callable[[Engine, ConnCtx, Any, float], None]] = {
+HANDLERS: dict[type, OutcomeHandler] = {
     SessionReady: session_ready,
     RecipientResult: recipient_result,
     TransactionDone: transaction_done,

@@ -14,46 +14,28 @@ or `ResolveTlsa` once per key and parks whatever waits on the answer:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from engine import flow
+from engine.core import Core
+from engine.dispatch import attempt, pump
 from engine.errors import ProtocolError
 from engine.events import (
     DnsFailure,
-    MtaStsPolicy,
     MtaStsResolved,
-    MxRecord,
     Resolved,
     ResolveFailed,
-    TlsaRecord,
     TlsaResolved,
 )
+from engine.flow import promote
+from engine.lifecycle import bounce, transient
 from engine.lookups import Staged
-from engine.message import Message
 from engine.reply import Reply
 from engine.sitename import is_null_mx, site_name
 
-if TYPE_CHECKING:
-    from engine.engine import Engine
+__all__ = ["mta_sts_resolved", "resolve_failed", "resolved", "tlsa_resolved"]
 
 NO_POLICY_TTL = 3600.0  # how long "this domain publishes no MTA-STS policy" is believed
 
 
-class DomainState:
-    """What the engine knows about one destination domain's MX set."""
-
-    __slots__ = ("expires", "mx", "null", "parked", "resolving", "site")
-
-    def __init__(self) -> None:
-        self.mx: tuple[MxRecord, ...] = ()
-        self.site: str | None = None
-        self.expires = float("-inf")
-        self.null = False
-        self.parked: list[Message] = []
-        self.resolving = False
-
-
-def resolved(eng: Engine, ev: Resolved) -> None:
+def resolved(eng: Core, ev: Resolved) -> None:
     """An MX answer: cache it, then promote (or bounce) the parked messages."""
     dom = ev.domain.lower()
     ds = eng.domains.get(dom)
@@ -81,22 +63,22 @@ def resolved(eng: Engine, ev: Resolved) -> None:
         reply = Reply.make(556, "5.1.10", f"Recipient address has null MX: {dom}")
         ds.site = None
         for msg in parked:
-            flow.bounce(eng, msg, ev.at, reply)
+            bounce(eng, msg, ev.at, reply)
         return
     if not ev.mx:
         reply = Reply.make(451, "4.4.3", f"MX lookup for {dom} returned no hosts")
         ds.site = None
         for msg in parked:
-            flow.transient(eng, msg, ev.at, reply)
+            transient(eng, msg, ev.at, reply)
         return
     ds.mx = ev.mx
     ds.site = site
     ds.expires = ev.at + ev.ttl
     for msg in parked:
-        flow.promote(eng, msg, ev.at)
+        promote(eng, msg, ev.at)
 
 
-def resolve_failed(eng: Engine, ev: ResolveFailed) -> None:
+def resolve_failed(eng: Core, ev: ResolveFailed) -> None:
     """A failed MX lookup: NXDOMAIN bounces, anything else retries later."""
     dom = ev.domain.lower()
     ds = eng.domains.get(dom)
@@ -110,27 +92,14 @@ def resolve_failed(eng: Engine, ev: ResolveFailed) -> None:
     if ev.kind is DnsFailure.NXDOMAIN:
         reply = Reply.make(550, "5.1.2", f"MX lookup for {dom} failed: NXDOMAIN{detail}")
         for msg in parked:
-            flow.bounce(eng, msg, ev.at, reply)
+            bounce(eng, msg, ev.at, reply)
     else:
         reply = Reply.make(451, "4.4.3", f"MX lookup for {dom} failed: {ev.kind}{detail}")
         for msg in parked:
-            flow.transient(eng, msg, ev.at, reply)
+            transient(eng, msg, ev.at, reply)
 
 
-def sts_policy(eng: Engine, domain: str, now: float) -> tuple[bool, MtaStsPolicy | None]:
-    """(known, policy) for `domain`; asks for it (once) when unknown or stale."""
-    cached = eng.sts.get(domain)
-    if cached is not None and cached[1] > now:
-        return True, cached[0]
-    if domain not in eng.sts_pending:
-        from engine.effects import FetchMtaSts
-
-        eng.sts_pending[domain] = True
-        eng.out.append(FetchMtaSts(domain=domain))
-    return False, None
-
-
-def mta_sts_resolved(eng: Engine, ev: MtaStsResolved) -> None:
+def mta_sts_resolved(eng: Core, ev: MtaStsResolved) -> None:
     """Cache the policy and let the domain's ready queues open connections."""
     dom = ev.domain.lower()
     ttl = ev.policy.max_age if ev.policy is not None else NO_POLICY_TTL
@@ -138,29 +107,10 @@ def mta_sts_resolved(eng: Engine, ev: MtaStsResolved) -> None:
     eng.sts_pending.pop(dom, None)
     for rq in list(eng.paths.values()):
         if rq.domain == dom and rq.messages:
-            eng.pump(rq, ev.at)
+            pump(eng, rq, ev.at)
 
 
-def tlsa_for(eng: Engine, host: str, port: int, conn: int
-             ) -> tuple[bool, tuple[TlsaRecord, ...], bool]:
-    """(known, records, secure) for ``_port._tcp.host``; asks once when unknown
-    and registers `conn` to be resumed by the answer."""
-    key = (host, port)
-    cached = eng.tlsa.get(key)
-    if cached is not None:
-        return True, cached[0], cached[1]
-    waiting = eng.tlsa_waiting.get(key)
-    if waiting is None:
-        from engine.effects import ResolveTlsa
-
-        eng.tlsa_waiting[key] = [conn]
-        eng.out.append(ResolveTlsa(host=host, port=port))
-    else:
-        waiting.append(conn)
-    return False, (), False
-
-
-def tlsa_resolved(eng: Engine, ev: TlsaResolved) -> None:
+def tlsa_resolved(eng: Core, ev: TlsaResolved) -> None:
     """Cache TLSA records and resume the connections waiting for them."""
     key = (ev.host.lower().rstrip("."), ev.port)
     eng.tlsa[key] = (ev.records, ev.secure)
@@ -168,4 +118,4 @@ def tlsa_resolved(eng: Engine, ev: TlsaResolved) -> None:
         ctx = eng.conns.get(conn)
         if ctx is not None and ctx.waiting_tlsa:
             ctx.waiting_tlsa = False
-            eng.attempt(ctx, ev.at)
+            attempt(eng, ctx, ev.at)

@@ -17,6 +17,7 @@ replay, and this module reconciles the state with the new, empty world:
   connections ask again);
 - every armed timer is re-emitted as `SetTimer`, since the new driver has
   none of them; a timer already past is due at once;
+- a `Drain` of the previous process is lifted;
 - every path's cached config is marked stale, so the (possibly edited)
   policy is asked again at next use, and every ready queue with messages
   is pumped, so connections reopen.
@@ -28,23 +29,21 @@ reached its recipient already: delivery is at least once, never lost.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from engine import dispatch, flow
+from engine import dispatch
+from engine.core import Core
 from engine.effects import FetchMtaSts, Resolve, SetTimer
 from engine.events import Restarted
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
+from engine.lifecycle import retry_later, return_to_ready
 
 __all__ = ["restarted"]
 
 _CONN_TIMERS = ("conn", "idle", "msgrate")
 
 
-def restarted(eng: Engine, ev: Restarted) -> None:
+def restarted(eng: Core, ev: Restarted) -> None:
     """Drop every session, re-issue pending lookups, re-arm timers, pump."""
     now = ev.at
+    eng.draining = False  # a Drain of the previous process ends with it
     for conn, ctx in list(eng.conns.items()):
         dispatch.mark_closing(eng, ctx)
         dispatch.release(eng, ctx)
@@ -59,9 +58,9 @@ def restarted(eng: Engine, ev: Restarted) -> None:
         if ctx.started:  # its attempt never got an outcome: it does not count
             msg.attempts -= 1
         if eng.bounce_on_return and msg.id in eng.bounce_on_return:
-            flow.retry_later(eng, msg, now)
+            retry_later(eng, msg, now)
         else:
-            flow.return_to_ready(eng, ctx.rq, msg)
+            return_to_ready(eng, ctx.rq, msg)
     eng.tlsa_waiting.clear()
     for dom, ds in eng.domains.items():
         if ds.resolving:

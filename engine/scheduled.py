@@ -2,9 +2,9 @@
 
 KumoMTA keeps one scheduled queue per ``campaign:tenant@domain``.  Here every
 scheduled message of every queue sits in one `SortedList` of
-``(due, seq, message)`` keyed by due time, with a running sequence number so
-ties keep arrival order and a message is never compared; each `QueueInfo`
-counts its own messages.  One list means the engine's single ``("promote",
+``(due, message)`` keyed by due time; a tie is broken by the message's own
+order (creation time, then id), so no sequence number is stored per message.
+Each `QueueInfo` counts its own messages.  One list means the engine's single ``("promote",
 "")`` timer is simply armed at the head's due time, and insertion, removal and
 "pop everything due" are all O(log n) in the number of scheduled messages,
 whatever the number of queues.

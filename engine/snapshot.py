@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from engine.errors import JournalError
 
 MAGIC = b"EGSNAP"
-VERSION = 2
+VERSION = 3
 _POLICY = "egress-policy"
 _SKIP = ("policy", "out", "cancelled", "dropped")
 

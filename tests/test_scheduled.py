@@ -1,15 +1,8 @@
-"""The scheduled queue structure, the retry arithmetic, source choice and the ramp."""
+"""engine.scheduled: the scheduled queue structure."""
 
 from __future__ import annotations
 
-import random
-
-import pytest
-
-from engine.message import SCHEDULED, Message, QueueInfo, queue_name
-from engine.pools import WeightedRoundRobin
-from engine.ready import ideal_connections
-from engine.retry import expiry_text, retry_delay
+from engine.message import SCHEDULED, Message, QueueInfo
 from engine.scheduled import ScheduledQueues
 
 Q = QueueInfo("example.com", "example.com", "", "", "", None, "unspecified")
@@ -17,13 +10,6 @@ Q = QueueInfo("example.com", "example.com", "", "", "", None, "unspecified")
 
 def msg(i: int) -> Message:
     return Message(f"m{i}", "s@x.org", ("r@example.com",), 10, Q, 0.0)
-
-
-def test_queue_names_leave_out_empty_parts() -> None:
-    assert queue_name("example.com", "", "") == "example.com"
-    assert queue_name("example.com", "acme", "") == "acme@example.com"
-    assert queue_name("example.com", "acme", "spring") == "spring:acme@example.com"
-    assert queue_name("example.com", "", "spring") == "spring:example.com"
 
 
 def test_pop_due_in_due_then_arrival_order() -> None:
@@ -49,96 +35,3 @@ def test_remove_and_remove_where() -> None:
     gone = s.remove_where(lambda m: m.id != "m2")
     assert [m.id for m in gone] == ["m0", "m3"] and [m.id for m in s] == ["m2"]
     assert s.due_of(ms[2]) == 2.0 and s.due_of(ms[0]) is None
-
-
-class Fixed(random.Random):
-    def __init__(self, value: float) -> None:
-        super().__init__(0)
-        self.value = value
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.value
-
-
-# KumoMTA's retry rule, transcribed from its source as the reference these
-# tests check against (crates/kumod/src/queue/config.rs, QueueConfig::
-# delay_for_attempt; crates/kumod/src/queue/queue.rs, increment_attempts_and_
-# update_delay):
-#   base   = min(retry_interval * 2**num_attempts, max_retry_interval)
-#   J      = min(retry_interval / 20, 60 s)
-#   jitter = rand::random::<f32>() * J - J / 2        (uniform in [-J/2, J/2))
-# KumoMTA then truncates the jittered delay to whole seconds (`jitter as i64`);
-# egress keeps the fraction on purpose (its clock is a float), so the bounds
-# below are KumoMTA's interval before truncation.
-
-
-def kumo_base(retry_interval: float, max_retry_interval: float | None, attempt: int) -> float:
-    delay = retry_interval * 2**attempt
-    return delay if max_retry_interval is None else min(delay, max_retry_interval)
-
-
-def kumo_jitter_magnitude(retry_interval: float) -> float:
-    return min(retry_interval / 20.0, 60.0)
-
-
-def test_retry_delay_doubles_from_retry_interval() -> None:
-    mid = Fixed(0.5)  # the middle of the jitter interval: KumoMTA's base delay
-    assert [retry_delay(1200.0, None, n, mid) for n in range(4)] == [
-        kumo_base(1200.0, None, n) for n in range(4)] == [1200.0, 2400.0, 4800.0, 9600.0]
-
-
-def test_retry_delay_capped_by_max_retry_interval() -> None:
-    assert retry_delay(1200.0, 3000.0, 5, Fixed(0.5)) == kumo_base(1200.0, 3000.0, 5) == 3000.0
-
-
-@pytest.mark.parametrize(("interval", "maximum", "attempt"),
-                         [(1200.0, None, 0), (200.0, None, 2), (7200.0, None, 1),
-                          (30.0, 100.0, 6)])
-def test_retry_jitter_is_plus_minus_half_of_min_interval_twentieth_and_60s(
-    interval: float, maximum: float | None, attempt: int,
-) -> None:
-    base, j = kumo_base(interval, maximum, attempt), kumo_jitter_magnitude(interval)
-    rng = random.Random(4)
-    draws = [retry_delay(interval, maximum, attempt, rng) for _ in range(2000)]
-    assert all(base - j / 2 <= d <= base + j / 2 for d in draws), (min(draws), max(draws))
-    # Uniform over the whole interval: the ends are reached and the mean is the
-    # base (2,000 draws put the mean within 0.05 J of it with overwhelming odds).
-    assert min(draws) < base - 0.45 * j and max(draws) > base + 0.45 * j
-    assert abs(sum(draws) / len(draws) - base) < 0.05 * j
-    # The generator's extremes land exactly on KumoMTA's ends.
-    assert retry_delay(interval, maximum, attempt, Fixed(0.0)) == base - j / 2
-    assert retry_delay(interval, maximum, attempt, Fixed(1.0)) == base + j / 2
-
-
-def test_defaults_expire_after_nine_attempts_about_85_hours() -> None:
-    at, attempts, mid = 0.0, 0, Fixed(0.5)
-    max_age = 7 * 86400.0
-    while True:
-        attempts += 1
-        due = at + retry_delay(1200.0, None, attempts - 1, mid)
-        if due > max_age:
-            break
-        at = due
-    assert attempts == 9
-    assert at == 1200.0 * 255  # 85 h
-
-
-def test_expiry_text() -> None:
-    assert expiry_text(1_700_000_000.0, 100.0, 50.0) == (
-        "Next delivery time would be at 2023-11-14T22:15:00Z which exceeds the expiry time "
-        "2023-11-14T22:14:10Z")
-
-
-def test_smooth_weighted_round_robin() -> None:
-    rr = WeightedRoundRobin((("a", 3), ("b", 1)))
-    assert [rr.pick() for _ in range(8)] == ["a", "a", "b", "a", "a", "a", "b", "a"]
-    rr2 = WeightedRoundRobin((("a", 1), ("b", 1), ("c", 1)))
-    assert [rr2.pick() for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]
-    with pytest.raises(ValueError, match="no source with a positive weight"):
-        WeightedRoundRobin((("a", 0),))
-
-
-@pytest.mark.parametrize(("q", "want"), [(0, 0), (1, 1), (3, 3), (10, 7), (32, 17), (64, 25),
-                                         (128, 31), (256, 32), (10_000, 32)])
-def test_ideal_connection_ramp_for_32(q: int, want: int) -> None:
-    assert ideal_connections(32, q) == want

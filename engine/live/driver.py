@@ -65,7 +65,7 @@ from engine.effects import (
     Verb,
 )
 from engine.errors import ProtocolError
-from engine.events import Event, TimerFired
+from engine.events import Drain, Event, TimerFired
 from engine.events import Timer as TimerName
 from engine.live.connection import SmtpClientProtocol
 from engine.live.driver_io import DriverIO
@@ -76,7 +76,6 @@ from engine.wire import encode_auth_plain, encode_body, encode_command
 
 log = logging.getLogger("egress.live")
 
-_TXN_START = (Verb.MAIL, Verb.RSET)
 
 BODY_CACHE_BYTES = 64 * 1024 * 1024
 """Most wire-encoded bodies kept (bytes, all messages together) until their Discard."""
@@ -131,8 +130,7 @@ class LiveDriver(DriverIO):
         self._wire_bytes = 0
         self.reply_cache: dict[bytes, tuple[Reply, ...]] = {}  # see SmtpClientProtocol
         self.protocol_errors = 0  # events the engine refused (driver bugs; should stay 0)
-        self.draining = False  # shutting down: start no connection, no transaction
-        self.suppressed: set[int] = set()  # conns whose transaction start was not sent
+        self.draining = False  # drain() was called: the engine has its Drain event
         self._effects: dict[type, Callable[[Any], None]] = {
             Send: self._send,
             SetTimer: self._set_timer,
@@ -232,8 +230,6 @@ class LiveDriver(DriverIO):
             self.records(eff.record)
 
     def _connect_effect(self, eff: Connect) -> None:
-        if self.draining:
-            return  # shutting down: the next process retries its message
         self._pending[eff.conn] = self._spawn(self._connect(eff))
 
     def _close_effect(self, eff: Close) -> None:
@@ -264,12 +260,6 @@ class LiveDriver(DriverIO):
         if proto is None or proto.transport is None or proto.closing:
             return  # closed under us; the engine learns it from `Closed`
         commands = eff.commands
-        if self.draining and commands[0].verb in _TXN_START:
-            # Shutting down: no new transaction goes on the wire.  The engine
-            # believes it started; the next process's `Restarted` hands the
-            # message back without counting an attempt.
-            self.suppressed.add(eff.conn)
-            return
         if len(commands) == 1:
             proto.transport.write(self._encode(commands[0]))
         else:
@@ -301,17 +291,19 @@ class LiveDriver(DriverIO):
     # -- shutdown --------------------------------------------------------------
 
     def in_flight(self) -> int:
-        """Transactions on the wire now (started, not suppressed, connection open)."""
+        """Transactions on the wire now (started, connection open)."""
         conns = getattr(self.engine, "conns", {})
         return sum(
             1 for conn, ctx in conns.items()
-            if ctx.started and conn in self._conns and conn not in self.suppressed
+            if ctx.started and conn in self._conns
         )
 
     async def drain(self, grace: float) -> bool:
         """Start no new connection or transaction; wait up to `grace` seconds for
         the transactions on the wire to finish.  True if they all did."""
-        self.draining = True
+        if not self.draining:
+            self.draining = True
+            self.feed(Drain(at=time.time()))  # the engine opens and starts nothing more
         deadline = self.loop.time() + grace
         while self.in_flight() and self.loop.time() < deadline:
             await asyncio.sleep(0.02)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.config import make_egress_path
+from engine.domains import DomainState
 from engine.effects import (
     CancelTimer,
     Close,
@@ -43,6 +44,8 @@ from engine.events import (
 from engine.policy import Policy
 from engine.queue_config import make_queue_config
 from engine.reply import Reply
+
+PATH = "unspecified->(mx1|mx2).example.com"  # the ready queue of MX's site from the default pool
 
 MX = (MxRecord(preference=10, host="mx1.example.com", addresses=("192.0.2.1",)),
       MxRecord(preference=20, host="mx2.example.com", addresses=("192.0.2.2",)))
@@ -74,11 +77,18 @@ def prime(eng: Engine, domain: str = "example.com", mx: tuple[MxRecord, ...] = M
 
     The engine refuses an answer to a lookup it never issued (a ProtocolError), so
     a test that wants a known domain first marks the lookup as pending."""
-    from engine.resolve import DomainState
-
     ds = eng.domains.setdefault(domain, DomainState())
     ds.resolving = True
     return eng.handle(Resolved(at=at, domain=domain, mx=mx, ttl=ttl))
+
+
+def resolved_engine(**path: Any) -> tuple[Engine, World]:
+    """An engine (seed 1) whose path has `path` keys, example.com's MX known, and a
+    world that leaves connecting to the test."""
+    eng = Engine(policy(**path), seed=1)
+    w = World(eng, auto_connect=False)
+    prime(eng)
+    return eng, w
 
 
 def submit(i: int | str, at: float = 0.0, rcpts: tuple[str, ...] = ("u@example.com",),

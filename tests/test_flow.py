@@ -1,23 +1,14 @@
-"""Engine: a message's lifecycle, driven by hand-built events, exact effects."""
+"""engine.flow: submission and promotion, driven by hand-built events, exact effects."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.effects import Connect, Discard, Resolve, SetTimer
+from engine.effects import Connect, Resolve, SetTimer
 from engine.engine import Engine
 from engine.errors import ProtocolError
-from engine.events import (
-    DnsFailure,
-    MxRecord,
-    Resolved,
-    ResolveFailed,
-    TimerFired,
-)
-from engine.reply import Reply
-from tests.support.engine_harness import MX, World, of, policy, prime, records, submit
-
-PATH = "unspecified->(mx1|mx2).example.com"
+from engine.events import DnsFailure, Resolved, ResolveFailed, TimerFired
+from tests.support.engine_harness import MX, PATH, World, of, policy, prime, records, submit
 
 
 def test_submission_logs_reception_and_asks_for_mx_once() -> None:
@@ -36,55 +27,6 @@ def test_submission_logs_reception_and_asks_for_mx_once() -> None:
         "num_attempts": 0, "egress_pool": "unspecified", "egress_source": None,
     }
     assert eng.queued_count == 2 and eng.scheduled_count == 0
-
-
-def test_resolved_promotes_parked_messages_into_one_ready_queue() -> None:
-    eng = Engine(policy(suspended=True), seed=1)  # no connections: watch the queue
-    eng.handle(submit(1))
-    eng.handle(submit(2))
-    fx = eng.handle(Resolved(at=1.0, domain="example.com", mx=MX))
-    assert fx == [SetTimer(timer=("maint", PATH), at=7 * 86400.0)]
-    assert eng.ready_depths() == {PATH: 2}
-
-
-def test_domains_with_the_same_mx_set_share_a_ready_queue() -> None:
-    eng = Engine(policy(suspended=True), seed=1)
-    eng.handle(submit(1, rcpts=("a@one.test",)))
-    eng.handle(submit(2, rcpts=("b@two.test",)))
-    eng.handle(Resolved(at=0.0, domain="one.test", mx=MX))
-    eng.handle(Resolved(at=0.0, domain="two.test", mx=tuple(reversed(MX))))
-    assert eng.ready_depths() == {PATH: 2}
-
-
-def test_null_mx_bounces_with_556() -> None:
-    eng = Engine(policy(), seed=1)
-    eng.handle(submit(1))
-    fx = eng.handle(Resolved(at=2.0, domain="example.com",
-                             mx=(MxRecord(preference=0, host="."),)))
-    [rec] = records(fx, "Bounce")
-    assert rec["response"] == {"code": 556, "enhanced_code": {"class": 5, "subject": 1,
-                                                              "detail": 10},
-                               "content": "Recipient address has null MX: example.com",
-                               "command": None}
-    assert of(fx, Discard) == [Discard(message_id="m1")]
-    assert eng.queued_count == 0 and eng.counters["total_messages_fail"] == 1
-
-
-def test_nxdomain_bounces_and_servfail_retries() -> None:
-    eng = Engine(policy(queue={"retry_interval": "10min"}), seed=3)
-    eng.handle(submit(1))
-    fx = eng.handle(ResolveFailed(at=1.0, domain="example.com", kind=DnsFailure.NXDOMAIN))
-    assert records(fx, "Bounce")[0]["response"]["content"] == (
-        "MX lookup for example.com failed: NXDOMAIN")
-    assert records(fx, "Bounce")[0]["response"]["enhanced_code"] == {
-        "class": 5, "subject": 1, "detail": 2}
-    eng.handle(submit(2, at=2.0))
-    fx = eng.handle(ResolveFailed(at=3.0, domain="example.com", kind=DnsFailure.SERVFAIL))
-    [rec] = records(fx, "TransientFailure")
-    assert rec["num_attempts"] == 1 and rec["response"]["code"] == 451
-    [timer] = of(fx, SetTimer)
-    assert timer.timer == ("promote", "") and 3.0 + 585.0 <= timer.at <= 3.0 + 615.0
-    assert eng.scheduled_count == 1 and eng.queued_count == 1
 
 
 def test_retry_promotes_again_when_due_and_resolves_once_more_after_ttl() -> None:
@@ -113,63 +55,6 @@ def test_ready_queue_full_delays_0_to_60s_without_counting_an_attempt() -> None:
     assert "next due at 1970-01-01T00:00:" in rec["response"]["content"]
     assert eng.counters["delayed_due_to_ready_queue_full"] == 1
     assert eng.ready_depths() == {PATH: 2} and eng.scheduled_count == 1
-
-
-def test_expiry_when_next_delay_passes_max_age() -> None:
-    eng = Engine(policy(queue={"retry_interval": "1h", "max_age": "90min"}), seed=2)
-    eng.handle(submit(1))
-    fx = eng.handle(ResolveFailed(at=0.0, domain="example.com", kind=DnsFailure.SERVFAIL))
-    due = of(fx, SetTimer)[0].at  # ~1 h: still within 90 min
-    eng.handle(TimerFired(at=due, timer=("promote", "")))
-    fx = eng.handle(ResolveFailed(at=due, domain="example.com", kind=DnsFailure.SERVFAIL))
-    [exp] = records(fx, "Expiration")
-    assert exp["response"]["code"] == 551
-    assert exp["response"]["enhanced_code"] == {"class": 5, "subject": 4, "detail": 7}
-    assert exp["response"]["content"].startswith("Next delivery time would be at ")
-    assert "which exceeds the expiry time 1970-01-01T01:30:00Z" in exp["response"]["content"]
-    assert exp["num_attempts"] == 2
-    assert of(fx, Discard) == [Discard(message_id="m1")]
-    assert eng.counters["total_messages_expired"] == 1 and eng.queued_count == 0
-
-
-def test_stalled_ready_queue_still_expires_at_max_age() -> None:
-    eng = Engine(policy(suspended=True, queue={"max_age": "1h"}), seed=2)
-    prime(eng, ttl=300.0)
-    fx = eng.handle(submit(1, at=100.0))
-    assert SetTimer(timer=("maint", PATH), at=3700.0) in fx
-    fx = eng.handle(TimerFired(at=3700.0, timer=("maint", PATH)))
-    assert [r["type"] for r in records(fx)] == ["Expiration"]
-    assert eng.ready_depths() == {PATH: 0} and eng.queued_count == 0
-
-
-def test_per_recipient_outcomes_keep_only_pending_recipients() -> None:
-    eng = Engine(policy(queue={"retry_interval": "10min"}), seed=5)
-    w = World(eng)
-    answers = {"a@example.com": Reply.make(250, "2.1.5", "ok"),
-               "b@example.com": Reply.make(451, "4.2.1", "later"),
-               "c@example.com": Reply.make(550, "5.1.1", "no such user")}
-    w.rcpt_reply = lambda r: answers[r]
-    fx = w.feed(submit(1, rcpts=("a@example.com", "b@example.com", "c@example.com")))
-    got = {r["recipient"]: (r["type"], r["num_attempts"]) for r in records(fx)
-           if r["type"] != "Reception"}
-    assert got == {"a@example.com": ("Delivery", 1), "b@example.com": ("TransientFailure", 1),
-                   "c@example.com": ("Bounce", 1)}
-    assert of(fx, Discard) == [] and eng.scheduled_count == 1
-    answers["b@example.com"] = Reply.make(250, "2.1.5", "ok")
-    fx = w.run(2000.0)
-    delivered = records(fx, "Delivery")
-    assert [(r["recipient"], r["num_attempts"]) for r in delivered] == [("b@example.com", 2)]
-    assert of(fx, Discard) == [Discard(message_id="m1")] and eng.queued_count == 0
-
-
-def test_timer_not_armed_is_a_protocol_error_and_changes_nothing() -> None:
-    eng = Engine(policy(), seed=1)
-    eng.handle(submit(1))
-    before = eng.snapshot()
-    with pytest.raises(ProtocolError, match=r"^engine cannot handle TimerFired\(\('idle', 7\)\) "
-                                            r"in state NOT_ARMED$"):
-        eng.handle(TimerFired(at=1.0, timer=("idle", 7)))
-    assert eng.snapshot() == before
 
 
 def test_first_connect_carries_path_and_source() -> None:
@@ -238,21 +123,6 @@ def test_a_finished_message_id_may_be_submitted_again() -> None:
     assert eng.queued_count == 0 and eng.counters["total_messages_delivered"] == 1
     w.feed(submit(1, at=1.0))
     assert eng.counters["total_messages_delivered"] == 2
-
-
-@pytest.mark.parametrize("answer", [
-    Resolved(at=1.0, domain="never.test", mx=MX),
-    ResolveFailed(at=1.0, domain="never.test", kind=DnsFailure.SERVFAIL)])
-def test_answer_for_a_domain_never_asked_is_a_protocol_error(answer: object) -> None:
-    eng = Engine(policy(), seed=1)
-    eng.handle(submit(1))  # asks about example.com only
-    before = eng.snapshot()
-    kind = type(answer).__name__
-    with pytest.raises(ProtocolError, match=rf"^engine cannot handle {kind}\('never.test'\) in "
-                                            r"state NOT_ASKED: no Resolve was issued for "
-                                            r"never.test$"):
-        eng.handle(answer)  # type: ignore[arg-type]
-    assert eng.snapshot() == before
 
 
 def test_reception_names_the_queue_pool_and_no_source_yet() -> None:

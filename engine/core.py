@@ -1,0 +1,155 @@
+"""The state every decision works on, and the one copy of the timer bookkeeping.
+
+`Core` holds the engine's shared dicts (scheduled queue, ready queues,
+connections, domains, caches), its seeded generator and the effect list of the
+event being handled.  The decision modules (`flow`, `dispatch`, `outcomes`,
+`resolve`, `admin`, `restart`, `lookups`, `lifecycle`) are functions over a
+`Core`; `engine.engine.Engine` is a `Core` with the event table on top.  So a
+decision imports only what lies below it, never the `Engine`.
+
+Timers: `take_effects` is the only place that records armed timers.  A
+`CancelTimer` followed, within the same event, by a `SetTimer` of the same
+timer is dropped (the SetTimer re-arms it): its slot becomes None and
+`Engine.handle` removes the slots at the end of the event.
+
+A session step's outcomes go to `outcome_handlers`, a table the layer above
+fills in (`engine.outcomes`): `dispatch` starts sessions and `outcomes` reacts
+to them, and the table keeps that loop out of the imports.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from engine.domains import DomainState
+from engine.effects import CancelTimer, Effect, SetTimer
+from engine.events import Timer, trusted_factory
+from engine.message import QueueInfo
+from engine.metrics import Counters
+from engine.ready import ConnCtx, ReadyQueue
+from engine.scheduled import ScheduledQueues
+from engine.throttle import ThrottleState
+
+__all__ = ["Core", "OutcomeHandler"]
+
+_SetTimer = trusted_factory(SetTimer)
+_CancelTimer = trusted_factory(CancelTimer)
+
+OutcomeHandler = Callable[["Core", ConnCtx, Any, float], None]
+
+
+class Core:
+    """The engine's state and the operations every decision shares."""
+
+    # session outcome type -> handler; filled by the class that knows them
+    outcome_handlers: ClassVar[dict[type, OutcomeHandler]] = {}
+    def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0) -> None:
+        self.policy = policy
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.epoch = float(epoch)
+        self.out: list[Effect] = []
+        self.sched = ScheduledQueues()
+        self.queues: dict[str, QueueInfo] = {}
+        self.domains: dict[str, DomainState] = {}
+        self.site_names: dict[tuple[tuple[int, str], ...], str] = {}
+        self.path_names: dict[tuple[str, str], str] = {}
+        self.paths: dict[str, ReadyQueue] = {}
+        self.conns: dict[int, ConnCtx] = {}
+        self.timers: dict[Timer, float] = {}
+        self.metrics = Counters()
+        self.next_conn = 1
+        self.queued = 0
+        self.promote_at: float | None = None
+        self.pools: dict[str, Any] = {}
+        self.sources: dict[str, Any] = {}
+        self.sts: dict[str, tuple[Any, float]] = {}
+        self.sts_pending: dict[str, bool] = {}
+        self.tlsa: dict[tuple[str, int], tuple[tuple[Any, ...], bool]] = {}
+        self.tlsa_waiting: dict[tuple[str, int], list[int]] = {}
+        self.extra_conns: dict[str, int] = {}
+        self.extra_msg_throttles: dict[str, ThrottleState] = {}
+        self.suspended_paths: dict[str, bool] = {}
+        self.bounce_on_return: dict[str, str] = {}
+        self.ids: set[str] = set()  # ids of the messages not yet finished
+        # path configs asked for before their path exists (see engine.lookups)
+        self.path_cfgs: dict[tuple[str, str], tuple[str, Any, float]] = {}
+        self.refresh_at = math.inf  # when the oldest path config is due a refresh
+        # within one event: timers cancelled (-> index in out), and whether a later
+        # SetTimer turned one of those CancelTimers into None
+        self.cancelled: dict[Timer, int] = {}
+        self.dropped = False
+        self.draining = False  # set by Drain: no new connection, no new transaction
+
+    def intern(self, s: str) -> str:
+        """Intern a queue/path/site name so a million messages share one copy."""
+        return sys.intern(s)
+
+    # -- effects and timers ------------------------------------------------
+
+    def take_effects(self, effects: Iterable[Any]) -> None:
+        """Append effects to the event's output, recording the timers they arm."""
+        out = self.out
+        for e in effects:
+            t = type(e)
+            if t is SetTimer:
+                timer = e.timer
+                self.timers[timer] = e.at
+                cancelled = self.cancelled
+                if cancelled and timer in cancelled:
+                    out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
+                    self.dropped = True
+            elif t is CancelTimer:
+                self.timers.pop(e.timer, None)
+                self.cancelled[e.timer] = len(out)
+            out.append(e)
+
+    def set_timer(self, timer: Timer, at: float) -> None:
+        self.take_effects((_SetTimer(timer, at),))
+
+    def cancel_timer(self, timer: Timer) -> None:
+        """Disarm `timer` if armed (no effect otherwise)."""
+        if timer in self.timers:
+            self.take_effects((_CancelTimer(timer),))
+
+    def run_step(self, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: float) -> None:
+        """Carry a session step: its effects out, its outcomes to their handlers."""
+        effects, outcomes = step
+        self.take_effects(effects)
+        if outcomes:
+            self.run_outcomes(ctx, outcomes, now)
+
+    def run_outcomes(self, ctx: ConnCtx, outcomes: list[Any], now: float) -> None:
+        """A step's outcomes to their handlers (`run_step` without the effects, for
+        a caller that carries the effects itself)."""
+        handlers = self.outcome_handlers
+        for o in outcomes:
+            handlers[type(o)](self, ctx, o, now)
+
+    # -- throttles ---------------------------------------------------------
+
+    def refresh_throttles(self, rq: ReadyQueue, old: Any) -> None:
+        """(Re)build the path's GCRA states when its throttle settings change."""
+        cfg = rq.cfg
+        if old is None or old.max_connection_rate != cfg.max_connection_rate:
+            rate = cfg.max_connection_rate
+            rq.conn_throttle = ThrottleState(rate) if rate is not None else None
+        if old is None or old.max_message_rate != cfg.max_message_rate:
+            rate = cfg.max_message_rate
+            rq.msg_throttle = ThrottleState(rate) if rate is not None else None
+        rq.msg_throttles = tuple(self.message_throttles(rq))
+
+    def message_throttles(self, rq: ReadyQueue) -> list[ThrottleState]:
+        """The path's message throttle and its shared additional ones (by name)."""
+        found = [] if rq.msg_throttle is None else [rq.msg_throttle]
+        extra = rq.cfg.additional_message_rate_throttles
+        for name in sorted(extra):
+            state = self.extra_msg_throttles.get(name)
+            if state is None or state.throttle != extra[name]:
+                state = self.extra_msg_throttles[name] = ThrottleState(extra[name])
+            found.append(state)
+        return found

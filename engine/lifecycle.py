@@ -1,0 +1,125 @@
+"""Where a message goes when an attempt ends: finished, expired, bounced,
+retried later, or back to the head of its ready queue.
+
+Every decision above (promotion, dispatch, session outcomes, DNS answers,
+admin commands) ends a message's turn through these functions, so each record
+kind (TransientFailure, Bounce, Expiration, AdminBounce) is written in one
+place.
+"""
+
+from __future__ import annotations
+
+from engine import metrics, records
+from engine.core import Core
+from engine.effects import Discard, Log
+from engine.events import trusted_factory
+from engine.message import DONE, HELD, READY, Message
+from engine.ready import ReadyQueue
+from engine.reply import Reply
+from engine.retry import expiry_text, retry_delay
+
+__all__ = ["admin_bounce_one", "bounce", "drain_ready", "expire", "finish", "retry_later",
+           "return_to_ready", "transient"]
+
+_Log = trusted_factory(Log)
+_Discard = trusted_factory(Discard)
+
+
+def return_to_ready(eng: Core, rq: ReadyQueue, msg: Message) -> None:
+    """A held message that was never attempted goes back to the head of its queue."""
+    rq.messages.appendleft(msg)
+    if len(rq.messages) > rq.peak:
+        rq.peak = len(rq.messages)
+    msg._w = READY
+
+
+def drain_ready(eng: Core, rq: ReadyQueue) -> list[Message]:
+    """Take every waiting message out of `rq` (for bulk failures and push-backs)."""
+    taken = list(rq.messages)
+    rq.messages.clear()
+    for msg in taken:
+        msg._w = HELD
+    return taken
+
+
+def finish(eng: Core, msg: Message) -> None:
+    """The message is done: every recipient delivered, bounced or expired."""
+    msg._w = DONE
+    eng.ids.discard(msg.id)
+    if eng.bounce_on_return:
+        eng.bounce_on_return.pop(msg.id, None)
+    msg.queue.count -= 1
+    eng.queued -= 1
+    eng.out.append(_Discard(msg.id))
+
+
+def expire(eng: Core, msg: Message, now: float, next_due: float,
+           rq: ReadyQueue | None = None) -> None:
+    """Expiration record ``551 5.4.7`` and the message is finished.  `rq` is the
+    ready queue it expired in; from the scheduled queue KumoMTA logs site "" and
+    no egress source (crates/kumod/src/queue/queue.rs), and so do we."""
+    expires = msg.created + msg.queue.config.max_age
+    reply = Reply.make(551, "5.4.7", expiry_text(eng.epoch, next_due, expires))
+    eng.out.append(_Log(records.make_record(
+        records.EXPIRATION, msg, now, eng.epoch, reply,
+        site=rq.path if rq is not None else "",
+        source=rq.source_name if rq is not None else None)))
+    eng.metrics.totals[metrics.EXPIRED] += 1
+    finish(eng, msg)
+
+
+def admin_bounce_one(eng: Core, msg: Message, now: float, reason: str,
+                     rq: ReadyQueue | None = None) -> None:
+    """One AdminBounce record and the message is finished (`rq`: the ready queue
+    it was taken from, if any; else site "" as for the scheduled queue)."""
+    reply = Reply.make(551, "5.7.1", f"Administrator bounced with: {reason}")
+    eng.out.append(Log(record=records.make_record(
+        records.ADMIN_BOUNCE, msg, now, eng.epoch, reply,
+        site=rq.path if rq is not None else "",
+        source=rq.source_name if rq is not None else None)))
+    eng.metrics.totals[metrics.ADMIN_BOUNCED] += 1
+    finish(eng, msg)
+
+
+def retry_later(eng: Core, msg: Message, now: float) -> None:
+    """After a transient failure (attempts already counted): the retry schedule,
+    or expiry when the next attempt would be past max_age.  A message an admin
+    Bounce waited for is bounced now instead."""
+    if eng.bounce_on_return and msg.id in eng.bounce_on_return:
+        admin_bounce_one(eng, msg, now, eng.bounce_on_return.pop(msg.id))
+        return
+    cfg = msg.queue.config
+    due = now + retry_delay(cfg.retry_interval, cfg.max_retry_interval, msg.attempts - 1,
+                            eng.rng)
+    if due > msg.created + cfg.max_age:
+        expire(eng, msg, now, due)
+        return
+    eng.sched.add(msg, due)
+
+
+def transient(eng: Core, msg: Message, now: float, reply: Reply, *,
+              rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None,
+              count_attempt: bool = True) -> None:
+    """A message-level transient failure outside a transaction (DNS, no host
+    answered): one TransientFailure record, attempts + 1, the retry schedule."""
+    if count_attempt:
+        msg.attempts += 1
+    path = rq.path if rq is not None else ""
+    provider = rq.cfg.provider_name if rq is not None else None
+    eng.out.append(_Log(records.make_record(
+        records.TRANSIENT, msg, now, eng.epoch, reply, site=path,
+        source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
+    eng.metrics.bump(metrics.TRANSFAIL, path, provider)
+    retry_later(eng, msg, now)
+
+
+def bounce(eng: Core, msg: Message, now: float, reply: Reply, *,
+           rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None) -> None:
+    """A permanent failure of every pending recipient: Bounce record, finished."""
+    path = rq.path if rq is not None else ""
+    provider = rq.cfg.provider_name if rq is not None else None
+    eng.out.append(_Log(records.make_record(
+        records.BOUNCE, msg, now, eng.epoch, reply, site=path,
+        source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
+    eng.metrics.bump(metrics.FAIL, path, provider)
+    finish(eng, msg)

@@ -1,0 +1,44 @@
+"""engine.core: the one copy of the timer bookkeeping, and session steps' outcomes."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from engine.core import Core
+from engine.effects import CancelTimer, Log, SetTimer
+from engine.ready import ConnCtx
+
+
+def test_set_and_cancel_record_the_armed_timers() -> None:
+    core = Core(policy=None)
+    core.set_timer(("idle", 1), 5.0)
+    assert core.timers == {("idle", 1): 5.0}
+    assert core.out == [SetTimer(timer=("idle", 1), at=5.0)]
+    core.cancel_timer(("idle", 1))
+    core.cancel_timer(("idle", 2))  # not armed: nothing to say
+    assert core.timers == {}
+    assert core.out[1:] == [CancelTimer(timer=("idle", 1))]
+
+
+def test_a_cancel_then_set_of_one_timer_in_one_event_leaves_only_the_set() -> None:
+    core = Core(policy=None)
+    core.timers[("conn", 1)] = 3.0
+    core.take_effects([CancelTimer(timer=("conn", 1)), Log(record={"type": "x"})])
+    core.take_effects([SetTimer(timer=("conn", 1), at=9.0)])
+    # the cancelled slot is emptied (Engine.handle removes empty slots at the end)
+    assert core.out == [None, Log(record={"type": "x"}), SetTimer(timer=("conn", 1), at=9.0)]
+    assert core.dropped and core.timers == {("conn", 1): 9.0}
+
+
+def test_run_step_passes_outcomes_to_the_installed_handlers_in_order() -> None:
+    seen: list[Any] = []
+
+    class Recording(Core):
+        outcome_handlers: ClassVar[dict[type, Any]] = {
+            str: lambda core, ctx, o, now: seen.append((o, now))}
+
+    core = Recording(policy=None)
+    ctx = ConnCtx(1, None, ())  # type: ignore[arg-type]
+    core.run_step(ctx, ([SetTimer(timer=("conn", 1), at=2.0)], ["a", "b"]), 1.0)
+    assert seen == [("a", 1.0), ("b", 1.0)]
+    assert core.timers == {("conn", 1): 2.0}
