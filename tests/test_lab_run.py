@@ -94,7 +94,7 @@ def test_live_engine_fails_over_when_the_first_mx_fails(
     path = tmp_path / "tiny.toml"
     text = TINY.replace('outages = [{ start = "0s", end = "1h", mode = "refuse" }]', mx1)
     path.write_text(text.replace("connection_limit = 2",
-                                 'connection_limit = 2\nbanner_timeout = "300ms"'))
+                                 'connection_limit = 2\nbanner_timeout = "1s"'))
     sc = Scenario.from_toml(path)
 
     async def body(lab: Lab) -> Any:
@@ -136,7 +136,8 @@ def test_egress_lab_run_writes_what_simulate_writes_and_compare_reads_it(
     connect = summary["lab"]["timing"]["client_connect"]
     made = sum(h["connections"] for h in summary["lab"]["hosts"].values())
     assert connect["count"] == made >= 1, (connect, summary["lab"]["hosts"])
-    assert 0 < connect["median_ms"] < 50 and 0 < connect["mean_ms"] < 50, connect
+    # Milliseconds, not seconds: a loopback connect, with room for a loaded machine.
+    assert 0 < connect["median_ms"] < 1000 and 0 < connect["mean_ms"] < 1000, connect
     capsys.readouterr()
     sim_summary = json.loads((sim_dir / "summary.json").read_text())
     assert summary["scenario_hash"] == sim_summary["scenario_hash"]

@@ -18,6 +18,7 @@ from engine.events import (
     Response,
     TlsEstablished,
 )
+from engine.live.keysource_resolve import resolve_keysource
 from engine.reply import Reply
 from engine.session import (
     Session,
@@ -62,7 +63,7 @@ def _run_against(sink: Any, session: Session, messages: list[tuple[TxnMessage, b
                     if c.verb is Verb.BODY:
                         wire += encode_body(bodies[c.arg])
                     elif c.verb is Verb.AUTH_PLAIN:
-                        wire += encode_auth_plain(c.arg, c.secret.resolve())
+                        wire += encode_auth_plain(c.arg, resolve_keysource(c.secret))
                     else:
                         wire += encode_command(c)
                 sock.sendall(wire)
