@@ -234,8 +234,9 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--policy", required=True, metavar="POLICY.py",
                    help="a Python file defining `policy = Policy()`")
     p.add_argument("--spool", required=True, metavar="DIR", help="journal and bodies go here")
-    p.add_argument("--listen", default="127.0.0.1:2525", metavar="HOST:PORT",
-                   help="SMTP listener (default 127.0.0.1:2525)")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="SMTP listener (default: a Lua policy's kumo.start_esmtp_listener, "
+                   "else 127.0.0.1:2525)")
     p.add_argument("--resolver", metavar="HOST:PORT",
                    help="ask only this DNS server (default: the system's resolv.conf)")
     p.add_argument("--tls-cafile", metavar="FILE", help="trust these CAs for STARTTLS/MTA-STS")

@@ -43,7 +43,7 @@ from engine.queue_config import (
     make_queue_config,
 )
 
-__all__ = ["MAPPED", "SUPPORTED_EVENTS", "KumoState", "to_python"]
+__all__ = ["MAPPED", "SUPPORTED_EVENTS", "KumoState", "listen_address", "to_python"]
 
 #: Events a Lua policy may register with ``kumo.on``: ``init`` runs once after
 #: the file is loaded; the four others are the Python policy's hooks.
@@ -249,3 +249,12 @@ class Memo:
             return self.fn(*args)
         self.cache.move_to_end(args)
         return value
+
+
+def listen_address(settings: dict[str, list[Any]]) -> str | None:
+    """The first ``kumo.start_esmtp_listener { listen = ... }`` address, if any:
+    what ``egress deliver`` listens on when ``--listen`` is not given."""
+    for params in settings.get("start_esmtp_listener", []):
+        if isinstance(params, dict) and isinstance(params.get("listen"), str):
+            return str(params["listen"])
+    return None

@@ -160,7 +160,8 @@ return handlers, function(src, name) local f, e = load(src, name, 't', _ENV); re
 def _new_runtime() -> Any:
     def attribute_filter(obj: Any, name: Any, is_setting: bool) -> Any:
         if is_setting or not isinstance(name, str) or name.startswith("_"):
-            raise AttributeError(f"{name!r} cannot be reached from an egress policy")
+            raise AttributeError(f"{name!r} of a {type(obj).__name__} cannot be reached "
+                                 "from an egress policy")
         return name
 
     return _lupa.LuaRuntime(
@@ -309,6 +310,8 @@ def load_lua(
         raise PolicyError(f"{where}: {_lua_message(exc)}") from None
     except ConfigError as exc:
         raise PolicyError(f"{where}: {exc}") from exc
+    except Exception as exc:  # a Python error reached from Lua (a refused attribute)
+        raise PolicyError(f"{where}: {type(exc).__name__}: {exc}") from exc
     for name in RESULTS:
         fn = handlers[name]
         if fn is not None:

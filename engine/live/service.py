@@ -361,31 +361,37 @@ def parse_hostport(value: str, option: str, default_host: str = "127.0.0.1") -> 
 
 
 def run_deliver(
-    policy_path: str, spool: str, *, listen: str = "127.0.0.1:2525",
+    policy_path: str, spool: str, *, listen: str | None = None,
     resolver: str | None = None, **kwargs: Any,
 ) -> int:
     """`egress deliver`: run a `Service` until SIGTERM or SIGINT; 0 after a clean stop.
 
-    The policy file is copied into the spool as ``policy.py`` so that
-    `egress replay` can later recompute what happened with the policy that
-    was in force (the last one started with).
+    The policy file is copied into the spool as ``policy.py`` (``policy.lua``
+    for a Lua policy) so that `egress replay` can later recompute what
+    happened with the policy that was in force (the last one started with).
+    Without `listen`, a Lua policy's ``kumo.start_esmtp_listener`` address is
+    used, else 127.0.0.1:2525.
     """
     import shutil
     import signal
 
     from engine.live.dns import LiveResolver
+    from engine.lua_kumo import listen_address
     from engine.policy import Policy
 
     policy = Policy.from_file(policy_path)
+    listen = listen or listen_address(policy.settings) or "127.0.0.1:2525"
     where = parse_hostport(listen, "--listen")
     live_resolver = None
     if resolver is not None:
         host, port = parse_hostport(resolver, "--resolver")
         live_resolver = LiveResolver([host], port=port)
     Path(spool).mkdir(parents=True, exist_ok=True)
-    copy = Path(spool) / "policy.py"
+    name = "policy.lua" if policy_path.endswith(".lua") else "policy.py"
+    copy = Path(spool) / name
     if Path(policy_path).resolve() != copy.resolve():
         shutil.copyfile(policy_path, copy)
+    (Path(spool) / ("policy.py" if name == "policy.lua" else "policy.lua")).unlink(missing_ok=True)
 
     async def main() -> None:
         svc = Service(policy, spool, listen=where, resolver=live_resolver, **kwargs)
