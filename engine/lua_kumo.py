@@ -43,7 +43,9 @@ from engine.queue_config import (
     make_queue_config,
 )
 
-__all__ = ["MAPPED", "SUPPORTED_EVENTS", "KumoState", "listen_address", "to_python"]
+__all__ = [
+    "MAPPED", "SUPPORTED_EVENTS", "KumoState", "call_maker", "listen_address", "to_python",
+]
 
 #: Events a Lua policy may register with ``kumo.on``: ``init`` runs once after
 #: the file is loaded; the four others are the Python policy's hooks.
@@ -71,20 +73,90 @@ _LIST_KEYS = frozenset({"prohibited_hosts", "skip_hosts", "rustls_cipher_suites"
 _LUA_COMMENT = re.compile(r'"(?:\\.|[^"\\])*"|/\*.*?\*/|//[^\n]*|#[^\n]*', re.S)
 
 
-def to_python(value: Any, lua_type: Callable[[Any], str | None]) -> Any:
-    """A Lua value as plain Python: tables become lists or dicts, recursively."""
-    if lua_type(value) != "table":
+#: Lua source of the encoder `to_python` decodes: a table (nested tables
+#: inline) as one flat tuple, ``n, k1, kind1, v1, ...`` where kind 1 means the
+#: value is the nested table that follows.  One crossing into Lua per table
+#: tree instead of one per key through lupa's iteration, which was most of a
+#: hook's cost.
+ENCODER = """
+local next, unpack, type, error = next, table.unpack, type, error
+local function encode(t, out, n, depth)
+  if depth > 64 then error('a table nested more than 64 deep (a cycle?)', 0) end
+  local count_at, count = n + 1, 0
+  n = n + 1
+  for k, v in next, t do
+    count = count + 1
+    if type(v) == 'table' then
+      out[n + 1], out[n + 2] = k, 1
+      n = encode(v, out, n + 2, depth + 1)
+    else
+      out[n + 1], out[n + 2], out[n + 3] = k, 0, v
+      n = n + 3
+    end
+  end
+  out[count_at] = count
+  return n
+end
+return function(t)
+  local out = {}
+  return unpack(out, 1, encode(t, out, 0, 0))
+end
+"""
+
+
+def to_python(value: Any, table_type: type, encode: Callable[[Any], Any]) -> Any:
+    """A Lua value as plain Python: a table (of lupa's `table_type`) becomes a
+    list (keys 1..n) or a dict (keys sorted, so the order is the same on every
+    run whatever Lua's hash seed), recursively.  `encode` is `ENCODER`'s
+    function in the value's Lua state."""
+    if type(value) is not table_type:
         return value
-    items = list(value.items())
-    if items and all(type(k) is int for k, _ in items):
-        keys = sorted(k for k, _ in items)
-        if keys == list(range(1, len(keys) + 1)):
-            by_key = dict(items)
-            return [to_python(by_key[k], lua_type) for k in keys]
-    out: dict[Any, Any] = {}
-    for k, v in sorted(items, key=lambda kv: (str(type(kv[0])), str(kv[0]))):
-        out[k] = to_python(v, lua_type)
-    return out
+    tokens = encode(value)
+    return _decode(tokens if type(tokens) is tuple else (tokens,), 0)[0]
+
+
+def _decode(tokens: tuple[Any, ...], i: int) -> tuple[Any, int]:
+    count = tokens[i]
+    i += 1
+    pairs = []
+    for _ in range(count):
+        key = tokens[i]
+        if tokens[i + 1]:
+            value, i = _decode(tokens, i + 2)
+        else:
+            value = tokens[i + 2]
+            i += 3
+        pairs.append((key, value))
+    try:
+        pairs.sort(key=lambda kv: kv[0])
+    except TypeError:  # mixed key types: a stable order all the same
+        pairs.sort(key=lambda kv: (type(kv[0]).__name__, str(kv[0])))
+    if pairs and pairs[0][0] == 1 and pairs[-1][0] == count and all(
+        type(k) is int for k, _ in pairs
+    ):  # keys 1..n, distinct and sorted: a sequence
+        return [v for _, v in pairs], i
+    return dict(pairs), i
+
+
+def call_maker(
+    fn: Callable[[dict[str, Any]], Any], value: Any, table_type: type,
+    encode: Callable[[Any], Any], what: str,
+) -> Any:
+    """``kumo.make_*(value)``: the table's keys to the maker `fn`.  On a
+    `ConfigError` the keys are tried again in sorted order, so the first
+    wrong key named is the same on every run."""
+    keys = to_python(value, table_type, encode)
+    if not isinstance(keys, dict) or not all(type(k) is str for k in keys):
+        if keys == []:
+            keys = {}
+        else:
+            raise ConfigError(f"{what}: expected a table of key = value, got {keys!r}")
+    try:
+        return fn(keys)
+    except ConfigError:
+        if len(keys) < 2:
+            raise
+        return fn(dict(sorted(keys.items())))
 
 
 def _empty_lists(keys: dict[str, Any]) -> dict[str, Any]:
@@ -125,23 +197,24 @@ def queue_config(keys: Any) -> QueueConfig:
 
 def egress_source(keys: Any) -> EgressSource:
     """``kumo.make_egress_source { name = ..., source_address = ..., ... }``."""
-    keys = dict(_table(keys, "make_egress_source"))
+    keys = _table(keys, "make_egress_source")
     if "name" not in keys:
         raise ConfigError("make_egress_source: the table has no 'name'; every source needs one")
-    return make_egress_source(keys.pop("name"), **keys)
+    return make_egress_source(**keys)
 
 
 def egress_pool(keys: Any) -> EgressPool:
     """``kumo.make_egress_pool { name = ..., entries = { { name = ..., weight = N } } }``."""
-    keys = _empty_lists(dict(_table(keys, "make_egress_pool")))
-    unknown = sorted(set(keys) - {"name", "entries"})
-    if unknown:
+    keys = _table(keys, "make_egress_pool")
+    if len(keys) > 2 or not set(keys) <= {"name", "entries"}:
+        unknown = sorted(set(keys) - {"name", "entries"})
         raise ConfigError(
             f"make_egress_pool: unknown key {unknown[0]!r}; valid keys are: name, entries"
         )
     if "name" not in keys:
         raise ConfigError("make_egress_pool: the table has no 'name'; every pool needs one")
-    return make_egress_pool(keys["name"], entries=keys.get("entries"))
+    entries = keys.get("entries")
+    return make_egress_pool(keys["name"], entries=[] if entries == {} else entries)
 
 
 #: What a hook of each name must return, and how a plain table is built into it.

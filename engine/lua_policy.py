@@ -179,12 +179,15 @@ class _Bridge:
         self._lua = lua
         self._state = state
         self._lua_type = _lupa.lua_type
-        self._getinfo = lua.globals().debug.getinfo
+        self._table = type(lua.table())
+        self._encode = lua.execute(lua_kumo.ENCODER)
+        self._getinfo = lua.globals().debug.getinfo  # kept before the sandbox drops debug
         self.supported_list = ", ".join(SUPPORTED_EVENTS)
-        self.make_egress_path = self._maker(lua_kumo.egress_path)
-        self.make_queue_config = self._maker(lua_kumo.queue_config)
-        self.make_egress_source = self._maker(lua_kumo.egress_source)
-        self.make_egress_pool = self._maker(lua_kumo.egress_pool)
+        self.make_egress_path = self._table_maker("make_egress_path", lua_kumo.egress_path)
+        self.make_queue_config = self._table_maker("make_queue_config", lua_kumo.queue_config)
+        self.make_egress_source = self._table_maker("make_egress_source",
+                                                   lua_kumo.egress_source)
+        self.make_egress_pool = self._table_maker("make_egress_pool", lua_kumo.egress_pool)
         self.json_parse = self._maker(lambda t: self._to_lua(lua_kumo.json_parse(t)))
         self.toml_parse = self._maker(lambda t: self._to_lua(lua_kumo.toml_parse(t)))
         self.json_load = self._maker(
@@ -208,7 +211,21 @@ class _Bridge:
         return "?"
 
     def py(self, value: Any) -> Any:
-        return lua_kumo.to_python(value, self._lua_type)
+        return lua_kumo.to_python(value, self._table, self._encode)
+
+    def _table_maker(self, what: str, fn: Callable[[Any], Any]) -> Callable[..., Any]:
+        table, encode = self._table, self._encode
+
+        def call(value: Any = None, *_: Any) -> Any:
+            # The makers are Python callables in the kumo table (not Lua
+            # wrappers) so that Lua's stack still holds the calling line
+            # when the call is a tail call (`return kumo.make_egress_path {`).
+            try:
+                return lua_kumo.call_maker(fn, value, table, encode, what)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.where()}: {exc}") from None
+
+        return call
 
     def _to_lua(self, value: Any) -> Any:
         if isinstance(value, dict | list):
