@@ -50,7 +50,7 @@ _LUA_ERROR = re.compile(r"^(?P<file>[^\n:]+):(?P<line>\d+): (?P<msg>.*)$", re.S)
 # `P` holds the Python callables; the chunk returns (kumo, handlers, loader).
 _BOOT = r"""
 local P, BASE, SUPPORTED, MAPPED = ...
-local real_open, load, error, type, format = io.open, load, error, type, string.format
+local real_open, real_load, error, type, format = io.open, load, error, type, string.format
 
 -- sandbox: nothing that runs processes, writes files, reads a clock or reaches Python
 local function removed(name)
@@ -75,6 +75,11 @@ io.open = function(name, mode)
   end
   return real_open(name, mode)
 end
+-- text chunks only: crafted bytecode can corrupt the VM
+local real_loadfile = loadfile
+load = function(chunk, name, mode, ...) return real_load(chunk, name, 't', ...) end
+loadfile = function(filename, mode, ...) return real_loadfile(filename, 't', ...) end
+dofile = function(filename) return assert(real_loadfile(filename, 't'))() end
 debug, python, collectgarbage = nil, nil, nil
 package.loadlib, package.cpath = nil, ''
 math.randomseed(0)
@@ -98,10 +103,14 @@ local function search(name)
     if f then
       local src = f:read('a')
       f:close()
-      local chunk, err = load(src, '@' .. candidate, 't', _ENV)
+      local chunk, err = real_load(src, '@' .. candidate, 't', _ENV)
       if not chunk then error(err, 0) end
       return chunk, BASE .. '/' .. candidate
     end
+  end
+  if name:match('^policy%-extras%.') then
+    error(format("require '%s': KumoMTA's policy-extras helpers are not provided by egress "
+                 .. "(see docs/KUMOMTA.md)", name), 0)
   end
   return format("\n\tno file '%s/%s.lua'", BASE, rel)
 end
@@ -153,7 +162,7 @@ kumo.dns = readonly(kumo.dns, '.dns')
 readonly(kumo, '')
 package.preload['kumo'] = function() return kumo end
 
-return handlers, function(src, name) local f, e = load(src, name, 't', _ENV); return f, e end
+return handlers, function(src, name) local f, e = real_load(src, name, 't', _ENV); return f, e end
 """
 
 

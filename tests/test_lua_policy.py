@@ -240,6 +240,9 @@ def test_a_module_error_names_the_module_file(tmp_path: Path) -> None:
     "package.loadlib('libc.so.6', 'system')",
     "debug.getinfo(1)",
     "python.eval('1')",
+    "local f = load(string.dump(function() return 1 end))()",
+    "local f = load(string.dump(function() return 1 end), 'x', 'b')()",
+    "require 'policy-extras.queue'",
     "local cfg = kumo.make_egress_path {}; local c = cfg.__class__",
 ])
 def test_the_sandbox_has_no_process_file_writing_clock_or_python_access(
