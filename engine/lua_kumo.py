@@ -119,19 +119,21 @@ def _decode(tokens: tuple[Any, ...], i: int) -> tuple[Any, int]:
     count = tokens[i]
     i += 1
     pairs = []
+    append = pairs.append
     for _ in range(count):
-        key = tokens[i]
         if tokens[i + 1]:
+            key = tokens[i]
             value, i = _decode(tokens, i + 2)
+            append((key, value))
         else:
-            value = tokens[i + 2]
+            append((tokens[i], tokens[i + 2]))
             i += 3
-        pairs.append((key, value))
-    try:
-        pairs.sort(key=lambda kv: kv[0])
-    except TypeError:  # mixed key types: a stable order all the same
-        pairs.sort(key=lambda kv: (type(kv[0]).__name__, str(kv[0])))
-    if pairs and pairs[0][0] == 1 and pairs[-1][0] == count and all(
+    if count > 1:
+        try:
+            pairs.sort()  # keys are distinct, so values are never compared
+        except TypeError:  # mixed key types: a stable order all the same
+            pairs.sort(key=lambda kv: (type(kv[0]).__name__, str(kv[0])))
+    if count and type(pairs[0][0]) is int and pairs[0][0] == 1 and pairs[-1][0] == count and all(
         type(k) is int for k, _ in pairs
     ):  # keys 1..n, distinct and sorted: a sequence
         return [v for _, v in pairs], i
