@@ -267,6 +267,8 @@ class KumoState:
         self.handlers: dict[str, Any] = {}
         self.settings: dict[str, list[Any]] = {}
         self.log: list[tuple[str, str]] = []
+        #: Files beside the policy it read (modules, data), relative to `base`.
+        self.files: list[str] = []
 
     def load_text(self, name: str, filename: Any) -> str:
         """Read a policy data file (``kumo.serde.json_load`` and friends)."""
@@ -276,9 +278,18 @@ class KumoState:
         if not path.is_absolute():
             path = self.base / path
         try:
-            return path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{name}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+        if not Path(filename).is_absolute():
+            self.read(filename)
+        return text
+
+    def read(self, relative: str) -> None:
+        """Note a file beside the policy (at or below its directory) that it read."""
+        inside = (self.base / relative).resolve().is_relative_to(self.base)
+        if inside and relative not in self.files:
+            self.files.append(relative)
 
     def record(self, name: str, params: Any) -> None:
         """A mapped call: keep its parameters for the commands and `egress check`."""

@@ -105,6 +105,7 @@ local function search(name)
       f:close()
       local chunk, err = real_load(src, '@' .. candidate, 't', _ENV)
       if not chunk then error(err, 0) end
+      P.read(candidate)
       return chunk, BASE .. '/' .. candidate
     end
   end
@@ -208,6 +209,7 @@ class _Bridge:
         self.memoize = self._memoize
         self.record = self._record
         self.log = self._log
+        self.read = state.read
 
     def where(self) -> str:
         """``file:line`` of the innermost Lua code on the stack, or ``"?"``."""
@@ -304,9 +306,10 @@ def _lua_message(exc: BaseException) -> str:
 
 def load_lua(
     filename: str, register: Callable[[str], Callable[[Any], Any]]
-) -> dict[str, list[Any]]:
-    """Run the Lua policy `filename`, register its hooks with `register` (a
-    `Policy.on`), and return what its mapped ``kumo`` calls asked for."""
+) -> tuple[dict[str, list[Any]], tuple[str, ...]]:
+    """Run the Lua policy `filename` and register its hooks with `register`
+    (a `Policy.on`).  Returns what its mapped ``kumo`` calls asked for, and
+    the files beside it that it read (modules, data; relative paths)."""
     path = Path(filename)
     try:
         source = path.read_text(encoding="utf-8")
@@ -342,4 +345,4 @@ def load_lua(
         fn = handlers[name]
         if fn is not None:
             register(name)(_LuaHook(name, fn, bridge, bridge.defined_at(fn)))
-    return state.settings
+    return state.settings, tuple(state.files)

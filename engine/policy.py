@@ -58,7 +58,7 @@ class Policy:
     """A set of hooks; see the module docstring.  Load one from a file with
     `Policy.from_file`."""
 
-    __slots__ = ("_hooks", "settings", "source")
+    __slots__ = ("_hooks", "files", "settings", "source")
 
     def __init__(self) -> None:
         self._hooks: dict[str, Callable[..., Any]] = {}
@@ -67,6 +67,9 @@ class Policy:
         #: What a Lua policy's mapped ``kumo`` calls asked for (docs/KUMOMTA.md),
         #: by function name, e.g. ``{"start_esmtp_listener": [{"listen": ...}]}``.
         self.settings: dict[str, list[Any]] = {}
+        #: Files beside a Lua policy that it read (its modules and data),
+        #: relative to its directory: what a copy of the policy needs.
+        self.files: tuple[str, ...] = ()
 
     def on(self, hook_name: str) -> Callable[[F], F]:
         """Register the decorated function as the hook `hook_name`."""
@@ -186,7 +189,7 @@ class Policy:
             from engine.lua_policy import load_lua
 
             lua_policy = cls()
-            lua_policy.settings = load_lua(filename, lua_policy.on)
+            lua_policy.settings, lua_policy.files = load_lua(filename, lua_policy.on)
             lua_policy.source = filename
             return lua_policy
         module_name = f"_egress_policy_{next(_module_ids)}"

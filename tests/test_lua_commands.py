@@ -146,6 +146,8 @@ def test_the_lab_delivers_a_scenario_whose_policy_is_lua(tmp_path: Path) -> None
 
 DELIVER_LUA = """
 local kumo = require 'kumo'
+local limits = require 'limits'
+local data = kumo.serde.toml_load 'data/limits.toml'
 kumo.on('init', function()
   kumo.start_esmtp_listener {{ listen = '127.0.0.1:{listen}' }}
   kumo.define_spool {{ name = 'data', path = '/var/spool/kumomta/data' }}
@@ -153,7 +155,7 @@ end)
 kumo.on('get_egress_path_config', function(domain, source_name, site_name)
   return kumo.make_egress_path {{
     smtp_port = {port}, prohibited_hosts = {{}}, enable_tls = 'Disabled',
-    enable_mta_sts = false, connection_limit = {limit},
+    enable_mta_sts = false, connection_limit = limits.connections + data.extra,
   }}
 end)
 """
@@ -166,7 +168,10 @@ def test_deliver_listens_where_the_lua_policy_says_and_replay_reads_its_spool(
     spool = tmp_path / "spool"
     with DnsServer(zone_for()) as dns, SinkServer() as sink:
         policy = tmp_path / "init.lua"
-        policy.write_text(DELIVER_LUA.format(listen=listen, port=sink.port, limit=4))
+        policy.write_text(DELIVER_LUA.format(listen=listen, port=sink.port))
+        (tmp_path / "limits.lua").write_text("return { connections = 3 }\n")
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "limits.toml").write_text("extra = 1\n")
         out = tmp_path / "deliver.out"
         args = [sys.executable, "-m", "engine.cli", "deliver", "--policy", str(policy),
                 "--spool", str(spool), "--resolver", f"127.0.0.1:{dns.port}"]
@@ -186,8 +191,12 @@ def test_deliver_listens_where_the_lua_policy_says_and_replay_reads_its_spool(
     assert f"listening on 127.0.0.1:{listen}" in out.read_text()
     assert (spool / "policy.lua").read_text() == policy.read_text()
     assert not (spool / "policy.py").exists()
+    # the files beside it that the policy read are kept with it
+    assert (spool / "limits.lua").read_text() == "return { connections = 3 }\n"
+    assert (spool / "data" / "limits.toml").read_text() == "extra = 1\n"
+    assert Policy.from_file(spool / "policy.lua").files == ("limits.lua", "data/limits.toml")
     other = tmp_path / "other.lua"
-    other.write_text(DELIVER_LUA.format(listen=listen, port=25, limit=1))
+    other.write_text(DELIVER_LUA.format(listen=listen, port=25))
     capsys.readouterr()
     assert main(["replay", str(spool), "--policy", str(other), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

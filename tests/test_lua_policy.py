@@ -113,6 +113,8 @@ kumo.on('get_queue_config', function() return kumo.make_queue_config {
 """)
     assert policy.egress_path_config("a", "b", "c").connection_limit == 7
     assert policy.queue_config("a", "", "", "").egress_pool == "bulk"
+    # what a copy of the policy needs beside it
+    assert policy.files == ("lib/limits.lua", "shared/init.lua")
 
 
 def test_serde_helpers_and_their_older_spellings(tmp_path: Path) -> None:
@@ -135,6 +137,7 @@ end)
 """)
     cfg = policy.egress_path_config("a", "b", "c")
     assert cfg == make_egress_path(connection_limit=9, max_message_rate="10/s")
+    assert policy.files == ("data.json", "data.toml")
 
 
 def test_memoize_caches_per_arguments_within_its_capacity(tmp_path: Path) -> None:

@@ -367,7 +367,8 @@ def run_deliver(
     """`egress deliver`: run a `Service` until SIGTERM or SIGINT; 0 after a clean stop.
 
     The policy file is copied into the spool as ``policy.py`` (``policy.lua``
-    for a Lua policy) so that `egress replay` can later recompute what
+    for a Lua policy, with the modules and data files beside it that it
+    read) so that `egress replay` can later recompute what
     happened with the policy that was in force (the last one started with).
     Without `listen`, a Lua policy's ``kumo.start_esmtp_listener`` address is
     used, else 127.0.0.1:2525.
@@ -392,6 +393,11 @@ def run_deliver(
     if Path(policy_path).resolve() != copy.resolve():
         shutil.copyfile(policy_path, copy)
     (Path(spool) / ("policy.py" if name == "policy.lua" else "policy.lua")).unlink(missing_ok=True)
+    for relative in policy.files:  # a Lua policy's own modules and data files
+        source, target = Path(policy_path).parent / relative, Path(spool) / relative
+        if source.resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
     async def main() -> None:
         svc = Service(policy, spool, listen=where, resolver=live_resolver, **kwargs)

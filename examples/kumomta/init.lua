@@ -6,8 +6,9 @@ would be written, run unchanged by egress:
     egress simulate scenarios/kumomta_policy.toml
 
 Two egress sources in a weighted pool (ip-2 is warming up), per-provider
-egress paths read from providers.toml (a KumoMTA shaping-style table), queue
-configs by tenant and campaign from tenants.lua, and the calls a real
+egress paths from providers.toml (computed once per domain and source with
+kumo.memoize), queue configs by tenant and campaign from tenants.lua (a
+module of the policy's own, found beside it), and the calls a real
 init.lua makes at startup (listener, spool, logs), which egress maps to its
 own command-line options (docs/KUMOMTA.md).  The source addresses are
 loopback ones so the file is safe to try anywhere.
@@ -25,17 +26,13 @@ kumo.on('init', function()
   kumo.configure_local_logs { log_dir = '/var/log/kumomta' }
 end)
 
--- Per-provider limits, keyed by destination domain; read once and cached.
-local load_providers = kumo.memoize(function()
-  local by_domain = {}
-  local data = kumo.serde.toml_load 'providers.toml'
-  for name, provider in pairs(data.provider) do
-    for _, domain in ipairs(provider.domains) do
-      by_domain[domain] = { name = name, path = provider.path }
-    end
+-- Per-provider limits, keyed by destination domain.
+local PROVIDERS = {}
+for name, provider in pairs(kumo.serde.toml_load 'providers.toml'.provider) do
+  for _, domain in ipairs(provider.domains) do
+    PROVIDERS[domain] = { name = name, path = provider.path }
   end
-  return by_domain
-end, { name = 'providers', ttl = '5 minutes', capacity = 1 })
+end
 
 local SOURCES = {
   ['ip-1'] = '127.0.0.10',
@@ -74,8 +71,9 @@ kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
   return kumo.make_queue_config(tenants.queue_params(tenant, campaign))
 end)
 
-kumo.on('get_egress_path_config', function(domain, source_name, site_name)
-  local provider = load_providers()[domain]
+-- The parameters of one egress path, computed once per (domain, source).
+local path_params = kumo.memoize(function(domain, source_name)
+  local provider = PROVIDERS[domain]
   local params = {
     connection_limit = 16,
     max_message_rate = '100/s',
@@ -91,5 +89,9 @@ kumo.on('get_egress_path_config', function(domain, source_name, site_name)
     -- a new IP: half the connections of an established one
     params.connection_limit = math.max(1, params.connection_limit // 2)
   end
-  return kumo.make_egress_path(params)
+  return params
+end, { name = 'path_params', ttl = '5 minutes', capacity = 1000 })
+
+kumo.on('get_egress_path_config', function(domain, source_name, site_name)
+  return kumo.make_egress_path(path_params(domain, source_name))
 end)
