@@ -118,7 +118,7 @@ def to_python(value: Any, table_type: type, encode: Callable[[Any], Any]) -> Any
 def _decode(tokens: tuple[Any, ...], i: int) -> tuple[Any, int]:
     count = tokens[i]
     i += 1
-    pairs = []
+    pairs: list[tuple[Any, Any]] = []
     append = pairs.append
     for _ in range(count):
         if tokens[i + 1]:
