@@ -108,29 +108,26 @@ end)
 
 TINY = """
 name = "tiny_lua"
-seed = 3
+seed = 5
 horizon = "30s"
-sample_interval = "0.25s"
 policy = "tiny.lua"
 
 [[traffic]]
-domain = "two.test"
+domains = { "one.test" = 1, "other.test" = 1 }
 messages = 20
-size = "2KB"
+size = "1KB"
 
-[domains."two.test"]
-mx = [{ host = "mx1.two.test", preference = 10 }, { host = "mx2.two.test", preference = 20 }]
+[domains."one.test"]
+mx = ["mx.one.test"]
+
+[domains."other.test"]
+mx = ["mx.one.test"]
 
 [host_defaults]
-connect_latency = "2ms"
-command_latency = "2ms"
-data_latency = "5ms"
-tls_latency = "2ms"
+command_latency = "1ms"
+data_latency = "3ms"
 
-[hosts."mx1.two.test"]
-outages = [{ start = "0s", end = "1h", mode = "refuse" }]
-
-[hosts."mx2.two.test"]
+[hosts."mx.one.test"]
 """
 
 
