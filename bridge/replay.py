@@ -193,6 +193,8 @@ def compare(spool: str | Path, policy_file: str | Path, *, original: str | Path 
 
     journal_path(spool)  # a missing journal is named before anything else
     original_path = Path(original) if original is not None else Path(spool) / "policy.py"
+    if original is None and not original_path.is_file():  # egress deliver of a Lua policy
+        original_path = Path(spool) / "policy.lua"
     if not original_path.is_file():
         raise ReplayError(f"no original policy at {str(original_path)!r}: egress deliver keeps "
                           "a copy in SPOOL/policy.py; give it with --original")

@@ -47,7 +47,8 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "pool and the effective egress path configuration (secrets masked; values that differ "
         "from the defaults are marked). " + _CHECK_NOTE,
     )
-    p.add_argument("policy", metavar="POLICY.py", help="a Python file defining `policy = Policy()`")
+    p.add_argument("policy", metavar="POLICY.py",
+                   help="a Python file defining `policy = Policy()`, or a KumoMTA init.lua")
     p.add_argument(
         "--domain", action="append", dest="domains", metavar="D",
         help="a destination domain (repeatable; default: example.com)",
@@ -251,10 +252,11 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "prohibited_hosts = [].",
     )
     p.add_argument("--policy", required=True, metavar="POLICY.py",
-                   help="a Python file defining `policy = Policy()`")
+                   help="a Python file defining `policy = Policy()`, or a KumoMTA init.lua")
     p.add_argument("--spool", required=True, metavar="DIR", help="journal and bodies go here")
-    p.add_argument("--listen", default="127.0.0.1:2525", metavar="HOST:PORT",
-                   help="SMTP listener (default 127.0.0.1:2525)")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="SMTP listener (default: a Lua policy's kumo.start_esmtp_listener, "
+                   "else 127.0.0.1:2525)")
     p.add_argument("--resolver", metavar="HOST:PORT",
                    help="ask only this DNS server (default: the system's resolv.conf)")
     p.add_argument("--tls-cafile", metavar="FILE", help="trust these CAs for STARTTLS/MTA-STS")

@@ -58,12 +58,18 @@ class Policy:
     """A set of hooks; see the module docstring.  Load one from a file with
     `Policy.from_file`."""
 
-    __slots__ = ("_hooks", "source")
+    __slots__ = ("_hooks", "files", "settings", "source")
 
     def __init__(self) -> None:
         self._hooks: dict[str, Callable[..., Any]] = {}
         #: Where the policy came from (a file path), for messages.
         self.source: str | None = None
+        #: What a Lua policy's mapped ``kumo`` calls asked for (docs/KUMOMTA.md),
+        #: by function name, e.g. ``{"start_esmtp_listener": [{"listen": ...}]}``.
+        self.settings: dict[str, list[Any]] = {}
+        #: Files beside a Lua policy that it read (its modules and data),
+        #: relative to its directory: what a copy of the policy needs.
+        self.files: tuple[str, ...] = ()
 
     def on(self, hook_name: str) -> Callable[[F], F]:
         """Register the decorated function as the hook `hook_name`."""
@@ -169,7 +175,8 @@ class Policy:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Policy:
-        """Import the Python file at `path` and return its module-level ``policy``.
+        """Import the Python file at `path` and return its module-level ``policy``;
+        a ``.lua`` file is a KumoMTA policy, run by `engine.lua_policy`.
 
         Each load gets a fresh, unique module name, so loading two policies (or
         one twice) never mixes their state.  Errors are `PolicyError`s naming
@@ -178,6 +185,13 @@ class Policy:
         filename = os.fspath(path)
         if not os.path.isfile(filename):
             raise PolicyError(f"policy file {filename!r} does not exist or is not a file")
+        if filename.endswith(".lua"):  # a KumoMTA init.lua: engine.lua_policy runs it
+            from engine.lua_policy import load_lua
+
+            lua_policy = cls()
+            lua_policy.settings, lua_policy.files = load_lua(filename, lua_policy.on)
+            lua_policy.source = filename
+            return lua_policy
         module_name = f"_egress_policy_{next(_module_ids)}"
         spec = importlib.util.spec_from_file_location(module_name, filename)
         if spec is None or spec.loader is None:

@@ -398,33 +398,47 @@ def parse_hostport(value: str, option: str, default_host: str = "127.0.0.1") -> 
 
 
 def run_deliver(
-    policy_path: str, spool: str, *, listen: str = "127.0.0.1:2525",
+    policy_path: str, spool: str, *, listen: str | None = None,
     resolver: str | None = None, **kwargs: Any,
 ) -> int:
     """`egress deliver`: run a `Service` until SIGTERM or SIGINT; 0 after a clean stop.
 
-    The policy file is copied into the spool as ``policy.py`` so that
-    `egress replay` can later recompute what happened with the policy that
-    was in force (the last one started with).
+    The policy file is copied into the spool as ``policy.py`` (``policy.lua``
+    for a Lua policy, with the modules and data files beside it that it
+    read) so that `egress replay` can later recompute what
+    happened with the policy that was in force (the last one started with).
+    Without `listen`, a Lua policy's ``kumo.start_esmtp_listener`` address is
+    used, else 127.0.0.1:2525.
     """
     import shutil
     import signal
 
     from engine.live.dns import LiveResolver
+    from engine.lua_kumo import listen_address
     from engine.policy import Policy
 
     policy = Policy.from_file(policy_path)
+    listen = listen or listen_address(policy.settings) or "127.0.0.1:2525"
     where = parse_hostport(listen, "--listen")
     live_resolver = None
     if resolver is not None:
         host, port = parse_hostport(resolver, "--resolver")
         live_resolver = LiveResolver([host], port=port)
-    copy = Path(spool) / "policy.py"
+    name = "policy.lua" if policy_path.endswith(".lua") else "policy.py"
+    copy = Path(spool) / name
     try:
         private_dir(Path(spool))
         if Path(policy_path).resolve() != copy.resolve():
             shutil.copyfile(policy_path, copy)
             os.chmod(copy, FILE_MODE)
+        (Path(spool) / ("policy.py" if name == "policy.lua" else "policy.lua")).unlink(
+            missing_ok=True)
+        for relative in policy.files:  # a Lua policy's own modules and data files
+            source, target = Path(policy_path).parent / relative, Path(spool) / relative
+            if source.resolve() != target.resolve():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                os.chmod(target, FILE_MODE)
     except OSError as exc:
         raise StartError(f"spool {spool!r}: cannot write: {_why(exc)}") from None
 
