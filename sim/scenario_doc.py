@@ -86,6 +86,8 @@ QUEUE_MEANINGS: dict[str, tuple[str, str]] = {
     "max_age": ("a message older than this expires", '"3d"'),
     "egress_pool": ("the pool of egress sources the queue sends from", '"pool-a"'),
     "max_message_rate": ("throttle on the queue's messages", '"1000/h"'),
+    "protocol": ("KumoMTA's smart host: deliver to these hosts, in order, instead of the "
+                 "domain's MX", '{ smtp = { mx_list = ["[127.0.0.1]"] } }'),
 }
 
 
@@ -148,6 +150,16 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
     return _value_text(f.default_factory())  # type: ignore[misc,operator]
 
 
+def _meaning(table: dict[str, Any], key: str, name: str) -> Any:
+    """The documented meaning of an engine config key; a key added to the engine
+    without one is named, with where to write it."""
+    try:
+        return table[key]
+    except KeyError:
+        raise KeyError(f"config key {key!r} has no meaning in sim/scenario_doc.py {name}: "
+                       "add one, then run python -m sim.scenario_doc") from None
+
+
 def egress_fields() -> tuple[Field, ...]:
     """Every make_egress_path key, with the engine's type and default."""
     from engine.config import EgressPathConfig
@@ -155,7 +167,8 @@ def egress_fields() -> tuple[Field, ...]:
     by_name = {f.name: f for f in dataclasses.fields(EgressPathConfig)}
     return tuple(
         Field(k, _type_text(by_name[k].type), _default_text(by_name[k]),
-              EGRESS_MEANINGS[k], EGRESS_EXAMPLES.get(k) or _default_text(by_name[k]))
+              _meaning(EGRESS_MEANINGS, k, "EGRESS_MEANINGS"),
+              EGRESS_EXAMPLES.get(k) or _default_text(by_name[k]))
         for k in EgressPathConfig.KEYS
     )
 
@@ -167,7 +180,7 @@ def queue_fields() -> tuple[Field, ...]:
     by_name = {f.name: f for f in dataclasses.fields(QueueConfig)}
     return tuple(
         Field(k, _type_text(by_name[k].type), _default_text(by_name[k]),
-              QUEUE_MEANINGS[k][0], QUEUE_MEANINGS[k][1])
+              *_meaning(QUEUE_MEANINGS, k, "QUEUE_MEANINGS"))
         for k in QueueConfig.KEYS
     )
 
