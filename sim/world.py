@@ -102,6 +102,7 @@ class World:
         }
         self._counters: dict[str, HostCounters] = {n: HostCounters() for n in self._hosts}
         self._domains: dict[str, DomainSpec] = dict(scenario.domains)
+        self._scenario_hosts = scenario.hosts
         self._mx: dict[str, tuple[MxRecord, ...]] = {}
         for name, d in self._domains.items():
             if d.null_mx:
@@ -205,6 +206,20 @@ class World:
         if d.servfail:
             return ResolveFailed(at=at, domain=domain, kind=DnsFailure.SERVFAIL)
         return Resolved(at=at, domain=domain, mx=self._mx[name], implicit=d.implicit, ttl=d.ttl)
+
+    def resolve_hosts(self, key: str, hosts: tuple[str, ...], now: float
+                      ) -> Resolved | ResolveFailed:
+        """The addresses of a queue's smart hosts from the scenario's hosts table,
+        answered for `key`; a host the scenario does not have fails the lookup."""
+        at = now + self.dns_latency
+        records = []
+        for i, host in enumerate(hosts):
+            spec = self._scenario_hosts.get(host.lower().rstrip("."))
+            if spec is None or not spec.addresses:
+                return ResolveFailed(at=at, domain=key, kind=DnsFailure.NXDOMAIN,
+                                     detail=f"{host}: not in the scenario's hosts")
+            records.append(MxRecord(preference=i, host=host, addresses=spec.addresses))
+        return Resolved(at=at, domain=key, mx=tuple(records))
 
     def mta_sts(self, domain: str, now: float) -> MtaStsResolved:
         """The domain's MTA-STS policy (None unless the scenario gives one)."""
