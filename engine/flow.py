@@ -184,6 +184,7 @@ def path_for(eng: Core, msg: Message, ds: DomainState, now: float) -> ReadyQueue
             cfg = eng.policy.egress_path_config(domain, source, site)
         rq = ReadyQueue(path, source, src, site, domain, ds.mx, cfg, cfg_at)
         rq.suspended = path in eng.suspended_paths
+        rq.mta_sts = ds.expires != STATIC_TTL and ds.smart is None
         eng.paths[path] = rq
         eng.refresh_throttles(rq, None)
         if cfg_at + CONFIG_REFRESH < eng.refresh_at:

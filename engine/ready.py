@@ -73,8 +73,9 @@ class ReadyQueue:
     """The ready queue of one egress path."""
 
     __slots__ = ("cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "idle",
-                 "maint_at", "messages", "msg_throttle", "msg_throttles", "mx", "open", "path",
-                 "peak", "ready_timer", "site", "source", "source_name", "suspended")
+                 "maint_at", "messages", "msg_throttle", "msg_throttles", "mta_sts", "mx",
+                 "open", "path", "peak", "ready_timer", "site", "source", "source_name",
+                 "suspended")
 
     def __init__(self, path: str, source_name: str, source: Any, site: str, domain: str,
                  mx: tuple[Any, ...], cfg: Any, now: float) -> None:
@@ -100,6 +101,9 @@ class ReadyQueue:
         self.suspended = False  # admin Suspend
         self.ready_timer: float | None = None  # ("ready", path) armed at
         self.maint_at: float | None = None  # ("maint", path) armed at
+        # False for a site made without the domain's MX (smart hosts, a domain
+        # literal): KumoMTA applies MTA-STS only to an MX answer
+        self.mta_sts = True
 
     def open_count(self) -> int:
         """Connections that count against connection_limit (quitting ones too)."""
