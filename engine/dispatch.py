@@ -292,7 +292,6 @@ def start(eng: Core, ctx: ConnCtx, now: float) -> None:
         t.check(now)
     msg = ctx.msg
     assert msg is not None
-    msg.attempts += 1
     ctx.started = True
     txn = _TxnMessage(msg.id, msg.sender, rcpt_tuple(msg.recipients), msg.size)
     eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)

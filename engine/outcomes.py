@@ -133,9 +133,8 @@ def session_closed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     ctx.idle = False
     msg, ctx.msg = ctx.msg, None
     if msg is not None:
-        if ctx.started:  # no TransactionDone came: count it as a failed attempt
-            transient(eng, msg, now, CLOSED_MID_TXN, rq=rq,
-                           peer=(ctx.host, ctx.address), count_attempt=False)
+        if ctx.started:  # no TransactionDone came: a failed attempt
+            transient(eng, msg, now, CLOSED_MID_TXN, rq=rq, peer=(ctx.host, ctx.address))
         elif eng.bounce_on_return and msg.id in eng.bounce_on_return:
             retry_later(eng, msg, now)
         else:

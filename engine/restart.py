@@ -8,7 +8,8 @@ died with the process), so the driver feeds one `Restarted` event after the
 replay, and this module reconciles the state with the new, empty world:
 
 - every connection is forgotten without a record, and a transaction it had
-  started is not counted as an attempt (it never got an outcome): its held
+  started is not counted as an attempt (it never got an outcome, and
+  attempts are counted on requeue): its held
   message (in flight or not) goes back to the head of its ready queue (or,
   when an admin bounce waits for it, through the retry path that carries
   the bounce out), so it is retried at once;
@@ -57,8 +58,6 @@ def restarted(eng: Core, ev: Restarted) -> None:
         msg, ctx.msg = ctx.msg, None
         if msg is None:
             continue
-        if ctx.started:  # its attempt never got an outcome: it does not count
-            msg.attempts -= 1
         if eng.bounce_on_return and msg.id in eng.bounce_on_return:
             retry_later(eng, msg, now)
         else:
