@@ -41,9 +41,9 @@ def ideal_connections(limit: int, depth: int) -> int:
 class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
-    __slots__ = ("address", "closing", "conn", "counted", "deliveries", "host", "idle",
-                 "last_reply", "msg", "plan", "plan_index", "rq", "session", "started", "tls",
-                 "tls_disabled", "waiting_tlsa")
+    __slots__ = ("address", "closing", "conn", "counted", "deliveries", "failed", "host",
+                 "idle", "last_reply", "msg", "plan", "plan_index", "rq", "session", "started",
+                 "tls", "tls_disabled", "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -67,6 +67,9 @@ class ConnCtx:
         self.tls_disabled = False  # reconnect in clear after a failed handshake
         self.last_reply: Any = None
         self.waiting_tlsa = False
+        # why the plan's earlier addresses failed, for the record of the held
+        # message when every address has failed
+        self.failed: tuple[str, ...] = ()
 
 
 class ReadyQueue:
