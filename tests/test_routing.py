@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from engine.effects import Connect, FetchMtaSts, Resolve, ResolveHosts
 from engine.engine import Engine
 from engine.events import DnsFailure, MxRecord, Resolved, ResolveFailed, Restarted
 from sim.result import SimResult, run
 from sim.scenario import Scenario
+from sim.scenario_schema import ScenarioError
 from tests.support.engine_harness import World, of, policy, records, submit
 
 
@@ -175,3 +178,22 @@ def test_sim_falls_to_the_second_smart_host_when_the_first_refuses() -> None:
 
 def run_sim(hosts: dict[str, Any], mx_list: list[Any]) -> SimResult:
     return run(_smart_scenario(hosts, mx_list))
+
+
+def test_sim_reaches_a_smart_host_given_by_address() -> None:
+    """``"[IP]"`` and ``{name, addr}`` entries reach the declared host at that address."""
+    hosts = {"relay.example.org": {"address": "10.9.0.1"},
+             "backup.example.org": {"address": "10.9.0.2"}}
+    for entry, name in (("[10.9.0.1]", "[10.9.0.1]"),
+                        ({"name": "smart.example.org", "addr": "10.9.0.2"},
+                         "smart.example.org")):
+        result = run_sim(hosts, [entry])
+        delivered = [r for r in result.records if r["type"] == "Delivery"]
+        assert len(delivered) == 40
+        assert {r["peer_address"]["name"] for r in delivered} == {name}
+
+
+def test_a_smart_host_the_scenario_lacks_is_a_one_line_error() -> None:
+    with pytest.raises(ScenarioError, match=r"queue\.protocol\.smtp\.mx_list\[0\]: "
+                                            r"'relay\.nowhere' is not a host of \[hosts\]"):
+        _smart_scenario({"relay.example.org": {}}, ["relay.nowhere"])
