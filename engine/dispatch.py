@@ -70,7 +70,7 @@ def pump(eng: Core, rq: ReadyQueue, now: float) -> None:
             next_message(eng, ctx, now)
     if rq.ready_timer is not None or not rq.messages or eng.draining:
         return
-    if cfg.enable_mta_sts and not sts_policy(eng, rq.domain, now)[0]:
+    if cfg.enable_mta_sts and rq.mta_sts and not sts_policy(eng, rq.domain, now)[0]:
         return
     extra = cfg.additional_connection_limits
     # KumoMTA's maintainer: the target from the depth now, then open the difference
@@ -111,7 +111,7 @@ def open_connection(eng: Core, rq: ReadyQueue, now: float) -> bool:
     plan failed the whole ready queue instead."""
     cfg: Any = rq.cfg
     patterns = None
-    if cfg.enable_mta_sts:
+    if cfg.enable_mta_sts and rq.mta_sts:
         policy = eng.sts.get(rq.domain, (None, 0.0))[0]
         if policy is not None and policy.mode == "enforce":
             patterns = policy.mx
@@ -191,7 +191,7 @@ def tls_for(eng: Core, ctx: ConnCtx, port: int, now: float
     if ctx.tls_disabled:
         mode = EnableTls.Disabled
     else:
-        if cfg.enable_mta_sts:
+        if cfg.enable_mta_sts and rq.mta_sts:
             policy = eng.sts.get(rq.domain, (None, 0.0))[0]
             if policy is not None and policy.mode == "enforce":
                 mode = EnableTls.Required
@@ -292,7 +292,6 @@ def start(eng: Core, ctx: ConnCtx, now: float) -> None:
         t.check(now)
     msg = ctx.msg
     assert msg is not None
-    msg.attempts += 1
     ctx.started = True
     txn = _TxnMessage(msg.id, msg.sender, rcpt_tuple(msg.recipients), msg.size)
     eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)

@@ -28,6 +28,16 @@ class Resolve(Effect):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResolveHosts(Effect):
+    """Look up the A/AAAA of each of `hosts` (smart hosts, not MX); answer with
+    `Resolved` for `domain` (one `MxRecord` per host with its addresses), or
+    `ResolveFailed` when any of them has none (KumoMTA fails the list as a whole)."""
+
+    domain: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FetchMtaSts(Effect):
     """Find `domain`'s MTA-STS policy (TXT + HTTPS); answer with `MtaStsResolved`."""
 
@@ -171,6 +181,7 @@ __all__ = [
     "Log",
     "MxRecord",
     "Resolve",
+    "ResolveHosts",
     "ResolveTlsa",
     "Send",
     "SetTimer",

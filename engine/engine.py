@@ -178,9 +178,7 @@ def _conn_event(eng: Core, ev: ConnEvent) -> None:
             f"session {ev.conn} cannot handle {type(ev).__name__} in state {state}"
         ) from None
     step = ctx.session.handle(ev)  # raises ProtocolError, unchanged, if illegal
-    if type(ev) is Connected:
-        ctx.rq.failures = 0
-    elif type(ev) is TlsEstablished:
+    if type(ev) is TlsEstablished:
         ctx.tls = (ev.protocol, ev.cipher, ev.peer_subject)
     eng.run_step(ctx, step, ev.at)
 

@@ -121,7 +121,7 @@ class MxRecord:
 
 
 class DnsFailure(enum.StrEnum):
-    """Why a lookup failed; the core maps NXDOMAIN to a bounce, the rest to a retry."""
+    """Why a lookup failed (for the record's text); every kind is a retry."""
 
     NXDOMAIN = "NXDOMAIN"
     SERVFAIL = "SERVFAIL"

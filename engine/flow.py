@@ -19,13 +19,13 @@ from typing import Any
 from engine import lookups, metrics, records
 from engine.core import Core
 from engine.dispatch import pump
-from engine.domains import DomainState
-from engine.effects import Log, Resolve
+from engine.domains import STATIC_TTL, DomainState, lookup, static_mx
+from engine.effects import Log
 from engine.errors import ProtocolError
 from engine.events import MessageSubmitted, trusted_factory
 from engine.lifecycle import expire
 from engine.lookups import path_config, pick_source
-from engine.message import PARKED, READY, Message, queue_name
+from engine.message import PARKED, READY, Message, QueueInfo, queue_name
 from engine.ready import CONFIG_REFRESH, ReadyQueue
 from engine.reply import Reply
 from engine.retry import iso
@@ -64,12 +64,12 @@ def submit(eng: Core, ev: MessageSubmitted) -> None:
                             f"message id {mid!r} is already queued") from None
     now = ev.at
     q = eng.queues.get(queue_name(ev.domain, ev.tenant, ev.campaign))
-    ds = None if q is None else eng.domains.get(q.routing_domain or q.domain)
+    ds = None if q is None else destination(eng, q)
     if q is None or (ds is not None and ds.site is not None and ds.expires > now
                      and not lookups.paths_known(eng, q.pool, ds.site)):
         staged = lookups.Staged(eng)  # something to ask the policy first
         q = staged.queue(ev)
-        ds = eng.domains.get(q.routing_domain or q.domain)
+        ds = destination(eng, q)
         if ds is not None and ds.site is not None and ds.expires > now:
             staged.need_path(q, ds.site, now)
         staged.commit()
@@ -95,10 +95,9 @@ def promote(eng: Core, msg: Message, now: float) -> None:
     if now >= msg.created + q.config.max_age:
         expire(eng, msg, now, now)
         return
-    dom = q.routing_domain or q.domain
-    ds = eng.domains.get(dom)
+    ds = eng.domains.get(q.route) or destination(eng, q)
     if ds is None or ds.site is None or ds.expires <= now:
-        park(eng, msg, dom, ds)
+        park(eng, msg, q.route, ds)
         return
     thr = q.throttle
     if thr is not None:
@@ -127,16 +126,38 @@ def throttled(eng: Core, msg: Message, now: float, wait: float) -> None:
     eng.sched.add(msg, due)
 
 
-def park(eng: Core, msg: Message, dom: str, ds: DomainState | None) -> None:
-    """Hold `msg` until its domain's MX set is known; ask for it once."""
+def destination(eng: Core, q: QueueInfo) -> DomainState | None:
+    """The state of `q`'s destination (see `engine.domains`), made at once when
+    it is known without DNS: a domain literal, or smart hosts with addresses."""
+    key = q.route
+    ds = eng.domains.get(key)
+    if ds is not None:
+        return ds
+    smart = getattr(q.config, "mx_list", None)
+    try:
+        mx = static_mx(key, smart)
+    except ValueError:
+        return None  # a malformed literal: its lookup fails, a transient failure
+    if mx is None:
+        return None
+    ds = DomainState(smart)
+    ds.mx = mx
+    ds.site = eng.intern(key if smart is not None else mx[0].host)
+    ds.expires = STATIC_TTL
+    eng.domains[key] = ds
+    return ds
+
+
+def park(eng: Core, msg: Message, key: str, ds: DomainState | None) -> None:
+    """Hold `msg` until its destination's MX set is known; ask for it once."""
     if ds is None:
-        ds = DomainState()
-        eng.domains[dom] = ds
+        ds = DomainState(getattr(msg.queue.config, "mx_list", None))
+        eng.domains[key] = ds
     msg._w = PARKED
     ds.parked.append(msg)
     if not ds.resolving:
         ds.resolving = True
-        eng.out.append(Resolve(domain=dom))
+        eng.out.append(lookup(key, ds))
 
 
 def path_for(eng: Core, msg: Message, ds: DomainState, now: float) -> ReadyQueue:
@@ -163,6 +184,7 @@ def path_for(eng: Core, msg: Message, ds: DomainState, now: float) -> ReadyQueue
             cfg = eng.policy.egress_path_config(domain, source, site)
         rq = ReadyQueue(path, source, src, site, domain, ds.mx, cfg, cfg_at)
         rq.suspended = path in eng.suspended_paths
+        rq.mta_sts = ds.expires != STATIC_TTL and ds.smart is None
         eng.paths[path] = rq
         eng.refresh_throttles(rq, None)
         if cfg_at + CONFIG_REFRESH < eng.refresh_at:
@@ -217,7 +239,7 @@ def stage_paths(eng: Core, msgs: list[Message], now: float) -> None:
     domains = eng.domains
     for msg in msgs:
         q = msg.queue
-        ds = domains.get(q.routing_domain or q.domain)
+        ds = domains.get(q.route)
         if ds is None or ds.site is None or ds.expires <= now:
             continue
         key = (q.pool, ds.site)

@@ -82,15 +82,21 @@ def admin_bounce_one(eng: Core, msg: Message, now: float, reason: str,
 
 
 def retry_later(eng: Core, msg: Message, now: float) -> None:
-    """After a transient failure (attempts already counted): the retry schedule,
-    or expiry when the next attempt would be past max_age.  A message an admin
-    Bounce waited for is bounced now instead."""
+    """After a transient failure: the retry schedule, or expiry when the next
+    attempt would be past max_age.  A message an admin Bounce waited for is
+    bounced now instead.
+
+    The attempt is counted here, on requeue, as KumoMTA counts it
+    (crates/kumod/src/queue/queue.rs, ``increment_attempts_and_update_delay``:
+    the delay from the count before, then the increment, then the expiry
+    check), so a record written before the requeue (TransientFailure), or of
+    a first try (Delivery), shows the attempts before this one."""
     if eng.bounce_on_return and msg.id in eng.bounce_on_return:
         admin_bounce_one(eng, msg, now, eng.bounce_on_return.pop(msg.id))
         return
     cfg = msg.queue.config
-    due = now + retry_delay(cfg.retry_interval, cfg.max_retry_interval, msg.attempts - 1,
-                            eng.rng)
+    due = now + retry_delay(cfg.retry_interval, cfg.max_retry_interval, msg.attempts, eng.rng)
+    msg.attempts += 1
     if due > msg.created + cfg.max_age:
         expire(eng, msg, now, due)
         return
@@ -98,12 +104,10 @@ def retry_later(eng: Core, msg: Message, now: float) -> None:
 
 
 def transient(eng: Core, msg: Message, now: float, reply: Reply, *,
-              rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None,
-              count_attempt: bool = True) -> None:
+              rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None) -> None:
     """A message-level transient failure outside a transaction (DNS, no host
-    answered): one TransientFailure record, attempts + 1, the retry schedule."""
-    if count_attempt:
-        msg.attempts += 1
+    answered): one TransientFailure record, then the retry schedule (which
+    counts the attempt)."""
     path = rq.path if rq is not None else ""
     provider = rq.cfg.provider_name if rq is not None else None
     eng.out.append(_Log(records.make_record(

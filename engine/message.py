@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from engine.protocol import route_key
 from engine.throttle import ThrottleState
 
 if TYPE_CHECKING:
@@ -31,8 +32,8 @@ DONE = 5
 class QueueInfo:
     """One scheduled queue ``campaign:tenant@domain``: its parts and cached config."""
 
-    __slots__ = ("campaign", "config", "count", "domain", "name", "pool", "routing_domain",
-                 "tenant", "throttle", "throttle_next")
+    __slots__ = ("campaign", "config", "count", "domain", "name", "pool", "route",
+                 "routing_domain", "tenant", "throttle", "throttle_next")
 
     def __init__(
         self, name: str, domain: str, tenant: str, campaign: str, routing_domain: str,
@@ -43,6 +44,8 @@ class QueueInfo:
         self.tenant = tenant
         self.campaign = campaign
         self.routing_domain = routing_domain
+        # the key of the MX answer the queue delivers by (see `route_key`)
+        self.route = route_key(config, routing_domain or domain)
         self.config = config
         self.pool = pool
         self.count = 0  # messages of this queue not yet finished

@@ -10,8 +10,11 @@ decides what follows, as KumoMTA's dispatcher does:
 - ``TransactionDone``: the message is finished when no recipient is left,
   else it goes onto the retry schedule with its pending recipients.
 - ``HostFailed``: the next address of the plan (a new connection); the plan
-  exhausted counts a consecutive failure and, past the threshold, delays the
-  whole ready queue with ``451 4.4.1 No answer from any hosts listed in MX``.
+  exhausted gives the held message ``400 KumoMTA internal: failed to connect
+  to any candidate hosts: ...`` and counts a consecutive failure; past the
+  threshold the rest of the ready queue is delayed with ``451 4.4.1 No answer
+  from any hosts listed in MX``.  The count restarts at 0 once a session is
+  established (``SessionReady``), not at TCP connect.
 - ``ReconnectInClear``: the same address again, TLS disabled.
 - ``SessionClosed``: forget the connection; an unattempted held message goes
   back to the head of the ready queue.
@@ -49,6 +52,10 @@ _Log = trusted_factory(Log)
 
 
 def session_ready(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
+    # A session is established (banner, EHLO, TLS, AUTH all passed): only now
+    # do the consecutive connection failures start again from 0, as KumoMTA
+    # resets them after attempt_connection succeeds (crates/kumod/src/ready_queue.rs).
+    ctx.rq.failures = 0
     if ctx.closing:
         return
     dispatch.next_message(eng, ctx, now)
@@ -97,18 +104,24 @@ def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     ctx.last_reply = o.reply
     if msg is None:
         return
+    failed = (*ctx.failed, o.reason)
     if ctx.plan_index + 1 < len(ctx.plan):
         nxt = dispatch.new_conn(eng, rq, ctx.plan, ctx.plan_index + 1)
         nxt.msg = msg
+        nxt.failed = failed
         dispatch.attempt(eng, nxt, now)
         return
+    # Every address failed: the held message gets KumoMTA's internal transient
+    # (400, no peer), then past the threshold the rest of the ready queue is
+    # delayed in bulk (crates/kumod/src/ready_queue.rs, Dispatcher::run).
     before = rq.failures
     rq.failures += 1
-    peer = (ctx.host, ctx.address)
+    reply = Reply.make(400, None, "KumoMTA internal: failed to connect to any candidate "
+                                  "hosts: " + ", ".join(failed))
+    transient(eng, msg, now, reply, rq=rq)
     if before > rq.cfg.consecutive_connection_failures_before_delay:
-        dispatch.fail_queue(eng, rq, now, NO_ANSWER, held=[msg])
+        dispatch.fail_queue(eng, rq, now, NO_ANSWER)
     else:
-        transient(eng, msg, now, o.reply, rq=rq, peer=peer)
         dispatch.pump(eng, rq, now)
 
 
@@ -117,6 +130,7 @@ def reconnect_in_clear(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     msg, ctx.msg = ctx.msg, None
     nxt = dispatch.new_conn(eng, ctx.rq, ctx.plan, ctx.plan_index)
     nxt.msg = msg
+    nxt.failed = ctx.failed
     nxt.tls_disabled = True
     dispatch.attempt(eng, nxt, now)
 
@@ -133,9 +147,8 @@ def session_closed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     ctx.idle = False
     msg, ctx.msg = ctx.msg, None
     if msg is not None:
-        if ctx.started:  # no TransactionDone came: count it as a failed attempt
-            transient(eng, msg, now, CLOSED_MID_TXN, rq=rq,
-                           peer=(ctx.host, ctx.address), count_attempt=False)
+        if ctx.started:  # no TransactionDone came: a failed attempt
+            transient(eng, msg, now, CLOSED_MID_TXN, rq=rq, peer=(ctx.host, ctx.address))
         elif eng.bounce_on_return and msg.id in eng.bounce_on_return:
             retry_later(eng, msg, now)
         else:

@@ -27,7 +27,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-__all__ = ["SmartHost", "SmtpProtocol", "parse_protocol"]
+__all__ = ["SmartHost", "SmtpProtocol", "parse_protocol", "route_key"]
 
 # A host name: dot-separated labels of letters, digits, '-' and '_' (the last
 # for internal names), an optional trailing dot.
@@ -45,6 +45,12 @@ class SmartHost:
     name: str
     addr: str | None = None
 
+    @property
+    def label(self) -> str:
+        """The entry's part of the site name: the name as written, or for a
+        ``{name, addr}`` entry its address (KumoMTA's ``MxListEntry::label``)."""
+        return self.name if self.addr is None or self.name == f"[{self.addr}]" else self.addr
+
     def to_plain(self) -> str | dict[str, str]:
         """KumoMTA's spelling: a string, or ``{name, addr}``."""
         if self.addr is None or self.name == f"[{self.addr}]":
@@ -57,6 +63,14 @@ class SmtpProtocol:
     """SMTP to these hosts, in this order, instead of the domain's MX set."""
 
     mx_list: tuple[SmartHost, ...]
+
+    @property
+    def site_name(self) -> str:
+        """The site these hosts make, as KumoMTA names it
+        (crates/kumod/src/ready_queue.rs, ``compute_queue_name``):
+        ``mx_list:`` and the entries' labels joined by commas.  Queues with
+        the same list share the site, and so its connections."""
+        return "mx_list:" + ",".join(h.label for h in self.mx_list)
 
     def to_plain(self) -> dict[str, Any]:
         """KumoMTA's spelling: ``{"smtp": {"mx_list": [...]}}``."""
@@ -125,3 +139,11 @@ def _is_address(value: Any) -> bool:
     except (ValueError, TypeError):
         return False
     return True
+
+
+def route_key(config: Any, domain: str) -> str:
+    """Where a queue's messages are routed: the site name of the queue config's
+    smart hosts (``mx_list:...``, which no domain can be), else `domain`, whose
+    MX set decides.  The engine keeps one MX answer per key."""
+    protocol = getattr(config, "protocol", None)
+    return protocol.site_name if isinstance(protocol, SmtpProtocol) else domain

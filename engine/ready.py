@@ -41,9 +41,9 @@ def ideal_connections(limit: int, depth: int) -> int:
 class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
-    __slots__ = ("address", "closing", "conn", "counted", "deliveries", "host", "idle",
-                 "last_reply", "msg", "plan", "plan_index", "rq", "session", "started", "tls",
-                 "tls_disabled", "waiting_tlsa")
+    __slots__ = ("address", "closing", "conn", "counted", "deliveries", "failed", "host",
+                 "idle", "last_reply", "msg", "plan", "plan_index", "rq", "session", "started",
+                 "tls", "tls_disabled", "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -67,14 +67,18 @@ class ConnCtx:
         self.tls_disabled = False  # reconnect in clear after a failed handshake
         self.last_reply: Any = None
         self.waiting_tlsa = False
+        # why the plan's earlier addresses failed, for the record of the held
+        # message when every address has failed
+        self.failed: tuple[str, ...] = ()
 
 
 class ReadyQueue:
     """The ready queue of one egress path."""
 
     __slots__ = ("cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "idle",
-                 "maint_at", "messages", "msg_throttle", "msg_throttles", "mx", "open", "path",
-                 "peak", "ready_timer", "site", "source", "source_name", "suspended")
+                 "maint_at", "messages", "msg_throttle", "msg_throttles", "mta_sts", "mx",
+                 "open", "path", "peak", "ready_timer", "site", "source", "source_name",
+                 "suspended")
 
     def __init__(self, path: str, source_name: str, source: Any, site: str, domain: str,
                  mx: tuple[Any, ...], cfg: Any, now: float) -> None:
@@ -100,6 +104,9 @@ class ReadyQueue:
         self.suspended = False  # admin Suspend
         self.ready_timer: float | None = None  # ("ready", path) armed at
         self.maint_at: float | None = None  # ("maint", path) armed at
+        # False for a site made without the domain's MX (smart hosts, a domain
+        # literal): KumoMTA applies MTA-STS only to an MX answer
+        self.mta_sts = True
 
     def open_count(self) -> int:
         """Connections that count against connection_limit (quitting ones too)."""

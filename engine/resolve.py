@@ -3,10 +3,12 @@
 The engine never resolves anything itself; it emits `Resolve`, `FetchMtaSts`
 or `ResolveTlsa` once per key and parks whatever waits on the answer:
 
-- a domain's messages wait in its `DomainState` for `Resolved` /
-  `ResolveFailed`.  The MX set is cached for ``Resolved.ttl``.  A null MX
-  (RFC 7505) and NXDOMAIN bounce the parked messages; SERVFAIL, TIMEOUT and
-  NO_ADDRESSES are transient (attempts + 1, the retry schedule).
+- a destination's messages wait in its `DomainState` for `Resolved` /
+  `ResolveFailed` (the MX set, or a smart host list's addresses, see
+  `engine.domains`).  The answer is cached for ``Resolved.ttl``.  A null MX
+  (RFC 7505) bounces the parked messages; any failed lookup (NXDOMAIN,
+  SERVFAIL, TIMEOUT, NO_ADDRESSES) is transient (attempts + 1, the retry
+  schedule), as in KumoMTA.
 - a ready queue opens no connection until its domain's MTA-STS policy is
   known (when ``enable_mta_sts``); the policy is cached for its max_age.
 - a connection waits for its host's TLSA records (when ``enable_dane``).
@@ -16,9 +18,9 @@ from __future__ import annotations
 
 from engine.core import Core
 from engine.dispatch import attempt, pump
+from engine.domains import smart_mx
 from engine.errors import ProtocolError
 from engine.events import (
-    DnsFailure,
     MtaStsResolved,
     Resolved,
     ResolveFailed,
@@ -42,11 +44,15 @@ def resolved(eng: Core, ev: Resolved) -> None:
     if ds is None:
         raise ProtocolError(f"engine cannot handle Resolved({dom!r}) in state NOT_ASKED: no "
                             f"Resolve was issued for {dom}") from None
-    if ev.mx and not is_null_mx(ev.mx):
-        key = tuple(sorted((r.preference, r.host.lower()) for r in ev.mx))
-        site = eng.site_names.get(key)
-        if site is None:
-            site = eng.intern(site_name(ev.mx))
+    mx = ev.mx
+    if ds.smart is not None:  # the smart hosts' addresses: the list in order
+        mx = smart_mx(ds.smart, mx)
+    if mx and not is_null_mx(mx):
+        key = tuple(sorted((r.preference, r.host.lower()) for r in mx))
+        if ds.smart is not None:
+            site = eng.intern(dom)  # the list's site name, whatever the addresses
+        else:
+            site = eng.site_names.get(key) or eng.intern(site_name(mx))
         # ask the policy for the paths the parked messages go to, before any change
         staged = Staged(eng)
         seen: set[str] = set()
@@ -56,22 +62,24 @@ def resolved(eng: Core, ev: Resolved) -> None:
                 seen.add(q.name)
                 staged.need_path(q, site, ev.at)
         staged.commit()
-        eng.site_names[key] = site
+        if ds.smart is None:
+            eng.site_names[key] = site
     parked, ds.parked = ds.parked, []
     ds.resolving = False
-    if is_null_mx(ev.mx):
+    if is_null_mx(mx):
         reply = Reply.make(556, "5.1.10", f"Recipient address has null MX: {dom}")
         ds.site = None
         for msg in parked:
             bounce(eng, msg, ev.at, reply)
         return
-    if not ev.mx:
-        reply = Reply.make(451, "4.4.3", f"MX lookup for {dom} returned no hosts")
+    if not mx:
+        # KumoMTA: "MX didn't resolve to any hosts" (crates/kumod/src/smtp_dispatcher.rs)
+        reply = Reply.make(451, "4.4.4", "MX didn't resolve to any hosts")
         ds.site = None
         for msg in parked:
             transient(eng, msg, ev.at, reply)
         return
-    ds.mx = ev.mx
+    ds.mx = mx
     ds.site = site
     ds.expires = ev.at + ev.ttl
     for msg in parked:
@@ -79,7 +87,11 @@ def resolved(eng: Core, ev: Resolved) -> None:
 
 
 def resolve_failed(eng: Core, ev: ResolveFailed) -> None:
-    """A failed MX lookup: NXDOMAIN bounces, anything else retries later."""
+    """A failed lookup is transient whatever the cause (NXDOMAIN, SERVFAIL,
+    timeout, no addresses): ``451 4.4.4 failed to resolve queue ...``, no site,
+    no source, retried on the schedule, as KumoMTA's scheduled queue logs it
+    when the ready queue cannot be resolved (crates/kumod/src/queue/queue.rs).
+    Only a null MX bounces (`resolved`)."""
     dom = ev.domain.lower()
     ds = eng.domains.get(dom)
     if ds is None:
@@ -89,14 +101,16 @@ def resolve_failed(eng: Core, ev: ResolveFailed) -> None:
     ds.resolving = False
     ds.site = None
     detail = f" ({ev.detail})" if ev.detail else ""
-    if ev.kind is DnsFailure.NXDOMAIN:
-        reply = Reply.make(550, "5.1.2", f"MX lookup for {dom} failed: NXDOMAIN{detail}")
-        for msg in parked:
-            bounce(eng, msg, ev.at, reply)
-    else:
-        reply = Reply.make(451, "4.4.3", f"MX lookup for {dom} failed: {ev.kind}{detail}")
-        for msg in parked:
-            transient(eng, msg, ev.at, reply)
+    what = "address lookup" if ds.smart is not None else "MX lookup"
+    replies: dict[str, Reply] = {}
+    for msg in parked:
+        name = msg.queue.name
+        reply = replies.get(name)
+        if reply is None:
+            reply = replies[name] = Reply.make(
+                451, "4.4.4", f"failed to resolve queue {name}: {what} for {dom} failed: "
+                              f"{ev.kind}{detail}")
+        transient(eng, msg, ev.at, reply)
 
 
 def mta_sts_resolved(eng: Core, ev: MtaStsResolved) -> None:

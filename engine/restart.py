@@ -8,11 +8,13 @@ died with the process), so the driver feeds one `Restarted` event after the
 replay, and this module reconciles the state with the new, empty world:
 
 - every connection is forgotten without a record, and a transaction it had
-  started is not counted as an attempt (it never got an outcome): its held
+  started is not counted as an attempt (it never got an outcome, and
+  attempts are counted on requeue): its held
   message (in flight or not) goes back to the head of its ready queue (or,
   when an admin bounce waits for it, through the retry path that carries
   the bounce out), so it is retried at once;
-- lookups that were pending are asked again (`Resolve`, `FetchMtaSts`);
+- lookups that were pending are asked again (`Resolve` or `ResolveHosts`,
+  `FetchMtaSts`);
   TLSA waits belonged to the dropped connections and are forgotten (the new
   connections ask again);
 - every armed timer is re-emitted as `SetTimer`, since the new driver has
@@ -31,7 +33,8 @@ from __future__ import annotations
 
 from engine import dispatch
 from engine.core import Core
-from engine.effects import FetchMtaSts, Resolve, SetTimer
+from engine.domains import lookup
+from engine.effects import FetchMtaSts, SetTimer
 from engine.events import Restarted
 from engine.lifecycle import retry_later, return_to_ready
 
@@ -55,16 +58,14 @@ def restarted(eng: Core, ev: Restarted) -> None:
         msg, ctx.msg = ctx.msg, None
         if msg is None:
             continue
-        if ctx.started:  # its attempt never got an outcome: it does not count
-            msg.attempts -= 1
         if eng.bounce_on_return and msg.id in eng.bounce_on_return:
             retry_later(eng, msg, now)
         else:
             return_to_ready(eng, ctx.rq, msg)
     eng.tlsa_waiting.clear()
-    for dom, ds in eng.domains.items():
+    for key, ds in eng.domains.items():
         if ds.resolving:
-            eng.out.append(Resolve(domain=dom))
+            eng.out.append(lookup(key, ds))
     for dom in eng.sts_pending:
         eng.out.append(FetchMtaSts(domain=dom))
     for timer, at in eng.timers.items():

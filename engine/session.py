@@ -69,13 +69,11 @@ from engine.session_model import (
     TxnMessage,
 )
 from engine.session_setup import parse_ehlo
-from engine.session_txn import QUIT_TIMEOUT
 
 __all__ = [
     "DELIVERED",
     "HANDLERS",
     "PERMANENT",
-    "QUIT_TIMEOUT",
     "TRANSIENT",
     "TRANSITIONS",
     "Happened",
@@ -197,7 +195,7 @@ class Session(SessionData):
 
     def quit(self, at: float) -> Step:
         """Say goodbye (only in IDLE): QUIT, then Close on its reply or after
-        QUIT_TIMEOUT seconds."""
+        idle_timeout seconds (KumoMTA's QUIT timeout)."""
         return self._run(Input.QUIT, at, None, "quit()")
 
     def _refuse(self, what: Any) -> None:

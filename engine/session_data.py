@@ -79,7 +79,6 @@ PHASE = {
     State.AWAIT_CONNECT: "connect",
     State.AWAIT_BANNER: "the banner",
     State.EHLO_SENT: "EHLO",
-    State.HELO_SENT: "HELO",
     State.STARTTLS_SENT: "STARTTLS",
     State.TLS_HANDSHAKE: "the TLS handshake",
     State.EHLO2_SENT: "EHLO after STARTTLS",
@@ -164,7 +163,7 @@ class SessionData:
         self.cancel_timer = _make_cancel_timer(self.timer)  # immutable, so shared
         self.timeout = 0.0  # seconds of the timer armed last (for messages)
         self.capabilities: dict[str, tuple[str, ...]] = {}
-        self.esmtp = True  # False after the HELO fallback
+        self.esmtp = True  # no HELO fallback: KumoMTA fails the host on a 5xx to EHLO
         self.tls_active = False
         self.tls_protocol = ""
         self.tls_cipher = ""

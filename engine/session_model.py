@@ -61,7 +61,6 @@ class State(enum.Enum):
     AWAIT_CONNECT = enum.auto()  # Connect emitted, waiting for Connected
     AWAIT_BANNER = enum.auto()  # connected, waiting for the 220
     EHLO_SENT = enum.auto()
-    HELO_SENT = enum.auto()  # EHLO was refused with 5xx; HELO fallback
     STARTTLS_SENT = enum.auto()
     TLS_HANDSHAKE = enum.auto()  # StartTls emitted, waiting for TlsEstablished/TlsFailed
     EHLO2_SENT = enum.auto()  # EHLO again, inside TLS
@@ -208,8 +207,6 @@ class Happened(enum.Enum):
     GREETING_CLOSED = "greeting_closed"
     GREETING_MALFORMED = "greeting_malformed"
     EHLO_ACCEPTED = "ehlo_accepted"
-    EHLO_REFUSED = "ehlo_refused"
-    HELO_ACCEPTED = "helo_accepted"
     STARTTLS_ACCEPTED = "starttls_accepted"
     STARTTLS_REFUSED = "starttls_refused"
     TLS_ESTABLISHED = "tls_established"
@@ -277,18 +274,7 @@ TRANSITIONS: dict[State, dict[Input, Row]] = {
         I.R3XX: (H.HOST_REFUSED, _GONE),
         I.R4XX: (H.HOST_REFUSED, _GONE),
         I.R421: (H.HOST_REFUSED, _GONE),
-        I.R5XX: (H.EHLO_REFUSED, (S.HELO_SENT,)),
-        I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
-        I.CLOSED: (H.GREETING_CLOSED, _GONE),
-        I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
-    },
-    # HELO_SENT: EHLO got 5xx; HELO offers no extensions (so no STARTTLS, no AUTH)
-    S.HELO_SENT: {
-        I.R2XX: (H.HELO_ACCEPTED, (S.IDLE, S.CLOSED)),
-        I.R3XX: (H.HOST_REFUSED, _GONE),
-        I.R4XX: (H.HOST_REFUSED, _GONE),
-        I.R421: (H.HOST_REFUSED, _GONE),
-        I.R5XX: (H.HOST_REFUSED, _GONE),
+        I.R5XX: (H.HOST_REFUSED, _GONE),  # no HELO fallback, as KumoMTA
         I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
         I.CLOSED: (H.GREETING_CLOSED, _GONE),
         I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
@@ -317,7 +303,7 @@ TRANSITIONS: dict[State, dict[Input, Row]] = {
         I.R3XX: (H.HOST_REFUSED, _GONE),
         I.R4XX: (H.HOST_REFUSED, _GONE),
         I.R421: (H.HOST_REFUSED, _GONE),
-        I.R5XX: (H.EHLO_REFUSED, (S.HELO_SENT,)),
+        I.R5XX: (H.HOST_REFUSED, _GONE),  # no HELO fallback, as KumoMTA
         I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
         I.CLOSED: (H.GREETING_CLOSED, _GONE),
         I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
@@ -400,7 +386,7 @@ TRANSITIONS: dict[State, dict[Input, Row]] = {
         I.CLOSED: (H.CONNECTION_LOST, _GONE),
         I.MALFORMED: (H.REPLY_MALFORMED, _GONE),
     },
-    # QUIT_SENT: any answer, or none within QUIT_TIMEOUT, ends the connection
+    # QUIT_SENT: any answer, or none within idle_timeout, ends the connection
     S.QUIT_SENT: {
         I.R2XX: (H.QUIT_ACKNOWLEDGED, _GONE),
         I.R3XX: (H.QUIT_ACKNOWLEDGED, _GONE),

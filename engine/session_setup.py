@@ -41,11 +41,9 @@ __all__ = [
     "connection_opened",
     "connection_refused",
     "ehlo_accepted",
-    "ehlo_refused",
     "greeting_closed",
     "greeting_malformed",
     "greeting_timed_out",
-    "helo_accepted",
     "host_refused",
     "parse_ehlo",
     "starttls_accepted",
@@ -179,18 +177,6 @@ def greeting_malformed(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> 
 
 def ehlo_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     s.capabilities = parse_ehlo(ev.reply.text)
-    return _after_hello(s, at, fx, out)
-
-
-def ehlo_refused(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> None:
-    """A 5xx to EHLO: fall back to HELO (RFC 5321 3.2), which offers nothing."""
-    s.esmtp = False
-    send(s, fx, SmtpCommand(verb=Verb.HELO, arg=s.ehlo_domain))
-    arm(s, at, s.cfg.ehlo_timeout, fx)
-
-
-def helo_accepted(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> State:
-    s.capabilities = {}
     return _after_hello(s, at, fx, out)
 
 

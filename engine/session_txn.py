@@ -44,7 +44,6 @@ from engine.session_data import (
 from engine.session_model import DELIVERED, TRANSIENT, State, Status, TxnMessage
 
 __all__ = [
-    "QUIT_TIMEOUT",
     "command_timed_out",
     "connection_lost",
     "data_accepted",
@@ -68,9 +67,6 @@ __all__ = [
     "transaction_started",
     "unsolicited_reply",
 ]
-
-QUIT_TIMEOUT = 5.0
-"""Seconds to wait for the reply to QUIT (not configurable in KumoMTA)."""
 
 _DATA, _RSET, _QUIT = (SmtpCommand(verb=v) for v in (Verb.DATA, Verb.RSET, Verb.QUIT))
 
@@ -166,8 +162,10 @@ def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out:
 
 
 def quit_sent(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> None:
+    """QUIT waits idle_timeout for its reply, as KumoMTA's client does
+    (crates/rfc5321/src/parser.rs, ``Command::client_timeout``)."""
     send(s, fx, _QUIT)
-    arm(s, at, QUIT_TIMEOUT, fx)
+    arm(s, at, s.cfg.idle_timeout, fx)
 
 
 def idle_closed(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:

@@ -43,6 +43,7 @@ from engine.effects import (
     FetchMtaSts,
     Log,
     Resolve,
+    ResolveHosts,
     ResolveTlsa,
     Send,
     SetTimer,
@@ -292,6 +293,9 @@ class SimDriver(ConnectionPhases):
             self._check_done()
         elif kind is Resolve:
             answer = self.world.resolve(effect.domain, self.env.now)
+            self._at(self.world.dns_latency, self._deliver_at_now, answer)
+        elif kind is ResolveHosts:
+            answer = self.world.resolve_hosts(effect.domain, effect.hosts, self.env.now)
             self._at(self.world.dns_latency, self._deliver_at_now, answer)
         elif kind is FetchMtaSts:
             answer = self.world.mta_sts(effect.domain, self.env.now)

@@ -128,6 +128,7 @@ class Scenario:
         traffic = build_traffic(top)
         domains, hosts = _world(top, traffic)
         policy_file, egress, egress_domains, queue = _policy_tables(top, base, domains)
+        _check_smart_hosts(top, queue, hosts)
         top.finish()
         return cls(
             name=name,
@@ -295,6 +296,20 @@ def _policy_tables(
     if qt is not None:
         queue = _construct(top, "queue", make_queue_config, dict(qt.data))
     return None, egress, per_domain, queue
+
+
+def _check_smart_hosts(top: Table, queue: Any, hosts: Mapping[str, HostSpec]) -> None:
+    """Each smart host of ``[queue] protocol`` must be a declared host: by name,
+    or by one of its addresses for ``"[IP]"`` and ``{name, addr}`` entries."""
+    smart = getattr(queue, "mx_list", None) or ()
+    addresses = {a for h in hosts.values() for a in h.addresses}
+    for i, host in enumerate(smart):
+        if host.name in hosts or host.addr in addresses:
+            continue
+        shown = host.to_plain()
+        raise ScenarioError(
+            f"{top.source}: queue.protocol.smtp.mx_list[{i}]: {shown!r} is not a host of "
+            "[hosts] (name a declared host, or give the address of one)")
 
 
 def _construct(top: Table, path: str, fn: Any, keys: dict[str, Any]) -> Any:

@@ -86,8 +86,9 @@ QUEUE_MEANINGS: dict[str, tuple[str, str]] = {
     "max_age": ("a message older than this expires", '"3d"'),
     "egress_pool": ("the pool of egress sources the queue sends from", '"pool-a"'),
     "max_message_rate": ("throttle on the queue's messages", '"1000/h"'),
-    "protocol": ("KumoMTA's smart host: deliver to these hosts, in order, instead of the "
-                 "domain's MX", '{ smtp = { mx_list = ["[127.0.0.1]"] } }'),
+    "protocol": ("smart hosts tried in order instead of the domain's MX (each a host of "
+                 "[hosts], by name or by address)",
+                 '{ smtp = { mx_list = ["mx1.example.com"] } }'),
 }
 
 

@@ -102,6 +102,9 @@ class World:
         }
         self._counters: dict[str, HostCounters] = {n: HostCounters() for n in self._hosts}
         self._domains: dict[str, DomainSpec] = dict(scenario.domains)
+        self._scenario_hosts = scenario.hosts
+        self._by_address = {a: n for n, h in scenario.hosts.items() for a in h.addresses}
+        self._alias: dict[str, str] = {}  # a smart host's name -> the host at its address
         self._mx: dict[str, tuple[MxRecord, ...]] = {}
         for name, d in self._domains.items():
             if d.null_mx:
@@ -136,8 +139,24 @@ class World:
             return name
         key = name.lower().rstrip(".")
         if key not in self._hosts:
+            alias = self._alias.get(name)
+            if alias is not None:
+                return alias
             raise KeyError(f"the simulated world has no host named {name!r}")
         return key
+
+    def _named_at(self, host: str, address: str) -> str:
+        """The host a connection to `host` at `address` reaches: by name, or,
+        for a name the scenario does not declare (a smart host given as an
+        address literal or ``{name, addr}``), the declared host at that address."""
+        if host in self._hosts or host.lower().rstrip(".") in self._hosts:
+            return self._name(host)
+        owner = self._by_address.get(address)
+        if owner is None:
+            raise KeyError(f"the simulated world has no host named {host!r} and none at "
+                           f"{address}")
+        self._alias[host] = owner
+        return owner
 
     def _host(self, name: str) -> HostBehaviour:
         h = self._hosts.get(name)
@@ -149,7 +168,7 @@ class World:
 
     def connect(self, host: str, address: str, now: float) -> ConnectResult:
         """A connection attempt to `host` at `address` at time `now`."""
-        name = self._name(host)
+        name = self._named_at(host, address)
         c = self._counters[name]
         result = self._hosts[name].connect(
             c.open, now, self.rng, self._connect_extra, self.connect_overhead
@@ -205,6 +224,20 @@ class World:
         if d.servfail:
             return ResolveFailed(at=at, domain=domain, kind=DnsFailure.SERVFAIL)
         return Resolved(at=at, domain=domain, mx=self._mx[name], implicit=d.implicit, ttl=d.ttl)
+
+    def resolve_hosts(self, key: str, hosts: tuple[str, ...], now: float
+                      ) -> Resolved | ResolveFailed:
+        """The addresses of a queue's smart hosts from the scenario's hosts table,
+        answered for `key`; a host the scenario does not have fails the lookup."""
+        at = now + self.dns_latency
+        records = []
+        for i, host in enumerate(hosts):
+            spec = self._scenario_hosts.get(host.lower().rstrip("."))
+            if spec is None or not spec.addresses:
+                return ResolveFailed(at=at, domain=key, kind=DnsFailure.NXDOMAIN,
+                                     detail=f"{host}: not in the scenario's hosts")
+            records.append(MxRecord(preference=i, host=host, addresses=spec.addresses))
+        return Resolved(at=at, domain=key, mx=tuple(records))
 
     def mta_sts(self, domain: str, now: float) -> MtaStsResolved:
         """The domain's MTA-STS policy (None unless the scenario gives one)."""

@@ -48,7 +48,7 @@ def test_drain_quits_idle_sessions_and_opens_nothing_after() -> None:
     assert eng.handle(Drain(at=2.0)) == [
         CancelTimer(timer=("idle", 1)),
         Send(conn=1, commands=(SmtpCommand(verb=Verb.QUIT),)),
-        SetTimer(timer=("conn", 1), at=7.0),
+        SetTimer(timer=("conn", 1), at=302.0),  # QUIT waits idle_timeout
     ]
     fx = eng.handle(submit(2, at=3.0))
     assert [type(e) for e in fx] == [Log]  # the Reception record: no Connect

@@ -43,21 +43,35 @@ def test_null_mx_bounces_with_556() -> None:
     assert eng.queued_count == 0 and eng.counters["total_messages_fail"] == 1
 
 
-def test_nxdomain_bounces_and_servfail_retries() -> None:
+@pytest.mark.parametrize("kind", list(DnsFailure))
+def test_a_failed_resolve_is_transient_451_4_4_4_whatever_the_cause(kind: DnsFailure) -> None:
+    """KumoMTA logs a ready queue it cannot resolve as a TransientFailure,
+    ``451 4.4.4 failed to resolve queue ...``, site "", no source or peer, and
+    requeues the message, NXDOMAIN included (crates/kumod/src/queue/queue.rs,
+    the ``resolve_by_queue_name`` error arm)."""
     eng = Engine(policy(queue={"retry_interval": "10min"}), seed=3)
     eng.handle(submit(1))
-    fx = eng.handle(ResolveFailed(at=1.0, domain="example.com", kind=DnsFailure.NXDOMAIN))
-    assert records(fx, "Bounce")[0]["response"]["content"] == (
-        "MX lookup for example.com failed: NXDOMAIN")
-    assert records(fx, "Bounce")[0]["response"]["enhanced_code"] == {
-        "class": 5, "subject": 1, "detail": 2}
-    eng.handle(submit(2, at=2.0))
-    fx = eng.handle(ResolveFailed(at=3.0, domain="example.com", kind=DnsFailure.SERVFAIL))
+    fx = eng.handle(ResolveFailed(at=3.0, domain="example.com", kind=kind))
+    assert records(fx, "Bounce") == []
     [rec] = records(fx, "TransientFailure")
-    assert rec["num_attempts"] == 1 and rec["response"]["code"] == 451
+    assert rec["response"]["code"] == 451
+    assert rec["response"]["enhanced_code"] == {"class": 4, "subject": 4, "detail": 4}
+    assert rec["response"]["content"] == (
+        f"failed to resolve queue example.com: MX lookup for example.com failed: {kind}")
+    assert rec["site"] == "" and rec["egress_source"] is None and rec["peer_address"] is None
     [timer] = of(fx, SetTimer)
     assert timer.timer == ("promote", "") and 3.0 + 585.0 <= timer.at <= 3.0 + 615.0
     assert eng.scheduled_count == 1 and eng.queued_count == 1
+
+
+def test_an_mx_set_without_addresses_is_transient_as_kumomta_words_it() -> None:
+    """crates/kumod/src/smtp_dispatcher.rs: "MX didn't resolve to any hosts", 451 4.4.4."""
+    eng = Engine(policy(), seed=3)
+    eng.handle(submit(1))
+    fx = eng.handle(Resolved(at=1.0, domain="example.com", mx=()))
+    [rec] = records(fx, "TransientFailure")
+    assert (rec["response"]["code"], rec["response"]["content"]) == (
+        451, "MX didn't resolve to any hosts")
 
 
 @pytest.mark.parametrize("answer", [

@@ -21,7 +21,6 @@ from engine.events import (
 from engine.reply import Reply
 from engine.session import (
     HANDLERS,
-    QUIT_TIMEOUT,
     TRANSITIONS,
     Happened,
     HostFailed,
@@ -112,7 +111,8 @@ def test_full_dialog_trace() -> None:
     assert s.state is State.IDLE
     assert s.transactions == 1
     # QUIT
-    assert s.quit(20.0) == ([send(cmd(Verb.QUIT)), timer(20.0 + QUIT_TIMEOUT)], [])
+    # QUIT waits idle_timeout (crates/rfc5321/src/parser.rs, Command::client_timeout)
+    assert s.quit(20.0) == ([send(cmd(Verb.QUIT)), timer(20.0 + s.cfg.idle_timeout)], [])
     assert s.handle(resp(21.0, 221, "bye")) == (
         [cancel(), Close(conn=CONN)], [SessionClosed("QUIT")])
     assert s.state is State.CLOSED

@@ -20,14 +20,12 @@ from engine.session import (
     HostFailed,
     ReconnectInClear,
     SessionClosed,
-    SessionReady,
     State,
 )
 from engine.session_setup import parse_ehlo
 from tests.support.session_kit import (
     CONN,
     EHLO_CAPS,
-    MSG,
     cancel,
     cmd,
     fire,
@@ -62,31 +60,24 @@ def test_banner_421_fails_the_host() -> None:
     assert fx == [cancel(), Close(conn=CONN)]
 
 
-def test_helo_fallback_after_ehlo_5xx() -> None:
+@pytest.mark.parametrize("tls", [False, True])
+def test_ehlo_5xx_fails_the_host_without_helo_fallback(tls: bool) -> None:
+    """crates/rfc5321/src/client.rs, ``ehlo_common``: a non-250 reply to EHLO is
+    ``ClientError::Rejected``, and crates/kumod/src/smtp_dispatcher.rs fails the
+    connection attempt with it ("EHLO after banner"); no HELO is sent."""
     s = make()
     s.connect(0.0)
     s.handle(Connected(at=1.0, conn=CONN))
     s.handle(resp(2.0, 220))
-    assert s.handle(resp(3.0, 502, "no EHLO here")) == (
-        [send(cmd(Verb.HELO, "out.example.org")), timer(303.0)], [])
-    assert s.state is State.HELO_SENT
-    assert s.handle(resp(4.0, 250, "mx")) == ([cancel()], [SessionReady()])
-    assert s.esmtp is False
-    assert s.capabilities == {}
-    fx, _ = s.start_transaction(5.0, MSG)  # no PIPELINING after HELO
-    assert fx[0] == send(cmd(Verb.MAIL, "sender@example.org"))
-
-
-def test_helo_refused_fails_the_host() -> None:
-    s = make()
-    s.connect(0.0)
-    s.handle(Connected(at=1.0, conn=CONN))
-    s.handle(resp(2.0, 220))
-    s.handle(resp(3.0, 500))
-    fx, out = s.handle(resp(4.0, 554, "go away", "5.7.1"))
-    reason = "mx.example.com [192.0.2.7]:25 refused HELO: 554 5.7.1 go away"
-    assert fx == [cancel(), Close(conn=CONN)]
-    assert out == [HostFailed(reason, Reply.make(554, "5.7.1", "go away")), SessionClosed(reason)]
+    if tls:
+        s.handle(resp(3.0, 250, EHLO_CAPS))
+        s.handle(resp(3.5, 220))
+        s.handle(TlsEstablished(at=3.7, conn=CONN))
+    fx, out = s.handle(resp(4.0, 502, "no EHLO here", "5.5.1"))
+    assert [c for e in fx if isinstance(e, Send) for c in e.commands] == []
+    assert Close(conn=CONN) in fx
+    assert isinstance(out[0], HostFailed) and out[0].reply.code == 502
+    assert s.state is State.CLOSED
 
 
 def test_parse_ehlo() -> None:

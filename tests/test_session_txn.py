@@ -322,12 +322,15 @@ def test_unsolicited_421_while_idle_closes() -> None:
         [Close(conn=CONN)], [SessionClosed("unexpected reply while idle: 421 4.4.2 idle too long")])
 
 
-def test_quit_timeout() -> None:
-    s = make()
+def test_quit_waits_idle_timeout_as_kumomta() -> None:
+    """crates/rfc5321/src/parser.rs, ``Command::client_timeout``: QUIT is read
+    with ``timeouts.idle_timeout``, not a fixed 5 s."""
+    s = make(idle_timeout="20s")
     greet(s)
-    s.quit(50.0)
-    assert s.handle(fire(55.0)) == (
-        [Close(conn=CONN)], [SessionClosed("no reply to QUIT within 5s")])
+    fx, _ = s.quit(50.0)
+    assert fx[-1] == timer(70.0)
+    assert s.handle(fire(70.0)) == (
+        [Close(conn=CONN)], [SessionClosed("no reply to QUIT within 20s")])
 
 
 def test_closed_after_quit() -> None:

@@ -154,6 +154,26 @@ class LiveResolver:
             return ResolveFailed(at=at, domain=name, kind=DnsFailure.NO_ADDRESSES, detail=detail)
         return Resolved(at=at, domain=name, mx=tuple(records), implicit=implicit, ttl=ttl)
 
+    async def resolve_hosts(self, key: str, hosts: tuple[str, ...], at: float
+                            ) -> Resolved | ResolveFailed:
+        """The A then AAAA addresses of each of `hosts` (a queue's smart hosts),
+        answered for `key`: one `MxRecord` per host, or `ResolveFailed` naming
+        the first host without an address (KumoMTA fails the list as a whole,
+        crates/kumod/src/smtp_dispatcher.rs ``MxListEntry::resolve_into``)."""
+        looked_up = await asyncio.gather(*(self._addresses(_norm(h)) for h in hosts))
+        records: list[MxRecord] = []
+        ttl = self.max_ttl
+        for i, (host, (addresses, host_ttl, problem)) in enumerate(
+            zip(hosts, looked_up, strict=True)
+        ):
+            if not addresses:
+                kind = _worst(problem)
+                return ResolveFailed(at=at, domain=key, kind=kind,
+                                     detail=f"{_norm(host)}: {problem}")
+            ttl = min(ttl, host_ttl)
+            records.append(MxRecord(preference=i, host=_norm(host), addresses=addresses))
+        return Resolved(at=at, domain=key, mx=tuple(records), ttl=ttl)
+
     async def resolve_addresses(self, host: str) -> tuple[str, ...]:
         """The A then AAAA addresses of `host` (empty when it has none)."""
         addresses, _, _ = await self._addresses(_norm(host))
@@ -279,3 +299,11 @@ class LiveResolver:
 
 def _norm(name: str) -> str:
     return name.rstrip(".").lower()
+
+
+def _worst(problem: str) -> DnsFailure:
+    """The failure kind of a host's A/AAAA ``problem`` text (see `_addresses`)."""
+    for kind in (DnsFailure.TIMEOUT, DnsFailure.SERVFAIL, DnsFailure.NXDOMAIN):
+        if kind.value in problem:
+            return kind
+    return DnsFailure.NO_ADDRESSES

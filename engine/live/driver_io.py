@@ -61,6 +61,16 @@ class DriverIO:
                                    detail=f"resolver error: {exc!r}")
         self.handle_io(_now(answer))
 
+    async def _resolve_hosts(self, key: str, hosts: tuple[str, ...]) -> None:
+        try:
+            answer: Event = await self.resolver.resolve_hosts(key, hosts, time.time())
+        except Exception as exc:  # a resolver bug must not leave the hosts parked forever
+            log.error("live driver: address lookup of %s failed unexpectedly", key,
+                      exc_info=True)
+            answer = ResolveFailed(at=time.time(), domain=key, kind=DnsFailure.SERVFAIL,
+                                   detail=f"resolver error: {exc!r}")
+        self.handle_io(_now(answer))
+
     async def _resolve_tlsa(self, host: str, port: int) -> None:
         try:
             answer: Event = await self.resolver.resolve_tlsa(host, port, time.time())

@@ -123,9 +123,7 @@ def in_state(state: State) -> Session:
         lambda: s.handle(resp(12.0, 250)),
         lambda: s.start_transaction(13.0, ONE),
     ]
-    if state is State.HELO_SENT:
-        script[3] = lambda: s.handle(resp(3.0, 500))
-    elif state is State.QUIT_SENT:
+    if state is State.QUIT_SENT:
         script[8] = lambda: s.quit(8.0)
     elif state is State.CLOSED:
         script[1] = lambda: s.handle(ConnectFailed(at=1.0, conn=CONN))
