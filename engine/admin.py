@@ -1,4 +1,4 @@
-"""Admin events: Suspend, Resume, Bounce.
+"""Admin events: Suspend, Resume, Bounce, and KumoMTA's admin API as rules.
 
 - ``Suspend(path)`` / ``Resume(path)``: a suspended ready queue opens no
   connection and gives idle sessions nothing (they QUIT); its messages stay.
@@ -7,17 +7,44 @@
 - ``Bounce(domain, queue)``: every matching queued message (scheduled, parked
   on DNS or ready) gets an ``AdminBounce`` record and is discarded; one held
   by a connection is bounced when it comes back (its transaction runs on).
+- The HTTP API's entries (`engine.admin_rules`), each with an id and an
+  absolute expiry armed as the timer ``("admin", id)``:
+  ``AdminSuspend`` holds the messages of matching scheduled queues (those in
+  ready queues go back to scheduled, newly promoted ones are held on
+  promotion: `intercept`) until it ends, then releases them at once;
+  ``AdminSuspendReadyQ`` is ``Suspend`` of one ready queue with an expiry;
+  ``AdminBounceRule`` bounces matching mail now and newly promoted mail until
+  it ends; ``AdminCancel`` ends any of them early.
+- ``PolicyReloaded``: the driver installed a new policy; every path and queue
+  config is asked again at once (KumoMTA's config epoch), all answers taken
+  before any is installed.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from engine import flow, metrics, records
+from engine.admin_rules import BOUNCE, SUSPEND, SUSPEND_READY_Q, Rule
 from engine.effects import Log
-from engine.events import Bounce, Resume, Suspend
+from engine.errors import ProtocolError
+from engine.events import (
+    AdminBounceRule,
+    AdminCancel,
+    AdminSuspend,
+    AdminSuspendReadyQ,
+    Bounce,
+    PolicyReloaded,
+    Resume,
+    Suspend,
+)
+from engine.lookups import DEFAULT_POOL
 from engine.message import HELD, Message
+from engine.ready import CONFIG_REFRESH
 from engine.reply import Reply
+from engine.throttle import ThrottleState
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -60,6 +87,13 @@ def bounce(eng: Engine, ev: Bounce) -> None:
         return (not domain or msg.queue.domain == domain) and (not queue or
                                                                msg.queue.name == queue)
 
+    _bounce_where(eng, hit, ev.reason, ev.at)
+
+
+def _bounce_where(eng: Engine, hit: Callable[[Message], bool], reason: str, now: float,
+                  rule: Rule | None = None) -> None:
+    """Bounce every queued message `hit` matches (scheduled, parked on DNS or
+    ready); one held by a connection when it comes back."""
     victims: list[tuple[Message, ReadyQueue | None]] = [
         (m, None) for m in eng.sched.remove_where(hit)]
     for ds in eng.domains.values():
@@ -75,6 +109,140 @@ def bounce(eng: Engine, ev: Bounce) -> None:
     for conn in sorted(eng.conns):
         msg = eng.conns[conn].msg
         if msg is not None and msg.where == HELD and hit(msg):
-            eng.bounce_on_return[msg.id] = ev.reason
+            eng.bounce_on_return[msg.id] = reason
     for msg, in_rq in victims:
-        admin_bounce_one(eng, msg, ev.at, ev.reason, in_rq)
+        _rule_bounce(eng, msg, now, reason, rule, in_rq)
+
+
+def _rule_bounce(eng: Engine, msg: Message, now: float, reason: str, rule: Rule | None,
+                 rq: ReadyQueue | None = None) -> None:
+    if rule is not None:
+        rule.bounced[msg.queue.name] = rule.bounced.get(msg.queue.name, 0) + 1
+        if rule.suppress_logging:
+            eng.metrics.totals[metrics.ADMIN_BOUNCED] += 1
+            flow.finish(eng, msg)
+            return
+    admin_bounce_one(eng, msg, now, reason, rq)
+
+
+# -- KumoMTA's admin API entries (engine.admin_rules) ------------------------------
+
+
+def _new_rule(eng: Engine, rule: Rule) -> None:
+    if rule.id in eng.admin_rules.rules:
+        raise ProtocolError(f"engine cannot handle an admin entry {rule.id!r} in state "
+                            f"IN_FORCE: the id is already in use") from None
+    eng.admin_rules.add(rule)
+    eng.set_timer(("admin", rule.id), rule.expires)
+
+
+def admin_suspend(eng: Engine, ev: AdminSuspend) -> None:
+    """Hold the matching scheduled queues; their ready messages go back to scheduled."""
+    rule = Rule(ev.id, SUSPEND, ev.reason, ev.at, ev.expires, domain=ev.domain.lower(),
+                tenant=ev.tenant, campaign=ev.campaign, queue_names=ev.queue_names)
+    _new_rule(eng, rule)
+    for rq in eng.paths.values():
+        if rq.messages and any(rule.matches(m.queue) for m in rq.messages):
+            keep = [m for m in rq.messages if not rule.matches(m.queue)]
+            taken = [m for m in rq.messages if rule.matches(m.queue)]
+            rq.messages.clear()
+            rq.messages.extend(keep)
+            for msg in taken:
+                _hold(eng, msg, rule, ev.at, rq)
+
+
+def admin_suspend_ready_q(eng: Engine, ev: AdminSuspendReadyQ) -> None:
+    _new_rule(eng, Rule(ev.id, SUSPEND_READY_Q, ev.reason, ev.at, ev.expires, name=ev.name))
+    suspend(eng, Suspend(at=ev.at, path=ev.name))
+
+
+def admin_bounce_rule(eng: Engine, ev: AdminBounceRule) -> None:
+    """Bounce what matches now; `intercept` bounces what arrives until it ends."""
+    rule = Rule(ev.id, BOUNCE, ev.reason, ev.at, ev.expires, domain=ev.domain.lower(),
+                tenant=ev.tenant, campaign=ev.campaign,
+                routing_domain=ev.routing_domain.lower(), queue_names=ev.queue_names,
+                suppress_logging=ev.suppress_logging)
+    _new_rule(eng, rule)
+    _bounce_where(eng, lambda m: rule.matches(m.queue), ev.reason, ev.at, rule)
+
+
+def admin_cancel(eng: Engine, ev: AdminCancel) -> None:
+    if ev.id not in eng.admin_rules.rules:
+        raise ProtocolError(f"engine cannot handle AdminCancel({ev.id!r}) in state UNKNOWN: "
+                            "no admin entry has that id") from None
+    eng.cancel_timer(("admin", ev.id))
+    _end(eng, ev.id, ev.at)
+
+
+def expired(eng: Engine, rule_id: str, now: float) -> None:
+    """The ("admin", id) timer: the entry's expiry is reached."""
+    _end(eng, rule_id, now)
+
+
+def _end(eng: Engine, rule_id: str, now: float) -> None:
+    rules = eng.admin_rules
+    rule = rules.remove(rule_id)
+    if rule is None:
+        return
+    if rule.kind == SUSPEND and rule.held:
+        held = rule.held
+        for msg in eng.sched.remove_where(lambda m: m.id in held):
+            eng.sched.add(msg, now)  # promoted at once (held again if still suspended)
+    elif rule.kind == SUSPEND_READY_Q and not rules.ready_q_suspended(rule.name):
+        resume(eng, Resume(at=now, path=rule.name))
+
+
+def intercept(eng: Engine, msg: Message, now: float) -> bool:
+    """At promotion, while a rule is in force: bounce or hold `msg` if one matches
+    (True: it was taken)."""
+    rules = eng.admin_rules
+    rule = rules.bounce_for(msg.queue)
+    if rule is not None:
+        _rule_bounce(eng, msg, now, rule.reason, rule)
+        return True
+    rule = rules.suspension_for(msg.queue)
+    if rule is not None:
+        _hold(eng, msg, rule, now)
+        return True
+    return False
+
+
+def _hold(eng: Engine, msg: Message, rule: Rule, now: float,
+          rq: ReadyQueue | None = None) -> None:
+    """Back to scheduled until the suspension ends (or the message's max_age)."""
+    rule.held[msg.id] = True
+    due = min(rule.expires, msg.created + msg.queue.config.max_age)
+    reply = Reply.make(451, "4.4.0", f"Delayed due to AdminSuspend {rule.id}: {rule.reason}")
+    eng.out.append(Log(record=records.make_record(
+        records.DELAYED, msg, now, eng.epoch, reply,
+        source=rq.source_name if rq is not None else None)))
+    eng.sched.add(msg, due)
+
+
+def policy_reloaded(eng: Engine, ev: PolicyReloaded) -> None:
+    """Ask every path and queue config of the (new) policy, then install them all."""
+    policy = eng.policy
+    paths = [(rq, policy.egress_path_config(rq.domain, rq.source_name, rq.site))
+             for rq in eng.paths.values()]
+    queues = [(q, policy.queue_config(q.domain, q.tenant, q.campaign, q.routing_domain))
+              for q in eng.queues.values()]
+    now = ev.at
+    eng.path_cfgs.clear()
+    eng.pools.clear()
+    eng.sources.clear()
+    for q, qcfg in queues:
+        if qcfg != q.config:
+            rate: Any = getattr(qcfg, "max_message_rate", None)
+            if rate != getattr(q.config, "max_message_rate", None):
+                q.throttle = None if rate is None else ThrottleState(rate)
+            q.config = qcfg
+            q.pool = eng.intern(qcfg.egress_pool or DEFAULT_POOL)
+    for rq, cfg in paths:
+        old = rq.cfg
+        rq.cfg = cfg
+        rq.cfg_at = now
+        if cfg != old:
+            eng.refresh_throttles(rq, old)
+    eng.refresh_at = now + CONFIG_REFRESH if paths else math.inf
+    for rq, _ in paths:
+        eng.pump(rq, now)

@@ -61,6 +61,11 @@ TAGS: tuple[tuple[int, str], ...] = (
     (15, "Resume"),
     (16, "Bounce"),
     (17, "Restarted"),
+    (18, "AdminSuspend"),
+    (19, "AdminSuspendReadyQ"),
+    (20, "AdminBounceRule"),
+    (21, "AdminCancel"),
+    (22, "PolicyReloaded"),
 )
 
 

@@ -29,9 +29,14 @@ from collections.abc import Callable
 from typing import Any
 
 from engine import admin, dispatch, flow, lookups, outcomes, resolve, restart
+from engine.admin_rules import AdminRules
 from engine.effects import CancelTimer, Effect, SetTimer
 from engine.errors import ProtocolError
 from engine.events import (
+    AdminBounceRule,
+    AdminCancel,
+    AdminSuspend,
+    AdminSuspendReadyQ,
     Bounce,
     Closed,
     Connected,
@@ -41,6 +46,7 @@ from engine.events import (
     Malformed,
     MessageSubmitted,
     MtaStsResolved,
+    PolicyReloaded,
     Resolved,
     ResolveFailed,
     Response,
@@ -102,6 +108,7 @@ class Engine:
         self.extra_msg_throttles: dict[str, ThrottleState] = {}
         self.suspended_paths: dict[str, bool] = {}
         self.bounce_on_return: dict[str, str] = {}
+        self.admin_rules = AdminRules()  # the admin API's suspensions and bounces
         self.ids: set[str] = set()  # ids of the messages not yet finished
         # path configs asked for before their path exists (see engine.lookups)
         self.path_cfgs: dict[tuple[str, str], tuple[str, Any, float]] = {}
@@ -324,6 +331,8 @@ def _timer(eng: Engine, ev: TimerFired) -> None:
         dispatch.quit_session(eng, ctx, now)
     elif kind == "msgrate":
         dispatch.start(eng, eng.conns[key], now)  # type: ignore[index]
+    elif kind == "admin":
+        admin.expired(eng, key, now)  # type: ignore[arg-type]
 
 
 def _maintain(eng: Engine, rq: ReadyQueue, now: float) -> None:
@@ -362,4 +371,9 @@ _HANDLERS: dict[type[Event], Callable[[Engine, Any], None]] = {
     Resume: admin.resume,
     Bounce: admin.bounce,
     Restarted: restart.restarted,
+    AdminSuspend: admin.admin_suspend,
+    AdminSuspendReadyQ: admin.admin_suspend_ready_q,
+    AdminBounceRule: admin.admin_bounce_rule,
+    AdminCancel: admin.admin_cancel,
+    PolicyReloaded: admin.policy_reloaded,
 }

@@ -108,6 +108,11 @@ def promote(eng: Engine, msg: Message, now: float) -> None:
     if now >= msg.created + q.config.max_age:
         expire(eng, msg, now, now)
         return
+    if eng.admin_rules.active:  # an admin suspension or bounce of scheduled queues
+        from engine.admin import intercept
+
+        if intercept(eng, msg, now):
+            return
     dom = q.routing_domain or q.domain
     ds = eng.domains.get(dom)
     if ds is None or ds.site is None or ds.expires <= now:
