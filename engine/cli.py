@@ -218,7 +218,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return sweep(args)
 
 
-# -- egress deliver / egress replay (bodies in engine.live.service, bridge.replay) --
+# -- egress deliver / egress replay (bodies in engine.live.deliver_ops, bridge.replay) --
 
 
 def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -247,18 +247,21 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="on SIGTERM, how long transactions may finish (default 10)")
     p.add_argument("--snapshot-every", type=int, default=20_000, metavar="N",
                    help="write an engine snapshot every N journaled events")
+    from engine.live.deliver_ops import add_arguments  # the operating flags (HTTP, TLS, logs)
+
+    add_arguments(p)
     p.set_defaults(func=cmd_deliver)
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
     """``egress deliver --policy POLICY.py --spool DIR [--listen HOST:PORT] ...``."""
-    from engine.live.service import run_deliver
+    from engine.live.deliver_ops import run_deliver, service_options
 
     return run_deliver(
         args.policy, args.spool, listen=args.listen, resolver=args.resolver,
         tls_cafile=args.tls_cafile, log_dir=args.log_dir, metrics_port=args.metrics_port,
         allowed_networks=args.allow_networks, grace=args.grace,
-        snapshot_every=args.snapshot_every,
+        snapshot_every=args.snapshot_every, **service_options(args),
     )
 
 

@@ -132,8 +132,11 @@ class AuthTlsMixin:
     def _check_password(self, mech: str, login: bytes, password: bytes) -> None:
         assert self.owner.auth is not None
         user = login.decode("utf-8", "replace")
-        expected = self.owner.auth.get(user)
-        if expected is not None and hmac.compare_digest(expected.encode(), password):
+        auth = self.owner.auth
+        check = getattr(auth, "check", None)
+        expected = None if check is not None else auth.get(user)
+        if check(user, password) if check is not None else (
+                expected is not None and hmac.compare_digest(expected.encode(), password)):
             self.user = user
             self.out.append(_AUTH_OK)
         else:

@@ -104,6 +104,12 @@ class Service:
         grace: float = 10.0,
         log_max_bytes: int | None = 64 * 1024 * 1024,
         log_max_age: float | None = 3600.0,
+        log_options: Mapping[str, Any] | None = None,
+        http_listen: Sequence[tuple[str, int]] = (),
+        http_trusted: Iterable[str] | None = None,
+        http_token: Any = None,
+        policy_path: str | Path | None = None,
+        tls_context: Any = None,
     ) -> None:
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
                 or snapshot_every < 1:
@@ -130,6 +136,15 @@ class Service:
         self.grace = float(grace)
         self.log_max_bytes = log_max_bytes
         self.log_max_age = log_max_age
+        self.log_options = dict(log_options or {})  # more LogWriter keywords (retention...)
+        # the admin HTTP API (engine.live.http_api), the file reload() re-reads,
+        # and the listener's STARTTLS context
+        self.http_listen = list(http_listen)
+        self.http_trusted = http_trusted
+        self.http_token = http_token
+        self.policy_path = policy_path
+        self.tls_context = tls_context
+        self.http: Any = None
         self.journal: Journal | None = None
         self.engine: Engine | None = None
         self.driver: LiveDriver | None = None
@@ -172,7 +187,7 @@ class Service:
             from engine.live.logfile import LogWriter
 
             self.logs = LogWriter(self.log_dir, max_bytes=self.log_max_bytes,
-                                  max_age=self.log_max_age)
+                                  max_age=self.log_max_age, **self.log_options)
         resolver = self.resolver
         if resolver is None:
             from engine.live.dns import LiveResolver
@@ -200,8 +215,13 @@ class Service:
             host, port = self.listen
             self.ingest = Listener(host, port, submit=self._accept,
                                        allowed_networks=self.allowed_networks,
-                                       auth=self.ingest_auth)
+                                       auth=self.ingest_auth, tls_context=self.tls_context)
             await self.ingest.start()
+        if self.http_listen:
+            from engine.live.http_api import HttpApi
+
+            self.http = HttpApi(self, trusted=self.http_trusted, token=self.http_token)
+            await self.http.start(self.http_listen)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_logs())
         log.info("egress: started with %d messages queued (%d events replayed)",
                  self.recovered, self.replayed)
@@ -237,6 +257,8 @@ class Service:
             return
         self._stopped = True
         grace = self.grace if grace is None else grace
+        if self.http is not None:
+            await self.http.close()
         if self.ingest is not None:
             await self.ingest.stop(grace)
         if self.driver is not None:
@@ -299,6 +321,38 @@ class Service:
             self._uncommitted.pop(mid, None)
         return [mid]
 
+    # -- what the admin HTTP API calls (engine.live.http_api.AdminTarget) --------
+
+    async def admin_event(self, event: Event) -> None:
+        """An admin action: to the engine and the journal; return once committed."""
+        assert self.driver is not None and self.journal is not None
+        self.driver.feed(event)
+        await self.journal.append([])  # the journal commits in order: a barrier
+
+    def message_body(self, message_id: str) -> bytes:
+        return self._body(message_id)
+
+    async def reload(self) -> str:
+        """Re-read the policy file: installed and every path config re-asked at once
+        (`PolicyReloaded`), or ValueError (logged, one line) and the old one stays."""
+        from engine.events import PolicyReloaded
+        from engine.live.reload import load_checked
+
+        assert self.engine is not None
+        if self.policy_path is None:
+            raise ValueError("this service was started without a policy file to re-read")
+        try:
+            policy = load_checked(self.policy_path, self.engine, self.spool_dir)
+        except ValueError as exc:
+            log.error("egress: reload: %s", exc)
+            raise
+        self.policy = self.engine.policy = policy
+        await self.admin_event(PolicyReloaded(at=time.time()))
+        detail = (f"policy {self.policy_path} reloaded; {len(self.engine.paths)} path configs "
+                  "re-asked")
+        log.warning("egress: %s", detail)
+        return detail
+
     # -- what the driver calls -------------------------------------------------
 
     def _journal_events(self, events: list[Event]) -> None:
@@ -340,65 +394,3 @@ class Service:
             if self.logs is not None:
                 self.logs.flush()
                 self.logs.rotate_if_due()
-
-
-# -- `egress deliver` ------------------------------------------------------------
-
-
-def parse_hostport(value: str, option: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` -> (host, port); a `ConfigError`
-    naming `option` and the value when it is not one of those."""
-    from engine.errors import ConfigError
-
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = default_host, value
-    host = host.strip("[]") or default_host
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{option}: {value!r} is not valid; expected HOST:PORT with a port "
-                          "between 0 and 65535, e.g. 127.0.0.1:2525")
-    return host, int(port)
-
-
-def run_deliver(
-    policy_path: str, spool: str, *, listen: str = "127.0.0.1:2525",
-    resolver: str | None = None, **kwargs: Any,
-) -> int:
-    """`egress deliver`: run a `Service` until SIGTERM or SIGINT; 0 after a clean stop.
-
-    The policy file is copied into the spool as ``policy.py`` so that
-    `egress replay` can later recompute what happened with the policy that
-    was in force (the last one started with).
-    """
-    import shutil
-    import signal
-
-    from engine.live.dns import LiveResolver
-    from engine.policy import Policy
-
-    policy = Policy.from_file(policy_path)
-    where = parse_hostport(listen, "--listen")
-    live_resolver = None
-    if resolver is not None:
-        host, port = parse_hostport(resolver, "--resolver")
-        live_resolver = LiveResolver([host], port=port)
-    Path(spool).mkdir(parents=True, exist_ok=True)
-    copy = Path(spool) / "policy.py"
-    if Path(policy_path).resolve() != copy.resolve():
-        shutil.copyfile(policy_path, copy)
-
-    async def main() -> None:
-        svc = Service(policy, spool, listen=where, resolver=live_resolver, **kwargs)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, svc.request_stop)
-        await svc.start()
-        print(f"egress deliver: listening on {where[0]}:{svc.listen_port}, spool {spool}, "
-              f"{svc.recovered} messages recovered ({svc.replayed} events replayed)",
-              flush=True)
-        await svc.run()
-        print("egress deliver: stopped cleanly", flush=True)
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(main())
-    return 0
