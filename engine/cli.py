@@ -356,6 +356,15 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
 ]
 
 
+def _add_ctl(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from engine.ctl import add_parser  # `egress ctl`: the admin API's client
+
+    add_parser(sub)
+
+
+_REGISTRARS.append(_add_ctl)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
