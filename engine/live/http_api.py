@@ -166,7 +166,11 @@ class HttpApi:
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="egress"'
                 return resp
             scheme, _, given = auth.partition(" ")
-            expected = self.token.resolve() if self.token is not None else None
+            try:
+                expected = self.token.resolve() if self.token is not None else None
+            except Exception as exc:  # an unset variable, an unreadable file: refuse, say why
+                log.error("http: the bearer token cannot be read: %s", exc)
+                expected = None
             if scheme.lower() != "bearer" or expected is None or not hmac.compare_digest(
                     given.strip().encode(), expected.encode()):
                 return _error(403, "the bearer token is not valid here")
