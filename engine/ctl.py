@@ -35,7 +35,7 @@ class CtlError(EgressError):
 
 
 def request(endpoint: str, method: str, path: str, body: Any = None, *,
-            token: str | None = None, query: dict[str, str] | None = None) -> Any:
+            token: str | None = None, query: dict[str, str | None] | None = None) -> Any:
     """One API call; the decoded JSON (or text) answer, or CtlError naming the fault."""
     import urllib.error
     import urllib.parse
@@ -73,7 +73,7 @@ def request(endpoint: str, method: str, path: str, body: Any = None, *,
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None,
-          query: dict[str, str] | None = None) -> Any:
+          query: dict[str, str | None] | None = None) -> Any:
     return request(args.endpoint, method, f"/api/admin/{path}", body, token=args.token,
                    query=query)
 
