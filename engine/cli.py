@@ -357,7 +357,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
 
 
 def _add_ctl(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from engine.ctl import add_parser  # `egress ctl`: the admin API's client
+    from engine.live.ctl import add_parser  # `egress ctl`: the admin API's client
 
     add_parser(sub)
 

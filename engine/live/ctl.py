@@ -9,7 +9,8 @@ Postfix's qshape), ``top`` (a live table) and ``reload``; plus
 ``hash-password`` for ``--auth-file`` lines.  Each prints a table, or with
 ``--json`` the server's JSON as it came.
 
-Nothing here knows the engine: it is HTTP (stdlib urllib) and rich tables,
+Nothing here knows the engine: it is HTTP (stdlib urllib) and rich tables
+(it lives in engine/live because it does I/O and reads the clock for `top`),
 so it runs anywhere the API is reachable.  ``--endpoint`` defaults to
 ``$EGRESS_ENDPOINT`` or http://127.0.0.1:8000; ``--token`` (or
 ``$EGRESS_TOKEN``) is sent as a bearer token for a host that is not trusted.
