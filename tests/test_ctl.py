@@ -122,7 +122,15 @@ def test_operating_egress_deliver_with_ctl(tmp_path: Path, ca: trustme.CA) -> No
             assert ctl("suspend-list")["suspend"][0]["held"] == 1
             shown = egress("ctl", "--endpoint", endpoint, "qshape")
             assert "example.com" in shown.stdout
+            top = egress("ctl", "--endpoint", endpoint, "top", "--count", "2", "--interval",
+                         "0.1")
+            assert top.returncode == 0 and "egress top" in top.stdout, top.stderr
             assert sink.messages == []
+            sched = ctl("inspect-sched-q", "example.com")
+            assert sched["num_scheduled"] == 1
+            [held] = sched["messages"]
+            seen = ctl("inspect-message", held["id"])
+            assert seen["message"]["recipient"] == ["a@example.com"]
             ctl("resume", "--id", hold["id"])
             wait_until(lambda: len(sink.messages) == 1, "delivered after resume")
 
@@ -132,6 +140,8 @@ def test_operating_egress_deliver_with_ctl(tmp_path: Path, ca: trustme.CA) -> No
             ctl("bounce-cancel", "--id", bounce["id"])
             assert ctl("bounce-list") == []
 
+            ready = ctl("inspect-ready-q", "unspecified->mx1.example.com@smtp_client")
+            assert ready["state"]["ready_count"] == 0 and ready["egress_source"] == "unspecified"
             path = ctl("resolve-egress-path", "--domain", "example.com",
                        "--time-per-message", "0.5")
             assert path["path_config"]["connection_limit"] == 2

@@ -249,6 +249,9 @@ def test_untrusted_clients_need_the_bearer_token(
             status, body = await asyncio.to_thread(
                 call, port, "GET", "/metrics.json", headers={"Authorization": "Bearer s3cret"})
             assert status == 200 and body["total_messages_received"]["type"] == "counter"
+            status, text = await asyncio.to_thread(
+                call, port, "GET", "/metrics", headers={"Authorization": "Bearer s3cret"})
+            assert status == 200 and "# TYPE total_messages_received untyped" in text
 
     asyncio.run(scenario())
 

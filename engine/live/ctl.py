@@ -4,9 +4,10 @@ The verbs are kcli's (KumoMTA's command line), spoken to the same endpoints:
 ``queue-summary``, ``suspend``, ``suspend-list``, ``suspend-ready-q``,
 ``resume`` (kcli's suspend-cancel and suspend-ready-q-cancel in one),
 ``bounce``, ``bounce-list``, ``bounce-cancel``, ``inspect-message``,
-``resolve-egress-path``, ``qshape`` (scheduled messages by domain and age, as
-Postfix's qshape), ``top`` (a live table) and ``reload``; plus
-``hash-password`` for ``--auth-file`` lines.  Each prints a table, or with
+``inspect-sched-q``, ``inspect-ready-q``, ``resolve-egress-path``,
+``qshape`` (scheduled messages by domain and age, as Postfix's qshape),
+``top`` (a live table) and ``reload``; plus ``hash-password`` for
+``--auth-file`` lines.  Each prints a table, or with
 ``--json`` the server's JSON as it came.
 
 Nothing here knows the engine: it is HTTP (stdlib urllib) and rich tables
@@ -203,6 +204,22 @@ def cmd_inspect_message(args: argparse.Namespace) -> Any:
     return data
 
 
+def cmd_inspect_sched_q(args: argparse.Namespace) -> Any:
+    data = _call(args, "GET", "inspect-sched-q/v1",
+                 query={"queue_name": args.queue_name,
+                        "limit": None if args.limit is None else str(args.limit)})
+    if not args.json:
+        print(json.dumps(data, indent=2))
+    return data
+
+
+def cmd_inspect_ready_q(args: argparse.Namespace) -> Any:
+    data = _call(args, "GET", "inspect-ready-q/v1", query={"queue_name": args.queue_name})
+    if not args.json:
+        print(json.dumps(data, indent=2))
+    return data
+
+
 def cmd_resolve_egress_path(args: argparse.Namespace) -> Any:
     query = {"domain": args.domain, "source": args.source,
              "time_per_message": None if args.time_per_message is None
@@ -347,6 +364,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     v = verb("inspect-message", cmd_inspect_message, "one queued message")
     v.add_argument("id")
     v.add_argument("--want-body", action="store_true")
+    v = verb("inspect-sched-q", cmd_inspect_sched_q, "one scheduled queue and its messages")
+    v.add_argument("queue_name")
+    v.add_argument("--limit", type=int)
+    verb("inspect-ready-q", cmd_inspect_ready_q, "one ready queue: state, config, ceilings"
+         ).add_argument("queue_name")
     v = verb("resolve-egress-path", cmd_resolve_egress_path,
              "a path's effective config and throughput ceilings")
     v.add_argument("--domain", required=True)
