@@ -29,7 +29,7 @@ import trustme
 
 from engine.live.logfile import read_records
 from tests.support.dns_server import DnsServer
-from tests.support.live_harness import free_port, message, zone_for
+from tests.support.live_harness import LIMITED_POLICY_FILE, free_port, message, zone_for
 from tests.support.smtp_servers import SinkServer
 
 pytestmark = [pytest.mark.timeout(90),
@@ -37,17 +37,6 @@ pytestmark = [pytest.mark.timeout(90),
 
 ROOT = Path(__file__).resolve().parent.parent
 
-POLICY = """
-from engine import Policy, make_egress_path
-
-policy = Policy()
-
-
-@policy.on("get_egress_path_config")
-def path(domain, source_name, site_name):
-    return make_egress_path(smtp_port={port}, prohibited_hosts=[], enable_tls="Disabled",
-                            enable_mta_sts=False, connection_limit={limit})
-"""
 
 
 def egress(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,7 +62,7 @@ def test_operating_egress_deliver_with_ctl(tmp_path: Path, ca: trustme.CA) -> No
 
     with DnsServer(zone_for()) as dns, SinkServer() as sink:
         policy = tmp_path / "policy.py"
-        policy.write_text(POLICY.format(port=sink.port, limit=2))
+        policy.write_text(LIMITED_POLICY_FILE.format(port=sink.port, limit=2))
         smtp, http = free_port(), free_port()
         endpoint = f"http://127.0.0.1:{http}"
         out = tmp_path / "deliver.out"
@@ -146,7 +135,7 @@ def test_operating_egress_deliver_with_ctl(tmp_path: Path, ca: trustme.CA) -> No
                        "--time-per-message", "0.5")
             assert path["path_config"]["connection_limit"] == 2
             assert path["connection_ceiling"]["value"] == 4.0
-            policy.write_text(POLICY.format(port=sink.port, limit=7))
+            policy.write_text(LIMITED_POLICY_FILE.format(port=sink.port, limit=7))
             proc.send_signal(signal.SIGHUP)
             wait_until(lambda: ctl("resolve-egress-path", "--domain", "example.com")
                        ["path_config"]["connection_limit"] == 7, "the reloaded policy")

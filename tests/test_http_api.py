@@ -26,7 +26,7 @@ from engine.live.dns import LiveResolver
 from engine.live.logfile import read_records
 from engine.live.service import Service
 from tests.support.dns_server import DnsServer
-from tests.support.live_harness import message, path_policy, zone_for
+from tests.support.live_harness import LIMITED_POLICY_FILE, message, path_policy, zone_for
 from tests.support.smtp_scripted import ScriptedServer, slow_reply
 from tests.support.smtp_servers import SinkServer
 
@@ -170,17 +170,6 @@ def test_a_suspension_survives_a_restart_with_the_same_expiry(
     asyncio.run(scenario())
 
 
-POLICY = """
-from engine import Policy, make_egress_path
-
-policy = Policy()
-
-
-@policy.on("get_egress_path_config")
-def path(domain, source_name, site_name):
-    return make_egress_path(smtp_port={port}, prohibited_hosts=[], enable_tls="Disabled",
-                            enable_mta_sts=False, connection_limit={limit})
-"""
 
 
 def test_reload_changes_connection_limit_while_mail_flows(
@@ -191,7 +180,7 @@ def test_reload_changes_connection_limit_while_mail_flows(
 
     async def scenario() -> None:
         async with ScriptedServer(slow_reply("DOT", 0.2)) as sink:
-            policy_file.write_text(POLICY.format(port=sink.port, limit=1))
+            policy_file.write_text(LIMITED_POLICY_FILE.format(port=sink.port, limit=1))
             svc = service(dns, tmp_path / "spool", Policy.from_file(str(policy_file)),
                           policy_path=policy_file)
             async with svc:
@@ -216,7 +205,7 @@ def test_reload_changes_connection_limit_while_mail_flows(
                     call, svc.http.ports[0], "POST", "/api/admin/reload/v1", {})
                 assert status == 422 and err["field"] == "policy"
                 assert "refused, the one in force stays" in err["error"]
-                policy_file.write_text(POLICY.format(port=sink.port, limit=4))
+                policy_file.write_text(LIMITED_POLICY_FILE.format(port=sink.port, limit=4))
                 done = await api(svc, "POST", "/api/admin/reload/v1", {})
                 assert done["reloaded"] is True
                 after = await api(svc, "GET", path)
