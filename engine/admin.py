@@ -196,11 +196,11 @@ def intercept(eng: Engine, msg: Message, now: float) -> bool:
     """At promotion, while a rule is in force: bounce or hold `msg` if one matches
     (True: it was taken)."""
     rules = eng.admin_rules
-    rule = rules.bounce_for(msg.queue)
+    rule = rules.bounce_for(msg.queue, now)
     if rule is not None:
         _rule_bounce(eng, msg, now, rule.reason, rule)
         return True
-    rule = rules.suspension_for(msg.queue)
+    rule = rules.suspension_for(msg.queue, now)
     if rule is not None:
         _hold(eng, msg, rule, now)
         return True

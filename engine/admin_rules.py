@@ -86,18 +86,23 @@ class AdminRules:
     def of_kind(self, kind: str) -> list[Rule]:
         return [r for r in self.rules.values() if r.kind == kind]
 
-    def bounce_for(self, q: QueueInfo) -> Rule | None:
-        """The first bounce rule matching queue `q`, if any."""
+    # An entry whose expiry is reached no longer matches, even before its timer
+    # fires: a message due at that very moment must not be held (or bounced)
+    # again by a rule that is ending.
+
+    def bounce_for(self, q: QueueInfo, now: float) -> Rule | None:
+        """The first bounce rule in force at `now` matching queue `q`, if any."""
         for r in self.rules.values():
-            if r.kind == BOUNCE and r.matches(q):
+            if r.kind == BOUNCE and r.expires > now and r.matches(q):
                 return r
         return None
 
-    def suspension_for(self, q: QueueInfo) -> Rule | None:
-        """The suspension of queue `q` that lasts longest, if any."""
+    def suspension_for(self, q: QueueInfo, now: float) -> Rule | None:
+        """The suspension in force at `now` of queue `q` that lasts longest, if any."""
         best = None
         for r in self.rules.values():
-            if r.kind == SUSPEND and r.matches(q) and (best is None or r.expires > best.expires):
+            if r.kind == SUSPEND and r.expires > now and r.matches(q) and (
+                    best is None or r.expires > best.expires):
                 best = r
         return best
 

@@ -81,6 +81,16 @@ def test_suspend_ends_at_its_expiry_timer() -> None:
     assert eng.admin_rules.rules == {} and len(of(fx, Connect)) == 1
 
 
+def test_a_message_due_when_its_suspension_expires_is_not_held_again() -> None:
+    _eng, w = engine()
+    w.feed(AdminSuspend(at=0.0, id="s1", reason="r", expires=100.0))
+    w.feed(submit(1))
+    # the promote timer fires first, at the expiry, before ("admin", "s1")
+    w.timers.pop(("admin", "s1"))
+    fx = w.fire(("promote", ""))
+    assert records(fx, "Delayed") == [] and len(of(fx, Connect)) == 1
+
+
 def test_suspend_takes_messages_back_from_the_ready_queue() -> None:
     eng, w = engine(connection_limit=1)
     w.feed(submit(1))  # held by the (unanswered) connection
