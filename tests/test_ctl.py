@@ -135,6 +135,7 @@ def test_operating_egress_deliver_with_ctl(tmp_path: Path, ca: trustme.CA) -> No
                        "--time-per-message", "0.5")
             assert path["path_config"]["connection_limit"] == 2
             assert path["connection_ceiling"]["value"] == 4.0
+            assert path["drain_estimate"]["estimate"] == "lower_bound"
             policy.write_text(LIMITED_POLICY_FILE.format(port=sink.port, limit=7))
             proc.send_signal(signal.SIGHUP)
             wait_until(lambda: ctl("resolve-egress-path", "--domain", "example.com")

@@ -170,3 +170,25 @@ def test_unknown_compression_is_refused(tmp_path: pathlib.Path) -> None:
 
     with pytest.raises(ValueError, match="compress must be one of none, zstd"):
         LogWriter(tmp_path, compress="gzip")
+
+
+def test_zstd_offloaded_and_a_crash_between_rename_and_unlink(tmp_path: pathlib.Path) -> None:
+    """With `offload`, closing a segment hands its compression to the caller's
+    runner (here: run later, by hand); until then the plain segment is read.
+    When both the plain segment and its .zst exist, only the .zst is read."""
+    jobs: list[object] = []
+    w = LogWriter(tmp_path, max_bytes=60, compress="zstd", clock=lambda: 0.0,
+                  offload=jobs.append)
+    for i in range(4):
+        w.write({"i": i, "pad": "x" * 20})
+    assert jobs and all(p.name.endswith(".jsonl") for p in w.segments)
+    w.flush()
+    assert [r["i"] for r in read_records(tmp_path)] == [0, 1, 2, 3]
+    for job in jobs:
+        job()  # type: ignore[operator]
+    w.close()  # the last segment: compressed at once
+    assert all(p.name.endswith(".jsonl.zst") for p in w.segments)
+    first = w.segments[0]
+    plain = first.with_name(first.name[:-len(".zst")])
+    plain.write_bytes(b'{"i":0,"pad":"dup"}\n')  # as if the unlink never happened
+    assert [r["i"] for r in read_records(tmp_path)] == [0, 1, 2, 3]

@@ -99,5 +99,10 @@ def resolve_egress_path(eng: Engine, domain: str, source: str, *,
         "backlog": backlog,
         "seconds": (backlog / tightest["value"]) if tightest and tightest["value"] > 0 else None,
         "limited_by": tightest["source"] if tightest else None,
+        # an estimate, not a forecast: what the engine does not know here (replies,
+        # retries, DNS, the connection ramp) only makes the real drain slower
+        "estimate": "lower_bound",
+        "note": "backlog / tightest ceiling; ignores remote replies, retries, DNS and the "
+                "connection ramp (simulate the policy for a figure that includes them)",
     }
     return out

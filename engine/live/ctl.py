@@ -238,8 +238,8 @@ def cmd_resolve_egress_path(args: argparse.Namespace) -> Any:
                ["axis", "value", "display", "set by"], rows)
         drain = data["drain_estimate"]
         if drain["seconds"] is not None:
-            print(f"backlog {drain['backlog']}: drains in about {drain['seconds']:.0f}s "
-                  f"at the tightest ceiling ({_source(drain['limited_by'])})")
+            print(f"backlog {drain['backlog']}: drains in at least {drain['seconds']:.0f}s "
+                  f"at the tightest ceiling ({_source(drain['limited_by'])}; an estimate)")
     return data
 
 

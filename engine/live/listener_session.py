@@ -249,19 +249,21 @@ class SmtpConnection(asyncio.Protocol):
         """A password for a slow hash (bcrypt, ~0.2 s): checked in a worker thread,
         reading paused until it answers, so other connections are not held up."""
         s = self.s
-        assert s.auth_check is not None
+        auth = self.cfg.auth
+        assert s.auth_check is not None and auth is not None and not isinstance(auth, dict)
         mech, user, password = s.auth_check
         s.auth_check = None
-        check = self.cfg.auth.check
+        check = auth.check
         self.holding_back = True
         self.transport.pause_reading()
         fut = asyncio.get_running_loop().run_in_executor(None, check, user, password)
         fut.add_done_callback(lambda f: self._checked(mech, user, f))
 
     def _checked(self, mech: str, user: str, fut: asyncio.Future[bool]) -> None:
-        ok = not fut.cancelled() and fut.exception() is None and bool(fut.result())
-        if fut.done() and not fut.cancelled() and fut.exception() is not None:
-            log.error("listener: AUTH check for %r failed: %s", user, fut.exception())
+        error = None if fut.cancelled() else fut.exception()
+        ok = not fut.cancelled() and error is None and bool(fut.result())
+        if error is not None:  # a broken hash file entry: refused, and said why
+            log.error("listener: AUTH check for %r failed: %s", user, error)
         if self.s.state == State.CLOSED:
             return
         listener_auth.auth_result(self.s, mech, user, ok)

@@ -205,9 +205,12 @@ class Service:
         if self.log_dir is not None:
             from engine.live.logfile import LogWriter
 
+            loop = asyncio.get_running_loop()
+            options = {"offload": lambda job: loop.run_in_executor(None, job),  # zstd
+                       **self.log_options}
             try:
                 self.logs = LogWriter(self.log_dir, max_bytes=self.log_max_bytes,
-                                      max_age=self.log_max_age, **self.log_options)
+                                      max_age=self.log_max_age, **options)
             except (OSError, ValueError) as exc:
                 if isinstance(exc, ValueError):
                     raise StartError(str(exc)) from None
