@@ -238,7 +238,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return sweep(args)
 
 
-# -- egress deliver / egress replay (bodies in engine.live.service, bridge.replay) --
+# -- egress deliver / egress replay (bodies in engine.live.deliver_ops, bridge.replay) --
 
 
 def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -280,14 +280,17 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "(default 10; each failure's reply is also delayed)")
     p.add_argument("--accept-loss", action="store_true",
                    help="start even if the journal lacks events it committed (a lost WAL)")
+    from engine.live.deliver_ops import add_arguments  # the operating flags (HTTP, TLS, logs)
+
+    add_arguments(p)
     p.set_defaults(func=cmd_deliver)
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
     """``egress deliver --policy POLICY.py --spool DIR [--listen HOST:PORT] ...``."""
     from engine.errors import ConfigError
+    from engine.live.deliver_ops import run_deliver, service_options
     from engine.live.listener_limits import LimitSettings
-    from engine.live.service import run_deliver
 
     try:
         limits = LimitSettings(
@@ -301,6 +304,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         tls_cafile=args.tls_cafile, log_dir=args.log_dir, metrics_port=args.metrics_port,
         allowed_networks=args.allow_networks, grace=args.grace,
         snapshot_every=args.snapshot_every, limits=limits, accept_loss=args.accept_loss,
+        **service_options(args),
     )
 
 
@@ -432,6 +436,15 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     _add_compare,
     _add_journal,
 ]
+
+
+def _add_ctl(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from engine.live.ctl import add_parser  # `egress ctl`: the admin API's client
+
+    add_parser(sub)
+
+
+_REGISTRARS.append(_add_ctl)
 
 
 def build_parser() -> argparse.ArgumentParser:

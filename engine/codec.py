@@ -62,6 +62,11 @@ TAGS: tuple[tuple[int, str], ...] = (
     (16, "Bounce"),
     (17, "Restarted"),
     (18, "Drain"),
+    (19, "AdminSuspend"),
+    (20, "AdminSuspendReadyQ"),
+    (21, "AdminBounceRule"),
+    (22, "AdminCancel"),
+    (23, "PolicyReloaded"),
 )
 
 

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+from engine.admin_rules import AdminRules
 from engine.domains import DomainState
 from engine.effects import CancelTimer, Effect, SetTimer
 from engine.events import Timer, trusted_factory
@@ -75,6 +76,7 @@ class Core:
         self.extra_msg_throttles: dict[str, ThrottleState] = {}
         self.suspended_paths: dict[str, bool] = {}
         self.bounce_on_return: dict[str, str] = {}
+        self.admin_rules = AdminRules()  # the admin API's suspensions and bounces
         self.ids: set[str] = set()  # ids of the messages not yet finished
         # path configs asked for before their path exists (see engine.lookups)
         self.path_cfgs: dict[tuple[str, str], tuple[str, Any, float]] = {}

@@ -32,6 +32,10 @@ from engine.core import Core
 from engine.effects import Effect
 from engine.errors import ProtocolError
 from engine.events import (
+    AdminBounceRule,
+    AdminCancel,
+    AdminSuspend,
+    AdminSuspendReadyQ,
     Bounce,
     Closed,
     Connected,
@@ -42,6 +46,7 @@ from engine.events import (
     Malformed,
     MessageSubmitted,
     MtaStsResolved,
+    PolicyReloaded,
     Resolved,
     ResolveFailed,
     Response,
@@ -254,6 +259,12 @@ def _msgrate_timer(eng: Core, ev: TimerFired) -> None:
     dispatch.next_message(eng, eng.conns[ev.timer[1]], ev.at)  # type: ignore[index]
 
 
+def _admin_timer(eng: Core, ev: TimerFired) -> None:
+    """("admin", id): an admin API entry's expiry is reached."""
+    del eng.timers[ev.timer]
+    admin.expired(eng, ev.timer[1], ev.at)  # type: ignore[arg-type]
+
+
 _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "conn": _conn_timer,
     "promote": _promote_timer,
@@ -261,6 +272,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "maint": _maint_timer,
     "idle": _idle_timer,
     "msgrate": _msgrate_timer,
+    "admin": _admin_timer,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {
@@ -282,4 +294,9 @@ _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {
     Bounce: admin.bounce,
     Restarted: restart.restarted,
     Drain: admin.drain,
+    AdminSuspend: admin.admin_suspend,
+    AdminSuspendReadyQ: admin.admin_suspend_ready_q,
+    AdminBounceRule: admin.admin_bounce_rule,
+    AdminCancel: admin.admin_cancel,
+    PolicyReloaded: admin.policy_reloaded,
 }

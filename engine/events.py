@@ -282,6 +282,85 @@ class Drain(Event):
     transaction from now on; transactions on the wire finish."""
 
 
+def _admin_checks(ev: Event, id_: str, expires: float) -> None:
+    if not id_:
+        raise ValueError(f"{type(ev).__name__}.id must not be empty")
+    if isinstance(expires, bool) or not isinstance(expires, int | float) \
+            or not math.isfinite(expires):
+        raise ValueError(f"{type(ev).__name__}.expires must be a finite time, not {expires!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminSuspend(Event):
+    """Admin (KumoMTA's /api/admin/suspend/v1): hold the messages of the scheduled
+    queues matching every non-empty criterion (nothing given: all) until
+    `expires` (an absolute time, so a restart ends it at the same moment) or an
+    `AdminCancel` naming `id`."""
+
+    id: str
+    reason: str
+    expires: float
+    domain: str = ""
+    tenant: str = ""
+    campaign: str = ""
+    queue_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        Event.__post_init__(self)
+        _admin_checks(self, self.id, self.expires)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminSuspendReadyQ(Event):
+    """Admin (/api/admin/suspend-ready-q/v1): suspend the ready queue `name`
+    (``"source->site"``) until `expires` or an `AdminCancel` naming `id`."""
+
+    id: str
+    name: str
+    reason: str
+    expires: float
+
+    def __post_init__(self) -> None:
+        Event.__post_init__(self)
+        _admin_checks(self, self.id, self.expires)
+        if not self.name:
+            raise ValueError("AdminSuspendReadyQ.name must not be empty")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminBounceRule(Event):
+    """Admin (/api/admin/bounce/v1): bounce every queued message matching every
+    non-empty criterion now, and each newly arriving one until `expires` or an
+    `AdminCancel` naming `id`."""
+
+    id: str
+    reason: str
+    expires: float
+    domain: str = ""
+    tenant: str = ""
+    campaign: str = ""
+    routing_domain: str = ""
+    queue_names: tuple[str, ...] = ()
+    suppress_logging: bool = False
+
+    def __post_init__(self) -> None:
+        Event.__post_init__(self)
+        _admin_checks(self, self.id, self.expires)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminCancel(Event):
+    """Admin: end the suspension or bounce `id` now (the DELETE of its endpoint)."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyReloaded(Event):
+    """The driver installed a new policy (SIGHUP, /api/admin/reload/v1): every
+    path config is asked again at once (KumoMTA's config epoch)."""
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     MessageSubmitted,
     Resolved,
@@ -301,4 +380,9 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     Bounce,
     Restarted,
     Drain,
+    AdminSuspend,
+    AdminSuspendReadyQ,
+    AdminBounceRule,
+    AdminCancel,
+    PolicyReloaded,
 )

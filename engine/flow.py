@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from engine import lookups, metrics, records
+from engine.admin_hold import intercept
 from engine.core import Core
 from engine.dispatch import pump
 from engine.domains import STATIC_TTL, DomainState, lookup, static_mx
@@ -95,6 +96,8 @@ def promote(eng: Core, msg: Message, now: float) -> None:
     if now >= msg.created + q.config.max_age:
         expire(eng, msg, now, now)
         return
+    if eng.admin_rules.active and intercept(eng, msg, now):
+        return  # held or bounced by an admin suspension or bounce of scheduled queues
     ds = eng.domains.get(q.route) or destination(eng, q)
     if ds is None or ds.site is None or ds.expires <= now:
         park(eng, msg, q.route, ds)

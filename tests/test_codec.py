@@ -32,6 +32,9 @@ from engine.codec import (
 from engine.errors import JournalError
 from engine.events import (
     ALL_EVENTS,
+    AdminBounceRule,
+    AdminSuspend,
+    AdminSuspendReadyQ,
     DnsFailure,
     Event,
     MessageSubmitted,
@@ -62,6 +65,10 @@ OVERRIDES: dict[tuple[type, str], st.SearchStrategy[Any]] = {
     (EnhancedCode, "subject"): st.integers(min_value=0, max_value=999),
     (EnhancedCode, "detail"): st.integers(min_value=0, max_value=999),
     (MtaStsPolicy, "mode"): st.sampled_from(("enforce", "testing", "none")),
+    (AdminSuspend, "id"): st.text(min_size=1, max_size=20),
+    (AdminSuspendReadyQ, "id"): st.text(min_size=1, max_size=20),
+    (AdminSuspendReadyQ, "name"): st.text(min_size=1, max_size=20),
+    (AdminBounceRule, "id"): st.text(min_size=1, max_size=20),
 }
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+import threading
 from typing import Any
 
 from engine.live.listener import Listener
+from engine.live.listener_limits import LimitSettings
 from engine.live.submission import Submission
 from tests.support.listener_kit import tls_contexts
 from tests.support.smtp_raw import RawClient
@@ -161,3 +163,46 @@ def test_failed_handshake_closes_only_that_connection() -> None:
                 return closed, (await d.cmd(b"NOOP"))[0]
 
     assert asyncio.run(go()) == (True, 250)
+
+
+class BlockingCheck:
+    """A `PasswordCheck` that waits (as bcrypt computes) until the test lets it
+    answer, and notes the thread it ran in."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def check(self, user: str, password: bytes) -> bool:
+        self.threads.append(threading.current_thread())
+        self.go.wait(timeout=10.0)
+        return user == "alice" and password == b"s3cret"
+
+
+def test_a_slow_password_check_runs_off_the_event_loop() -> None:
+    """While one client's password is being checked, another client is served;
+    a refused password still gets 535 and the session goes on."""
+    auth = BlockingCheck()
+
+    async def submit(sub: Submission) -> list[str]:
+        return ["id1"]
+
+    async def go() -> tuple[list[tuple[int, str]], tuple[int, str]]:
+        async with (Listener("127.0.0.1", 0, submit=submit, hostname="mx.test", auth=auth,
+                             limits=LimitSettings(auth_delay=0.0)) as server,
+                    RawClient(server.port) as a, RawClient(server.port) as b):
+            await a.cmd(b"EHLO a")
+            pending = asyncio.ensure_future(a.cmd(b"AUTH PLAIN " + b64(b"\0alice\0s3cret")))
+            while not auth.threads:
+                await asyncio.sleep(0.01)
+            other = await b.cmd(b"EHLO b")  # answered while the check waits
+            auth.go.set()
+            got = [await pending,
+                   await b.cmd(b"AUTH PLAIN " + b64(b"\0alice\0wrong")),
+                   await b.cmd(b"NOOP")]
+            return got, other
+
+    got, other = asyncio.run(go())
+    assert other[0] == 250
+    assert [code for code, _ in got] == [235, 535, 250]
+    assert all(t is not threading.main_thread() for t in auth.threads)

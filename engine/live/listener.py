@@ -94,7 +94,7 @@ class Listener:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"Listener timeout must be a number of seconds above 0, not "
                              f"{timeout!r}")
-        if auth is not None and not all(
+        if auth is not None and not hasattr(auth, "check") and not all(
             isinstance(u, str) and isinstance(p, str) and u and p for u, p in auth.items()
         ):
             raise ValueError("Listener auth must map non-empty user names to non-empty "
@@ -116,7 +116,9 @@ class Listener:
             allowed_networks=CidrSet.coerce(
                 allowed_networks if isinstance(allowed_networks, CidrSet | str)
                 else list(allowed_networks), key="allowed_networks"),
-            auth=dict(auth) if auth is not None else None,
+            # user -> password, or an object whose check(user, password) says
+            # (bcrypt hashes: engine.live.authfile.AuthFile)
+            auth=(auth if hasattr(auth, "check") else dict(auth)) if auth is not None else None,
             max_message_size=max_message_size,
             max_recipients=max_recipients,
             tls_context=tls_context,

@@ -16,7 +16,7 @@ import logging
 from engine.live.listener_state import ListenerSettings, Session, State
 from engine.live.listener_wire import b64
 
-__all__ = ["auth", "auth_continue", "starttls"]
+__all__ = ["auth", "auth_continue", "auth_result", "starttls"]
 
 log = logging.getLogger("egress.listener")
 
@@ -98,8 +98,17 @@ def _check_password(s: Session, cfg: ListenerSettings, mech: str, login: bytes,
                     password: bytes) -> None:
     assert cfg.auth is not None
     user = login.decode("utf-8", "replace")
+    if not isinstance(cfg.auth, dict):
+        s.auth_check = (mech, user, password)  # a slow hash: the connection runs it
+        return
     expected = cfg.auth.get(user)
-    if expected is not None and hmac.compare_digest(expected.encode(), password):
+    auth_result(s, mech, user, expected is not None and hmac.compare_digest(
+        expected.encode(), password))
+
+
+def auth_result(s: Session, mech: str, user: str, ok: bool) -> None:
+    """235 and the session is `user`'s, or 535 (the connection delays it)."""
+    if ok:
         s.user = user
         s.out.append(_AUTH_OK)
     else:

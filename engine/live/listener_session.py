@@ -207,14 +207,14 @@ class SmtpConnection(asyncio.Protocol):
                 out.append(_TOO_LONG)
             elif state == State.AUTH:
                 listener_auth.auth_continue(s, self.cfg, line)
-                if s.auth_failed:
+                if s.auth_failed or s.auth_check is not None:
                     break
             else:
                 self._command(line)
                 if s.close_after:
                     self._close_after_write()
                     return
-                if s.auth_failed:
+                if s.auth_failed or s.auth_check is not None:
                     break
                 if s.state == State.DATA:
                     self.scan = 0
@@ -226,6 +226,9 @@ class SmtpConnection(asyncio.Protocol):
         self._account()
         if s.auth_failed:
             self._hold_back()
+            return
+        if s.auth_check is not None:
+            self._check_password()
             return
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
@@ -241,6 +244,33 @@ class SmtpConnection(asyncio.Protocol):
         self.holding_back = True
         self.transport.pause_reading()
         loop.call_later(delay, self._release)
+
+    def _check_password(self) -> None:
+        """A password for a slow hash (bcrypt, ~0.2 s): checked in a worker thread,
+        reading paused until it answers, so other connections are not held up."""
+        s = self.s
+        auth = self.cfg.auth
+        assert s.auth_check is not None and auth is not None and not isinstance(auth, dict)
+        mech, user, password = s.auth_check
+        s.auth_check = None
+        check = auth.check
+        self.holding_back = True
+        self.transport.pause_reading()
+        fut = asyncio.get_running_loop().run_in_executor(None, check, user, password)
+        fut.add_done_callback(lambda f: self._checked(mech, user, f))
+
+    def _checked(self, mech: str, user: str, fut: asyncio.Future[bool]) -> None:
+        error = None if fut.cancelled() else fut.exception()
+        ok = not fut.cancelled() and error is None and bool(fut.result())
+        if error is not None:  # a broken hash file entry: refused, and said why
+            log.error("listener: AUTH check for %r failed: %s", user, error)
+        if self.s.state == State.CLOSED:
+            return
+        listener_auth.auth_result(self.s, mech, user, ok)
+        if self.s.auth_failed:
+            self._hold_back()  # the 535, after the failure delay
+            return
+        self._release()
 
     def _release(self) -> None:
         self.holding_back = False

@@ -11,10 +11,11 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol
 
 from engine.cidr import CidrSet
 
-__all__ = ["ListenerSettings", "Session", "State"]
+__all__ = ["ListenerSettings", "PasswordCheck", "Session", "State"]
 
 
 class State(IntEnum):
@@ -28,13 +29,21 @@ class State(IntEnum):
     CLOSED = 4
 
 
+class PasswordCheck(Protocol):
+    """AUTH users whose passwords are checked by a slow hash (bcrypt:
+    `engine.live.authfile.AuthFile`); the connection calls `check` off the
+    event loop."""
+
+    def check(self, user: str, password: bytes) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerSettings:
     """What every connection of one listener reads and never changes."""
 
     hostname: str
     allowed_networks: CidrSet
-    auth: dict[str, str] | None
+    auth: dict[str, str] | PasswordCheck | None  # user -> password, or a hash check
     max_message_size: int
     max_recipients: int
     tls_context: ssl.SSLContext | None
@@ -65,6 +74,8 @@ class Session:
     bogus: int = 0
     auth_step: tuple[str, bytes | None] | None = None
     auth_failed: bool = False  # a password was refused: the connection slows the 535
+    # (mech, user, password) for `ListenerSettings.auth.check`, run off the loop
+    auth_check: tuple[str, str, bytes] | None = None
     close_after: bool = False
 
     def reset(self) -> None:

@@ -11,8 +11,17 @@ Segment names are ``YYYYMMDD-HHMMSS-NNNNNN.jsonl`` (UTC time the segment was
 opened, then a sequence number), so sorting the names sorts the records in
 time, and a restart within the same second never overwrites a segment: files
 are created exclusively and the sequence skips names already taken.  KumoMTA
-compresses segments with zstd; we leave them plain so a notebook can read
-them with nothing but the standard library (`read_records`).
+compresses segments with zstd; with ``compress="zstd"`` a segment is
+compressed when it is closed (``.jsonl.zst``; the one being written stays
+plain, so ``tail -f`` works), otherwise segments stay plain so a notebook
+can read them with nothing but the standard library.  `read_records` reads
+both.  ``retention`` (seconds) deletes closed segments older than that at
+each rotation.  Compressing a 64 MiB segment takes a while: a driver passes
+``offload`` (e.g. ``lambda job: loop.run_in_executor(None, job)``) so it runs
+in a worker thread, not on the event loop; the last segment, at `close()`, is
+compressed at once.  The ``.zst`` is written under a temporary name and
+renamed, so a crash leaves a complete ``.zst``, the plain segment, or both
+(then `read_records` reads only the ``.zst``).
 
 Writes are buffered; `flush()` hands them to the OS, `flush(fsync=True)` to
 the disk.  Age is checked when a record is written and by `rotate_if_due()`,
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import pathlib
 import time
@@ -34,7 +44,11 @@ from engine.live.private_files import open_new, private_dir
 
 __all__ = ["LogWriter", "read_records"]
 
+log = logging.getLogger("egress.logfile")
+
 _SUFFIX = ".jsonl"
+_ZSTD = ".zst"
+COMPRESSIONS = ("none", "zstd")
 
 
 def _check_positive(name: str, value: object, *, integer: bool) -> None:
@@ -62,9 +76,19 @@ class LogWriter:
         max_bytes: int | None = None,
         max_age: float | None = None,
         clock: Callable[[], float] = time.time,
+        compress: str = "none",
+        retention: float | None = None,
+        offload: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         _check_positive("max_bytes", max_bytes, integer=True)
         _check_positive("max_age", max_age, integer=False)
+        _check_positive("retention", retention, integer=False)
+        if compress not in COMPRESSIONS:
+            raise ValueError(f"LogWriter compress must be one of {', '.join(COMPRESSIONS)}, "
+                             f"not {compress!r}")
+        self.compress = compress
+        self.offload = offload  # runs a compression job elsewhere (a worker thread)
+        self.retention = float(retention) if retention is not None else None
         self.directory = pathlib.Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"LogWriter directory {str(self.directory)!r} exists and is not "
@@ -132,7 +156,7 @@ class LogWriter:
     def close(self) -> None:
         """Flush, fsync and close the current segment; later writes raise. Idempotent."""
         if not self._closed:
-            self._close_segment()
+            self._close_segment(inline=True)
             self._closed = True
 
     @property
@@ -170,11 +194,53 @@ class LogWriter:
         self._opened_at = now
         self._size = 0
 
-    def _close_segment(self) -> None:
+    def _close_segment(self, *, inline: bool = False) -> None:
         if self._file is not None:
             self.flush(fsync=True)
             self._file.close()
             self._file = None
+            if self.compress == "zstd":
+                index = len(self.segments) - 1
+                if self.offload is None or inline:
+                    self.segments[index] = _zstd_file(self.segments[index])
+                else:
+                    self.offload(lambda: self._compress_job(index))
+            self._expire_old()
+
+    def _compress_job(self, index: int) -> None:
+        """Compress segment `index` (in a worker thread); a failure leaves it plain."""
+        try:
+            self.segments[index] = _zstd_file(self.segments[index])
+        except OSError as exc:
+            log.error("logs: cannot compress %s (left plain): %s", self.segments[index], exc)
+
+    def _expire_old(self) -> None:
+        """Delete closed segments older than `retention` (by modification time)."""
+        if self.retention is None:
+            return
+        limit = self._clock() - self.retention
+        for path in self.directory.iterdir():
+            if path.name.endswith((_SUFFIX, _SUFFIX + _ZSTD)) and path != self.current:
+                try:
+                    if path.stat().st_mtime < limit:
+                        path.unlink()
+                except FileNotFoundError:
+                    pass
+
+
+def _zstd_file(path: pathlib.Path) -> pathlib.Path:
+    """Compress `path` to ``path.zst`` (written, synced, then the plain one removed)."""
+    import zstandard
+
+    out = path.with_name(path.name + _ZSTD)
+    tmp = path.with_name(path.name + _ZSTD + ".tmp")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        zstandard.ZstdCompressor(level=3).copy_stream(src, dst)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, out)
+    path.unlink()
+    return out
 
 
 def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -184,10 +250,20 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     that is not JSON raises ValueError naming the file and line number.
     """
     p = pathlib.Path(path)
-    files = sorted(p.glob(f"*{_SUFFIX}")) if p.is_dir() else [p]
+    if p.is_dir():
+        zst = {f.name for f in p.glob(f"*{_SUFFIX}{_ZSTD}")}
+        files = sorted([*(f for f in p.glob(f"*{_SUFFIX}") if f.name + _ZSTD not in zst),
+                        *(p / n for n in zst)])
+    else:
+        files = [p]
     for f in files:
         with open(f, "rb") as fh:
-            lines = fh.read().split(b"\n")
+            data = fh.read()
+        if f.name.endswith(_ZSTD):
+            import zstandard
+
+            data = zstandard.ZstdDecompressor().stream_reader(data).read()
+        lines = data.split(b"\n")
         for n, raw in enumerate(lines, 1):
             if not raw:
                 continue

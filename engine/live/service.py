@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,7 +65,6 @@ from engine.live.driver import LiveDriver
 from engine.live.journal import Journal
 from engine.live.listener import Listener
 from engine.live.listener_limits import LimitSettings
-from engine.live.private_files import FILE_MODE, private_dir
 from engine.live.submission import Submission
 from engine.live.submission import submit as api_submit
 
@@ -122,6 +120,12 @@ class Service:
         log_max_age: float | None = 3600.0,
         limits: LimitSettings | None = None,
         accept_loss: bool = False,
+        log_options: Mapping[str, Any] | None = None,
+        http_listen: Sequence[tuple[str, int]] = (),
+        http_trusted: Iterable[str] | None = None,
+        http_token: Any = None,
+        policy_path: str | Path | None = None,
+        tls_context: Any = None,
     ) -> None:
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
                 or snapshot_every < 1:
@@ -150,6 +154,15 @@ class Service:
         self.log_max_age = log_max_age
         self.limits = limits
         self.accept_loss = accept_loss
+        self.log_options = dict(log_options or {})  # more LogWriter keywords (retention...)
+        # the admin HTTP API (engine.live.http_api), the file reload() re-reads,
+        # and the listener's STARTTLS context
+        self.http_listen = list(http_listen)
+        self.http_trusted = http_trusted
+        self.http_token = http_token
+        self.policy_path = policy_path
+        self.tls_context = tls_context
+        self.http: Any = None
         self.journal: Journal | None = None
         self.engine: Engine | None = None
         self.driver: LiveDriver | None = None
@@ -192,9 +205,12 @@ class Service:
         if self.log_dir is not None:
             from engine.live.logfile import LogWriter
 
+            loop = asyncio.get_running_loop()
+            options = {"offload": lambda job: loop.run_in_executor(None, job),  # zstd
+                       **self.log_options}
             try:
                 self.logs = LogWriter(self.log_dir, max_bytes=self.log_max_bytes,
-                                      max_age=self.log_max_age)
+                                      max_age=self.log_max_age, **options)
             except (OSError, ValueError) as exc:
                 if isinstance(exc, ValueError):
                     raise StartError(str(exc)) from None
@@ -234,12 +250,21 @@ class Service:
             host, port = self.listen
             self.ingest = Listener(host, port, submit=self._accept,
                                    allowed_networks=self.allowed_networks,
-                                   auth=self.ingest_auth, limits=self.limits)
+                                   auth=self.ingest_auth, limits=self.limits,
+                                   tls_context=self.tls_context)
             try:
                 await self.ingest.start()
             except OSError as exc:
                 raise StartError(f"--listen {host}:{port}: cannot listen there: "
                                  f"{_why(exc)}") from None
+        if self.http_listen:
+            from engine.live.http_api import HttpApi
+
+            self.http = HttpApi(self, trusted=self.http_trusted, token=self.http_token)
+            try:
+                await self.http.start(self.http_listen)
+            except OSError as exc:
+                raise StartError(f"--http-listen: cannot listen there: {_why(exc)}") from None
         self._flusher = asyncio.get_running_loop().create_task(self._flush_logs())
         log.info("egress: started with %d messages queued (%d events replayed)",
                  self.recovered, self.replayed)
@@ -275,6 +300,8 @@ class Service:
             return
         self._stopped = True
         grace = self.grace if grace is None else grace
+        if self.http is not None:
+            await self.http.close()
         if self.ingest is not None:
             await self.ingest.stop(grace)
         if self.driver is not None:
@@ -335,6 +362,40 @@ class Service:
             raise RuntimeError(f"message {mid} was not accepted by the engine")
         return [mid]
 
+    # -- what the admin HTTP API calls (engine.live.http_api.AdminTarget) --------
+
+    async def admin_event(self, event: Event) -> None:
+        """An admin action: to the engine and the journal; return once committed."""
+        assert self.driver is not None
+        committed = self.driver.feed(event)
+        if committed is None:  # refused by the engine (logged by the driver)
+            raise ValueError(f"the engine refused {type(event).__name__}")
+        await asyncio.wrap_future(committed)
+
+    def message_body(self, message_id: str) -> bytes:
+        return self._body(message_id)
+
+    async def reload(self) -> str:
+        """Re-read the policy file: installed and every path config re-asked at once
+        (`PolicyReloaded`), or ValueError (logged, one line) and the old one stays."""
+        from engine.events import PolicyReloaded
+        from engine.live.reload import load_checked
+
+        assert self.engine is not None
+        if self.policy_path is None:
+            raise ValueError("this service was started without a policy file to re-read")
+        try:
+            policy = load_checked(self.policy_path, self.engine, self.spool_dir)
+        except ValueError as exc:
+            log.error("egress: reload: %s", exc)
+            raise
+        self.policy = self.engine.policy = policy
+        await self.admin_event(PolicyReloaded(at=time.time()))
+        detail = (f"policy {self.policy_path} reloaded; {len(self.engine.paths)} path configs "
+                  "re-asked")
+        log.warning("egress: %s", detail)
+        return detail
+
     # -- what the driver calls -------------------------------------------------
 
     def _journal_events(self, events: list[Event]) -> Future[int]:
@@ -377,83 +438,3 @@ def _why(exc: OSError) -> str:
     if exc.strerror:
         return exc.strerror.rsplit(": ", 1)[-1]
     return str(exc)
-
-
-# -- `egress deliver` ------------------------------------------------------------
-
-
-def parse_hostport(value: str, option: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` -> (host, port); a `ConfigError`
-    naming `option` and the value when it is not one of those."""
-    from engine.errors import ConfigError
-
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = default_host, value
-    host = host.strip("[]") or default_host
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{option}: {value!r} is not valid; expected HOST:PORT with a port "
-                          "between 0 and 65535, e.g. 127.0.0.1:2525")
-    return host, int(port)
-
-
-def run_deliver(
-    policy_path: str, spool: str, *, listen: str | None = None,
-    resolver: str | None = None, **kwargs: Any,
-) -> int:
-    """`egress deliver`: run a `Service` until SIGTERM or SIGINT; 0 after a clean stop.
-
-    The policy file is copied into the spool as ``policy.py`` (``policy.lua``
-    for a Lua policy, with the modules and data files beside it that it
-    read) so that `egress replay` can later recompute what
-    happened with the policy that was in force (the last one started with).
-    Without `listen`, a Lua policy's ``kumo.start_esmtp_listener`` address is
-    used, else 127.0.0.1:2525.
-    """
-    import shutil
-    import signal
-
-    from engine.live.dns import LiveResolver
-    from engine.lua_kumo import listen_address
-    from engine.policy import Policy
-
-    policy = Policy.from_file(policy_path)
-    listen = listen or listen_address(policy.settings) or "127.0.0.1:2525"
-    where = parse_hostport(listen, "--listen")
-    live_resolver = None
-    if resolver is not None:
-        host, port = parse_hostport(resolver, "--resolver")
-        live_resolver = LiveResolver([host], port=port)
-    name = "policy.lua" if policy_path.endswith(".lua") else "policy.py"
-    copy = Path(spool) / name
-    try:
-        private_dir(Path(spool))
-        if Path(policy_path).resolve() != copy.resolve():
-            shutil.copyfile(policy_path, copy)
-            os.chmod(copy, FILE_MODE)
-        (Path(spool) / ("policy.py" if name == "policy.lua" else "policy.lua")).unlink(
-            missing_ok=True)
-        for relative in policy.files:  # a Lua policy's own modules and data files
-            source, target = Path(policy_path).parent / relative, Path(spool) / relative
-            if source.resolve() != target.resolve():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-                os.chmod(target, FILE_MODE)
-    except OSError as exc:
-        raise StartError(f"spool {spool!r}: cannot write: {_why(exc)}") from None
-
-    async def main() -> None:
-        svc = Service(policy, spool, listen=where, resolver=live_resolver, **kwargs)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, svc.request_stop)
-        await svc.start()
-        print(f"egress deliver: listening on {where[0]}:{svc.listen_port}, spool {spool}, "
-              f"{svc.recovered} messages recovered ({svc.replayed} events replayed)",
-              flush=True)
-        await svc.run()
-        print("egress deliver: stopped cleanly", flush=True)
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(main())
-    return 0

@@ -42,6 +42,10 @@ def path(domain, source_name, site_name):
 """
 """A policy file (``.format(port=N)``): every path to port N, loopback allowed, no TLS."""
 
+LIMITED_POLICY_FILE = LOOPBACK_POLICY_FILE.replace(
+    'enable_mta_sts=False)', 'enable_mta_sts=False, connection_limit={limit})')
+"""The same with ``connection_limit`` (``.format(port=N, limit=L)``): reload tests rewrite it."""
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 at the time of asking."""

@@ -1,0 +1,40 @@
+"""Reloading the policy of a running service (SIGHUP, POST /api/admin/reload/v1).
+
+A new policy is installed only once it has loaded and answered, for every
+ready queue and scheduled queue the engine has, the questions the engine
+would then ask at once (`engine.admin.policy_reloaded` re-asks them all: the
+config epoch).  A policy that fails to load or to answer is refused with one
+line naming the fault, and the one in force stays.  The file is then copied
+into the spool as ``policy.py``, as at start, so `egress replay` uses it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from engine.engine import Engine
+
+__all__ = ["load_checked"]
+
+
+def load_checked(path: str | Path, eng: Engine, spool: Path | None = None) -> Any:
+    """The policy in `path`, checked against `eng`'s queues; ValueError naming the fault."""
+    from engine.policy import Policy
+
+    try:
+        policy = Policy.from_file(str(path))
+        for rq in list(eng.paths.values()):
+            policy.egress_path_config(rq.domain, rq.source_name, rq.site)
+        for q in list(eng.queues.values()):
+            policy.queue_config(q.domain, q.tenant, q.campaign, q.routing_domain)
+    except Exception as exc:  # any fault of the file or its hooks refuses it
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"policy {str(path)!r} refused, the one in force stays: "
+                         f"{type(exc).__name__}: {first}") from None
+    if spool is not None:
+        copy = spool / "policy.py"
+        if Path(path).resolve() != copy.resolve():
+            shutil.copyfile(path, copy)
+    return policy
