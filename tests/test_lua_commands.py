@@ -189,7 +189,7 @@ def test_deliver_listens_where_the_lua_policy_says_and_replay_reads_its_spool(
         finally:
             if proc.poll() is None:
                 proc.kill()
-    assert f"listening on 127.0.0.1:{listen}" in out.read_text()
+    assert f"smtp 127.0.0.1:{listen}" in out.read_text()
     assert (spool / "policy.lua").read_text() == policy.read_text()
     assert not (spool / "policy.py").exists()
     # the files beside it that the policy read are kept with it
