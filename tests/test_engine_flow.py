@@ -32,8 +32,13 @@ def test_submission_logs_reception_and_asks_for_mx_once() -> None:
         "recipient": "u@example.com", "queue": "spring:acme@example.com", "site": "",
         "size": 100,
         "response": {"code": 250, "enhanced_code": None, "content": "", "command": None},
-        "peer_address": None, "timestamp": 1_700_000_005, "created": 1_700_000_005,
-        "num_attempts": 0, "egress_pool": "unspecified", "egress_source": None,
+        "peer_address": None, "timestamp": 1_700_000_005,
+        "event_time": "2023-11-14T22:13:25Z", "created": 1_700_000_005,
+        "created_time": "2023-11-14T22:13:25Z", "num_attempts": 0,
+        "bounce_classification": "Uncategorized", "egress_pool": "unspecified",
+        "egress_source": None, "source_address": None, "feedback_report": None,
+        "meta": {}, "headers": {}, "delivery_protocol": None, "reception_protocol": "ESMTP",
+        "nodeid": "00000000-0000-0000-0000-000000000000",
     }
     assert eng.queued_count == 2 and eng.scheduled_count == 0
 

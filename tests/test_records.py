@@ -1,4 +1,5 @@
-"""Log records: KumoMTA's JSON shape, exactly."""
+"""Log records: KumoMTA's JSON shape, exactly (crates/kumo-log-types/src/lib.rs,
+JsonLogRecord, in its serialisation order)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from engine.message import Message, QueueInfo
 from engine.records import make_record
 from engine.reply import Reply
 
+KUMO_ORDER = (
+    "type", "id", "sender", "recipient", "queue", "site", "size", "response", "peer_address",
+    "timestamp", "event_time", "created", "created_time", "num_attempts",
+    "bounce_classification", "egress_pool", "egress_source", "source_address",
+    "feedback_report", "meta", "headers", "delivery_protocol", "reception_protocol", "nodeid",
+)
 Q = QueueInfo("spring:acme@example.com", "example.com", "acme", "spring", "", None, "pool1")
 
 
@@ -23,13 +30,20 @@ def test_delivery_record_with_tls_and_provider() -> None:
         "type": "Delivery", "id": "id1", "sender": "s@x.org", "recipient": "a@example.com",
         "queue": "spring:acme@example.com", "site": "src->mx.example.com", "size": 1234,
         "response": {"code": 250, "enhanced_code": {"class": 2, "subject": 0, "detail": 0},
-                     "content": "ok", "command": "."},
+                     "content": "ok", "command": ".\r\n"},
         "peer_address": {"name": "mx.example.com", "addr": "192.0.2.1"},
-        "timestamp": 1_700_000_020, "created": 1_700_000_010, "num_attempts": 2,
-        "egress_pool": "pool1", "egress_source": "src",
-        "tls_protocol_version": "TLSv1.3", "tls_cipher": "TLS_AES_256_GCM_SHA384",
-        "tls_peer_subject_name": "CN=mx", "provider_name": "example",
+        "timestamp": 1_700_000_020, "event_time": "2023-11-14T22:13:40.900Z",
+        "created": 1_700_000_010, "created_time": "2023-11-14T22:13:30.500Z",
+        "num_attempts": 2, "bounce_classification": "Uncategorized",
+        "egress_pool": "pool1", "egress_source": "src", "source_address": None,
+        "feedback_report": None, "meta": {}, "headers": {},
+        "delivery_protocol": "ESMTP", "reception_protocol": "ESMTP",
+        "nodeid": "00000000-0000-0000-0000-000000000000",
+        "tls_cipher": "TLS_AES_256_GCM_SHA384", "tls_protocol_version": "TLSv1.3",
+        "tls_peer_subject_name": ["CN=mx"], "provider_name": "example",
     }
+    assert list(rec) == [*KUMO_ORDER,
+        "tls_cipher", "tls_protocol_version", "tls_peer_subject_name", "provider_name"]
     json.dumps(rec)
 
 
@@ -40,3 +54,5 @@ def test_batch_recipient_is_a_list_and_no_tls_fields_without_tls() -> None:
     assert rec["response"]["enhanced_code"] is None and rec["peer_address"] is None
     assert "tls_cipher" not in rec and "provider_name" not in rec
     assert rec["site"] == "" and rec["egress_source"] is None
+    assert list(rec) == list(KUMO_ORDER)
+    assert rec["delivery_protocol"] is None  # no ready queue: not an SMTP attempt
