@@ -16,7 +16,7 @@ all from the engine's `epoch` plus event time.  The response's ``content`` is
 one line (KumoMTA's `as_single_line`) and its ``command`` the command as
 sent, with its CRLF (`Command::encode`).  ``tls_peer_subject_name`` is a
 list of ``attr=value`` entries, the certificate's order.  Reception and
-Delayed records have ``site`` "".
+Delayed records have ``site`` "", and they and AdminBounce ``egress_pool`` null.
 
 One builder, called on the hot path, so it builds the dict in one literal and
 does no lookups it can avoid.
@@ -55,6 +55,9 @@ RECEPTION_PROTOCOL = "ESMTP"
 #: What KumoMTA's SMTP dispatcher logs as delivery_protocol.
 DELIVERY_PROTOCOL = "ESMTP"
 _DELIVERY_KINDS = frozenset({DELIVERY, TRANSIENT, BOUNCE})
+# KumoMTA logs these with egress_pool None (smtp_server.rs Reception, queue.rs
+# Delayed, admin_bounce_v1.rs AdminBounce): no pool was involved.
+_NO_POOL = frozenset({RECEPTION, DELAYED, ADMIN_BOUNCE})
 _RDN_SPLIT = re.compile(r"(?<!\\)[,+]")
 
 
@@ -167,7 +170,7 @@ def make_record(
         "bounce_classification": (
             classifier.classify(resp) if classifier is not None and kind in CLASSIFIABLE
             else UNCATEGORIZED),
-        "egress_pool": msg.queue.pool,
+        "egress_pool": None if kind in _NO_POOL else msg.queue.pool,
         "egress_source": source,
         "source_address": None if source_address is None else {"address": source_address},
         "feedback_report": None,

@@ -131,3 +131,10 @@ def test_bad_rules_files_are_refused(text: str, why: str) -> None:
     with pytest.raises(ConfigError, match="bounce classifier") as err:
         BounceClassifier.from_files([("r.toml", text)])
     assert why in str(err.value)
+
+
+def test_no_pool_on_reception_delayed_and_admin_bounce() -> None:
+    # smtp_server.rs (Reception), queue.rs (Delayed), admin_bounce_v1.rs (AdminBounce)
+    for kind in ("Reception", "Delayed", "AdminBounce"):
+        assert make_record(kind, msg(), 0.0, 0.0, Reply(code=250))["egress_pool"] is None
+    assert make_record("Delivery", msg(), 0.0, 0.0, Reply(code=250))["egress_pool"] == "pool1"
