@@ -107,11 +107,17 @@ def proc_status(pid: int, key: str) -> int:
     return int(found.group(1)) * 1024
 
 
+_TOTALS = ("", '{service="smtp_client"}', '{service="esmtp_listener"}')
+
+
 def scrape(port: int) -> dict[str, float]:
-    """The unlabelled samples of ``http://127.0.0.1:PORT/metrics``, name -> value."""
+    """The totals of ``http://127.0.0.1:PORT/metrics``, name -> value: the unlabelled
+    samples and, as kumod labels its sums, those of ``service="smtp_client"`` (or
+    ``"esmtp_listener"`` for receptions)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    return {m.group(1): float(m.group(3)) for m in _SAMPLE.finditer(text) if not m.group(2)}
+    return {m.group(1): float(m.group(3)) for m in _SAMPLE.finditer(text)
+            if (m.group(2) or "") in _TOTALS}
 
 
 def wait_held(proc: subprocess.Popen[bytes], metrics_port: int, n: int, timeout: float) -> None:

@@ -29,6 +29,7 @@ from engine.cidr import CidrSet
 from engine.durations import parse_duration
 from engine.errors import ConfigError
 from engine.keysource import KeySource
+from engine.path_keys import NEWER_CHECKS, RefreshStrategy, limit_spec, refuse_inert
 from engine.throttle import Throttle, format_throttle, parse_throttle
 from engine.tls_options import (
     check_cipher_list,
@@ -59,13 +60,15 @@ class EnableTls(enum.StrEnum):
 
 
 class IpLookupStrategy(enum.StrEnum):
-    """Which address families to resolve for an MX host, and in which order."""
+    """Which address families to resolve for an MX host, and in which order:
+    KumoMTA's spellings (crates/dns-resolver/src/lib.rs); A and AAAA in
+    parallel by default."""
 
     Ipv4Only = "Ipv4Only"
     Ipv6Only = "Ipv6Only"
     Ipv4AndIpv6 = "Ipv4AndIpv6"
-    Ipv6thenIpv4 = "Ipv6thenIpv4"
-    Ipv4thenIpv6 = "Ipv4thenIpv6"
+    Ipv6ThenIpv4 = "Ipv6ThenIpv4"
+    Ipv4ThenIpv6 = "Ipv4ThenIpv6"
 
 
 class ReconnectStrategy(enum.StrEnum):
@@ -181,7 +184,7 @@ def _mapping_of(check: Check, what: str) -> Check:
 
 
 _CHECKS: dict[str, Check] = {
-    "connection_limit": _int(1),
+    "connection_limit": limit_spec(1),
     "consecutive_connection_failures_before_delay": _int(0),
     "ehlo_domain": _opt(_token("a domain name or address literal")),
     "enable_tls": _enum(EnableTls),
@@ -218,12 +221,13 @@ _CHECKS: dict[str, Check] = {
     "enable_pipelining": _bool,
     "enable_rset": _bool,
     "max_recipients_per_batch": _int(1),
-    "additional_connection_limits": _mapping_of(_int(1), "a connection limit >= 1"),
+    "additional_connection_limits": _mapping_of(limit_spec(1), "a connection limit >= 1"),
     "additional_message_rate_throttles": _mapping_of(_throttle, "a throttle such as '100/min'"),
     "ip_lookup_strategy": _enum(IpLookupStrategy),
     "reconnect_strategy": _enum(ReconnectStrategy),
     "opportunistic_tls_reconnect_on_failed_handshake": _bool,
     "provider_name": _opt(_text),
+    **NEWER_CHECKS,
 }
 
 
@@ -289,10 +293,20 @@ class EgressPathConfig:
     max_recipients_per_batch: int = 100
     additional_connection_limits: Mapping[str, int] = field(default_factory=_empty)
     additional_message_rate_throttles: Mapping[str, Throttle] = field(default_factory=_empty)
-    ip_lookup_strategy: IpLookupStrategy = IpLookupStrategy.Ipv4thenIpv6
+    ip_lookup_strategy: IpLookupStrategy = IpLookupStrategy.Ipv4AndIpv6
     reconnect_strategy: ReconnectStrategy = ReconnectStrategy.ConnectNextHost
     opportunistic_tls_reconnect_on_failed_handshake: bool = False
     provider_name: str | None = None
+    # KumoMTA's keys the reference page lacks (engine/path_keys.py)
+    source_selection_rate: Throttle | None = None
+    additional_source_selection_rates: Mapping[str, Throttle] = field(default_factory=_empty)
+    try_next_host_on_transport_error: bool = False
+    remember_broken_tls: float | None = None
+    tls_certificate: KeySource | None = None
+    tls_private_key: KeySource | None = None
+    refresh_interval: float = 60.0
+    refresh_strategy: RefreshStrategy = RefreshStrategy.Ttl
+    dispatcher_progress_watchdog_timeout: float | None = None
 
     #: Every key `make_egress_path` accepts, in reference-page order.
     KEYS: ClassVar[tuple[str, ...]] = tuple(_CHECKS)
@@ -308,6 +322,8 @@ class EgressPathConfig:
                 "smtp_auth_plain_password is set but smtp_auth_plain_username is not; "
                 "AUTH PLAIN needs a username"
             )
+        refuse_inert({k: getattr(self, k) for k in NEWER_CHECKS} | {
+            "aggressive_connection_opening": self.aggressive_connection_opening})
 
     def __hash__(self) -> int:
         return hash(tuple(_hashable(getattr(self, k)) for k in _CHECKS))

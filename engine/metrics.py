@@ -13,9 +13,26 @@ into one dict only when someone reads ``eng.counters``:
   ``total_messages_admin_bounced``, ``total_messages_received``;
 - per path: ``name{path="source->site"}`` for ready_count, connection_count and
   the three totals; per provider: ``name{provider="..."}`` for the totals.
+
+`kumo_families` turns that dict (plus the scheduled queues' depths) into
+the metric families KumoMTA's kumod exports (crates/kumod/src/
+metrics_helper.rs, crates/kumod/src/queue/metrics.rs): the same names,
+``service="smtp_client:<ready queue>"`` labels (and ``service="smtp_client"``
+for the sum, ``service="esmtp_listener"`` for receptions), ``_by_provider``
+families, counters typed as counters, ``scheduled_count{queue=...}``.  A
+path's series are pruned once the engine no longer has the path, as
+KumoMTA's pruning registries drop the series of a reaped queue.
+`render_text` writes them as kumod's /metrics does, `render_json` as its
+/metrics.json (crates/kumo-prometheus/src/lib.rs).
 """
 
 from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 DELIVERED = "total_messages_delivered"
 TRANSFAIL = "total_messages_transfail"
@@ -68,3 +85,161 @@ class Counters:
         for (name, provider), n in self.by_provider.items():
             out[f'{name}{{provider="{provider}"}}'] = n
         return dict(sorted(out.items()))
+
+
+# -- KumoMTA's families ---------------------------------------------------------
+
+CLIENT = "smtp_client"
+LISTENER = "esmtp_listener"
+_KEY = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([a-z_]+)="((?:[^"\\]|\\.)*)"\})?$')
+
+# egress name -> (KumoMTA type, help: KumoMTA's own where it has the metric)
+_HELP: dict[str, tuple[str, str]] = {
+    DELIVERED: ("counter", "total number of messages ever delivered"),
+    TRANSFAIL: ("counter", "total number of message delivery attempts that transiently failed"),
+    FAIL: ("counter", "total number of message delivery attempts that permanently failed"),
+    "ready_count": ("gauge", "number of messages in the ready queue"),
+    "connection_count": ("gauge", "number of active connections"),
+    RECEIVED: ("counter", "total number of messages ever received"),
+    READY_FULL: ("counter", "number of times a message was delayed due to the corresponding "
+                 "ready queue being full"),
+    RATE_THROTTLED: ("counter", "number of times a message was delayed due to max_message_rate"),
+    CONN_RATE_THROTTLED: ("counter", "egress: times a path's max_connection_rate pushed its "
+                          "ready queue back"),
+    EXPIRED: ("counter", "egress: total number of messages expired"),
+    ADMIN_BOUNCED: ("counter", "egress: total number of messages administratively bounced"),
+}
+_BY_SERVICE = (DELIVERED, TRANSFAIL, FAIL, "ready_count", "connection_count")
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family: `labels` names the label columns, each sample is
+    (label values, value); no labels means one unlabelled sample."""
+
+    name: str
+    kind: str
+    help: str
+    labels: tuple[str, ...]
+    samples: tuple[tuple[tuple[str, ...], int], ...]
+
+
+def service_of(path: str) -> str:
+    """KumoMTA's service label of a ready queue: ``smtp_client:<source>-><site>@smtp_client``."""
+    name = path if path.endswith("@" + CLIENT) else f"{path}@{CLIENT}"
+    return f"{CLIENT}:{name}"
+
+
+def scheduled_depths(queues: Iterable[Any]) -> dict[str, dict[Any, int]]:
+    """Count scheduled messages by queue, domain, tenant and (tenant, campaign),
+    from the `QueueInfo` of each scheduled message."""
+    out: dict[str, dict[Any, int]] = {"queue": {}, "domain": {}, "tenant": {},
+                                      "tenant_campaign": {}}
+    for q in queues:
+        for kind, key in (("queue", q.name), ("domain", q.domain), ("tenant", q.tenant),
+                          ("tenant_campaign", (q.tenant, q.campaign))):
+            bucket = out[kind]
+            bucket[key] = bucket.get(key, 0) + 1
+    return out
+
+
+def kumo_families(
+    counters: Mapping[str, int], scheduled: Mapping[str, Mapping[Any, int]] | None = None
+) -> list[Family]:
+    """The engine's counters (`Counters.snapshot`'s keys) and scheduled depths
+    (`scheduled_depths`) as KumoMTA's families, sorted by name."""
+    plain: dict[str, int] = {}
+    labelled: dict[tuple[str, str], dict[str, int]] = {}
+    for key, value in counters.items():
+        m = _KEY.match(key)
+        if m is None:
+            raise ValueError(f"counter key {key!r} is not name or name{{label=\"value\"}}")
+        name, label, text = m.groups()
+        if label is None:
+            plain[name] = value
+        else:
+            labelled.setdefault((name, label), {})[text] = value
+    live = set(labelled.get(("ready_count", "path"), {})) | set(
+        labelled.get(("connection_count", "path"), {}))
+    out: list[Family] = []
+    for name in _BY_SERVICE:
+        kind, text = _HELP[name]
+        rows = [((CLIENT,), plain.get(name, 0))]
+        rows += [((service_of(p),), n) for p, n in sorted(labelled.get((name, "path"), {}).items())
+                 if p in live]
+        out.append(Family(name, kind, text, ("service",), tuple(rows)))
+    for name in (DELIVERED, TRANSFAIL, FAIL):
+        by = labelled.get((name, "provider"))
+        if by:
+            kind, text = _HELP[name]
+            out.append(Family(f"{name}_by_provider", kind, text, ("provider",),
+                              tuple(((p,), n) for p, n in sorted(by.items()))))
+    out.append(Family(RECEIVED, *_HELP[RECEIVED], ("service",),
+                      (((LISTENER,), plain.get(RECEIVED, 0)),)))
+    for name in (READY_FULL, RATE_THROTTLED, CONN_RATE_THROTTLED, EXPIRED, ADMIN_BOUNCED):
+        out.append(Family(name, *_HELP[name], (), (((), plain.get(name, 0)),)))
+    if scheduled is not None:
+        out.extend(_scheduled_families(scheduled))
+    return sorted(out, key=lambda f: f.name)
+
+
+def _scheduled_families(depths: Mapping[str, Mapping[Any, int]]) -> list[Family]:
+    queue = depths.get("queue", {})
+    fams = [
+        Family("scheduled_count_total", "gauge",
+               "total number of messages across all scheduled queues", (),
+               (((), sum(queue.values())),)),
+        Family("scheduled_count", "gauge", "number of messages in the scheduled queue",
+               ("queue",), tuple(((k,), n) for k, n in sorted(queue.items()))),
+        Family("scheduled_by_domain", "gauge",
+               "number of messages in the scheduled queue for a specific domain", ("domain",),
+               tuple(((k,), n) for k, n in sorted(depths.get("domain", {}).items()))),
+        Family("scheduled_by_tenant", "gauge",
+               "number of messages in the scheduled queue for a specific tenant", ("tenant",),
+               tuple(((k,), n) for k, n in sorted(depths.get("tenant", {}).items()))),
+        Family("scheduled_by_tenant_campaign", "gauge",
+               "number of messages in the scheduled queue for a specific tenant and campaign",
+               ("tenant", "campaign"),
+               tuple((k, n) for k, n in sorted(depths.get("tenant_campaign", {}).items()))),
+    ]
+    return fams
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_text(families: Iterable[Family]) -> str:
+    """Prometheus text exposition as kumod writes it: HELP, TYPE, then one line
+    per sample, labels as ``{a="x", b="y"}``, values as integers."""
+    lines: list[str] = []
+    for f in families:
+        lines.append(f"# HELP {f.name} {f.help}")
+        lines.append(f"# TYPE {f.name} {f.kind}")
+        for values, n in f.samples:
+            if f.labels:
+                pairs = ", ".join(f'{k}="{_escape(v)}"' for k, v in zip(f.labels, values,
+                                                                        strict=True))
+                lines.append(f"{f.name}{{{pairs}}} {n}")
+            else:
+                lines.append(f"{f.name} {n}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def render_json(families: Iterable[Family]) -> str:
+    """kumod's /metrics.json: ``{name: {help, type, value}}`` where value is a
+    number (no labels), ``{label: {value: n}}`` (one label), a list of
+    ``{label: value, ..., "@": n}`` (several), or null (no series)."""
+    doc: dict[str, Any] = {}
+    for f in families:
+        value: Any
+        if not f.labels:
+            value = f.samples[0][1] if f.samples else None
+        elif not f.samples:
+            value = None
+        elif len(f.labels) == 1:
+            value = {f.labels[0]: {vals[0]: n for vals, n in f.samples}}
+        else:
+            value = [{**dict(zip(f.labels, vals, strict=True)), "@": n} for vals, n in f.samples]
+        doc[f.name] = {"help": f.help, "type": f.kind, "value": value}
+    return json.dumps(doc)

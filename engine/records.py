@@ -1,12 +1,22 @@
 """Log records in KumoMTA's JSON log shape.
 
-Records are plain dicts (what `json.dumps` writes and KumoMTA tooling reads):
-``type, id, sender, recipient, queue, site, size, response{code,
-enhanced_code|null, content, command}, peer_address{name, addr}|null,
-timestamp, created, num_attempts, egress_pool, egress_source``, plus the TLS
-fields only when TLS was used and ``provider_name`` only when configured.
-``timestamp``/``created`` are integer Unix seconds (the engine's `epoch` plus
-event time).  Reception and Delayed records have ``site`` "".
+Records are plain dicts (what `json.dumps` writes and KumoMTA tooling reads),
+with the fields of KumoMTA's ``JsonLogRecord`` (crates/kumo-log-types/src/
+lib.rs) in its serialisation order: ``type, id, sender, recipient, queue,
+site, size, response{code, enhanced_code|null, content, command},
+peer_address{name, addr}|null, timestamp, event_time, created, created_time,
+num_attempts, bounce_classification, egress_pool, egress_source,
+source_address, feedback_report, meta, headers, delivery_protocol,
+reception_protocol, nodeid``, then the TLS fields only when TLS was used,
+``provider_name`` only when configured and ``session_id`` only within a
+session.  ``timestamp``/``created`` are integer Unix seconds and
+``event_time``/``created_time`` the same instants in RFC 3339 (chrono's
+form: ``Z``, and 3 or 6 fractional digits only when there is a fraction),
+all from the engine's `epoch` plus event time.  The response's ``content`` is
+one line (KumoMTA's `as_single_line`) and its ``command`` the command as
+sent, with its CRLF (`Command::encode`).  ``tls_peer_subject_name`` is a
+list of ``attr=value`` entries, the certificate's order.  Reception and
+Delayed records have ``site`` "", and they and AdminBounce ``egress_pool`` null.
 
 One builder, called on the hot path, so it builds the dict in one literal and
 does no lookups it can avoid.
@@ -14,11 +24,17 @@ does no lookups it can avoid.
 
 from __future__ import annotations
 
+import math
+import re
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from engine.bounce_classify import CLASSIFIABLE, UNCATEGORIZED
 from engine.reply import Reply
 
 if TYPE_CHECKING:
+    from engine.bounce_classify import BounceClassifier
     from engine.message import Message
 
 RECEPTION = "Reception"
@@ -31,6 +47,59 @@ DELAYED = "Delayed"
 
 RECORD_TYPES = (RECEPTION, DELIVERY, TRANSIENT, BOUNCE, EXPIRATION, ADMIN_BOUNCE, DELAYED)
 
+#: KumoMTA's node id names the node; egress has one engine per run and no
+#: persisted identity yet, so its records carry the nil UUID.
+NODEID = "00000000-0000-0000-0000-000000000000"
+#: How messages reach egress (KumoMTA's "reception_protocol" message meta).
+RECEPTION_PROTOCOL = "ESMTP"
+#: What KumoMTA's SMTP dispatcher logs as delivery_protocol.
+DELIVERY_PROTOCOL = "ESMTP"
+_DELIVERY_KINDS = frozenset({DELIVERY, TRANSIENT, BOUNCE})
+# KumoMTA logs these with egress_pool None (smtp_server.rs Reception, queue.rs
+# Delayed, admin_bounce_v1.rs AdminBounce): no pool was involved.
+_NO_POOL = frozenset({RECEPTION, DELAYED, ADMIN_BOUNCE})
+_RDN_SPLIT = re.compile(r"(?<!\\)[,+]")
+
+
+def rfc3339(t: float) -> str:
+    """`t` (Unix seconds) as chrono serialises a DateTime<Utc>: RFC 3339 with
+    ``Z``, no fraction when whole, else 3 digits when milliseconds suffice and
+    6 otherwise (egress keeps microseconds)."""
+    micros = round(t * 1_000_000)
+    secs, frac = divmod(micros, 1_000_000)
+    text = _second(secs)
+    if frac == 0:
+        return text + "Z"
+    if frac % 1000 == 0:
+        return f"{text}.{frac // 1000:03d}Z"
+    return f"{text}.{frac:06d}Z"
+
+
+@lru_cache(maxsize=1024)
+def _second(secs: int) -> str:
+    # records come in time order, so a few recent seconds cover most calls
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def subject_names(subject: str) -> list[str]:
+    """An RFC 4514 subject string as KumoMTA's list of ``attr=value`` entries,
+    in the certificate's order (RFC 4514 writes the last RDN first)."""
+    if not subject:
+        return []
+    return [part.strip() for part in reversed(_RDN_SPLIT.split(subject))]
+
+
+def _one_line(text: str) -> str:
+    if "\r" in text or "\n" in text:
+        return text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    return text
+
+
+def _wire(command: str | None) -> str | None:
+    if command is None or command.endswith("\r\n"):
+        return command
+    return command + "\r\n"
+
 
 def response(reply: Reply, command: str | None = None) -> dict[str, Any]:
     """The ``response`` object of a record."""
@@ -38,8 +107,8 @@ def response(reply: Reply, command: str | None = None) -> dict[str, Any]:
     return {
         "code": reply.code,
         "enhanced_code": None if enh is None else enh.to_record(),
-        "content": reply.text,
-        "command": command,
+        "content": _one_line(reply.text),
+        "command": _wire(command),
     }
 
 
@@ -58,9 +127,16 @@ def make_record(
     tls: tuple[str, str, str] | None = None,
     provider: str | None = None,
     attempts: int | None = None,
+    source_address: str | None = None,
+    session_id: str | None = None,
+    classifier: BounceClassifier | None = None,
+    nodeid: str = NODEID,
 ) -> dict[str, Any]:
     """Build one record; `recipient` defaults to the message's pending recipients
-    (a string for one, a list for several)."""
+    (a string for one, a list for several).  `source_address` is the local
+    ``address:port`` of the SMTP connection, `session_id` the session's UUID
+    text, `classifier` the configured bounce classifier (none: every record
+    is ``Uncategorized``, as KumoMTA without one)."""
     if recipient is None:
         rcpts = msg.recipients
         if type(rcpts) is str:
@@ -68,6 +144,14 @@ def make_record(
         else:
             recipient = rcpts[0] if len(rcpts) == 1 else list(rcpts)
     enh = reply.enhanced
+    now = epoch + at
+    created = epoch + msg.created
+    resp = {
+        "code": reply.code,
+        "enhanced_code": None if enh is None else enh.to_record(),
+        "content": _one_line(reply.text),
+        "command": _wire(command),
+    }
     rec: dict[str, Any] = {
         "type": kind,
         "id": msg.id,
@@ -76,23 +160,32 @@ def make_record(
         "queue": msg.queue.name,
         "site": site,
         "size": msg.size,
-        "response": {
-            "code": reply.code,
-            "enhanced_code": None if enh is None else enh.to_record(),
-            "content": reply.text,
-            "command": command,
-        },
+        "response": resp,
         "peer_address": None if peer is None else {"name": peer[0], "addr": peer[1]},
-        "timestamp": int(epoch + at),
-        "created": int(epoch + msg.created),
+        "timestamp": math.floor(now),
+        "event_time": rfc3339(now),
+        "created": math.floor(created),
+        "created_time": rfc3339(created),
         "num_attempts": msg.attempts if attempts is None else attempts,
-        "egress_pool": msg.queue.pool,
+        "bounce_classification": (
+            classifier.classify(resp) if classifier is not None and kind in CLASSIFIABLE
+            else UNCATEGORIZED),
+        "egress_pool": None if kind in _NO_POOL else msg.queue.pool,
         "egress_source": source,
+        "source_address": None if source_address is None else {"address": source_address},
+        "feedback_report": None,
+        "meta": {},
+        "headers": {},
+        "delivery_protocol": DELIVERY_PROTOCOL if site and kind in _DELIVERY_KINDS else None,
+        "reception_protocol": RECEPTION_PROTOCOL,
+        "nodeid": nodeid,
     }
     if tls is not None:
-        rec["tls_protocol_version"] = tls[0]
         rec["tls_cipher"] = tls[1]
-        rec["tls_peer_subject_name"] = tls[2]
+        rec["tls_protocol_version"] = tls[0]
+        rec["tls_peer_subject_name"] = subject_names(tls[2])
     if provider is not None:
         rec["provider_name"] = provider
+    if session_id is not None:
+        rec["session_id"] = session_id
     return rec

@@ -7,11 +7,18 @@ units ``s|sec|second``, ``m|min|minute``, ``h|hr|hour``, ``d|day``; ``10/5m``
 is 10 per 300 s.  As an extension, ``k`` may be a decimal (``1/0.5s``) so that
 every `Throttle` value has a spelling `format_throttle` can write.
 
-Enforcement is the Generic Cell Rate Algorithm in its "virtual scheduling"
-form: the emission interval is ``T = period / limit`` and the burst tolerance
-``tau = T * (max_burst - 1)``, so a fresh bucket admits ``max_burst`` at once
-and then one every T.  `gcra` is the pure function; `ThrottleState` wraps one
-theoretical arrival time for the engine's hot path (slots, no allocation).
+Enforcement is the Generic Cell Rate Algorithm as KumoMTA runs it
+(crates/throttle/src/throttle.rs over redis-cell's RateLimiter): the emission
+interval is ``T = period / limit``, max_burst is clamped to ``limit - 1`` and
+the delay-variation tolerance is ``T * (max_burst + 1)``, so a fresh bucket
+admits ``min(max_burst + 1, limit)`` at once (`Throttle.effective_burst`) and
+then one every T.  The default max_burst is the limit, so an unadorned
+``"10/min"`` bursts 10.  A refusal's wait is KumoMTA's ``retry_after``: whole
+seconds, one more when the remainder has a millisecond in it.  KumoMTA lets a
+refusal whose retry_after rounds to nothing through uncounted; egress instead
+waits the sub-millisecond remainder, so no event ever passes the GCRA bound.
+`gcra` is the pure function; `ThrottleState` wraps one theoretical arrival
+time for the engine's hot path (slots, no allocation).
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from dataclasses import dataclass
 
 from engine.errors import ConfigError
 
-__all__ = ["Throttle", "ThrottleState", "format_throttle", "gcra", "parse_throttle"]
+__all__ = [
+    "Throttle", "ThrottleState", "format_throttle", "gcra", "parse_throttle", "retry_after",
+]
 
 _UNITS: dict[str, int] = {
     "s": 1, "sec": 1, "second": 1,
@@ -48,12 +57,14 @@ _REL_EPS = 4e-16
 
 @dataclass(frozen=True, slots=True)
 class Throttle:
-    """A rate limit: `limit` events per `period` seconds, bursting to `max_burst`.
+    """A rate limit: `limit` events per `period` seconds, with KumoMTA's `max_burst`.
 
     `max_burst` defaults to `limit`, so ``Throttle(1000, 3600.0) ==
-    parse_throttle("1,000/hr")``.  `local` marks a throttle kept per process
-    rather than shared (KumoMTA's ``local:`` prefix; egress keeps every
-    throttle in the engine, so it only records the intent).
+    parse_throttle("1,000/hr")``; it is kept as written (so it formats back),
+    and `effective_burst` is what a fresh bucket admits at once.  `local`
+    marks a throttle kept per process rather than shared (KumoMTA's
+    ``local:`` prefix; egress keeps every throttle in the engine, so it only
+    records the intent).
     """
 
     limit: int
@@ -71,8 +82,8 @@ class Throttle:
             raise ConfigError(f"Throttle.period must be finite seconds > 0, not {period!r}")
         object.__setattr__(self, "period", float(period))
         burst = self.limit if self.max_burst is None else self.max_burst
-        if isinstance(burst, bool) or not isinstance(burst, int) or burst <= 0:
-            raise ConfigError(f"Throttle.max_burst must be an int > 0, not {burst!r}")
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 0:
+            raise ConfigError(f"Throttle.max_burst must be an int >= 0, not {burst!r}")
         object.__setattr__(self, "max_burst", burst)
         if not isinstance(self.local, bool):
             raise ConfigError(f"Throttle.local must be a bool, not {self.local!r}")
@@ -87,6 +98,12 @@ class Throttle:
         """`max_burst` as a plain int (never None after construction)."""
         assert self.max_burst is not None
         return self.max_burst
+
+    @property
+    def effective_burst(self) -> int:
+        """Events a fresh bucket admits at once: KumoMTA clamps max_burst to
+        ``limit - 1`` and tolerates one more, so ``min(max_burst + 1, limit)``."""
+        return min(self.burst, self.limit - 1) + 1
 
     @property
     def per_second(self) -> float:
@@ -130,8 +147,6 @@ def parse_throttle(value: object, *, key: str = "throttle") -> Throttle:
         raise ConfigError(f"{key}: {value!r} has a period of {period!r} s; {_GRAMMAR}")
     burst_text = m.group("burst")
     burst = _count(burst_text) if burst_text is not None else None
-    if burst is not None and burst <= 0:
-        raise ConfigError(f"{key}: {value!r} has max_burst=0; max_burst must be > 0")
     return Throttle(limit=limit, period=period, max_burst=burst, local=bool(m.group("local")))
 
 
@@ -154,18 +169,30 @@ def format_throttle(throttle: Throttle) -> str:
     return text
 
 
+def retry_after(wait: float) -> float:
+    """KumoMTA's rounding of a refusal's wait: whole seconds, plus one when the
+    remainder holds at least a millisecond.  A wait that rounds to nothing (or
+    below itself, as 1.0004 s does to 1 s and the retry then finds 0.4 ms left)
+    stays exact, see the module docstring."""
+    whole = math.floor(wait)
+    if wait - whole >= 0.001:
+        whole += 1
+    return float(whole) if whole > 0 else wait
+
+
 def gcra(tat: float, now: float, interval: float, burst: int) -> tuple[float, float]:
     """One GCRA decision: return ``(wait, new_tat)``.
 
-    `tat` is the theoretical arrival time so far (``-inf`` for a fresh bucket).
-    ``wait == 0.0`` means the event conforms and is counted (`new_tat` advanced by
-    `interval`); a positive `wait` is the seconds until it would conform, and
-    `new_tat` is `tat` unchanged.
+    `tat` is the theoretical arrival time so far (``-inf`` for a fresh bucket)
+    and `burst` the effective burst (`Throttle.effective_burst`).  ``wait ==
+    0.0`` means the event conforms and is counted (`new_tat` advanced by
+    `interval`); a positive `wait` is `retry_after` of the seconds until it
+    would conform, and `new_tat` is `tat` unchanged.
     """
     allow_at = tat - interval * (burst - 1)
     wait = allow_at - now
     if wait > _ABS_EPS + _REL_EPS * abs(now):
-        return wait, tat
+        return retry_after(wait), tat
     return 0.0, (tat if tat > now else now) + interval
 
 
@@ -181,23 +208,23 @@ class ThrottleState:
     def __init__(self, throttle: Throttle) -> None:
         self.throttle = throttle
         self.interval = throttle.interval
-        self.tau = self.interval * (throttle.burst - 1)
+        self.tau = self.interval * (throttle.effective_burst - 1)
         self.tat = -math.inf
 
     def check(self, now: float) -> float:
         """0.0: allowed at `now`, and counted.  Otherwise the positive wait in
-        seconds before it would be allowed; nothing is counted."""
+        seconds (`retry_after`) before it would be allowed; nothing is counted."""
         tat = self.tat
         wait = tat - self.tau - now
         if wait > _ABS_EPS + _REL_EPS * abs(now):
-            return wait
+            return retry_after(wait)
         self.tat = (tat if tat > now else now) + self.interval
         return 0.0
 
     def peek(self, now: float) -> float:
         """The wait `check(now)` would return, without counting anything."""
         wait = self.tat - self.tau - now
-        return wait if wait > _ABS_EPS + _REL_EPS * abs(now) else 0.0
+        return retry_after(wait) if wait > _ABS_EPS + _REL_EPS * abs(now) else 0.0
 
     def __repr__(self) -> str:
         return f"ThrottleState({format_throttle(self.throttle)!r}, tat={self.tat!r})"

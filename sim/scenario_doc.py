@@ -49,7 +49,7 @@ EGRESS_MEANINGS: dict[str, str] = {
     "smtp_auth_plain_password": "AUTH PLAIN password (a key source)",
     "allow_smtp_auth_plain_without_tls": "send AUTH PLAIN in clear",
     "suspended": "the path sends nothing",
-    "aggressive_connection_opening": "deprecated, no effect",
+    "aggressive_connection_opening": "open before taking a message (refused if true)",
     "tls_prefer_openssl": "use OpenSSL rather than the default TLS stack",
     "openssl_cipher_list": "OpenSSL cipher list (TLS 1.2)",
     "openssl_cipher_suites": "OpenSSL cipher suites (TLS 1.3)",
@@ -162,7 +162,8 @@ def _meaning(table: dict[str, Any], key: str, name: str) -> Any:
 
 
 def egress_fields() -> tuple[Field, ...]:
-    """Every make_egress_path key, with the engine's type and default."""
+    """Every make_egress_path key a scenario can set, with the engine's type and
+    default (the KumoMTA keys refused away from their default are named in a note)."""
     from engine.config import EgressPathConfig
 
     by_name = {f.name: f for f in dataclasses.fields(EgressPathConfig)}
@@ -170,8 +171,14 @@ def egress_fields() -> tuple[Field, ...]:
         Field(k, _type_text(by_name[k].type), _default_text(by_name[k]),
               _meaning(EGRESS_MEANINGS, k, "EGRESS_MEANINGS"),
               EGRESS_EXAMPLES.get(k) or _default_text(by_name[k]))
-        for k in EgressPathConfig.KEYS
+        for k in EgressPathConfig.KEYS if k not in _refused()
     )
+
+
+def _refused() -> tuple[str, ...]:
+    from engine.path_keys import INERT_KEYS
+
+    return tuple(k for k in INERT_KEYS if k != "aggressive_connection_opening")
 
 
 def queue_fields() -> tuple[Field, ...]:
@@ -233,7 +240,10 @@ def render() -> str:
         "egress_path", "[egress_path]",
         "make_egress_path keys (KumoMTA's names) for every egress path; "
         "`[egress_path.domains.\"NAME\"]` takes the same keys for the path of one domain. "
-        "Durations may be written as strings; throttles as \"N/period\".", egress_fields())))
+        "Durations may be written as strings; throttles as \"N/period\". "
+        "Also parsed, but refused unless left at KumoMTA's default because egress does not "
+        "act on them yet (docs/KUMOMTA.md): " + ", ".join(f"`{k}`" for k in _refused()) + ".",
+        egress_fields())))
     lines.extend(_section(Section(
         "queue", "[queue]", "make_queue_config keys for every scheduled queue.",
         queue_fields())))

@@ -45,14 +45,14 @@ def test_check_example_policy_table() -> None:
         cells = [line.split("│")[1:4] for line in section.splitlines() if line.count("│") == 4]
         return {k.strip(): (v.strip(), m.strip()) for k, v, m in cells}
 
-    assert len(rows(gmail)) == 43
+    assert len(rows(gmail)) == 52
     assert rows(gmail)["connection_limit"] == ("10", "set")
     assert rows(gmail)["max_deliveries_per_connection"] == ("100", "set")
     assert rows(gmail)["connect_timeout"] == ("1m", "default")
     assert rows(example)["connection_limit"] == ("32", "default")
     assert rows(example)["max_message_rate"] == ("100/s", "set")
-    assert "5 of 43 keys differ from the defaults" in out
-    assert "1 of 43 keys differ from the defaults" in out
+    assert "5 of 52 keys differ from the defaults" in out
+    assert "1 of 52 keys differ from the defaults" in out
     assert "3000/h" in out and "Required" in out and "google" in out
 
 

@@ -23,8 +23,13 @@ def test_submission_logs_reception_and_asks_for_mx_once() -> None:
         "recipient": "u@example.com", "queue": "spring:acme@example.com", "site": "",
         "size": 100,
         "response": {"code": 250, "enhanced_code": None, "content": "", "command": None},
-        "peer_address": None, "timestamp": 1_700_000_005, "created": 1_700_000_005,
-        "num_attempts": 0, "egress_pool": "unspecified", "egress_source": None,
+        "peer_address": None, "timestamp": 1_700_000_005,
+        "event_time": "2023-11-14T22:13:25Z", "created": 1_700_000_005,
+        "created_time": "2023-11-14T22:13:25Z", "num_attempts": 0,
+        "bounce_classification": "Uncategorized", "egress_pool": None,
+        "egress_source": None, "source_address": None, "feedback_report": None,
+        "meta": {}, "headers": {}, "delivery_protocol": None, "reception_protocol": "ESMTP",
+        "nodeid": "00000000-0000-0000-0000-000000000000",
     }
     assert eng.queued_count == 2 and eng.scheduled_count == 0
 
@@ -126,8 +131,8 @@ def test_a_finished_message_id_may_be_submitted_again() -> None:
 
 
 def test_reception_names_the_queue_pool_and_no_source_yet() -> None:
-    # KumoMTA picks the egress source at promotion: Reception has egress_source
-    # null, but egress_pool is the queue config's pool
+    # KumoMTA picks the egress source at promotion; its SMTP listener logs
+    # Reception with egress_pool and egress_source null (crates/kumod/src/smtp_server.rs)
     from engine.config import make_egress_path
     from engine.policy import Policy
     from engine.queue_config import make_egress_pool, make_queue_config
@@ -139,6 +144,6 @@ def test_reception_names_the_queue_pool_and_no_source_yet() -> None:
                                                                suspended=True))
     eng = Engine(p, seed=1)
     [rec] = records(eng.handle(submit(1)), "Reception")
-    assert (rec["egress_pool"], rec["egress_source"], rec["site"]) == ("bulk", None, "")
+    assert (rec["egress_pool"], rec["egress_source"], rec["site"]) == (None, None, "")
     eng.handle(Resolved(at=0.0, domain="example.com", mx=MX))
     assert eng.ready_depths() == {"ip-1->(mx1|mx2).example.com": 1}

@@ -134,7 +134,7 @@ def test_drop_mid_data(dns: DnsServer) -> None:
     live, _ = asyncio.run(_outcome(dns.port, drop_mid_data()))
     got = _summary(live)
     assert [(k, c, e, cmd) for k, _, c, e, cmd in got] == [
-        ("TransientFailure", 421, "4.4.2", ".")] * 2
+        ("TransientFailure", 421, "4.4.2", ".\r\n")] * 2
     assert "connection closed" in live.records[1]["response"]["content"]
 
 
@@ -142,7 +142,7 @@ def test_reply_slower_than_its_timeout_fires_at_the_configured_value(dns: DnsSer
     live, took = asyncio.run(_outcome(dns.port, slow_reply("DATA", 3.0), data_timeout=0.5))
     got = _summary(live)
     assert [(k, c, e, cmd) for k, _, c, e, cmd in got] == [
-        ("TransientFailure", 421, "4.4.2", "DATA")] * 2
+        ("TransientFailure", 421, "4.4.2", "DATA\r\n")] * 2
     assert "timed out after 0.5s" in live.records[1]["response"]["content"]
     # At the configured timeout: never before it, and long before the reply
     # itself would have come (3 s), with room for a loaded machine.

@@ -1,4 +1,5 @@
-"""engine/live/metrics.py: the counters dict, scraped over real HTTP on loopback."""
+"""engine/live/metrics.py: the counters dict, scraped over real HTTP on loopback,
+in kumod's shape (crates/kumod/src/metrics_helper.rs, crates/kumo-prometheus/src/lib.rs)."""
 
 from __future__ import annotations
 
@@ -45,22 +46,21 @@ def test_scrape_exposes_counters_with_kumomta_names_and_labels() -> None:
 
     ctype, first, second = asyncio.run(go())
     assert ctype.startswith("text/plain; version=")
-    assert first == (
-        "# HELP total_messages_delivered egress engine counter total_messages_delivered\n"
-        "# TYPE total_messages_delivered untyped\n"
-        "total_messages_delivered 5.0\n"
-        'total_messages_delivered{path="unspecified->mx.example.com"} 3.0\n'
-        'total_messages_delivered{path="unspecified->mx.other.net"} 2.0\n'
-        "# HELP total_messages_fail egress engine counter total_messages_fail\n"
-        "# TYPE total_messages_fail untyped\n"
-        'total_messages_fail{provider="google"} 1.0\n'
-        "# HELP ready_count egress engine counter ready_count\n"
-        "# TYPE ready_count gauge\n"
-        "ready_count 7.0\n"
-        'ready_count{path="unspecified->mx.example.com"} 7.0\n'
-    )
-    assert "total_messages_delivered 6.0\n" in second
-    assert 'total_messages_delivered{path="unspecified->mx.other.net"} 3.0\n' in second
+    svc = "smtp_client:unspecified->mx.example.com@smtp_client"
+    assert (
+        "# HELP total_messages_delivered total number of messages ever delivered\n"
+        "# TYPE total_messages_delivered counter\n"
+        'total_messages_delivered{service="smtp_client"} 5\n'
+        f'total_messages_delivered{{service="{svc}"}} 3\n'
+        "# HELP "
+    ) in first
+    # the path mx.other.net has no ready queue any more: its series is pruned
+    assert "mx.other.net" not in first
+    assert 'total_messages_fail_by_provider{provider="google"} 1\n' in first
+    assert ("# TYPE ready_count gauge\n"
+            'ready_count{service="smtp_client"} 7\n'
+            f'ready_count{{service="{svc}"}} 7\n') in first
+    assert 'total_messages_delivered{service="smtp_client"} 6\n' in second
 
 
 def test_callable_source_namespace_and_unknown_path() -> None:
@@ -77,7 +77,8 @@ def test_callable_source_namespace_and_unknown_path() -> None:
             return body, err.value.code
 
     body, code = asyncio.run(go())
-    assert body.endswith("# TYPE egress_connection_count gauge\negress_connection_count 2.0\n")
+    assert ("# TYPE egress_connection_count gauge\n"
+            'egress_connection_count{service="smtp_client"} 2\n') in body
     assert code == 404
 
 

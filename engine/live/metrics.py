@@ -4,38 +4,44 @@ The engine keeps ``eng.counters``: a flat dict, metric name -> number, where a
 per-path or per-provider series is spelled the way Prometheus spells it,
 ``'total_messages_delivered{path="unspecified->mx.example.com"}'`` (see
 engine/metrics.py).  A flat dict with the labels in the key keeps the core free
-of any metrics library and is trivially copied; this module parses the keys
-back into families on each scrape.  Unlabelled keys that also appear labelled
-(``ready_count`` beside ``ready_count{path=...}``) are exposed as they are: the
-unlabelled sample is the sum, as KumoMTA's own endpoint shows it.
+of any metrics library and is trivially copied.
 
-Names are kept exactly as KumoMTA names them so existing dashboards work.
-prometheus-client insists on a ``_total`` suffix for the "counter" type, so the
-monotonic totals (``total_*``, ``delayed_due_to_*``) are exposed as untyped
-rather than renamed; the levels (``ready_count``, ``connection_count``, ...)
-are gauges.
+The server answers as kumod does: ``GET /metrics`` in Prometheus text and
+``GET /metrics.json`` in KumoMTA's JSON, both rendered by engine/metrics.py
+(`kumo_families`, `render_text`, `render_json`) so that any other HTTP front
+can serve the same bytes: KumoMTA's names and ``service=`` labels, counters
+typed as counters, and, when the source is an engine, ``scheduled_count``
+per scheduled queue.  prometheus-client is not used for the exposition (it
+insists on renaming counters to ``*_total``, which KumoMTA's are not).
 
-The server runs on the driver's asyncio loop, not in prometheus-client's
-thread: a scrape then reads the engine between two events, never while one is
-half-applied, and no lock is needed.  `MetricsCollector` can also be registered
-with any registry (e.g. for `prometheus_client.start_http_server`) when that
-trade-off is acceptable.
+The server runs on the driver's asyncio loop: a scrape then reads the engine
+between two events, never while one is half-applied, and no lock is needed.
+`MetricsCollector` still exposes the flat dict to any prometheus-client
+registry, for sites that want it in their own process registry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
-__all__ = ["MetricsCollector", "MetricsServer", "parse_counter_key", "start_metrics_server"]
+from engine.metrics import Family, kumo_families, render_json, render_text, scheduled_depths
+
+__all__ = [
+    "MetricsCollector", "MetricsServer", "engine_families", "parse_counter_key",
+    "start_metrics_server",
+]
 
 CountersSource = Callable[[], Mapping[str, float]]
+FamiliesSource = Callable[[], list[Family]]
+TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+JSON_TYPE = "application/json; charset=utf-8"
 
 _KEY = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?$")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
@@ -102,11 +108,20 @@ class MetricsCollector:
         return []
 
 
-class MetricsServer:
-    """A minimal HTTP server on the running asyncio loop answering GET /metrics."""
+def engine_families(engine: Any) -> list[Family]:
+    """An engine's metrics as KumoMTA's families, scheduled queues included."""
+    counters = _snapshot(lambda: engine.counters)
+    sched = getattr(engine, "sched", None)
+    depths = None if sched is None else scheduled_depths(m.queue for m in list(sched))
+    return kumo_families(counters, depths)
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self.registry = registry
+
+class MetricsServer:
+    """A minimal HTTP server on the running asyncio loop answering GET /metrics
+    and GET /metrics.json."""
+
+    def __init__(self, families: FamiliesSource, host: str, port: int) -> None:
+        self.families = families
         self.host = host
         self.port = port
         self._server: asyncio.AbstractServer | None = None
@@ -136,10 +151,12 @@ class MetricsServer:
             path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
             if method not in (b"GET", b"HEAD"):
                 status, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+            elif path == b"/metrics.json":
+                status, ctype, body = "200 OK", JSON_TYPE, render_json(self.families()).encode()
             elif path not in (b"/metrics", b"/"):
                 status, ctype, body = "404 Not Found", "text/plain", b"try /metrics\n"
             else:
-                status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
+                status, ctype, body = "200 OK", TEXT_TYPE, render_text(self.families()).encode()
             head = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
             writer.write(head if method == b"HEAD" else head + body)
@@ -158,30 +175,34 @@ async def start_metrics_server(
     counters: CountersSource | Any,
     namespace: str = "",
 ) -> MetricsServer:
-    """Serve the engine's counters at ``http://host:port/metrics`` on the running loop.
+    """Serve the engine's metrics at ``http://host:port/metrics`` (and
+    ``/metrics.json``) on the running loop.
 
     `counters` is a callable returning the counters dict, an object with a
-    ``counters`` attribute (an `Engine`), or a dict that the caller updates.
-    Only this server's registry is served (not prometheus-client's global
-    one), so two engines in one process do not mix.
+    ``counters`` attribute (an `Engine`: its scheduled queues are counted
+    too), or a dict that the caller updates.
     """
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"metrics port must be an integer 0..65535, not {port!r}")
+    families: FamiliesSource
     if isinstance(counters, Mapping):
         fixed = counters
-        source: CountersSource = lambda: fixed  # noqa: E731
+        families = lambda: kumo_families(_snapshot(lambda: fixed))  # noqa: E731
     elif callable(counters):
         source = counters
+        families = lambda: kumo_families(_snapshot(source))  # noqa: E731
     elif hasattr(counters, "counters"):
         obj = counters
-        source = lambda: obj.counters  # noqa: E731
+        families = lambda: engine_families(obj)  # noqa: E731
     else:
         raise TypeError(
             f"counters must be a callable returning a dict or an object with .counters, "
             f"not {type(counters).__name__}"
         )
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(MetricsCollector(source, namespace=namespace))
-    server = MetricsServer(registry, host, port)
+    if namespace:
+        plain = families
+        families = lambda: [dataclasses.replace(f, name=namespace + f.name)  # noqa: E731
+                            for f in plain()]
+    server = MetricsServer(families, host, port)
     await server.start()
     return server
