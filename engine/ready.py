@@ -74,7 +74,8 @@ class ReadyQueue:
 
     __slots__ = ("cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "idle",
                  "maint_at", "messages", "msg_throttle", "msg_throttles", "mx", "open", "path",
-                 "peak", "ready_timer", "site", "source", "source_name", "suspended")
+                 "peak", "ready_timer", "site", "source", "source_name", "suspended",
+                 "backlog")
 
     def __init__(self, path: str, source_name: str, source: Any, site: str, domain: str,
                  mx: tuple[Any, ...], cfg: Any, now: float) -> None:
@@ -100,6 +101,8 @@ class ReadyQueue:
         self.suspended = False  # admin Suspend
         self.ready_timer: float | None = None  # ("ready", path) armed at
         self.maint_at: float | None = None  # ("maint", path) armed at
+        # re-delayed messages sampled lazily (`engine.backlog`; simulation only)
+        self.backlog: Any = None
 
     def open_count(self) -> int:
         """Connections that count against connection_limit (quitting ones too)."""
