@@ -53,8 +53,18 @@ _WINDOW = int(SPREAD)
 class Backlog:
     """One path's lazily sampled re-delayed messages (see the module text)."""
 
-    __slots__ = ("_len", "cohorts", "counts", "deadline", "gen", "msgs", "last", "peak",
-                 "timer_at", "wheel")
+    __slots__ = (
+        "_len",
+        "cohorts",
+        "counts",
+        "deadline",
+        "gen",
+        "last",
+        "msgs",
+        "peak",
+        "timer_at",
+        "wheel",
+    )
 
     def __init__(self, gen: np.random.Generator) -> None:
         self.gen = gen

@@ -72,10 +72,29 @@ class ConnCtx:
 class ReadyQueue:
     """The ready queue of one egress path."""
 
-    __slots__ = ("cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "idle",
-                 "maint_at", "messages", "msg_throttle", "msg_throttles", "mx", "open", "path",
-                 "peak", "ready_timer", "site", "source", "source_name", "suspended",
-                 "backlog")
+    __slots__ = (
+        "backlog",
+        "cfg",
+        "cfg_at",
+        "conn_throttle",
+        "conns",
+        "domain",
+        "failures",
+        "idle",
+        "maint_at",
+        "messages",
+        "msg_throttle",
+        "msg_throttles",
+        "mx",
+        "open",
+        "path",
+        "peak",
+        "ready_timer",
+        "site",
+        "source",
+        "source_name",
+        "suspended",
+    )
 
     def __init__(self, path: str, source_name: str, source: Any, site: str, domain: str,
                  mx: tuple[Any, ...], cfg: Any, now: float) -> None:
