@@ -11,16 +11,22 @@ the per-message work:
 * A message's first re-delay (from an ordinary promotion, at any instant)
   draws its own due second, as `engine.overflow.OverflowWheel` does: due at
   ``floor(now + U(0, 60)) + 1``.
-* Messages re-delayed by the same tick (second ``a``) form a *cohort*: each
-  of them is due at a second uniform over ``a+1 .. a+60``, independently.
-  So at each later second, how many of the cohort's n remaining messages
-  come due is Binomial(n, k / K) for k of its K remaining seconds (the
-  multinomial over the window, drawn one second at a time).  Which ones is a
-  uniformly random subset: the cohort's handles are kept in random order and
-  the last d are taken.
-* At a tick, everything due (wheel and cohorts) is shuffled; the first
-  ``free`` (the ready queue's free slots) are admitted, those past max_age
-  expire, and the rest become the tick's cohort, one more re-delay each.
+* Messages re-delayed by the same tick (second ``a``) form a *cohort*.  Each
+  one's draw ``a + U(0, 60)`` is rounded to the nearest second: offsets 1..59
+  with weight 1, 60 with weight 1/2, and 0 (a draw under half a second) with
+  weight 1/2, which means due again at once: nothing being free, it is
+  re-delayed again on the spot (one more re-delay, a new draw), as the
+  per-message rule does with a draw that small.  Rounding to the nearest
+  second keeps the mean gap between re-delays at 30 s, so re-delay counts
+  keep their rate; rounding up would make it 30.5 s.
+* At each later second, how many of a cohort's n remaining messages come due
+  is Binomial(n, w / W): w the weight of the seconds since its last draw, W
+  what its window has left (the multinomial over the window, drawn one
+  second at a time).  Which ones is a uniformly random subset: the cohort's
+  handles are kept in random order and the last d are taken.
+* At a tick, everything due (wheel and cohorts) is shuffled; those past
+  max_age expire, the first ``free`` (the ready queue's free slots) are
+  admitted, and the rest become the tick's cohort, one more re-delay each.
 
 Per tick that is one binomial draw per live cohort (at most 60) and a few
 array operations; the per-re-delay work (moving a handle, counting its
@@ -28,11 +34,14 @@ re-delay) is done by numpy, never by a Python loop, so a re-delay costs a
 few nanoseconds and the Python-level work is O(messages + seconds).
 
 What differs from the per-message rule: a re-delayed message comes back on
-the whole second after its draw (as with `OverflowWheel`; KumoMTA's own
-scheduled queue pops on a 3 s tick), and the messages admitted at one tick
-are a uniformly random choice among those due in that second instead of the
-first ones within it.  The draws come from a numpy generator seeded from the
-engine's own generator, so a run is still fully determined by its seed.
+the whole second nearest its draw (KumoMTA's own scheduled queue pops on a
+3 s tick and draws whole seconds), the messages admitted at one tick are a
+uniformly random choice among those due in that second instead of the
+first ones within it, and a message re-delayed again never changes path
+(`engine.flow.lazy_ok` keeps the paths where it could out of the backlog).
+The draws come from a numpy generator seeded from the engine's own
+generator, so a run is still fully determined by its seed.  The two paths
+are compared over 20 seeds in tests/test_blast.py.
 
 Messages are held as integer handles (an index into ``msgs``); ``counts``
 and ``deadline`` are per-handle arrays (re-delays so far, created + max_age).
@@ -48,6 +57,8 @@ import numpy as np
 from engine.overflow import SPREAD, OverflowWheel
 
 _WINDOW = int(SPREAD)
+#: the chance a draw rounds to the tick's own second: U(0, 60) < 0.5 s
+_HALF_SECOND = 0.5 / SPREAD
 
 
 class Backlog:
@@ -122,7 +133,7 @@ class Backlog:
                 if j <= done:
                     continue
                 ns.append(c[2])
-                ps.append(1.0 if j >= _WINDOW else (j - done) / (_WINDOW - done))
+                ps.append(1.0 if j >= _WINDOW else (j - done) / (_WINDOW - 0.5 - done))
                 live.append(c)
                 c[3] = j
             if live:
@@ -148,8 +159,17 @@ class Backlog:
             due = due[~late]
         self.gen.shuffle(due)
         take, rest = due[:free], due[free:]
-        if len(rest):
+        again = len(rest)
+        if again:
             self.counts[rest] += 1
+            # a draw that rounds to this very second is due again at once and,
+            # nothing being free, re-delayed again: the same messages each time
+            k = len(rest)
+            while k:
+                k = int(self.gen.binomial(k, _HALF_SECOND))
+                if k:
+                    self.counts[rest[len(rest) - k:]] += 1
+                    again += k
             cohorts.append([second, rest, len(rest), 0])
             self._len += len(rest)
         admitted = []
@@ -158,7 +178,7 @@ class Backlog:
         for h in handles:
             admitted.append(msgs[h])
             msgs[h] = None
-        return admitted, self.counts[take].tolist(), expired, len(rest)
+        return admitted, self.counts[take].tolist(), expired, again
 
     def remove_if(self, pred: Callable[[Any], bool]) -> list[tuple[Any, int]]:
         """Take out every held message matching `pred`, with its re-delays so
