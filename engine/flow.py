@@ -108,7 +108,29 @@ def promote(eng: Core, msg: Message, now: float) -> None:
             throttled(eng, msg, now, wait)
             return
     rq = path_for(eng, msg, ds, now)
+    if len(rq.messages) >= _max_ready(eng, rq, now) and len(eng.pools[q.pool].names) > 1:
+        rq = _source_with_room(eng, msg, ds, rq, now)
     enqueue_ready(eng, rq, msg, now)
+
+
+def _max_ready(eng: Core, rq: ReadyQueue, now: float) -> int:
+    cfg: Any = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
+    return cfg.max_ready  # type: ignore[no-any-return]
+
+
+def _source_with_room(eng: Core, msg: Message, ds: DomainState, full: ReadyQueue,
+                      now: float) -> ReadyQueue:
+    """The picked source's ready queue is full: KumoMTA tries the pool's other
+    sources before re-delaying (``select_and_insert`` in
+    crates/kumod/src/egress_source.rs drops the full one and selects again).
+    Here the others are tried in pool order; `full` if none has room."""
+    for source in eng.pools[msg.queue.pool].names:
+        if source == full.source_name:
+            continue
+        rq = path_for(eng, msg, ds, now, source)
+        if len(rq.messages) < _max_ready(eng, rq, now):
+            return rq
+    return full
 
 
 def throttled(eng: Core, msg: Message, now: float, wait: float) -> None:
@@ -140,10 +162,13 @@ def park(eng: Core, msg: Message, dom: str, ds: DomainState | None) -> None:
         eng.out.append(Resolve(domain=dom))
 
 
-def path_for(eng: Core, msg: Message, ds: DomainState, now: float) -> ReadyQueue:
-    """The ready queue ``source->site`` for `msg`, created on first use (from the
-    config staged for it, see `engine.lookups`)."""
-    source = pick_source(eng, msg.queue.pool)
+def path_for(eng: Core, msg: Message, ds: DomainState, now: float,
+             source: str | None = None) -> ReadyQueue:
+    """The ready queue ``source->site`` for `msg` (`source`: the pool's next
+    pick if None), created on first use (from the config staged for it, see
+    `engine.lookups`)."""
+    if source is None:
+        source = pick_source(eng, msg.queue.pool)
     site = ds.site
     assert site is not None
     key = (source, site)

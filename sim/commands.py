@@ -89,11 +89,11 @@ def simulate(args: argparse.Namespace) -> int:
 
             with RecordFile(Path(args.out) / "records.jsonl", large=LARGE_RECORDS,
                             on_large=large) as sink:
-                result = run(scenario, progress=report, records=records, exact=args.exact or None,
+                result = run(scenario, progress=report, records=records, exact=args.exact,
                              keep_records=False, record_sink=sink)
         else:
             result = run(scenario, progress=report, records=records, keep_records=False,
-                         exact=args.exact or None)
+                         exact=args.exact)
             if args.out:
                 (Path(args.out) / "records.jsonl").unlink(missing_ok=True)
     print_summary(console, result)

@@ -101,7 +101,7 @@ def test_lazy_run_counts_redelays_without_records() -> None:
 
 
 def test_exact_run_writes_a_delayed_record_per_redelay() -> None:
-    result = run(blast(3, 400), records="all")  # records="all" means exact
+    result = run(blast(3, 400), records="all", exact=True)
     delayed = [r for r in result.records if r["type"] == "Delayed"]
     assert len(delayed) == result.summary["delayed"] > 400
 
@@ -167,7 +167,7 @@ def test_every_message_comes_out_once_with_its_count() -> None:
 
 
 def test_expired_messages_leave_with_their_counts() -> None:
-    bl, msgs = _backlog(1_000, deadline=90.0)
+    bl, _msgs = _backlog(1_000, deadline=90.0)
     out: list[tuple[Any, int]] = []
     for t in range(1, 200):
         admitted, _, expired, _ = bl.tick(float(t), 0)
@@ -178,7 +178,7 @@ def test_expired_messages_leave_with_their_counts() -> None:
 
 
 def test_remove_if_takes_matching_messages_anywhere() -> None:
-    bl, msgs = _backlog(2_000)
+    bl, _msgs = _backlog(2_000)
     for t in range(1, 30):
         bl.tick(float(t), 0)
     taken = bl.remove_if(lambda m: int(m.id) % 2 == 0)
