@@ -205,7 +205,8 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--exact", action="store_true",
         help="re-delay each message that meets a full ready queue by its own draw, as "
              "KumoMTA does (the default samples those re-delays lazily from the same "
-             "distribution and counts them without a Delayed record each)",
+             "distribution and counts them without a Delayed record each; --records all "
+             "implies --exact)",
     )
     p.set_defaults(func=cmd_simulate)
 
