@@ -92,6 +92,11 @@ def _bounce_where(eng: Core, hit: Callable[[Message], bool], reason: str, now: f
             victims.extend((m, None) for m in ds.parked if hit(m))
             ds.parked = [m for m in ds.parked if not hit(m)]
     for rq in eng.paths.values():
+        if rq.backlog is not None and len(rq.backlog):
+            for m, n in rq.backlog.remove_if(hit):
+                eng.silent_redelays[m.id] = eng.silent_redelays.get(m.id, 0) + n
+                m._w = HELD
+                victims.append((m, None))
         if rq.messages and any(hit(m) for m in rq.messages):
             victims.extend((m, rq) for m in rq.messages if hit(m))
             keep = [m for m in rq.messages if not hit(m)]

@@ -202,6 +202,13 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
              "Expiration, AdminBounce; default), all (also a Delayed per re-delay) or none; "
              "every record is counted in the summary either way",
     )
+    p.add_argument(
+        "--exact", action="store_true",
+        help="re-delay each message that meets a full ready queue by its own draw, as "
+             "KumoMTA does (the default samples those re-delays lazily from the same "
+             "distribution and counts them without a Delayed record each; --records all "
+             "implies --exact)",
+    )
     p.set_defaults(func=cmd_simulate)
 
 

@@ -48,7 +48,8 @@ class Core:
 
     # session outcome type -> handler; filled by the class that knows them
     outcome_handlers: ClassVar[dict[type, OutcomeHandler]] = {}
-    def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0) -> None:
+    def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0,
+                 lazy_redelays: bool = False) -> None:
         self.policy = policy
         self.seed = seed
         self.rng = random.Random(seed)
@@ -86,6 +87,13 @@ class Core:
         self.cancelled: dict[Timer, int] = {}
         self.dropped = False
         self.draining = False  # set by Drain: no new connection, no new transaction
+        # A full ready queue's re-delays sampled lazily (`engine.backlog`, for the
+        # simulator) instead of one by one; counted, never logged.  Off: KumoMTA's
+        # per-message rule, a Delayed record each (what live delivery does).
+        self.lazy_redelays = lazy_redelays
+        self.lazy_redelayed = 0  # re-delays made lazily (no record each)
+        self.silent_redelays: dict[str, int] = {}  # message id -> lazy re-delays, until read
+        self.backlog_gen: Any = None  # numpy generator seeded from `rng` at first use
 
     def intern(self, s: str) -> str:
         """Intern a queue/path/site name so a million messages share one copy."""

@@ -70,6 +70,9 @@ class Engine(Core):
 
     ``Engine(policy, seed=0, epoch=0.0)``; ``handle(event) -> list[Effect]``.
     `epoch` is added to event times in log records' ``timestamp``/``created``.
+    ``lazy_redelays=True`` (the simulator's default) samples a full ready
+    queue's re-delays lazily (`engine.backlog`), counted instead of logged;
+    the default is KumoMTA's per-message rule, as live delivery needs.
     The state and the shared operations are `Core`'s; this class adds the
     event table and read-only inspection.
     """
@@ -131,8 +134,20 @@ class Engine(Core):
 
     @property
     def scheduled_count(self) -> int:
-        """Messages waiting in scheduled queues."""
-        return len(self.sched)
+        """Messages waiting in scheduled queues (a lazy backlog's included)."""
+        n = len(self.sched)
+        if self.lazy_redelays:
+            n += sum(self.overflow_depths().values())
+        return n
+
+    def overflow_depths(self) -> dict[str, int]:
+        """Messages re-delayed lazily behind each path's full ready queue
+        (`engine.backlog`; empty unless `lazy_redelays`)."""
+        return {p: len(rq.backlog) for p, rq in self.paths.items() if rq.backlog is not None}
+
+    def overflow_peaks(self) -> dict[str, int]:
+        """The most messages each path's lazy backlog ever held."""
+        return {p: rq.backlog.peak for p, rq in self.paths.items() if rq.backlog is not None}
 
     @property
     def queued_count(self) -> int:
@@ -245,6 +260,12 @@ def _maint_timer(eng: Core, ev: TimerFired) -> None:
         eng.set_timer(("maint", rq.path), rq.maint_at)
 
 
+def _backlog_timer(eng: Core, ev: TimerFired) -> None:
+    """("backlog", path): the path's lazily re-delayed messages are due."""
+    del eng.timers[ev.timer]
+    flow.backlog_due(eng, eng.paths[ev.timer[1]], ev.at)  # type: ignore[index]
+
+
 def _idle_timer(eng: Core, ev: TimerFired) -> None:
     """("idle", conn): a session had nothing to send for idle_timeout: QUIT."""
     del eng.timers[ev.timer]
@@ -273,6 +294,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "idle": _idle_timer,
     "msgrate": _msgrate_timer,
     "admin": _admin_timer,
+    "backlog": _backlog_timer,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {

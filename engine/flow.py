@@ -18,6 +18,7 @@ from typing import Any
 
 from engine import lookups, metrics, records
 from engine.admin_hold import intercept
+from engine.backlog import Backlog
 from engine.core import Core
 from engine.dispatch import pump
 from engine.domains import STATIC_TTL, DomainState, lookup, static_mx
@@ -26,7 +27,7 @@ from engine.errors import ProtocolError
 from engine.events import MessageSubmitted, trusted_factory
 from engine.lifecycle import expire
 from engine.lookups import path_config, pick_source
-from engine.message import PARKED, READY, Message, QueueInfo, queue_name
+from engine.message import HELD, OVERFLOW, PARKED, READY, Message, QueueInfo, queue_name
 from engine.ready import CONFIG_REFRESH, ReadyQueue
 from engine.reply import Reply
 from engine.retry import iso
@@ -109,7 +110,29 @@ def promote(eng: Core, msg: Message, now: float) -> None:
             throttled(eng, msg, now, wait)
             return
     rq = path_for(eng, msg, ds, now)
+    if len(rq.messages) >= _max_ready(eng, rq, now) and len(eng.pools[q.pool].names) > 1:
+        rq = _source_with_room(eng, msg, ds, rq, now)
     enqueue_ready(eng, rq, msg, now)
+
+
+def _max_ready(eng: Core, rq: ReadyQueue, now: float) -> int:
+    cfg: Any = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
+    return cfg.max_ready  # type: ignore[no-any-return]
+
+
+def _source_with_room(eng: Core, msg: Message, ds: DomainState, full: ReadyQueue,
+                      now: float) -> ReadyQueue:
+    """The picked source's ready queue is full: KumoMTA tries the pool's other
+    sources before re-delaying (``select_and_insert`` in
+    crates/kumod/src/egress_source.rs drops the full one and selects again).
+    Here the others are tried in pool order; `full` if none has room."""
+    for source in eng.pools[msg.queue.pool].names:
+        if source == full.source_name:
+            continue
+        rq = path_for(eng, msg, ds, now, source)
+        if len(rq.messages) < _max_ready(eng, rq, now):
+            return rq
+    return full
 
 
 def throttled(eng: Core, msg: Message, now: float, wait: float) -> None:
@@ -163,10 +186,13 @@ def park(eng: Core, msg: Message, key: str, ds: DomainState | None) -> None:
         eng.out.append(lookup(key, ds))
 
 
-def path_for(eng: Core, msg: Message, ds: DomainState, now: float) -> ReadyQueue:
-    """The ready queue ``source->site`` for `msg`, created on first use (from the
-    config staged for it, see `engine.lookups`)."""
-    source = pick_source(eng, msg.queue.pool)
+def path_for(eng: Core, msg: Message, ds: DomainState, now: float,
+             source: str | None = None) -> ReadyQueue:
+    """The ready queue ``source->site`` for `msg` (`source`: the pool's next
+    pick if None), created on first use (from the config staged for it, see
+    `engine.lookups`)."""
+    if source is None:
+        source = pick_source(eng, msg.queue.pool)
     site = ds.site
     assert site is not None
     key = (source, site)
@@ -201,6 +227,9 @@ def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
     """Put `msg` in `rq`, or back to scheduled when the ready queue is full."""
     cfg: Any = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
     if len(rq.messages) >= cfg.max_ready:
+        if eng.lazy_redelays and lazy_ok(eng, msg):
+            backlog_redelay(eng, rq, msg, now)
+            return
         due = now + eng.rng.uniform(0.0, 60.0)
         reply = _Reply(400, f"Delayed due to ReadyQueueWasFull on {rq.path}; "
                             f"next due at {_iso(eng.epoch, due)}", None)
@@ -209,6 +238,12 @@ def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
         eng.metrics.totals[metrics.READY_FULL] += 1
         eng.sched.add(msg, due)
         return
+    admit(eng, rq, msg)
+    pump(eng, rq, now)
+
+
+def admit(eng: Core, rq: ReadyQueue, msg: Message) -> None:
+    """The non-full half of `enqueue_ready`: `msg` joins `rq` (no pump)."""
     rq.messages.append(msg)
     if len(rq.messages) > rq.peak:
         rq.peak = len(rq.messages)
@@ -217,7 +252,76 @@ def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
     if rq.maint_at is None or expiry < rq.maint_at:
         rq.maint_at = expiry
         eng.set_timer(("maint", rq.path), expiry)
-    pump(eng, rq, now)
+
+
+def lazy_ok(eng: Core, msg: Message) -> bool:
+    """Whether re-running promotion for `msg` would always find the same path,
+    so its re-delays may be sampled lazily: a one-source pool and no
+    ``max_message_rate`` on its scheduled queue.  (A stale MX answer is the
+    one case left: the backlog's admitted messages are checked for it.)"""
+    q = msg.queue
+    if q.throttle is not None:
+        return False
+    rr = eng.pools.get(q.pool)
+    return rr is not None and len(rr.names) == 1
+
+
+def backlog_redelay(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
+    """A full ready queue turns `msg` away, re-delayed lazily (`engine.backlog`):
+    counted, no record, the path's one ("backlog", path) timer armed."""
+    bl = rq.backlog
+    if bl is None:
+        if eng.backlog_gen is None:
+            import numpy as np  # only a simulation that asks for lazy re-delays needs it
+
+            eng.backlog_gen = np.random.default_rng(eng.rng.getrandbits(64))
+        bl = rq.backlog = Backlog(eng.backlog_gen)
+    bl.add(msg, msg.created + msg.queue.config.max_age, now, eng.rng)
+    msg._w = OVERFLOW
+    eng.metrics.totals[metrics.READY_FULL] += 1
+    eng.lazy_redelayed += 1
+    _arm_backlog(eng, rq, bl)
+
+
+def _arm_backlog(eng: Core, rq: ReadyQueue, bl: Backlog) -> None:
+    due = bl.next_due()
+    if due is not None and (bl.timer_at is None or due < bl.timer_at):
+        bl.timer_at = due
+        eng.set_timer(("backlog", rq.path), due)
+
+
+def backlog_due(eng: Core, rq: ReadyQueue, now: float) -> None:
+    """The ("backlog", path) timer: the path's lazily re-delayed messages due by
+    `now` fill its free slots (each promoted as it would be: a stale MX answer
+    parks it), those past max_age expire, the rest are re-delayed again; then
+    one pump, and the timer re-armed."""
+    bl = rq.backlog
+    bl.timer_at = None
+    cfg: Any = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
+    free = max(0, cfg.max_ready - len(rq.messages))
+    admitted, counts, expired, again = bl.tick(now, free)
+    silent = eng.silent_redelays
+    for msg, n in expired:
+        msg._w = HELD
+        silent[msg.id] = silent.get(msg.id, 0) + n
+        expire(eng, msg, now, now)
+    if again:
+        eng.metrics.totals[metrics.READY_FULL] += again
+        eng.lazy_redelayed += again
+    domains = eng.domains
+    for msg, n in zip(admitted, counts, strict=True):
+        silent[msg.id] = silent.get(msg.id, 0) + n
+        q = msg.queue
+        dom = q.routing_domain or q.domain
+        ds = domains.get(dom)
+        if ds is None or ds.site is None or ds.expires <= now:
+            park(eng, msg, dom, ds)
+        else:
+            rq.mx = ds.mx
+            admit(eng, rq, msg)
+    if admitted:
+        pump(eng, rq, now)
+    _arm_backlog(eng, rq, bl)
 
 
 def stage_due(eng: Core, now: float) -> list[Message]:

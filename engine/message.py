@@ -27,6 +27,7 @@ PARKED = 2  # waiting for its domain's MX answer
 READY = 3
 HELD = 4  # taken by a connection
 DONE = 5
+OVERFLOW = 6  # re-delayed by a full ready queue, in its lazy backlog (counts as scheduled)
 
 
 class QueueInfo:

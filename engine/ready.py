@@ -75,7 +75,7 @@ class ConnCtx:
 class ReadyQueue:
     """The ready queue of one egress path."""
 
-    __slots__ = ("cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "idle",
+    __slots__ = ("backlog", "cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "idle",
                  "maint_at", "messages", "msg_throttle", "msg_throttles", "mta_sts", "mx",
                  "open", "path", "peak", "ready_timer", "site", "source", "source_name",
                  "suspended")
@@ -107,6 +107,8 @@ class ReadyQueue:
         # False for a site made without the domain's MX (smart hosts, a domain
         # literal): KumoMTA applies MTA-STS only to an MX answer
         self.mta_sts = True
+        # re-delayed messages sampled lazily (`engine.backlog`; simulation only)
+        self.backlog: Any = None
 
     def open_count(self) -> int:
         """Connections that count against connection_limit (quitting ones too)."""

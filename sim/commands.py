@@ -47,6 +47,7 @@ def simulate(args: argparse.Namespace) -> int:
     console = _console()
     horizon = float(scenario.horizon)
     records = getattr(args, "records", "outcomes")
+    exact = True if getattr(args, "exact", False) else None  # None: exact for --records all
     interactive = console.is_terminal and not args.quiet
     estimate = records_estimate(scenario, records) if args.out else None
     if estimate is not None and estimate[0] > LARGE_RECORDS:
@@ -89,10 +90,11 @@ def simulate(args: argparse.Namespace) -> int:
 
             with RecordFile(Path(args.out) / "records.jsonl", large=LARGE_RECORDS,
                             on_large=large) as sink:
-                result = run(scenario, progress=report, records=records,
+                result = run(scenario, progress=report, records=records, exact=exact,
                              keep_records=False, record_sink=sink)
         else:
-            result = run(scenario, progress=report, records=records, keep_records=False)
+            result = run(scenario, progress=report, records=records, keep_records=False,
+                         exact=exact)
             if args.out:
                 (Path(args.out) / "records.jsonl").unlink(missing_ok=True)
     print_summary(console, result)

@@ -85,13 +85,16 @@ class SimDriver(ConnectionPhases):
         keep_records: bool = True,
         record_sink: Callable[[dict[str, Any]], None] | None = None,
         record_kinds: Collection[str] | None = None,
+        exact: bool = True,
     ) -> None:
         self.scenario = scenario
         self.env = simpy.Environment()
         # Two independent streams: the engine's own and the world's, so a change
         # in how often the world draws does not reshuffle the engine's choices.
         self.world = World(scenario, random.Random(f"world:{scenario.seed}"))
-        self.engine = Engine(scenario.policy(), seed=scenario.seed, epoch=scenario.start_epoch)
+        # exact=False: a full ready queue's re-delays sampled lazily (engine.backlog)
+        self.engine = Engine(scenario.policy(), seed=scenario.seed, epoch=scenario.start_epoch,
+                             lazy_redelays=not exact)
         self.observer = Observer(self.engine, keep_records=keep_records, sink=record_sink,
                                  kinds=record_kinds)
         self._progress = progress
@@ -289,7 +292,8 @@ class SimDriver(ConnectionPhases):
             self._close(effect.conn)
         elif kind is Discard:
             self._sizes.pop(effect.message_id, None)
-            self.observer.finish(effect.message_id)
+            self.observer.finish(effect.message_id,
+                                 self.engine.silent_redelays.pop(effect.message_id, None))
             self._check_done()
         elif kind is Resolve:
             answer = self.world.resolve(effect.domain, self.env.now)

@@ -103,6 +103,17 @@ class Observer:
         self.redelays.finish(message_id, redelays)
         self.finished += 1
 
+    def lazy_redelays(self, total: int, peaks: dict[str, int]) -> None:
+        """The engine's lazily sampled re-delays (`engine.backlog`), which made no
+        `Delayed` record each: counted as such records would have been, and each
+        path's peak backlog as its peak waiting behind a full ready queue."""
+        if total:
+            self.counts["Delayed"] += total
+            self.reasons["Delayed ReadyQueueWasFull"] += total
+        for path, peak in peaks.items():
+            if peak > self.redelays.peak_waiting[path]:
+                self.redelays.peak_waiting[path] = peak
+
     # -- samples ---------------------------------------------------------------
 
     @staticmethod

@@ -136,6 +136,7 @@ def run(
     records: str = "outcomes",
     keep_records: bool = True,
     record_sink: Callable[[dict[str, Any]], None] | None = None,
+    exact: bool | None = None,
 ) -> SimResult:
     """Simulate `scenario` (a `sim.Scenario`) to its horizon or until every
     message is finished, whichever comes first.  The run is fully determined by
@@ -148,18 +149,28 @@ def run(
     ``"outcomes"`` (Reception, Delivery, TransientFailure, Bounce,
     Expiration, AdminBounce; the default), ``"all"`` (also a `Delayed` per
     re-delay) or ``"none"``.  Every record is counted in the summary either
-    way.  `keep_records=False` holds none in memory (a sink still gets them)."""
+    way.  `keep_records=False` holds none in memory (a sink still gets them).
+    `exact`: True re-delays each message that meets a full ready queue by its
+    own draw with a `Delayed` record each (KumoMTA's per-message rule, the
+    live engine's path); False samples those re-delays lazily from the same
+    distribution (`engine.backlog`: cost linear in the backlog) and counts
+    them without a record each.  None (the default) is False, except for
+    ``records="all"``, which asks for those records and so for the exact
+    path.  Given `exact`, what is written never changes the run."""
     from sim.traffic import arrivals, traffic_rng
 
     kinds = record_kinds(records)
     progress_fn = progress_function(progress)
     started = time.perf_counter()
+    if exact is None:
+        exact = records == "all"
     driver = SimDriver(scenario, progress=progress_fn, keep_records=keep_records,
-                       record_sink=record_sink, record_kinds=kinds)
+                       record_sink=record_sink, record_kinds=kinds, exact=exact)
     horizon = float(scenario.horizon)
     driver.run(arrivals(scenario, traffic_rng(scenario)), horizon)
     wall = time.perf_counter() - started
     obs = driver.observer
+    obs.lazy_redelays(driver.engine.lazy_redelayed, driver.engine.overflow_peaks())
     counts = obs.counts
     summary: dict[str, Any] = {
         "scenario": scenario.name,

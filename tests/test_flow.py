@@ -147,3 +147,67 @@ def test_reception_names_the_queue_pool_and_no_source_yet() -> None:
     assert (rec["egress_pool"], rec["egress_source"], rec["site"]) == (None, None, "")
     eng.handle(Resolved(at=0.0, domain="example.com", mx=MX))
     assert eng.ready_depths() == {"ip-1->(mx1|mx2).example.com": 1}
+
+
+def _two_source_engine(max_ready: int, *, lazy: bool = False) -> Engine:
+    from engine.config import make_egress_path
+    from engine.policy import Policy
+    from engine.queue_config import make_egress_pool, make_queue_config
+
+    p = Policy()
+    p.on("get_queue_config")(lambda *a: make_queue_config(egress_pool="bulk"))
+    p.on("get_egress_pool")(lambda name: make_egress_pool(
+        name, entries=[{"name": "ip-1", "weight": 3}, {"name": "ip-2", "weight": 1}]))
+    p.on("get_egress_path_config")(lambda *a: make_egress_path(
+        enable_mta_sts=False, suspended=True, max_ready=max_ready))
+    eng = Engine(p, seed=1, lazy_redelays=lazy)
+    prime(eng)
+    return eng
+
+
+def test_full_ready_queue_tries_the_pools_other_sources_before_redelaying() -> None:
+    # KumoMTA's select_and_insert drops a full source's ready queue and selects
+    # again; only when every source's is full is the message re-delayed
+    eng = _two_source_engine(2)
+    fx = []
+    for i in range(6):
+        fx += eng.handle(submit(i))
+    assert eng.ready_depths() == {"ip-1->(mx1|mx2).example.com": 2,
+                                  "ip-2->(mx1|mx2).example.com": 2}
+    delayed = records(fx, "Delayed")
+    assert [r["id"] for r in delayed] == ["m4", "m5"]
+    assert all("ReadyQueueWasFull" in r["response"]["content"] for r in delayed)
+
+
+def test_lazy_redelays_keep_multi_source_pools_per_message() -> None:
+    # a message re-delayed from a pool of several sources may come back on
+    # another path: the lazy backlog leaves it to the per-message rule
+    eng = _two_source_engine(1, lazy=True)
+    fx = []
+    for i in range(4):
+        fx += eng.handle(submit(i))
+    assert len(records(fx, "Delayed")) == 2
+    assert eng.overflow_depths() == {}
+
+
+def test_lazy_redelays_are_counted_and_come_back_on_the_backlog_timer() -> None:
+    eng = Engine(policy(suspended=True, max_ready=2), seed=9, lazy_redelays=True)
+    prime(eng, ttl=300.0)
+    fx = []
+    for i in range(5):
+        fx += eng.handle(submit(i))
+    assert records(fx, "Delayed") == []  # counted, not logged
+    assert eng.counters["delayed_due_to_ready_queue_full"] == 3
+    assert eng.ready_depths() == {PATH: 2} and eng.overflow_depths() == {PATH: 3}
+    assert eng.scheduled_count == 3
+    [timer] = [t for t in eng.armed_timers() if t[0] == "backlog"]
+    assert timer == ("backlog", PATH) and 1.0 <= eng.armed_timers()[timer] <= 61.0
+    # two leave the ready queue (as if taken); the backlog's due messages fill it
+    eng.paths[PATH].messages.clear()
+    t = eng.armed_timers()[timer]
+    while eng.overflow_depths()[PATH] and t < 200.0:
+        eng.handle(TimerFired(at=t, timer=timer))
+        eng.paths[PATH].messages.clear()
+        t = eng.armed_timers().get(timer, 1e9)
+    assert eng.overflow_depths() == {PATH: 0}
+    assert sum(eng.silent_redelays.values()) == eng.counters["delayed_due_to_ready_queue_full"]

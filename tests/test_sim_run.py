@@ -71,7 +71,7 @@ def test_max_ready_bounds_the_ready_queue_and_redelays_within_60s() -> None:
     result = run(scenario(
         messages=400, egress={"max_ready": 50, "connection_limit": 1},
         host={"data_latency": "50ms"},
-    ), records="all")
+    ), records="all", exact=True)
     assert max(result.summary["peak_ready_depth"].values()) <= 50
     ready = result.series["ready_depth"]
     assert ready.max() <= 50
@@ -250,7 +250,7 @@ def test_peak_ready_depth_is_exact_not_sampled() -> None:
     # Samples every 1 s miss a burst that fills and drains in between; the
     # summary's peak comes from the engine itself.
     result = run(scenario(messages=300, egress={"max_ready": 120, "connection_limit": 4}),
-                 records="all")
+                 records="all", exact=True)
     peaks = result.summary["peak_ready_depth"]
     assert max(peaks.values()) == 120
     assert any("ReadyQueueWasFull" in r["response"]["content"]
@@ -283,9 +283,9 @@ def _nearest_rank(values: list[int], q: float) -> int:
 
 
 def test_outcomes_are_the_default_and_delayed_records_are_counted_not_kept() -> None:
-    outcomes = run(scenario(**SQUEEZE))
-    every = run(scenario(**SQUEEZE), records="all")
-    none = run(scenario(**SQUEEZE), records="none")
+    outcomes = run(scenario(**SQUEEZE), exact=True)
+    every = run(scenario(**SQUEEZE), records="all", exact=True)
+    none = run(scenario(**SQUEEZE), records="none", exact=True)
     assert records_of(outcomes, "Delayed") == [] and none.records == []
     delayed = records_of(every, "Delayed")
     assert delayed
@@ -296,7 +296,7 @@ def test_outcomes_are_the_default_and_delayed_records_are_counted_not_kept() -> 
 
 
 def test_redelay_figures_per_path_match_the_delayed_records() -> None:
-    every = run(scenario(**SQUEEZE), records="all")
+    every = run(scenario(**SQUEEZE), records="all", exact=True)
     per_message: dict[str, int] = {}
     for r in records_of(every, "Delayed"):
         per_message[r["id"]] = per_message.get(r["id"], 0) + 1
