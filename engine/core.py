@@ -79,6 +79,8 @@ class Core:
         # path configs asked for before their path exists (see engine.lookups)
         self.path_cfgs: dict[tuple[str, str], tuple[str, Any, float]] = {}
         self.refresh_at = math.inf  # when the oldest path config is due a refresh
+        # within one event: (pool, site) whose hook raised -> the error (engine.lookups)
+        self.hook_failed: dict[tuple[str, str], str] = {}
         # within one event: timers cancelled (-> index in out), and whether a later
         # SetTimer turned one of those CancelTimers into None
         self.cancelled: dict[Timer, int] = {}

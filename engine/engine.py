@@ -13,9 +13,11 @@ Protocol errors are raised *before* anything changes: an event for a
 connection the engine does not know, a `TimerFired` for a timer that is not
 armed, an event the connection's session refuses (the session raises before
 it changes), a duplicate message id, an answer to a lookup never asked.
-Policy errors (a raising hook) propagate as `PolicyError` naming the hook,
-and leave the engine unchanged too: the policy is asked before anything
-changes (`engine.lookups`).
+A raising hook affects only what it configures (`engine.lookups`): the
+messages whose path it configures get a TransientFailure record naming the
+hook, a due refresh keeps the path's config; only `queue_config` raising
+refuses its submission (`PolicyError`, the engine unchanged: the policy is
+asked before anything changes).
 
 Determinism: every random draw comes from ``random.Random(seed)``, ties are
 broken by sequence numbers, and iteration is over insertion-ordered dicts or
@@ -30,7 +32,7 @@ from typing import Any
 from engine import admin, dispatch, flow, lifecycle, lookups, outcomes, resolve, restart, snapshot
 from engine.core import Core
 from engine.effects import Effect
-from engine.errors import ProtocolError
+from engine.errors import PolicyError, ProtocolError
 from engine.events import (
     Bounce,
     Closed,
@@ -86,7 +88,7 @@ class Engine(Core):
             undo = lookups.refresh_due(self, event.at)
             try:
                 handler(self, event)
-            except ProtocolError:
+            except (ProtocolError, PolicyError):
                 lookups.undo_refresh(self, undo)
                 self.cancelled.clear()
                 raise
@@ -99,6 +101,8 @@ class Engine(Core):
                 self.set_timer(_PROMOTE, head)
         if self.cancelled:
             self.cancelled.clear()
+        if self.hook_failed:
+            self.hook_failed.clear()
         if self.dropped:  # CancelTimer+SetTimer pairs became one SetTimer
             self.dropped = False
             out = [e for e in out if e is not None]

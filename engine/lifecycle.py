@@ -18,8 +18,8 @@ from engine.ready import ReadyQueue
 from engine.reply import Reply
 from engine.retry import expiry_text, retry_delay
 
-__all__ = ["admin_bounce_one", "bounce", "drain_ready", "expire", "finish", "retry_later",
-           "return_to_ready", "transient"]
+__all__ = ["admin_bounce_one", "bounce", "drain_ready", "expire", "finish", "hook_failed",
+           "retry_later", "return_to_ready", "transient"]
 
 _Log = trusted_factory(Log)
 _Discard = trusted_factory(Discard)
@@ -123,3 +123,10 @@ def bounce(eng: Core, msg: Message, now: float, reply: Reply, *,
         source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
     eng.metrics.bump(metrics.FAIL, path, provider)
     finish(eng, msg)
+
+
+def hook_failed(eng: Core, msg: Message, now: float, error: str) -> None:
+    """A policy hook its promotion needed raised (`engine.lookups`): a
+    TransientFailure record ``451 4.3.0`` naming the hook and its error, then
+    the retry schedule, at whose end the hook is asked again."""
+    transient(eng, msg, now, Reply.make(451, "4.3.0", f"policy {error}"))
