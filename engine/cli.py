@@ -278,6 +278,9 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "(default 10; each failure's reply is also delayed)")
     p.add_argument("--accept-loss", action="store_true",
                    help="start even if the journal lacks events it committed (a lost WAL)")
+    p.add_argument("--reap-after", type=float, default=60.0, metavar="SECONDS",
+                   help="drop an idle path, queue or domain (nothing queued, no connection) "
+                   "within this long after it went idle (default 60)")
     p.set_defaults(func=cmd_deliver)
 
 
@@ -299,6 +302,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         tls_cafile=args.tls_cafile, log_dir=args.log_dir, metrics_port=args.metrics_port,
         allowed_networks=args.allow_networks, grace=args.grace,
         snapshot_every=args.snapshot_every, limits=limits, accept_loss=args.accept_loss,
+        reap_after=args.reap_after,
     )
 
 

@@ -86,6 +86,10 @@ class Core:
         self.cancelled: dict[Timer, int] = {}
         self.dropped = False
         self.draining = False  # set by Drain: no new connection, no new transaction
+        # idle state is reaped every `reap_after` seconds (None: never; the live
+        # service sets it, see engine.lifecycle.reap_idle); when the sweep is armed
+        self.reap_after: float | None = None
+        self.reap_at: float | None = None
 
     def intern(self, s: str) -> str:
         """Intern a queue/path/site name so a million messages share one copy."""

@@ -60,6 +60,7 @@ from engine.events import (
 __all__ = ["Engine"]
 
 _PROMOTE: Timer = ("promote", "")
+_REAP: Timer = ("reap", "")
 
 
 class Engine(Core):
@@ -92,6 +93,10 @@ class Engine(Core):
                 lookups.undo_refresh(self, undo)
                 self.cancelled.clear()
                 raise
+        if self.reap_at is None and self.reap_after is not None \
+                and (self.queues or self.paths or self.domains):
+            self.reap_at = event.at + self.reap_after
+            self.set_timer(_REAP, self.reap_at)
         sched = self.sched
         head = sched.low
         if head is not None:
@@ -191,7 +196,7 @@ def _conn_event(eng: Core, ev: ConnEvent) -> None:
 
 def _timer(eng: Core, ev: TimerFired) -> None:
     timer = ev.timer
-    if timer not in eng.timers:
+    if timer not in eng.timers and timer != _REAP:  # a sweep is harmless at any time
         raise ProtocolError(f"engine cannot handle TimerFired({timer!r}) in state NOT_ARMED")
     _TIMERS[timer[0]](eng, ev)
 
@@ -260,6 +265,15 @@ def _msgrate_timer(eng: Core, ev: TimerFired) -> None:
     dispatch.next_message(eng, eng.conns[ev.timer[1]], ev.at)  # type: ignore[index]
 
 
+def _reap_timer(eng: Core, ev: TimerFired) -> None:
+    """("reap", ""): drop the idle state (`lifecycle.reap_idle`), then sweep again
+    in `reap_after` seconds while anything is left.  Accepted even when not
+    armed: a journal written with another ``--reap-after`` replays unchanged."""
+    eng.timers.pop(ev.timer, None)
+    eng.reap_at = None
+    lifecycle.reap_idle(eng, ev.at)
+
+
 _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "conn": _conn_timer,
     "promote": _promote_timer,
@@ -267,6 +281,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "maint": _maint_timer,
     "idle": _idle_timer,
     "msgrate": _msgrate_timer,
+    "reap": _reap_timer,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {
