@@ -19,9 +19,11 @@ import pytest
 from engine import flow, lookups
 from engine.config import make_egress_path
 from engine.live.dns import LiveResolver
+from engine.live.journal import iter_events
 from engine.live.logfile import read_records
 from engine.live.service import Service
 from engine.policy import Policy
+from engine.queue_config import make_queue_config
 from tests.support.dns_server import DnsServer
 from tests.support.live_harness import message
 from tests.support.smtp_servers import SinkServer
@@ -127,5 +129,36 @@ def test_a_hook_raising_at_a_config_refresh_refuses_nothing(
                     assert eng is not None
                     assert eng.counters["total_hook_failures"] >= 1
                     await until(lambda: eng.queued_count == 0, what="queue empty")
+
+    asyncio.run(scenario())
+
+
+def test_a_raising_queue_config_refuses_only_its_own_submissions(
+        tmp_path: pathlib.Path) -> None:
+    async def scenario() -> None:
+        with DnsServer(ZONE) as dns:
+            async with SinkServer() as sink:
+                p = raising_policy(sink.port, set())
+
+                @p.on("get_queue_config")
+                def _queue(domain: str, tenant: str, campaign: str, routing: str) -> Any:
+                    if domain == "bad.test":
+                        raise ValueError("no queue for bad.test")
+                    return make_queue_config()
+
+                svc = _service(p, tmp_path, dns)
+                async with svc:
+                    port = svc.listen_port
+                    with pytest.raises(smtplib.SMTPDataError) as refused:
+                        await asyncio.to_thread(send, port, "u@bad.test", 1)
+                    assert refused.value.smtp_code == 451
+                    for n in range(5):
+                        assert await asyncio.to_thread(send, port, f"u{n}@good.test", n) == {}
+                    await until(lambda: len(sink.messages) == 5, what="5 deliveries")
+                    assert svc.driver is not None and svc.driver.protocol_errors == 0
+                    assert svc.driver.hook_failures == 1
+        events = [type(ev).__name__ for _, ev in iter_events(tmp_path / "spool" /
+                                                             "journal.sqlite")]
+        assert events.count("MessageSubmitted") == 5  # the refused one was not journaled
 
     asyncio.run(scenario())
