@@ -31,6 +31,9 @@ every wait is bounded (``--timeout``).
 
     python -m bench.memory                 # 1 M tracemalloc + 100 k RSS
     python -m bench.memory --quick         # 10 k tracemalloc + 2 k RSS
+
+One message to each of 10 k domains, delivered, then reaped (issue 13.6):
+`bench.memory_reap` (``python -m bench.memory_reap``).
 """
 
 from __future__ import annotations
@@ -147,9 +150,11 @@ def dir_size(path: Path) -> int:
 class Deliver:
     """``egress deliver`` on loopback with a metrics port; stops it by its own pid."""
 
-    def __init__(self, workdir: Path, dns_port: int, traced: str | None = None) -> None:
+    def __init__(self, workdir: Path, dns_port: int, traced: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.traced = traced  # a launcher script for `python -c`, instead of -m engine.cli
+        self.extra = extra  # more `egress deliver` arguments
         self.dns_port = dns_port
         self.port = peers.free_port()
         self.metrics_port = peers.free_port()
@@ -162,7 +167,7 @@ class Deliver:
                "--policy", str(self.workdir / "policy.py"),
                "--spool", str(self.workdir / "spool"), "--listen", f"127.0.0.1:{self.port}",
                "--resolver", f"127.0.0.1:{self.dns_port}",
-               "--metrics-port", str(self.metrics_port)]
+               "--metrics-port", str(self.metrics_port), *self.extra]
         log = open(self.workdir / "egress.log", "ab")  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen(cmd, cwd=peers.ROOT, stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -290,6 +290,9 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     from engine.live.deliver_ops import add_arguments  # the operating flags (HTTP, TLS, logs)
 
     add_arguments(p)
+    p.add_argument("--reap-after", type=float, default=60.0, metavar="SECONDS",
+                   help="drop an idle path, queue or domain (nothing queued, no connection) "
+                   "within this long after it went idle (default 60)")
     p.set_defaults(func=cmd_deliver)
 
 
@@ -312,6 +315,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         allowed_networks=args.allow_networks, grace=args.grace,
         snapshot_every=args.snapshot_every, limits=limits, accept_loss=args.accept_loss,
         **service_options(args),
+        reap_after=args.reap_after,
     )
 
 

@@ -82,6 +82,8 @@ class Core:
         # path configs asked for before their path exists (see engine.lookups)
         self.path_cfgs: dict[tuple[str, str], tuple[str, Any, float]] = {}
         self.refresh_at = math.inf  # when the oldest path config is due a refresh
+        # within one event: (pool, site) whose hook raised -> the error (engine.lookups)
+        self.hook_failed: dict[tuple[str, str], str] = {}
         # within one event: timers cancelled (-> index in out), and whether a later
         # SetTimer turned one of those CancelTimers into None
         self.cancelled: dict[Timer, int] = {}
@@ -94,6 +96,10 @@ class Core:
         self.lazy_redelayed = 0  # re-delays made lazily (no record each)
         self.silent_redelays: dict[str, int] = {}  # message id -> lazy re-delays, until read
         self.backlog_gen: Any = None  # numpy generator seeded from `rng` at first use
+        # idle state is reaped every `reap_after` seconds (None: never; the live
+        # service sets it, see engine.lifecycle.reap_idle); when the sweep is armed
+        self.reap_after: float | None = None
+        self.reap_at: float | None = None
 
     def intern(self, s: str) -> str:
         """Intern a queue/path/site name so a million messages share one copy."""

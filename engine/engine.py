@@ -13,9 +13,11 @@ Protocol errors are raised *before* anything changes: an event for a
 connection the engine does not know, a `TimerFired` for a timer that is not
 armed, an event the connection's session refuses (the session raises before
 it changes), a duplicate message id, an answer to a lookup never asked.
-Policy errors (a raising hook) propagate as `PolicyError` naming the hook,
-and leave the engine unchanged too: the policy is asked before anything
-changes (`engine.lookups`).
+A raising hook affects only what it configures (`engine.lookups`): the
+messages whose path it configures get a TransientFailure record naming the
+hook, a due refresh keeps the path's config; only `queue_config` raising
+refuses its submission (`PolicyError`, the engine unchanged: the policy is
+asked before anything changes).
 
 Determinism: every random draw comes from ``random.Random(seed)``, ties are
 broken by sequence numbers, and iteration is over insertion-ordered dicts or
@@ -30,7 +32,7 @@ from typing import Any
 from engine import admin, dispatch, flow, lifecycle, lookups, outcomes, resolve, restart, snapshot
 from engine.core import Core
 from engine.effects import Effect
-from engine.errors import ProtocolError
+from engine.errors import PolicyError, ProtocolError
 from engine.events import (
     AdminBounceRule,
     AdminCancel,
@@ -63,6 +65,7 @@ from engine.events import (
 __all__ = ["Engine"]
 
 _PROMOTE: Timer = ("promote", "")
+_REAP: Timer = ("reap", "")
 
 
 class Engine(Core):
@@ -94,10 +97,14 @@ class Engine(Core):
             undo = lookups.refresh_due(self, event.at)
             try:
                 handler(self, event)
-            except ProtocolError:
+            except (ProtocolError, PolicyError):
                 lookups.undo_refresh(self, undo)
                 self.cancelled.clear()
                 raise
+        if self.reap_at is None and self.reap_after is not None \
+                and (self.queues or self.paths or self.domains):
+            self.reap_at = event.at + self.reap_after
+            self.set_timer(_REAP, self.reap_at)
         sched = self.sched
         head = sched.low
         if head is not None:
@@ -107,6 +114,8 @@ class Engine(Core):
                 self.set_timer(_PROMOTE, head)
         if self.cancelled:
             self.cancelled.clear()
+        if self.hook_failed:
+            self.hook_failed.clear()
         if self.dropped:  # CancelTimer+SetTimer pairs became one SetTimer
             self.dropped = False
             out = [e for e in out if e is not None]
@@ -205,7 +214,7 @@ def _conn_event(eng: Core, ev: ConnEvent) -> None:
 
 def _timer(eng: Core, ev: TimerFired) -> None:
     timer = ev.timer
-    if timer not in eng.timers:
+    if timer not in eng.timers and timer != _REAP:  # a sweep is harmless at any time
         raise ProtocolError(f"engine cannot handle TimerFired({timer!r}) in state NOT_ARMED")
     _TIMERS[timer[0]](eng, ev)
 
@@ -286,6 +295,15 @@ def _admin_timer(eng: Core, ev: TimerFired) -> None:
     admin.expired(eng, ev.timer[1], ev.at)  # type: ignore[arg-type]
 
 
+def _reap_timer(eng: Core, ev: TimerFired) -> None:
+    """("reap", ""): drop the idle state (`lifecycle.reap_idle`), then sweep again
+    in `reap_after` seconds while anything is left.  Accepted even when not
+    armed: a journal written with another ``--reap-after`` replays unchanged."""
+    eng.timers.pop(ev.timer, None)
+    eng.reap_at = None
+    lifecycle.reap_idle(eng, ev.at)
+
+
 _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "conn": _conn_timer,
     "promote": _promote_timer,
@@ -295,6 +313,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "msgrate": _msgrate_timer,
     "admin": _admin_timer,
     "backlog": _backlog_timer,
+    "reap": _reap_timer,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {

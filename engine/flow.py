@@ -16,7 +16,7 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from engine import lookups, metrics, records
+from engine import lifecycle, lookups, metrics, records
 from engine.admin_hold import intercept
 from engine.backlog import Backlog
 from engine.core import Core
@@ -103,6 +103,11 @@ def promote(eng: Core, msg: Message, now: float) -> None:
     if ds is None or ds.site is None or ds.expires <= now:
         park(eng, msg, q.route, ds)
         return
+    if eng.hook_failed:  # a hook this promotion needs raised (engine.lookups)
+        error = lookups.hook_error(eng, q.pool, ds.site)
+        if error is not None:
+            lifecycle.hook_failed(eng, msg, now, error)
+            return
     thr = q.throttle
     if thr is not None:
         wait = thr.check(now)

@@ -19,6 +19,11 @@ goes on the wire), lazily and without caching, as KumoMTA does.  repr/str
 show only the kind and its non-secret locator (``KeySource(key_data=***)``,
 ``KeySource(env='NAME')``), and no error message ever contains the secret or
 a Vault token.
+
+An inline secret (``key_data``, a ``vault_token``) is still a value in the
+engine's state, so an engine snapshot keeps the KeySource `sealed`: its
+description with the secret withheld.  `engine.snapshot.load` gives the
+secret back from the policy (`unseal`), which holds it in the first place.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ _FORMS = (
     "{'vault_mount': ..., 'vault_path': ...[, 'vault_key', 'vault_address', 'vault_token']}"
 )
 _VAULT_KEYS = ("vault_mount", "vault_path", "vault_key", "vault_address", "vault_token")
+_SECRETS = ("key_data", "vault_token")  # the params that are themselves secrets
+_WITHHELD = "withheld"  # the param naming the secrets a sealed KeySource left out
 
 
 class KeySource:
@@ -107,10 +114,39 @@ class KeySource:
         """One of ``"key_data"``, ``"file"``, ``"env"``, ``"vault"``."""
         return self._kind
 
+    @property
+    def has_secret(self) -> bool:
+        """True when the secret itself is a param (``key_data``, ``vault_token``)."""
+        return any(name in self._params for name in _SECRETS)
+
+    @property
+    def withheld(self) -> bool:
+        """True for a `sealed` copy: its inline secret was left out."""
+        return _WITHHELD in self._params
+
+    def sealed(self) -> KeySource:
+        """This KeySource with its inline secret left out (what a snapshot keeps)."""
+        if not self.has_secret:
+            return self
+        params = {k: v for k, v in self._params.items() if k not in _SECRETS}
+        params[_WITHHELD] = ",".join(k for k in _SECRETS if k in self._params)
+        return KeySource(self._kind, params)
+
+    def unseal(self, source: KeySource) -> bool:
+        """Take the secret back from `source` when it is the one this sealed copy
+        was made from (same kind and locator); True if it was."""
+        if not self.withheld or source.withheld or source.sealed() != self:
+            return False
+        self._params = dict(source._params)
+        return True
+
     def resolve(self) -> str:
         """The inline secret of a ``key_data`` keysource (no I/O).  The other
         kinds are read by a driver (`engine.live.keysource_resolve`); asking the
         core for them is a `ConfigError` saying so."""
+        if self.withheld:
+            raise ConfigError(f"KeySource({self.describe()}): its inline secret was not kept "
+                              "in the snapshot and the policy did not give it back")
         if self._kind == "key_data":
             return self._params["key_data"]
         raise ConfigError(

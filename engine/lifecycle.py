@@ -5,6 +5,10 @@ Every decision above (promotion, dispatch, session outcomes, DNS answers,
 admin commands) ends a message's turn through these functions, so each record
 kind (TransientFailure, Bounce, Expiration, AdminBounce) is written in one
 place.
+
+`reap_idle` is the other end of a path's or queue's life: what holds nothing
+is dropped, so state stays proportional to what is queued, not to every
+domain ever seen.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from engine.core import Core
 from engine.effects import Discard, Log
 from engine.events import trusted_factory
 from engine.message import DONE, HELD, READY, Message
-from engine.ready import ReadyQueue
+from engine.ready import CONFIG_REFRESH, ReadyQueue
 from engine.reply import Reply
 from engine.retry import expiry_text, retry_delay
 
-__all__ = ["admin_bounce_one", "bounce", "drain_ready", "expire", "finish", "retry_later",
-           "return_to_ready", "transient"]
+__all__ = ["admin_bounce_one", "bounce", "drain_ready", "expire", "finish", "hook_failed",
+           "reap_idle", "retry_later", "return_to_ready", "transient"]
 
 _Log = trusted_factory(Log)
 _Discard = trusted_factory(Discard)
@@ -127,3 +131,65 @@ def bounce(eng: Core, msg: Message, now: float, reply: Reply, *,
         source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
     eng.metrics.bump(metrics.FAIL, path, provider)
     finish(eng, msg)
+
+
+def hook_failed(eng: Core, msg: Message, now: float, error: str) -> None:
+    """A policy hook its promotion needed raised (`engine.lookups`): a
+    TransientFailure record ``451 4.3.0`` naming the hook and its error, then
+    the retry schedule, at whose end the hook is asked again."""
+    transient(eng, msg, now, Reply.make(451, "4.3.0", f"policy {error}"))
+
+
+def _holding(states: tuple[object, ...], now: float) -> bool:
+    """True while a throttle still remembers recent use (its GCRA TAT is ahead of
+    now): dropping it would forget that and let a burst through."""
+    return any(st is not None and st.tat > now for st in states)  # type: ignore[attr-defined]
+
+
+def reap_idle(eng: Core, now: float) -> None:
+    """Drop the state that holds nothing (the ("reap", "") timer, issue 13.6).
+
+    A ready queue with no message, no connection, no connection-rate wait and
+    no throttle still holding goes, with its maint timer and its per-path
+    metrics; a scheduled queue with no message and no throttle holding; a
+    domain no queue routes to, with nothing parked and no lookup under way
+    (its MX answer is asked again next time); the site names, staged path
+    configs and MTA-STS answers nothing uses any more.  Everything dropped is
+    made again on demand, as on first use.  The sweep depends only on the
+    state and `now`, so replaying its TimerFired reaps the same things."""
+    paths = eng.paths
+    reaped: set[str] = set()
+    for path, rq in list(paths.items()):
+        if rq.messages or rq.conns or rq.open or rq.ready_timer is not None \
+                or _holding((rq.conn_throttle, rq.msg_throttle), now):
+            continue
+        del paths[path]
+        key = (rq.source_name, rq.site)
+        if eng.path_names.get(key) == path:
+            del eng.path_names[key]
+        eng.cancel_timer(("maint", path))
+        rq.maint_at = None
+        reaped.add(path)
+    if reaped:
+        by_path = eng.metrics.by_path
+        for key2 in [k for k in by_path if k[1] in reaped]:
+            del by_path[key2]
+    routed: set[str] = set()
+    for name, q in list(eng.queues.items()):
+        if q.count == 0 and not _holding((q.throttle,), now):
+            del eng.queues[name]
+        else:
+            routed.add(q.routing_domain or q.domain)
+    for dom, ds in list(eng.domains.items()):
+        if not ds.parked and not ds.resolving and dom not in routed:
+            del eng.domains[dom]
+    sites = {ds.site for ds in eng.domains.values()} | {rq.site for rq in paths.values()}
+    for mx, site in list(eng.site_names.items()):
+        if site not in sites:
+            del eng.site_names[mx]
+    for key3, (_, _, cfg_at) in list(eng.path_cfgs.items()):
+        if now - cfg_at >= CONFIG_REFRESH:
+            del eng.path_cfgs[key3]
+    for dom, (_, expires) in list(eng.sts.items()):
+        if expires <= now:
+            del eng.sts[dom]

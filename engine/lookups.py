@@ -13,7 +13,21 @@ policy half-way through its changes.  Instead:
   each ``source->site`` path config are asked for the ones not yet known, into
   a `Staged` object; `Staged.commit` installs them after the last hook call.
 
-So a raising hook leaves nothing behind.  The price is that a multi-source
+A raising hook affects only what it configures (issue 13.1):
+
+- `queue_config` raising refuses the submission (`PolicyError`, the engine
+  unchanged): without a queue config there is no queue to accept it into;
+- `egress_pool`, `egress_source` or `egress_path_config` raising while a
+  (pool, site) is staged marks that pair failed for the event
+  (``eng.hook_failed``): its messages get a TransientFailure record naming
+  the hook and the error and follow their retry schedule (`hook_failed`), so
+  the hook is asked again at the next attempt; every other path flows;
+- a path config re-asked when due (`refresh_due`, `path_config`) that
+  raises keeps the path's current config until the next refresh.
+
+Each failure is counted (``total_hook_failures``).
+
+So a raising hook leaves nothing half-done.  The price is that a multi-source
 pool's paths are asked for together (a path may be asked before a message
 first uses it); the answers are cached exactly as a lazy lookup would cache
 them (``eng.path_cfgs`` until the path is created).
@@ -26,9 +40,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine import metrics
 from engine.config import EgressPathConfig
 from engine.core import Core
 from engine.effects import FetchMtaSts, ResolveTlsa
+from engine.errors import PolicyError
 from engine.events import MessageSubmitted, MtaStsPolicy, TlsaRecord
 from engine.message import QueueInfo, queue_name
 from engine.pools import WeightedRoundRobin
@@ -36,14 +52,14 @@ from engine.ready import CONFIG_REFRESH, ReadyQueue
 
 DEFAULT_POOL = "unspecified"
 
-__all__ = ["DEFAULT_POOL", "Staged", "path_config", "paths_known", "pick_source", "refresh_due",
-           "sts_policy", "tlsa_for", "undo_refresh"]
+__all__ = ["DEFAULT_POOL", "Staged", "hook_error", "path_config", "paths_known", "pick_source",
+           "refresh_due", "sts_policy", "tlsa_for", "undo_refresh"]
 
 
 class Staged:
     """Policy answers gathered for one event, not yet visible to the engine."""
 
-    __slots__ = ("cfgs", "eng", "pools", "queues", "sources")
+    __slots__ = ("cfgs", "eng", "failed", "pools", "queues", "sources")
 
     def __init__(self, eng: Core) -> None:
         self.eng = eng
@@ -51,6 +67,7 @@ class Staged:
         self.pools: dict[str, WeightedRoundRobin] = {}
         self.sources: dict[str, Any] = {}
         self.cfgs: dict[tuple[str, str], tuple[str, Any, float]] = {}
+        self.failed: dict[tuple[str, str], str] = {}  # (pool, site) -> the hook's error
 
     def queue(self, ev: MessageSubmitted) -> QueueInfo:
         """The scheduled queue of `ev`, asking the policy for a new one."""
@@ -75,17 +92,26 @@ class Staged:
         return rr
 
     def need_path(self, q: QueueInfo, site: str, now: float) -> None:
-        """Everything promoting a message of `q` to `site` may ask of the policy."""
+        """Everything promoting a message of `q` to `site` may ask of the policy.
+
+        A hook raising here marks (pool, site) failed for this event instead of
+        refusing it; what was staged before the failure is kept (each answer
+        stands on its own)."""
+        if (q.pool, site) in self.failed:
+            return
         eng = self.eng
-        for source in self.pool(q.pool).names:
-            if source not in eng.sources and source not in self.sources:
-                self.sources[source] = eng.policy.egress_source(source)
-            key = (source, site)
-            path = eng.path_names.get(key)
-            if (path is None or path not in eng.paths) and key not in eng.path_cfgs \
-                    and key not in self.cfgs:
-                cfg = eng.policy.egress_path_config(q.domain, source, site)
-                self.cfgs[key] = (q.domain, cfg, now)
+        try:
+            for source in self.pool(q.pool).names:
+                if source not in eng.sources and source not in self.sources:
+                    self.sources[source] = eng.policy.egress_source(source)
+                key = (source, site)
+                path = eng.path_names.get(key)
+                if (path is None or path not in eng.paths) and key not in eng.path_cfgs \
+                        and key not in self.cfgs:
+                    cfg = eng.policy.egress_path_config(q.domain, source, site)
+                    self.cfgs[key] = (q.domain, cfg, now)
+        except PolicyError as exc:
+            self.failed[(q.pool, site)] = str(exc)
 
     def commit(self) -> None:
         """Install every staged answer (after the last hook call succeeded)."""
@@ -98,6 +124,15 @@ class Staged:
             eng.sources.update(self.sources)
         if self.cfgs:
             eng.path_cfgs.update(self.cfgs)
+        if self.failed:
+            eng.hook_failed.update(self.failed)
+            eng.metrics.totals[metrics.HOOK_FAILED] += len(self.failed)
+
+
+def hook_error(eng: Core, pool: str, site: str) -> str | None:
+    """The error of a hook that failed for (pool, site) during this event, if any."""
+    failed = eng.hook_failed
+    return failed.get((pool, site)) if failed else None
 
 
 def paths_known(eng: Core, pool: str, site: str) -> bool:
@@ -120,8 +155,13 @@ def refresh_due(eng: Core, now: float) -> list[tuple[Any, ...]]:
     fresh = []
     for rq in eng.paths.values():
         if now - rq.cfg_at >= CONFIG_REFRESH:
-            fresh.append((rq, eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)))
-    undo: list[tuple[Any, ...]] = [(eng.refresh_at,)]
+            try:
+                cfg = eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)
+            except PolicyError:
+                cfg = rq.cfg  # keep what the path has; asked again at the next refresh
+                eng.metrics.totals[metrics.HOOK_FAILED] += 1
+            fresh.append((rq, cfg))
+    undo: list[tuple[Any, ...]] = [(eng.refresh_at, eng.metrics.totals[metrics.HOOK_FAILED])]
     for rq, cfg in fresh:
         old = rq.cfg
         undo.append((rq, old, rq.cfg_at, rq.conn_throttle, rq.msg_throttle, rq.msg_throttles))
@@ -136,6 +176,7 @@ def refresh_due(eng: Core, now: float) -> list[tuple[Any, ...]]:
 def undo_refresh(eng: Core, undo: list[tuple[Any, ...]]) -> None:
     """Put back what `refresh_due` changed (the event was refused after it)."""
     eng.refresh_at = undo[0][0]
+    eng.metrics.totals[metrics.HOOK_FAILED] = undo[0][1]
     for rq, cfg, cfg_at, conn_throttle, msg_throttle, msg_throttles in undo[1:]:
         rq.cfg, rq.cfg_at = cfg, cfg_at
         rq.conn_throttle, rq.msg_throttle = conn_throttle, msg_throttle
@@ -152,10 +193,14 @@ def pick_source(eng: Core, pool: str) -> str:
 
 
 def path_config(eng: Core, rq: ReadyQueue, now: float) -> EgressPathConfig:
-    """The path's config, re-asked of the policy when older than CONFIG_REFRESH."""
+    """The path's config, re-asked of the policy when older than CONFIG_REFRESH
+    (a raising hook keeps the current one until the next refresh)."""
     if now - rq.cfg_at >= CONFIG_REFRESH:
         old = rq.cfg
-        rq.cfg = eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)
+        try:
+            rq.cfg = eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)
+        except PolicyError:
+            eng.metrics.totals[metrics.HOOK_FAILED] += 1
         rq.cfg_at = now
         if rq.cfg != old:
             eng.refresh_throttles(rq, old)

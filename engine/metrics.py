@@ -10,7 +10,9 @@ into one dict only when someone reads ``eng.counters``:
   max_message_rate held messages back), ``delayed_due_to_connection_rate_throttle``
   (a path's max_connection_rate pushed its ready queue back), ``ready_count``,
   ``connection_count`` (sums over paths), ``total_messages_expired``,
-  ``total_messages_admin_bounced``, ``total_messages_received``;
+  ``total_messages_admin_bounced``, ``total_messages_received``,
+  ``total_hook_failures`` (a policy hook raised or returned the wrong type; the
+  engine went on, see `engine.lookups`);
 - per path: ``name{path="source->site"}`` for ready_count, connection_count and
   the three totals; per provider: ``name{provider="..."}`` for the totals.
 
@@ -43,9 +45,10 @@ CONN_RATE_THROTTLED = "delayed_due_to_connection_rate_throttle"
 EXPIRED = "total_messages_expired"
 ADMIN_BOUNCED = "total_messages_admin_bounced"
 RECEIVED = "total_messages_received"
+HOOK_FAILED = "total_hook_failures"  # a policy hook raised or returned the wrong type
 
 TOTALS = (DELIVERED, TRANSFAIL, FAIL, READY_FULL, RATE_THROTTLED, CONN_RATE_THROTTLED, EXPIRED,
-          ADMIN_BOUNCED, RECEIVED)
+          ADMIN_BOUNCED, RECEIVED, HOOK_FAILED)
 BY_PATH = (DELIVERED, TRANSFAIL, FAIL)
 
 

@@ -6,7 +6,12 @@ closures) and is supplied again to `Engine.restore`, exactly as it is to a
 fresh engine.  Configs the policy returned (frozen dataclasses) are kept by
 value, so a restored engine behaves as the original did, including the age
 of its cached path configs; secrets stay `KeySource` references (resolved
-lazily by the driver), never their values.
+lazily by the driver), never their values: a KeySource holding its secret
+inline (``key_data``, a ``vault_token``) is written `sealed`, its description
+without the secret, and `load` takes the secret back from the policy, asking
+``egress_path_config`` again for each path whose config holds a sealed one
+(a hook that raises or answers with another keysource leaves it sealed: AUTH
+then fails with a record saying so, never with a wrong password).
 
 Trade-off, stated plainly: pickle makes the snapshot complete with no second
 description of the state to keep in step (every new field is included
@@ -24,10 +29,11 @@ import pickle
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from engine.errors import JournalError
+from engine.errors import JournalError, PolicyError
+from engine.keysource import KeySource
 
 MAGIC = b"EGSNAP"
-VERSION = 3
+VERSION = 4
 _POLICY = "egress-policy"
 _SKIP = ("policy", "out", "cancelled", "dropped")
 
@@ -50,6 +56,8 @@ class _Pickler(pickle.Pickler):
         # configs hold read-only mappings (additional_connection_limits, ...)
         if type(obj) is MappingProxyType:
             return _proxy, (dict(obj),)
+        if type(obj) is KeySource and obj.has_secret:
+            return obj.sealed().__reduce__()
         return NotImplemented
 
 
@@ -91,4 +99,30 @@ def load(cls: type[E], data: bytes, policy: Any) -> E:
     eng.out = []  # type: ignore[attr-defined]
     eng.cancelled = {}  # type: ignore[attr-defined]
     eng.dropped = False  # type: ignore[attr-defined]
+    _unseal(eng, policy)
     return eng
+
+
+def _unseal(eng: Any, policy: Any) -> None:
+    """Give the sealed KeySources of the restored configs their secrets back
+    from the policy (in place, so every reference to one gets it)."""
+    if policy is None:
+        return
+    held: list[tuple[str, str, str, KeySource]] = []
+    for rq in eng.paths.values():
+        ks = rq.cfg.smtp_auth_plain_password
+        if ks is not None and ks.withheld:
+            held.append((rq.domain, rq.source_name, rq.site, ks))
+    for (source, site), (domain, cfg, _) in eng.path_cfgs.items():
+        ks = cfg.smtp_auth_plain_password
+        if ks is not None and ks.withheld:
+            held.append((domain, source, site, ks))
+    for domain, source, site, ks in held:
+        if not ks.withheld:
+            continue  # shared with a path unsealed already
+        try:
+            fresh = policy.egress_path_config(domain, source, site).smtp_auth_plain_password
+        except PolicyError:
+            continue
+        if fresh is not None:
+            ks.unseal(fresh)

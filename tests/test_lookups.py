@@ -1,4 +1,4 @@
-"""engine.lookups: a raising policy hook leaves the engine exactly as it was."""
+"""engine.lookups: a raising policy hook affects only what it configures."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 
 from engine.config import make_egress_path
+from engine.effects import Log
 from engine.engine import Engine
 from engine.errors import PolicyError
 from engine.events import DnsFailure, MxRecord, Resolved, ResolveFailed, TimerFired
 from engine.policy import Policy
+from engine.queue_config import make_queue_config
 from tests.support.engine_harness import submit
 
 MX_A = (MxRecord(preference=10, host="mx.a.test", addresses=("192.0.2.1",)),)
@@ -39,7 +41,11 @@ def engine_with(hook: Hook) -> Engine:
     return Engine(p, seed=4)
 
 
-def test_hook_raising_on_the_second_domain_of_a_promotion_changes_nothing() -> None:
+def records_of(effects: list[Any], kind: str) -> list[dict[str, Any]]:
+    return [e.record for e in effects if isinstance(e, Log) and e.record["type"] == kind]
+
+
+def test_hook_raising_for_the_second_domain_of_a_promotion_fails_only_its_messages() -> None:
     hook = Hook()
     eng = engine_with(hook)
     eng.handle(submit(1, rcpts=("x@a.test",)))
@@ -50,20 +56,25 @@ def test_hook_raising_on_the_second_domain_of_a_promotion_changes_nothing() -> N
     eng.handle(Resolved(at=1.0, domain="b.test", mx=MX_B, ttl=1e9))
     due = max(eng.sched.due_of(m) or 0.0 for m in eng.sched)  # both retries due
     hook.armed = True
-    before = eng.snapshot()
-    with pytest.raises(PolicyError, match=r"^hook 'get_egress_path_config' \("):
-        eng.handle(TimerFired(at=due, timer=("promote", "")))
+    out = eng.handle(TimerFired(at=due, timer=("promote", "")))
     assert sorted(c[0] for c in hook.calls) == ["a.test", "b.test"]  # raised on the 2nd
-    assert eng.snapshot() == before
-    assert eng.ready_depths() == {} and eng.scheduled_count == 2
-    # the same event succeeds once the hook does: nothing was left half-done
+    ok, bad = (c[0] for c in hook.calls)
+    assert eng.ready_depths() == {f"unspecified->mx.{ok}": 1}  # the other domain flows
+    [failed] = records_of(out, "TransientFailure")
+    assert failed["queue"] == bad and failed["response"]["code"] == 451
+    assert "get_egress_path_config" in failed["response"]["content"]
+    assert f"RuntimeError: no config for {bad}" in failed["response"]["content"]
+    assert eng.counters["total_hook_failures"] == 1
+    assert eng.scheduled_count == 1 and not eng.hook_failed  # retried on its schedule
+    # the retry asks the hook again; once it answers, the message is promoted
     hook.fail_on = 0
-    eng.handle(TimerFired(at=due, timer=("promote", "")))
+    retry = min(eng.sched.due_of(m) or 0.0 for m in eng.sched)
+    eng.handle(TimerFired(at=retry, timer=("promote", "")))
     assert eng.ready_depths() == {"unspecified->mx.a.test": 1, "unspecified->mx.b.test": 1}
     assert eng.scheduled_count == 0
 
 
-def test_hook_raising_during_a_config_refresh_changes_nothing() -> None:
+def test_hook_raising_during_a_config_refresh_keeps_that_paths_config() -> None:
     hook = Hook()
     eng = engine_with(hook)
     for i, dom, mx in ((1, "a.test", MX_A), (2, "b.test", MX_B)):
@@ -71,25 +82,50 @@ def test_hook_raising_during_a_config_refresh_changes_nothing() -> None:
         eng.handle(Resolved(at=0.0, domain=dom, mx=mx, ttl=1e9))
     assert eng.ready_depths() == {"unspecified->mx.a.test": 1, "unspecified->mx.b.test": 1}
     hook.armed = True
-    before = eng.snapshot()
-    with pytest.raises(PolicyError, match=r"^hook 'get_egress_path_config' \(.*no config for "
-                                          r"b\.test"):
-        eng.handle(submit(3, at=61.0, rcpts=("z@a.test",)))  # both configs are due a refresh
-    assert eng.snapshot() == before and eng.queued_count == 2
+    b = eng.paths["unspecified->mx.b.test"]
+    old = b.cfg
+    eng.handle(submit(3, at=61.0, rcpts=("z@a.test",)))  # both configs are due a refresh
+    assert eng.queued_count == 3  # the submission was not refused
+    assert eng.ready_depths() == {"unspecified->mx.a.test": 2, "unspecified->mx.b.test": 1}
+    assert b.cfg is old and b.cfg_at == 61.0  # kept; asked again at the next refresh
+    assert eng.counters["total_hook_failures"] == 1
+    hook.calls.clear()
+    eng.handle(submit(4, at=62.0, rcpts=("w@a.test",)))
+    assert hook.calls == []  # not re-asked on every event
 
 
-def test_hook_raising_for_a_new_path_at_submission_changes_nothing() -> None:
+def test_hook_raising_for_a_new_path_when_resolved_gives_a_transient_failure() -> None:
     hook = Hook()
     hook.armed, hook.fail_on = True, 1
     eng = engine_with(hook)
     eng.handle(submit(1, rcpts=("x@a.test",)))
-    before = eng.snapshot()
-    with pytest.raises(PolicyError, match=r"^hook 'get_egress_path_config' \("):
-        eng.handle(Resolved(at=0.0, domain="a.test", mx=MX_A, ttl=1e9))
-    assert eng.snapshot() == before
+    out = eng.handle(Resolved(at=0.0, domain="a.test", mx=MX_A, ttl=1e9))
+    [failed] = records_of(out, "TransientFailure")
+    assert "hook 'get_egress_path_config'" in failed["response"]["content"]
+    assert eng.ready_depths() == {} and eng.scheduled_count == 1 and eng.queued_count == 1
     hook.fail_on = 0
-    eng.handle(Resolved(at=0.0, domain="a.test", mx=MX_A, ttl=1e9))
+    retry = min(eng.sched.due_of(m) or 0.0 for m in eng.sched)
+    eng.handle(TimerFired(at=retry, timer=("promote", "")))
     assert eng.ready_depths() == {"unspecified->mx.a.test": 1}
+
+
+def test_queue_config_raising_refuses_only_that_submission() -> None:
+    p = Policy()
+
+    @p.on("get_queue_config")
+    def queue(domain: str, tenant: str, campaign: str, routing_domain: str) -> Any:
+        if domain == "bad.test":
+            raise ValueError("no queue for you")
+        return make_queue_config()
+
+    eng = Engine(p, seed=4)
+    eng.handle(submit(1, rcpts=("x@a.test",)))
+    before = eng.snapshot()
+    with pytest.raises(PolicyError, match=r"^hook 'get_queue_config' .*no queue for you"):
+        eng.handle(submit(2, rcpts=("x@bad.test",)))
+    assert eng.snapshot() == before
+    eng.handle(submit(3, rcpts=("y@a.test",)))
+    assert eng.queued_count == 2
 
 
 def test_a_refused_event_undoes_the_config_refresh_it_triggered() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from engine.engine import Engine
-from engine.errors import JournalError
+from engine.errors import ConfigError, JournalError
 from engine.events import Event, TimerFired
 from engine.reply import Reply
 from tests.support.engine_harness import World, policy, submit
@@ -67,3 +69,38 @@ def test_snapshot_rejects_foreign_bytes() -> None:
         Engine.restore(b"not a snapshot", policy())
     with pytest.raises(JournalError, match="version 9 is not supported"):
         Engine.restore(b"EGSNAP\x09", policy())
+
+
+def _secret_engine(secret: str) -> tuple[Engine, Any]:
+    pol = policy(smtp_auth_plain_username="u", smtp_auth_plain_password={"key_data": secret},
+                 suspended=True)
+    eng = Engine(pol, seed=4)
+    w = World(eng)
+    w.feed(submit(1, rcpts=("a@example.com",)))
+    return eng, pol
+
+
+def test_an_inline_password_is_not_in_the_snapshot_and_comes_back_from_the_policy() -> None:
+    secret = "tiger-Secret-7781"
+    eng, pol = _secret_engine(secret)
+    [rq] = eng.paths.values()
+    assert rq.cfg.smtp_auth_plain_password.resolve() == secret  # the engine does hold it
+    snap = eng.snapshot()
+    assert secret.encode() not in snap
+    restored = Engine.restore(snap, pol)
+    [back] = restored.paths.values()
+    assert back.cfg == rq.cfg  # the same config, secret included
+    assert back.cfg.smtp_auth_plain_password.resolve() == secret
+
+
+def test_a_sealed_password_the_policy_no_longer_gives_stays_sealed() -> None:
+    eng, _ = _secret_engine("first-secret")
+    snap = eng.snapshot()
+    other = policy(smtp_auth_plain_username="u", smtp_auth_plain_password="/etc/egress/pw",
+                   suspended=True)
+    restored = Engine.restore(snap, other)
+    [rq] = restored.paths.values()
+    ks = rq.cfg.smtp_auth_plain_password
+    assert ks.withheld and "first-secret" not in repr(ks)
+    with pytest.raises(ConfigError, match="was not kept in the snapshot"):
+        ks.resolve()

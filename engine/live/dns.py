@@ -72,6 +72,13 @@ class _Entry:
     error: DnsLookupError | None = None
 
 
+CACHE_ENTRIES = 4096
+"""Most answers cached (name, type): beyond it the expired go first, then the
+oldest, so one message to each of many domains does not keep every answer
+for its whole TTL (issue 13.6; the engine keeps its own MX cache per domain
+while it has mail for it)."""
+
+
 class LiveResolver:
     """An async resolver with a TTL cache, classifying failures as the core expects.
 
@@ -258,7 +265,7 @@ class LiveResolver:
                     entry = await pending
                 finally:
                     del self._inflight[key]
-                self._cache[key] = entry
+                self._remember(key, entry, now)
             else:
                 entry = await asyncio.shield(pending)
         assert entry is not None
@@ -268,6 +275,18 @@ class LiveResolver:
         if fresh:
             return entry.answer
         return replace(entry.answer, ttl=max(0.0, entry.expires - now))
+
+    def _remember(self, key: tuple[str, str], entry: _Entry, now: float) -> None:
+        cache = self._cache
+        cache.pop(key, None)
+        if len(cache) >= CACHE_ENTRIES:
+            for old in [k for k, e in cache.items() if e.expires <= now]:
+                del cache[old]
+            while len(cache) >= CACHE_ENTRIES:
+                del cache[next(iter(cache))]
+            if not cache:
+                self._cache = cache = {}  # a dict never shrinks: start a small one
+        cache[key] = entry
 
     async def _lookup(self, name: str, rtype: str) -> _Entry:
         started = self._clock()

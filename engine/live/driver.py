@@ -65,8 +65,8 @@ from engine.effects import (
     StartTls,
     Verb,
 )
-from engine.errors import ProtocolError
-from engine.events import Drain, Event, TimerFired
+from engine.errors import EgressError, PolicyError, ProtocolError
+from engine.events import Drain, Event, Malformed, TimerFired
 from engine.events import Timer as TimerName
 from engine.live.connection import SmtpClientProtocol
 from engine.live.driver_io import DriverIO
@@ -131,6 +131,8 @@ class LiveDriver(DriverIO):
         self._wire_bytes = 0
         self.reply_cache: dict[bytes, tuple[Reply, ...]] = {}  # see SmtpClientProtocol
         self.protocol_errors = 0  # events the engine refused (driver bugs; should stay 0)
+        self.hook_failures = 0  # submissions refused because the policy's queue_config raised
+        self.effect_errors = 0  # effects that raised (driver bugs; should stay 0)
         self.draining = False  # drain() was called: the engine has its Drain event
         self._effects: dict[type, Callable[[Any], None]] = {
             Send: self._send,
@@ -177,6 +179,11 @@ class LiveDriver(DriverIO):
             self.protocol_errors += 1
             log.error("live driver: the engine refused %r", event, exc_info=True)
             return False
+        except PolicyError as exc:  # queue_config raised: this submission only
+            self.hook_failures += 1
+            log.warning("live driver: the engine refused %s %s: %s", type(event).__name__,
+                        getattr(event, "id", ""), exc)
+            return False
         if self.journal_batch is not None:
             self._unjournaled.append(event)
             if self._flush_handle is None:
@@ -188,7 +195,11 @@ class LiveDriver(DriverIO):
             handler = handlers.get(type(effect))
             if handler is None:  # pragma: no cover - an effect type this driver does not know
                 raise TypeError(f"the live driver cannot carry out {effect!r}")
-            handler(effect)
+            try:
+                handler(effect)
+            except Exception:  # a driver bug: the event's other effects still happen
+                self.effect_errors += 1
+                log.error("live driver: carrying out %r failed", effect, exc_info=True)
         return True
 
     def flush_journal(self) -> Any:
@@ -262,10 +273,32 @@ class LiveDriver(DriverIO):
         if proto is None or proto.transport is None or proto.closing:
             return  # closed under us; the engine learns it from `Closed`
         commands = eff.commands
-        if len(commands) == 1:
-            proto.transport.write(self._encode(commands[0]))
-        else:
-            proto.transport.write(b"".join([self._encode(c) for c in commands]))
+        try:
+            if len(commands) == 1:
+                data = self._encode(commands[0])
+            else:
+                data = b"".join([self._encode(c) for c in commands])
+        except (ValueError, EgressError) as exc:
+            self._unsendable(eff.conn, commands, exc)
+            return
+        proto.transport.write(data)
+
+    def _unsendable(self, conn: int, commands: tuple[SmtpCommand, ...], exc: Exception) -> None:
+        """A command that cannot be put on the wire (a CR in an address from an
+        older journal, a keysource that cannot be read): nothing of the batch is
+        written, and the session learns it as a `Malformed` on the next loop turn
+        (after this event's remaining effects, its timer included), so it fails
+        the transaction or host with a record naming the error, which never
+        holds a secret (`engine.live.keysource_resolve`)."""
+        verbs = "/".join(c.verb.value for c in commands)
+        detail = f"egress could not send {verbs}: {exc}"
+        log.warning("live driver: connection %d: %s", conn, detail)
+
+        def tell() -> None:
+            if conn in self.engine.conns:
+                self.handle_io(Malformed(at=time.time(), conn=conn, detail=detail))
+
+        self.loop.call_soon(tell)
 
     def _encode(self, cmd: SmtpCommand) -> bytes:
         verb = cmd.verb

@@ -34,8 +34,8 @@ _MASK = "***"
 def resolve_keysource(source: KeySource) -> str:
     """Fetch the secret `source` points at, now."""
     kind, p = source.kind, source.params
-    if kind == "key_data":
-        return p["key_data"]
+    if kind == "key_data" or source.withheld:
+        return source.resolve()  # the inline secret, or a ConfigError naming what is missing
     if kind == "file":
         try:
             with open(p["path"], encoding="utf-8") as fh:

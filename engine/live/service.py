@@ -82,6 +82,11 @@ SNAPSHOT_PER_QUEUED = 4
 log = logging.getLogger("egress.service")
 
 DEFAULT_SNAPSHOT_EVERY = 20_000
+# Seconds between sweeps of idle state (engine.lifecycle.reap_idle): a path is
+# dropped within this long after its last connection closed (idle_timeout after
+# its last message).  KumoMTA waits 10 minutes; egress keeps every path in one
+# process, so sooner.
+DEFAULT_REAP_AFTER = 60.0
 LOG_FLUSH_INTERVAL = 1.0
 
 
@@ -98,6 +103,7 @@ class Service:
     `mta_sts_port` (443; tests point it at a local HTTPS server).  `limits`
     bounds the listener (`engine.live.listener_limits`).  A journal holding
     less than it committed (a lost WAL) is refused unless `accept_loss`.
+    Idle paths, queues and domains are dropped every `reap_after` seconds.
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class Service:
         http_token: Any = None,
         policy_path: str | Path | None = None,
         tls_context: Any = None,
+        reap_after: float = DEFAULT_REAP_AFTER,
     ) -> None:
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
                 or snapshot_every < 1:
@@ -135,6 +142,10 @@ class Service:
                 or not 1 <= mta_sts_port <= 65535:
             raise ValueError(f"Service mta_sts_port must be a port number 1..65535, not "
                              f"{mta_sts_port!r}")
+        if isinstance(reap_after, bool) or not isinstance(reap_after, int | float) \
+                or not reap_after > 0:
+            raise ValueError(f"Service reap_after must be a number of seconds > 0, not "
+                             f"{reap_after!r}")
         if not isinstance(grace, int | float) or grace < 0:
             raise ValueError(f"Service grace must be a number of seconds >= 0, not {grace!r}")
         self.policy = policy
@@ -163,6 +174,7 @@ class Service:
         self.policy_path = policy_path
         self.tls_context = tls_context
         self.http: Any = None
+        self.reap_after = float(reap_after)
         self.journal: Journal | None = None
         self.engine: Engine | None = None
         self.driver: LiveDriver | None = None
@@ -272,6 +284,7 @@ class Service:
     def _recover(self, journal: Journal) -> Engine:
         snap, events = journal.replay()
         eng = Engine.restore(snap, self.policy) if snap is not None else Engine(self.policy)
+        eng.reap_after = self.reap_after  # idle state is dropped (engine.lifecycle.reap_idle)
         n = 0
         for ev in events:
             eng.handle(ev)

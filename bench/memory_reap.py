@@ -1,0 +1,145 @@
+"""Memory after one message to each of N domains, once the idle state is reaped.
+
+Issue 13.6: per-domain state (ready queue, scheduled queue, domain entry,
+site and path names, maint timer, per-path metrics) used to stay forever, so
+one message to each of 10 k domains took ``egress deliver`` from 33 to 163 MB
+for good.  Now an idle path, queue or domain is dropped by the engine's reap
+sweep (`engine.lifecycle.reap_idle`, every ``--reap-after`` seconds).
+
+What this measures, on loopback: ``egress deliver`` (the `bench.memory`
+launcher, so SIGUSR2 runs ``gc.collect()`` and glibc's ``malloc_trim(0)``)
+with a policy sending every path to a Postfix ``smtp-sink`` with
+``idle_timeout = 1s``, and a dnslib server answering an MX for each of the
+N domains.  RSS is read from /proc:
+
+1. idle, once listening;
+2. when all N are delivered (the per-domain state at its largest);
+3. once ``/metrics`` lists no path any more (everything reaped);
+4. the same after ``gc.collect()`` + ``malloc_trim(0)``: freed memory that
+   glibc's allocator had kept for reuse is handed back, so this shows what
+   the engine still holds rather than what the allocator keeps.
+
+    python -m bench.memory_reap                  # 10 k domains
+    python -m bench.memory_reap --domains 1000   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import smtplib
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from bench import peers
+from bench.memory import _TRACED, Deliver, _mb, _signal_and_wait, proc_status, scrape
+
+_POLICY = """\
+# Written by bench.memory_reap: every path to the local smtp-sink, idle after 1 s.
+from engine import Policy, make_egress_path
+
+policy = Policy()
+_cfg = make_egress_path(
+    smtp_port={port}, prohibited_hosts=[], enable_tls="Disabled", enable_mta_sts=False,
+    ehlo_domain="egress.bench.test", idle_timeout="1s",
+)
+
+
+@policy.on("get_egress_path_config")
+def _path(domain, source_name, site_name):
+    return _cfg
+"""
+
+
+def _send(port: int, domains: list[str]) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+        for i, dom in enumerate(domains):
+            client.sendmail("s@sender.test", [f"u@{dom}"], peers.message(2000, i))
+
+
+def inject(port: int, domains: list[str], threads: int = 4) -> None:
+    """One message to each domain, over `threads` SMTP sessions."""
+    workers = [threading.Thread(target=_send, args=(port, domains[k::threads]))
+               for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def _paths_listed(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode().count('path="')
+
+
+def _wait(cond: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not after {timeout:g} s")
+        time.sleep(0.5)
+
+
+def run(n: int, reap_after: float, timeout: float) -> dict[str, float]:
+    """RSS figures (bytes) and timings for `n` domains."""
+    domains = [f"d{i}.reap.test" for i in range(n)]
+    sink = peers.SmtpSink(host="127.0.0.2").start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-memory-reap-") as tmp, \
+                peers.DnsServer(dict.fromkeys(domains, "127.0.0.2")) as dns:
+            work = Path(tmp)
+            (work / "policy.py").write_text(_POLICY.format(port=sink.port))
+            svc = Deliver(work, dns.port, traced=_TRACED.format(frames=0, out=tmp),
+                          extra=("--reap-after", str(reap_after)))
+            try:
+                proc = svc.start(timeout)
+                time.sleep(1.0)
+                idle = proc_status(proc.pid, "VmRSS")
+                started = time.monotonic()
+                inject(svc.port, domains)
+                _wait(lambda: scrape(svc.metrics_port).get("total_messages_delivered", 0) >= n,
+                      timeout, f"{n} deliveries")
+                delivered_s = time.monotonic() - started
+                full = proc_status(proc.pid, "VmRSS")
+                peak = proc_status(proc.pid, "VmHWM")
+                listed = _paths_listed(svc.metrics_port)
+                started = time.monotonic()
+                _wait(lambda: _paths_listed(svc.metrics_port) == 0, timeout, "every path reaped")
+                reaped_s = time.monotonic() - started
+                reaped = proc_status(proc.pid, "VmRSS")
+                _signal_and_wait(svc, signal.SIGUSR2, work / "trimmed", timeout)
+                trimmed = proc_status(proc.pid, "VmRSS")
+            finally:
+                svc.stop()
+    finally:
+        sink.stop()
+    return {"idle": idle, "full": full, "peak": peak, "reaped": reaped, "trimmed": trimmed,
+            "listed": listed, "delivered_s": delivered_s, "reaped_s": reaped_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--domains", type=int, default=10_000, help="domains, one message each")
+    p.add_argument("--reap-after", type=float, default=60.0, help="egress deliver --reap-after")
+    p.add_argument("--timeout", type=float, default=600.0, help="bound on each wait, seconds")
+    args = p.parse_args(argv)
+    r = run(args.domains, args.reap_after, args.timeout)
+    n = args.domains
+    print(f"one message to each of {n:,} domains, --reap-after {args.reap_after:g}")
+    print(f"  RSS idle                         {_mb(r['idle'])}")
+    print(f"  RSS all delivered                {_mb(r['full'])}  (peak {_mb(r['peak'])}; "
+          f"/metrics lists {r['listed']:.0f} path series; {r['delivered_s']:.1f} s)")
+    print(f"  RSS reaped (no path in /metrics) {_mb(r['reaped'])}  "
+          f"({(r['reaped'] / r['idle'] - 1) * 100:+.1f} % of idle; {r['reaped_s']:.1f} s after)")
+    print(f"  RSS reaped, gc + malloc_trim(0)  {_mb(r['trimmed'])}  "
+          f"({(r['trimmed'] / r['idle'] - 1) * 100:+.1f} % of idle)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""engine.live.service: idle paths, queues and domains are reaped, and /metrics
+stops listing them.
+
+A real `Service` with a short ``reap_after``, a real DNS server giving each
+domain its own MX host, and a real SMTP sink.  After one message to each
+domain is delivered and the connections went idle and quit, the engine
+holds no path, queue or domain, and the metrics port lists no path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import urllib.request
+from typing import Any
+
+import pytest
+
+from engine.config import make_egress_path
+from engine.live.dns import LiveResolver
+from engine.live.service import Service
+from engine.policy import Policy
+from tests.support.dns_server import DnsServer
+from tests.support.live_harness import message
+from tests.support.smtp_servers import SinkServer
+
+pytestmark = pytest.mark.timeout(60)
+
+DOMAINS = [f"d{i}.test" for i in range(8)]
+ZONE: dict[str, dict[str, Any]] = {}
+for _d in DOMAINS:
+    ZONE[_d] = {"MX": [(10, f"mx.{_d}")]}
+    ZONE[f"mx.{_d}"] = {"A": ["127.0.0.1"]}
+
+
+async def until(cond: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise TimeoutError(f"{what} not met after {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path) -> None:
+    async def scenario() -> None:
+        with DnsServer(ZONE) as dns:
+            async with SinkServer() as sink:
+                p = Policy()
+
+                @p.on("get_egress_path_config")
+                def _path(domain: str, source: str, site: str) -> Any:
+                    return make_egress_path(smtp_port=sink.port, prohibited_hosts=[],
+                                            enable_tls="Disabled", enable_mta_sts=False,
+                                            idle_timeout="1s")
+
+                svc = Service(p, tmp_path / "spool", listen=None, metrics_port=0,
+                              reap_after=0.5,
+                              resolver=LiveResolver(["127.0.0.1"], port=dns.port))
+                async with svc:
+                    eng = svc.engine
+                    assert eng is not None
+                    for n, dom in enumerate(DOMAINS):
+                        await svc.submit("s@sender.test", [f"u@{dom}"], message(n))
+                    await until(lambda: len(sink.messages) == len(DOMAINS), what="deliveries")
+                    assert len(eng.paths) == len(DOMAINS)
+                    url = f"http://127.0.0.1:{svc.metrics.port}/metrics"
+
+                    def scrape() -> str:
+                        with urllib.request.urlopen(url, timeout=5) as r:
+                            return str(r.read().decode())
+
+                    assert 'path="unspecified->mx.d0.test"' in await asyncio.to_thread(scrape)
+                    await until(lambda: not eng.paths and not eng.queues and not eng.domains,
+                                what="idle state reaped")
+                    assert not eng.conns and not eng.site_names
+                    assert all(t[0] == "reap" for t in eng.timers)
+                    text = await asyncio.to_thread(scrape)
+                    assert 'path="' not in text
+                    assert f"\ntotal_messages_delivered {float(len(DOMAINS))}\n" in text
+                    # a domain seen again is made again and delivered
+                    await svc.submit("s@sender.test", ["again@d0.test"], message(99))
+                    await until(lambda: len(sink.messages) == len(DOMAINS) + 1, what="again")
+
+    asyncio.run(scenario())

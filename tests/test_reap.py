@@ -1,0 +1,65 @@
+"""engine.lifecycle.reap_idle: idle paths, queues and domains are dropped.
+
+One message to each of several domains is delivered by the scripted world;
+after the connections' idle_timeout and one sweep, nothing of them is left:
+no ready queue, scheduled queue, domain entry, site name, timer or per-path
+metric.  A later message to the same domain makes it all again.
+"""
+
+from __future__ import annotations
+
+from engine.engine import Engine
+from engine.events import TimerFired
+from tests.support.engine_harness import World, policy, submit
+
+DOMAINS = [f"d{i}.test" for i in range(5)]
+
+
+def _engine(**path: object) -> tuple[Engine, World]:
+    eng = Engine(policy(idle_timeout="5s", **path), seed=1)
+    eng.reap_after = 60.0
+    w = World(eng)
+    for i, dom in enumerate(DOMAINS):
+        w.feed(submit(i, at=0.0, rcpts=(f"u@{dom}",)))
+    return eng, w
+
+
+def test_idle_state_is_gone_within_a_sweep_after_idle_timeout() -> None:
+    eng, w = _engine()
+    w.run(1.0)
+    assert eng.queued_count == 0 and len(eng.paths) >= 1 and eng.conns  # idle sessions
+    assert any(k[0] == "maint" for k in eng.timers)
+    assert any('path="' in k for k in eng.counters)
+    w.run(5.0 + 60.0)  # idle_timeout, then one sweep
+    assert eng.paths == {} and eng.queues == {} and eng.domains == {}
+    assert eng.site_names == {} and eng.path_names == {} and eng.conns == {}
+    assert eng.timers == {}  # nothing left to sweep: the sweep is not re-armed
+    assert not any('path="' in k for k in eng.counters)
+    assert eng.counters["total_messages_delivered"] == len(DOMAINS)  # totals stay
+    # a later message makes it all again and is delivered
+    w.feed(submit(99, at=w.now, rcpts=("v@d0.test",)))
+    w.run(w.now + 1.0)
+    assert eng.counters["total_messages_delivered"] == len(DOMAINS) + 1
+
+
+def test_a_path_whose_throttle_still_holds_is_kept_until_it_does_not() -> None:
+    eng, w = _engine(max_message_rate="20/h")  # 5 messages: the TAT is 15 min ahead
+    w.run(5.0 + 60.0)
+    assert eng.queued_count == 0 and len(eng.paths) >= 1  # the throttle still holds
+    assert ("reap", "") in eng.timers  # swept again while a path is left
+    w.run(3600.0 + 120.0)
+    assert eng.paths == {} and eng.domains == {} and eng.timers == {}
+
+
+def test_without_reap_after_nothing_is_swept() -> None:
+    eng = Engine(policy(idle_timeout="5s"), seed=1)
+    w = World(eng)
+    w.feed(submit(1, at=0.0, rcpts=("u@d0.test",)))
+    w.run(1000.0)
+    assert eng.paths and not any(k[0] == "reap" for k in eng.timers)
+
+
+def test_a_sweep_not_armed_is_accepted_for_replay() -> None:
+    eng, w = _engine()
+    w.run(5.0 + 60.0)
+    eng.handle(TimerFired(at=w.now + 1.0, timer=("reap", "")))  # no ProtocolError
