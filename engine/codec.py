@@ -62,6 +62,7 @@ TAGS: tuple[tuple[int, str], ...] = (
     (16, "Bounce"),
     (17, "Restarted"),
     (18, "Drain"),
+    (19, "LimitAnswered"),
 )
 
 

@@ -84,6 +84,8 @@ class Core:
         self.cancelled: dict[Timer, int] = {}
         self.dropped = False
         self.draining = False  # set by Drain: no new connection, no new transaction
+        # engine.shared_limits.SharedLimits when limits are shared between processes
+        self.shared: Any = None
 
     def intern(self, s: str) -> str:
         """Intern a queue/path/site name so a million messages share one copy."""

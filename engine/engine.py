@@ -27,7 +27,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine import admin, dispatch, flow, lifecycle, lookups, outcomes, resolve, restart, snapshot
+from engine import (
+    admin,
+    dispatch,
+    flow,
+    lifecycle,
+    lookups,
+    outcomes,
+    resolve,
+    restart,
+    shared_answers,
+    snapshot,
+)
 from engine.core import Core
 from engine.effects import Effect
 from engine.errors import ProtocolError
@@ -39,6 +50,7 @@ from engine.events import (
     ConnEvent,
     Drain,
     Event,
+    LimitAnswered,
     Malformed,
     MessageSubmitted,
     MtaStsResolved,
@@ -263,6 +275,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "maint": _maint_timer,
     "idle": _idle_timer,
     "msgrate": _msgrate_timer,
+    "shared": shared_answers.shared_timer,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {
@@ -284,4 +297,5 @@ _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {
     Bounce: admin.bounce,
     Restarted: restart.restarted,
     Drain: admin.drain,
+    LimitAnswered: shared_answers.answered,
 }

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import dispatch, metrics, records
+from engine import dispatch, metrics, records, shared_limits
 from engine.core import Core, OutcomeHandler
 from engine.effects import Log
 from engine.events import trusted_factory
@@ -99,6 +99,7 @@ def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
         return
     if ctx.plan_index + 1 < len(ctx.plan):
         nxt = dispatch.new_conn(eng, rq, ctx.plan, ctx.plan_index + 1)
+        shared_limits.hand_over(eng, ctx, nxt)
         nxt.msg = msg
         dispatch.attempt(eng, nxt, now)
         return
@@ -116,6 +117,7 @@ def reconnect_in_clear(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     dispatch.mark_closing(eng, ctx)
     msg, ctx.msg = ctx.msg, None
     nxt = dispatch.new_conn(eng, ctx.rq, ctx.plan, ctx.plan_index)
+    shared_limits.hand_over(eng, ctx, nxt)
     nxt.msg = msg
     nxt.tls_disabled = True
     dispatch.attempt(eng, nxt, now)

@@ -29,7 +29,7 @@ reached its recipient already: delivery is at least once, never lost.
 
 from __future__ import annotations
 
-from engine import dispatch
+from engine import dispatch, shared_limits
 from engine.core import Core
 from engine.effects import FetchMtaSts, Resolve, SetTimer
 from engine.events import Restarted
@@ -61,6 +61,7 @@ def restarted(eng: Core, ev: Restarted) -> None:
             retry_later(eng, msg, now)
         else:
             return_to_ready(eng, ctx.rq, msg)
+    shared_limits.reset(eng)  # the old process's asks are never answered
     eng.tlsa_waiting.clear()
     for dom, ds in eng.domains.items():
         if ds.resolving:
