@@ -278,6 +278,15 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "(default 10; each failure's reply is also delayed)")
     p.add_argument("--accept-loss", action="store_true",
                    help="start even if the journal lacks events it committed (a lost WAL)")
+    p.add_argument("--redis", metavar="URL",
+                   help="share every throttle and connection limit not written local: "
+                   "through this Redis, e.g. redis://127.0.0.1:6379/0 (as KumoMTA's "
+                   "configure_redis_throttles)")
+    p.add_argument("--redis-unavailable", choices=("stop", "local"), default="stop",
+                   help="when Redis does not answer: stop delivering on shared paths "
+                   "(KumoMTA's behaviour, the default) or enforce 1/--nodes of each limit locally")
+    p.add_argument("--nodes", type=int, default=1, metavar="N",
+                   help="how many processes share the limits (the local fallback's 1/N)")
     p.set_defaults(func=cmd_deliver)
 
 
@@ -294,11 +303,26 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             max_buffered_data=args.max_buffered_data, auth_max_failures=args.auth_max_failures)
     except ValueError as exc:
         raise ConfigError(str(exc).replace("Listener ", "--").replace("_", "-")) from None
+    shared = None
+    if args.redis is not None:
+        import uuid
+
+        from engine.shared_limits import SharedLimitsConfig
+
+        if not args.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"--redis: {args.redis!r} is not a Redis URL; expected "
+                              "redis://HOST:PORT/DB")
+        try:
+            shared = SharedLimitsConfig(node=uuid.uuid4().hex[:12], nodes=args.nodes,
+                                        on_unavailable=args.redis_unavailable)
+        except ConfigError as exc:
+            raise ConfigError(f"--{exc}") from None
     return run_deliver(
         args.policy, args.spool, listen=args.listen, resolver=args.resolver,
         tls_cafile=args.tls_cafile, log_dir=args.log_dir, metrics_port=args.metrics_port,
         allowed_networks=args.allow_networks, grace=args.grace,
         snapshot_every=args.snapshot_every, limits=limits, accept_loss=args.accept_loss,
+        redis=args.redis, shared_limits=shared,
     )
 
 

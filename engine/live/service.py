@@ -122,6 +122,8 @@ class Service:
         log_max_age: float | None = 3600.0,
         limits: LimitSettings | None = None,
         accept_loss: bool = False,
+        redis: str | None = None,
+        shared_limits: Any = None,
     ) -> None:
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
                 or snapshot_every < 1:
@@ -150,6 +152,10 @@ class Service:
         self.log_max_age = log_max_age
         self.limits = limits
         self.accept_loss = accept_loss
+        # limits shared through Redis (engine.shared_limits, engine.live.shared_redis)
+        self.redis_url = redis
+        self.shared_limits = shared_limits
+        self.redis: Any = None
         self.journal: Journal | None = None
         self.engine: Engine | None = None
         self.driver: LiveDriver | None = None
@@ -218,6 +224,14 @@ class Service:
             journal_batch=self._journal_events, mta_sts=mta_sts, tls_cafile=self.tls_cafile,
             on_discard=self._discard,
         )
+        if self.redis_url is not None:
+            from engine.live.shared_redis import RedisLimits
+
+            self.redis = RedisLimits(self.redis_url, self.driver.handle_io)
+            self.driver.add_effects(self.redis.effects())
+            why = await self.redis.check()
+            if why is not None:
+                log.warning("shared limits: Redis does not answer yet (%s)", why)
         self.driver.feed(Restarted(at=time.time()))
         for accepted in self.journal.inbox():  # accepted, never reached the events
             self.driver.feed(restamp(accepted, time.time()))
@@ -247,6 +261,14 @@ class Service:
     def _recover(self, journal: Journal) -> Engine:
         snap, events = journal.replay()
         eng = Engine.restore(snap, self.policy) if snap is not None else Engine(self.policy)
+        if self.redis_url is not None:
+            from engine.shared_limits import SharedLimitsConfig, configure
+
+            cfg = self.shared_limits or SharedLimitsConfig(node=uuid.uuid4().hex[:12])
+            if eng.shared is None:
+                configure(eng, cfg)
+            else:
+                eng.shared.cfg = cfg
         n = 0
         for ev in events:
             eng.handle(ev)
@@ -282,6 +304,8 @@ class Service:
                 log.warning("egress: %d transactions still on the wire after %.1fs; aborting",
                             self.driver.in_flight(), grace)
             await self.driver.abort_all()
+        if self.redis is not None:
+            await self.redis.close()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
