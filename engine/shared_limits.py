@@ -20,7 +20,9 @@ When the store cannot answer, the configuration chooses: ``"stop"``
 (KumoMTA's behaviour: shared paths open and start nothing; asked again after
 ``retry`` seconds) or ``"local"`` (each node enforces 1/``nodes`` of every shared
 limit by itself until the store answers again).  A `Log` record of type
-``SharedLimits`` marks each change of mode; ``mode`` is readable for metrics.
+``SharedLimits`` marks each change of mode, and the metrics carry it
+(``shared_limits_mode{mode="shared|stopped|local"}`` 1 or 0,
+``total_shared_limit_errors``).
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class SharedLimits:
 def configure(eng: Core, cfg: SharedLimitsConfig) -> None:
     """Make the engine's limits shared (before its first event)."""
     eng.shared = SharedLimits(cfg)
+    _gauge(eng, SHARED)
 
 
 def reset(eng: Core) -> None:
@@ -283,8 +286,8 @@ def store_failed(eng: Core, now: float, error: str) -> None:
     """The store did not answer: no asks for `retry` seconds; a record on a change."""
     sh: SharedLimits = eng.shared
     sh.down_until = now + sh.cfg.retry
-    eng.metrics.totals["shared_limit_errors"] = eng.metrics.totals.get(
-        "shared_limit_errors", 0) + 1
+    totals = eng.metrics.totals
+    totals["total_shared_limit_errors"] = totals.get("total_shared_limit_errors", 0) + 1
     mode = STOPPED if sh.cfg.on_unavailable == "stop" else LOCAL
     if sh.mode != mode:
         sh.mode = mode
@@ -300,7 +303,14 @@ def store_answered(eng: Core, now: float) -> None:
         _record(eng, now, SHARED, "")
 
 
+def _gauge(eng: Core, mode: str) -> None:
+    """``shared_limits_mode{mode="..."}``: 1 for the mode in force, 0 for the others."""
+    for m in (SHARED, STOPPED, LOCAL):
+        eng.metrics.totals[f'shared_limits_mode{{mode="{m}"}}'] = int(m == mode)
+
+
 def _record(eng: Core, now: float, mode: str, error: str) -> None:
+    _gauge(eng, mode)
     eng.out.append(Log(record={
         "type": "SharedLimits", "mode": mode, "reason": error,
         "timestamp": eng.epoch + now, "created": eng.epoch + now,

@@ -247,3 +247,32 @@ def test_redis_stopped_mid_run_stops_delivery_and_it_resumes_when_redis_returns(
                               .rglob("*") if f.is_file())
             assert '"mode": "stopped"' in records or '"mode":"stopped"' in records
             assert '"mode": "shared"' in records or '"mode":"shared"' in records
+
+
+def test_redis_stopped_mid_run_with_local_fallback_keeps_delivering_at_one_nth(
+        tmp_path: Path) -> None:
+    flags = ("--redis-unavailable", "local", "--nodes", "2")
+    with two_processes(tmp_path, 4, data_delay=0.05, flags=flags) as (redis, sink, procs):
+        threads = [threading.Thread(target=submit, args=(p.port, name, 100))
+                   for p, name in zip(procs, "ab", strict=True)]
+        for t in threads:
+            t.start()
+        wait_for(sink, 20, 60, procs)
+        redis.stop()
+        time.sleep(0.5)
+        with sink.lock:
+            sink.peak = sink.open  # from here: each process on its own, 4 / 2 each
+        before = sink.count()
+        time.sleep(2.0)
+        assert sink.count() - before >= 10  # still delivering
+        # each process opens no connection while it has 2 (4 / 2 nodes) open; what it
+        # held under shared leases stays open, so at most max(held, 2) each: <= 6
+        assert sink.peak <= 6, sink.peak
+        redis.start()
+        for t in threads:
+            t.join(120)
+        wait_for(sink, 200, 120, procs)
+        for p in procs:
+            records = "".join(f.read_text() for f in (tmp_path / f"{p.log_path.stem}-logs")
+                              .rglob("*") if f.is_file())
+            assert '"mode": "local"' in records or '"mode":"local"' in records

@@ -149,6 +149,10 @@ def test_store_unavailable_stop_opens_nothing_until_it_answers_again() -> None:
     [rec] = records(fx, "SharedLimits")
     assert rec["mode"] == "stopped" and rec["reason"] == "store unavailable"
     assert eng.shared.mode == "stopped"
+    counters = eng.counters
+    assert counters['shared_limits_mode{mode="stopped"}'] == 1
+    assert counters['shared_limits_mode{mode="shared"}'] == 0
+    assert counters["total_shared_limit_errors"] == 1
     assert timers(eng) == {("shared", PATH): 1.0}
     assert not of(w.fire(("shared", PATH)), Connect)  # still down: asked again, refused
     store.down = False
