@@ -124,6 +124,7 @@ class Service:
         accept_loss: bool = False,
         redis: str | None = None,
         shared_limits: Any = None,
+        reuse_port: bool = False,
     ) -> None:
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
                 or snapshot_every < 1:
@@ -156,6 +157,7 @@ class Service:
         self.redis_url = redis
         self.shared_limits = shared_limits
         self.redis: Any = None
+        self.reuse_port = reuse_port  # egress deliver --workers: one port, N processes
         self.journal: Journal | None = None
         self.engine: Engine | None = None
         self.driver: LiveDriver | None = None
@@ -249,6 +251,7 @@ class Service:
             self.ingest = Listener(host, port, submit=self._accept,
                                    allowed_networks=self.allowed_networks,
                                    auth=self.ingest_auth, limits=self.limits)
+            self.ingest.reuse_port = self.reuse_port
             try:
                 await self.ingest.start()
             except OSError as exc:
