@@ -334,6 +334,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
                               "redis://HOST:PORT/DB")
         try:
             shared = SharedLimitsConfig(node=uuid.uuid4().hex[:12], nodes=args.nodes or 1,
+                                        share="even" if args.reuse_port else "first-come",
                                         on_unavailable=args.redis_unavailable)
         except ConfigError as exc:
             raise ConfigError(f"--{exc}") from None

@@ -54,11 +54,19 @@ class SharedLimitsConfig:
     lease_poll: float = 0.5
     retry: float = 1.0
     prefix: str = "egress"
+    # "first-come" (KumoMTA): a node takes any free lease, and idle sessions keep
+    # theirs until idle_timeout, so a busy node can starve another.  "even": a node
+    # holds at most ceil(limit / nodes) connections, for nodes that share the
+    # traffic evenly (egress deliver --workers behind one SO_REUSEPORT port).
+    share: str = "first-come"
 
     def __post_init__(self) -> None:
         if self.on_unavailable not in ("stop", "local"):
             raise ConfigError(f"on_unavailable: {self.on_unavailable!r} is not valid; "
                               "expected 'stop' or 'local'")
+        if self.share not in ("first-come", "even"):
+            raise ConfigError(f"share: {self.share!r} is not valid; expected 'first-come' or "
+                              "'even'")
         if isinstance(self.nodes, bool) or not isinstance(self.nodes, int) or self.nodes < 1:
             raise ConfigError(f"nodes: {self.nodes!r} is not valid; expected an integer >= 1")
         for key in ("lease_ttl", "lease_poll", "retry"):
@@ -156,6 +164,8 @@ def may_open(eng: Core, rq: ReadyQueue, cfg: Any, now: float) -> bool:
         return True
     if path in sh.granted:
         return True
+    if conn_shared and sh.cfg.share == "even" and rq.open >= -(-int(limit) // sh.cfg.nodes):
+        return False  # this node's even share is open; a closing one pumps again
     if path in sh.asking or ("shared", path) in eng.timers:
         return False
     if _down(sh, now):

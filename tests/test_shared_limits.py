@@ -9,7 +9,7 @@ import pytest
 from engine.effects import AcquireLease, CheckThrottle, Connect, Effect, ExtendLease, ReleaseLease
 from engine.engine import Engine
 from engine.errors import ConfigError, ProtocolError
-from engine.events import LimitAnswered
+from engine.events import LimitAnswered, Resume, Suspend
 from engine.shared_limits import SharedLimitsConfig, configure
 from sim.shared_store import StoreModel
 from tests.support.engine_harness import PATH, World, of, policy, prime, records, submit
@@ -172,8 +172,24 @@ def test_store_unavailable_local_falls_back_to_one_nth_of_the_limit() -> None:
     assert eng.connection_counts() == {PATH: 2}  # 4 shared by 2 nodes
 
 
+def test_even_share_caps_each_node_at_its_part_of_the_limit() -> None:
+    store = StoreModel()
+    eng = Engine(policy(connection_limit=5), seed=1)
+    configure(eng, SharedLimitsConfig(node="a", nodes=2, share="even"))
+    prime(eng)
+    w = SharedWorld(eng, store, auto_connect=False)
+    w.feed(Suspend(at=0.0, path=PATH))
+    for i in range(60):
+        w.feed(submit(i))
+    w.feed(Resume(at=0.0, path=PATH))  # the ramp for 60 waiting would be all 5
+    assert eng.connection_counts() == {PATH: 3}  # ceil(5 / 2)
+    assert len(store.leases[f"egress:conn:{PATH}"]) == 3
+
+
 def test_config_is_checked() -> None:
     with pytest.raises(ConfigError, match="on_unavailable"):
         SharedLimitsConfig(on_unavailable="panic")
     with pytest.raises(ConfigError, match="nodes"):
         SharedLimitsConfig(nodes=0)
+    with pytest.raises(ConfigError, match="share"):
+        SharedLimitsConfig(share="greedy")
