@@ -308,6 +308,9 @@ class Service:
                             self.driver.in_flight(), grace)
             await self.driver.abort_all()
         if self.redis is not None:
+            shared = getattr(self.engine, "shared", None)
+            if shared is not None:
+                self.redis.release_all(shared.leases.values())
             await self.redis.close()
         if self._flusher is not None:
             self._flusher.cancel()

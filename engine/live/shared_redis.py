@@ -122,6 +122,8 @@ class RedisLimits:
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
+        if not batch:
+            return
         task = self.loop.create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -186,7 +188,16 @@ class RedisLimits:
         except Exception:
             log.warning("shared limits: could not reload the Redis scripts", exc_info=True)
 
+    def release_all(self, leases: Any) -> None:
+        """Give back every lease still held (a stop that aborted connections): the
+        other nodes need not wait for their expiry."""
+        for key, lease in list(leases):
+            self._enqueue(ReleaseLease(key=key, lease=lease))
+
     async def close(self) -> None:
+        """Send what is waiting, wait for what is on the way, close the client."""
+        if self._batch:
+            self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
