@@ -333,7 +333,8 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             raise ConfigError(f"--redis: {args.redis!r} is not a Redis URL; expected "
                               "redis://HOST:PORT/DB")
         try:
-            shared = SharedLimitsConfig(node=uuid.uuid4().hex[:12], nodes=args.nodes or 1,
+            nodes = 1 if args.nodes is None else args.nodes
+            shared = SharedLimitsConfig(node=uuid.uuid4().hex[:12], nodes=nodes,
                                         share="even" if args.reuse_port else "first-come",
                                         on_unavailable=args.redis_unavailable)
         except ConfigError as exc:
