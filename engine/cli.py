@@ -293,6 +293,20 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--reap-after", type=float, default=60.0, metavar="SECONDS",
                    help="drop an idle path, queue or domain (nothing queued, no connection) "
                    "within this long after it went idle (default 60)")
+    p.add_argument("--redis", metavar="URL",
+                   help="share every throttle and connection limit not written local: "
+                   "through this Redis, e.g. redis://127.0.0.1:6379/0 (as KumoMTA's "
+                   "configure_redis_throttles)")
+    p.add_argument("--redis-unavailable", choices=("stop", "local"), default="stop",
+                   help="when Redis does not answer: stop delivering on shared paths "
+                   "(KumoMTA's behaviour, the default) or enforce 1/--nodes of each limit locally")
+    p.add_argument("--nodes", type=int, metavar="N",
+                   help="how many processes share the limits (the local fallback's 1/N; "
+                   "default --workers)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run N delivery processes on the one --listen port (SO_REUSEPORT), "
+                   "each with its spool SPOOL/worker-I; needs --redis")
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_deliver)
 
 
@@ -309,6 +323,37 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             max_buffered_data=args.max_buffered_data, auth_max_failures=args.auth_max_failures)
     except ValueError as exc:
         raise ConfigError(str(exc).replace("Listener ", "--").replace("_", "-")) from None
+    if args.workers < 1:
+        raise ConfigError(f"--workers: {args.workers} is not valid; expected an integer >= 1")
+    if args.workers > 1:
+        if args.redis is None:
+            raise ConfigError("--workers: more than one worker needs --redis, or each would "
+                              "enforce every limit by itself (N times the rate)")
+        if args.listen.rsplit(":", 1)[-1] == "0":
+            raise ConfigError("--workers: --listen needs a fixed port for the workers to share")
+        from engine.live.workers import run_workers
+
+        argv = args.argv[args.argv.index("deliver") + 1:]
+        if args.nodes is None:
+            argv += ["--nodes", str(args.workers)]
+        return run_workers(argv, args.workers, spool=args.spool, log_dir=args.log_dir,
+                           metrics_port=args.metrics_port)
+    shared = None
+    if args.redis is not None:
+        import uuid
+
+        from engine.shared_limits import SharedLimitsConfig
+
+        if not args.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"--redis: {args.redis!r} is not a Redis URL; expected "
+                              "redis://HOST:PORT/DB")
+        try:
+            nodes = 1 if args.nodes is None else args.nodes
+            shared = SharedLimitsConfig(node=uuid.uuid4().hex[:12], nodes=nodes,
+                                        share="even" if args.reuse_port else "first-come",
+                                        on_unavailable=args.redis_unavailable)
+        except ConfigError as exc:
+            raise ConfigError(f"--{exc}") from None
     return run_deliver(
         args.policy, args.spool, listen=args.listen, resolver=args.resolver,
         tls_cafile=args.tls_cafile, log_dir=args.log_dir, metrics_port=args.metrics_port,
@@ -316,6 +361,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         snapshot_every=args.snapshot_every, limits=limits, accept_loss=args.accept_loss,
         **service_options(args),
         reap_after=args.reap_after,
+        redis=args.redis, shared_limits=shared, reuse_port=args.reuse_port,
     )
 
 
@@ -500,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     func = getattr(args, "func", None)
     if func is None:
         if extra:

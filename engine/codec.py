@@ -67,6 +67,7 @@ TAGS: tuple[tuple[int, str], ...] = (
     (21, "AdminBounceRule"),
     (22, "AdminCancel"),
     (23, "PolicyReloaded"),
+    (24, "LimitAnswered"),
 )
 
 

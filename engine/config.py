@@ -96,6 +96,33 @@ def _int(minimum: int, maximum: int | None = None) -> Check:
     return check
 
 
+class LocalLimit(int):
+    """A connection limit written ``"local:N"``: kept in this process even when
+    limits are shared through Redis (KumoMTA's ``local:`` prefix).  An `int`,
+    so every comparison and sum treats it as N."""
+
+    __slots__ = ()
+    local = True
+
+    def __repr__(self) -> str:
+        return f"'local:{int(self)}'"
+
+
+def _conn_limit(value: Any, key: str) -> int:
+    """An int >= 1, or KumoMTA's string forms ``"1,000"``, ``"1_000"``, ``"local:20"``."""
+    if isinstance(value, str):
+        text = value.strip()
+        local = text.startswith("local:")
+        digits = text.removeprefix("local:").strip().replace(",", "").replace("_", "")
+        if digits.isdigit() and int(digits) >= 1:
+            return LocalLimit(int(digits)) if local else int(digits)
+        raise ConfigError(f"{key}: {value!r} is not valid; expected an integer >= 1, "
+                          "optionally written '1,000' or 'local:20'")
+    if isinstance(value, LocalLimit):
+        return value
+    return _int(1)(value, key)
+
+
 def _bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}: {value!r} is not valid; expected true or false (a bool)")
@@ -184,7 +211,7 @@ def _mapping_of(check: Check, what: str) -> Check:
 
 
 _CHECKS: dict[str, Check] = {
-    "connection_limit": limit_spec(1),
+    "connection_limit": _conn_limit,
     "consecutive_connection_failures_before_delay": _int(0),
     "ehlo_domain": _opt(_token("a domain name or address literal")),
     "enable_tls": _enum(EnableTls),
@@ -367,6 +394,8 @@ def to_plain(value: Any) -> Any:
     """A configuration value as a plain JSON-able value (secrets masked)."""
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, LocalLimit):
+        return f"local:{int(value)}"
     if isinstance(value, Throttle):
         return format_throttle(value)
     if isinstance(value, CidrSet):

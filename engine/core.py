@@ -100,6 +100,8 @@ class Core:
         # service sets it, see engine.lifecycle.reap_idle); when the sweep is armed
         self.reap_after: float | None = None
         self.reap_at: float | None = None
+        # engine.shared_limits.SharedLimits when limits are shared between processes
+        self.shared: Any = None
 
     def intern(self, s: str) -> str:
         """Intern a queue/path/site name so a million messages share one copy."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import metrics, records
+from engine import metrics, records, shared_limits
 from engine.config import EnableTls
 from engine.core import Core
 from engine.effects import Connect, Log, TlsMode, TlsSettings
@@ -82,7 +82,8 @@ def pump(eng: Core, rq: ReadyQueue, now: float) -> None:
             for name in sorted(extra):
                 if eng.extra_conns.get(name, 0) >= extra[name]:
                     return
-        if rq.conn_throttle is not None:
+        shared = eng.shared is not None
+        if rq.conn_throttle is not None and (not shared or rq.conn_throttle.throttle.local):
             wait = rq.conn_throttle.check(now)
             if wait > 0.0:
                 if wait < cfg.idle_timeout:
@@ -91,6 +92,8 @@ def pump(eng: Core, rq: ReadyQueue, now: float) -> None:
                 else:
                     push_back(eng, rq, now, wait, "connection")
                 return
+        if shared and not shared_limits.may_open(eng, rq, cfg, now):
+            return  # asked the shared store; its answer pumps again
         if not open_connection(eng, rq, now):
             return
 
@@ -145,6 +148,8 @@ def new_conn(eng: Core, rq: ReadyQueue, plan: tuple[tuple[str, str], ...],
     ctx.counted = tuple(sorted(rq.cfg.additional_connection_limits))
     for name in ctx.counted:
         eng.extra_conns[name] = eng.extra_conns.get(name, 0) + 1
+    if eng.shared is not None:
+        shared_limits.bind(eng, ctx)
     return ctx
 
 
@@ -178,6 +183,8 @@ def release(eng: Core, ctx: ConnCtx) -> None:
         for name in ctx.counted:
             eng.extra_conns[name] = eng.extra_conns.get(name, 0) - 1
         ctx.counted = None
+        if eng.shared is not None:
+            shared_limits.release(eng, ctx)
 
 
 def tls_for(eng: Core, ctx: ConnCtx, port: int, now: float
@@ -270,31 +277,46 @@ def next_message(eng: Core, ctx: ConnCtx, now: float) -> None:
 def start(eng: Core, ctx: ConnCtx, now: float) -> None:
     """Start the held message's transaction once the message-rate throttles allow."""
     rq = ctx.rq
-    cfg: Any = rq.cfg
     throttles = rq.msg_throttles
     wait = 0.0
+    if eng.shared is not None:
+        throttles = shared_limits.local_throttles(eng, rq, now)
+        verdict = shared_limits.may_start(eng, ctx, now)
+        if verdict is None:
+            return  # the shared store's answer calls start again
+        wait = verdict
     for t in throttles:
         w = t.peek(now)
         if w > wait:
             wait = w
     if wait > 0.0:
-        if wait < cfg.idle_timeout:
-            eng.set_timer(("msgrate", ctx.conn), now + wait)
-            return
-        msg = ctx.msg
-        assert msg is not None
-        ctx.msg = None
-        return_to_ready(eng, rq, msg)
-        push_back(eng, rq, now, wait, "message")
-        go_idle(eng, ctx, now)
+        rate_wait(eng, ctx, now, wait)
         return
     for t in throttles:
         t.check(now)
+    if eng.shared is not None:
+        shared_limits.started(eng, ctx)
     msg = ctx.msg
     assert msg is not None
     ctx.started = True
     txn = _TxnMessage(msg.id, msg.sender, rcpt_tuple(msg.recipients), msg.size)
     eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)
+
+
+def rate_wait(eng: Core, ctx: ConnCtx, now: float, wait: float) -> None:
+    """A message-rate wait: spent in place under ``idle_timeout``, else the ready
+    queue goes back to scheduled (KumoMTA's rule)."""
+    if wait < ctx.rq.cfg.idle_timeout:
+        eng.set_timer(("msgrate", ctx.conn), now + wait)
+        return
+    msg = ctx.msg
+    assert msg is not None
+    ctx.msg = None
+    if eng.shared is not None:
+        eng.shared.msg_ok.pop(ctx.conn, None)
+    return_to_ready(eng, ctx.rq, msg)
+    push_back(eng, ctx.rq, now, wait, "message")
+    go_idle(eng, ctx, now)
 
 
 def go_idle(eng: Core, ctx: ConnCtx, now: float) -> None:

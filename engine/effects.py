@@ -171,15 +171,63 @@ class Discard(Effect):
     message_id: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcquireLease(Effect):
+    """Take one of `limit` leases under `key` in the shared store, named `lease`,
+    held until `ttl` seconds from now unless extended or released (KumoMTA's
+    sorted-set lease: prune expired members, count, add).  Answer with
+    `LimitAnswered(request=...)`: wait 0 when granted, else the wait."""
+
+    request: int
+    key: str
+    limit: int
+    lease: str
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtendLease(Effect):
+    """Push the expiry of a held lease to `ttl` seconds from now; no answer."""
+
+    key: str
+    lease: str
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseLease(Effect):
+    """Give a lease back (its connection closed); no answer."""
+
+    key: str
+    lease: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckThrottle(Effect):
+    """Count one event against the shared GCRA throttle `key` (`limit` per
+    `period` seconds, bursting to `burst`) if it conforms.  Answer with
+    `LimitAnswered(request=...)`: wait 0 when counted, else the wait."""
+
+    request: int
+    key: str
+    limit: int
+    period: float
+    burst: int
+
+
 __all__ = [
+    "AcquireLease",
     "CancelTimer",
+    "CheckThrottle",
     "Close",
     "Connect",
     "Discard",
     "Effect",
+    "ExtendLease",
     "FetchMtaSts",
     "Log",
     "MxRecord",
+    "ReleaseLease",
     "Resolve",
     "ResolveHosts",
     "ResolveTlsa",

@@ -29,7 +29,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine import admin, dispatch, flow, lifecycle, lookups, outcomes, resolve, restart, snapshot
+from engine import (
+    admin,
+    dispatch,
+    flow,
+    lifecycle,
+    lookups,
+    outcomes,
+    resolve,
+    restart,
+    shared_answers,
+    snapshot,
+)
 from engine.core import Core
 from engine.effects import Effect
 from engine.errors import PolicyError, ProtocolError
@@ -45,6 +56,7 @@ from engine.events import (
     ConnEvent,
     Drain,
     Event,
+    LimitAnswered,
     Malformed,
     MessageSubmitted,
     MtaStsResolved,
@@ -314,6 +326,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "admin": _admin_timer,
     "backlog": _backlog_timer,
     "reap": _reap_timer,
+    "shared": shared_answers.shared_timer,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {
@@ -340,4 +353,5 @@ _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {
     AdminBounceRule: admin.admin_bounce_rule,
     AdminCancel: admin.admin_cancel,
     PolicyReloaded: admin.policy_reloaded,
+    LimitAnswered: shared_answers.answered,
 }

@@ -361,6 +361,25 @@ class PolicyReloaded(Event):
     path config is asked again at once (KumoMTA's config epoch)."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitAnswered(Event):
+    """The shared store's answer to one `AcquireLease` or `CheckThrottle` (its
+    `request`).  ``wait <= 0.0``: granted (the lease is held, or the event was
+    counted); ``wait > 0``: refused, seconds until it may be granted.  A non-empty
+    `error` says the store could not answer (then `wait` means nothing)."""
+
+    request: int
+    wait: float = 0.0
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        Event.__post_init__(self)
+        if isinstance(self.request, bool) or not isinstance(self.request, int):
+            raise TypeError(f"LimitAnswered.request must be an int, not {self.request!r}")
+        if not isinstance(self.wait, int | float) or not math.isfinite(self.wait):
+            raise ValueError(f"LimitAnswered.wait must be finite seconds, not {self.wait!r}")
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     MessageSubmitted,
     Resolved,
@@ -385,4 +404,5 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     AdminBounceRule,
     AdminCancel,
     PolicyReloaded,
+    LimitAnswered,
 )

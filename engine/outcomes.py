@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import dispatch, metrics, records
+from engine import dispatch, metrics, records, shared_limits
 from engine.core import Core, OutcomeHandler
 from engine.effects import Log
 from engine.events import trusted_factory
@@ -107,6 +107,7 @@ def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     failed = (*ctx.failed, o.reason)
     if ctx.plan_index + 1 < len(ctx.plan):
         nxt = dispatch.new_conn(eng, rq, ctx.plan, ctx.plan_index + 1)
+        shared_limits.hand_over(eng, ctx, nxt)
         nxt.msg = msg
         nxt.failed = failed
         dispatch.attempt(eng, nxt, now)
@@ -129,6 +130,7 @@ def reconnect_in_clear(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     dispatch.mark_closing(eng, ctx)
     msg, ctx.msg = ctx.msg, None
     nxt = dispatch.new_conn(eng, ctx.rq, ctx.plan, ctx.plan_index)
+    shared_limits.hand_over(eng, ctx, nxt)
     nxt.msg = msg
     nxt.failed = ctx.failed
     nxt.tls_disabled = True

@@ -31,7 +31,7 @@ reached its recipient already: delivery is at least once, never lost.
 
 from __future__ import annotations
 
-from engine import dispatch
+from engine import dispatch, shared_limits
 from engine.core import Core
 from engine.domains import lookup
 from engine.effects import FetchMtaSts, SetTimer
@@ -62,6 +62,7 @@ def restarted(eng: Core, ev: Restarted) -> None:
             retry_later(eng, msg, now)
         else:
             return_to_ready(eng, ctx.rq, msg)
+    shared_limits.reset(eng)  # the old process's asks are never answered
     eng.tlsa_waiting.clear()
     for key, ds in eng.domains.items():
         if ds.resolving:

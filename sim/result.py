@@ -164,6 +164,8 @@ def run(
     started = time.perf_counter()
     if exact is None:
         exact = records == "all"
+    if scenario.nodes > 1:
+        return _run_nodes(scenario, kinds, keep_records, started)
     driver = SimDriver(scenario, progress=progress_fn, keep_records=keep_records,
                        record_sink=record_sink, record_kinds=kinds, exact=exact)
     horizon = float(scenario.horizon)
@@ -206,6 +208,39 @@ def run(
         counters=dict(driver.engine.counters),
         wall_seconds=wall,
         windows=outage_windows(scenario),
+    )
+
+
+def _run_nodes(scenario: Any, kinds: Any, keep_records: bool, started: float) -> SimResult:
+    """`run` for ``nodes = N``: N engines sharing their limits (`sim.nodes`).  The
+    summary adds up the nodes and says each one's share; `series` is node 0's."""
+    from sim.nodes import merge_counts, merged_records, node_summaries, run_nodes
+    from sim.traffic import arrivals, traffic_rng
+
+    drivers, store = run_nodes(scenario, arrivals(scenario, traffic_rng(scenario)),
+                               keep_records=keep_records, record_kinds=kinds)
+    counts = merge_counts(drivers)
+    submitted = sum(d.submitted for d in drivers)
+    finished = sum(d.observer.finished for d in drivers)
+    drains = [d.observer.drain_time for d in drivers]
+    summary: dict[str, Any] = {
+        "scenario": scenario.name, "scenario_hash": scenario_hash(scenario),
+        "seed": scenario.seed, "submitted": submitted, "recipients": counts.get("Reception", 0),
+        "delivered": counts.get("Delivery", 0),
+        "bounced": counts.get("Bounce", 0) + counts.get("AdminBounce", 0),
+        "expired": counts.get("Expiration", 0), "still_queued": submitted - finished,
+        "transient_failures": counts.get("TransientFailure", 0),
+        "delayed": counts.get("Delayed", 0),
+        "drain_time": None if None in drains else max(d for d in drains if d is not None),
+        "simulated_time": drivers[0].env.now, "horizon": float(scenario.horizon),
+        "records": dict(sorted(counts.items())),
+        **node_summaries(drivers, store),
+    }
+    return SimResult(
+        summary=summary, records=merged_records(drivers), series=drivers[0].observer.series(),
+        scenario_name=scenario.name, seed=scenario.seed,
+        counters=dict(drivers[0].engine.counters),
+        wall_seconds=time.perf_counter() - started, windows=outage_windows(scenario),
     )
 
 

@@ -78,6 +78,7 @@ class Scenario:
     raw: Mapping[str, Any] = field(repr=False, compare=False)
     base_dir: Path | None = field(default=None, repr=False, compare=False)
     client: ClientSpec | None = None  # the [client] table; None = no client overhead
+    nodes: int = 1  # MTA nodes sharing every limit through one store (sim.nodes)
 
     # -- reading ---------------------------------------------------------------
 
@@ -124,6 +125,9 @@ class Scenario:
         if sample_interval <= 0:
             raise top.expected("sample_interval", "a duration above 0", raw["sample_interval"])
 
+        nodes = top.integer("nodes", 1)
+        if nodes < 1:
+            raise top.expected("nodes", "an integer >= 1", raw["nodes"])
         client = build_client(top)
         traffic = build_traffic(top)
         domains, hosts = _world(top, traffic)
@@ -148,6 +152,7 @@ class Scenario:
             raw=MappingProxyType(raw),
             base_dir=base,
             client=client,
+            nodes=nodes,
         )
 
     def with_overrides(self, overrides: Iterable[str]) -> Scenario:

@@ -99,6 +99,10 @@ SECTIONS: tuple[Section, ...] = (
         Field("seed", "integer >= 0", "1",
               "every random draw of the run comes from it: same seed, same run", "7"),
         Field("horizon", DURATION, '"1d"', "simulated time limit", '"6h"'),
+        Field("nodes", "integer >= 1", "1",
+              "MTA nodes sharing every connection limit and throttle (not written local:) "
+              "through one store, as `egress deliver --redis` does; traffic is dealt to "
+              "them in turn; the summary gives each node's share", "4"),
         Field("start_epoch", "number (Unix seconds)", "1767225600 (2026-01-01T00:00:00Z)",
               "the Unix time that simulated time 0 is in the records", "1767225600"),
         Field("sample_interval", DURATION, "horizon / 1000, at least 1s",

@@ -102,7 +102,9 @@ def test_default(key: str, default: object) -> None:
 
 # key -> [(given, stored), ...]
 VALID = {
-    "connection_limit": [(1, 1), (500, 500), ("32", 32), ("local:20", 20), ("1,000", 1000)],
+    # KumoMTA's string forms: digits with separators, and local: (kept per process)
+    "connection_limit": [(1, 1), (500, 500), ("32", 32), ("1,000", 1000), ("1_000", 1000),
+                         ("local:20", 20)],
     "consecutive_connection_failures_before_delay": [(0, 0), (5, 5)],
     "ehlo_domain": [("mta.example.org", "mta.example.org"), ("[192.0.2.1]", "[192.0.2.1]")],
     "enable_tls": [(m.value, m) for m in EnableTls] + [(EnableTls.Required, EnableTls.Required)],
@@ -133,7 +135,8 @@ VALID = {
 
 INVALID = {
     "connection_limit": [(0, "an integer >= 1"), (-3, "an integer >= 1"), (True, "integer"),
-                         ("local:0", "integer"), ("lots", "integer"), (3.0, "integer")],
+                         ("32x", "integer"), ("local:0", "integer"), ("lots", "integer"),
+                         (3.0, "integer")],
     "consecutive_connection_failures_before_delay": [(-1, "an integer >= 0")],
     "ehlo_domain": [("", "a domain name"), ("a b", "a domain name"),
                     ("x\r\nRCPT TO:<a@b>", "a domain name"), (5, "a domain name")],

@@ -149,6 +149,10 @@ class LiveDriver(DriverIO):
             StartTls: self._start_tls,
         }
 
+    def add_effects(self, handlers: dict[type, Callable[[Any], None]]) -> None:
+        """Carry out more effect types (the shared store's, engine.live.shared_redis)."""
+        self._effects.update(handlers)
+
     # -- the ways in ----------------------------------------------------------
 
     def feed(self, event: Event) -> Any:

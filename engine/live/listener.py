@@ -130,6 +130,7 @@ class Listener:
         self.tenant_key = tenant_header.lower().encode() + b":"
         self.campaign_key = campaign_header.lower().encode() + b":"
         self.accepted = 0  # submissions committed and acknowledged
+        self.reuse_port = False  # set before start(): share the port with other processes
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[SmtpConnection] = set()
         self._busy = 0
@@ -139,8 +140,10 @@ class Listener:
     async def start(self) -> None:
         """Listen on the running loop."""
         loop = asyncio.get_running_loop()
+        # reuse_port: several worker processes share one port (SO_REUSEPORT; the
+        # kernel spreads the connections over them)
         self._server = await loop.create_server(lambda: SmtpConnection(self), self.host,
-                                                self.port)
+                                                self.port, reuse_port=self.reuse_port or None)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("listener: listening on %s:%d", self.host, self.port)
 

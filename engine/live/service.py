@@ -133,6 +133,9 @@ class Service:
         policy_path: str | Path | None = None,
         tls_context: Any = None,
         reap_after: float = DEFAULT_REAP_AFTER,
+        redis: str | None = None,
+        shared_limits: Any = None,
+        reuse_port: bool = False,
     ) -> None:
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
                 or snapshot_every < 1:
@@ -175,6 +178,11 @@ class Service:
         self.tls_context = tls_context
         self.http: Any = None
         self.reap_after = float(reap_after)
+        # limits shared through Redis (engine.shared_limits, engine.live.shared_redis)
+        self.redis_url = redis
+        self.shared_limits = shared_limits
+        self.redis: Any = None
+        self.reuse_port = reuse_port  # egress deliver --workers: one port, N processes
         self.journal: Journal | None = None
         self.engine: Engine | None = None
         self.driver: LiveDriver | None = None
@@ -246,6 +254,14 @@ class Service:
             journal_batch=self._journal_events, mta_sts=mta_sts, tls_cafile=self.tls_cafile,
             on_discard=self._discard,
         )
+        if self.redis_url is not None:
+            from engine.live.shared_redis import RedisLimits
+
+            self.redis = RedisLimits(self.redis_url, self.driver.handle_io)
+            self.driver.add_effects(self.redis.effects())
+            why = await self.redis.check()
+            if why is not None:
+                log.warning("shared limits: Redis does not answer yet (%s)", why)
         self.driver.feed(Restarted(at=time.time()))
         for accepted in self.journal.inbox():  # accepted, never reached the events
             self.driver.feed(restamp(accepted, time.time()))
@@ -264,6 +280,7 @@ class Service:
                                    allowed_networks=self.allowed_networks,
                                    auth=self.ingest_auth, limits=self.limits,
                                    tls_context=self.tls_context)
+            self.ingest.reuse_port = self.reuse_port
             try:
                 await self.ingest.start()
             except OSError as exc:
@@ -285,6 +302,14 @@ class Service:
         snap, events = journal.replay()
         eng = Engine.restore(snap, self.policy) if snap is not None else Engine(self.policy)
         eng.reap_after = self.reap_after  # idle state is dropped (engine.lifecycle.reap_idle)
+        if self.redis_url is not None:
+            from engine.shared_limits import SharedLimitsConfig, configure
+
+            cfg = self.shared_limits or SharedLimitsConfig(node=uuid.uuid4().hex[:12])
+            if eng.shared is None:
+                configure(eng, cfg)
+            else:
+                eng.shared.cfg = cfg
         n = 0
         for ev in events:
             eng.handle(ev)
@@ -322,6 +347,11 @@ class Service:
                 log.warning("egress: %d transactions still on the wire after %.1fs; aborting",
                             self.driver.in_flight(), grace)
             await self.driver.abort_all()
+        if self.redis is not None:
+            shared = getattr(self.engine, "shared", None)
+            if shared is not None:
+                self.redis.release_all(shared.leases.values())
+            await self.redis.close()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,112 @@
+"""N nodes sharing their limits: what four MTAs do against one provider's limit.
+
+A scenario with ``nodes = N`` (N > 1) runs N engines, each with its own queues
+and seed (``seed + i``), on one SimPy clock against one world (so a remote
+host's ``max_connections`` sees every node's connections), sharing their
+connection limits and throttles through one `sim.shared_store.StoreModel`,
+exactly as `egress deliver --redis` processes share them through Redis.  The
+traffic is dealt to the nodes in turn, as a load balancer in front of them
+would.  The store answers after `STORE_LATENCY` (a loopback Redis round trip).
+
+The summary says what each node did (``nodes``: delivered, its share, its peak
+connections) and what they did together (``shared_peak_connections``: the most
+leases held at once per limit, the figure the provider sees).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import simpy
+
+from engine.effects import AcquireLease, CheckThrottle, ExtendLease, ReleaseLease
+from engine.shared_limits import SharedLimitsConfig, configure
+from sim.driver import SimDriver
+from sim.shared_store import StoreModel
+
+__all__ = ["STORE_LATENCY", "NodeDriver", "run_nodes"]
+
+STORE_LATENCY = 0.0005
+_SHARED = (AcquireLease, CheckThrottle, ExtendLease, ReleaseLease)
+
+
+class NodeDriver(SimDriver):
+    """A `SimDriver` whose shared-limit effects go to the nodes' common store."""
+
+    store: StoreModel
+
+    def _carry_out(self, effect: Any) -> None:
+        if type(effect) in _SHARED:
+            answer = self.store.answer(effect, self.env.now)
+            if answer is not None:
+                self._at(STORE_LATENCY, self._deliver_at_now, answer)
+            return
+        super()._carry_out(effect)
+
+
+def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
+              record_kinds: Any = None) -> tuple[list[NodeDriver], StoreModel]:
+    """Run `scenario` on ``scenario.nodes`` nodes; the drivers (one per node) and the store."""
+    n = scenario.nodes
+    env = simpy.Environment()
+    store = StoreModel()
+    drivers: list[NodeDriver] = []
+    for i in range(n):
+        d = NodeDriver(scenario, keep_records=keep_records, record_kinds=record_kinds)
+        d.env = env
+        d.done = env.event()
+        d.store = store
+        if drivers:
+            d.world = drivers[0].world
+        d.engine.seed = scenario.seed + i
+        d.engine.rng.seed(scenario.seed + i)
+        configure(d.engine, SharedLimitsConfig(node=f"node{i}", nodes=n))
+        drivers.append(d)
+    streams: list[list[Any]] = [[] for _ in range(n)]
+    for i, msg in enumerate(arrivals):
+        streams[i % n].append(msg)
+    horizon = float(scenario.horizon)
+    for d, stream in zip(drivers, streams, strict=True):
+        d._arrivals = iter(stream)
+        d._next_arrival = next(d._arrivals, None)
+        if d._next_arrival is not None:
+            d._at(d._next_arrival.at, d._on_arrival)
+        else:
+            d._check_done()
+        d._at(0.0, d._on_sample, d.observer.sample_interval(scenario, horizon))
+    until = env.timeout(horizon)
+    env.run(until=env.any_of([env.all_of([d.done for d in drivers]), until]))
+    for d in drivers:
+        d.observer.sample(env.now, d._conn_counts(), final=True)
+    return drivers, store
+
+
+def node_summaries(drivers: list[NodeDriver], store: StoreModel) -> dict[str, Any]:
+    """Each node's share and the nodes' peak together."""
+    delivered = [d.observer.counts["Delivery"] for d in drivers]
+    total = sum(delivered) or 1
+    return {
+        "nodes": [{"node": i, "submitted": d.submitted, "delivered": delivered[i],
+                   "share": delivered[i] / total, "drain_time": d.observer.drain_time,
+                   "peak_connections": dict(sorted(d.observer.peak_connections.items()))}
+                  for i, d in enumerate(drivers)],
+        "shared_peak_connections": {key.split(":conn:", 1)[1]: peak
+                                    for key, peak in sorted(store.peak.items())
+                                    if ":conn:" in key},
+    }
+
+
+def merge_counts(drivers: list[NodeDriver]) -> dict[str, int]:
+    """The record counts of every node added up."""
+    out: dict[str, int] = {}
+    for d in drivers:
+        for k, v in d.observer.counts.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def merged_records(drivers: list[NodeDriver]) -> list[dict[str, Any]]:
+    """Every node's records, in time order (ties by node)."""
+    return sorted(itertools.chain.from_iterable(d.observer.records for d in drivers),
+                  key=lambda r: r.get("timestamp", 0))
