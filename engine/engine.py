@@ -27,7 +27,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine import admin, dispatch, flow, lifecycle, lookups, outcomes, resolve, restart, snapshot
+from engine import (
+    admin,
+    dispatch,
+    flow,
+    lifecycle,
+    lookups,
+    outcomes,
+    resolve,
+    restart,
+    shaping_rules,
+    snapshot,
+)
 from engine.core import Core
 from engine.effects import Effect
 from engine.errors import ProtocolError
@@ -263,6 +274,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "maint": _maint_timer,
     "idle": _idle_timer,
     "msgrate": _msgrate_timer,
+    "shaping": shaping_rules.lapse,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {

@@ -160,7 +160,7 @@ def path_for(eng: Core, msg: Message, ds: DomainState, now: float) -> ReadyQueue
             domain, cfg, cfg_at = staged
         else:
             domain, cfg_at = msg.queue.domain, now
-            cfg = eng.policy.egress_path_config(domain, source, site)
+            cfg = lookups.ask_path_config(eng, domain, source, site)
         rq = ReadyQueue(path, source, src, site, domain, ds.mx, cfg, cfg_at)
         rq.suspended = path in eng.suspended_paths
         eng.paths[path] = rq

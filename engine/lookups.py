@@ -33,11 +33,12 @@ from engine.events import MessageSubmitted, MtaStsPolicy, TlsaRecord
 from engine.message import QueueInfo, queue_name
 from engine.pools import WeightedRoundRobin
 from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.shaping_paths import shaped
 
 DEFAULT_POOL = "unspecified"
 
-__all__ = ["DEFAULT_POOL", "Staged", "path_config", "paths_known", "pick_source", "refresh_due",
-           "sts_policy", "tlsa_for", "undo_refresh"]
+__all__ = ["DEFAULT_POOL", "Staged", "ask_path_config", "path_config", "paths_known",
+           "pick_source", "refresh_due", "sts_policy", "tlsa_for", "undo_refresh"]
 
 
 class Staged:
@@ -84,7 +85,7 @@ class Staged:
             path = eng.path_names.get(key)
             if (path is None or path not in eng.paths) and key not in eng.path_cfgs \
                     and key not in self.cfgs:
-                cfg = eng.policy.egress_path_config(q.domain, source, site)
+                cfg = ask_path_config(eng, q.domain, source, site)
                 self.cfgs[key] = (q.domain, cfg, now)
 
     def commit(self) -> None:
@@ -98,6 +99,12 @@ class Staged:
             eng.sources.update(self.sources)
         if self.cfgs:
             eng.path_cfgs.update(self.cfgs)
+
+
+def ask_path_config(eng: Core, domain: str, source: str, site: str) -> EgressPathConfig:
+    """The policy's path config, with the shaping files' values and overrides on top."""
+    cfg = eng.policy.egress_path_config(domain, source, site)
+    return cfg if eng.shaping is None else shaped(eng, cfg, domain, source, site)
 
 
 def paths_known(eng: Core, pool: str, site: str) -> bool:
@@ -120,7 +127,7 @@ def refresh_due(eng: Core, now: float) -> list[tuple[Any, ...]]:
     fresh = []
     for rq in eng.paths.values():
         if now - rq.cfg_at >= CONFIG_REFRESH:
-            fresh.append((rq, eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)))
+            fresh.append((rq, ask_path_config(eng, rq.domain, rq.source_name, rq.site)))
     undo: list[tuple[Any, ...]] = [(eng.refresh_at,)]
     for rq, cfg in fresh:
         old = rq.cfg
@@ -155,7 +162,7 @@ def path_config(eng: Core, rq: ReadyQueue, now: float) -> EgressPathConfig:
     """The path's config, re-asked of the policy when older than CONFIG_REFRESH."""
     if now - rq.cfg_at >= CONFIG_REFRESH:
         old = rq.cfg
-        rq.cfg = eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)
+        rq.cfg = ask_path_config(eng, rq.domain, rq.source_name, rq.site)
         rq.cfg_at = now
         if rq.cfg != old:
             eng.refresh_throttles(rq, old)

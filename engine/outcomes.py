@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import dispatch, metrics, records
+from engine import dispatch, metrics, records, shaping_rules
 from engine.core import Core, OutcomeHandler
 from engine.effects import Log
 from engine.events import trusted_factory
@@ -70,6 +70,8 @@ def recipient_result(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
         source=rq.source_name, peer=(ctx.host, ctx.address), command=o.command,
         tls=ctx.tls, provider=provider)))
     eng.metrics.bump(counter, rq.path, provider)
+    if eng.shaping is not None:
+        shaping_rules.observe(eng, rq, msg, o.reply, now)
     if kind is not records.TRANSIENT:
         rcpts = msg.recipients
         if type(rcpts) is str:
@@ -109,6 +111,8 @@ def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
         dispatch.fail_queue(eng, rq, now, NO_ANSWER, held=[msg])
     else:
         transient(eng, msg, now, o.reply, rq=rq, peer=peer)
+        if eng.shaping is not None:
+            shaping_rules.observe(eng, rq, msg, o.reply, now)
         dispatch.pump(eng, rq, now)
 
 
