@@ -90,7 +90,8 @@ class SimDriver(ConnectionPhases):
         # Two independent streams: the engine's own and the world's, so a change
         # in how often the world draws does not reshuffle the engine's choices.
         self.world = World(scenario, random.Random(f"world:{scenario.seed}"))
-        self.engine = Engine(scenario.policy(), seed=scenario.seed, epoch=scenario.start_epoch)
+        self.engine = Engine(scenario.policy(), seed=scenario.seed, epoch=scenario.start_epoch,
+                             shaping=getattr(scenario, "shaping", None))
         self.observer = Observer(self.engine, keep_records=keep_records, sink=record_sink,
                                  kinds=record_kinds)
         self._progress = progress
