@@ -162,8 +162,16 @@ class Engine(Core):
 
     @classmethod
     def restore(cls, data: bytes, policy: Any) -> Engine:
-        """An engine from `snapshot()` bytes, with `policy` (not stored) attached."""
-        return snapshot.load(cls, data, policy)
+        """An engine from `snapshot()` bytes, with `policy` (not stored) attached.
+        Shaping files loaded with the policy replace the snapshot's (they are
+        reloaded with it); the rules in force keep running to their lapse."""
+        eng = snapshot.load(cls, data, policy)
+        shaping = getattr(policy, "shaping", None)
+        if shaping is not None:
+            eng.shaping = shaping
+            if eng.automation is not None:
+                eng.automation.rules.clear()
+        return eng
 
 
 # -- connection events and timers: validate, then route --------------------

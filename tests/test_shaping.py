@@ -159,3 +159,26 @@ def test_bad_input_names_file_table_and_field(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         _load(text)
     assert message in str(err.value)
+
+
+def test_egress_check_shows_the_shaping_values_and_rules(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from engine.cli import main
+
+    pol = tmp_path / "policy.py"
+    pol.write_text("from engine.policy import Policy\npolicy = Policy()\n")
+    assert main(["check", str(pol), "--domain", "comcast.net", "--json",
+                 "--shaping", str(KUMO)]) == 0
+    [path] = json.loads(capsys.readouterr().out)["domains"][0]["paths"]
+    assert path["egress_path"]["connection_limit"] == 25
+    assert "connection_limit" in path["shaping"]["values"]
+    assert path["shaping"]["rules"][1] == (
+        "comcast.net#0: Threshold 2/3600s -> SetConfig max_connection_rate for 7200s")
+    assert main(["check", str(pol), "--json"]) == 0
+    assert "shaping" not in json.loads(capsys.readouterr().out)["domains"][0]["paths"][0]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('["default"]\nconnection_limt = 1\n')
+    assert main(["check", str(pol), "--shaping", str(bad)]) != 0
+    assert "bad.toml: [\"default\"]: make_egress_path: unknown key 'connection_limt'; " \
+        "did you mean 'connection_limit'?" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.effects import Connect, SetTimer
 from engine.engine import Engine
+from engine.events import TimerFired
 from engine.reply import Reply
 from engine.shaping import load_shaping
 from engine.throttle import parse_throttle
@@ -153,3 +154,27 @@ def test_same_events_same_effects() -> None:
         fx += w.run(8000.0)
         runs.append(fx)
     assert runs[0] == runs[1]
+
+
+def test_a_snapshot_keeps_the_rules_in_force_and_the_policys_shaping_replaces_the_files() -> None:
+    eng, w = _engine(SET_CONFIG, connection_limit=5)
+    w.rcpt_reply = lambda r: PUSHBACK
+    w.feed(submit(1))
+    pol = policy(connection_limit=5)
+    back = Engine.restore(eng.snapshot(), pol)
+    assert back.paths[PATH].cfg.connection_limit == 1 and ("shaping", 1) in back.timers
+    assert back.shaping is not None  # the snapshot's, the policy carrying none
+    pol.shaping = load_shaping([("other.toml", '["default"]\nmax_ready = 7\n')])
+    again = Engine.restore(eng.snapshot(), pol)
+    assert again.shaping is pol.shaping and again.automation.rules == {}
+    fx = again.handle(TimerFired(at=5400.0, timer=("shaping", 1)))
+    assert [r["event"] for r in records(fx, "Shaping")] == ["lapsed"]
+    assert again.paths[PATH].cfg.connection_limit == 5
+
+
+def test_the_policy_can_carry_the_shaping() -> None:
+    pol = policy(connection_limit=5)
+    pol.shaping = load_shaping([("s.toml", '["default"]\nconnection_limit = 3\n')])
+    eng = Engine(pol, seed=1)
+    World(eng).feed(submit(1))
+    assert eng.paths[PATH].cfg.connection_limit == 3
