@@ -77,7 +77,7 @@ def _load_shaping(files: list[str]) -> Any:
     from pathlib import Path
 
     from engine.errors import ConfigError
-    from engine.shaping import load_shaping
+    from engine.shaping_load import load_shaping
 
     texts = []
     for name in files:

@@ -271,7 +271,7 @@ def _shaping(top: Table, base: Path | None) -> tuple[tuple[Path, ...], Any]:
     if not names:
         return (), None
     from engine.errors import ConfigError
-    from engine.shaping import load_shaping
+    from engine.shaping_load import load_shaping
 
     paths = []
     files = []

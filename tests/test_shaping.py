@@ -8,7 +8,8 @@ import pytest
 
 from engine.config import EnableTls, make_egress_path
 from engine.errors import ConfigError
-from engine.shaping import Action, load_shaping
+from engine.shaping import Action
+from engine.shaping_load import load_shaping
 from engine.throttle import parse_throttle
 
 DATA = Path(__file__).parent / "data"

@@ -8,7 +8,7 @@ from engine.effects import Connect, SetTimer
 from engine.engine import Engine
 from engine.events import TimerFired
 from engine.reply import Reply
-from engine.shaping import load_shaping
+from engine.shaping_load import load_shaping
 from engine.throttle import parse_throttle
 from tests.support.engine_harness import PATH, World, of, policy, prime, records, submit
 
