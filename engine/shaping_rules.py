@@ -40,7 +40,7 @@ from engine.reply import Reply
 from engine.shaping import Rule
 from engine.shaping_paths import ANY_SOURCE, Overrides, reshape, site_of
 
-__all__ = ["SHAPING_RECORD", "Automation", "lapse", "observe"]
+__all__ = ["SHAPING_RECORD", "Automation", "in_force", "lapse", "observe"]
 
 SHAPING_RECORD = "Shaping"
 FIRED, EXTENDED, LAPSED = "shaping_rule_fired", "shaping_rule_extended", "shaping_rule_lapsed"
@@ -177,6 +177,19 @@ def lapse(eng: Core, ev: TimerFired) -> None:
     del auto.by_rule[(firing.rule.rule_id, firing.source, firing.site)]
     _apply(eng, auto, firing, ev.at, on=False)
     _record(eng, firing, LAPSED, ev.at, None)
+
+
+def in_force(eng: Core) -> list[dict[str, Any]]:
+    """The rules in force, in firing order, as plain values: what the admin API's
+    resolve-egress-path and `egress check` show next to a path's config."""
+    auto: Automation | None = eng.automation
+    if auto is None:
+        return []
+    return [{"rule": f.rule.rule_id, "path": f"{f.source}->{f.site}", "queue": f.queue,
+             "actions": [_show(a.kind, a.name, a.value) for a in f.rule.actions],
+             "until": eng.epoch + f.until,
+             "overrides": auto.overrides.values(f.source, f.site)}
+            for f in auto.firings.values()]
 
 
 def _record(eng: Core, firing: Firing, what: str, now: float, line: str | None) -> None:

@@ -9,6 +9,7 @@ from engine.engine import Engine
 from engine.events import TimerFired
 from engine.reply import Reply
 from engine.shaping_load import load_shaping
+from engine.shaping_rules import in_force
 from engine.throttle import parse_throttle
 from tests.support.engine_harness import PATH, World, of, policy, prime, records, submit
 
@@ -46,13 +47,17 @@ def test_set_config_fires_at_once_and_lapses_after_its_duration() -> None:
     cfg = eng.paths[PATH].cfg
     assert cfg.connection_limit == 1 and cfg.max_message_rate == parse_throttle("1/min")
     assert eng.metrics.totals["shaping_rule_fired"] == 1
+    [shown] = in_force(eng)
+    assert shown["rule"] == "default#0" and shown["path"] == PATH and shown["until"] == 5410.0
+    assert shown["overrides"] == {"max_message_rate": parse_throttle("1/min"),
+                                  "connection_limit": 1}
     w.rcpt_reply = lambda r: OK
     fx = w.run(5410.0)
     [lapsed] = records(fx, "Shaping")
     assert lapsed["event"] == "lapsed" and lapsed["id"] == fired["id"]
     cfg = eng.paths[PATH].cfg
     assert cfg.connection_limit == 5 and cfg.max_message_rate is None
-    assert eng.metrics.totals["shaping_rule_lapsed"] == 1
+    assert eng.metrics.totals["shaping_rule_lapsed"] == 1 and in_force(eng) == []
 
 
 def test_a_repeat_firing_extends_it() -> None:
