@@ -60,10 +60,36 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--only-set", action="store_true", help="show only the keys that differ from the defaults"
     )
+    _add_shaping(p)
     p.set_defaults(func=cmd_check)
 
 
-def _check_domain(policy: Policy, domain: str, args: argparse.Namespace) -> dict[str, Any]:
+def _add_shaping(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shaping", action="append", default=[], metavar="FILE",
+                   help="a KumoMTA shaping.toml, merged over the policy's egress paths with "
+                   "its automation rules (repeatable; later files merge over earlier ones)")
+
+
+def _load_shaping(files: list[str]) -> Any:
+    """The `--shaping` files read and merged (engine.shaping), or None."""
+    if not files:
+        return None
+    from pathlib import Path
+
+    from engine.errors import ConfigError
+    from engine.shaping_load import load_shaping
+
+    texts = []
+    for name in files:
+        try:
+            texts.append((name, Path(name).read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise ConfigError(f"--shaping {name}: cannot read: {exc.strerror or exc}") from None
+    return load_shaping(texts)
+
+
+def _check_domain(policy: Policy, domain: str, args: argparse.Namespace,
+                  shaping: Any = None) -> dict[str, Any]:
     from engine.live.tls_check import verify_tls_config
 
     queue = policy.queue_config(domain, args.tenant, args.campaign, "")
@@ -73,8 +99,15 @@ def _check_domain(policy: Policy, domain: str, args: argparse.Namespace) -> dict
     for name in names:
         source = policy.egress_source(name)
         cfg = policy.egress_path_config(domain, source.name, domain)
+        shaped = {}
+        if shaping is not None:  # no MX is resolved here: MXSuffix providers cannot match
+            shaped = {"values": sorted(shaping.values(domain, source.name, domain)),
+                      "files": list(shaping.files),
+                      "rules": [_rule_line(r) for r in shaping.rules(domain, domain)]}
+            cfg = shaping.overlay(cfg, domain, source.name, domain)
         verify_tls_config(cfg)
         paths.append({
+            **({"shaping": shaped} if shaping is not None else {}),
             "source": source.name,
             "site_name": domain,
             "egress_source": source.to_dict(),
@@ -95,7 +128,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from engine.policy import Policy
 
     policy = Policy.from_file(args.policy)
-    results = [_check_domain(policy, d, args) for d in (args.domains or ["example.com"])]
+    shaping = _load_shaping(args.shaping)
+    results = [_check_domain(policy, d, args, shaping) for d in (args.domains or ["example.com"])]
     if args.json:
         for r in results:
             for path in r["paths"]:
@@ -106,6 +140,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0
     _print_check(args.policy, results, args.only_set)
     return 0
+
+
+def _rule_line(rule: Any) -> str:
+    """One automation rule as `egress check` shows it."""
+    trigger = "Immediate" if rule.threshold is None else f"Threshold {rule.threshold.limit}" \
+        f"/{rule.threshold.period:g}s"
+    acts = ", ".join(a.kind if a.name is None else f"{a.kind} {a.name}" for a in rule.actions)
+    return f"{rule.rule_id}: {trigger} -> {acts} for {rule.duration:g}s"
 
 
 _DURATION_KEYS = frozenset({"retry_interval", "max_retry_interval", "max_age"})
@@ -164,14 +206,22 @@ def _print_check(policy_path: str, results: list[dict[str, Any]], only_set: bool
             table.add_column("value")
             table.add_column("", no_wrap=True)
             changed = set(paths[0]["non_default"])
+            shaped = paths[0].get("shaping")
+            by_shaping = set(shaped["values"]) if shaped else set()
             for key, value in paths[0]["egress_path"].items():
                 if only_set and key not in changed:
                     continue
                 mark = "set" if key in changed else "default"
+                mark = "shaping" if key in by_shaping else mark
                 style = "bold yellow" if key in changed else None
                 table.add_row(key, _show(key, value), mark, style=style)
             console.print(table)
             console.print(f"  {len(changed)} of {len(cfg.KEYS)} keys differ from the defaults")
+            if shaped:
+                console.print(f"  shaping ({', '.join(shaped['files'])}): "
+                              f"{len(by_shaping)} keys set; automation rules watching this path:")
+                for line in shaped["rules"] or ["(none)"]:
+                    console.print(f"    {line}")
 
 
 # -- the program -----------------------------------------------------------------
@@ -307,6 +357,7 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="run N delivery processes on the one --listen port (SO_REUSEPORT), "
                    "each with its spool SPOOL/worker-I; needs --redis")
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    _add_shaping(p)
     p.set_defaults(func=cmd_deliver)
 
 
@@ -362,6 +413,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         **service_options(args),
         reap_after=args.reap_after,
         redis=args.redis, shared_limits=shared, reuse_port=args.reuse_port,
+        shaping=_load_shaping(args.shaping),
     )
 
 

@@ -48,9 +48,16 @@ class Core:
 
     # session outcome type -> handler; filled by the class that knows them
     outcome_handlers: ClassVar[dict[type, OutcomeHandler]] = {}
+    # class defaults, so an engine restored from a snapshot older than shaping has none
+    shaping: Any = None
+    automation: Any = None
+
     def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0,
-                 lazy_redelays: bool = False) -> None:
+                 lazy_redelays: bool = False, shaping: Any = None) -> None:
         self.policy = policy
+        # an engine.shaping.Shaping (or None: no shaping); the policy may carry one
+        self.shaping = shaping if shaping is not None else getattr(policy, "shaping", None)
+        self.automation: Any = None  # engine.shaping_rules' state, made at its first match
         self.seed = seed
         self.rng = random.Random(seed)
         self.epoch = float(epoch)

@@ -38,6 +38,7 @@ from engine import (
     outcomes,
     resolve,
     restart,
+    shaping_rules,
     shared_answers,
     snapshot,
 )
@@ -192,8 +193,16 @@ class Engine(Core):
 
     @classmethod
     def restore(cls, data: bytes, policy: Any) -> Engine:
-        """An engine from `snapshot()` bytes, with `policy` (not stored) attached."""
-        return snapshot.load(cls, data, policy)
+        """An engine from `snapshot()` bytes, with `policy` (not stored) attached.
+        Shaping files loaded with the policy replace the snapshot's (they are
+        reloaded with it); the rules in force keep running to their lapse."""
+        eng = snapshot.load(cls, data, policy)
+        shaping = getattr(policy, "shaping", None)
+        if shaping is not None:
+            eng.shaping = shaping
+            if eng.automation is not None:
+                eng.automation.rules.clear()
+        return eng
 
 
 # -- connection events and timers: validate, then route --------------------
@@ -327,6 +336,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "backlog": _backlog_timer,
     "reap": _reap_timer,
     "shared": shared_answers.shared_timer,
+    "shaping": shaping_rules.lapse,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {

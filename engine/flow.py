@@ -215,7 +215,7 @@ def path_for(eng: Core, msg: Message, ds: DomainState, now: float,
             domain, cfg, cfg_at = staged
         else:
             domain, cfg_at = msg.queue.domain, now
-            cfg = eng.policy.egress_path_config(domain, source, site)
+            cfg = lookups.ask_path_config(eng, domain, source, site)
         rq = ReadyQueue(path, source, src, site, domain, ds.mx, cfg, cfg_at)
         rq.suspended = path in eng.suspended_paths
         rq.mta_sts = ds.expires != STATIC_TTL and ds.smart is None

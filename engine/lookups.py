@@ -49,11 +49,13 @@ from engine.events import MessageSubmitted, MtaStsPolicy, TlsaRecord
 from engine.message import QueueInfo, queue_name
 from engine.pools import WeightedRoundRobin
 from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.shaping_paths import shaped
 
 DEFAULT_POOL = "unspecified"
 
-__all__ = ["DEFAULT_POOL", "Staged", "hook_error", "path_config", "paths_known", "pick_source",
-           "refresh_due", "sts_policy", "tlsa_for", "undo_refresh"]
+__all__ = ["DEFAULT_POOL", "Staged", "ask_path_config", "hook_error", "path_config",
+           "paths_known", "pick_source", "refresh_due", "sts_policy", "tlsa_for",
+           "undo_refresh"]
 
 
 class Staged:
@@ -108,7 +110,7 @@ class Staged:
                 path = eng.path_names.get(key)
                 if (path is None or path not in eng.paths) and key not in eng.path_cfgs \
                         and key not in self.cfgs:
-                    cfg = eng.policy.egress_path_config(q.domain, source, site)
+                    cfg = ask_path_config(eng, q.domain, source, site)
                     self.cfgs[key] = (q.domain, cfg, now)
         except PolicyError as exc:
             self.failed[(q.pool, site)] = str(exc)
@@ -135,6 +137,12 @@ def hook_error(eng: Core, pool: str, site: str) -> str | None:
     return failed.get((pool, site)) if failed else None
 
 
+def ask_path_config(eng: Core, domain: str, source: str, site: str) -> EgressPathConfig:
+    """The policy's path config, with the shaping files' values and overrides on top."""
+    cfg = eng.policy.egress_path_config(domain, source, site)
+    return cfg if eng.shaping is None else shaped(eng, cfg, domain, source, site)
+
+
 def paths_known(eng: Core, pool: str, site: str) -> bool:
     """True when promoting to `site` from `pool` needs nothing of the policy."""
     rr = eng.pools.get(pool)
@@ -156,7 +164,7 @@ def refresh_due(eng: Core, now: float) -> list[tuple[Any, ...]]:
     for rq in eng.paths.values():
         if now - rq.cfg_at >= CONFIG_REFRESH:
             try:
-                cfg = eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)
+                cfg = ask_path_config(eng, rq.domain, rq.source_name, rq.site)
             except PolicyError:
                 cfg = rq.cfg  # keep what the path has; asked again at the next refresh
                 eng.metrics.totals[metrics.HOOK_FAILED] += 1
@@ -198,7 +206,7 @@ def path_config(eng: Core, rq: ReadyQueue, now: float) -> EgressPathConfig:
     if now - rq.cfg_at >= CONFIG_REFRESH:
         old = rq.cfg
         try:
-            rq.cfg = eng.policy.egress_path_config(rq.domain, rq.source_name, rq.site)
+            rq.cfg = ask_path_config(eng, rq.domain, rq.source_name, rq.site)
         except PolicyError:
             eng.metrics.totals[metrics.HOOK_FAILED] += 1
         rq.cfg_at = now

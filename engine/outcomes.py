@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import dispatch, metrics, records, shared_limits
+from engine import dispatch, metrics, records, shaping_rules, shared_limits
 from engine.core import Core, OutcomeHandler
 from engine.effects import Log
 from engine.events import trusted_factory
@@ -77,6 +77,8 @@ def recipient_result(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
         source=rq.source_name, peer=(ctx.host, ctx.address), command=o.command,
         tls=ctx.tls, provider=provider)))
     eng.metrics.bump(counter, rq.path, provider)
+    if eng.shaping is not None:
+        shaping_rules.observe(eng, rq, msg, o.reply, now)
     if kind is not records.TRANSIENT:
         rcpts = msg.recipients
         if type(rcpts) is str:
@@ -120,6 +122,8 @@ def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     reply = Reply.make(400, None, "KumoMTA internal: failed to connect to any candidate "
                                   "hosts: " + ", ".join(failed))
     transient(eng, msg, now, reply, rq=rq)
+    if eng.shaping is not None:  # the rules see the host's own reply
+        shaping_rules.observe(eng, rq, msg, o.reply, now)
     if before > rq.cfg.consecutive_connection_failures_before_delay:
         dispatch.fail_queue(eng, rq, now, NO_ANSWER)
     else:

@@ -58,7 +58,7 @@ class Policy:
     """A set of hooks; see the module docstring.  Load one from a file with
     `Policy.from_file`."""
 
-    __slots__ = ("_hooks", "files", "settings", "source")
+    __slots__ = ("_hooks", "files", "settings", "shaping", "source")
 
     def __init__(self) -> None:
         self._hooks: dict[str, Callable[..., Any]] = {}
@@ -70,6 +70,9 @@ class Policy:
         #: Files beside a Lua policy that it read (its modules and data),
         #: relative to its directory: what a copy of the policy needs.
         self.files: tuple[str, ...] = ()
+        #: KumoMTA shaping files loaded beside the policy (engine.shaping.Shaping),
+        #: which an `Engine` made with this policy applies; None: no shaping.
+        self.shaping: Any = None
 
     def on(self, hook_name: str) -> Callable[[F], F]:
         """Register the decorated function as the hook `hook_name`."""

@@ -94,7 +94,8 @@ class SimDriver(ConnectionPhases):
         self.world = World(scenario, random.Random(f"world:{scenario.seed}"))
         # exact=False: a full ready queue's re-delays sampled lazily (engine.backlog)
         self.engine = Engine(scenario.policy(), seed=scenario.seed, epoch=scenario.start_epoch,
-                             lazy_redelays=not exact)
+                             lazy_redelays=not exact,
+                             shaping=getattr(scenario, "shaping", None))
         self.observer = Observer(self.engine, keep_records=keep_records, sink=record_sink,
                                  kinds=record_kinds)
         self._progress = progress

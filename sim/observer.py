@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 
 #: The records `--records outcomes` writes: what happened to each message, not
-#: each time a message was put back to wait (`Delayed`).
+#: each time a message was put back to wait (`Delayed`); and the shaping rules'
+#: firings and lapses (`Shaping`, only with shaping files).
 OUTCOMES = frozenset(
-    ("Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce"))
+    ("Reception", "Delivery", "TransientFailure", "Bounce", "Expiration", "AdminBounce",
+     "Shaping"))
 
 
 class Observer:

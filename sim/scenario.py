@@ -79,6 +79,9 @@ class Scenario:
     base_dir: Path | None = field(default=None, repr=False, compare=False)
     client: ClientSpec | None = None  # the [client] table; None = no client overhead
     nodes: int = 1  # MTA nodes sharing every limit through one store (sim.nodes)
+    # shaping = [...]: the files (resolved paths) and what they load to (engine.shaping)
+    shaping_files: tuple[Path, ...] = ()
+    shaping: Any = field(default=None, repr=False, compare=False)
 
     # -- reading ---------------------------------------------------------------
 
@@ -133,6 +136,7 @@ class Scenario:
         domains, hosts = _world(top, traffic)
         policy_file, egress, egress_domains, queue = _policy_tables(top, base, domains)
         _check_smart_hosts(top, queue, hosts)
+        shaping_files, shaping = _shaping(top, base)
         top.finish()
         return cls(
             name=name,
@@ -153,6 +157,8 @@ class Scenario:
             base_dir=base,
             client=client,
             nodes=nodes,
+            shaping_files=shaping_files,
+            shaping=shaping,
         )
 
     def with_overrides(self, overrides: Iterable[str]) -> Scenario:
@@ -260,6 +266,36 @@ def _world(top: Table, traffic: tuple[TrafficStream, ...]) -> tuple[dict, dict]:
 
 
 # -- the policy: tables or a file ---------------------------------------------------
+
+
+def _shaping(top: Table, base: Path | None) -> tuple[tuple[Path, ...], Any]:
+    """``shaping = ["shaping.toml", ...]``: KumoMTA shaping files, relative to the
+    scenario's directory, read and merged in order (engine.shaping)."""
+    names = top.raw("shaping", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise top.expected("shaping", "an array of shaping file paths", names)
+    if not names:
+        return (), None
+    from engine.errors import ConfigError
+    from engine.shaping_load import load_shaping
+
+    paths = []
+    files = []
+    for name in names:
+        path = Path(name)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        try:
+            files.append((str(path), path.read_text(encoding="utf-8")))
+        except OSError as e:
+            raise top.error("shaping", f"cannot read the shaping file {str(path)!r}: "
+                            f"{e.strerror or e}") from None
+        paths.append(path)
+    try:
+        return tuple(paths), load_shaping(files)
+    except ConfigError as e:
+        raise top.error("shaping", str(e)) from None
+
 
 
 def _policy_tables(

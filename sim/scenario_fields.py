@@ -110,6 +110,10 @@ SECTIONS: tuple[Section, ...] = (
         Field("policy", "string (a path)", "none",
               "a policy file as `egress deliver` takes, relative to the scenario's "
               "directory; not with [egress_path] or [queue]", '"policy.py"'),
+        Field("shaping", "array of strings (paths)", "[] (no shaping)",
+              "KumoMTA shaping.toml files, relative to the scenario's directory, merged in "
+              "order over the policy's egress paths, with their automation rules",
+              '["shaping.toml"]'),
         Field("traffic", "array of traffic tables", "[] (no messages)",
               "the message streams ([[traffic]], below)",
               '[{ domain = "example.com", messages = 1000 }]'),

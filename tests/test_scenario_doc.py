@@ -120,6 +120,7 @@ def test_every_example_is_valid_and_the_readers_take_exactly_the_declared_fields
     tmp_path: Path, read_keys: dict[str, set[str]]
 ) -> None:
     (tmp_path / "policy.py").write_text("from engine.policy import Policy\npolicy = Policy()\n")
+    (tmp_path / "shaping.toml").write_text('["default"]\nconnection_limit = 2\n')
     for section, f in _sections():
         try:
             Scenario.from_dict(copy.deepcopy(_with(section, f)), base_dir=tmp_path)

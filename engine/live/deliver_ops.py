@@ -140,7 +140,7 @@ def parse_hostport(value: str, option: str, default_host: str = "127.0.0.1") -> 
 
 def run_deliver(
     policy_path: str, spool: str, *, listen: str | None = None,
-    resolver: str | None = None, **kwargs: Any,
+    resolver: str | None = None, shaping: Any = None, **kwargs: Any,
 ) -> int:
     """`egress deliver`: run a `Service` until SIGTERM or SIGINT; 0 after a clean stop.
 
@@ -162,6 +162,7 @@ def run_deliver(
     from engine.policy import Policy
 
     policy = Policy.from_file(policy_path)
+    policy.shaping = shaping  # `egress deliver --shaping`: an engine.shaping.Shaping or None
     listen = listen or listen_address(policy.settings) or "127.0.0.1:2525"
     where = parse_hostport(listen, "--listen")
     live_resolver = None
