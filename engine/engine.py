@@ -77,10 +77,19 @@ class Engine(Core):
         """Apply one event; return the effects for the driver, in order."""
         out: list[Effect] = []
         self.out = out
-        if type(event) is Response and event.at < self.refresh_at:
-            _response(self, event)  # most events: no table lookup, no refresh due
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            raise ProtocolError(f"engine cannot handle {type(event).__name__} in state RUNNING")
+        if event.at < self.refresh_at:
+            handler(self, event)
         else:
-            self._dispatch(event)
+            undo = lookups.refresh_due(self, event.at)
+            try:
+                handler(self, event)
+            except ProtocolError:
+                lookups.undo_refresh(self, undo)
+                self.cancelled.clear()
+                raise
         sched = self.sched
         head = sched.low
         if head is not None:
@@ -95,23 +104,6 @@ class Engine(Core):
             out = [e for e in out if e is not None]
         self.out = []  # hold no effects (or records) between events
         return out
-
-    def _dispatch(self, event: Event) -> None:
-        """`handle`'s general case: the event's handler from the table, after the
-        path configs due a refresh are re-asked (undone if the event is refused)."""
-        handler = _HANDLERS.get(type(event))
-        if handler is None:
-            raise ProtocolError(f"engine cannot handle {type(event).__name__} in state RUNNING")
-        if event.at < self.refresh_at:
-            handler(self, event)
-            return
-        undo = lookups.refresh_due(self, event.at)
-        try:
-            handler(self, event)
-        except ProtocolError:
-            lookups.undo_refresh(self, undo)
-            self.cancelled.clear()
-            raise
 
     # -- inspection (read-only) ------------------------------------------
 

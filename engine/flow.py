@@ -13,7 +13,6 @@ no attempt counted).
 from __future__ import annotations
 
 import math
-import sys
 from functools import lru_cache
 from typing import Any
 
@@ -34,7 +33,6 @@ from engine.retry import iso
 RECEIVED = Reply(code=250, text="")
 _Reply = trusted_factory(Reply)  # (code, text, enhanced): for replies made here
 _Log = trusted_factory(Log)
-_intern = sys.intern  # `Core.intern`, without the method call per submission
 
 
 @lru_cache(maxsize=4096)
@@ -65,10 +63,7 @@ def submit(eng: Core, ev: MessageSubmitted) -> None:
         raise ProtocolError(f"engine cannot handle MessageSubmitted({mid!r}) in state QUEUED: "
                             f"message id {mid!r} is already queued") from None
     now = ev.at
-    rcpts = ev.recipients
-    first = rcpts[0]  # a valid event: `ev.domain` without checking the address again
-    domain = first[first.rfind("@") + 1 :].lower()
-    q = eng.queues.get(queue_name(domain, ev.tenant, ev.campaign))
+    q = eng.queues.get(queue_name(ev.domain, ev.tenant, ev.campaign))
     ds = None if q is None else eng.domains.get(q.routing_domain or q.domain)
     if q is None or (ds is not None and ds.site is not None and ds.expires > now
                      and not lookups.paths_known(eng, q.pool, ds.site)):
@@ -78,7 +73,8 @@ def submit(eng: Core, ev: MessageSubmitted) -> None:
         if ds is not None and ds.site is not None and ds.expires > now:
             staged.need_path(q, ds.site, now)
         staged.commit()
-    msg = Message(mid, _intern(ev.sender), first if len(rcpts) == 1 else rcpts,
+    rcpts = ev.recipients
+    msg = Message(mid, eng.intern(ev.sender), rcpts[0] if len(rcpts) == 1 else rcpts,
                   ev.size, q, now)
     eng.ids.add(mid)
     q.count += 1
