@@ -3,8 +3,8 @@
 `pip install .` and `pip install -e .` install pure Python, as they always
 did: the metadata is in pyproject.toml, and this file adds extension modules
 only when asked.  ``EGRESS_COMPILE=1 pip install --no-build-isolation .``
-(mypy installed, e.g. from the ``test`` extra) also compiles the modules
-listed in `COMPILED` with mypyc.  Should anything in that go wrong (no
+(mypy, from the ``test`` extra, and ``wheel`` installed; a C compiler) also
+compiles the modules listed in `COMPILED` with mypyc.  Should anything in that go wrong (no
 mypy, no C compiler, a mypyc error), the install goes on in pure Python and
 says why in one line: the compiled modules are all or nothing, since mypyc's
 per-module stubs need its shared library.
