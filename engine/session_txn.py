@@ -145,6 +145,7 @@ def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out:
                                      f"SIZE={msg.size}" if "SIZE" in caps else "", None)
     s.mail_line = ""  # built only if a result needs it (`mail_line`)
     if pipelined:
+        cmds: tuple[SmtpCommand, ...]  # one type for both branches (compiled: a checked type)
         if len(batch) == 1:  # the common case, without building a list first
             rcpt = make_command(Verb.RCPT, batch[0], "", None)
             cmds = (_RSET, mail, rcpt, _DATA) if rset else (mail, rcpt, _DATA)

@@ -1,0 +1,92 @@
+"""An optional compiled build of the engine's hot modules (mypyc).
+
+`pip install .` and `pip install -e .` install pure Python, as they always
+did: the metadata is in pyproject.toml, and this file adds extension modules
+only when asked.  ``EGRESS_COMPILE=1 pip install --no-build-isolation .``
+(mypy, from the ``test`` extra, and ``wheel`` installed; a C compiler) also
+compiles the modules listed in `COMPILED` with mypyc.  Should anything in that go wrong (no
+mypy, no C compiler, a mypyc error), the install goes on in pure Python and
+says why in one line: the compiled modules are all or nothing, since mypyc's
+per-module stubs need its shared library.
+
+The Python sources stay the source.  The compiled modules shadow them only
+in a non-editable install; the suite runs against the sources
+(`scripts/test.sh` uses the editable install).  `scripts/build_compiled.sh`
+builds a compiled copy beside the checkout for benchmarks, pure and compiled
+alternated in one run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+# The pure core's hot modules.  Left out on purpose: the value modules whose
+# frozen dataclasses `engine.events.trusted_factory` fills slot by slot
+# (events, effects, reply, session_model: a mypyc class refuses
+# object.__new__); `scheduled`, whose due times compiled code would box twice
+# more (bytes per queued message, see bench.core); `throttle`, whose
+# constructor must refuse a bad limit with its ConfigError, where compiled
+# code raises TypeError first.
+COMPILED = [
+    "engine/core.py",
+    "engine/engine.py",
+    "engine/dispatch.py",
+    "engine/flow.py",
+    "engine/lifecycle.py",
+    "engine/outcomes.py",
+    "engine/session.py",
+    "engine/session_data.py",
+    "engine/session_setup.py",
+    "engine/session_txn.py",
+    "engine/ready.py",
+    "engine/message.py",
+    "engine/records.py",
+    "engine/metrics.py",
+    "engine/mxplan.py",
+    "engine/lookups.py",
+    "engine/domains.py",
+    "engine/retry.py",
+]
+
+
+def _say(text: str) -> None:
+    print(f"egress setup: {text}", file=sys.stderr)
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that falls back to pure Python on any build error."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # any failure means: install pure Python
+            _say(f"compiling failed ({type(exc).__name__}: {exc}); installing pure Python")
+            for ext in self.extensions:
+                built = self.get_ext_fullpath(ext.name)
+                if os.path.exists(built):
+                    os.remove(built)
+            self.extensions = []
+
+
+def _extensions() -> list[Any]:
+    if os.environ.get("EGRESS_COMPILE") != "1":
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError as exc:
+        _say(f"EGRESS_COMPILE=1 but mypyc cannot be imported ({exc}); installing pure Python "
+             "(install mypy and use pip's --no-build-isolation)")
+        return []
+    try:
+        return list(mypycify(COMPILED, opt_level="3"))
+    except BaseException as exc:  # mypyc exits (SystemExit) on a type error
+        _say(f"mypyc failed ({type(exc).__name__}: {exc}); installing pure Python")
+        return []
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
