@@ -278,7 +278,7 @@ WRITER = textwrap.dedent("""
     async def main(path, run):
         j = Journal(path)
         # one write(2) per line, under PIPE_BUF: a line is all there or not at all
-        os.write(1, f"open {j.last_seq}\n".encode())
+        os.write(1, f"open {j.last_seq}\\n".encode())
 
         async def worker(w):
             k = 0
@@ -288,7 +288,7 @@ WRITER = textwrap.dedent("""
                 ev = MessageSubmitted(at=float(k), id=mid, sender="s@a.example",
                                       recipients=("x@b.example",), size=k)
                 seq = await j.append([ev], bodies={mid: mid.encode() * 3})
-                os.write(1, f"{seq} {mid}\n".encode())
+                os.write(1, f"{seq} {mid}\\n".encode())
 
         await asyncio.gather(*(worker(w) for w in range(8)))
 
