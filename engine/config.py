@@ -116,8 +116,8 @@ def _conn_limit(value: Any, key: str) -> int:
         digits = text.removeprefix("local:").strip().replace(",", "").replace("_", "")
         if digits.isdigit() and int(digits) >= 1:
             return LocalLimit(int(digits)) if local else int(digits)
-        raise ConfigError(f"{key}: {value!r} is not valid; expected an integer >= 1, "
-                          "optionally written '1,000' or 'local:20'")
+        raise ConfigError(f"{key}: {value!r} is not valid; expected an integer >= 1 "
+                          "or a string such as \"local:20\" or \"1,000\"")
     if isinstance(value, LocalLimit):
         return value
     return _int(1)(value, key)

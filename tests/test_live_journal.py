@@ -271,13 +271,14 @@ def test_in_spool_creates_the_directory(tmp_path: Path) -> None:
 
 
 WRITER = textwrap.dedent("""
-    import asyncio, sys
+    import asyncio, os, sys
     from engine.events import MessageSubmitted
     from engine.live.journal import Journal
 
     async def main(path, run):
         j = Journal(path)
-        print("open", j.last_seq, flush=True)
+        # one write(2) per line, under PIPE_BUF: a line is all there or not at all
+        os.write(1, f"open {j.last_seq}\\n".encode())
 
         async def worker(w):
             k = 0
@@ -287,7 +288,7 @@ WRITER = textwrap.dedent("""
                 ev = MessageSubmitted(at=float(k), id=mid, sender="s@a.example",
                                       recipients=("x@b.example",), size=k)
                 seq = await j.append([ev], bodies={mid: mid.encode() * 3})
-                print(seq, mid, flush=True)
+                os.write(1, f"{seq} {mid}\\n".encode())
 
         await asyncio.gather(*(worker(w) for w in range(8)))
 

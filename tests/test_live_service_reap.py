@@ -70,14 +70,17 @@ def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path) -> 
                         with urllib.request.urlopen(url, timeout=5) as r:
                             return str(r.read().decode())
 
-                    assert 'path="unspecified->mx.d0.test"' in await asyncio.to_thread(scrape)
+                    # KumoMTA's label of a ready queue (engine.metrics.service_of)
+                    path_label = 'service="smtp_client:unspecified->mx.d0.test@smtp_client"'
+                    assert path_label in await asyncio.to_thread(scrape)
                     await until(lambda: not eng.paths and not eng.queues and not eng.domains,
                                 what="idle state reaped")
                     assert not eng.conns and not eng.site_names
                     assert all(t[0] == "reap" for t in eng.timers)
                     text = await asyncio.to_thread(scrape)
-                    assert 'path="' not in text
-                    assert f"\ntotal_messages_delivered {float(len(DOMAINS))}\n" in text
+                    assert 'service="smtp_client:' not in text  # no ready queue's series left
+                    assert (f'\ntotal_messages_delivered{{service="smtp_client"}} {len(DOMAINS)}\n'
+                            in text)
                     # a domain seen again is made again and delivered
                     await svc.submit("s@sender.test", ["again@d0.test"], message(99))
                     await until(lambda: len(sink.messages) == len(DOMAINS) + 1, what="again")

@@ -13,10 +13,13 @@ outputs are checked against what README says of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +64,45 @@ def _run(block: Block, clone: Path, env: dict[str, str]) -> subprocess.Completed
                           timeout=BLOCK_TIMEOUT, check=False)
 
 
+def _stop_processes_of(clone: Path) -> list[int]:
+    """Kill every process whose command line names the clone (README's own
+    servers, run from its .venv); returns those that were still running."""
+    mine = str(clone)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if mine in cmdline:
+            found.append(int(entry.name))
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in found):
+        time.sleep(0.1)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return found
+
+
+def test_the_cleanup_stops_what_a_clone_left_running(tmp_path: Path) -> None:
+    clone = tmp_path / "egress"
+    clone.mkdir()
+    script = clone / "server.py"
+    script.write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    child = subprocess.Popen(["python3", str(script)])
+    try:
+        assert _stop_processes_of(clone) == [child.pid]
+        assert child.wait(timeout=15) != 0
+    finally:
+        child.kill()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_every_readme_command_runs_from_a_fresh_clone(tmp_path: Path) -> None:
@@ -73,15 +115,20 @@ def test_every_readme_command_runs_from_a_fresh_clone(tmp_path: Path) -> None:
     env["PATH"] = f"{clone / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["COLUMNS"] = "120"
     outputs: list[str] = []
-    for i, block in enumerate(blocks(README.read_text(encoding="utf-8"))):
-        if block.skip:
-            continue
-        done = _run(block, clone, env)
-        where = (f"README block {i} ({block.lang}):\n{block.body}\n"
-                 f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
-        assert done.returncode == 0, where
-        assert "Traceback" not in done.stderr, where
-        outputs.append(done.stdout)
+    try:
+        for i, block in enumerate(blocks(README.read_text(encoding="utf-8"))):
+            if block.skip:
+                continue
+            done = _run(block, clone, env)
+            where = (f"README block {i} ({block.lang}):\n{block.body}\n"
+                     f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
+            assert done.returncode == 0, where
+            assert "Traceback" not in done.stderr, where
+            outputs.append(done.stdout)
+    finally:
+        # README starts servers in the background (`&`) and stops them in a later
+        # block; when a block fails first, nothing may be left running.
+        _stop_processes_of(clone)
     text = "\n".join(outputs)
     # What README says the commands print.
     assert re.search(r"submitted\s+│\s+2,996 │", text), "quickstart no longer submits 2,996"
