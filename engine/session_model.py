@@ -321,7 +321,7 @@ TRANSITIONS: dict[State, dict[Input, Row]] = {
     },
     # IDLE: no command timer; the engine owns the idle timer
     S.IDLE: {
-        I.START: (H.TRANSACTION_STARTED, (S.MAIL_SENT, S.RSET_SENT)),
+        I.START: (H.TRANSACTION_STARTED, (S.MAIL_SENT, S.RSET_SENT, S.IDLE)),
         I.QUIT: (H.QUIT_SENT, (S.QUIT_SENT,)),
         I.R2XX: (H.UNSOLICITED_REPLY, _GONE),
         I.R3XX: (H.UNSOLICITED_REPLY, _GONE),

@@ -41,7 +41,7 @@ from engine.session_data import (
     reply_status,
     send,
 )
-from engine.session_model import DELIVERED, TRANSIENT, State, Status, TxnMessage
+from engine.session_model import DELIVERED, PERMANENT, TRANSIENT, State, Status, TxnMessage
 
 __all__ = [
     "command_timed_out",
@@ -69,6 +69,17 @@ __all__ = [
 ]
 
 _DATA, _RSET, _QUIT = (SmtpCommand(verb=v) for v in (Verb.DATA, Verb.RSET, Verb.QUIT))
+
+# KumoMTA's client refuses an 8-bit envelope itself when the server lacks SMTPUTF8
+# (crates/rfc5321/src/client.rs, send_mail); the message bounces with this reply.
+NO_SMTPUTF8 = Reply.make(554, "5.6.7", "KumoMTA internal: envelope is 8bit, destination "
+                         "does not support SMTPUTF8.")
+
+
+def needs_smtputf8(msg: TxnMessage) -> bool:
+    """True when the envelope has a non-ASCII (UTF-8) address, as KumoMTA's
+    ``envelope_is_8bit``: derived from the addresses, so nothing is journaled."""
+    return not msg.sender.isascii() or not all(r.isascii() for r in msg.recipients)
 
 
 def _unresolved(s: SessionData) -> list[str]:
@@ -126,6 +137,10 @@ def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out:
     transaction: each gets a transient 451 4.5.3 result at once, so the
     engine retries them like any deferral."""
     cfg = s.cfg
+    caps = s.capabilities
+    utf8 = needs_smtputf8(msg)
+    if utf8 and "SMTPUTF8" not in caps:
+        return _refuse_8bit_envelope(s, msg, out)
     limit = cfg.max_recipients_per_batch
     batch = msg.recipients[:limit]
     if len(msg.recipients) > limit:
@@ -137,12 +152,13 @@ def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out:
         for over in msg.recipients[limit:]:
             out.append(make_recipient_result(msg.id, over, TRANSIENT, reply, f"RCPT TO:<{over}>"))
     s.message, s.batch, s.accepted, s.replies, s.mail_failed = msg, batch, [], 0, False
-    caps = s.capabilities
     s.pipelined = pipelined = cfg.enable_pipelining and "PIPELINING" in caps
     rset = s.transactions > 0 and cfg.enable_rset
     s.transactions += 1
-    s.mail_cmd = mail = make_command(Verb.MAIL, msg.sender,
-                                     f"SIZE={msg.size}" if "SIZE" in caps else "", None)
+    params = f"SIZE={msg.size}" if "SIZE" in caps else ""
+    if utf8:
+        params = f"{params} SMTPUTF8" if params else "SMTPUTF8"
+    s.mail_cmd = mail = make_command(Verb.MAIL, msg.sender, params, None)
     s.mail_line = ""  # built only if a result needs it (`mail_line`)
     if pipelined:
         cmds: tuple[SmtpCommand, ...]  # one type for both branches (compiled: a checked type)
@@ -160,6 +176,17 @@ def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out:
     s.timeout = t = cfg.rset_timeout if rset else cfg.mail_from_timeout
     fx.append(make_set_timer(s.timer, at + t))
     return State.RSET_SENT if rset else State.MAIL_SENT
+
+
+def _refuse_8bit_envelope(s: SessionData, msg: TxnMessage, out: Out) -> State:
+    """The server did not offer SMTPUTF8: nothing is sent, every recipient
+    bounces with `NO_SMTPUTF8`, and the session stays idle for the next message."""
+    command = f"MAIL FROM:<{msg.sender}>"
+    for rcpt in msg.recipients:
+        out.append(make_recipient_result(msg.id, rcpt, PERMANENT, NO_SMTPUTF8, command))
+    out.append(make_transaction_done(msg.id))
+    out.append(READY)
+    return State.IDLE
 
 
 def quit_sent(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> None:

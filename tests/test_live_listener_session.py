@@ -121,7 +121,7 @@ def test_one_write_per_batch_of_pipelined_commands() -> None:
         b"body\r\n.\r\n",
     ])
     assert writes[1:] == [
-        b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 20971520\r\n250-8BITMIME\r\n"
+        b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 20971520\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
         b"250-ENHANCEDSTATUSCODES\r\n250 HELP\r\n",
         b"250 2.1.0 OK\r\n250 2.1.5 OK\r\n"
         b"501 5.1.3 recipient must be an address of the form local@domain\r\n"

@@ -61,7 +61,9 @@ def test_parse_mail_params() -> None:
         b"501 5.5.4 Syntax: MAIL FROM: <address> [SP <mail-parameters>]\r\n")
     assert parse_mail_params("BODY=BINARYMIME", 100).error == (
         b"501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME\r\n")
-    assert parse_mail_params("SMTPUTF8", 100).error == b"501 5.5.4 Error: SMTPUTF8 disabled\r\n"
+    assert parse_mail_params("SMTPUTF8", 100).smtputf8
+    assert parse_mail_params("SMTPUTF8=1", 100).error == (
+        b"501 5.5.4 Error: SMTPUTF8 takes no value\r\n")
     assert parse_mail_params("RET=HDRS", 100).error == (
         b"555 5.5.4 MAIL FROM parameters not recognized or not implemented\r\n")
 

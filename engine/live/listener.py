@@ -27,6 +27,8 @@ parser cost most of the relay's time).  What it promises:
 The protocol itself is `engine.live.listener_session`: one receive buffer per
 connection, every complete command answered in one write (RFC 2920
 pipelining falls out of this), DATA found by searching for CRLF "." CRLF.
+8BITMIME and SMTPUTF8 are offered, as KumoMTA's listener does; a UTF-8
+address needs SMTPUTF8 on that transaction's MAIL (else ``553 5.6.7``).
 Replies carry enhanced status codes; the null sender ``MAIL FROM:<>`` is
 submitted as ``""``; command lines may be up to 2048 bytes; an idle client
 is told ``421 4.4.2`` before the close.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from engine.live.listener_state import ListenerSettings, Session, State
 from engine.live.listener_wire import (
+    NOT_ASCII_PATH,
     AddressError,
     parse_mail_params,
     parse_path,
@@ -47,7 +48,7 @@ def ehlo(s: Session, cfg: ListenerSettings, arg: str) -> None:
     s.helo = arg
     s.esmtp = True
     lines = [cfg.hostname, "PIPELINING", f"SIZE {cfg.max_message_size}", "8BITMIME",
-             "ENHANCEDSTATUSCODES"]
+             "SMTPUTF8", "ENHANCEDSTATUSCODES"]
     if cfg.tls_context is not None and not s.tls:
         lines.append("STARTTLS")
     if cfg.auth is not None and (s.tls or s.loopback):
@@ -91,7 +92,11 @@ def mail(s: Session, cfg: ListenerSettings, arg: str) -> None:
     if checked.error is not None:
         out.append(checked.error)
         return
+    if not checked.smtputf8 and not addr.isascii():
+        out.append(NOT_ASCII_PATH)
+        return
     s.sender = addr
+    s.smtputf8 = checked.smtputf8
     out.append(b"250 2.1.0 OK\r\n")
 
 
@@ -110,6 +115,8 @@ def rcpt(s: Session, cfg: ListenerSettings, arg: str) -> None:
         return
     if not addr:
         out.append(b"501 5.5.4 Syntax: RCPT TO: <address>\r\n")
+    elif not s.smtputf8 and not addr.isascii():
+        out.append(NOT_ASCII_PATH)
     elif params:
         out.append(b"555 5.5.4 RCPT TO parameters not recognized or not implemented\r\n"
                    if s.esmtp else b"501 5.5.4 Syntax: RCPT TO: <address>\r\n")

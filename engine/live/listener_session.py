@@ -24,7 +24,7 @@ from engine.errors import JournalError
 from engine.live import listener_auth, listener_commands
 from engine.live.listener_limits import AUTH_LOCKED, NO_MEMORY, Limits
 from engine.live.listener_state import ListenerSettings, Session, State
-from engine.live.listener_wire import fast_metadata, is_loopback, undot
+from engine.live.listener_wire import NOT_ASCII_PATH, fast_metadata, is_loopback, undot
 from engine.live.submission import Submission, SubmitCallback, split_by_domain
 
 __all__ = ["BOGUS_LIMIT", "MAX_COMMAND_LINE", "ListenerHost", "SmtpConnection"]
@@ -38,8 +38,7 @@ BOGUS_LIMIT = 5  # unrecognised commands before the connection is dropped (as ai
 _TOO_LONG = b"500 5.5.2 Error: command line too long\r\n"
 _TOO_BIG = b"552 5.3.4 Error: too much mail data\r\n"
 _NOT_ACCEPTED = b"451 4.3.0 temporary failure, message not accepted; try again later\r\n"
-_NOT_ASCII = b"500 5.5.2 Error: strict ASCII mode (SMTPUTF8 is not offered)\r\n"
-_NOT_ASCII_PATH = b"553 5.6.7 Error: non-ASCII address needs SMTPUTF8 (not offered)\r\n"
+_NOT_ASCII = b"500 5.5.2 Error: non-ASCII bytes are allowed only in MAIL and RCPT paths\r\n"
 
 Handler = Callable[[Session, ListenerSettings, str], None]
 
@@ -337,10 +336,13 @@ class SmtpConnection(asyncio.Protocol):
             name = verb.decode("ascii", "replace")
             out.append(f'500 5.5.1 Error: command "{name}" not recognized\r\n'.encode())
             return
+        # MAIL and RCPT may carry UTF-8 addresses (SMTPUTF8, checked by their
+        # handlers); anything else, and bytes that are not UTF-8, stay refused.
+        path = verb in (b"MAIL", b"RCPT")
         try:
-            arg = "" if sp < 0 else line[sp + 1 :].strip().decode("ascii")
+            arg = "" if sp < 0 else line[sp + 1 :].strip().decode("utf-8" if path else "ascii")
         except UnicodeDecodeError:
-            out.append(_NOT_ASCII_PATH if verb in (b"MAIL", b"RCPT") else _NOT_ASCII)
+            out.append(NOT_ASCII_PATH if path else _NOT_ASCII)
             return
         handler(s, self.cfg, arg)
 

@@ -50,22 +50,28 @@ MAX_LOCAL_PART = 64  # octets, RFC 5321 4.5.3.1.1
 MAX_DOMAIN = 255  # octets, RFC 5321 4.5.3.1.2
 MAX_PATH = 256  # octets with the angle brackets, RFC 5321 4.5.3.1.3
 
-_CONTROLS = frozenset(range(0x20)) | {0x7F}
+_CONTROLS = frozenset(range(0x20)) | {0x7F} | frozenset(range(0x80, 0xA0))  # C0, DEL, C1
+
+NOT_ASCII_PATH = b"553 5.6.7 Error: non-ASCII address needs SMTPUTF8 on MAIL FROM\r\n"
+"""A UTF-8 address in a transaction that did not ask for SMTPUTF8 (RFC 6531 3.6),
+or bytes in MAIL/RCPT that are not UTF-8 at all."""
 
 
 def check_address(addr: str) -> None:
     """Refuse what must never reach the journal or a later MAIL/RCPT: control
     characters (CR, LF, NUL, ...: they would break or smuggle commands when the
     address is relayed) and paths over RFC 5321's limits.  Raises `AddressError`
-    with the reply; the caller has already refused non-ASCII (no SMTPUTF8)."""
+    with the reply.  A UTF-8 address (SMTPUTF8) is measured in its encoded octets;
+    whether it may be non-ASCII at all is the MAIL/RCPT handler's check."""
     if any(ord(c) in _CONTROLS for c in addr):
         raise AddressError("501 5.5.2 Error: control character in address")
-    at = addr.rfind("@")
+    octets = addr.encode("utf-8")
+    at = octets.rfind(b"@")
     if at > MAX_LOCAL_PART:
         raise AddressError(f"553 5.1.3 Error: local part longer than {MAX_LOCAL_PART} octets")
-    if at >= 0 and len(addr) - at - 1 > MAX_DOMAIN:
+    if at >= 0 and len(octets) - at - 1 > MAX_DOMAIN:
         raise AddressError(f"553 5.1.3 Error: domain longer than {MAX_DOMAIN} octets")
-    if len(addr) + 2 > MAX_PATH:
+    if len(octets) + 2 > MAX_PATH:
         raise AddressError(f"501 5.5.4 Error: path longer than {MAX_PATH} octets")
 
 
@@ -127,25 +133,29 @@ def is_loopback(host: str) -> bool:
 class MailParams:
     """The outcome of parsing MAIL FROM's ESMTP parameters (`parse_mail_params`)."""
 
-    __slots__ = ("error", "size")
+    __slots__ = ("error", "size", "smtputf8")
 
-    def __init__(self, size: int | None = None, error: bytes | None = None) -> None:
+    def __init__(self, size: int | None = None, error: bytes | None = None,
+                 smtputf8: bool = False) -> None:
         self.size = size
         self.error = error
+        self.smtputf8 = smtputf8
 
 
 _SYNTAX_MAIL = b"501 5.5.4 Syntax: MAIL FROM: <address> [SP <mail-parameters>]\r\n"
 
 
 def parse_mail_params(params: str, max_size: int) -> MailParams:
-    """Check MAIL's parameters: BODY=7BIT|8BITMIME and SIZE=n are known, nothing else.
+    """Check MAIL's parameters: BODY=7BIT|8BITMIME, SIZE=n and SMTPUTF8 are known,
+    nothing else.
 
     Mirrors aiosmtpd: a malformed parameter or a non-numeric SIZE is a 501,
-    SIZE over `max_size` a 552, SMTPUTF8 a 501 (not offered), any other a 555.
+    SIZE over `max_size` a 552, SMTPUTF8 with a value a 501, any other a 555.
     """
     if not params:
         return MailParams()
     size: int | None = None
+    smtputf8 = False
     for word in params.upper().split():
         name, eq, value = word.partition("=")
         if not name.isalnum() or (eq and not value):
@@ -162,11 +172,13 @@ def parse_mail_params(params: str, max_size: int) -> MailParams:
                 return MailParams(error=b"552 5.3.4 Error: message size exceeds fixed "
                                         b"maximum message size\r\n")
         elif name == "SMTPUTF8":
-            return MailParams(error=b"501 5.5.4 Error: SMTPUTF8 disabled\r\n")
+            if eq:
+                return MailParams(error=b"501 5.5.4 Error: SMTPUTF8 takes no value\r\n")
+            smtputf8 = True
         else:
             return MailParams(error=b"555 5.5.4 MAIL FROM parameters not recognized or not "
                                     b"implemented\r\n")
-    return MailParams(size=size)
+    return MailParams(size=size, smtputf8=smtputf8)
 
 
 def undot(raw: bytes) -> bytes:

@@ -125,6 +125,7 @@ class World:
         self.rcpt_reply: Callable[[str], Reply] = lambda r: Reply.make(250, "2.1.5", "ok")
         self.body_reply = Reply.make(250, "2.0.0", "queued")
         self.open: dict[int, Connect] = {}
+        self.ehlo_caps = EHLO_CAPS
 
     def feed(self, ev: Event) -> list[Effect]:
         """Handle `ev` and everything the world answers, until quiet."""
@@ -181,7 +182,7 @@ class World:
     def _reply(self, cmd: Any) -> Reply:
         v = cmd.verb
         if v in (Verb.EHLO,):
-            return Reply(code=250, text=EHLO_CAPS)
+            return Reply(code=250, text=self.ehlo_caps)
         if v is Verb.RCPT:
             return self.rcpt_reply(cmd.arg)
         if v is Verb.DATA:

@@ -147,6 +147,7 @@ class ReceivedMessage:
     peer: str
     tls: bool
     login: str | None
+    mail_options: tuple[str, ...] = ()
 
 
 class _RecordingSMTP(SMTP):
@@ -204,6 +205,7 @@ class _SinkHandler:
             peer=str(session.peer[0]),
             tls=session.ssl is not None,
             login=login,
+            mail_options=tuple(envelope.mail_options),
         )
         with self.sink._cond:
             self.sink.messages.append(message)
@@ -220,6 +222,7 @@ class SinkServer(ServerBase):
     PLAIN/LOGIN before MAIL; it is offered only over TLS unless
     `auth_require_tls=False` (a plaintext server that would accept it).
     `reject_recipients` maps an address to the reply its RCPT gets.
+    `smtputf8` offers SMTPUTF8 (aiosmtpd's enable_SMTPUTF8).
     """
 
     def __init__(
@@ -234,6 +237,7 @@ class SinkServer(ServerBase):
         pipelining: bool = True,
         reject_recipients: Mapping[str, str] | None = None,
         data_size_limit: int = 10 * 1024 * 1024,
+        smtputf8: bool = False,
     ) -> None:
         super().__init__()
         check_loopback(host)
@@ -248,6 +252,7 @@ class SinkServer(ServerBase):
         self.pipelining = pipelining
         self.reject_recipients = dict(reject_recipients or {})
         self.data_size_limit = data_size_limit
+        self.smtputf8 = smtputf8
         self.messages: list[ReceivedMessage] = []
         self.connections = 0
         self.plaintext = b""  # every byte clients sent before TLS, all connections
@@ -274,6 +279,7 @@ class SinkServer(ServerBase):
             self, _SinkHandler(self), hostname=self.hostname, loop=loop,
             tls_context=self.tls.server_context if self.tls else None,
             data_size_limit=self.data_size_limit,
+            enable_SMTPUTF8=self.smtputf8,
             auth_required=self.auth is not None,
             auth_require_tls=self.auth_require_tls,
             authenticator=self._authenticator if self.auth else None,
