@@ -236,10 +236,11 @@ class LiveResolver:
         pin memory that would otherwise go back to the idle figure.
 
         Expired answers go.  With `domains` (those the engine still knows), an
-        MX answer goes unless its domain is one of them, and an address answer
-        unless its host is such a domain or an exchange of a kept MX answer;
-        any other answer (TXT, TLSA), or every answer without `domains`, goes
-        when not asked for in the last `idle` seconds.  A domain seen again is
+        MX answer goes unless its domain is one of them; an address answer
+        stays while its host is such a domain or an exchange of a kept MX
+        answer; any other answer (TXT, TLSA, a smart host's addresses), or
+        every answer without `domains`, goes when not asked for in the last
+        `idle` seconds.  A domain seen again is
         asked again, as a lookup past its TTL is.  The dict is rebuilt: CPython
         never shrinks one after deletions."""
         now = self._clock()
@@ -253,8 +254,8 @@ class LiveResolver:
                 if rtype == "MX" and name in wanted and e.answer is not None:
                     hosts.update(_norm(r.exchange.to_text()) for r in e.answer.records)
             kept = {k: e for k, e in cache.items() if e.expires > now and (
-                k[0] in wanted if k[1] == "MX" else k[0] in hosts if k[1] in ("A", "AAAA")
-                else e.used > since)}
+                k[0] in wanted if k[1] == "MX" else e.used > since or (
+                    k[1] in ("A", "AAAA") and k[0] in hosts))}
         if len(kept) < len(cache):
             self._cache = kept
         return len(cache) - len(kept)
