@@ -156,6 +156,45 @@ def test_cache_hits_within_ttl_and_expiry_by_the_clock(server: DnsServer) -> Non
     assert server.count("example.com", "MX") == 1
 
 
+def test_prune_forgets_answers_idle_past_the_sweep(server: DnsServer) -> None:
+    """The reap sweep's prune (issue 13.6): answers not asked for in the last
+    `idle` seconds go, even within their TTL, and are asked again when needed;
+    answers in use stay."""
+    clock = Clock()
+    resolver = resolver_for(server, clock=clock, negative_ttl=500.0)
+    asyncio.run(resolver.resolve_mx("example.com", 0.0))
+    asyncio.run(resolver.resolve_mx("missing.example", 0.0))
+    assert server.count() == 6
+    clock.now += 50
+    asyncio.run(resolver.resolve_mx("example.com", 1.0))  # a hit: in use
+    clock.now += 20
+    assert resolver.prune(60.0) == 1  # missing.example, idle 70 s
+    asyncio.run(resolver.resolve_mx("example.com", 2.0))
+    assert server.count() == 6  # still cached
+    clock.now += 61
+    assert resolver.prune(60.0) == 5
+    asyncio.run(resolver.resolve_mx("example.com", 3.0))
+    assert server.count("example.com", "MX") == 2  # asked again
+
+
+def test_prune_keeps_only_the_answers_of_domains_still_known(server: DnsServer) -> None:
+    """With the engine's domains, an MX answer of a reaped domain goes at once
+    (even asked for a moment ago), its hosts' addresses once idle; a known
+    domain keeps its MX and its hosts' addresses."""
+    clock = Clock()
+    resolver = resolver_for(server, clock=clock, negative_ttl=500.0)
+    asyncio.run(resolver.resolve_mx("example.com", 0.0))
+    asyncio.run(resolver.resolve_mx("missing.example", 0.0))
+    assert resolver.prune(60.0, {"Example.COM"}) == 1  # missing.example's MX
+    asyncio.run(resolver.resolve_mx("example.com", 1.0))
+    assert server.count() == 6  # example.com's MX and hosts still cached
+    assert resolver.prune(60.0, set()) == 1  # its MX; its hosts were asked for just now
+    clock.now += 61
+    assert resolver.prune(60.0, set()) == 4
+    asyncio.run(resolver.resolve_mx("example.com", 2.0))
+    assert server.count("example.com", "MX") == 2
+
+
 def test_failures_are_cached_briefly(server: DnsServer) -> None:
     clock = Clock()
     resolver = resolver_for(server, clock=clock, negative_ttl=5.0)

@@ -63,3 +63,46 @@ def test_a_sweep_not_armed_is_accepted_for_replay() -> None:
     eng, w = _engine()
     w.run(5.0 + 60.0)
     eng.handle(TimerFired(at=w.now + 1.0, timer=("reap", "")))  # no ProtocolError
+
+
+def _mentions(obj: object, needles: tuple[str, ...], where: str, seen: set[int],
+              found: list[str]) -> None:
+    """Every place under `obj` (the engine's state) where a string names one of
+    `needles`: containers, slotted and plain objects, walked once each."""
+    if isinstance(obj, str):
+        if any(n in obj for n in needles):
+            found.append(f"{where} = {obj!r}")
+        return
+    if isinstance(obj, int | float | bytes | bool | type(None)) or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        for k, v in list(obj.items()):
+            _mentions(k, needles, f"{where}[key]", seen, found)
+            _mentions(v, needles, f"{where}[{k!r}]", seen, found)
+    elif isinstance(obj, list | tuple | set | frozenset) or type(obj).__name__ == "deque":
+        for i, v in enumerate(list(obj)):  # type: ignore[call-overload]
+            _mentions(v, needles, f"{where}[{i}]", seen, found)
+    elif type(obj).__module__.startswith("engine"):
+        names = list(getattr(obj, "__dict__", {}))
+        for cls in type(obj).__mro__:
+            names += [s for s in getattr(cls, "__slots__", ()) if isinstance(s, str)]
+        for name in names:
+            if hasattr(obj, name):
+                _mentions(getattr(obj, name), needles, f"{where}.{name}", seen, found)
+
+
+def test_nothing_of_a_reaped_domain_is_left_anywhere_in_the_engine() -> None:
+    """Issue 13.6: after the sweep no per-domain dict, table, cache or counter of
+    the engine still holds a domain's name (its queue, site or path name), so
+    memory returns to what it was before those domains were seen."""
+    eng, w = _engine()
+    w.run(1.0)
+    policy_obj = eng.policy
+    found: list[str] = []
+    _mentions(eng, tuple(DOMAINS), "eng", {id(policy_obj)}, found)
+    assert found  # the walk sees the per-domain state while it is there
+    w.run(5.0 + 60.0)
+    found = []
+    _mentions(eng, tuple(DOMAINS), "eng", {id(policy_obj)}, found)
+    assert found == []

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -70,6 +70,7 @@ class _Entry:
     expires: float
     answer: _Answer | None = None
     error: DnsLookupError | None = None
+    used: float = 0.0  # when last asked for (clock time): `LiveResolver.prune`
 
 
 CACHE_ENTRIES = 4096
@@ -228,6 +229,37 @@ class LiveResolver:
         """Forget every cached answer and failure."""
         self._cache.clear()
 
+    def prune(self, idle: float, domains: Collection[str] | None = None) -> int:
+        """Forget the answers that are idle state; how many went.  The driver
+        calls it at the engine's reap sweep (issue 13.6): once a domain's path,
+        queue and MX entry are reaped its answers are idle too, and kept they
+        pin memory that would otherwise go back to the idle figure.
+
+        Expired answers go.  With `domains` (those the engine still knows), an
+        MX answer goes unless its domain is one of them; an address answer
+        stays while its host is such a domain or an exchange of a kept MX
+        answer; any other answer (TXT, TLSA, a smart host's addresses), or
+        every answer without `domains`, goes when not asked for in the last
+        `idle` seconds.  A domain seen again is
+        asked again, as a lookup past its TTL is.  The dict is rebuilt: CPython
+        never shrinks one after deletions."""
+        now = self._clock()
+        since = now - idle
+        cache = self._cache
+        kept = {k: e for k, e in cache.items() if e.expires > now and e.used > since}
+        if domains is not None:
+            wanted = {_norm(d) for d in domains}
+            hosts = set(wanted)
+            for (name, rtype), e in cache.items():
+                if rtype == "MX" and name in wanted and e.answer is not None:
+                    hosts.update(_norm(r.exchange.to_text()) for r in e.answer.records)
+            kept = {k: e for k, e in cache.items() if e.expires > now and (
+                k[0] in wanted if k[1] == "MX" else e.used > since or (
+                    k[1] in ("A", "AAAA") and k[0] in hosts))}
+        if len(kept) < len(cache):
+            self._cache = kept
+        return len(cache) - len(kept)
+
     # -- internals
 
     async def _addresses(self, host: str) -> tuple[tuple[str, ...], float, str]:
@@ -256,6 +288,8 @@ class LiveResolver:
         now = self._clock()
         entry = self._cache.get(key)
         fresh = entry is None or entry.expires <= now
+        if not fresh:
+            entry.used = now  # type: ignore[union-attr]
         if fresh:
             pending = self._inflight.get(key)
             if pending is None:
@@ -277,6 +311,7 @@ class LiveResolver:
         return replace(entry.answer, ttl=max(0.0, entry.expires - now))
 
     def _remember(self, key: tuple[str, str], entry: _Entry, now: float) -> None:
+        entry.used = now
         cache = self._cache
         cache.pop(key, None)
         if len(cache) >= CACHE_ENTRIES:

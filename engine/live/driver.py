@@ -271,6 +271,10 @@ class LiveDriver(DriverIO):
         if name not in self.engine.timers:
             return  # disarmed inside the engine meanwhile: a stale firing (lazy cancel)
         self.handle_io(TimerFired(at=time.time(), timer=name))
+        if name == ("reap", "") and self.engine.reap_after is not None:
+            prune = getattr(self.resolver, "prune", None)  # a test's resolver may have none
+            if prune is not None:
+                prune(self.engine.reap_after, self.engine.domains)  # answers are idle state too
 
     def _send(self, eff: Send) -> None:
         proto = self._conns.get(eff.conn)
