@@ -65,6 +65,15 @@ def _run(block: Block, clone: Path, env: dict[str, str]) -> subprocess.Completed
                           timeout=BLOCK_TIMEOUT, check=False)
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet waited for, does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def _stop_processes_of(clone: Path) -> list[int]:
     """Kill every process whose command line names the clone (README's own
     servers, run from its .venv); returns those that were still running."""
@@ -83,7 +92,7 @@ def _stop_processes_of(clone: Path) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in found):
+    while time.monotonic() < deadline and any(_alive(p) for p in found):
         time.sleep(0.1)
     for pid in found:
         with contextlib.suppress(ProcessLookupError):
@@ -98,6 +107,11 @@ def test_the_cleanup_stops_what_a_clone_left_running(tmp_path: Path) -> None:
     script.write_text("import time\nwhile True:\n    time.sleep(1)\n")
     child = subprocess.Popen(["python3", str(script)])
     try:
+        cmdline = Path(f"/proc/{child.pid}/cmdline")
+        deadline = time.monotonic() + 30
+        while str(script).encode() not in cmdline.read_bytes():  # until it has exec'd
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
         assert _stop_processes_of(clone) == [child.pid]
         assert child.wait(timeout=15) != 0
     finally:
