@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,7 @@ def test_the_cleanup_stops_what_a_clone_left_running(tmp_path: Path) -> None:
     clone.mkdir()
     script = clone / "server.py"
     script.write_text("import time\nwhile True:\n    time.sleep(1)\n")
-    child = subprocess.Popen(["python3", str(script)])
+    child = subprocess.Popen([sys.executable, str(script)])
     try:
         cmdline = Path(f"/proc/{child.pid}/cmdline")
         deadline = time.monotonic() + 30
