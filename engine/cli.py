@@ -126,9 +126,10 @@ def _check_domain(policy: Policy, domain: str, args: argparse.Namespace,
 def cmd_check(args: argparse.Namespace) -> int:
     """``egress check POLICY.py [--domain D ...] [--source NAME] [--json]``."""
     from engine.policy import Policy
+    from engine.shaping_load import combine
 
     policy = Policy.from_file(args.policy)
-    shaping = _load_shaping(args.shaping)
+    shaping = combine(policy.shaping, _load_shaping(args.shaping))
     results = [_check_domain(policy, d, args, shaping) for d in (args.domains or ["example.com"])]
     if args.json:
         for r in results:

@@ -33,6 +33,7 @@ from engine.message import QueueInfo
 from engine.metrics import Counters
 from engine.ready import ConnCtx, ReadyQueue
 from engine.scheduled import ScheduledQueues
+from engine.shaping_load import combine
 from engine.throttle import ThrottleState
 
 __all__ = ["Core", "OutcomeHandler"]
@@ -55,8 +56,9 @@ class Core:
     def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0,
                  lazy_redelays: bool = False, shaping: Any = None) -> None:
         self.policy = policy
-        # an engine.shaping.Shaping (or None: no shaping); the policy may carry one
-        self.shaping = shaping if shaping is not None else getattr(policy, "shaping", None)
+        # an engine.shaping.Shaping (or None: no shaping): the policy's (a Lua
+        # policy's shaping helper) with the caller's files merged over it
+        self.shaping = combine(getattr(policy, "shaping", None), shaping)
         self.automation: Any = None  # engine.shaping_rules' state, made at its first match
         self.seed = seed
         self.rng = random.Random(seed)

@@ -140,6 +140,11 @@ def _decode(tokens: tuple[Any, ...], i: int) -> tuple[Any, int]:
     return dict(pairs), i
 
 
+def from_tokens(tokens: Any) -> Any:
+    """What `ENCODER`'s function returned for a table, as plain Python."""
+    return _decode(tokens if type(tokens) is tuple else (tokens,), 0)[0]
+
+
 def call_maker(
     fn: Callable[[dict[str, Any]], Any], value: Any, table_type: type,
     encode: Callable[[Any], Any], what: str,
@@ -147,7 +152,11 @@ def call_maker(
     """``kumo.make_*(value)``: the table's keys to the maker `fn`.  On a
     `ConfigError` the keys are tried again in sorted order, so the first
     wrong key named is the same on every run."""
-    keys = to_python(value, table_type, encode)
+    return call_maker_keys(fn, to_python(value, table_type, encode), what)
+
+
+def call_maker_keys(fn: Callable[[dict[str, Any]], Any], keys: Any, what: str) -> Any:
+    """`call_maker` once the table is plain Python."""
     if not isinstance(keys, dict) or not all(type(k) is str for k in keys):
         if keys == []:
             keys = {}

@@ -36,6 +36,7 @@ from typing import Any
 from engine import lua_kumo
 from engine.errors import ConfigError, PolicyError
 from engine.lua_kumo import MAPPED, RESULTS, SUPPORTED_EVENTS, KumoState, Memo
+from engine.lua_shaping import LUA_MODULE, ShapingHelper
 
 try:
     from lupa import lua54 as _lupa
@@ -44,12 +45,16 @@ except ImportError:  # a lupa built without Lua 5.4: its default Lua
 
 __all__ = ["load_lua"]
 
+#: Tables remembered per maker before the memory starts over (a policy that
+#: builds a different table per domain must not grow it without bound).
+_BUILT_CAPACITY = 4096
+
 _LUA_ERROR = re.compile(r"^(?P<file>[^\n:]+):(?P<line>\d+): (?P<msg>.*)$", re.S)
 
 # The sandbox and the module system, run once per state before the policy.
 # `P` holds the Python callables; the chunk returns (kumo, handlers, loader).
 _BOOT = r"""
-local P, BASE, SUPPORTED, MAPPED = ...
+local P, BASE, SUPPORTED, MAPPED, SHAPING_SRC, SHAPING = ...
 local real_open, real_load, error, type, format = io.open, load, error, type, string.format
 
 -- sandbox: nothing that runs processes, writes files, reads a clock or reaches Python
@@ -117,8 +122,8 @@ local function search(name)
 end
 package.searchers = { package.searchers[1], search }
 package.preload['policy-extras.shaping'] = function()
-  error("require 'policy-extras.shaping': KumoMTA's shaping helper is not supported by "
-        .. "egress yet (shaping files come with the shaping issue)", 3)
+  local chunk = assert(real_load(SHAPING_SRC, '=policy-extras.shaping', 't', _ENV))
+  return chunk(SHAPING)
 end
 
 local handlers = {}
@@ -198,12 +203,12 @@ class _Bridge:
         self.make_egress_source = self._table_maker("make_egress_source",
                                                    lua_kumo.egress_source)
         self.make_egress_pool = self._table_maker("make_egress_pool", lua_kumo.egress_pool)
-        self.json_parse = self._maker(lambda t: self._to_lua(lua_kumo.json_parse(t)))
-        self.toml_parse = self._maker(lambda t: self._to_lua(lua_kumo.toml_parse(t)))
+        self.json_parse = self._maker(lambda t: self.to_lua(lua_kumo.json_parse(t)))
+        self.toml_parse = self._maker(lambda t: self.to_lua(lua_kumo.toml_parse(t)))
         self.json_load = self._maker(
-            lambda f: self._to_lua(lua_kumo.json_parse(state.load_text("json_load", f))))
+            lambda f: self.to_lua(lua_kumo.json_parse(state.load_text("json_load", f))))
         self.toml_load = self._maker(
-            lambda f: self._to_lua(lua_kumo.toml_parse(state.load_text("toml_load", f))))
+            lambda f: self.to_lua(lua_kumo.toml_parse(state.load_text("toml_load", f))))
         self.json_encode = self._maker(lua_kumo.json_encode)
         self.json_encode_pretty = self._maker(lambda v: lua_kumo.json_encode(v, pretty=True))
         self.memoize = self._memoize
@@ -226,19 +231,46 @@ class _Bridge:
 
     def _table_maker(self, what: str, fn: Callable[[Any], Any]) -> Callable[..., Any]:
         table, encode = self._table, self._encode
+        # Built values by the table's flattened contents and their types (so
+        # 1, 1.0 and true stay apart).  The makers are pure and their values
+        # frozen, so a hook that builds the same table on every call (the
+        # usual `return kumo.make_egress_source { ... }`) gets the value it
+        # got before without converting and validating it again: that
+        # conversion is most of what a Lua hook costs over a Python one.
+        built: dict[tuple[Any, ...], Any] = {}
 
         def call(value: Any = None, *_: Any) -> Any:
             # The makers are Python callables in the kumo table (not Lua
             # wrappers) so that Lua's stack still holds the calling line
             # when the call is a tail call (`return kumo.make_egress_path {`).
+            if type(value) is not table:
+                try:
+                    return lua_kumo.call_maker(fn, value, table, encode, what)
+                except ConfigError as exc:
+                    raise ConfigError(f"{self.where()}: {exc}") from None
+            tokens = encode(value)
+            if type(tokens) is not tuple:
+                tokens = (tokens,)
+            key: tuple[Any, ...] | None = (tokens, tuple(map(type, tokens)))
             try:
-                return lua_kumo.call_maker(fn, value, table, encode, what)
+                found = built.get(key)  # type: ignore[arg-type]
+            except TypeError:  # a Python object inside the table: not hashable
+                found = key = None
+            if found is not None:
+                return found
+            try:
+                result = lua_kumo.call_maker_keys(fn, lua_kumo.from_tokens(tokens), what)
             except ConfigError as exc:
                 raise ConfigError(f"{self.where()}: {exc}") from None
+            if key is not None:
+                if len(built) >= _BUILT_CAPACITY:
+                    built.clear()
+                built[key] = result
+            return result
 
         return call
 
-    def _to_lua(self, value: Any) -> Any:
+    def to_lua(self, value: Any) -> Any:
         if isinstance(value, dict | list):
             return self._lua.table_from(value, recursive=True)
         return value
@@ -298,6 +330,12 @@ class _LuaHook:
         return result  # the Policy reports the wrong type
 
 
+class _NoOwner:
+    """Where the shaping helper's files go when the caller keeps no policy."""
+
+    shaping: Any = None
+
+
 def _lua_message(exc: BaseException) -> str:
     """Lua's message without the stack traceback lupa appends."""
     text = str(exc).split("\nstack traceback:", 1)[0]
@@ -305,11 +343,13 @@ def _lua_message(exc: BaseException) -> str:
 
 
 def load_lua(
-    filename: str, register: Callable[[str], Callable[[Any], Any]]
+    filename: str, register: Callable[[str], Callable[[Any], Any]], owner: Any = None,
 ) -> tuple[dict[str, list[Any]], tuple[str, ...]]:
     """Run the Lua policy `filename` and register its hooks with `register`
     (a `Policy.on`).  Returns what its mapped ``kumo`` calls asked for, and
-    the files beside it that it read (modules, data; relative paths)."""
+    the files beside it that it read (modules, data; relative paths).
+    `owner` (the `Policy`) receives the shaping files KumoMTA's shaping
+    helper loads, as its ``shaping``."""
     path = Path(filename)
     try:
         source = path.read_text(encoding="utf-8")
@@ -325,7 +365,9 @@ def load_lua(
     boot_chunk, err = loader(_BOOT, "=egress-kumo")
     if boot_chunk is None:  # pragma: no cover - the boot chunk is ours
         raise PolicyError(f"internal Lua bootstrap failed to compile: {err}")
-    handlers, load_chunk = boot_chunk(bridge, str(base), supported, mapped)
+    helper = ShapingHelper(state, owner if owner is not None else _NoOwner(), bridge.py,
+                           bridge.to_lua, bridge.where)
+    handlers, load_chunk = boot_chunk(bridge, str(base), supported, mapped, LUA_MODULE, helper)
     chunk, err = load_chunk(source, "@" + path.name)
     where = f"policy file {filename!r}"
     if chunk is None:

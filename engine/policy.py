@@ -192,7 +192,8 @@ class Policy:
             from engine.lua_policy import load_lua
 
             lua_policy = cls()
-            lua_policy.settings, lua_policy.files = load_lua(filename, lua_policy.on)
+            lua_policy.settings, lua_policy.files = load_lua(filename, lua_policy.on,
+                                                              owner=lua_policy)
             lua_policy.source = filename
             return lua_policy
         module_name = f"_egress_policy_{next(_module_ids)}"

@@ -146,6 +146,19 @@ class Shaping:
     entries: dict[str, Entry] = field(default_factory=dict)
     providers: dict[str, Provider] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    #: The (name, content) pairs it was loaded from, so that files from two
+    #: places (a Lua policy's shaping helper, ``--shaping``) merge as one load.
+    contents: tuple[tuple[str, Any], ...] = ()
+    #: True when the policy's own hook applies the values (KumoMTA's
+    #: ``policy-extras.shaping`` helper): `overlay` then adds only what the
+    #: hook could not see, and never undoes a value the hook's code changed.
+    in_hook: bool = False
+    #: False for KumoMTA's ``shaping:setup(files)``, which configures no
+    #: automation: the files' rules load but never watch a response.
+    automate: bool = True
+    #: When files from elsewhere were merged over the helper's, the helper's
+    #: own load: what its hook saw (`hook_values`).
+    hooked: Shaping | None = None
 
     def _providers_for(self, domain: str, mx_hosts: Sequence[str] | None) -> list[Provider]:
         return [p for p in self.providers.values() if p.domain_matches(domain, mx_hosts)]
@@ -190,6 +203,8 @@ class Shaping:
         """The rules that watch responses on a path, in KumoMTA's order (default,
         provider, site, domain)."""
         out: list[Rule] = []
+        if not self.automate:
+            return out
         default = self.entries.get("default")
         if default is not None:
             out.extend(default.automation)
@@ -205,10 +220,35 @@ class Shaping:
     def overlay(self, cfg: EgressPathConfig, domain: str, source: str, site: str,
                 mx_hosts: Sequence[str] | None = None,
                 site_of: Callable[[str], str | None] | None = None) -> EgressPathConfig:
-        """`cfg` (the policy's answer) with this shaping's values on top."""
+        """`cfg` (the policy's answer) with this shaping's values on top.
+
+        When the hook applied the values itself (`in_hook`), it saw the path
+        without the engine's MX knowledge (`hook_values`): a value that knowledge
+        adds (an MX-matched provider, a rolled-up site) is laid on only where
+        `cfg` still holds what the hook produced, so a key the hook's code set
+        on purpose wins, as a KumoMTA hook's answer does."""
         found = self.values(domain, source, site, mx_hosts, site_of)
+        if found and self.in_hook:
+            seen = self.hook_values(domain, source, site)
+            found = {k: v for k, v in found.items()
+                     if seen.get(k, _UNSEEN) != v
+                     and (k in MERGEABLE or getattr(cfg, k) == seen.get(k, _default_value(k)))}
         if not found:
             return cfg
         merged = {k: ({**getattr(cfg, k), **v} if k in MERGEABLE else v)
                   for k, v in found.items()}
         return cfg.replace(**merged)
+
+    def hook_values(self, domain: str, source: str, site: str) -> dict[str, Any]:
+        """What KumoMTA's shaping helper hands its hook for ``source->site``:
+        the values resolved from the names alone (no MX hosts, no other
+        domain's site)."""
+        return (self.hooked or self).values(domain, source, site)
+
+
+_UNSEEN = object()
+_DEFAULTS = EgressPathConfig()
+
+
+def _default_value(key: str) -> Any:
+    return getattr(_DEFAULTS, key)

@@ -33,7 +33,7 @@ from engine.shaping import (
 )
 from engine.throttle import parse_throttle
 
-__all__ = ["load_shaping"]
+__all__ = ["combine", "load_shaping"]
 
 _RULE_KEYS = ("regex", "action", "trigger", "duration", "match_internal")
 _ENTRY_KEYS = ("mx_rollup", "replace_base", "automation", "sources")
@@ -220,7 +220,7 @@ def _load_provider(sh: Shaping, name: str, raw: Any, file: str) -> None:
 
 def load_shaping(files: Sequence[tuple[str, str | Mapping[str, Any]]]) -> Shaping:
     """Merge shaping files, given as (name, TOML text or parsed table), in order."""
-    sh = Shaping(files=tuple(name for name, _ in files))
+    sh = Shaping(files=tuple(name for name, _ in files), contents=tuple(files))
     for file, content in files:
         if isinstance(content, str):
             try:
@@ -238,3 +238,16 @@ def load_shaping(files: Sequence[tuple[str, str | Mapping[str, Any]]]) -> Shapin
             else:
                 _load_entry(sh, name, raw, file)
     return sh
+
+
+def combine(first: Shaping | None, second: Shaping | None) -> Shaping | None:
+    """Two loads as one: `second`'s files merged over `first`'s (a Lua policy's
+    shaping helper, then ``--shaping`` or a scenario's ``shaping``)."""
+    if first is None or second is None or first is second:
+        return second if first is None else first
+    both = load_shaping(first.contents + second.contents)
+    both.in_hook = first.in_hook or second.in_hook
+    hooked = first if first.in_hook else second if second.in_hook else None
+    both.hooked = None if hooked is None else hooked.hooked or hooked
+    both.automate = first.automate or second.automate
+    return both

@@ -197,9 +197,9 @@ end)
     ("local x = = 2", "init.lua:2: unexpected symbol near '='"),
     ("\nlocal t = nil\nprint(t.field)", "init.lua:4: attempt to index a nil value (local 't')"),
     ("error('policy says no')", "init.lua:2: policy says no"),
-    ("local shaping = require 'policy-extras.shaping'",
-     "init.lua:2: require 'policy-extras.shaping': KumoMTA's shaping helper is not supported "
-     "by egress yet"),
+    ("require 'policy-extras.policy_utils'",
+     "require 'policy-extras.policy_utils': KumoMTA's policy-extras helpers are not provided "
+     "by egress"),
     ("require 'missing_module'", "module 'missing_module' not found"),
     ("kumo.make_egress_pool { entries = {} }", "make_egress_pool: the table has no 'name'"),
 ])

@@ -160,9 +160,12 @@ def run_deliver(
     from engine.live.service import Service, StartError
     from engine.lua_kumo import listen_address
     from engine.policy import Policy
+    from engine.shaping_load import combine
 
     policy = Policy.from_file(policy_path)
-    policy.shaping = shaping  # `egress deliver --shaping`: an engine.shaping.Shaping or None
+    # `egress deliver --shaping` (an engine.shaping.Shaping or None) merged over
+    # what a Lua policy's shaping helper loaded
+    policy.shaping = combine(policy.shaping, shaping)
     listen = listen or listen_address(policy.settings) or "127.0.0.1:2525"
     where = parse_hostport(listen, "--listen")
     live_resolver = None

@@ -8,13 +8,25 @@ would be written, run unchanged by egress:
 Two egress sources in a weighted pool (ip-2 is warming up), per-provider
 egress paths from providers.toml (computed once per domain and source with
 kumo.memoize), queue configs by tenant and campaign from tenants.lua (a
-module of the policy's own, found beside it), and the calls a real
+module of the policy's own, found beside it), automation rules from
+shaping.toml through KumoMTA's shaping helper, and the calls a real
 init.lua makes at startup (listener, spool, logs), which egress maps to its
 own command-line options (docs/KUMOMTA.md).  The source addresses are
 loopback ones so the file is safe to try anywhere.
 --]]
 local kumo = require 'kumo'
 local tenants = require 'tenants'
+local shaping = require 'policy-extras.shaping'
+
+-- KumoMTA's shaping helper: the automation rules of shaping.toml watch every
+-- response (egress runs them in its engine; the publish/subscribe URLs name
+-- KumoMTA's tsa-daemon, which egress does not need and never contacts).
+local shaper = shaping:setup_with_automation {
+  publish = { 'http://127.0.0.1:8008' },
+  subscribe = { 'http://127.0.0.1:8008' },
+  no_default_files = true,
+  extra_files = { 'shaping.toml' },
+}
 
 kumo.on('init', function()
   kumo.start_esmtp_listener {
@@ -24,6 +36,7 @@ kumo.on('init', function()
   kumo.define_spool { name = 'data', path = '/var/spool/kumomta/data' }
   kumo.define_spool { name = 'meta', path = '/var/spool/kumomta/meta' }
   kumo.configure_local_logs { log_dir = '/var/log/kumomta' }
+  shaper.setup_publish()
 end)
 
 -- Per-provider limits, keyed by destination domain.

@@ -18,8 +18,13 @@ from engine import (
     make_egress_source,
     make_queue_config,
 )
+from engine.shaping_load import load_shaping
 
 policy = Policy()
+# init.lua's `shaping:setup_with_automation { no_default_files = true, extra_files =
+# { 'shaping.toml' } }`: the same file, its automation rules watching every response
+policy.shaping = load_shaping([("shaping.toml",
+                                (Path(__file__).parent / "shaping.toml").read_text())])
 
 _DATA = tomllib.loads((Path(__file__).parent / "providers.toml").read_text())
 PROVIDERS: dict[str, tuple[str, dict[str, Any]]] = {
