@@ -10,6 +10,8 @@ twin.  Three policies are compared:
   connection_limit = 32 }``) against ``make_egress_path(connection_limit=32)``;
 * **example**: examples/kumomta/init.lua against examples/kumomta/twin.py,
   each of the four hooks with the arguments a simulation passes;
+* **changing table**: a path hook whose table differs on every call, so the
+  Lua maker converts and validates each time (no value built before is reused);
 * **simulation**: scenarios/kumomta_policy.toml simulated with each policy,
   policy loading included (the engine caches hook answers, so this shows
   what the difference is worth in a run).
@@ -44,6 +46,19 @@ local kumo = require 'kumo'
 kumo.on('get_egress_path_config', function(domain, source_name, site_name)
   return kumo.make_egress_path {
     connection_limit = 32,
+  }
+end)
+"""
+
+# A hook whose table differs on every call, so no built value is reused: what
+# a Lua hook costs when the maker must convert and validate every time.
+CHANGING_LUA = """
+local kumo = require 'kumo'
+local n = 0
+kumo.on('get_egress_path_config', function(domain, source_name, site_name)
+  n = n + 1
+  return kumo.make_egress_path {
+    connection_limit = n,
   }
 end)
 """
@@ -94,6 +109,22 @@ def minimal_policies() -> tuple[Policy, Policy]:
     return lua, py
 
 
+def changing_policies() -> tuple[Policy, Policy]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "init.lua"
+        path.write_text(CHANGING_LUA)
+        lua = Policy.from_file(path)
+    py = Policy()
+    calls = [0]
+
+    @py.on("get_egress_path_config")
+    def path_config(domain: str, source_name: str, site_name: str) -> Any:
+        calls[0] += 1
+        return make_egress_path(connection_limit=calls[0])
+
+    return lua, py
+
+
 def simulations(rounds: int) -> tuple[float, float]:
     """Median wall seconds of the scenario with init.lua and with its twin,
     after one untimed run of each (imports, first-call caches)."""
@@ -132,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     a, b = alternate(lambda: lua.egress_path_config(*args3),
                      lambda: py.egress_path_config(*args3), n, rounds)
     print(f"  {'minimal get_egress_path_config':<36} {a:8.2f} {b:8.2f} {a / b:6.2f}x")
+    lua, py = changing_policies()
+    a, b = alternate(lambda: lua.egress_path_config(*args3),
+                     lambda: py.egress_path_config(*args3), n, rounds)
+    print(f"  {'changing table get_egress_path_config':<36} {a:8.2f} {b:8.2f} {a / b:6.2f}x")
     lua, py = Policy.from_file(EXAMPLE), Policy.from_file(TWIN)
     for label, method, call_args in CALLS:
         lua_call = getattr(lua, method)
