@@ -19,6 +19,7 @@ def test_lua_bench_quick_prints_every_row(capsys: pytest.CaptureFixture[str]) ->
     labels = re.findall(r"^  (.+?)\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", out, re.M)
     assert labels == [
         "minimal get_egress_path_config",
+        "changing table get_egress_path_config",
         "example get_egress_path_config",
         "example get_queue_config",
         "example get_egress_source",
