@@ -14,7 +14,10 @@ another's heap or loop:
   are journaled before the clock starts (that is "already in the spool"), then
   fed at once; every later event is appended to the SQLite `Journal` (WAL,
   synchronous=FULL, group commit) and bodies are dropped on Discard;
-* ``egress-nojournal``: the same without the journal, for the journal's share.
+* ``egress-nojournal``: the same without the journal, for the journal's share;
+* on request (``--contender``), ``egress-uvloop`` and ``egress-asyncio``:
+  egress with its journal pinned to one event loop (``egress`` itself runs on
+  the loop ``egress deliver --loop auto`` picks), for the side-by-side figure.
 
 Variants: ``reuse`` (32 connections reused), ``conn-per-msg`` (one message
 per connection: ``max_deliveries_per_connection=1``, smtp-source without
@@ -25,6 +28,8 @@ median over rounds is quoted, because the machines are shared and noisy.
     python -m bench.delivery                      # 20 000 (5 000) messages, 3 rounds
     python -m bench.delivery --quick              # 300 messages, 1 round
     python -m bench.delivery --profile egress     # cProfile of egress's delivery path
+    python -m bench.delivery --variant reuse --contender smtp-source \
+        --contender egress-uvloop --contender egress-asyncio --rounds 5   # the loops
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from bench import peers
 from bench.delivery_egress import CONNECTIONS, DOMAIN, SIZE, cpu_seconds, egress_deliver
 
 CONTENDERS = ("smtp-source", "aiosmtplib", "egress", "egress-nojournal")
+#: On request (--contender): egress pinned to one event loop (engine.live.loops).
+LOOP_CONTENDERS = ("egress-uvloop", "egress-asyncio")
 VARIANTS: dict[str, dict[str, int]] = {
     "reuse": {"recipients": 1, "per_connection": 0},
     "conn-per-msg": {"recipients": 1, "per_connection": 1},
@@ -108,7 +115,12 @@ def _worker(args: argparse.Namespace) -> None:
         out: dict[str, Any] = {"started": started, "done": done, "sent": sent,
                                "cpu": (cpu_seconds() - cpu0) / max(done - started, 1e-9)}
     else:
-        journal_dir = args.dir if args.contender == "egress" else None
+        from engine.live.loops import loop_factory
+
+        journal_dir = None if args.contender == "egress-nojournal" else args.dir
+        # "egress" runs on the loop `egress deliver` picks by default (auto);
+        # the two others pin one loop, for the side-by-side figure
+        loop = {"egress-uvloop": "uvloop", "egress-asyncio": "asyncio"}.get(args.contender, "auto")
         coro = egress_deliver(int(port), args.dns_port, messages=args.messages,
                               recipients=variant["recipients"],
                               per_connection=variant["per_connection"],
@@ -118,13 +130,20 @@ def _worker(args: argparse.Namespace) -> None:
             import pstats
 
             prof = cProfile.Profile()
-            out = prof.runcall(asyncio.run, coro)
+            out = prof.runcall(_run_on, loop, coro)
             stats = pstats.Stats(prof, stream=sys.stderr)
             stats.sort_stats("tottime").print_stats(args.profile_top)
             stats.sort_stats("cumulative").print_stats(args.profile_top)
         else:
-            out = asyncio.run(coro)
+            out = _run_on(loop, coro)
+        out["loop"] = "uvloop" if loop_factory(loop) is not None else "asyncio"
     print(json.dumps(out))
+
+
+def _run_on(loop: str, coro: Any) -> Any:
+    from engine.live.loops import run
+
+    return run(coro, loop)
 
 
 # -- the orchestrator -----------------------------------------------------------
@@ -226,12 +245,17 @@ def summary_rows(table: Table) -> list[tuple[str, str, str]]:
         if variant not in table.messages:
             continue
         n = table.messages[variant]
-        for c in CONTENDERS:
+        for c in CONTENDERS + tuple(c for c in LOOP_CONTENDERS if table.rates(c, variant)):
             rates = table.rates(c, variant)
             if rates:
-                cpus = [m.cpu for r in table.measures for m in r
+                mine = [m for r in table.measures for m in r
                         if m.contender == c and m.variant == variant and m.cpu is not None]
-                cpu = f", cpu/wall {_med(cpus):.2f}" if cpus else ""
+                cpus = [m.cpu for m in mine]
+                # CPU per message: what a loaded machine changes least (the wall
+                # rate falls with the load; the work per message does not)
+                per_msg = [m.cpu / m.rate * 1e6 for m in mine if m.rate]
+                cpu = (f", cpu/wall {_med(cpus):.2f}, {_med(per_msg):.0f} us CPU/msg"
+                       if cpus and per_msg else "")
                 rows.append((f"delivery {variant} ({n:,}): {c} msg/s", f"{_med(rates):,.0f}",
                              f"min {min(rates):,.0f} max {max(rates):,.0f}{cpu}"))
             else:
@@ -241,8 +265,11 @@ def summary_rows(table: Table) -> list[tuple[str, str, str]]:
                              "; ".join(sorted(notes))[:120]))
         for a, b, target in (("egress", "aiosmtplib", ">= 1.5x"),
                              ("egress", "smtp-source", ">= 0.35x"),
-                             ("egress", "egress-nojournal", "journal's share")):
+                             ("egress", "egress-nojournal", "journal's share"),
+                             ("egress-uvloop", "egress-asyncio", "keep uvloop if > 1")):
             ratio = _med(table.ratios(a, b, variant))
+            if a in LOOP_CONTENDERS and ratio is None:
+                continue
             rows.append((f"delivery {variant}: {a} / {b}",
                          f"{ratio:.2f}x" if ratio else "n/a",
                          target if variant == "reuse" or b == "egress-nojournal" else ""))
@@ -262,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd")
     w = sub.add_parser("worker", help="internal: run one contender and print JSON")
-    w.add_argument("--contender", choices=("aiosmtplib", "egress", "egress-nojournal"),
+    w.add_argument("--contender", choices=("aiosmtplib", "egress", "egress-nojournal",
+                                           "egress-uvloop", "egress-asyncio"),
                    required=True)
     w.add_argument("--variant", choices=tuple(VARIANTS), required=True)
     w.add_argument("--messages", type=int, required=True)
@@ -279,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=None,
                    help=f"messages per run, every variant (default {FULL_SIZE})")
     p.add_argument("--variant", action="append", choices=tuple(VARIANTS))
-    p.add_argument("--contender", action="append", choices=CONTENDERS)
+    p.add_argument("--contender", action="append", choices=CONTENDERS + LOOP_CONTENDERS)
     p.add_argument("--profile", choices=("egress", "egress-nojournal"),
                    help="run that contender once under cProfile (the first --variant, "
                    "default reuse) and print the top")

@@ -358,6 +358,9 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="run N delivery processes on the one --listen port (SO_REUSEPORT), "
                    "each with its spool SPOOL/worker-I; needs --redis")
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="the event loop: uvloop where it is installed (auto, the default), "
+                   "or asyncio's own")
     _add_shaping(p)
     p.set_defaults(func=cmd_deliver)
 
@@ -377,6 +380,9 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc).replace("Listener ", "--").replace("_", "-")) from None
     if args.workers < 1:
         raise ConfigError(f"--workers: {args.workers} is not valid; expected an integer >= 1")
+    from engine.live.loops import resolve_loop
+
+    resolve_loop(args.loop)  # a missing uvloop is one line, before anything starts
     if args.workers > 1:
         if args.redis is None:
             raise ConfigError("--workers: more than one worker needs --redis, or each would "
@@ -414,7 +420,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         **service_options(args),
         reap_after=args.reap_after,
         redis=args.redis, shared_limits=shared, reuse_port=args.reuse_port,
-        shaping=_load_shaping(args.shaping),
+        shaping=_load_shaping(args.shaping), loop=args.loop,
     )
 
 

@@ -85,3 +85,17 @@ def cpu_hogs(request: pytest.FixtureRequest) -> Iterator[list[multiprocessing.Pr
     finally:
         stop()
         atexit.unregister(stop)
+
+
+# -- the live tests on uvloop on demand ------------------------------------------------------
+#
+# EGRESS_TEST_LOOP=uvloop runs every test's asyncio.run on uvloop, the loop
+# `egress deliver --loop auto` picks where it is installed, so the in-process
+# live tests (TLS, DANE, the listener) can be tried on it as well as on asyncio's.
+
+if os.environ.get("EGRESS_TEST_LOOP") == "uvloop":
+    import asyncio
+
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -140,7 +140,7 @@ def parse_hostport(value: str, option: str, default_host: str = "127.0.0.1") -> 
 
 def run_deliver(
     policy_path: str, spool: str, *, listen: str | None = None,
-    resolver: str | None = None, shaping: Any = None, **kwargs: Any,
+    resolver: str | None = None, shaping: Any = None, loop: str = "auto", **kwargs: Any,
 ) -> int:
     """`egress deliver`: run a `Service` until SIGTERM or SIGINT; 0 after a clean stop.
 
@@ -156,6 +156,7 @@ def run_deliver(
     import signal
 
     from engine.live.dns import LiveResolver
+    from engine.live.loops import resolve_loop, run
     from engine.live.private_files import FILE_MODE, private_dir
     from engine.live.service import Service, StartError
     from engine.lua_kumo import listen_address
@@ -191,6 +192,8 @@ def run_deliver(
         why = exc.strerror or str(exc)
         raise StartError(f"spool {spool!r}: cannot write: {why}") from None
 
+    loop_name = resolve_loop(loop)
+
     async def main() -> None:
         svc = Service(policy, spool, listen=where, resolver=live_resolver,
                       policy_path=policy_path, **kwargs)
@@ -204,13 +207,13 @@ def run_deliver(
         tls = " (STARTTLS)" if svc.tls_context is not None else ""
         print(f"egress deliver: smtp {where[0]}:{svc.listen_port}{tls}, "
               f"http {http or 'none'}, spool {spool}, logs {svc.log_dir or 'none'}, "
-              f"{svc.recovered} messages recovered ({svc.replayed} events replayed)",
-              flush=True)
+              f"{svc.recovered} messages recovered ({svc.replayed} events replayed), "
+              f"loop {loop_name}", flush=True)
         await svc.run()
         print("egress deliver: stopped cleanly", flush=True)
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(main())
+    run(main(), loop_name)  # asyncio's loop or uvloop (engine.live.loops)
     return 0
 
 
