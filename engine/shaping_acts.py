@@ -41,8 +41,8 @@ from engine.message import QueueInfo
 from engine.shaping import BACKOFF, Action, Adjust, Backoff, Rule
 from engine.shaping_paths import ANY_SOURCE, Overrides, reshape
 
-__all__ = ["SHAPING_RECORD", "Automation", "Firing", "Ramp", "apply", "enforced", "extend_admin",
-           "record", "rederive", "restart_backoff", "show"]
+__all__ = ["SHAPING_RECORD", "Automation", "Firing", "Ramp", "admin_actions", "apply", "record",
+           "rederive", "restart_backoff", "show"]
 
 SHAPING_RECORD = "Shaping"
 _SCHED_SUSPEND = ("SuspendTenant", "SuspendCampaign")
@@ -54,8 +54,8 @@ class Firing:
     response), the triggering message's queue, the admin entries it made and,
     in backoff mode, the deliveries still to succeed."""
 
-    __slots__ = ("admin", "backoff_left", "key", "line", "queue", "rule", "site", "source",
-                 "until")
+    __slots__ = ("admin", "backoff_left", "enforced", "key", "line", "queue", "rule", "site",
+                 "source", "until")
 
     def __init__(self, key: int, rule: Rule, source: str, site: str, queue: QueueInfo,
                  until: float, line: str) -> None:
@@ -63,6 +63,7 @@ class Firing:
         self.queue, self.until, self.line = queue, until, line
         self.admin: list[str] = []  # ids of the admin entries its actions made
         self.backoff_left: int | None = None
+        self.enforced = True  # False: a tenant action met a queue with no tenant
 
 
 class Ramp:
@@ -114,7 +115,7 @@ def apply(eng: Core, auto: Automation, firing: Firing, now: float, *, on: bool) 
     configs of the paths they touch."""
     ov = auto.overrides
     touched: set[tuple[str, str]] = set()
-    for i, action in enumerate(firing.rule.actions):
+    for action in firing.rule.actions:
         vals: dict[str, Any]
         kind = action.kind
         if kind == "Suspend":
@@ -128,9 +129,7 @@ def apply(eng: Core, auto: Automation, firing: Firing, now: float, *, on: bool) 
             vals, src = dict(action.value.config), firing.source
             _backoff_mode(auto, firing, action.value, on)
         elif kind in _SCHED_SUSPEND or kind in _BOUNCES:
-            if on:
-                _admin_entry(eng, firing, i, kind, now)
-            continue
+            continue  # admin_actions, below
         else:  # AdjustConfig: engine.shaping_ramp
             continue
         slot = ov.by_path.setdefault((src, firing.site), {})
@@ -141,7 +140,9 @@ def apply(eng: Core, auto: Automation, firing: Firing, now: float, *, on: bool) 
             if not slot:
                 del ov.by_path[(src, firing.site)]
         touched.add((src, firing.site))
-    if not on:
+    if on:
+        admin_actions(eng, firing, firing.queue, now)
+    else:
         for rule_id in firing.admin:
             _end_admin(eng, rule_id, now)
     rederive(eng, touched, now, lifted=not on)
@@ -180,20 +181,44 @@ def restart_backoff(firing: Firing) -> None:
             firing.backoff_left = action.value.deliveries
 
 
-def _admin_entry(eng: Core, firing: Firing, index: int, kind: str, now: float) -> None:
-    """A scheduled queue suspension or a bounce, as KumoMTA's tsa-daemon makes them
-    from the triggering record's queue (domain, tenant, campaign)."""
-    q = firing.queue
+def admin_actions(eng: Core, firing: Firing, queue: QueueInfo, now: float) -> None:
+    """The firing's suspensions and bounces for the scope of `queue` (the message
+    whose response fired it): a scope already covered is extended to the firing's
+    end, a new one (another tenant, say) gets its own entry, as KumoMTA's
+    tsa-daemon keys an entry by rule, action and the record's queue."""
+    firing.enforced = True
+    for rule_id in firing.admin:
+        rule = eng.admin_rules.rules.get(rule_id)
+        if rule is not None:
+            rule.expires = firing.until
+    for i, action in enumerate(firing.rule.actions):
+        if action.kind in _SCHED_SUSPEND or action.kind in _BOUNCES:
+            firing.enforced &= _admin_entry(eng, firing, i, action.kind, queue, now)
+
+
+def _admin_entry(eng: Core, firing: Firing, index: int, kind: str, q: QueueInfo,
+                 now: float) -> bool:
+    """A scheduled queue suspension or a bounce, scoped as KumoMTA's tsa-daemon
+    scopes it from the triggering record's queue; False: a tenant action and the
+    queue has none (KumoMTA logs an error and makes nothing)."""
     tenant = q.tenant  # a plain Bounce takes the tenant too, when the queue has one
     if kind != "Bounce" and not tenant:
-        return  # KumoMTA: "the incoming record queue has no tenant component"
+        return False
     campaign = q.campaign if kind.endswith("Campaign") else ""
+    what = BOUNCE if kind in _BOUNCES else SUSPEND
+    for rule_id in firing.admin:
+        old = eng.admin_rules.rules.get(rule_id)
+        if old is not None and (old.kind, old.domain, old.tenant, old.campaign) == (
+                what, q.domain, tenant, campaign):
+            return True  # in force already (extended above)
     regexes = [r.pattern for r in firing.rule.regex]
     reason = f"automation rule: {regexes[0] if len(regexes) == 1 else regexes} domain={q.domain}"
     reason += f" tenant={tenant}" if tenant else ""
     reason += f" campaign={campaign}" if campaign else ""
-    rule = AdminRule(f"shaping-{firing.key}-{index}", BOUNCE if kind in _BOUNCES else SUSPEND,
-                     reason, now, firing.until, domain=q.domain, tenant=tenant,
+    rule_id = f"shaping-{firing.key}-{index}"
+    if any(r.startswith(rule_id) for r in firing.admin):
+        rule_id += f"-{len(firing.admin)}"
+    rule = AdminRule(rule_id, what, reason, now, firing.until, domain=q.domain, tenant=tenant,
                      campaign=campaign)
     eng.admin_rules.add(rule)
     firing.admin.append(rule.id)
@@ -201,28 +226,13 @@ def _admin_entry(eng: Core, firing: Firing, index: int, kind: str, now: float) -
         bounce_where(eng, lambda m: rule.matches(m.queue), reason, now, rule)
     else:
         hold_matching(eng, rule, now)
-
-
-def extend_admin(eng: Core, firing: Firing) -> None:
-    """A repeat firing: its admin entries last until its new end."""
-    for rule_id in firing.admin:
-        rule = eng.admin_rules.rules.get(rule_id)
-        if rule is not None:
-            rule.expires = firing.until
+    return True
 
 
 def _end_admin(eng: Core, rule_id: str, now: float) -> None:
     rule = eng.admin_rules.remove(rule_id)  # None: cancelled through the admin API
     if rule is not None and rule.kind == SUSPEND:
         release(eng, rule, now)
-
-
-def enforced(firing: Firing) -> bool:
-    """False when a tenant action met a message with no tenant (nothing was made)."""
-    tenant_actions = sum(a.kind in _SCHED_SUSPEND or a.kind in ("BounceTenant", "BounceCampaign")
-                         for a in firing.rule.actions)
-    made = sum(1 for a in firing.rule.actions if a.kind in _SCHED_SUSPEND or a.kind in _BOUNCES)
-    return not tenant_actions or len(firing.admin) == made
 
 
 def record(eng: Core, what: str, key: int, rule: Rule, source: str, site: str, now: float,

@@ -37,9 +37,8 @@ from engine.shaping_acts import (
     SHAPING_RECORD,
     Automation,
     Firing,
+    admin_actions,
     apply,
-    enforced,
-    extend_admin,
     record,
     restart_backoff,
     show,
@@ -109,7 +108,7 @@ def _fire(eng: Core, auto: Automation, rule: Rule, rq: ReadyQueue, msg: Message,
         firing = auto.firings[key]
         firing.until = max(firing.until, until)
         firing.line = line
-        extend_admin(eng, firing)
+        admin_actions(eng, firing, msg.queue, now)
         restart_backoff(firing)  # a new pattern in backoff mode: the count starts again
         _record(eng, firing, EXTENDED, now, line)
     else:
@@ -175,6 +174,6 @@ def _record(eng: Core, firing: Firing, what: str, now: float, line: str | None,
     rule = firing.rule
     record(eng, what, firing.key, rule, firing.source, firing.site, now,
            queue=firing.queue.name, actions=[show(a) for a in rule.actions],
-           enforced=enforced(firing), until=int(eng.epoch + firing.until), response=line,
+           enforced=firing.enforced, until=int(eng.epoch + firing.until), response=line,
            **({"admin": list(firing.admin)} if firing.admin else {}),
            **({"reason": why} if why is not None else {}))

@@ -129,11 +129,11 @@ duration = "1m"
 '''
 
 
-def test_set_domain_config_and_actions_not_enforced_yet() -> None:
+def test_set_domain_config_and_a_tenant_action_on_a_queue_without_tenant() -> None:
     eng, w = _engine(DOMAIN_CONFIG, connection_limit=9)
     w.rcpt_reply = lambda r: Reply.make(451, None, "Server busy")
     [rec] = records(w.feed(submit(1)), "Shaping")
-    assert rec["enforced"] is False  # SuspendTenant is recorded, not acted on
+    assert rec["enforced"] is False  # SuspendTenant: the message's queue has no tenant
     assert eng.paths[PATH].cfg.connection_limit == 2
     w.run(61.0)
     assert eng.paths[PATH].cfg.connection_limit == 9
