@@ -21,7 +21,9 @@
   mail until it ends; ``AdminCancel`` ends any of them early.
 - ``PolicyReloaded``: the driver installed a new policy; every path and queue
   config is asked again at once (KumoMTA's config epoch), all answers taken
-  before any is installed.
+  before any is installed.  Shaping files the new policy carries (re-read by
+  the driver) replace the engine's; the shaping values and the automation's
+  overrides in force stay on top of the new answers.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from engine.events import (
 from engine.lookups import DEFAULT_POOL
 from engine.message import Message
 from engine.ready import CONFIG_REFRESH
+from engine.shaping_paths import shaped
 from engine.throttle import ThrottleState
 
 __all__ = ["admin_bounce_rule", "admin_cancel", "admin_suspend", "admin_suspend_ready_q",
@@ -153,6 +156,13 @@ def policy_reloaded(eng: Core, ev: PolicyReloaded) -> None:
     queues = [(q, policy.queue_config(q.domain, q.tenant, q.campaign, q.routing_domain))
               for q in eng.queues.values()]
     now = ev.at
+    shaping = getattr(policy, "shaping", None)
+    if shaping is not None:  # shaping files re-read with the policy replace the old ones
+        eng.shaping = shaping
+        if eng.automation is not None:
+            eng.automation.rules.clear()
+    if eng.shaping is not None:  # the files' values and the overrides in force stay on top
+        paths = [(rq, shaped(eng, cfg, rq.domain, rq.source_name, rq.site)) for rq, cfg in paths]
     eng.path_cfgs.clear()
     eng.pools.clear()
     eng.sources.clear()

@@ -25,8 +25,10 @@ Each firing, extension and lapse is a ``Shaping`` log record and a metric
 from __future__ import annotations
 
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
+from engine.config import to_plain
 from engine.core import Core
 from engine.events import TimerFired
 from engine.message import Message
@@ -46,7 +48,7 @@ from engine.shaping_acts import (
 from engine.shaping_paths import site_of
 from engine.shaping_ramp import adjust, ramps_in_force, step
 
-__all__ = ["SHAPING_RECORD", "Automation", "Firing", "in_force", "lapse", "observe"]
+__all__ = ["SHAPING_RECORD", "Automation", "Firing", "describe", "in_force", "lapse", "observe"]
 
 FIRED, EXTENDED, LAPSED = "shaping_rule_fired", "shaping_rule_extended", "shaping_rule_lapsed"
 _INTERNAL = "KumoMTA internal: "
@@ -151,22 +153,57 @@ def _end(eng: Core, auto: Automation, firing: Firing, now: float, why: str) -> N
     _record(eng, firing, LAPSED, now, None, why)
 
 
-def in_force(eng: Core) -> list[dict[str, Any]]:
+def in_force(eng: Core, source: str | None = None,
+             site: str | None = None) -> list[dict[str, Any]]:
     """The rules in force, in firing order, then the adjustments ramping back, as
     plain values: what the admin API's resolve-egress-path and `egress check` show
     next to a path's config.  Each says why: the rule, the response it matched,
-    until when (a ramp: its next step)."""
+    until when (a ramp: its next step).  `source` and `site` keep those acting on
+    that path (a SetDomainConfig acts on every source's path to its site)."""
     auto: Automation | None = eng.automation
     if auto is None:
         return []
-    firings = [{"rule": f.rule.rule_id, "path": f"{f.source}->{f.site}", "queue": f.queue.name,
-                "actions": [show(a) for a in f.rule.actions],
-                "until": eng.epoch + f.until, "response": f.line,
-                "overrides": auto.overrides.values(f.source, f.site),
-                **({"admin": list(f.admin)} if f.admin else {}),
-                **({"deliveries_left": f.backoff_left} if f.backoff_left is not None else {})}
-               for f in auto.firings.values()]
-    return firings + ramps_in_force(eng)
+    out = []
+    for f in auto.firings.values():
+        if site is not None and f.site != site:
+            continue
+        if source is not None and f.source != source and not any(
+                a.kind == "SetDomainConfig" for a in f.rule.actions):
+            continue
+        out.append({"rule": f.rule.rule_id, "path": f"{f.source}->{f.site}",
+                    "queue": f.queue.name, "actions": [show(a) for a in f.rule.actions],
+                    "until": eng.epoch + f.until, "response": f.line,
+                    "overrides": to_plain(auto.overrides.values(f.source, f.site)),
+                    **({"admin": list(f.admin)} if f.admin else {}),
+                    **({"deliveries_left": f.backoff_left}
+                       if f.backoff_left is not None else {})})
+    return out + [r for r in ramps_in_force(eng)
+                  if (site is None or r["path"].endswith(f"->{site}"))
+                  and (source is None or r["path"].startswith(f"{source}->"))]
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """One `in_force` entry as a line: the rule, the path, what it does, until when,
+    the response that fired it."""
+    when = datetime.fromtimestamp(entry.get("until", entry.get("next_step", 0.0)), tz=UTC)
+    stamp = when.strftime("%Y-%m-%d %H:%M:%SZ")
+    if "name" in entry:  # a ramp
+        what = f"{entry['name']} lowered to {entry['value']}, next step up at {stamp}"
+    else:
+        acts = "; ".join(_act(a) for a in entry["actions"])
+        what = f"{acts} until {stamp}"
+        if "deliveries_left" in entry:
+            what += f" or {entry['deliveries_left']} more deliveries"
+    return f"{entry['rule']} on {entry['path']}: {what} (matched: {entry['response']})"
+
+
+def _act(action: Any) -> str:
+    if isinstance(action, str):
+        return action
+    (kind, arg), = action.items()
+    if "value" in arg:
+        return f"{kind} {arg['name']}={arg['value']}"
+    return f"{kind} " + ", ".join(f"{k}={v}" for k, v in arg.items())
 
 
 def _record(eng: Core, firing: Firing, what: str, now: float, line: str | None,

@@ -106,3 +106,17 @@ def load_events(path: str | Path, after: int = 0) -> list[dict[str, Any]]:
         row.update(dataclasses.asdict(ev))
         out.append(row)
     return out
+
+
+def engine_from_spool(spool: str | Path, policy: Any) -> Any:
+    """The engine a spool's journal folds to (its latest snapshot, then the events
+    after it) with `policy`: what a restart would rebuild, read-only, so `egress
+    check --spool` can show the state of a running or stopped service."""
+    from engine.engine import Engine
+
+    path = Path(spool)
+    snap, events = read_journal(path / "journal.sqlite" if path.is_dir() else path)
+    eng = Engine.restore(snap[1], policy) if snap is not None else Engine(policy)
+    for _seq, ev in events:
+        eng.handle(ev)
+    return eng
