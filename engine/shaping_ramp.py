@@ -68,18 +68,15 @@ def _base(eng: Core, rq: ReadyQueue, name: str) -> Any:
     return getattr(base, name)
 
 
-def adjust(eng: Core, auto: Automation, firing: Firing, now: float) -> None:
-    """A firing (first or repeat) of a rule with AdjustConfig actions: lower."""
+def adjust(eng: Core, auto: Automation, firing: Firing, rq: ReadyQueue, now: float) -> None:
+    """A firing (first or repeat) on `rq` of a rule with AdjustConfig actions: lower."""
     for i, action in enumerate(firing.rule.actions):
         if action.kind not in ADJUST_ACTIONS:
             continue
-        if action.kind == "AdjustConfig":
-            targets = [rq for rq in eng.paths.values()
-                       if rq.source_name == firing.source and rq.site == firing.site]
-        else:
-            targets = [rq for rq in eng.paths.values() if rq.site == firing.site]
-        for rq in targets:
-            _lower(eng, auto, firing, i, action, rq, now)
+        targets = [rq] if action.kind == "AdjustConfig" else [
+            r for r in eng.paths.values() if r.site == firing.site]
+        for target in targets:
+            _lower(eng, auto, firing, i, action, target, now)
 
 
 def _lower(eng: Core, auto: Automation, firing: Firing, index: int, action: Action,

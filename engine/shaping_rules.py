@@ -121,7 +121,7 @@ def _fire(eng: Core, auto: Automation, rule: Rule, rq: ReadyQueue, msg: Message,
         _record(eng, firing, FIRED, now, line)
     eng.set_timer(("shaping", key), firing.until)
     if any(a.kind in ADJUST_ACTIONS for a in rule.actions):
-        adjust(eng, auto, firing, now)
+        adjust(eng, auto, firing, rq, now)
 
 
 def _delivered(eng: Core, auto: Automation, rq: ReadyQueue, now: float) -> None:

@@ -165,3 +165,22 @@ def test_backoff_without_deliveries_lasts_its_duration() -> None:
     assert eng.paths[PATH].cfg.connection_limit == 2 and "deliveries_left" not in in_force(eng)[0]
     w.run(300.0)
     assert eng.paths[PATH].cfg.connection_limit == 32
+
+
+def test_a_snapshot_keeps_the_entries_and_the_same_events_give_the_same_effects() -> None:
+    runs = []
+    for _ in range(2):
+        eng, w = _engine('["SuspendTenant", "Bounce"]')
+        fx = w.feed(submit(1, rcpts=(PUSH,), tenant="t1"))
+        w.rcpt_reply = lambda r: OK
+        fx += w.feed(submit(2, tenant="t1"))
+        back = Engine.restore(eng.snapshot(), policy())
+        assert sorted(back.admin_rules.rules) == ["shaping-1-0", "shaping-1-1"]
+        assert [e["admin"] for e in in_force(back)] == [["shaping-1-0", "shaping-1-1"]]
+        bw = World(back)
+        bw.timers = dict(w.timers)
+        fx += bw.run(3600.0)
+        assert back.admin_rules.rules == {} and in_force(back) == []
+        runs.append(fx)
+    assert runs[0] == runs[1]
+    assert _ids(runs[0], "AdminBounce") == ["m1", "m2"]  # the trigger, then m2 on promotion
