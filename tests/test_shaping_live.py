@@ -114,11 +114,11 @@ async def _burst(svc: Service, sink: SlowSink, start: int, n: int) -> int:
     return sink.peak
 
 
-def _check_json(*args: str) -> dict[str, Any]:
+def _check(*args: str) -> str:
     out = io.StringIO()
     with redirect_stdout(out):
-        assert main(["check", *args, "--json"]) == 0
-    return json.loads(out.getvalue())
+        assert main(["check", *args]) == 0
+    return out.getvalue()
 
 
 def test_a_rule_fires_live_shows_everywhere_and_survives_a_reload(
@@ -148,13 +148,17 @@ def test_a_rule_fires_live_shows_everywhere_and_survives_a_reload(
                 assert await _burst(svc, sink, 100, 30) == 1  # the override, at the sink
                 assert sink.connections - connections <= 2
                 # egress check --spool rebuilds the running service's state from its journal
-                report = await asyncio.to_thread(
-                    _check_json, str(policy_file), "--shaping", str(shaping_file),
-                    "--spool", str(tmp_path / "spool"))
+                args = (str(policy_file), "--shaping", str(shaping_file),
+                        "--spool", str(tmp_path / "spool"))
+                report = json.loads(await asyncio.to_thread(_check, *args, "--json"))
                 [p] = report["domains"][0]["paths"]
                 assert p["site_name"] == "mx1.example.com"
                 assert p["egress_path"]["connection_limit"] == 1
                 assert [e["rule"] for e in p["in_force"]] == ["default#0"]
+                text = await asyncio.to_thread(_check, *args)
+                assert "shaping in force (--spool):" in text
+                assert "default#0 on unspecified->mx1.example.com: SetConfig connection_limit=1" \
+                    in " ".join(text.split())  # rich wraps long lines at spaces
                 # a reload keeps the override and re-reads the shaping file
                 shaping_file.write_text(RULE + '\n["default"]\nmax_deliveries_per_connection = 7\n')
                 assert (await api(svc, "POST", "/api/admin/reload/v1", {}))["reloaded"] is True
