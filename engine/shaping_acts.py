@@ -128,9 +128,7 @@ def apply(eng: Core, auto: Automation, firing: Firing, now: float, *, on: bool) 
             assert isinstance(action.value, Backoff)
             vals, src = dict(action.value.config), firing.source
             _backoff_mode(auto, firing, action.value, on)
-        elif kind in _SCHED_SUSPEND or kind in _BOUNCES:
-            continue  # admin_actions, below
-        else:  # AdjustConfig: engine.shaping_ramp
+        else:  # suspensions and bounces: admin_actions, below; AdjustConfig: shaping_ramp
             continue
         slot = ov.by_path.setdefault((src, firing.site), {})
         if on:
