@@ -176,7 +176,8 @@ def test_bad_pushback_values_name_the_field(fields: dict[str, Any], key: str, wh
 
 def test_pushback_must_be_a_table() -> None:
     with pytest.raises(ScenarioError, match=r'hosts."mx.lab.test".pushback: expected a table'):
-        scenario({"pushback": "yahoo_like"})
+        fields: dict[str, Any] = {"pushback": "yahoo_like"}
+        scenario(fields)
 
 
 def test_host_defaults_carry_pushback_to_every_host() -> None:
