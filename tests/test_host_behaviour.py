@@ -208,7 +208,7 @@ def test_bad_replies_and_probabilities_name_the_field(
 
 # -- pushback: per-source limits, the same in both ---------------------------------------
 
-PUSHBACK = {
+PUSHBACK: dict[str, Any] = {
     **FAULTY,
     "pushback": {
         "message_rate": "8/h",
