@@ -55,7 +55,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -241,21 +240,6 @@ def _fmt(v: float | None, figure: str) -> str:
     return f"{v:,.2f}" if not float(v).is_integer() else f"{int(v):,}"
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """A figure the comparison does not hold (when a rule fired), shaped as its rows."""
-
-    name: str
-    sim: float | None
-    lab: float | None
-
-    @property
-    def rel_diff(self) -> float | None:
-        if self.sim is None or self.lab is None or self.sim == 0:
-            return None
-        return (self.lab - self.sim) / abs(self.sim)
-
-
 def _rel(r: Any) -> str:
     return "-" if r.rel_diff is None else f"{r.rel_diff:+.1%}"
 
@@ -277,6 +261,8 @@ def table(results: list[dict[str, Any]]) -> str:
                          f"| {_fmt(b.sim, label)} | {_fmt(a.lab, label)} | {_rel(a)} | {_rel(b)} |")
         fires = res.get("fires")
         if fires is not None:
+            from lab.compare import Row
+
             label = "rule fires (s)"
             a, b = Row(label, fires["sim"], fires["lab"]), Row(label, fires["cal"], fires["lab"])
             lines.append(f"| {res['name']} | {label} | {_fmt(a.sim, label)} "

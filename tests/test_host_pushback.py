@@ -257,3 +257,21 @@ def test_in_the_lab_the_host_pushes_back_and_the_rule_fires_on_its_text(tmp_path
     (counters,) = lab.summary["lab"]["hosts"].values()
     assert counters["over_rate"] == lab.summary["transient_failures"]
     assert lab.summary["drain_time"] == pytest.approx(simulated.summary["drain_time"], rel=0.1)
+
+
+def test_the_fidelity_bench_pushback_scenario_fires_its_rule_in_the_simulator(
+    tmp_path: Path
+) -> None:
+    """bench.fidelity's pushback scenario at its --quick size: written as the
+    bench writes it, the rule fires, and `rule_fired` reads when from the records."""
+    from bench import fidelity
+
+    data = dict(fidelity.scenarios(0.125)["pushback"])
+    (tmp_path / "p-shaping.toml").write_text(data.pop(fidelity.SHAPING_KEY))
+    data["shaping"] = ["p-shaping.toml"]
+    (tmp_path / "p.toml").write_text(fidelity.to_toml(data))
+    result = run(Scenario.from_toml(tmp_path / "p.toml"))
+    result.write(tmp_path / "out", plot=False)
+    fired = fidelity.rule_fired(tmp_path / "out")
+    assert fired is not None and 3 <= fired <= 20  # the bucket of 938 runs dry after ~8 s
+    assert result.summary["delivered"] == data["traffic"][0]["messages"]
