@@ -21,16 +21,17 @@
   mail until it ends; ``AdminCancel`` ends any of them early.
 - ``PolicyReloaded``: the driver installed a new policy; every path and queue
   config is asked again at once (KumoMTA's config epoch), all answers taken
-  before any is installed.
+  before any is installed.  Shaping files the new policy carries (re-read by
+  the driver) replace the engine's; the shaping values and the automation's
+  overrides in force stay on top of the new answers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
-from engine.admin_hold import hold, rule_bounce
+from engine.admin_hold import bounce_where, hold_matching, release
 from engine.admin_rules import BOUNCE, SUSPEND, SUSPEND_READY_Q, Rule
 from engine.core import Core
 from engine.dispatch import pump, quit_session
@@ -47,8 +48,9 @@ from engine.events import (
     Suspend,
 )
 from engine.lookups import DEFAULT_POOL
-from engine.message import HELD, Message
-from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.message import Message
+from engine.ready import CONFIG_REFRESH
+from engine.shaping_paths import shaped
 from engine.throttle import ThrottleState
 
 __all__ = ["admin_bounce_rule", "admin_cancel", "admin_suspend", "admin_suspend_ready_q",
@@ -78,36 +80,7 @@ def bounce(eng: Core, ev: Bounce) -> None:
         return (not domain or msg.queue.domain == domain) and (not queue or
                                                                msg.queue.name == queue)
 
-    _bounce_where(eng, hit, ev.reason, ev.at)
-
-
-def _bounce_where(eng: Core, hit: Callable[[Message], bool], reason: str, now: float,
-                  rule: Rule | None = None) -> None:
-    """Bounce every queued message `hit` matches (scheduled, parked on DNS or
-    ready); one held by a connection when it comes back."""
-    victims: list[tuple[Message, ReadyQueue | None]] = [
-        (m, None) for m in eng.sched.remove_where(hit)]
-    for ds in eng.domains.values():
-        if ds.parked:
-            victims.extend((m, None) for m in ds.parked if hit(m))
-            ds.parked = [m for m in ds.parked if not hit(m)]
-    for rq in eng.paths.values():
-        if rq.backlog is not None and len(rq.backlog):
-            for m, n in rq.backlog.remove_if(hit):
-                eng.silent_redelays[m.id] = eng.silent_redelays.get(m.id, 0) + n
-                m._w = HELD
-                victims.append((m, None))
-        if rq.messages and any(hit(m) for m in rq.messages):
-            victims.extend((m, rq) for m in rq.messages if hit(m))
-            keep = [m for m in rq.messages if not hit(m)]
-            rq.messages.clear()
-            rq.messages.extend(keep)
-    for conn in sorted(eng.conns):
-        msg = eng.conns[conn].msg
-        if msg is not None and msg.where == HELD and hit(msg):
-            eng.bounce_on_return[msg.id] = reason
-    for msg, in_rq in victims:
-        rule_bounce(eng, msg, now, reason, rule, in_rq)
+    bounce_where(eng, hit, ev.reason, ev.at)
 
 
 def drain(eng: Core, ev: Drain) -> None:
@@ -133,14 +106,7 @@ def admin_suspend(eng: Core, ev: AdminSuspend) -> None:
     rule = Rule(ev.id, SUSPEND, ev.reason, ev.at, ev.expires, domain=ev.domain.lower(),
                 tenant=ev.tenant, campaign=ev.campaign, queue_names=ev.queue_names)
     _new_rule(eng, rule)
-    for rq in eng.paths.values():
-        if rq.messages and any(rule.matches(m.queue) for m in rq.messages):
-            keep = [m for m in rq.messages if not rule.matches(m.queue)]
-            taken = [m for m in rq.messages if rule.matches(m.queue)]
-            rq.messages.clear()
-            rq.messages.extend(keep)
-            for msg in taken:
-                hold(eng, msg, rule, ev.at, rq)
+    hold_matching(eng, rule, ev.at)
 
 
 def admin_suspend_ready_q(eng: Core, ev: AdminSuspendReadyQ) -> None:
@@ -155,7 +121,7 @@ def admin_bounce_rule(eng: Core, ev: AdminBounceRule) -> None:
                 routing_domain=ev.routing_domain.lower(), queue_names=ev.queue_names,
                 suppress_logging=ev.suppress_logging)
     _new_rule(eng, rule)
-    _bounce_where(eng, lambda m: rule.matches(m.queue), ev.reason, ev.at, rule)
+    bounce_where(eng, lambda m: rule.matches(m.queue), ev.reason, ev.at, rule)
 
 
 def admin_cancel(eng: Core, ev: AdminCancel) -> None:
@@ -176,10 +142,8 @@ def _end(eng: Core, rule_id: str, now: float) -> None:
     rule = rules.remove(rule_id)
     if rule is None:
         return
-    if rule.kind == SUSPEND and rule.held:
-        held = rule.held
-        for msg in eng.sched.remove_where(lambda m: m.id in held):
-            eng.sched.add(msg, now)  # promoted at once (held again if still suspended)
+    if rule.kind == SUSPEND:
+        release(eng, rule, now)
     elif rule.kind == SUSPEND_READY_Q and not rules.ready_q_suspended(rule.name):
         resume(eng, Resume(at=now, path=rule.name))
 
@@ -192,6 +156,13 @@ def policy_reloaded(eng: Core, ev: PolicyReloaded) -> None:
     queues = [(q, policy.queue_config(q.domain, q.tenant, q.campaign, q.routing_domain))
               for q in eng.queues.values()]
     now = ev.at
+    shaping = getattr(policy, "shaping", None)
+    if shaping is not None:  # shaping files re-read with the policy replace the old ones
+        eng.shaping = shaping
+        if eng.automation is not None:
+            eng.automation.rules.clear()
+    if eng.shaping is not None:  # the files' values and the overrides in force stay on top
+        paths = [(rq, shaped(eng, cfg, rq.domain, rq.source_name, rq.site)) for rq, cfg in paths]
     eng.path_cfgs.clear()
     eng.pools.clear()
     eng.sources.clear()

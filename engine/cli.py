@@ -61,6 +61,9 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--only-set", action="store_true", help="show only the keys that differ from the defaults"
     )
     _add_shaping(p)
+    p.add_argument("--spool", metavar="DIR",
+                   help="a service's spool: show each path's config in force there (the "
+                   "journal read, not changed) and the shaping rules in force and why")
     p.set_defaults(func=cmd_check)
 
 
@@ -72,24 +75,13 @@ def _add_shaping(p: argparse.ArgumentParser) -> None:
 
 def _load_shaping(files: list[str]) -> Any:
     """The `--shaping` files read and merged (engine.shaping), or None."""
-    if not files:
-        return None
-    from pathlib import Path
+    from engine.live.reload import read_shaping
 
-    from engine.errors import ConfigError
-    from engine.shaping_load import load_shaping
-
-    texts = []
-    for name in files:
-        try:
-            texts.append((name, Path(name).read_text(encoding="utf-8")))
-        except OSError as exc:
-            raise ConfigError(f"--shaping {name}: cannot read: {exc.strerror or exc}") from None
-    return load_shaping(texts)
+    return read_shaping(files)
 
 
 def _check_domain(policy: Policy, domain: str, args: argparse.Namespace,
-                  shaping: Any = None) -> dict[str, Any]:
+                  shaping: Any = None, eng: Any = None) -> dict[str, Any]:
     from engine.live.tls_check import verify_tls_config
 
     queue = policy.queue_config(domain, args.tenant, args.campaign, "")
@@ -105,11 +97,16 @@ def _check_domain(policy: Policy, domain: str, args: argparse.Namespace,
                       "files": list(shaping.files),
                       "rules": [_rule_line(r) for r in shaping.rules(domain, domain)]}
             cfg = shaping.overlay(cfg, domain, source.name, domain)
+        site = domain
+        live: dict[str, Any] = {}
+        if eng is not None:  # --spool: the site the service resolved, the config in force
+            cfg, site, live = _in_spool(eng, domain, source.name, cfg)
         verify_tls_config(cfg)
         paths.append({
             **({"shaping": shaped} if shaping is not None else {}),
+            **live,
             "source": source.name,
-            "site_name": domain,
+            "site_name": site,
             "egress_source": source.to_dict(),
             "egress_path": cfg.to_dict(),
             "non_default": sorted(cfg.non_default()),
@@ -123,13 +120,30 @@ def _check_domain(policy: Policy, domain: str, args: argparse.Namespace,
     }
 
 
+def _in_spool(eng: Any, domain: str, source: str, cfg: Any) -> tuple[Any, str, dict[str, Any]]:
+    from engine.shaping_rules import in_force
+
+    ds = eng.domains.get(domain)
+    site = ds.site if ds is not None and ds.site else domain
+    rq = eng.paths.get(f"{source}->{site}")
+    return (rq.cfg if rq is not None else cfg, site,
+            {"in_force": in_force(eng, source=source, site=site)})
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """``egress check POLICY.py [--domain D ...] [--source NAME] [--json]``."""
     from engine.policy import Policy
 
     policy = Policy.from_file(args.policy)
     shaping = _load_shaping(args.shaping)
-    results = [_check_domain(policy, d, args, shaping) for d in (args.domains or ["example.com"])]
+    eng = None
+    if args.spool:
+        from engine.live.journal_read import engine_from_spool
+
+        policy.shaping = shaping
+        eng = engine_from_spool(args.spool, policy)
+    results = [_check_domain(policy, d, args, shaping, eng)
+               for d in (args.domains or ["example.com"])]
     if args.json:
         for r in results:
             for path in r["paths"]:
@@ -222,6 +236,14 @@ def _print_check(policy_path: str, results: list[dict[str, Any]], only_set: bool
                               f"{len(by_shaping)} keys set; automation rules watching this path:")
                 for line in shaped["rules"] or ["(none)"]:
                     console.print(f"    {line}")
+            if "in_force" in paths[0]:
+                from engine.shaping_rules import describe
+
+                console.print("  shaping in force (--spool):")
+                for entry in paths[0]["in_force"]:
+                    console.print(f"    {describe(entry)}")
+                if not paths[0]["in_force"]:
+                    console.print("    (none)")
 
 
 # -- the program -----------------------------------------------------------------

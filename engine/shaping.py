@@ -22,22 +22,33 @@ nothing.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import EgressPathConfig
+from engine.durations import format_duration
 from engine.throttle import Throttle
 
-__all__ = ["ACTIONS", "CONFIG_ACTIONS", "IGNORED_KEYS", "MATCHERS", "MERGEABLE", "PLAIN_ACTIONS",
-           "Action", "Entry", "Provider", "Rule", "Shaping", "merge"]
+__all__ = ["ACTIONS", "ADJUSTABLE", "ADJUST_ACTIONS", "BACKOFF", "CONFIG_ACTIONS", "IGNORED_KEYS",
+           "MATCHERS", "MERGEABLE", "PLAIN_ACTIONS", "Action", "Adjust", "Backoff", "Entry",
+           "Provider", "Rule", "Shaping", "merge"]
 
 #: Action names taking no argument, and those taking ``{name, value}``.
 PLAIN_ACTIONS = ("Suspend", "SuspendTenant", "SuspendCampaign", "Bounce", "BounceTenant",
                  "BounceCampaign")
 CONFIG_ACTIONS = ("SetConfig", "SetDomainConfig")
-ACTIONS = PLAIN_ACTIONS + CONFIG_ACTIONS
+#: Beyond KumoMTA's shipped actions: relative decrease with stepwise ramp-up (the
+#: spelling of KumoMTA PR #594) and PowerMTA's backoff mode (docs/SHAPING.md).
+ADJUST_ACTIONS = ("AdjustConfig", "AdjustDomainConfig")
+BACKOFF = "Backoff"
+ACTIONS = PLAIN_ACTIONS + CONFIG_ACTIONS + ADJUST_ACTIONS + (BACKOFF,)
+#: The keys an AdjustConfig may lower: counts, and throttles (their limit moves,
+#: their period stays).
+ADJUSTABLE = ("connection_limit", "max_deliveries_per_connection", "max_message_rate",
+              "max_connection_rate", "source_selection_rate")
 MATCHERS = ("MXSuffix", "DomainSuffix", "HostName")
 #: KumoMTA egress path keys egress has no use for (it keeps no TLS-failure
 #: memory across paths and has no per-path shutdown timeout): loaded, not applied.
@@ -48,11 +59,62 @@ MERGEABLE = ("additional_connection_limits", "additional_message_rate_throttles"
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One automation action; `name` and `value` only for SetConfig/SetDomainConfig."""
+    """One automation action; `name` for SetConfig/SetDomainConfig/Adjust*, `value`
+    the value set, an `Adjust` or a `Backoff`."""
 
     kind: str
     name: str | None = None
     value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Adjust:
+    """AdjustConfig's numbers.  The decrease and the ramp step are a percent of the
+    current value or an amount; the floor a percent of the base (the value without
+    the adjustment) or an amount.  A value never goes below 1 (0 would stop the
+    path, which is Suspend's job)."""
+
+    decrease: float
+    decrease_percent: bool
+    step: float
+    step_percent: bool
+    interval: float
+    floor: float = 1
+    floor_percent: bool = False
+
+    def floor_of(self, base: int) -> int:
+        f = math.ceil(base * self.floor / 100) if self.floor_percent else int(self.floor)
+        return max(1, min(f, base))
+
+    def lowered(self, value: int, base: int) -> int:
+        """`value` after one decrease (at least one less, never below the floor)."""
+        cut = int(value * self.decrease / 100) if self.decrease_percent else int(self.decrease)
+        return max(self.floor_of(base), value - max(1, cut))
+
+    def raised(self, value: int, base: int) -> int:
+        """`value` after one ramp step (at least one more, never above the base)."""
+        up = int(value * self.step / 100) if self.step_percent else int(self.step)
+        return min(base, value + max(1, up))
+
+    def show(self) -> dict[str, Any]:
+        """As written in the file (KumoMTA PR #594's field names)."""
+        def num(x: float) -> float | int:
+            return int(x) if float(x).is_integer() else x
+        return {("decrease_percent" if self.decrease_percent else "decrease_amount"):
+                num(self.decrease),
+                ("floor_percent" if self.floor_percent else "floor_amount"): num(self.floor),
+                ("ramp_step_percent" if self.step_percent else "ramp_step_amount"):
+                num(self.step),
+                "ramp_up_interval": format_duration(self.interval)}
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """PowerMTA's backoff mode: `config` (make_egress_path keys, normalised) in force
+    until `deliveries` succeed on the path (None: only the rule's duration ends it)."""
+
+    config: Mapping[str, Any]
+    deliveries: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,16 @@ from engine.durations import parse_duration
 from engine.errors import ConfigError
 from engine.shaping import (
     ACTIONS,
+    ADJUST_ACTIONS,
+    ADJUSTABLE,
+    BACKOFF,
     CONFIG_ACTIONS,
     IGNORED_KEYS,
     MATCHERS,
     PLAIN_ACTIONS,
     Action,
+    Adjust,
+    Backoff,
     Entry,
     Provider,
     Rule,
@@ -109,8 +114,78 @@ def _action(raw: Any, where: _Where) -> Action:
             if not isinstance(name, str):
                 raise where.fail(f"action: {kind} name {name!r} is not a string")
             return Action(kind, name, value)
+        if kind in ADJUST_ACTIONS and isinstance(arg, Mapping):
+            return _adjust(kind, arg, _Where(where.file, f"{where.table} action {kind}"))
+        if kind == BACKOFF and isinstance(arg, Mapping):
+            return _backoff(arg, _Where(where.file, f"{where.table} action {kind}"))
     raise where.fail(f"action: {raw!r} is not one of {', '.join(ACTIONS)} "
                      f"or {{SetConfig={{name=..., value=...}}}}")
+
+
+_ADJUST_KEYS = ("name", "decrease_percent", "decrease_amount", "floor_percent", "floor_amount",
+                "ramp_step_percent", "ramp_step_amount", "ramp_up_interval")
+
+
+def _one_of(arg: Mapping[str, Any], stem: str, where: _Where,
+            required: bool) -> tuple[float, bool] | None:
+    """`stem`_percent or `stem`_amount (exactly one, or none when not `required`)."""
+    given = [k for k in (f"{stem}_percent", f"{stem}_amount") if k in arg]
+    if len(given) > 1 or (required and not given):
+        raise where.fail(f"give one of {stem}_percent or {stem}_amount")
+    if not given:
+        return None
+    key = given[0]
+    value = arg[key]
+    percent = key.endswith("_percent")
+    top = 100 if percent else float("inf")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= top:
+        what = "a percent above 0, at most 100" if percent else "a number above 0"
+        raise where.fail(f"{key}: {value!r} is not {what}")
+    if not percent and not float(value).is_integer():
+        raise where.fail(f"{key}: {value!r} is not a whole number")
+    return float(value), percent
+
+
+def _adjust(kind: str, arg: Mapping[str, Any], where: _Where) -> Action:
+    """``{AdjustConfig = {name, decrease_*, floor_*, ramp_step_*, ramp_up_interval}}``."""
+    for key in arg:
+        if key not in _ADJUST_KEYS:
+            raise where.fail(f"unknown field {key!r}; valid fields are {', '.join(_ADJUST_KEYS)}")
+    name = arg.get("name")
+    if name not in ADJUSTABLE:
+        raise where.fail(f"name: {name!r} is not one of {', '.join(ADJUSTABLE)}")
+    if "ramp_up_interval" not in arg:
+        raise where.fail("missing field 'ramp_up_interval'")
+    try:
+        interval = parse_duration(arg["ramp_up_interval"], key="ramp_up_interval")
+    except ConfigError as exc:
+        raise where.fail(str(exc)) from None
+    if interval <= 0:
+        raise where.fail(f"ramp_up_interval: {arg['ramp_up_interval']!r} is not above 0")
+    decrease = _one_of(arg, "decrease", where, True)
+    step = _one_of(arg, "ramp_step", where, True)
+    floor = _one_of(arg, "floor", where, False) or (1.0, False)
+    assert decrease is not None and step is not None
+    if decrease[1] and decrease[0] >= 100:
+        raise where.fail("decrease_percent: 100 would stop the path (use Suspend)")
+    return Action(kind, name, Adjust(decrease=decrease[0], decrease_percent=decrease[1],
+                                     step=step[0], step_percent=step[1], interval=interval,
+                                     floor=floor[0], floor_percent=floor[1]))
+
+
+def _backoff(arg: Mapping[str, Any], where: _Where) -> Action:
+    """``{Backoff = {config = {make_egress_path keys}, deliveries = N}}``."""
+    for key in arg:
+        if key not in ("config", "deliveries"):
+            raise where.fail(f"unknown field {key!r}; valid fields are config, deliveries")
+    config = arg.get("config")
+    if not isinstance(config, Mapping) or not config:
+        raise where.fail(f"config: {config!r} is not a table of make_egress_path keys")
+    deliveries = arg.get("deliveries")
+    if deliveries is not None and (isinstance(deliveries, bool) or not isinstance(deliveries, int)
+                                   or deliveries < 1):
+        raise where.fail(f"deliveries: {deliveries!r} is not a whole number above 0")
+    return Action(BACKOFF, None, Backoff(_params(config, where, []), deliveries))
 
 
 def _rule(raw: Any, rule_id: str, where: _Where) -> Rule:

@@ -10,15 +10,13 @@ Per rule and per ``source->site`` path, the times of the matching responses in
 the rule's Threshold window are kept; an ``Immediate`` rule fires on the first
 match, a ``Threshold = "N/period"`` rule when N matches lie within the period.
 A firing holds for the rule's `duration` and a repeat firing extends it; the
-lapse is the engine timer ``("shaping", n)``.  What a firing does:
+lapse is the engine timer ``("shaping", n)``.  What a firing does is
+`engine.shaping_acts`' (SetConfig, SetDomainConfig, Suspend, the tenant and
+campaign suspensions, the bounces, Backoff) and `engine.shaping_ramp`'s
+(AdjustConfig: lower, then ramp back up); docs/SHAPING.md has the whole list.
 
-- ``SetConfig {name, value}``: the path's config gets the value;
-- ``SetDomainConfig``: the same for every source's path to the site;
-- ``Suspend``: the path is suspended (config ``suspended = true``).
-
-``SuspendTenant``, ``SuspendCampaign``, ``Bounce``, ``BounceTenant`` and
-``BounceCampaign`` load, fire and lapse with their records, but are not acted
-on yet (the record says ``"enforced": false``).
+A rule with a ``Backoff`` action leaves backoff mode early when its
+``deliveries`` succeed on the path: `observe` counts them.
 
 Each firing, extension and lapse is a ``Shaping`` log record and a metric
 (``shaping_rule_fired``, ``shaping_rule_extended``, ``shaping_rule_lapsed``).
@@ -27,50 +25,33 @@ Each firing, extension and lapse is a ``Shaping`` log record and a metric
 from __future__ import annotations
 
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.config import to_plain
 from engine.core import Core
-from engine.dispatch import pump
-from engine.effects import Log
 from engine.events import TimerFired
 from engine.message import Message
 from engine.ready import ReadyQueue
 from engine.reply import Reply
-from engine.shaping import Rule
-from engine.shaping_paths import ANY_SOURCE, Overrides, reshape, site_of
+from engine.shaping import ADJUST_ACTIONS, Rule
+from engine.shaping_acts import (
+    SHAPING_RECORD,
+    Automation,
+    Firing,
+    admin_actions,
+    apply,
+    record,
+    restart_backoff,
+    show,
+)
+from engine.shaping_paths import site_of
+from engine.shaping_ramp import adjust, ramps_in_force, step
 
-__all__ = ["SHAPING_RECORD", "Automation", "in_force", "lapse", "observe"]
+__all__ = ["SHAPING_RECORD", "Automation", "Firing", "describe", "in_force", "lapse", "observe"]
 
-SHAPING_RECORD = "Shaping"
 FIRED, EXTENDED, LAPSED = "shaping_rule_fired", "shaping_rule_extended", "shaping_rule_lapsed"
-_ENFORCED = ("SetConfig", "SetDomainConfig", "Suspend")
 _INTERNAL = "KumoMTA internal: "
-
-
-class Firing:
-    """One rule in force on one path, until `until`."""
-
-    __slots__ = ("key", "queue", "rule", "site", "source", "until")
-
-    def __init__(self, key: int, rule: Rule, source: str, site: str, queue: str,
-                 until: float) -> None:
-        self.key, self.rule, self.source, self.site = key, rule, source, site
-        self.queue, self.until = queue, until
-
-
-class Automation:
-    """The automation's state: match windows, firings in force, overrides."""
-
-    __slots__ = ("by_rule", "firings", "next_key", "overrides", "rules", "windows")
-
-    def __init__(self) -> None:
-        self.windows: dict[tuple[str, str, str], deque[float]] = {}
-        self.by_rule: dict[tuple[str, str, str], int] = {}  # (rule, source, site) -> key
-        self.firings: dict[int, Firing] = {}
-        self.overrides = Overrides()
-        self.rules: dict[tuple[str, str], list[Rule]] = {}  # (domain, site) -> rules
-        self.next_key = 1
 
 
 def one_line(reply: Reply) -> str:
@@ -95,12 +76,14 @@ def observe(eng: Core, rq: ReadyQueue, msg: Message, reply: Reply, now: float) -
     the rules whose trigger is met."""
     if eng.automation is None:
         eng.automation = Automation()
+    auto: Automation = eng.automation
+    if auto.backoffs and reply.code < 300:
+        _delivered(eng, auto, rq, now)
     rules = _rules(eng, msg.queue.domain, rq)
     if not rules:
         return
     line = one_line(reply)
     internal = reply.text.startswith(_INTERNAL)
-    auto: Automation = eng.automation
     for rule in rules:
         if not rule.matches(line, internal):
             continue
@@ -126,94 +109,108 @@ def _fire(eng: Core, auto: Automation, rule: Rule, rq: ReadyQueue, msg: Message,
     if key is not None:
         firing = auto.firings[key]
         firing.until = max(firing.until, until)
+        firing.line = line
+        admin_actions(eng, firing, msg.queue, now)
+        restart_backoff(firing)  # a new pattern in backoff mode: the count starts again
         _record(eng, firing, EXTENDED, now, line)
     else:
-        key = auto.by_rule[fkey] = auto.next_key
-        auto.next_key += 1
-        firing = auto.firings[key] = Firing(key, rule, rq.source_name, rq.site,
-                                            msg.queue.name, until)
-        _apply(eng, auto, firing, now, on=True)
+        key = auto.by_rule[fkey] = auto.new_key()
+        firing = auto.firings[key] = Firing(key, rule, rq.source_name, rq.site, msg.queue,
+                                            until, line)
+        apply(eng, auto, firing, now, on=True)
         _record(eng, firing, FIRED, now, line)
     eng.set_timer(("shaping", key), firing.until)
+    if any(a.kind in ADJUST_ACTIONS for a in rule.actions):
+        adjust(eng, auto, firing, rq, now)
 
 
-def _apply(eng: Core, auto: Automation, firing: Firing, now: float, *, on: bool) -> None:
-    """Put the firing's overrides in force (`on`) or take them away, then re-derive
-    the configs of the paths they touch."""
-    ov = auto.overrides
-    touched: set[tuple[str, str]] = set()
-    for action in firing.rule.actions:
-        vals: dict[str, Any]
-        if action.kind == "Suspend":
-            vals, src = {"suspended": True}, firing.source
-        elif action.kind == "SetConfig":
-            vals, src = {str(action.name): action.value}, firing.source
-        elif action.kind == "SetDomainConfig":
-            vals, src = {str(action.name): action.value}, ANY_SOURCE
-        else:
-            continue
-        slot = ov.by_path.setdefault((src, firing.site), {})
-        if on:
-            slot.setdefault(firing.key, {}).update(vals)
-        else:
-            slot.pop(firing.key, None)
-            if not slot:
-                del ov.by_path[(src, firing.site)]
-        touched.add((src, firing.site))
-    if not touched:
-        return
-    for rq in list(eng.paths.values()):
-        if (rq.source_name, rq.site) in touched or (ANY_SOURCE, rq.site) in touched:
-            reshape(eng, rq, ov)
-            if not on:
-                pump(eng, rq, now)
+def _delivered(eng: Core, auto: Automation, rq: ReadyQueue, now: float) -> None:
+    """A delivery on a path in backoff mode: the firings whose count is reached end."""
+    for key in list(auto.backoffs.get((rq.source_name, rq.site), ())):
+        firing = auto.firings[key]
+        assert firing.backoff_left is not None
+        firing.backoff_left -= 1
+        if firing.backoff_left <= 0:
+            eng.cancel_timer(("shaping", key))
+            _end(eng, auto, firing, now, "deliveries")
 
 
 def lapse(eng: Core, ev: TimerFired) -> None:
-    """("shaping", n): a firing's duration ended: its overrides go."""
-    del eng.timers[ev.timer]
+    """("shaping", n): a firing's duration ended (its actions go), or a ramp's step."""
     auto: Automation = eng.automation
-    firing = auto.firings.pop(int(ev.timer[1]))
+    key = int(ev.timer[1])
+    if key in auto.ramps:
+        step(eng, ev)
+        return
+    del eng.timers[ev.timer]
+    _end(eng, auto, auto.firings[key], ev.at, "duration")
+
+
+def _end(eng: Core, auto: Automation, firing: Firing, now: float, why: str) -> None:
+    del auto.firings[firing.key]
     del auto.by_rule[(firing.rule.rule_id, firing.source, firing.site)]
-    _apply(eng, auto, firing, ev.at, on=False)
-    _record(eng, firing, LAPSED, ev.at, None)
+    apply(eng, auto, firing, now, on=False)
+    _record(eng, firing, LAPSED, now, None, why)
 
 
-def in_force(eng: Core) -> list[dict[str, Any]]:
-    """The rules in force, in firing order, as plain values: what the admin API's
-    resolve-egress-path and `egress check` show next to a path's config."""
+def in_force(eng: Core, source: str | None = None,
+             site: str | None = None) -> list[dict[str, Any]]:
+    """The rules in force, in firing order, then the adjustments ramping back, as
+    plain values: what the admin API's resolve-egress-path and `egress check` show
+    next to a path's config.  Each says why: the rule, the response it matched,
+    until when (a ramp: its next step).  `source` and `site` keep those acting on
+    that path (a SetDomainConfig acts on every source's path to its site)."""
     auto: Automation | None = eng.automation
     if auto is None:
         return []
-    return [{"rule": f.rule.rule_id, "path": f"{f.source}->{f.site}", "queue": f.queue,
-             "actions": [_show(a.kind, a.name, a.value) for a in f.rule.actions],
-             "until": eng.epoch + f.until,
-             "overrides": auto.overrides.values(f.source, f.site)}
-            for f in auto.firings.values()]
+    out = []
+    for f in auto.firings.values():
+        if site is not None and f.site != site:
+            continue
+        if source is not None and f.source != source and not any(
+                a.kind == "SetDomainConfig" for a in f.rule.actions):
+            continue
+        out.append({"rule": f.rule.rule_id, "path": f"{f.source}->{f.site}",
+                    "queue": f.queue.name, "actions": [show(a) for a in f.rule.actions],
+                    "until": eng.epoch + f.until, "response": f.line,
+                    "overrides": to_plain(auto.overrides.values(f.source, f.site)),
+                    **({"admin": list(f.admin)} if f.admin else {}),
+                    **({"deliveries_left": f.backoff_left}
+                       if f.backoff_left is not None else {})})
+    return out + [r for r in ramps_in_force(eng)
+                  if (site is None or r["path"].endswith(f"->{site}"))
+                  and (source is None or r["path"].startswith(f"{source}->"))]
 
 
-def _record(eng: Core, firing: Firing, what: str, now: float, line: str | None) -> None:
-    totals = eng.metrics.totals
-    totals[what] = totals.get(what, 0) + 1
+def describe(entry: dict[str, Any]) -> str:
+    """One `in_force` entry as a line: the rule, the path, what it does, until when,
+    the response that fired it."""
+    when = datetime.fromtimestamp(entry.get("until", entry.get("next_step", 0.0)), tz=UTC)
+    stamp = when.strftime("%Y-%m-%d %H:%M:%SZ")
+    if "name" in entry:  # a ramp
+        what = f"{entry['name']} lowered to {entry['value']}, next step up at {stamp}"
+    else:
+        acts = "; ".join(_act(a) for a in entry["actions"])
+        what = f"{acts} until {stamp}"
+        if "deliveries_left" in entry:
+            what += f" or {entry['deliveries_left']} more deliveries"
+    return f"{entry['rule']} on {entry['path']}: {what} (matched: {entry['response']})"
+
+
+def _act(action: Any) -> str:
+    if isinstance(action, str):
+        return action
+    (kind, arg), = action.items()
+    if "value" in arg:
+        return f"{kind} {arg['name']}={arg['value']}"
+    return f"{kind} " + ", ".join(f"{k}={v}" for k, v in arg.items())
+
+
+def _record(eng: Core, firing: Firing, what: str, now: float, line: str | None,
+            why: str | None = None) -> None:
     rule = firing.rule
-    rec: dict[str, Any] = {
-        "type": SHAPING_RECORD,
-        "id": f"shaping-{firing.key}",
-        "event": what.removeprefix("shaping_rule_"),
-        "rule": rule.rule_id,
-        "site": f"{firing.source}->{firing.site}",
-        "egress_source": firing.source,
-        "queue": firing.queue,
-        "actions": [_show(a.kind, a.name, a.value) for a in rule.actions],
-        "enforced": all(a.kind in _ENFORCED for a in rule.actions),
-        "until": int(eng.epoch + firing.until),
-        "timestamp": int(eng.epoch + now),
-        "response": line,
-    }
-    eng.out.append(Log(record=rec))
-
-
-def _show(kind: str, name: str | None, value: Any) -> Any:
-    if name is None:
-        return kind
-    return {kind: {"name": name, "value": to_plain(value)}}
+    record(eng, what, firing.key, rule, firing.source, firing.site, now,
+           queue=firing.queue.name, actions=[show(a) for a in rule.actions],
+           enforced=firing.enforced, until=int(eng.epoch + firing.until), response=line,
+           **({"admin": list(firing.admin)} if firing.admin else {}),
+           **({"reason": why} if why is not None else {}))

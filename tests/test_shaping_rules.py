@@ -6,10 +6,10 @@ from typing import Any
 
 from engine.effects import Connect, SetTimer
 from engine.engine import Engine
-from engine.events import TimerFired
+from engine.events import PolicyReloaded, TimerFired
 from engine.reply import Reply
 from engine.shaping_load import load_shaping
-from engine.shaping_rules import in_force
+from engine.shaping_rules import describe, in_force
 from engine.throttle import parse_throttle
 from tests.support.engine_harness import PATH, World, of, policy, prime, records, submit
 
@@ -49,8 +49,7 @@ def test_set_config_fires_at_once_and_lapses_after_its_duration() -> None:
     assert eng.metrics.totals["shaping_rule_fired"] == 1
     [shown] = in_force(eng)
     assert shown["rule"] == "default#0" and shown["path"] == PATH and shown["until"] == 5410.0
-    assert shown["overrides"] == {"max_message_rate": parse_throttle("1/min"),
-                                  "connection_limit": 1}
+    assert shown["overrides"] == {"max_message_rate": "1/m", "connection_limit": 1}
     w.rcpt_reply = lambda r: OK
     fx = w.run(5410.0)
     [lapsed] = records(fx, "Shaping")
@@ -129,11 +128,11 @@ duration = "1m"
 '''
 
 
-def test_set_domain_config_and_actions_not_enforced_yet() -> None:
+def test_set_domain_config_and_a_tenant_action_on_a_queue_without_tenant() -> None:
     eng, w = _engine(DOMAIN_CONFIG, connection_limit=9)
     w.rcpt_reply = lambda r: Reply.make(451, None, "Server busy")
     [rec] = records(w.feed(submit(1)), "Shaping")
-    assert rec["enforced"] is False  # SuspendTenant is recorded, not acted on
+    assert rec["enforced"] is False  # SuspendTenant: the message's queue has no tenant
     assert eng.paths[PATH].cfg.connection_limit == 2
     w.run(61.0)
     assert eng.paths[PATH].cfg.connection_limit == 9
@@ -183,3 +182,30 @@ def test_the_policy_can_carry_the_shaping() -> None:
     eng = Engine(pol, seed=1)
     World(eng).feed(submit(1))
     assert eng.paths[PATH].cfg.connection_limit == 3
+
+
+def test_a_policy_reload_keeps_the_overrides_and_takes_the_new_files() -> None:
+    eng, w = _engine(SET_CONFIG, connection_limit=5)
+    w.rcpt_reply = lambda r: PUSHBACK
+    w.feed(submit(1))
+    new = policy(connection_limit=6)
+    new.shaping = load_shaping([("s.toml", SET_CONFIG + '\n["default"]\nmax_ready = 7\n')])
+    eng.policy = new
+    w.feed(PolicyReloaded(at=10.0))
+    cfg = eng.paths[PATH].cfg
+    assert cfg.connection_limit == 1 and cfg.max_ready == 7 and eng.shaping is new.shaping
+    w.rcpt_reply = lambda r: OK
+    w.run(5400.0)
+    assert eng.paths[PATH].cfg.connection_limit == 6  # the new policy's, once lapsed
+
+
+def test_describe_says_what_acts_until_when_and_why() -> None:
+    eng, w = _engine(SET_CONFIG, connection_limit=5)
+    w.rcpt_reply = lambda r: PUSHBACK
+    w.feed(submit(1))
+    [entry] = in_force(eng, source="unspecified", site=PATH.split("->")[1])
+    assert describe(entry) == (
+        f"default#0 on {PATH}: SetConfig max_message_rate=1/m; SetConfig connection_limit=1 "
+        "until 1970-01-01 01:30:00Z (matched: 451 4.7.0 [TS01] Messages from 192.0.2.7 "
+        "temporarily deferred)")
+    assert in_force(eng, site="elsewhere") == [] and in_force(eng, source="other") == []

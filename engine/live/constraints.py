@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.engine import Engine
+from engine.shaping_rules import in_force
 
 __all__ = ["constraints", "resolve_egress_path"]
 
@@ -66,7 +67,10 @@ def constraints(cfg: Any, queue_cfg: Any) -> dict[str, Any]:
 def resolve_egress_path(eng: Engine, domain: str, source: str, *,
                         time_per_message: float | None = None) -> dict[str, Any]:
     """GET /api/admin/resolve-egress-path/v1: ResolveEgressPathV1Response, from the
-    policy in force now (a reload shows at once), plus the two estimates above."""
+    policy in force now (a reload shows at once), plus the two estimates above.
+    With shaping files, the path config is the one in force (the files' values and
+    the automation's overrides on top) and ``shaping.in_force`` says which rules
+    act on the path and why (docs/SHAPING.md)."""
     domain = domain.lower()
     policy = eng.policy
     qcfg = policy.queue_config(domain, "", "", "")
@@ -74,6 +78,11 @@ def resolve_egress_path(eng: Engine, domain: str, source: str, *,
     site = ds.site if ds is not None and ds.site else domain
     cfg = policy.egress_path_config(domain, source, site)
     name = f"{source}->{site}"
+    rq = eng.paths.get(name)
+    shaping = eng.shaping
+    if shaping is not None:  # the config in force: shaping values, automation overrides
+        hosts = [r.host for r in ds.mx] if ds is not None else None
+        cfg = rq.cfg if rq is not None else shaping.overlay(cfg, domain, source, site, hosts)
     mx = None
     if ds is not None and ds.site:
         by_pref: dict[str, list[str]] = {}
@@ -91,7 +100,9 @@ def resolve_egress_path(eng: Engine, domain: str, source: str, *,
                         "per message", "connection_limit x time per message")
         out["connection_ceiling"] = conn
         rates.append(conn)
-    rq = eng.paths.get(name)
+    if shaping is not None:
+        out["shaping"] = {"files": list(shaping.files),
+                          "in_force": in_force(eng, source=source, site=site)}
     backlog = (len(rq.messages) + rq.held_count()) if rq is not None else 0
     backlog += sum(1 for m in eng.sched if (m.queue.routing_domain or m.queue.domain) == domain)
     tightest = min(rates, key=lambda c: c["value"]) if rates else None

@@ -236,6 +236,11 @@ def cmd_resolve_egress_path(args: argparse.Namespace) -> Any:
                          _source(c["source"])])
         _table(f"{data['queue_name']} (domain {data['domain']})",
                ["axis", "value", "display", "set by"], rows)
+        if data.get("shaping", {}).get("in_force"):
+            from engine.shaping_rules import describe
+
+            for entry in data["shaping"]["in_force"]:
+                print("shaping in force: " + describe(entry))
         drain = data["drain_estimate"]
         if drain["seconds"] is not None:
             print(f"backlog {drain['backlog']}: drains in at least {drain['seconds']:.0f}s "

@@ -106,3 +106,23 @@ def load_events(path: str | Path, after: int = 0) -> list[dict[str, Any]]:
         row.update(dataclasses.asdict(ev))
         out.append(row)
     return out
+
+
+def engine_from_spool(spool: str | Path, policy: Any) -> Any:
+    """The engine a spool's journal folds to (its latest snapshot, then the events
+    after it) with `policy`: what a restart would rebuild, read-only, so `egress
+    check --spool` can show the state of a running or stopped service."""
+    from engine.engine import Engine
+    from engine.errors import ProtocolError
+
+    path = Path(spool)
+    snap, events = read_journal(path / "journal.sqlite" if path.is_dir() else path)
+    eng = Engine.restore(snap[1], policy) if snap is not None else Engine(policy)
+    for seq, ev in events:
+        try:
+            eng.handle(ev)
+        except ProtocolError as exc:
+            raise JournalError(f"{str(path)!r}: the journal does not replay under this policy "
+                               f"at event {seq} ({exc}); were the policy or the shaping files "
+                               "changed since those events?") from None
+    return eng

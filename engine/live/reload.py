@@ -6,25 +6,50 @@ would then ask at once (`engine.admin.policy_reloaded` re-asks them all: the
 config epoch).  A policy that fails to load or to answer is refused with one
 line naming the fault, and the one in force stays.  The file is then copied
 into the spool as ``policy.py``, as at start, so `egress replay` uses it.
+
+The shaping files the service started with (``egress deliver --shaping``) are
+read again with the policy and go in with it (`Policy.shaping`); a file that
+no longer reads or loads refuses the reload the same way.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
 
-__all__ = ["load_checked"]
+__all__ = ["load_checked", "read_shaping"]
 
 
-def load_checked(path: str | Path, eng: Engine, spool: Path | None = None) -> Any:
-    """The policy in `path`, checked against `eng`'s queues; ValueError naming the fault."""
+def read_shaping(files: Sequence[str]) -> Any:
+    """The shaping files read and merged (an `engine.shaping.Shaping`), or None for
+    none; ConfigError naming the file that cannot be read or loaded."""
+    if not files:
+        return None
+    from engine.errors import ConfigError
+    from engine.shaping_load import load_shaping
+
+    texts = []
+    for name in files:
+        try:
+            texts.append((name, Path(name).read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise ConfigError(f"--shaping {name}: cannot read: {exc.strerror or exc}") from None
+    return load_shaping(texts)
+
+
+def load_checked(path: str | Path, eng: Engine, spool: Path | None = None,
+                 shaping_files: Sequence[str] = ()) -> Any:
+    """The policy in `path` (with `shaping_files` re-read), checked against `eng`'s
+    queues; ValueError naming the fault."""
     from engine.policy import Policy
 
     try:
         policy = Policy.from_file(str(path))
+        policy.shaping = read_shaping(shaping_files)
         for rq in list(eng.paths.values()):
             policy.egress_path_config(rq.domain, rq.source_name, rq.site)
         for q in list(eng.queues.values()):

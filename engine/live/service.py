@@ -428,7 +428,9 @@ class Service:
         if self.policy_path is None:
             raise ValueError("this service was started without a policy file to re-read")
         try:
-            policy = load_checked(self.policy_path, self.engine, self.spool_dir)
+            shaping = getattr(self.policy, "shaping", None)  # `--shaping`: read again
+            policy = load_checked(self.policy_path, self.engine, self.spool_dir,
+                                  shaping.files if shaping is not None else ())
         except ValueError as exc:
             log.error("egress: reload: %s", exc)
             raise
