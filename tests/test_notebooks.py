@@ -238,7 +238,7 @@ def test_shaping_answer_is_the_fastest_configuration_within_the_providers_limits
     out = _json_line(nb)
     assert out["notebook"] == "shaping"
     configs = out["configurations"]
-    assert configs[:2] == ["no shaping", "KumoMTA rule"]
+    assert configs == ["no shaping", "KumoMTA rule", "ramp-up"]
     n = out["messages"]
     assert n == tomllib.loads((ROOT / "scenarios" / "shaping_pushback.toml").read_text()
                               )["traffic"][0]["messages"]
