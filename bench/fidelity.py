@@ -1,4 +1,4 @@
-"""Fidelity, at size: four scenarios run with ``egress simulate`` and ``egress lab --run``.
+"""Fidelity, at size: five scenarios run with ``egress simulate`` and ``egress lab --run``.
 
 tests/test_lab_fidelity.py proves agreement on one small scenario in CI;
 this is the larger version, each lab run 1-3 minutes of wall time (``--quick``:
@@ -10,7 +10,18 @@ a capacity planner relies on the simulator for:
 - ``connections``: the host accepts 4 connections and answers 421 beyond
   them, while the egress path would open 8;
 - ``tempfail``: deferred recipients and bodies, and a 20 s outage in which
-  MAIL gets 451, with retries.
+  MAIL gets 451, with retries;
+- ``pushback``: a receiver that pushes back and a shaping rule that answers
+  it.  The host takes 25 MAILs a second from one source address (a bucket
+  of 7,500, so the path's ~146 a second exhaust it after about a minute; the
+  host's rate is small against the path's so that an error in throughput is
+  not amplified much in when the bucket runs dry) and answers the rest
+  ``421 4.7.0 [TS01] ...``; a KumoMTA automation rule with a Threshold of 400
+  such replies a minute sets ``max_message_rate`` to 20/s.
+  Beside drain time and deferrals, the table gives when the rule fired
+  (seconds from the first reception to the first ``Shaping`` record).  The
+  host's reputation is left out: its deferrals are random draws, which the
+  two realisations make from different streams.
 
 Each is run three ways, in separate processes, through the commands a user
 types: the lab (``egress lab S --run --out``) first, then the simulator twice
@@ -57,9 +68,11 @@ QUEUE = {"retry_interval": "5s", "max_age": "1h"}
 
 def _scenario(name: str, traffic: dict[str, Any], host: dict[str, Any],
               egress: dict[str, Any], *, description: str,
-              queue: dict[str, Any] | None = None) -> dict[str, Any]:
+              queue: dict[str, Any] | None = None, shaping: str | None = None
+              ) -> dict[str, Any]:
     domain = "fid.test"
-    return {
+    extra: dict[str, Any] = {SHAPING_KEY: shaping} if shaping is not None else {}
+    return {**extra,
         "name": f"fidelity_{name}",
         "description": description,
         "seed": 5,
@@ -75,8 +88,19 @@ def _scenario(name: str, traffic: dict[str, Any], host: dict[str, Any],
     }
 
 
+SHAPING_KEY = "_shaping_text"  # the shaping file's text, written beside the scenario
+PUSHBACK_RULE = """\
+[["default".automation]]
+regex = '\\[TS01\\] Messages from'
+action = {{ SetConfig = {{ name = "max_message_rate", value = "20/s" }} }}
+trigger = {{ Threshold = "{threshold}/min" }}
+duration = "10min"
+"""
+
+
 def scenarios(scale: float) -> dict[str, dict[str, Any]]:
-    """The four scenarios, with `scale` times the full traffic."""
+    """The five scenarios, with `scale` times the full traffic (and, for
+    pushback, the host's bucket and the rule's threshold)."""
     def bulk(full: int) -> dict[str, Any]:
         return {"messages": max(40, round(full * scale)), "at": "0s"}
 
@@ -102,6 +126,16 @@ def scenarios(scale: float) -> dict[str, dict[str, Any]]:
             "outages": [{"start": "20s", "end": "40s", "mode": "tempfail"}]},
             {"connection_limit": 4},
             description="5 % RCPT and 2 % body deferrals, MAIL 451 from 20 s to 40 s"),
+        # 25/s with a bucket of 7,500 (scaled, at 25/s): a minute at ~146/s empties
+        # it; 400 over-rate 421s in a minute fire the rule, which holds 20/s.
+        "pushback": _scenario(
+            "pushback", bulk(10_000),
+            {"pushback": {"message_rate": f"{round(7500 * scale)}/{300 * scale:g}s",
+                          "rate_reply": "421 4.7.0 [TS01] Messages from {source} "
+                                        "temporarily deferred"}},
+            {"connection_limit": 4},
+            shaping=PUSHBACK_RULE.format(threshold=max(20, round(400 * scale))),
+            description="the host takes 25/s per source, a rule on its 421 sets 20/s"),
     }
 
 
@@ -151,6 +185,11 @@ def run_scenario(name: str, scenario: dict[str, Any], work: Path) -> dict[str, A
     from lab.compare import compare_dirs
 
     path = work / f"{name}.toml"
+    scenario = dict(scenario)
+    shaping = scenario.pop(SHAPING_KEY, None)
+    if shaping is not None:
+        (work / f"{name}-shaping.toml").write_text(shaping)
+        scenario["shaping"] = [f"{name}-shaping.toml"]
     path.write_text(to_toml(scenario))
     lab_dir, sim_dir, cal_dir = work / f"{name}-lab", work / f"{name}-sim", work / f"{name}-cal"
     wall = egress("lab", str(path), "--run", "--out", str(lab_dir), "--no-plot")
@@ -163,7 +202,27 @@ def run_scenario(name: str, scenario: dict[str, Any], work: Path) -> dict[str, A
            "--set", f'client.connect_overhead="{connect_ms:.3f}ms"')
     return {"name": name, "lab_wall": wall, "timing": timing, "overhead_ms": overhead_ms,
             "connect_ms": connect_ms,
-            "plain": compare_dirs(sim_dir, lab_dir), "calibrated": compare_dirs(cal_dir, lab_dir)}
+            # the calibrated run differs from the lab's scenario in its [client] only
+            "plain": compare_dirs(sim_dir, lab_dir),
+            "calibrated": compare_dirs(cal_dir, lab_dir, force=True),
+            "fires": ({k: rule_fired(d) for k, d in
+                       (("sim", sim_dir), ("cal", cal_dir), ("lab", lab_dir))}
+                      if shaping is not None else None)}
+
+
+def rule_fired(directory: Path) -> float | None:
+    """Seconds from the run's first Reception to its first Shaping record (a
+    rule firing), from its records.jsonl; None when no rule fired."""
+    first = fired = None
+    with open(directory / "records.jsonl", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["type"] == "Reception" and first is None:
+                first = r["timestamp"]
+            elif r["type"] == "Shaping" and r.get("event") == "fired":
+                fired = r["timestamp"]
+                break
+    return None if first is None or fired is None else float(fired - first)
 
 
 ROWS = (("drain time", "drain time (s)"),
@@ -198,6 +257,14 @@ def table(results: list[dict[str, Any]]) -> str:
                 lines.append(f"| {res['name']} | {label} | | | | {_fmt(a.lab, label)} "
                              f"| {_fmt(b.lab, label)} |")
                 continue
+            lines.append(f"| {res['name']} | {label} | {_fmt(a.sim, label)} "
+                         f"| {_fmt(b.sim, label)} | {_fmt(a.lab, label)} | {_rel(a)} | {_rel(b)} |")
+        fires = res.get("fires")
+        if fires is not None:
+            from lab.compare import Row
+
+            label = "rule fires (s)"
+            a, b = Row(label, fires["sim"], fires["lab"]), Row(label, fires["cal"], fires["lab"])
             lines.append(f"| {res['name']} | {label} | {_fmt(a.sim, label)} "
                          f"| {_fmt(b.sim, label)} | {_fmt(a.lab, label)} | {_rel(a)} | {_rel(b)} |")
     return "\n".join(lines)

@@ -178,7 +178,8 @@ async def _run(
     from sim.result import SimResult, outage_windows
     from sim.traffic import arrivals, traffic_rng
 
-    engine = Engine(lab_policy(scenario.policy(), lab.port), seed=scenario.seed, epoch=0.0)
+    engine = Engine(lab_policy(scenario.policy(), lab.port), seed=scenario.seed, epoch=0.0,
+                    shaping=getattr(scenario, "shaping", None))  # the scenario's shaping files
     observer = Observer(engine, keep_records=keep_records)
     connections = PathConnections(observer.note_connections)
     counting = _CountingEngine(engine, connections)

@@ -18,7 +18,9 @@ with: this module only realises the answers on sockets, phase by phase:
   resets the connections it hits; ``blackhole`` accepts and never says a
   word; ``tempfail`` answers MAIL as the outage says.
 
-The host's counters (`HostCounters`) are counted by the same code too.
+The host's counters (`HostCounters`) are counted by the same code too, and a
+host's pushback (`sim.host_pushback`) sees each connection's peer address as
+its source.
 
 Every latency is slept on `lab.timing.Pacer`'s deadlines (from when the
 request arrived, woken early by the timers' measured lateness), so the lab
@@ -53,6 +55,7 @@ from sim.host_behaviour import (
     DATA_OK,
     QUIT_OK,
     STARTTLS_OK,
+    UNBOUND_SOURCE,
     HostBehaviour,
     HostCounters,
     Txn,
@@ -171,8 +174,10 @@ class HostServer:
         start = asyncio.get_running_loop().time()
         self._writers.add(writer)
         counted = False
+        peer = writer.get_extra_info("peername")
+        source = peer[0] if peer else UNBOUND_SOURCE
         try:
-            result = self.behaviour.connect(c.open, self.clock(), self.rng)
+            result = self.behaviour.connect(c.open, self.clock(), self.rng, source=source)
             c.connected(result)
             counted = result.kind == "ok"
             if result.kind == "blackhole":
@@ -183,11 +188,12 @@ class HostServer:
             if result.kind == "refused":
                 _reset(writer)
                 return
-            writer.write(wire(result.banner or BUSY))
-            if result.banner is BUSY:
+            banner = result.banner or BUSY
+            writer.write(wire(banner))
+            if banner.code != 220:  # 421: beyond max_connections, or the source's count
                 await writer.drain()
                 return
-            await self._dialog(reader, writer)
+            await self._dialog(reader, writer, source)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
             pass
         except asyncio.CancelledError:
@@ -198,10 +204,12 @@ class HostServer:
         finally:
             if counted:
                 c.released()
+                self.behaviour.released(source)
             self._writers.discard(writer)
             writer.close()
 
-    async def _dialog(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _dialog(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      source: str) -> None:
         buf = bytearray()
         txn = Txn()
         tls = False
@@ -228,7 +236,7 @@ class HostServer:
             arrived = None
             verbs = [(command_verb(line), "") for line in lines]
             answers = behaviour.batch(verbs, txn, self.clock(), self.rng, tls=tls, stop=True,
-                                      counters=self.counters)
+                                      counters=self.counters, source=source)
             n = len(answers)
             delay, last = answers[-1]
             out = b"".join(wire(reply) for _, reply in answers)
@@ -254,7 +262,8 @@ class HostServer:
                 size = await self._read_body(reader, buf, turn)
                 if size < 0:
                     return
-                delay, reply = behaviour.body(size, self.rng, counters=self.counters)
+                delay, reply = behaviour.body(size, self.rng, counters=self.counters,
+                                              source=source, now=self.clock())
                 await self.pacer.sleep(delay, loop.time())
                 writer.write(wire(reply))
                 txn = Txn()

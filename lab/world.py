@@ -60,6 +60,12 @@ def lab_addresses(scenario: Scenario) -> tuple[dict[str, str], dict[str, tuple[s
     return address_map, per_host
 
 
+def _pushback(server: HostServer) -> dict[str, int]:
+    """A pushing-back host's tallies (`sim.host_pushback.Pushback.tallies`), else none."""
+    pushback = server.behaviour.pushback
+    return pushback.tallies() if pushback is not None else {}
+
+
 class Lab:
     """The scenario's world on loopback: `await lab.start()`, `await lab.stop()`."""
 
@@ -169,7 +175,8 @@ class Lab:
     def counters(self) -> dict[str, dict[str, int]]:
         """Per host: connections, accepted, deferred, rejected, refused, busy,
         blackholed, tls_handshakes, tls_failures, open, peak_connections."""
-        return {name: s.counters.to_dict() for name, s in sorted(self.hosts.items())}
+        return {name: {**s.counters.to_dict(), **_pushback(s)}
+                for name, s in sorted(self.hosts.items())}
 
     def timing(self) -> dict[str, Any]:
         """How exactly the servers kept their latencies, and the client's turnaround.

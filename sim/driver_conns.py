@@ -30,11 +30,12 @@ _Response = trusted_factory(Response)  # (at, conn, reply)
 class _Conn:
     """What the driver knows of one simulated connection."""
 
-    __slots__ = ("alive", "counted", "host", "path", "tls")
+    __slots__ = ("alive", "counted", "host", "path", "source", "tls")
 
-    def __init__(self, host: str, path: str) -> None:
+    def __init__(self, host: str, path: str, source: str | None = None) -> None:
         self.host = host
         self.path = path
+        self.source = source  # the source address the host sees (None: unbound)
         self.alive = True
         self.counted = False  # holds one of the host's connection slots
         self.tls = False
@@ -52,10 +53,10 @@ class ConnectionPhases:
     env: Any
 
     def _connect(self, eff: Connect) -> None:
-        conn = _Conn(eff.host, eff.path)
+        conn = _Conn(eff.host, eff.path, eff.source_address)
         self._conns[eff.conn] = conn
         self.connections.opened(eff.conn, eff.path)
-        result = self.world.connect(eff.host, eff.address, self.env.now)
+        result = self.world.connect(eff.host, eff.address, self.env.now, eff.source_address)
         if result.kind == "ok":
             conn.counted = True
             self._at(result.delay, self._connected, (eff.conn, result.banner))
@@ -91,7 +92,7 @@ class ConnectionPhases:
         self.connections.ended(conn_id)
         if conn.counted:
             conn.counted = False
-            self.world.release(conn.host)
+            self.world.release(conn.host, conn.source)
 
     def _starttls(self, eff: StartTls) -> None:
         conn = self._conns.get(eff.conn)
@@ -125,13 +126,13 @@ class ConnectionPhases:
         first = commands[0].verb
         if first is Verb.BODY:
             size = self._sizes.get(commands[0].arg, 0)
-            delay, reply = self.world.body(conn.host, size, now)
+            delay, reply = self.world.body(conn.host, size, now, conn.source)
             self._at(delay, self._replies, (eff.conn, (reply,)))
         elif first is Verb.EHLO or first is Verb.HELO:
             delay, reply = self.world.ehlo(conn.host, now, tls=conn.tls)
             self._at(delay, self._replies, (eff.conn, (reply,)))
         else:
-            answers = self.world.reply_batch(conn.host, commands, now)
+            answers = self.world.reply_batch(conn.host, commands, now, conn.source)
             # A pipelined batch is read as it arrives; the replies come together
             # after the slowest one, which is how a pipelining server answers.
             delay = answers[0][0]

@@ -24,130 +24,59 @@ refuse or swallow *new* connections (sessions already open carry on),
 An outage with a `probability` below 1 hits each transaction inside its
 window with that chance (a connection attempt for refuse and blackhole, a
 MAIL for tempfail); the first window in force decides.
+
+A host with a ``pushback`` table also keeps per-source state
+(`sim.host_pushback.Pushback`: connections, a message rate, a reputation),
+so each call names the connection's source address and the caller reports
+`released` when an accepted connection closes.  The replies and counters are
+`sim.host_replies`'; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.reply import Reply
+from sim.host_pushback import UNBOUND_SOURCE, Pushback
+from sim.host_replies import (
+    AUTH_OK,
+    BLACKHOLE,
+    BODY_OK,
+    BODY_PERMFAIL,
+    BODY_TEMPFAIL,
+    BUSY,
+    DATA_OK,
+    MAIL_OK,
+    MAIL_OUTAGE,
+    MAIL_TEMPFAIL,
+    NEED_MAIL,
+    NO_RECIPIENTS,
+    NOT_OFFERED,
+    QUIT_OK,
+    RCPT_OK,
+    RCPT_PERMFAIL,
+    RCPT_TEMPFAIL,
+    RSET_OK,
+    STARTTLS_OK,
+    TURNS,
+    UNKNOWN,
+    ConnectResult,
+    HostCounters,
+    Txn,
+)
 
 if TYPE_CHECKING:
     from sim.scenario_world import HostSpec, Outage
 
-# -- the replies a scenario host gives ----------------------------------------------------
-
-BUSY = Reply.make(421, "4.7.0", "Too many concurrent connections; try again later")
-MAIL_OK = Reply.make(250, "2.1.0", "Sender OK")
-MAIL_TEMPFAIL = Reply.make(451, "4.3.0", "Temporary local problem; try again later")
-MAIL_OUTAGE = Reply.make(451, "4.3.0", "Service temporarily unavailable (outage); try again later")
-RCPT_OK = Reply.make(250, "2.1.5", "Recipient OK")
-RCPT_TEMPFAIL = Reply.make(450, "4.2.1", "Mailbox temporarily unavailable; try again later")
-RCPT_PERMFAIL = Reply.make(550, "5.1.1", "No such user here")
-NEED_MAIL = Reply.make(503, "5.5.1", "Need MAIL command first")
-DATA_OK = Reply(code=354, text="Start mail input; end with <CRLF>.<CRLF>")
-NO_RECIPIENTS = Reply.make(554, "5.5.1", "No valid recipients")
-BODY_OK = Reply.make(250, "2.0.0", "Message accepted for delivery")
-BODY_TEMPFAIL = Reply.make(451, "4.3.0", "Temporary failure after DATA; try again later")
-BODY_PERMFAIL = Reply.make(554, "5.7.1", "Message rejected by content policy")
-RSET_OK = Reply.make(250, "2.0.0", "OK")
-QUIT_OK = Reply.make(221, "2.0.0", "Bye")
-STARTTLS_OK = Reply.make(220, "2.0.0", "Ready to start TLS")
-NOT_OFFERED = Reply.make(502, "5.5.1", "Command not implemented")
-AUTH_OK = Reply.make(235, "2.7.0", "Authentication successful")
-UNKNOWN = Reply.make(500, "5.5.2", "Command unrecognized")
-
-# Replies after which the connection stops reading commands: the body
-# follows (354), the TLS handshake (220 to STARTTLS), or the close (221).
-TURNS = (DATA_OK, STARTTLS_OK, QUIT_OK)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectResult:
-    """What a connection attempt meets.
-
-    `kind` is ``"ok"`` (the TCP connection opens and `banner` arrives after
-    `delay`: 220, or 421 4.7.0 beyond max_connections), ``"refused"`` (after
-    `delay`), or ``"blackhole"`` (nothing ever answers; `delay` is inf and
-    the client's connect or banner timeout decides).  Every ``"ok"`` holds
-    one of the host's connection slots until it closes.
-    """
-
-    kind: str
-    delay: float
-    banner: Reply | None = None
-
-
-BLACKHOLE = ConnectResult("blackhole", math.inf, None)
-
-
-class Txn:
-    """What MAIL and RCPT have said on one connection.  `any_rcpt` is None
-    until a RCPT is seen, so DATA after a batch holding no RCPT is taken as
-    following accepted ones (how the simulator answers one batch at a time)."""
-
-    __slots__ = ("any_rcpt", "mail_ok")
-
-    def __init__(self, mail_ok: bool = False, any_rcpt: bool | None = False) -> None:
-        self.mail_ok = mail_ok
-        self.any_rcpt = any_rcpt
-
-
-@dataclass(slots=True)
-class HostCounters:
-    """What one host saw.  `deferred` counts 4xx replies to MAIL, RCPT and the
-    dot; `rejected` 5xx ones; `refused` connections refused or reset at once;
-    `busy` 421 banners beyond max_connections; `open` the connections held now
-    (421 ones too) and `peak_connections` the most at once."""
-
-    connections: int = 0
-    accepted: int = 0
-    deferred: int = 0
-    rejected: int = 0
-    refused: int = 0
-    busy: int = 0
-    blackholed: int = 0
-    tls_handshakes: int = 0
-    tls_failures: int = 0
-    open: int = 0
-    peak_connections: int = 0
-
-    def connected(self, result: ConnectResult) -> None:
-        """Count one connection attempt and what `HostBehaviour.connect` said."""
-        self.connections += 1
-        kind = result.kind
-        if kind == "ok":
-            self.open += 1
-            if self.open > self.peak_connections:
-                self.peak_connections = self.open
-            if result.banner is BUSY:
-                self.busy += 1
-        elif kind == "refused":
-            self.refused += 1
-        else:
-            self.blackholed += 1
-
-    def released(self) -> None:
-        """A connection that was ``"ok"`` has closed."""
-        if self.open <= 0:
-            raise ValueError("released() without an open connection")
-        self.open -= 1
-
-    def failed(self, reply: Reply) -> None:
-        """A fault's reply to MAIL, RCPT or the dot."""
-        if reply.code >= 500:
-            self.rejected += 1
-        else:
-            self.deferred += 1
-
-    def to_dict(self) -> dict[str, int]:
-        """Plain values for JSON and tables."""
-        return asdict(self)
-
+__all__ = [
+    "AUTH_OK", "BLACKHOLE", "BODY_OK", "BODY_PERMFAIL", "BODY_TEMPFAIL", "BUSY", "DATA_OK",
+    "MAIL_OK", "MAIL_OUTAGE", "MAIL_TEMPFAIL", "NEED_MAIL", "NOT_OFFERED", "NO_RECIPIENTS",
+    "QUIT_OK", "RCPT_OK", "RCPT_PERMFAIL", "RCPT_TEMPFAIL", "RSET_OK", "STARTTLS_OK", "TURNS",
+    "UNBOUND_SOURCE", "UNKNOWN", "ConnectResult", "HostBehaviour", "HostCounters", "Txn",
+    "ehlo_reply",
+]
 
 def ehlo_reply(spec: HostSpec, *, tls: bool, starttls: bool | None = None) -> Reply:
     """The host's EHLO reply (no STARTTLS once in TLS)."""
@@ -167,7 +96,8 @@ class HostBehaviour:
     __slots__ = (
         "auth", "bandwidth", "banner", "body_permfail", "body_tempfail", "command_latency",
         "connect_latency", "data_fail", "data_latency", "ehlo_clear", "ehlo_tls", "mail_tempfail",
-        "max_conn", "outages", "permfail_data", "permfail_rcpt", "pipelining", "rcpt_fail",
+        "max_conn", "outages", "permfail_data", "permfail_rcpt", "pipelining", "pushback",
+        "rcpt_fail",
         "rcpt_permfail", "rcpt_tempfail", "refuse", "spec", "starttls", "tempfail_mail",
         "tls_failure", "tls_latency",
     )
@@ -206,6 +136,7 @@ class HostBehaviour:
         self.pipelining = spec.pipelining
         self.auth = spec.auth
         self.outages: tuple[Outage, ...] = spec.outages
+        self.pushback = Pushback(spec.pushback) if spec.pushback is not None else None
         self.banner = Reply(code=220, text=f"{spec.name} {greeting}")
         self.ehlo_clear = ehlo_reply(spec, tls=False, starttls=self.starttls)
         self.ehlo_tls = ehlo_reply(spec, tls=True)
@@ -232,8 +163,10 @@ class HostBehaviour:
         rng: random.Random,
         extra: float = 0.0,
         refused_extra: float = 0.0,
+        source: str = UNBOUND_SOURCE,
     ) -> ConnectResult:
-        """A connection attempt at `now` while the host holds `held` others.
+        """A connection attempt from `source` at `now` while the host holds
+        `held` others (`released` when an ``"ok"`` one closes).
 
         `extra` is added to the delay of an opened connection and
         `refused_extra` to a refused one's (the simulated client's own costs).
@@ -251,7 +184,14 @@ class HostBehaviour:
         if self.refuse and rng.random() < self.refuse:
             return ConnectResult("refused", self.connect_latency(rng) + refused_extra)
         banner = self.banner if held < self.max_conn else BUSY
+        if self.pushback is not None:
+            banner = self.pushback.opened(source, banner, now)
         return ConnectResult("ok", self.connect_latency(rng) + extra, banner)
+
+    def released(self, source: str = UNBOUND_SOURCE) -> None:
+        """A connection from `source` that `connect` answered ``"ok"`` has closed."""
+        if self.pushback is not None:
+            self.pushback.closed(source)
 
     def ehlo(self, rng: random.Random, *, tls: bool = False, overhead: float = 0.0
              ) -> tuple[float, Reply]:
@@ -280,6 +220,7 @@ class HostBehaviour:
         tls: bool = False,
         stop: bool = False,
         counters: HostCounters | None = None,
+        source: str = UNBOUND_SOURCE,
     ) -> list[tuple[float, Reply]]:
         """Replies to one write of commands, each with its delay after `now`.
 
@@ -291,6 +232,7 @@ class HostBehaviour:
         accepted MAIL, which is how the simulator asks).  With `stop`, the batch ends after a reply
         in `TURNS` (what follows is the body, TLS or nothing).  A BODY command
         is answered as `body` with size 0.  `counters` counts the faults.
+        `source` is the connection's source address (`sim.host_pushback`).
         """
         out: list[tuple[float, Reply]] = []
         pipelining = self.pipelining
@@ -318,17 +260,23 @@ class HostBehaviour:
             elif verb == "MAIL FROM":
                 mail_ok = False
                 any_rcpt = False
-                # A tempfail outage (drawn when partial), then the fault.
+                # A tempfail outage (drawn when partial), pushback, then the fault.
                 if self.outages and (o := self.outage(now)) is not None and (
                     o.mode == "tempfail"
                     and (o.probability >= 1.0 or rng.random() < o.probability)
                 ):
                     reply = o.reply if o.reply is not None else MAIL_OUTAGE
+                elif self.pushback is not None and (
+                    pushed := self.pushback.mail(source, now, rng)
+                ) is not None:
+                    reply = pushed
                 elif self.tempfail_mail and rng.random() < self.tempfail_mail:
                     reply = self.mail_tempfail
                 else:
                     reply = MAIL_OK
                     mail_ok = True
+                    if self.pushback is not None:
+                        self.pushback.accepted(source, now)
                 if not mail_ok and counters is not None:
                     counters.failed(reply)
             elif verb == "DATA":
@@ -345,7 +293,7 @@ class HostBehaviour:
             elif verb == "QUIT":
                 reply = QUIT_OK
             elif verb == "BODY":
-                extra, reply = self.body(0, rng, overhead, counters)
+                extra, reply = self.body(0, rng, overhead, counters, source=source, now=now)
                 delay += extra
             elif verb == "STARTTLS":
                 reply = STARTTLS_OK if self.starttls and not tls else NOT_OFFERED
@@ -370,8 +318,12 @@ class HostBehaviour:
         rng: random.Random,
         overhead: float = 0.0,
         counters: HostCounters | None = None,
+        *,
+        source: str = UNBOUND_SOURCE,
+        now: float = 0.0,
     ) -> tuple[float, Reply]:
-        """The reply after the content and the final dot, and its delay."""
+        """The reply after the content and the final dot, and its delay; an
+        accepted message costs `source` its complaints at `now`."""
         delay = self.data_latency(rng) + overhead
         if self.bandwidth:
             delay += size / self.bandwidth
@@ -382,4 +334,6 @@ class HostBehaviour:
             return delay, reply
         if counters is not None:
             counters.accepted += 1
+        if self.pushback is not None:
+            self.pushback.delivered(source, now)
         return delay, BODY_OK

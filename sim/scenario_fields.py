@@ -88,6 +88,45 @@ HOST_FIELDS: tuple[Field, ...] = (
     Field("outages", "array of outage tables", "[]",
           "windows in which the host misbehaves (below)",
           '[{ start = "10m", end = "25m", mode = "refuse" }]'),
+    Field("pushback", "pushback table", "none (no per-source limits)",
+          "per source address: a message rate, a connection count and a reputation the "
+          "host enforces (below)", '{ preset = "yahoo_like", message_rate = "100/min" }'),
+)
+
+_REPUTATION_WHY = "lost reputation raises the chance of a deferral"
+PUSHBACK_FIELDS: tuple[Field, ...] = (
+    Field("preset", '"yahoo_like", "gmail_like" or "outlook_like"', "none",
+          "start from an ILLUSTRATIVE provider model (sim/pushback_presets.py; made-up "
+          "numbers, not measured); the table's other fields override it", '"gmail_like"'),
+    Field("message_rate", 'throttle ("300/min", "10/s,max_burst=50")', "none (no limit)",
+          "MAILs accepted per source address (a GCRA, as the engine throttles); one over "
+          "it is answered rate_reply", '"300/min"'),
+    Field("rate_reply", "4xx SMTP reply; {source} is the source address",
+          '"421 4.7.0 [TS01] Messages from {source} temporarily deferred due to unexpected '
+          'volume or user complaints"', "the reply to a MAIL over message_rate",
+          '"421 4.7.0 [TS01] Messages from {source} temporarily deferred"'),
+    Field("connections", "integer >= 1", "none (no limit)",
+          "connections one source address may hold; beyond it the banner is "
+          "connection_reply", "10"),
+    Field("connection_reply", "4xx SMTP reply; {source} is the source address",
+          '"421 4.7.0 Too many concurrent connections from {source}"',
+          "the banner beyond connections", '"421 4.7.0 [TS02] Too many connections"'),
+    Field("reputation", "number 0 to 1", "1",
+          "each source address's reputation when the host first sees it", "0.9"),
+    Field("over_rate_penalty", "number 0 to 1", "0",
+          "reputation lost per MAIL over message_rate", "0.005"),
+    Field("complaint_rate", "number 0 to 1", "0",
+          "complaints per delivered message (their expected cost is taken; no draw)", "0.002"),
+    Field("complaint_penalty", "number 0 to 1", "0", "reputation lost per complaint", "0.05"),
+    Field("recovery", DURATION + ", above 0", '"1h"',
+          "half-life of lost reputation: half of it comes back in this long", '"4h"'),
+    Field("reputation_deferral", "probability (0 to 1)", "0",
+          f"chance a MAIL within the rate is deferred at reputation 0, in proportion to "
+          f"the reputation lost ({_REPUTATION_WHY})", "0.8"),
+    Field("reputation_reply", "4xx SMTP reply; {source} is the source address",
+          '"421 4.7.0 [TSS04] Messages from {source} temporarily deferred due to user '
+          'complaints"', "the reply to a MAIL deferred for reputation",
+          '"421 4.7.0 [TSS04] Messages from {source} temporarily deferred"'),
 )
 
 SECTIONS: tuple[Section, ...] = (
@@ -227,6 +266,10 @@ SECTIONS: tuple[Section, ...] = (
               "the whole reply MAIL gets instead",
               '"451 4.7.500 Server busy. Please try again later"'),
     )),
+    Section("hosts.<name>.pushback", "pushback",
+            "A receiver that pushes back: what one host enforces per source address (the "
+            "connection's source_address; 127.0.0.1, what the lab sees, when it has none). "
+            "Simulator and lab push back alike (sim/host_pushback.py).", PUSHBACK_FIELDS),
     Section("host_defaults", "[host_defaults]",
             "Every [hosts.\"NAME\"] field except address and addresses, as defaults for all "
             "hosts; a host that an MX list names without declaring it takes these whole.",

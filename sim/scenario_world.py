@@ -24,6 +24,7 @@ from typing import Any
 from engine.events import DnsFailure, MtaStsPolicy
 from engine.reply import Reply
 from sim.distributions import Distribution
+from sim.host_pushback import PushbackSpec, build_pushback
 from sim.scenario_schema import Table
 
 OUTAGE_MODES = ("refuse", "tempfail", "blackhole")
@@ -99,6 +100,7 @@ class HostSpec:
     # (fault, reply) for faults given as {probability, reply}: the reply
     # replaces that fault's default (FAULT_CLASSES names the faults).
     fault_replies: tuple[tuple[str, Reply], ...] = ()
+    pushback: PushbackSpec | None = None  # per-source limits and reputation (sim.host_pushback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +274,7 @@ def check_host_fields(t: Table, *, allow_address: bool) -> HostSpec:
         auth=t.boolean("auth", False),
         outages=_outages(t),
         fault_replies=tuple(replies),
+        pushback=build_pushback(t),
     )
     for a, b in (("tempfail_rcpt", "permfail_rcpt"), ("tempfail_data", "permfail_data")):
         total = getattr(spec, a) + getattr(spec, b)

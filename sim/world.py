@@ -60,6 +60,7 @@ from sim.host_behaviour import (
     RCPT_TEMPFAIL,
     RSET_OK,
     STARTTLS_OK,
+    UNBOUND_SOURCE,
     UNKNOWN,
     ConnectResult,
     HostBehaviour,
@@ -68,6 +69,7 @@ from sim.host_behaviour import (
 )
 
 if TYPE_CHECKING:
+    from sim.host_pushback import Pushback
     from sim.scenario import Scenario
     from sim.scenario_world import DomainSpec
 
@@ -166,22 +168,30 @@ class World:
 
     # -- connections --------------------------------------------------------------------
 
-    def connect(self, host: str, address: str, now: float) -> ConnectResult:
-        """A connection attempt to `host` at `address` at time `now`."""
+    def connect(self, host: str, address: str, now: float, source: str | None = None
+                ) -> ConnectResult:
+        """A connection attempt to `host` at `address` at time `now`, from the
+        `source` address (None: unbound, `UNBOUND_SOURCE` as the lab sees it)."""
         name = self._named_at(host, address)
         c = self._counters[name]
         result = self._hosts[name].connect(
-            c.open, now, self.rng, self._connect_extra, self.connect_overhead
+            c.open, now, self.rng, self._connect_extra, self.connect_overhead,
+            source or UNBOUND_SOURCE,
         )
         c.connected(result)
         return result
 
-    def release(self, host: str) -> None:
-        """A connection that `connect` answered with ``"ok"`` has closed."""
+    def release(self, host: str, source: str | None = None) -> None:
+        """A connection from `source` that `connect` answered ``"ok"`` has closed."""
         c = self.counters(host)
         if c.open <= 0:
             raise ValueError(f"release({host!r}) without an open connection to it")
         c.released()
+        self._host(host).released(source or UNBOUND_SOURCE)
+
+    def pushback(self, host: str) -> Pushback | None:
+        """The host's per-source pushback state (`sim.host_pushback`), if it has one."""
+        return self._host(host).pushback
 
     def ehlo(self, host: str, now: float, *, tls: bool = False) -> tuple[float, Reply]:
         """The EHLO reply with the host's capabilities (no STARTTLS once in TLS)."""
@@ -192,15 +202,18 @@ class World:
         return self._host(host).starttls_handshake(self.rng)
 
     def reply_batch(
-        self, host: str, commands: Iterable[Any], now: float
+        self, host: str, commands: Iterable[Any], now: float, source: str | None = None
     ) -> list[tuple[float, Reply]]:
         """Replies to one write of commands, each with its delay after `now`
         (`HostBehaviour.batch`, as following an accepted MAIL)."""
-        return self._host(host).batch(commands, None, now, self.rng, self.overhead)
+        return self._host(host).batch(commands, None, now, self.rng, self.overhead,
+                                      source=source or UNBOUND_SOURCE)
 
-    def body(self, host: str, size: int, now: float) -> tuple[float, Reply]:
+    def body(self, host: str, size: int, now: float, source: str | None = None
+             ) -> tuple[float, Reply]:
         """The reply after the content and the final dot, and when it comes."""
-        return self._host(host).body(size, self.rng, self.overhead)
+        return self._host(host).body(size, self.rng, self.overhead,
+                                     source=source or UNBOUND_SOURCE, now=now)
 
     # -- DNS ------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from sim.connections import PathConnections
 from sim.host_behaviour import BODY_OK, MAIL_OUTAGE, HostBehaviour, HostCounters, Txn
 from sim.scenario import Scenario, ScenarioError
 from sim.world import World
-from tests.support.lab_kit import greet, scenario, with_lab
+from tests.support.lab_kit import Client, greet, scenario, with_lab
 
 MX = "mx.lab.test"
 TXN = (
@@ -45,6 +45,12 @@ ROUNDS = 40
 def _sim_trace(sc: Scenario, rng: random.Random) -> list[str]:
     w = World(sc, rng)
     out = [str(w.connect(MX, "a", 0.0).banner).split(" ")[0], str(w.ehlo(MX, 0.0)[1].code)]
+    return out + _sim_rounds(w)
+
+
+def _sim_rounds(w: World) -> list[str]:
+    """ROUNDS transactions on the world's open connection, as the lab's client sends them."""
+    out = []
     for _ in range(ROUNDS):
         replies = [r for _, r in w.reply_batch(MX, TXN, 0.0)]
         out.extend(str(r) for r in replies)
@@ -204,3 +210,59 @@ def test_bad_replies_and_probabilities_name_the_field(
         scenario(fields)
     assert f"{where}: " in str(err.value)
     assert what in str(err.value)
+
+
+# -- pushback: per-source limits, the same in both ---------------------------------------
+
+PUSHBACK: dict[str, Any] = {
+    **FAULTY,
+    "pushback": {
+        "message_rate": "8/h",
+        "rate_reply": "421 4.7.0 [TS01] Messages from {source} temporarily deferred",
+        "connections": 1,
+        "connection_reply": "421 4.7.0 [TS02] Too many connections from {source}",
+        # a source starts at 0.7 and every over-rate MAIL costs a fifth; lost
+        # reputation defers MAILs: draws that must come in the same order both ways
+        "reputation": 0.7,
+        "over_rate_penalty": 0.2,
+        "reputation_deferral": 0.9,
+        "recovery": "1000d",
+    },
+}
+
+
+def test_a_host_pushing_back_per_source_answers_alike_in_sim_and_lab() -> None:
+    sc = scenario(PUSHBACK)
+
+    async def body(lab: Lab) -> tuple[list[str], str, dict[str, int]]:
+        c = await greet(lab)
+        out = ["220", "250"]
+        second = await Client.open(lab)  # the source's second connection
+        turned_away = await second.reply()
+        second.close()
+        for _ in range(ROUNDS):
+            replies = await c.send("MAIL FROM:<a@x.test>", "RCPT TO:<b@lab.test>",
+                                   "RCPT TO:<c@lab.test>", "DATA")
+            out.extend(replies)
+            if replies[-1].startswith("354"):
+                out.extend(await c.send("x" * 18 + "\r\n."))
+        c.close()
+        return out, turned_away, lab.counters()[MX]
+
+    lab_out, turned_away, counters = with_lab(sc, body)
+    rng = random.Random(f"lab:{sc.seed}:{MX}")
+    w = World(sc, rng)
+    sim_out = [str(w.connect(MX, "a", 0.0).banner).split(" ")[0], str(w.ehlo(MX, 0.0)[1].code)]
+    second = w.connect(MX, "a", 0.0)
+    w.release(MX)
+    sim_out += _sim_rounds(w)
+    assert turned_away == str(second.banner) == (
+        "421 4.7.0 [TS02] Too many connections from 127.0.0.1")
+    assert lab_out == sim_out
+    over = "421 4.7.0 [TS01] Messages from 127.0.0.1 temporarily deferred"
+    assert over in sim_out
+    assert counters["over_rate"] == sim_out.count(over) > 0
+    pushback = w.pushback(MX)
+    assert pushback is not None and counters["turned_away"] == pushback.turned_away == 1
+    # the reputation deferrals, drawn, came out the same too
+    assert counters["reputation_deferred"] == pushback.reputation_deferred > 0

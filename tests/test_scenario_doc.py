@@ -77,6 +77,8 @@ def _with(section: str, f: Field) -> dict[str, Any]:
         host[f.name] = v
     elif section == "hosts.<name>.<fault>":
         host["tempfail_rcpt"] = {"probability": 0.1, f.name: v}
+    elif section == "hosts.<name>.pushback":
+        host["pushback"] = {f.name: v}
     elif section == "hosts.<name>.outages[]":
         host["outages"] = [{"start": "0s", "end": "2h", "mode": "tempfail", f.name: v}]
     elif section in ("host_defaults", "client", "egress_path", "queue"):
