@@ -74,11 +74,11 @@ class DriverIO:
     async def _resolve_tlsa(self, host: str, port: int) -> None:
         try:
             answer: Event = await self.resolver.resolve_tlsa(host, port, time.time())
-        except Exception:
+        except Exception as exc:  # the status is unknown: DANE defers, never downgrades
             log.error("live driver: TLSA lookup of %s:%d failed unexpectedly", host, port,
                       exc_info=True)
             answer = TlsaResolved(at=time.time(), host=host, port=port, records=(),
-                                  secure=False)
+                                  secure=False, failure=f"resolver error: {exc!r}")
         self.handle_io(_now(answer))
 
     async def _fetch_mta_sts(self, domain: str) -> None:
