@@ -127,6 +127,14 @@ class DriverIO:
             return
         except (TlsHandshakeError, OSError, ConnectionError) as exc:
             self._pending.pop(eff.conn, None)
+            if getattr(exc, "clear_kept", False) and proto.transport is not None:
+                # Back in clear on the same socket (StartTls asked for it): the
+                # session goes on with EHLO, or closes it if it decides otherwise.
+                proto.parser = ReplyParser()
+                proto.upgrading = False
+                proto.broken = False
+                self.handle_io(TlsFailed(at=time.time(), conn=eff.conn, reason=str(exc)))
+                return
             # A failed handshake leaves the socket unusable: drop it quietly;
             # the engine decides what follows (next host, or a clear reconnect).
             proto.closing = True

@@ -14,6 +14,18 @@ Host name checks: pyOpenSSL exposes no ``X509_VERIFY_PARAM_set1_host``, so
 in `TlsMode.VERIFY` the chain is verified by OpenSSL during the handshake and
 the name (subjectAltName DNS entries, RFC 6125 wildcards) afterwards, before
 the transport is handed out.
+
+A client certificate (``tls_certificate``/``tls_private_key``, keysources of
+PEM text) is read at each handshake, as KumoMTA's
+``build_openssl_connector`` (crates/kumo-tls-helper/src/lib.rs) sets it: the
+first certificate is the leaf, the rest its chain, the key must match.
+
+``settings.fallback_clear``: a handshake that fails before completing (an
+alert, garbage instead of a ServerHello) puts the raw transport back on the
+caller's protocol and leaves it open, since only ciphertext of the handshake
+was exchanged; KumoMTA does the same (crates/rfc5321/src/client.rs
+``starttls``, the dup stream when ``!is_init_finished()``).  A timeout or a
+refusal after a completed handshake closes it, as there.
 """
 
 from __future__ import annotations
@@ -26,7 +38,9 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
 from engine.effects import TlsMode, TlsSettings
+from engine.errors import ConfigError
 from engine.live.dane import certificate_names, dane_verify, name_matches, usable_record
+from engine.live.keysource_resolve import resolve_keysource
 from engine.live.tls_info import TlsHandshakeError, TlsInfo, subject_of
 
 __all__ = ["OPENSSL_OPTIONS", "openssl_context", "openssl_upgrade", "parse_openssl_options"]
@@ -100,6 +114,8 @@ def openssl_context(
         raise TlsHandshakeError(f"OpenSSL refused the cipher settings: {exc}") from None
     if settings.openssl_options:
         ctx.set_options(parse_openssl_options(settings.openssl_options))
+    if settings.certificate is not None and settings.private_key is not None:
+        _use_client_certificate(ctx, settings)
     if settings.mode is TlsMode.VERIFY:
 
         def check(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
@@ -116,6 +132,34 @@ def openssl_context(
         # INSECURE verifies nothing; DANE verifies after the handshake, against TLSA.
         ctx.set_verify(SSL.VERIFY_NONE)
     return ctx
+
+
+def _use_client_certificate(ctx: SSL.Context, settings: TlsSettings) -> None:
+    """Present the keysources' certificate (leaf first, then its chain) and key."""
+    from cryptography import x509
+
+    try:
+        cert_pem = resolve_keysource(settings.certificate).encode()
+        key_pem = resolve_keysource(settings.private_key).encode()
+    except ConfigError as exc:
+        raise TlsHandshakeError(f"client certificate: {exc}") from None
+    try:
+        certs = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError as exc:
+        raise TlsHandshakeError(f"tls_certificate holds no PEM certificate: {exc}") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise TlsHandshakeError(f"tls_private_key holds no PEM private key: {exc}") from None
+    try:
+        ctx.use_certificate(crypto.X509.from_cryptography(certs[0]))
+        for extra in certs[1:]:
+            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+        ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
+        ctx.check_privatekey()
+    except SSL.Error as exc:
+        raise TlsHandshakeError(
+            f"tls_private_key does not match tls_certificate: {_ssl_reason(exc)}") from None
 
 
 async def openssl_upgrade(
@@ -146,6 +190,9 @@ async def openssl_upgrade(
         transport.abort()
         raise TlsHandshakeError(f"TLS handshake timed out after {handshake_timeout:g}s") from None
     except TlsHandshakeError as exc:
+        if settings.fallback_clear and not transport.is_closing():
+            transport.set_protocol(protocol)  # back to clear text on the same socket
+            raise TlsHandshakeError(exc.reason, clear_kept=True) from None
         transport.abort()
         if verify_errors:
             what = _VERIFY_ERRORS.get(verify_errors[0], f"X509 error {verify_errors[0]}")
@@ -251,6 +298,8 @@ class _Bridge(asyncio.Protocol):
             self.handshake.set_exception(TlsHandshakeError(reason))
 
     def data_received(self, data: bytes) -> None:
+        if self.handshake.done() and self.handshake.exception() is not None:
+            return  # the handshake failed: nothing to decrypt, the caller takes over
         self.conn.bio_write(data)
         if not self.handshake.done():
             self._step_handshake()
