@@ -158,9 +158,9 @@ def refuse_inert(values: Mapping[str, Any]) -> None:
                 f"{key}: {_show(value)} is not supported by egress (KumoMTA {what}); "
                 f"leave it at its default ({_show(default)}); see docs/KUMOMTA.md"
             )
-    cert, key = values.get("tls_certificate"), values.get("tls_private_key")
-    if (cert is None) != (key is None):
-        given, missing = (("tls_certificate", "tls_private_key") if key is None
+    cert, private_key = values.get("tls_certificate"), values.get("tls_private_key")
+    if (cert is None) != (private_key is None):
+        given, missing = (("tls_certificate", "tls_private_key") if private_key is None
                           else ("tls_private_key", "tls_certificate"))
         raise ConfigError(
             f"{given}: {values[given]!r} is set but {missing} is not; a client certificate "
