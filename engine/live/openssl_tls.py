@@ -152,10 +152,10 @@ def _use_client_certificate(ctx: SSL.Context, settings: TlsSettings) -> None:
     except (ValueError, TypeError) as exc:
         raise TlsHandshakeError(f"tls_private_key holds no PEM private key: {exc}") from None
     try:
-        ctx.use_certificate(crypto.X509.from_cryptography(certs[0]))
+        ctx.use_certificate(certs[0])
         for extra in certs[1:]:
-            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
-        ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(key)  # type: ignore[arg-type]
         ctx.check_privatekey()
     except SSL.Error as exc:
         raise TlsHandshakeError(
