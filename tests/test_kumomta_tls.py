@@ -352,3 +352,38 @@ def test_the_established_handshake_still_works_after_these_changes() -> None:
     fx = w.feed(TlsEstablished(at=0.0, conn=start.conn, protocol="TLSv1.3", cipher="X"))
     (rec,) = records(fx, "Delivery")
     assert rec["tls_cipher"] == "X"
+
+
+# -- the same stories in simulation ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("egress", "delivered", "transient"), [
+    # 7a: every handshake fails, OpportunisticInsecure delivers in clear on the same
+    # connection (smtp_dispatcher.rs "continuing in clear text")
+    ({"enable_tls": "OpportunisticInsecure"}, 20, 0),
+    # plain Opportunistic never goes clear with that host...
+    ({"enable_tls": "Opportunistic"}, 0, None),
+    # ...unless the site's TLS is remembered broken: one failure, then clear
+    ({"enable_tls": "Opportunistic", "remember_broken_tls": "1h"}, 20, 1),
+    # tls_certificate / tls_private_key: accepted, nothing simulated changes
+    ({"enable_tls": "OpportunisticInsecure", "tls_certificate": "/etc/c.pem",
+      "tls_private_key": "/etc/k.pem"}, 20, 0),
+])
+def test_broken_tls_in_simulation(egress: dict[str, Any], delivered: int,
+                                  transient: int | None) -> None:
+    from sim.result import run
+    from sim.scenario import Scenario
+
+    host = {"connect_latency": "5ms", "command_latency": "2ms", "data_latency": "10ms",
+            "tls_latency": "5ms", "tls_failure": 1.0}
+    result = run(Scenario.from_dict({
+        "name": "broken-tls", "seed": 1, "horizon": "1h", "sample_interval": "1s",
+        "traffic": [{"domain": "example.com", "messages": 20, "at": "0s"}],
+        "domains": {"example.com": {"mx": [{"host": "mx0.example.com", "preference": 10}]}},
+        "hosts": {"mx0.example.com": host},
+        "egress_path": {"connection_limit": 1, **egress},
+    }))
+    kinds = [r["type"] for r in result.records]
+    assert kinds.count("Delivery") == delivered
+    if transient is not None:
+        assert kinds.count("TransientFailure") == transient
