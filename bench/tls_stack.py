@@ -27,8 +27,8 @@ from bench.peers import free_port
 from engine.config import make_egress_path
 from engine.engine import Engine
 from engine.events import MessageSubmitted
-from engine.live.driver import LiveDriver
 from engine.live.dns import LiveResolver
+from engine.live.driver import LiveDriver
 from engine.policy import Policy
 
 DOMAIN = "[127.0.0.1]"
