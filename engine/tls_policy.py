@@ -35,7 +35,7 @@ from typing import Any
 from engine.config import EnableTls
 from engine.core import Core
 from engine.effects import TlsMode, TlsSettings
-from engine.events import TlsaRecord
+from engine.events import TlsaRecord, trusted_factory
 from engine.lookups import tlsa_for
 from engine.ready import ConnCtx
 
@@ -54,6 +54,10 @@ _OPPORTUNISTIC = (EnableTls.Opportunistic, EnableTls.OpportunisticInsecure)
 # its value, so the config's member or its string finds the same member)
 _TLS_MODES: dict[str, EnableTls] = {m.value: m for m in EnableTls}
 _DIGEST_LENGTH = {0: None, 1: 32, 2: 64}  # TLSA matching type -> digest bytes
+# (mode, server_name, prefer_openssl, openssl_cipher_list, openssl_cipher_suites,
+#  openssl_options, rustls_cipher_suites, tlsa, certificate, private_key,
+#  fallback_clear): values from a checked path config, one per connection
+_TlsSettings = trusted_factory(TlsSettings)
 _PRUNE_AT = 1024  # broken-TLS entries kept before the expired ones are swept
 
 
@@ -154,16 +158,17 @@ def tls_for(eng: Core, ctx: ConnCtx, port: int, now: float) -> TlsChoice | None:
                 mode = EnableTls.OpportunisticInsecure
         if mode in _OPPORTUNISTIC and site_tls_broken(eng, rq.path, now):
             mode = EnableTls.Disabled
-    settings = TlsSettings(
-        mode=TlsMode.DANE if tlsa else (TlsMode.INSECURE if mode in _INSECURE else TlsMode.VERIFY),
-        server_name=ctx.host,
-        prefer_openssl=cfg.tls_prefer_openssl,
-        openssl_cipher_list=cfg.openssl_cipher_list,
-        openssl_cipher_suites=cfg.openssl_cipher_suites,
-        openssl_options=cfg.openssl_options,
-        rustls_cipher_suites=cfg.rustls_cipher_suites,
-        tlsa=tlsa,
-        certificate=cfg.tls_certificate,
-        private_key=cfg.tls_private_key,
+    settings = _TlsSettings(
+        TlsMode.DANE if tlsa else (TlsMode.INSECURE if mode in _INSECURE else TlsMode.VERIFY),
+        ctx.host,
+        cfg.tls_prefer_openssl,
+        cfg.openssl_cipher_list,
+        cfg.openssl_cipher_suites,
+        cfg.openssl_options,
+        cfg.rustls_cipher_suites,
+        tlsa,
+        cfg.tls_certificate,
+        cfg.tls_private_key,
+        False,  # fallback_clear: the session asks for it when it matters
     )
     return TlsChoice(mode, settings, defer)

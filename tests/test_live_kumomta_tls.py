@@ -68,6 +68,12 @@ async def alert_and_stay_clear(smtp: Any, arg: str) -> None:
     smtp.transport.write(ALERT)
 
 
+async def alert_and_close(smtp: Any, arg: str) -> None:
+    """220, read the ClientHello, answer a fatal alert and hang up."""
+    await alert_and_stay_clear(smtp, arg)
+    smtp.transport.close()
+
+
 async def refuse_454(smtp: Any, arg: str) -> None:
     await smtp.push("454 4.7.0 TLS not available due to temporary reason")
 
@@ -130,6 +136,22 @@ def test_with_the_reconnect_flag_the_failed_handshake_reconnects_in_clear(
             assert outcomes(live)[0]["type"] == "Delivery"
             assert sink.connections == 2 and sink.starttls_calls == 1
             assert [m.tls for m in sink.messages] == [False]
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_that_hangs_up_after_the_failed_handshake_fails_the_host_at_once(
+    dns: DnsServer,
+) -> None:
+    """No socket left for the clear EHLO KumoMTA would send: the host fails (and
+    nothing waits for an EHLO reply that cannot come)."""
+    async def scenario() -> None:
+        async with BrokenTlsSink(alert_and_close) as sink:
+            live = await run({"enable_tls": "OpportunisticInsecure"}, sink, dns)
+            (rec,) = outcomes(live)
+            assert rec["type"] == "TransientFailure"
+            assert "mx1.example.com" in rec["response"]["content"]
+            assert sink.connections == 1 and sink.messages == []
 
     asyncio.run(scenario())
 

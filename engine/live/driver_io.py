@@ -141,7 +141,10 @@ class DriverIO:
             if proto.transport is not None:
                 proto.transport.abort()
             if self._conns.pop(eff.conn, None) is not None:
-                self.handle_io(TlsFailed(at=time.time(), conn=eff.conn, reason=str(exc)))
+                if eff.settings.fallback_clear:  # asked to keep it, but it is gone
+                    self.handle_io(Closed(at=time.time(), conn=eff.conn, reason=str(exc)))
+                else:
+                    self.handle_io(TlsFailed(at=time.time(), conn=eff.conn, reason=str(exc)))
             return
         self._pending.pop(eff.conn, None)
         proto.transport = transport
