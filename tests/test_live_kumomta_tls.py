@@ -328,3 +328,35 @@ def test_dane_needs_dnssec_on_the_mx_and_address_answers(dns: DnsServer,
         assert dns.count(rtype="TLSA") == 0
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("cert", "key", "why"), [
+    ("mine", "other", "tls_private_key does not match tls_certificate"),
+    ("missing", "mine", "client certificate: keysource file"),
+    ("garbage", "mine", "tls_certificate holds no PEM certificate"),
+    ("mine", "garbage", "tls_private_key holds no PEM private key"),
+])
+def test_a_bad_client_certificate_is_a_handshake_error_naming_the_key(
+    ca: trustme.CA, tmp_path: pathlib.Path, cert: str, key: str, why: str
+) -> None:
+    from OpenSSL import SSL
+
+    from engine.keysource import KeySource
+    from engine.live.client_cert import use_client_certificate
+    from engine.live.tls_info import TlsHandshakeError
+
+    mine, other = ca.issue_cert("a.example.org"), ca.issue_cert("b.example.org")
+    (tmp_path / "garbage.pem").write_text("not PEM\n")
+    mine.cert_chain_pems[0].write_to_path(str(tmp_path / "mine.pem"))
+    mine.private_key_pem.write_to_path(str(tmp_path / "mine.key"))
+    other.private_key_pem.write_to_path(str(tmp_path / "other.key"))
+    files = {"mine": "mine", "other": "other", "garbage": "garbage", "missing": "missing"}
+
+    def source(stem: str, ext: str) -> KeySource:
+        name = f"{files[stem]}.{ext}" if stem not in ("garbage",) else "garbage.pem"
+        return KeySource.coerce(str(tmp_path / name), key="k")
+
+    with pytest.raises(TlsHandshakeError, match=why) as err:
+        use_client_certificate(SSL.Context(SSL.TLS_CLIENT_METHOD), source(cert, "pem"),
+                               source(key, "key"))
+    assert "PRIVATE KEY" not in str(err.value)

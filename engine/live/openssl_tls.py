@@ -15,10 +15,8 @@ in `TlsMode.VERIFY` the chain is verified by OpenSSL during the handshake and
 the name (subjectAltName DNS entries, RFC 6125 wildcards) afterwards, before
 the transport is handed out.
 
-A client certificate (``tls_certificate``/``tls_private_key``, keysources of
-PEM text) is read at each handshake, as KumoMTA's
-``build_openssl_connector`` (crates/kumo-tls-helper/src/lib.rs) sets it: the
-first certificate is the leaf, the rest its chain, the key must match.
+A client certificate (``tls_certificate``/``tls_private_key``) is set on the
+context by `engine.live.client_cert`.
 
 ``settings.fallback_clear``: a handshake that fails before completing (an
 alert, garbage instead of a ServerHello) puts the raw transport back on the
@@ -38,9 +36,8 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
 from engine.effects import TlsMode, TlsSettings
-from engine.errors import ConfigError
+from engine.live.client_cert import use_client_certificate
 from engine.live.dane import certificate_names, dane_verify, name_matches, usable_record
-from engine.live.keysource_resolve import resolve_keysource
 from engine.live.tls_info import TlsHandshakeError, TlsInfo, subject_of
 
 __all__ = ["OPENSSL_OPTIONS", "openssl_context", "openssl_upgrade", "parse_openssl_options"]
@@ -115,7 +112,7 @@ def openssl_context(
     if settings.openssl_options:
         ctx.set_options(parse_openssl_options(settings.openssl_options))
     if settings.certificate is not None and settings.private_key is not None:
-        _use_client_certificate(ctx, settings)
+        use_client_certificate(ctx, settings.certificate, settings.private_key)
     if settings.mode is TlsMode.VERIFY:
 
         def check(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
@@ -132,34 +129,6 @@ def openssl_context(
         # INSECURE verifies nothing; DANE verifies after the handshake, against TLSA.
         ctx.set_verify(SSL.VERIFY_NONE)
     return ctx
-
-
-def _use_client_certificate(ctx: SSL.Context, settings: TlsSettings) -> None:
-    """Present the keysources' certificate (leaf first, then its chain) and key."""
-    from cryptography import x509
-
-    try:
-        cert_pem = resolve_keysource(settings.certificate).encode()
-        key_pem = resolve_keysource(settings.private_key).encode()
-    except ConfigError as exc:
-        raise TlsHandshakeError(f"client certificate: {exc}") from None
-    try:
-        certs = x509.load_pem_x509_certificates(cert_pem)
-    except ValueError as exc:
-        raise TlsHandshakeError(f"tls_certificate holds no PEM certificate: {exc}") from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise TlsHandshakeError(f"tls_private_key holds no PEM private key: {exc}") from None
-    try:
-        ctx.use_certificate(certs[0])
-        for extra in certs[1:]:
-            ctx.add_extra_chain_cert(extra)
-        ctx.use_privatekey(key)  # type: ignore[arg-type]
-        ctx.check_privatekey()
-    except SSL.Error as exc:
-        raise TlsHandshakeError(
-            f"tls_private_key does not match tls_certificate: {_ssl_reason(exc)}") from None
 
 
 async def openssl_upgrade(
