@@ -231,6 +231,13 @@ def _reconnects_in_clear(s: SessionData) -> bool:
     return s.tls in _OPPORTUNISTIC and s.cfg.opportunistic_tls_reconnect_on_failed_handshake
 
 
+def _goes_on_in_clear(s: SessionData) -> bool:
+    """Does a failed handshake go on in clear on the same socket?  KumoMTA:
+    OpportunisticInsecure, unless it reconnects instead."""
+    return (s.tls == "OpportunisticInsecure"
+            and not s.cfg.opportunistic_tls_reconnect_on_failed_handshake)
+
+
 def _after_broken_tls(
     s: SessionData, fx: Fx, out: Out, reason: str, reply: Reply, *, cancel: bool, close: bool
 ) -> State:
@@ -255,7 +262,7 @@ def starttls_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> S
     if ev.reply.code != 220:
         return host_refused(s, at, ev, fx, out)
     settings = s.tls_settings
-    if s.tls == "OpportunisticInsecure" and not _reconnects_in_clear(s):
+    if _goes_on_in_clear(s):
         settings = dataclasses.replace(settings, fallback_clear=True)
     arm(s, at, s.cfg.starttls_timeout, fx)
     fx.append(StartTls(conn=s.conn, settings=settings))
@@ -283,7 +290,7 @@ def tls_failed(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     closed = type(ev) is Closed
     detail = ev.reason or ("connection closed by peer" if closed else "unknown error")
     reason = f"TLS handshake with {where(s)} failed: {detail}"
-    if s.tls == "OpportunisticInsecure" and not _reconnects_in_clear(s) and not closed:
+    if _goes_on_in_clear(s) and not closed:
         duration = _broken_for(s)
         if duration is not None:
             out.append(TlsBroken(duration))
