@@ -238,6 +238,7 @@ class DnsServer:
         class _Resolver(BaseResolver):  # type: ignore[misc]
             def resolve(self, request: Any, handler: Any) -> Any:
                 reply = request.reply()
+                reply.header.ad = 0  # dnslib echoes the query's AD; nothing here is validated
                 name = str(request.q.qname).rstrip(".").lower()
                 qtype = dnslib.QTYPE.get(request.q.qtype)
                 if name in domains and qtype == "MX":

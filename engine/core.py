@@ -23,6 +23,7 @@ import math
 import random
 import sys
 from collections.abc import Callable, Iterable
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from engine.admin_rules import AdminRules
@@ -52,6 +53,12 @@ class Core:
     # class defaults, so an engine restored from a snapshot older than shaping has none
     shaping: Any = None
     automation: Any = None
+    # engine.tls_policy's state: path -> until when its TLS is remembered broken;
+    # (host, port) -> (why, when) of a TLSA lookup that failed.  Read-only empty
+    # defaults here for a snapshot older than them; writers make dicts first.
+    broken_tls: dict[str, float] = MappingProxyType({})  # type: ignore[assignment]
+    tlsa_failed: dict[tuple[str, int], tuple[str, float]] = MappingProxyType(
+        {})  # type: ignore[assignment]
 
     def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0,
                  lazy_redelays: bool = False, shaping: Any = None) -> None:
@@ -82,6 +89,8 @@ class Core:
         self.sts_pending: dict[str, bool] = {}
         self.tlsa: dict[tuple[str, int], tuple[tuple[Any, ...], bool]] = {}
         self.tlsa_waiting: dict[tuple[str, int], list[int]] = {}
+        self.tlsa_failed = {}
+        self.broken_tls = {}
         self.extra_conns: dict[str, int] = {}
         self.extra_msg_throttles: dict[str, ThrottleState] = {}
         self.suspended_paths: dict[str, bool] = {}

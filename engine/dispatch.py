@@ -23,12 +23,11 @@ from __future__ import annotations
 from typing import Any
 
 from engine import metrics, records, shared_limits
-from engine.config import EnableTls
 from engine.core import Core
-from engine.effects import Connect, Log, TlsMode, TlsSettings
+from engine.effects import Connect, Log
 from engine.events import trusted_factory
 from engine.lifecycle import bounce, drain_ready, retry_later, return_to_ready, transient
-from engine.lookups import path_config, sts_policy, tlsa_for
+from engine.lookups import path_config, sts_policy
 from engine.message import HELD, rcpt_tuple
 from engine.mxplan import build_plan
 from engine.ready import CONFIG_REFRESH, ConnCtx, ReadyQueue, ideal_connections
@@ -36,17 +35,11 @@ from engine.reply import Reply
 from engine.retry import iso
 from engine.session import Session
 from engine.session_model import TxnMessage
+from engine.tls_policy import tls_for
 
-_INSECURE = (EnableTls.OpportunisticInsecure, EnableTls.RequiredInsecure)
 _Log = trusted_factory(Log)
 _Connect = trusted_factory(Connect)  # (conn, host, address, port, source, source_address, path)
 _TxnMessage = trusted_factory(TxnMessage)  # a queued message always has a recipient
-# (mode, server_name, prefer_openssl, openssl_cipher_list, openssl_cipher_suites,
-#  openssl_options, rustls_cipher_suites, tlsa): values from a checked path config
-_TlsSettings = trusted_factory(TlsSettings)
-# EnableTls(x) without the enum's Python-level lookup (a StrEnum member hashes as
-# its value, so the config's member or its string finds the same member)
-_TLS_MODES: dict[str, EnableTls] = {m.value: m for m in EnableTls}
 
 
 def suspended(eng: Core, rq: ReadyQueue) -> bool:
@@ -187,44 +180,6 @@ def release(eng: Core, ctx: ConnCtx) -> None:
             shared_limits.release(eng, ctx)
 
 
-def tls_for(eng: Core, ctx: ConnCtx, port: int, now: float
-            ) -> tuple[EnableTls, TlsSettings] | None:
-    """The effective enable_tls and handshake settings for this connection, or
-    None while its host's TLSA records are being fetched."""
-    rq = ctx.rq
-    cfg: Any = rq.cfg
-    mode = _TLS_MODES.get(cfg.enable_tls) or EnableTls(cfg.enable_tls)
-    tlsa: tuple[Any, ...] = ()
-    if ctx.tls_disabled:
-        mode = EnableTls.Disabled
-    else:
-        if cfg.enable_mta_sts and rq.mta_sts:
-            policy = eng.sts.get(rq.domain, (None, 0.0))[0]
-            if policy is not None and policy.mode == "enforce":
-                mode = EnableTls.Required
-            elif policy is not None and policy.mode == "testing":
-                mode = EnableTls.OpportunisticInsecure
-        if cfg.enable_dane:
-            known, records_, secure = tlsa_for(eng, ctx.host, port, ctx.conn)
-            if not known:
-                ctx.waiting_tlsa = True
-                return None
-            if secure and records_:
-                mode = EnableTls.Required
-                tlsa = records_
-    settings = _TlsSettings(
-        TlsMode.DANE if tlsa else (TlsMode.INSECURE if mode in _INSECURE else TlsMode.VERIFY),
-        ctx.host,
-        cfg.tls_prefer_openssl,
-        cfg.openssl_cipher_list,
-        cfg.openssl_cipher_suites,
-        cfg.openssl_options,
-        cfg.rustls_cipher_suites,
-        tlsa,
-    )
-    return mode, settings
-
-
 def attempt(eng: Core, ctx: ConnCtx, now: float) -> None:
     """Connect `ctx` to the address at its plan index."""
     if eng.draining:
@@ -240,8 +195,8 @@ def attempt(eng: Core, ctx: ConnCtx, now: float) -> None:
         return
     ehlo = cfg.ehlo_domain or src.ehlo_domain or "localhost"
     ctx.session = Session(conn=ctx.conn, host=ctx.host, address=ctx.address, port=port,
-                          cfg=cfg, tls=tls[0], tls_settings=tls[1], ehlo_domain=ehlo,
-                          opened_at=now)
+                          cfg=cfg, tls=tls.mode, tls_settings=tls.settings, ehlo_domain=ehlo,
+                          opened_at=now, tls_defer=tls.defer)
     eng.out.append(_Connect(ctx.conn, ctx.host, ctx.address, port, rq.source_name,
                             src.source_address, rq.path))
     eng.run_step(ctx, ctx.session.connect(now), now)

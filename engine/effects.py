@@ -89,6 +89,12 @@ class TlsSettings:
     openssl_options: str | None = None
     rustls_cipher_suites: tuple[str, ...] | None = None
     tlsa: tuple[TlsaRecord, ...] = ()
+    # tls_certificate / tls_private_key: keysources of a client certificate (PEM)
+    certificate: Any = None
+    private_key: Any = field(default=None, repr=False)
+    # a failed handshake hands the clear socket back instead of closing it: the
+    # session goes on in clear on it (OpportunisticInsecure, as KumoMTA does)
+    fallback_clear: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -113,11 +113,14 @@ class MessageSubmitted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MxRecord:
-    """One MX host with its preference and resolved addresses (A then AAAA)."""
+    """One MX host with its preference and resolved addresses (A then AAAA).
+    `secure`: the chain to these addresses is DNSSEC-validated (the MX answer
+    and the host's A/AAAA answers all carried AD), what DANE requires."""
 
     preference: int
     host: str
     addresses: tuple[str, ...] = ()
+    secure: bool = False
 
 
 class DnsFailure(enum.StrEnum):
@@ -182,12 +185,16 @@ class TlsaRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TlsaResolved(Event):
-    """TLSA records of ``_port._tcp.host``; `secure` is the DNSSEC AD flag."""
+    """TLSA records of ``_port._tcp.host``; `secure` is the DNSSEC AD flag.
+    `failure` says why the lookup failed (SERVFAIL, timeout, bogus: the status
+    is unknown and DANE defers the host); "" when it was answered (NXDOMAIN
+    and NODATA are answers with no records)."""
 
     host: str
     port: int
     records: tuple[TlsaRecord, ...]
     secure: bool
+    failure: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,6 +16,7 @@ decides what follows, as KumoMTA's dispatcher does:
   from any hosts listed in MX``.  The count restarts at 0 once a session is
   established (``SessionReady``), not at TCP connect.
 - ``ReconnectInClear``: the same address again, TLS disabled.
+- ``TlsBroken``: the site skips STARTTLS for a while (`engine.tls_policy`).
 - ``SessionClosed``: forget the connection; an unattempted held message goes
   back to the head of the ready queue.
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import dispatch, metrics, records, shaping_rules, shared_limits
+from engine import dispatch, metrics, records, shaping_rules, shared_limits, tls_policy
 from engine.core import Core, OutcomeHandler
 from engine.effects import Log
 from engine.events import trusted_factory
@@ -41,6 +42,7 @@ from engine.session_model import (
     ReconnectInClear,
     SessionClosed,
     SessionReady,
+    TlsBroken,
     TransactionDone,
 )
 
@@ -168,5 +170,6 @@ HANDLERS: dict[type, OutcomeHandler] = {
     TransactionDone: transaction_done,
     HostFailed: host_failed,
     ReconnectInClear: reconnect_in_clear,
+    TlsBroken: tls_policy.remember_broken_tls,
     SessionClosed: session_closed,
 }

@@ -135,10 +135,6 @@ _INERT: dict[str, tuple[Any, str]] = {
         {}, "throttles how often a pool selects this source, under shared names"),
     "try_next_host_on_transport_error": (
         False, "moves to the next MX host after a transport error mid-transaction"),
-    "remember_broken_tls": (
-        None, "remembers for this long that the site's TLS is broken and skips STARTTLS"),
-    "tls_certificate": (None, "presents a client certificate in the TLS handshake"),
-    "tls_private_key": (None, "presents a client certificate in the TLS handshake"),
     "refresh_interval": (60.0, "re-asks get_egress_path_config at this interval"),
     "refresh_strategy": (RefreshStrategy.Ttl, "re-asks the policy when the config epoch changes"),
     "dispatcher_progress_watchdog_timeout": (
@@ -151,7 +147,10 @@ INERT_KEYS: tuple[str, ...] = tuple(_INERT)
 
 
 def refuse_inert(values: Mapping[str, Any]) -> None:
-    """Refuse a key set to a value egress would accept and then ignore."""
+    """Refuse a key set to a value egress would accept and then ignore: an
+    inert key away from its default, or half a client certificate (KumoMTA
+    presents one only when tls_certificate and tls_private_key are both set,
+    crates/kumo-tls-helper/src/lib.rs, and would silently send none)."""
     for key, (default, what) in _INERT.items():
         value = values[key]
         if value != default:
@@ -159,6 +158,14 @@ def refuse_inert(values: Mapping[str, Any]) -> None:
                 f"{key}: {_show(value)} is not supported by egress (KumoMTA {what}); "
                 f"leave it at its default ({_show(default)}); see docs/KUMOMTA.md"
             )
+    cert, private_key = values.get("tls_certificate"), values.get("tls_private_key")
+    if (cert is None) != (private_key is None):
+        given, missing = (("tls_certificate", "tls_private_key") if private_key is None
+                          else ("tls_private_key", "tls_certificate"))
+        raise ConfigError(
+            f"{given}: {values[given]!r} is set but {missing} is not; a client certificate "
+            "needs both (KumoMTA would present none)"
+        )
 
 
 def _show(value: Any) -> str:

@@ -125,9 +125,18 @@ def mta_sts_resolved(eng: Core, ev: MtaStsResolved) -> None:
 
 
 def tlsa_resolved(eng: Core, ev: TlsaResolved) -> None:
-    """Cache TLSA records and resume the connections waiting for them."""
+    """Cache TLSA records and resume the connections waiting for them.  A
+    failed lookup is not cached: the connections waiting now are deferred
+    with it (`engine.tls_policy`), a later one asks again."""
     key = (ev.host.lower().rstrip("."), ev.port)
-    eng.tlsa[key] = (ev.records, ev.secure)
+    if ev.failure:
+        if type(eng.tlsa_failed) is not dict:  # an engine restored from an older snapshot
+            eng.tlsa_failed = {}
+        eng.tlsa_failed[key] = (ev.failure, ev.at)
+    else:
+        if key in eng.tlsa_failed:
+            del eng.tlsa_failed[key]
+        eng.tlsa[key] = (ev.records, ev.secure)
     for conn in eng.tlsa_waiting.pop(key, []):
         ctx = eng.conns.get(conn)
         if ctx is not None and ctx.waiting_tlsa:

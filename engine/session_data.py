@@ -98,8 +98,9 @@ AWAITED = {**PHASE, State.BODY_SENT: "the end of DATA (.)"}
 class SessionData:
     """One SMTP client connection to `host` at `address`:`port`.
 
-    `tls` is the effective TLS mode (after MTA-STS and DANE; an `EnableTls`
-    or its string value), `tls_settings` what the driver's handshake needs.
+    `tls` is the effective TLS mode (after DANE, MTA-STS and broken TLS; an
+    `EnableTls` or its string value), `tls_settings` what the driver's
+    handshake needs (`engine.tls_policy.tls_for`).
     Read-only for the engine: `state`, `capabilities` (EHLO keywords),
     `tls_active` and the TLS details (`tls_info` for Delivery records),
     `transactions` (started on this connection), `message` (in flight).
@@ -130,6 +131,8 @@ class SessionData:
         "tls",
         "tls_active",
         "tls_cipher",
+        "tls_defer",
+        "tls_failure",
         "tls_peer_subject",
         "tls_protocol",
         "tls_settings",
@@ -148,6 +151,7 @@ class SessionData:
         tls_settings: TlsSettings,
         ehlo_domain: str,
         opened_at: float,
+        tls_defer: str = "",
     ) -> None:
         self.conn = conn
         self.host = host
@@ -158,6 +162,9 @@ class SessionData:
         self.tls_settings = tls_settings
         self.ehlo_domain = ehlo_domain
         self.opened_at = opened_at
+        # why this host must be deferred once greeted (a TLSA lookup that failed:
+        # KumoMTA bails after EHLO rather than go on unauthenticated); "" if not
+        self.tls_defer = tls_defer
         self.state = State.AWAIT_CONNECT
         self.timer = ("conn", conn)
         self.cancel_timer = _make_cancel_timer(self.timer)  # immutable, so shared
@@ -168,6 +175,9 @@ class SessionData:
         self.tls_protocol = ""
         self.tls_cipher = ""
         self.tls_peer_subject = ""
+        # why the handshake failed, when the session went on in clear on the same
+        # socket (OpportunisticInsecure, as KumoMTA): no second STARTTLS then
+        self.tls_failure = ""
         self.transactions = 0
         # the transaction in flight
         self.message: TxnMessage | None = None

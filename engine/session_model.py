@@ -1,9 +1,10 @@
-"""The SMTP client session machine: its states, inputs, outcomes and the
-transition table.  Anything that changes what may follow what lives here.
+"""The SMTP client session machine: its states, inputs and the transition
+table.  Anything that changes what may follow what lives here.
 
 Read top to bottom: the states, the input kinds the table is keyed by, the
-outcomes a session reports to the engine, the names of the handlers (one
-per thing that happened), then the table itself.  The handlers live in
+names of the handlers (one per thing that happened), then the table itself.
+What a session reports to the engine (its outcomes) is in
+`engine.session_outcomes`, re-exported here.  The handlers live in
 `engine.session_setup` (until IDLE) and `engine.session_txn` (from IDLE
 on); they import this module, never the reverse, so the table names them
 by `Happened` and `engine.session` binds each name to its function.
@@ -23,11 +24,23 @@ for a reply.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Literal
 
-from engine.effects import Effect
-from engine.reply import Reply
+from engine.session_outcomes import (
+    DELIVERED,
+    PERMANENT,
+    TRANSIENT,
+    HostFailed,
+    Outcome,
+    RecipientResult,
+    ReconnectInClear,
+    SessionClosed,
+    SessionReady,
+    Status,
+    Step,
+    TlsBroken,
+    TransactionDone,
+    TxnMessage,
+)
 
 __all__ = [
     "DELIVERED",
@@ -46,6 +59,7 @@ __all__ = [
     "State",
     "Status",
     "Step",
+    "TlsBroken",
     "TransactionDone",
     "TxnMessage",
 ]
@@ -63,7 +77,9 @@ class State(enum.Enum):
     EHLO_SENT = enum.auto()
     STARTTLS_SENT = enum.auto()
     TLS_HANDSHAKE = enum.auto()  # StartTls emitted, waiting for TlsEstablished/TlsFailed
-    EHLO2_SENT = enum.auto()  # EHLO again, inside TLS
+    # EHLO again after STARTTLS: inside TLS, or in clear on the same socket after
+    # a failed OpportunisticInsecure handshake (KumoMTA re-EHLOs either way)
+    EHLO2_SENT = enum.auto()
     AUTH_SENT = enum.auto()
     IDLE = enum.auto()  # ready for a transaction (or QUIT)
     RSET_SENT = enum.auto()
@@ -106,89 +122,6 @@ class Input(enum.Enum):
     __hash__ = object.__hash__  # as State's
 
 
-@dataclass(frozen=True, slots=True)
-class TxnMessage:
-    """What a transaction needs of a message (the payload of Input.START): its
-    id (the BODY argument, by which the driver finds the spooled content),
-    envelope and size."""
-
-    id: str
-    sender: str
-    recipients: tuple[str, ...]
-    size: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.recipients:
-            raise ValueError(f"message {self.id}: a transaction needs at least one recipient")
-
-
-# -- outcomes ----------------------------------------------------------------------
-
-Status = Literal["delivered", "transient", "permanent"]
-DELIVERED: Status = "delivered"
-TRANSIENT: Status = "transient"
-PERMANENT: Status = "permanent"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReady:
-    """The session reached IDLE: give it a message, or arm the idle timer."""
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientResult:
-    """The outcome for one recipient of a transaction: exactly one per
-    recipient.  `command` is the command line the reply answered (without
-    CRLF; ``"."`` for the end of data), for the record's ``response.command``."""
-
-    message_id: str
-    recipient: str
-    status: Status
-    reply: Reply
-    command: str
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionDone:
-    """Every recipient of `message_id` has its RecipientResult.  Emitted for
-    every transaction, also when the connection ended during it."""
-
-    message_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class HostFailed:
-    """This host cannot be used (before any transaction on this connection):
-    try the next one.  `reply` is what to log; synthetic when the server
-    said nothing (connect failure, timeout, a TLS or AUTH rule)."""
-
-    reason: str
-    reply: Reply
-
-
-@dataclass(frozen=True, slots=True)
-class ReconnectInClear:
-    """The TLS handshake failed and the mode allows clear text with this
-    host: connect again to the same address with TLS disabled."""
-
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionClosed:
-    """The connection is gone and the session is done.  Always the last
-    outcome of a session, emitted exactly once."""
-
-    reason: str
-
-
-Outcome = (
-    SessionReady | RecipientResult | TransactionDone | HostFailed | ReconnectInClear | SessionClosed
-)
-Step = tuple[list[Effect], list[Outcome]]
-"""What each call of the session returns: effects for the driver, outcomes for
-the engine."""
-
 # -- what happened: the handlers the table names --------------------------------------
 
 
@@ -208,9 +141,10 @@ class Happened(enum.Enum):
     GREETING_MALFORMED = "greeting_malformed"
     EHLO_ACCEPTED = "ehlo_accepted"
     STARTTLS_ACCEPTED = "starttls_accepted"
-    STARTTLS_REFUSED = "starttls_refused"
     TLS_ESTABLISHED = "tls_established"
     TLS_FAILED = "tls_failed"
+    HANDSHAKE_TIMED_OUT = "handshake_timed_out"
+    EHLO_AFTER_STARTTLS_FAILED = "ehlo_after_starttls_failed"
     AUTH_ACCEPTED = "auth_accepted"
     # idle, transactions and QUIT (session_txn)
     TRANSACTION_STARTED = "transaction_started"
@@ -244,7 +178,6 @@ Row = tuple[Happened, tuple[State, ...]]
 
 _HELLO_NEXT = (S.IDLE, S.STARTTLS_SENT, S.AUTH_SENT, S.CLOSED)
 _AFTER_TLS_NEXT = (S.IDLE, S.AUTH_SENT, S.CLOSED)
-_STARTTLS_REFUSED_NEXT = (S.AUTH_SENT, S.IDLE, S.CLOSED)
 _RCPT_NEXT = (S.RCPT_SENT, S.DATA_SENT, S.IDLE)
 _GONE = (S.CLOSED,)
 
@@ -279,34 +212,38 @@ TRANSITIONS: dict[State, dict[Input, Row]] = {
         I.CLOSED: (H.GREETING_CLOSED, _GONE),
         I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
     },
-    # STARTTLS_SENT: starttls_timeout armed (it also covers the handshake)
+    # STARTTLS_SENT: starttls_timeout armed.  Anything but 220 fails the host in
+    # every mode (KumoMTA: ClientError::Rejected, crates/rfc5321/src/client.rs)
     S.STARTTLS_SENT: {
-        I.R2XX: (H.STARTTLS_ACCEPTED, (S.TLS_HANDSHAKE,)),
-        I.R3XX: (H.STARTTLS_REFUSED, _STARTTLS_REFUSED_NEXT),
-        I.R4XX: (H.STARTTLS_REFUSED, _STARTTLS_REFUSED_NEXT),
-        I.R5XX: (H.STARTTLS_REFUSED, _STARTTLS_REFUSED_NEXT),
-        I.R421: (H.HOST_REFUSED, _GONE),
-        I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
-        I.CLOSED: (H.GREETING_CLOSED, _GONE),
-        I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
-    },
-    # TLS_HANDSHAKE: StartTls emitted; no SMTP replies are read meanwhile
-    S.TLS_HANDSHAKE: {
-        I.TLS_OK: (H.TLS_ESTABLISHED, (S.EHLO2_SENT,)),
-        I.TLS_FAILED: (H.TLS_FAILED, _GONE),
-        I.CLOSED: (H.TLS_FAILED, _GONE),
-        I.TIMEOUT: (H.TLS_FAILED, _GONE),
-    },
-    # EHLO2_SENT: EHLO again inside TLS, ehlo_timeout armed
-    S.EHLO2_SENT: {
-        I.R2XX: (H.EHLO_ACCEPTED, _AFTER_TLS_NEXT),
+        I.R2XX: (H.STARTTLS_ACCEPTED, (S.TLS_HANDSHAKE, S.CLOSED)),  # a 2xx not 220 fails
         I.R3XX: (H.HOST_REFUSED, _GONE),
         I.R4XX: (H.HOST_REFUSED, _GONE),
+        I.R5XX: (H.HOST_REFUSED, _GONE),
         I.R421: (H.HOST_REFUSED, _GONE),
-        I.R5XX: (H.HOST_REFUSED, _GONE),  # no HELO fallback, as KumoMTA
         I.TIMEOUT: (H.GREETING_TIMED_OUT, _GONE),
         I.CLOSED: (H.GREETING_CLOSED, _GONE),
         I.MALFORMED: (H.GREETING_MALFORMED, _GONE),
+    },
+    # TLS_HANDSHAKE: StartTls emitted, a fresh starttls_timeout armed; no SMTP
+    # replies are read meanwhile.  A failure goes on in clear (EHLO2_SENT) only
+    # in OpportunisticInsecure without opportunistic_tls_reconnect_on_failed_handshake
+    S.TLS_HANDSHAKE: {
+        I.TLS_OK: (H.TLS_ESTABLISHED, (S.EHLO2_SENT,)),
+        I.TLS_FAILED: (H.TLS_FAILED, (S.CLOSED, S.EHLO2_SENT)),
+        I.CLOSED: (H.TLS_FAILED, _GONE),
+        I.TIMEOUT: (H.HANDSHAKE_TIMED_OUT, _GONE),
+    },
+    # EHLO2_SENT: EHLO again after STARTTLS, ehlo_timeout armed; a failure here
+    # counts as broken TLS (and may reconnect in clear), as KumoMTA's
+    S.EHLO2_SENT: {
+        I.R2XX: (H.EHLO_ACCEPTED, _AFTER_TLS_NEXT),
+        I.R3XX: (H.EHLO_AFTER_STARTTLS_FAILED, _GONE),
+        I.R4XX: (H.EHLO_AFTER_STARTTLS_FAILED, _GONE),
+        I.R421: (H.EHLO_AFTER_STARTTLS_FAILED, _GONE),
+        I.R5XX: (H.EHLO_AFTER_STARTTLS_FAILED, _GONE),  # no HELO fallback, as KumoMTA
+        I.TIMEOUT: (H.EHLO_AFTER_STARTTLS_FAILED, _GONE),
+        I.CLOSED: (H.EHLO_AFTER_STARTTLS_FAILED, _GONE),
+        I.MALFORMED: (H.EHLO_AFTER_STARTTLS_FAILED, _GONE),
     },
     # AUTH_SENT: AUTH PLAIN with its initial response, auth_timeout armed
     S.AUTH_SENT: {

@@ -50,9 +50,9 @@ ACTIONS = PLAIN_ACTIONS + CONFIG_ACTIONS + ADJUST_ACTIONS + (BACKOFF,)
 ADJUSTABLE = ("connection_limit", "max_deliveries_per_connection", "max_message_rate",
               "max_connection_rate", "source_selection_rate")
 MATCHERS = ("MXSuffix", "DomainSuffix", "HostName")
-#: KumoMTA egress path keys egress has no use for (it keeps no TLS-failure
-#: memory across paths and has no per-path shutdown timeout): loaded, not applied.
-IGNORED_KEYS = ("remember_broken_tls", "system_shutdown_timeout",
+#: KumoMTA egress path keys egress has no use for (it has no per-path shutdown
+#: timeout): loaded, not applied.
+IGNORED_KEYS = ("system_shutdown_timeout",
                 "provider_source_selection_rate")
 MERGEABLE = ("additional_connection_limits", "additional_message_rate_throttles")
 

@@ -65,6 +65,10 @@ EGRESS_MEANINGS: dict[str, str] = {
     "opportunistic_tls_reconnect_on_failed_handshake": "reconnect in clear after a failed "
     "opportunistic handshake",
     "provider_name": "the provider the path counts under",
+    "remember_broken_tls": "after a failed handshake, skip STARTTLS on the site this long "
+    "(opportunistic modes)",
+    "tls_certificate": "client certificate to present (a key source, PEM; with tls_private_key)",
+    "tls_private_key": "its private key (a key source, PEM; with tls_certificate)",
 }
 # Examples where the default is none or says nothing; else the default is the example.
 EGRESS_EXAMPLES: dict[str, str] = {
@@ -72,6 +76,8 @@ EGRESS_EXAMPLES: dict[str, str] = {
     "enable_tls": '"Required"', "idle_timeout": '"30s"', "max_ready": "5000",
     "ehlo_domain": '"mta.example.org"', "smtp_auth_plain_username": '"user"',
     "smtp_auth_plain_password": '"secret"', "provider_name": '"microsoft"',
+    "remember_broken_tls": '"1h"', "tls_certificate": '"/etc/egress/client.pem"',
+    "tls_private_key": '"/etc/egress/client.key"',
     "additional_connection_limits": '{ "shared" = 100 }',
     "additional_message_rate_throttles": '{ "shared" = "1000/min" }',
     "skip_hosts": '["10.0.0.0/8"]', "prohibited_hosts": '["127.0.0.0/8", "::1"]',

@@ -81,8 +81,7 @@ DEFAULTS = {
 # Keys egress parses but refuses away from their default (tests/test_kumomta_config.py).
 INERT = {"aggressive_connection_opening", "source_selection_rate",
          "additional_source_selection_rates", "try_next_host_on_transport_error",
-         "remember_broken_tls", "tls_certificate", "tls_private_key", "refresh_interval",
-         "refresh_strategy", "dispatcher_progress_watchdog_timeout"}
+         "refresh_interval", "refresh_strategy", "dispatcher_progress_watchdog_timeout"}
 TIMEOUTS = [k for k in DEFAULTS if k.endswith("_timeout") and k not in INERT]
 BOOLS = [k for k, v in DEFAULTS.items() if isinstance(v, bool) and k not in INERT]
 
@@ -129,6 +128,7 @@ VALID = {
     "ip_lookup_strategy": [(m.value, m) for m in IpLookupStrategy],
     "reconnect_strategy": [(m.value, m) for m in ReconnectStrategy],
     "provider_name": [("google", "google")],
+    "remember_broken_tls": [("15m", 900.0), (None, None)],
     **{k: [("2min", 120.0), (45, 45.0), ("500ms", 0.5), (1.5, 1.5)] for k in TIMEOUTS},
     **{k: [(True, True), (False, False)] for k in BOOLS},
 }
@@ -168,6 +168,10 @@ INVALID = {
     "ip_lookup_strategy": [("ipv4only", "did you mean 'Ipv4Only'?")],
     "reconnect_strategy": [("Retry", "expected one of 'TerminateSession'")],
     "provider_name": [("", "non-empty string")],
+    "remember_broken_tls": [("soon", "not a valid duration"), (0, "above 0")],
+    # a client certificate needs both keys (tests/test_kumomta_tls.py)
+    "tls_certificate": [({"key_dta": "x"}, "keysource"), ("/etc/c.pem", "tls_private_key")],
+    "tls_private_key": [({"key_dta": "x"}, "keysource"), ("/etc/k.pem", "tls_certificate")],
     **{k: [(-1, "must not be negative"), (0, "above 0"), ("soon", "not a valid duration"),
            (True, "a bool is not a duration")] for k in TIMEOUTS},
     **{k: [(1, "(a bool)"), ("true", "(a bool)"), (None, "(a bool)")] for k in BOOLS},
@@ -175,7 +179,8 @@ INVALID = {
 
 
 def test_every_key_has_valid_and_invalid_cases() -> None:
-    assert set(VALID) | {"smtp_auth_plain_password"} | INERT == set(DEFAULTS)
+    paired = {"smtp_auth_plain_password", "tls_certificate", "tls_private_key"}
+    assert set(VALID) | paired | INERT == set(DEFAULTS)
     assert set(INVALID) | {"suspended"} | INERT >= set(DEFAULTS) - {"suspended"}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from engine.effects import Close, Connect, FetchMtaSts, ResolveTlsa, SetTimer, TlsMode
@@ -17,6 +19,7 @@ from engine.events import (
 )
 from engine.reply import Reply
 from tests.support.engine_harness import (
+    MX,
     PATH,
     World,
     of,
@@ -134,7 +137,8 @@ def test_mta_sts_enforce_requires_tls_and_filters_hosts() -> None:
 
 def test_dane_secure_tlsa_overrides_to_required_dane() -> None:
     eng = Engine(policy(enable_dane=True), seed=1)
-    w = World(eng, auto_connect=False)
+    # DANE applies only to a host whose MX and address answers were DNSSEC-secure
+    w = World(eng, auto_connect=False, mx=tuple(replace(r, secure=True) for r in MX))
     fx = w.feed(submit(1))
     assert of(fx, ResolveTlsa) == [ResolveTlsa(host="mx1.example.com", port=25)]
     rec = TlsaRecord(usage=3, selector=1, mtype=1, data=b"\x01" * 32)

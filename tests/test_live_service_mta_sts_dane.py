@@ -248,7 +248,8 @@ def test_dane_match_delivers_a_certificate_pkix_would_refuse(
     async def scenario() -> None:
         async with SinkServer(hostname=MX1, tls=material(cert)) as sink:
             dns.zone[_tlsa_name(sink.port)] = {"TLSA": [record]}
-            dns.secure.add(_tlsa_name(sink.port))
+            # DANE needs the whole chain validated: MX, address and TLSA answers
+            dns.secure.update({DOMAIN, MX1, _tlsa_name(sink.port)})
             rec = (await deliver_one(dns, sink.port, tmp_path, ca, cafile, enable_dane=True,
                                      enable_mta_sts=False)).outcome
             assert rec["type"] == "Delivery", rec["response"]
@@ -291,6 +292,7 @@ def test_tlsa_without_the_ad_flag_is_ignored(
     async def scenario() -> None:
         async with SinkServer(hostname=MX1, tls=material(cert)) as sink:
             dns.zone[_tlsa_name(sink.port)] = {"TLSA": [tlsa(cert.chain_der[0])]}
+            dns.secure.update({DOMAIN, MX1})  # the chain is secure, the TLSA answer not
             rec = (await deliver_one(dns, sink.port, tmp_path, ca, cafile, enable_dane=True,
                                      enable_mta_sts=False)).outcome
             assert rec["type"] == "TransientFailure"

@@ -85,6 +85,9 @@ def _with(section: str, f: Field) -> dict[str, Any]:
         d.setdefault(section, {})[f.name] = v
         if f.name == "smtp_auth_plain_password":  # needs its user name
             d[section]["smtp_auth_plain_username"] = "user"
+        if f.name in ("tls_certificate", "tls_private_key"):  # a client certificate is a pair
+            d[section].setdefault("tls_certificate", "/etc/egress/client.pem")
+            d[section].setdefault("tls_private_key", "/etc/egress/client.key")
     else:  # pragma: no cover - a section this test does not know
         raise AssertionError(f"no way to set a field of {section!r}")
     return d

@@ -69,7 +69,7 @@ def test_full_dialog_trace() -> None:
     assert s.state is State.EHLO_SENT
     assert s.handle(resp(2.0, 250, EHLO_CAPS)) == ([send(cmd(Verb.STARTTLS)), timer(7.0)], [])
     assert s.handle(resp(3.0, 220, "go ahead", "2.0.0")) == (
-        [StartTls(conn=CONN, settings=SETTINGS)], [])
+        [timer(8.0), StartTls(conn=CONN, settings=SETTINGS)], [])
     assert s.state is State.TLS_HANDSHAKE
     assert s.tls_info == {}
     ev = TlsEstablished(at=4.0, conn=CONN, protocol="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384",

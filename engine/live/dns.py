@@ -149,12 +149,15 @@ class LiveResolver:
         ttl = mx.ttl if not implicit else self.max_ttl
         records: list[MxRecord] = []
         problems: list[str] = []
-        for (preference, host), (addresses, host_ttl, problem) in zip(
+        for (preference, host), (addresses, host_ttl, problem, secure) in zip(
             targets, looked_up, strict=True
         ):
             ttl = min(ttl, host_ttl)
             if addresses:
-                records.append(MxRecord(preference=preference, host=host, addresses=addresses))
+                # DANE needs the whole chain validated: the MX answer (or, for the
+                # implicit MX, its NODATA) and this host's address answers
+                records.append(MxRecord(preference=preference, host=host, addresses=addresses,
+                                        secure=mx.secure and secure))
             else:
                 problems.append(f"{host}: {problem}")
         if not records:
@@ -171,7 +174,7 @@ class LiveResolver:
         looked_up = await asyncio.gather(*(self._addresses(_norm(h)) for h in hosts))
         records: list[MxRecord] = []
         ttl = self.max_ttl
-        for i, (host, (addresses, host_ttl, problem)) in enumerate(
+        for i, (host, (addresses, host_ttl, problem, _)) in enumerate(
             zip(hosts, looked_up, strict=True)
         ):
             if not addresses:
@@ -184,7 +187,7 @@ class LiveResolver:
 
     async def resolve_addresses(self, host: str) -> tuple[str, ...]:
         """The A then AAAA addresses of `host` (empty when it has none)."""
-        addresses, _, _ = await self._addresses(_norm(host))
+        addresses, _, _, _ = await self._addresses(_norm(host))
         return addresses
 
     async def resolve_txt(self, name: str) -> tuple[str, ...]:
@@ -206,17 +209,19 @@ class LiveResolver:
     async def resolve_tlsa(self, host: str, port: int, at: float) -> TlsaResolved:
         """The TLSA records of ``_port._tcp.host``; `secure` is the answer's AD flag.
 
-        A failed lookup gives no records and ``secure=False``: without a
-        validated answer there is nothing DANE may rely on.
+        NXDOMAIN is an answer with no records (DANE does not apply, as KumoMTA's
+        ``classify_tlsa_answer`` in crates/dns-resolver/src/lib.rs); a lookup
+        that failed (SERVFAIL, which a validating resolver also gives for a
+        bogus answer, or a timeout) is reported as `TlsaResolved.failure`, so
+        the engine defers the host rather than go on without DANE.
         """
         name = f"_{port}._tcp.{_norm(host)}"
         try:
             answer = await self._query(name, "TLSA")
         except DnsLookupError as err:
-            # NXDOMAIN under a signed zone is an authenticated denial, but the AD
-            # bit of a denial is not kept here; the engine treats both as "no DANE".
-            del err
-            return TlsaResolved(at=at, host=_norm(host), port=port, records=(), secure=False)
+            failure = "" if err.kind is DnsFailure.NXDOMAIN else f"{err.kind}: {err.detail}"
+            return TlsaResolved(at=at, host=_norm(host), port=port, records=(), secure=False,
+                                failure=failure)
         records = tuple(
             TlsaRecord(usage=r.usage, selector=r.selector, mtype=r.mtype, data=bytes(r.cert))
             for r in answer.records
@@ -262,14 +267,17 @@ class LiveResolver:
 
     # -- internals
 
-    async def _addresses(self, host: str) -> tuple[tuple[str, ...], float, str]:
-        """(A then AAAA addresses, smallest TTL, why empty) for one host."""
+    async def _addresses(self, host: str) -> tuple[tuple[str, ...], float, str, bool]:
+        """(A then AAAA addresses, smallest TTL, why empty, secure) for one host;
+        secure when there are addresses and every family that gave some was
+        DNSSEC-validated (KumoMTA's ``ip_lookup``, crates/dns-resolver/src/lib.rs)."""
         results = await asyncio.gather(
             self._query(host, "A"), self._query(host, "AAAA"), return_exceptions=True
         )
         addresses: list[str] = []
         ttl = self.max_ttl
         problems: list[str] = []
+        secure = True
         for result in results:
             if isinstance(result, DnsLookupError):
                 problems.append(result.kind.value)
@@ -280,7 +288,9 @@ class LiveResolver:
                 addresses.extend(r.address for r in result.records)
                 if result.records:
                     ttl = min(ttl, result.ttl)
-        return tuple(addresses), ttl, "/".join(problems) or "no A or AAAA records"
+                    secure = secure and result.secure
+        problem = "/".join(problems) or "no A or AAAA records"
+        return tuple(addresses), ttl, problem, secure and bool(addresses)
 
     async def _query(self, name: str, rtype: str) -> _Answer:
         """One cached query; raises `DnsLookupError` (cached for `negative_ttl`)."""

@@ -74,11 +74,11 @@ class DriverIO:
     async def _resolve_tlsa(self, host: str, port: int) -> None:
         try:
             answer: Event = await self.resolver.resolve_tlsa(host, port, time.time())
-        except Exception:
+        except Exception as exc:  # the status is unknown: DANE defers, never downgrades
             log.error("live driver: TLSA lookup of %s:%d failed unexpectedly", host, port,
                       exc_info=True)
             answer = TlsaResolved(at=time.time(), host=host, port=port, records=(),
-                                  secure=False)
+                                  secure=False, failure=f"resolver error: {exc!r}")
         self.handle_io(_now(answer))
 
     async def _fetch_mta_sts(self, domain: str) -> None:
@@ -127,13 +127,24 @@ class DriverIO:
             return
         except (TlsHandshakeError, OSError, ConnectionError) as exc:
             self._pending.pop(eff.conn, None)
+            if getattr(exc, "clear_kept", False) and proto.transport is not None:
+                # Back in clear on the same socket (StartTls asked for it): the
+                # session goes on with EHLO, or closes it if it decides otherwise.
+                proto.parser = ReplyParser()
+                proto.upgrading = False
+                proto.broken = False
+                self.handle_io(TlsFailed(at=time.time(), conn=eff.conn, reason=str(exc)))
+                return
             # A failed handshake leaves the socket unusable: drop it quietly;
             # the engine decides what follows (next host, or a clear reconnect).
             proto.closing = True
             if proto.transport is not None:
                 proto.transport.abort()
             if self._conns.pop(eff.conn, None) is not None:
-                self.handle_io(TlsFailed(at=time.time(), conn=eff.conn, reason=str(exc)))
+                if eff.settings.fallback_clear:  # asked to keep it, but it is gone
+                    self.handle_io(Closed(at=time.time(), conn=eff.conn, reason=str(exc)))
+                else:
+                    self.handle_io(TlsFailed(at=time.time(), conn=eff.conn, reason=str(exc)))
             return
         self._pending.pop(eff.conn, None)
         proto.transport = transport

@@ -14,6 +14,16 @@ Host name checks: pyOpenSSL exposes no ``X509_VERIFY_PARAM_set1_host``, so
 in `TlsMode.VERIFY` the chain is verified by OpenSSL during the handshake and
 the name (subjectAltName DNS entries, RFC 6125 wildcards) afterwards, before
 the transport is handed out.
+
+A client certificate (``tls_certificate``/``tls_private_key``) is set on the
+context by `engine.live.client_cert`.
+
+``settings.fallback_clear``: a handshake that fails before completing (an
+alert, garbage instead of a ServerHello) puts the raw transport back on the
+caller's protocol and leaves it open, since only ciphertext of the handshake
+was exchanged; KumoMTA does the same (crates/rfc5321/src/client.rs
+``starttls``, the dup stream when ``!is_init_finished()``).  A timeout or a
+refusal after a completed handshake closes it, as there.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
 from engine.effects import TlsMode, TlsSettings
+from engine.live.client_cert import use_client_certificate
 from engine.live.dane import certificate_names, dane_verify, name_matches, usable_record
 from engine.live.tls_info import TlsHandshakeError, TlsInfo, subject_of
 
@@ -100,6 +111,8 @@ def openssl_context(
         raise TlsHandshakeError(f"OpenSSL refused the cipher settings: {exc}") from None
     if settings.openssl_options:
         ctx.set_options(parse_openssl_options(settings.openssl_options))
+    if settings.certificate is not None and settings.private_key is not None:
+        use_client_certificate(ctx, settings.certificate, settings.private_key)
     if settings.mode is TlsMode.VERIFY:
 
         def check(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
@@ -146,6 +159,9 @@ async def openssl_upgrade(
         transport.abort()
         raise TlsHandshakeError(f"TLS handshake timed out after {handshake_timeout:g}s") from None
     except TlsHandshakeError as exc:
+        if settings.fallback_clear and not transport.is_closing():
+            transport.set_protocol(protocol)  # back to clear text on the same socket
+            raise TlsHandshakeError(exc.reason, clear_kept=True) from None
         transport.abort()
         if verify_errors:
             what = _VERIFY_ERRORS.get(verify_errors[0], f"X509 error {verify_errors[0]}")
@@ -251,6 +267,8 @@ class _Bridge(asyncio.Protocol):
             self.handshake.set_exception(TlsHandshakeError(reason))
 
     def data_received(self, data: bytes) -> None:
+        if self.handshake.done() and self.handshake.exception() is not None:
+            return  # the handshake failed: nothing to decrypt, the caller takes over
         self.conn.bio_write(data)
         if not self.handshake.done():
             self._step_handshake()

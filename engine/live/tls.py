@@ -10,7 +10,14 @@ KumoMTA has two TLS stacks, rustls by default and OpenSSL when
   (so ``openssl_cipher_list``, ``openssl_cipher_suites`` and ``openssl_options``
   apply exactly as OpenSSL takes them) and always for `TlsMode.DANE`, which
   needs the whole presented chain (the stdlib gives only the leaf before
-  Python 3.13).
+  Python 3.13), for a client certificate (``tls_certificate`` and
+  ``tls_private_key`` are keysources, read into memory; the `ssl` module
+  loads a certificate only from a file), and for ``settings.fallback_clear``:
+  after a failed handshake KumoMTA goes on in clear on the same socket
+  (OpportunisticInsecure), and `loop.start_tls` cannot do that, since asyncio's
+  SSL protocol force-closes the transport when the handshake fails
+  (``SSLProtocol._on_handshake_complete`` -> ``_fatal_error``); the memory-BIO
+  bridge hands the clear transport back instead.
 
 ``rustls_cipher_suites`` on the stdlib stack: the `ssl` module cannot restrict
 TLS 1.3 suites (it has no ``set_ciphersuites``), so the listed TLS 1.2 suites
@@ -28,7 +35,9 @@ else the system store) and the host name `settings.server_name`;
 
 On failure the connection is closed, the protocol is not called, and
 `TlsHandshakeError(reason)` is raised: the caller reports `TlsFailed` and
-`Closed` itself.
+`Closed` itself.  With ``settings.fallback_clear`` a handshake that failed
+before completing leaves the connection open in clear, feeding `protocol`
+again, and the error says so (``clear_kept``).
 """
 
 from __future__ import annotations
@@ -62,7 +71,8 @@ async def upgrade(
     fails, times out, or its outcome is refused (verification, DANE mismatch,
     a suite outside ``rustls_cipher_suites``).
     """
-    if settings.prefer_openssl or settings.mode is TlsMode.DANE:
+    if (settings.prefer_openssl or settings.mode is TlsMode.DANE or settings.fallback_clear
+            or settings.certificate is not None):
         return await openssl_upgrade(
             loop, transport, protocol, settings, cafile=cafile, handshake_timeout=handshake_timeout
         )

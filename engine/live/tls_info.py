@@ -17,11 +17,14 @@ __all__ = ["TlsHandshakeError", "TlsInfo", "subject_of"]
 
 
 class TlsHandshakeError(EgressError):
-    """The TLS handshake failed or its result was refused; `reason` says why."""
+    """The TLS handshake failed or its result was refused; `reason` says why.
+    `clear_kept`: the connection is still open and back in clear text (asked
+    for with `TlsSettings.fallback_clear`), its protocol restored."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, clear_kept: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.clear_kept = clear_kept
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,7 @@ class World:
         self.body_reply = Reply.make(250, "2.0.0", "queued")
         self.open: dict[int, Connect] = {}
         self.ehlo_caps = EHLO_CAPS
+        self.starttls_reply = Reply.make(220, "2.0.0", "go ahead")
 
     def feed(self, ev: Event) -> list[Effect]:
         """Handle `ev` and everything the world answers, until quiet."""
@@ -191,4 +192,6 @@ class World:
             return self.body_reply
         if v is Verb.QUIT:
             return Reply.make(221, "2.0.0", "bye")
+        if v is Verb.STARTTLS:
+            return self.starttls_reply
         return Reply.make(250, "2.0.0", "ok")

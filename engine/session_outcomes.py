@@ -1,0 +1,136 @@
+"""What an SMTP client session reports to the engine (its outcomes) and what a
+transaction is given (`TxnMessage`).
+
+Kept apart from the transition table (`engine.session_model`, which
+re-exports every name here) so the table's module holds only what decides
+what may follow what: states, input kinds, handler names and rows.  These
+values are what crosses the line between the session and the engine's
+decisions (`engine.outcomes`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from engine.effects import Effect
+from engine.reply import Reply
+
+__all__ = [
+    "DELIVERED",
+    "PERMANENT",
+    "TRANSIENT",
+    "HostFailed",
+    "Outcome",
+    "RecipientResult",
+    "ReconnectInClear",
+    "SessionClosed",
+    "SessionReady",
+    "Status",
+    "Step",
+    "TlsBroken",
+    "TransactionDone",
+    "TxnMessage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TxnMessage:
+    """What a transaction needs of a message (the payload of Input.START): its
+    id (the BODY argument, by which the driver finds the spooled content),
+    envelope and size."""
+
+    id: str
+    sender: str
+    recipients: tuple[str, ...]
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.recipients:
+            raise ValueError(f"message {self.id}: a transaction needs at least one recipient")
+
+
+# -- outcomes ----------------------------------------------------------------------
+
+Status = Literal["delivered", "transient", "permanent"]
+DELIVERED: Status = "delivered"
+TRANSIENT: Status = "transient"
+PERMANENT: Status = "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReady:
+    """The session reached IDLE: give it a message, or arm the idle timer."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """The outcome for one recipient of a transaction: exactly one per
+    recipient.  `command` is the command line the reply answered (without
+    CRLF; ``"."`` for the end of data), for the record's ``response.command``."""
+
+    message_id: str
+    recipient: str
+    status: Status
+    reply: Reply
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionDone:
+    """Every recipient of `message_id` has its RecipientResult.  Emitted for
+    every transaction, also when the connection ended during it."""
+
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostFailed:
+    """This host cannot be used (before any transaction on this connection):
+    try the next one.  `reply` is what to log; synthetic when the server
+    said nothing (connect failure, timeout, a TLS or AUTH rule)."""
+
+    reason: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectInClear:
+    """The TLS handshake failed and the mode allows clear text with this
+    host: connect again to the same address with TLS disabled."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsBroken:
+    """The TLS handshake (or the EHLO after it) failed: the engine skips
+    STARTTLS on this site for `duration` seconds when the mode is
+    opportunistic.  KumoMTA's ``remember_broken_tls``
+    (crates/kumod/src/smtp_dispatcher.rs): reported only when that key is set,
+    or 15 min when opportunistic_tls_reconnect_on_failed_handshake is."""
+
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    """The connection is gone and the session is done.  Always the last
+    outcome of a session, emitted exactly once."""
+
+    reason: str
+
+
+Outcome = (
+    SessionReady
+    | RecipientResult
+    | TransactionDone
+    | HostFailed
+    | ReconnectInClear
+    | TlsBroken
+    | SessionClosed
+)
+Step = tuple[list[Effect], list[Outcome]]
+"""What each call of the session returns: effects for the driver, outcomes for
+the engine."""
+
