@@ -26,8 +26,9 @@ def test_kumomtas_shipped_files_load_unchanged() -> None:
     sh = load_shaping([(str(p), p.read_text()) for p in (KUMO, COMMUNITY)])
     assert {"default", "comcast.net", "example.com", "mail.com"} <= set(sh.entries)
     assert {"google", "yahoo", "outlook", "office365", "apple", "orange"} <= set(sh.providers)
-    # the keys egress has no use for are listed, not applied
-    assert any("remember_broken_tls" in i for i in sh.ignored)
+    # remember_broken_tls acts since KumoMTA's TLS rows were closed: applied, not ignored
+    assert sh.entries["default"].params["remember_broken_tls"] == 3 * 86400
+    assert not any("remember_broken_tls" in i for i in sh.ignored)
     # connection_limit = "local:5" (a LimitSpec) is egress's int
     assert sh.entries["http://127.0.0.1:8008.tsa.kumomta"].params["connection_limit"] == 5
     assert sh.entries["example.com"].mx_rollup is False
