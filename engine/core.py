@@ -51,6 +51,8 @@ class Core:
     # class defaults, so an engine restored from a snapshot older than shaping has none
     shaping: Any = None
     automation: Any = None
+    gates: Any = None  # engine.selection.Gates, made at the first gated pick
+    curfew_state: Any = None  # engine.curfew_hold.CurfewState, made at first use
 
     def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0,
                  lazy_redelays: bool = False, shaping: Any = None) -> None:

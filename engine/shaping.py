@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import EgressPathConfig
+from engine.curfew import Curfew
 from engine.throttle import Throttle
+from engine.warmup import Warmup
 
 __all__ = ["ACTIONS", "CONFIG_ACTIONS", "IGNORED_KEYS", "MATCHERS", "MERGEABLE", "PLAIN_ACTIONS",
            "Action", "Entry", "Provider", "Rule", "Shaping", "merge"]
@@ -41,9 +43,12 @@ ACTIONS = PLAIN_ACTIONS + CONFIG_ACTIONS
 MATCHERS = ("MXSuffix", "DomainSuffix", "HostName")
 #: KumoMTA egress path keys egress has no use for (it keeps no TLS-failure
 #: memory across paths and has no per-path shutdown timeout): loaded, not applied.
-IGNORED_KEYS = ("remember_broken_tls", "system_shutdown_timeout",
-                "provider_source_selection_rate")
-MERGEABLE = ("additional_connection_limits", "additional_message_rate_throttles")
+IGNORED_KEYS = ("remember_broken_tls", "system_shutdown_timeout")
+MERGEABLE = ("additional_connection_limits", "additional_message_rate_throttles",
+             "additional_source_selection_rates")
+#: KumoMTA's provider-only key: a source's selection rate shared by every site of
+#: the provider (crates/kumo-api-types/src/shaping.rs, apply_provider_params_to).
+PROVIDER_SELECTION = "provider_source_selection_rate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,9 @@ class Provider:
     connection_limit: int | None = None
     max_message_rate: Any = None
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # provider_source_selection_rate: the block's own, and per source (None: unset)
+    selection_rate: Throttle | None = None
+    source_selection_rates: dict[str, Throttle] = field(default_factory=dict)
     automation: list[Rule] = field(default_factory=list)
 
     def domain_matches(self, domain: str, mx_hosts: Sequence[str] | None) -> bool:
@@ -125,6 +133,10 @@ class Provider:
         if self.max_message_rate is not None:
             out["additional_message_rate_throttles"] = {
                 f"shaping-provider-{self.name}-{source}-rate": self.max_message_rate}
+        rate = self.source_selection_rates.get(source, self.selection_rate)
+        if rate is not None:
+            out["additional_source_selection_rates"] = {
+                f"shaping-provider-{self.name}-{source}-selection-rate": rate}
         return out
 
 
@@ -146,6 +158,9 @@ class Shaping:
     entries: dict[str, Entry] = field(default_factory=dict)
     providers: dict[str, Provider] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    # egress's own tables (docs/SHAPING.md): warm-up plans by source, and curfews
+    warmup: dict[str, Warmup] = field(default_factory=dict)
+    curfews: list[Curfew] = field(default_factory=list)
 
     def _providers_for(self, domain: str, mx_hosts: Sequence[str] | None) -> list[Provider]:
         return [p for p in self.providers.values() if p.domain_matches(domain, mx_hosts)]
