@@ -146,7 +146,7 @@ def test_a_message_due_in_the_curfew_waits_for_its_end_under_one_timer() -> None
 
 
 def test_other_domains_and_hours_pass() -> None:
-    eng, w = engine(NIGHT_UTC)
+    _eng, w = engine(NIGHT_UTC)
     w.now = 7200.0
     fx = w.feed(submit(1, at=7200.0, rcpts=("u@other.org",)))
     assert len(records(fx, "Delivery")) == 1
@@ -156,7 +156,7 @@ def test_other_domains_and_hours_pass() -> None:
 
 
 def test_tenant_and_campaign_curfews() -> None:
-    eng, w = engine('''
+    _eng, w = engine('''
 [[curfew]]
 tenant = "bulk"
 campaign = "sale"
@@ -208,7 +208,7 @@ def test_a_timer_fired_a_hair_early_still_finds_the_curfew() -> None:
 def test_a_replay_holds_the_same_messages() -> None:
     outs = []
     for _ in range(2):
-        eng, w = engine(NIGHT_UTC)
+        _eng, w = engine(NIGHT_UTC)
         fx = []
         for i in range(10):
             w.now = i * 3000.0

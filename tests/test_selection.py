@@ -95,7 +95,7 @@ def test_a_rate_spent_on_one_source_sends_the_rest_through_the_other() -> None:
     its source.lua sets it), warming_b free: 2 and 8, no failure."""
     p = pool_policy(per_source={"warming_a": {"additional_source_selection_rates": {
         "KUMOD_SOURCE_SELECTION_RATE_WARMING_A": "2/day"}}})
-    eng, w = engine(p)
+    _eng, w = engine(p)
     fx = []
     for i in range(10):
         fx += w.feed(submit(i))
@@ -202,7 +202,7 @@ def test_a_daily_cap_sends_the_overflow_through_the_warm_source() -> None:
 
 
 def test_before_its_start_a_source_takes_nothing() -> None:
-    eng, w = engine(new_and_warm(), WARMUP.replace("2026-01-01", "2026-01-02"))
+    _eng, w = engine(new_and_warm(), WARMUP.replace("2026-01-01", "2026-01-02"))
     fx = []
     for i in range(4):
         fx += w.feed(submit(i))
@@ -248,7 +248,7 @@ hourly = { 1 = 1 }
 
 
 def test_a_pool_of_capped_sources_fails_transiently_as_kumomta_does() -> None:
-    eng, w = engine(pool_policy(("ip-new",)), WARMUP)
+    _eng, w = engine(pool_policy(("ip-new",)), WARMUP)
     fx = []
     for i in range(5):
         fx += w.feed(submit(i))
@@ -278,7 +278,7 @@ def test_the_counts_are_in_the_snapshot() -> None:
 def test_a_replay_makes_the_same_choices() -> None:
     runs = []
     for _ in range(2):
-        eng, w = engine(new_and_warm(), WARMUP)
+        _eng, w = engine(new_and_warm(), WARMUP)
         fx = []
         for i in range(12):
             w.now = i * 7000.0
