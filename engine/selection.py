@@ -37,7 +37,7 @@ from engine.ready import ReadyQueue
 from engine.throttle import Throttle, ThrottleState
 from engine.warmup import PERIODS
 
-__all__ = ["Gates", "admit", "gated", "reap", "throttle_names"]
+__all__ = ["Gates", "admit", "gated", "provider_of", "reap", "throttle_names"]
 
 
 class Gates:
@@ -81,6 +81,20 @@ def throttle_names(rq: ReadyQueue) -> list[tuple[str, Throttle]]:
     return found
 
 
+def provider_of(eng: Core, rq: ReadyQueue) -> str:
+    """The provider a warm-up cap counts `rq` under: its config's provider_name,
+    else the first shaping ``[provider]`` block matching its domain and MX (a
+    config asked before the MX answer was installed has none yet), else its site."""
+    name: str | None = rq.cfg.provider_name
+    if name:
+        return name
+    hosts = [r.host for r in rq.mx] if rq.mx else None
+    for prov in eng.shaping.providers.values():
+        if prov.domain_matches(rq.domain, hosts):
+            return prov.name  # type: ignore[no-any-return]
+    return rq.site
+
+
 def _gates(eng: Core) -> Gates:
     gates: Gates | None = eng.gates
     if gates is None:
@@ -96,7 +110,7 @@ def admit(eng: Core, rq: ReadyQueue, now: float) -> bool:
     entries = []
     if plan is not None:
         t = eng.epoch + now
-        provider = rq.cfg.provider_name or rq.site
+        provider = provider_of(eng, rq)
         for period in PERIODS:
             schedule = plan.schedule(period, provider)
             if schedule is None:
