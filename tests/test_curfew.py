@@ -218,3 +218,30 @@ def test_a_replay_holds_the_same_messages() -> None:
     assert outs[0] == outs[1]
     held = [x for x in outs[0] if x[0] == "Delayed"]
     assert {x[1] for x in held} == {f"m{i}" for i in range(2, 10)}  # 01:40 .. 07:30
+
+
+def test_in_the_engine_a_dst_night_ends_at_local_seven() -> None:
+    """Spring forward in New York (2026-03-08): the night that began at 22:00 EST
+    ends at 07:00 EDT, 11:00Z, an hour earlier in UTC than the night before."""
+    eng, w = engine(NIGHT_NY)
+    for n, day in enumerate(("2026-03-07", "2026-03-08")):
+        at = utc(f"{day}T05:00") - EPOCH
+        w.now = at
+        [held] = records(w.feed(submit(n, at=at)), "Delayed")
+        end = "12:00" if day == "2026-03-07" else "11:00"
+        assert held["response"]["content"].endswith(f"until {day}T{end}:00Z")
+        assert eng.timers[("promote", "")] == utc(f"{day}T{end}") - EPOCH
+        fx = w.run(utc(f"{day}T{end}") - EPOCH)
+        assert [r["id"] for r in records(fx, "Delivery")] == [f"m{n}"]
+
+
+def test_held_messages_survive_a_snapshot() -> None:
+    eng, w = engine(NIGHT_UTC)
+    w.now = 7200.0
+    w.feed(submit(1, at=7200.0))
+    again = Engine.restore(eng.snapshot(), eng.policy)
+    assert again.scheduled_count == 1 and again.curfew_state.curfews[0].tz.key == "UTC"
+    w2 = World(again)
+    w2.timers = dict(again.armed_timers())
+    fx = w2.run(8 * 3600.0)
+    assert [r["id"] for r in records(fx, "Delivery")] == ["m1"]

@@ -285,3 +285,23 @@ def test_a_replay_makes_the_same_choices() -> None:
             fx += w.feed(submit(i, at=i * 7000.0))
         runs.append([(r["id"], r["egress_source"]) for r in records(fx, "Delivery")])
     assert runs[0] == runs[1]
+
+
+def test_random_arrivals_over_three_days_never_pass_the_caps() -> None:
+    """Deliveries here happen at the instant of selection, so each UTC day's
+    deliveries through ip-new are its selections: at most the day's cap, and
+    the cap is reached whenever the day brought enough mail."""
+    import random
+
+    rng = random.Random(5)
+    times = sorted(rng.uniform(0, 3 * DAY) for _ in range(600))
+    _eng, w = engine(new_and_warm(), WARMUP)
+    fx = []
+    for i, t in enumerate(times):
+        w.now = t
+        fx += w.feed(submit(i, at=t))
+    per_day: Counter[tuple[int, str]] = Counter()
+    for r in records(fx, "Delivery"):
+        per_day[((r["timestamp"] - int(EPOCH)) // int(DAY), r["egress_source"])] += 1
+    assert [per_day[(d, "ip-new")] for d in range(3)] == [3, 5, 5]
+    assert sum(per_day.values()) == 600
