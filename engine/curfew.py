@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from engine.errors import ConfigError
-from engine.warmup import zone
+from engine.warmup import table, zone
 
 __all__ = ["Curfew", "load_curfews"]
 
@@ -161,12 +160,7 @@ def _holds_always(spans: tuple[tuple[int, int], ...], days: frozenset[int]) -> b
 
 def _one(n: int, raw: Any, file: str) -> Curfew:
     where = f"{file}: [[curfew]] #{n + 1}"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: {raw!r} is not a table")
-    for key in raw:
-        if key not in _KEYS:
-            raise ConfigError(f"{where}: unknown field {key!r}; valid fields are "
-                              f"{', '.join(_KEYS)}")
+    raw = table(raw, _KEYS, where)
     for key in ("tz", "hours"):
         if key not in raw:
             raise ConfigError(f"{where}: missing field {key!r}")

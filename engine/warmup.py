@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.errors import ConfigError
 
-__all__ = ["DAY", "HOUR", "PERIODS", "Schedule", "Warmup", "load_warmup", "zone"]
+__all__ = ["DAY", "HOUR", "PERIODS", "Schedule", "Warmup", "load_warmup", "table", "zone"]
 
 DAY = "daily"
 HOUR = "hourly"
@@ -112,6 +112,17 @@ class Warmup:
         return dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=self.tz).timestamp()
 
 
+def table(raw: Any, keys: tuple[str, ...], where: str) -> Mapping[str, Any]:
+    """`raw` if it is a table with only `keys`; else a ConfigError naming `where`."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: {raw!r} is not a table")
+    for key in raw:
+        if key not in keys:
+            raise ConfigError(f"{where}: unknown field {key!r}; valid fields are "
+                              f"{', '.join(keys)}")
+    return raw
+
+
 def _schedule(raw: Any, where: str) -> Schedule:
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError(f"{where}: {raw!r} is not a table of day = cap, such as "
@@ -153,12 +164,7 @@ def _start(raw: Any, where: str) -> dt.date:
 
 def _one(source: str, raw: Any, file: str) -> Warmup:
     where = f'{file}: [warmup."{source}"]'
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: {raw!r} is not a table")
-    for key in raw:
-        if key not in _KEYS:
-            raise ConfigError(f"{where}: unknown field {key!r}; valid fields are "
-                              f"{', '.join(_KEYS)}")
+    raw = table(raw, _KEYS, where)
     if "start" not in raw:
         raise ConfigError(f"{where}: missing field 'start' (the plan's day 1, a date)")
     schedules = _periods(raw, where)
@@ -168,13 +174,7 @@ def _one(source: str, raw: Any, file: str) -> Warmup:
         raise ConfigError(f"{where}.providers: {provs!r} is not a table of provider tables")
     for name, tbl in provs.items():
         pw = f'{where}.providers."{name}"'
-        if not isinstance(tbl, Mapping):
-            raise ConfigError(f"{pw}: {tbl!r} is not a table")
-        for key in tbl:
-            if key not in PERIODS:
-                raise ConfigError(f"{pw}: unknown field {key!r}; valid fields are "
-                                  f"{', '.join(PERIODS)}")
-        providers[name] = _periods(tbl, pw)
+        providers[name] = _periods(table(tbl, PERIODS, pw), pw)
     if not schedules and not any(providers.values()):
         raise ConfigError(f"{where}: no schedule; give daily or hourly (day = cap)")
     return Warmup(source, _start(raw["start"], where), zone(raw.get("tz", "UTC"), where),

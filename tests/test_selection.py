@@ -15,8 +15,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from engine.config import make_egress_path
 from engine.engine import Engine
+from engine.errors import ConfigError
 from engine.events import MxRecord
 from engine.policy import Policy
 from engine.queue_config import make_egress_pool, make_queue_config
@@ -305,3 +308,22 @@ def test_random_arrivals_over_three_days_never_pass_the_caps() -> None:
         per_day[((r["timestamp"] - int(EPOCH)) // int(DAY), r["egress_source"])] += 1
     assert [per_day[(d, "ip-new")] for d in range(3)] == [3, 5, 5]
     assert sum(per_day.values()) == 600
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    ("daily = { 1 = 5 }", "missing field 'start'"),
+    ("start = 2026-01-01\nweekly = { 1 = 5 }", "unknown field 'weekly'"),
+    ("start = 2026-01-01", "no schedule; give daily or hourly"),
+    ("start = 2026-01-01\ndaily = { 0 = 5 }", "daily: day '0' is not a day number"),
+    ("start = 2026-01-01\ndaily = { 1 = -5 }", "daily: day 1: -5 is not a cap"),
+    ("start = 2026-01-01\ndaily = { 1 = \"lots\" }", "'lots' is not a cap"),
+    ("start = 2026-01-01T10:00:00\ndaily = { 1 = 5 }", "start: "),
+    ("start = \"soon\"\ndaily = { 1 = 5 }", "start: 'soon' is not a date"),
+    ("start = 2026-01-01\ntz = \"PST\"\ndaily = { 1 = 5 }", "tz: 'PST' is not a known IANA"),
+    ("start = 2026-01-01\ndaily = { 1 = 5 }\nproviders.g.monthly = { 1 = 1 }",
+     "providers.\"g\": unknown field 'monthly'"),
+])
+def test_bad_warmup_tables_are_refused_naming_file_table_and_field(body: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=r'^s\.toml: \[warmup\."ip-new"\]') as err:
+        load_shaping([("s.toml", f'[warmup."ip-new"]\n{body}\n')])
+    assert why in str(err.value) and "\n" not in str(err.value)
