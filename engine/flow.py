@@ -142,7 +142,8 @@ def _source_with_room(eng: Core, msg: Message, ds: DomainState, full: ReadyQueue
         if source == full.source_name:
             continue
         rq = path_for(eng, msg, ds, now, source)
-        if len(rq.messages) < _max_ready(eng, rq, now):
+        if len(rq.messages) < _max_ready(eng, rq, now) \
+                and (not selection.gated(eng, rq) or selection.admit(eng, rq, now)):
             return rq
     return full
 

@@ -327,3 +327,20 @@ def test_bad_warmup_tables_are_refused_naming_file_table_and_field(body: str, wh
     with pytest.raises(ConfigError, match=r'^s\.toml: \[warmup\."ip-new"\]') as err:
         load_shaping([("s.toml", f'[warmup."ip-new"]\n{body}\n')])
     assert why in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_full_warm_source_does_not_overflow_past_the_new_ones_cap() -> None:
+    """The warm source is picked and full: the other sources are tried, and a
+    capped one is asked first (flow._source_with_room), so the cap holds."""
+    p = pool_policy(("ip-new", "ip-warm"), max_ready=5, connection_limit=1,
+                    per_source={"ip-warm": {"max_ready": 1}})
+    eng, w = engine(p, WARMUP)
+    w.auto_connect = False
+    fx = []
+    for i in range(12):
+        fx += w.feed(submit(i))
+    taken = {rq.source_name: len(rq.messages) + sum(1 for c in rq.conns.values() if c.msg)
+             for rq in eng.paths.values()}
+    # every message ip-new took was counted against its cap
+    assert taken["ip-new"] == eng.gates.count("ip-new", "(mx1|mx2).example.com", "daily") <= 3
+    assert len(records(fx, "Delayed")) == 12 - sum(taken.values())
