@@ -37,7 +37,7 @@ from engine.message import Message, QueueInfo
 from engine.reply import Reply
 from engine.retry import iso
 
-__all__ = ["CurfewState", "active", "hold", "started"]
+__all__ = ["CurfewState", "active", "hold", "reap", "started"]
 
 _SLACK = 0.001  # seconds
 
@@ -144,3 +144,12 @@ def started(eng: Core, ev: TimerFired) -> None:
             rq.messages.extend(keep)
             for m in taken:
                 _hold(eng, m, curfew, release, now)
+
+
+def reap(eng: Core) -> None:
+    """Forget which curfews cover the scheduled queues that are gone
+    (`engine.lifecycle.reap_idle`)."""
+    st: CurfewState | None = eng.curfew_state
+    if st is not None and st.by_queue:
+        queues = eng.queues
+        st.by_queue = {name: found for name, found in st.by_queue.items() if name in queues}

@@ -245,3 +245,14 @@ def test_held_messages_survive_a_snapshot() -> None:
     w2.timers = dict(again.armed_timers())
     fx = w2.run(8 * 3600.0)
     assert [r["id"] for r in records(fx, "Delivery")] == ["m1"]
+
+
+def test_the_reap_forgets_what_gone_queues_matched() -> None:
+    from engine.lifecycle import reap_idle
+
+    eng, w = engine(NIGHT_UTC)
+    w.now = 9 * 3600.0
+    w.feed(submit(1, at=9 * 3600.0, tenant="t1"))
+    assert "t1@example.com" in eng.curfew_state.by_queue
+    reap_idle(eng, 10 * 3600.0)
+    assert "t1@example.com" not in eng.queues and eng.curfew_state.by_queue == {}
