@@ -95,7 +95,8 @@ def _check_domain(policy: Policy, domain: str, args: argparse.Namespace,
         if shaping is not None:  # no MX is resolved here: MXSuffix providers cannot match
             shaped = {"values": sorted(shaping.values(domain, source.name, domain)),
                       "files": list(shaping.files),
-                      "rules": [_rule_line(r) for r in shaping.rules(domain, domain)]}
+                      "rules": [_rule_line(r) for r in shaping.rules(domain, domain)],
+                      **_gate_lines(shaping, domain, source.name, args)}
             cfg = shaping.overlay(cfg, domain, source.name, domain)
         site = domain
         live: dict[str, Any] = {}
@@ -128,6 +129,24 @@ def _in_spool(eng: Any, domain: str, source: str, cfg: Any) -> tuple[Any, str, d
     rq = eng.paths.get(f"{source}->{site}")
     return (rq.cfg if rq is not None else cfg, site,
             {"in_force": in_force(eng, source=source, site=site)})
+def _gate_lines(shaping: Any, domain: str, source: str,
+                args: argparse.Namespace) -> dict[str, list[str]]:
+    """The shaping files' warm-up plan for `source` and the curfews covering the
+    domain's queue, one line each (docs/SHAPING.md)."""
+    out: dict[str, list[str]] = {}
+    plan = shaping.warmup.get(source)
+    if plan is not None:
+        steps = ", ".join(f"{p} " + " ".join(f"{d}={c if c is not None else 'unlimited'}"
+                                             for d, c in sched.steps)
+                          for p, sched in plan.schedules.items())
+        out["warmup"] = [f"warm-up of {source}: day 1 = {plan.start} ({plan.tz.key}); {steps}"
+                         + (f"; own schedules for {', '.join(plan.providers)}"
+                            if plan.providers else "")]
+    held = [c for c in shaping.curfews
+            if c.matches(domain, args.tenant or "", args.campaign or "")]
+    if held:
+        out["curfews"] = [f"curfew {c.name}: held {c.hours} {c.tz.key}" for c in held]
+    return out
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -237,6 +256,8 @@ def _print_check(policy_path: str, results: list[dict[str, Any]], only_set: bool
                               f"{len(by_shaping)} keys set; automation rules watching this path:")
                 for line in shaped["rules"] or ["(none)"]:
                     console.print(f"    {line}")
+                for line in shaped.get("warmup", []) + shaped.get("curfews", []):
+                    console.print(f"  {line}")
             if "in_force" in paths[0]:
                 from engine.shaping_rules import describe
 

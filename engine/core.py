@@ -59,6 +59,8 @@ class Core:
     broken_tls: dict[str, float] = MappingProxyType({})  # type: ignore[assignment]
     tlsa_failed: dict[tuple[str, int], tuple[str, float]] = MappingProxyType(
         {})  # type: ignore[assignment]
+    gates: Any = None  # engine.selection.Gates, made at the first gated pick
+    curfew_state: Any = None  # engine.curfew_hold.CurfewState, made at first use
 
     def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0,
                  lazy_redelays: bool = False, shaping: Any = None) -> None:

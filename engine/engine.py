@@ -31,6 +31,7 @@ from typing import Any
 
 from engine import (
     admin,
+    curfew_hold,
     dispatch,
     flow,
     lifecycle,
@@ -337,6 +338,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "reap": _reap_timer,
     "shared": shared_answers.shared_timer,
     "shaping": shaping_rules.lapse,
+    "curfew": curfew_hold.started,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {

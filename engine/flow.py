@@ -16,7 +16,7 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from engine import lifecycle, lookups, metrics, records
+from engine import curfew_hold, lifecycle, lookups, metrics, records, selection
 from engine.admin_hold import intercept
 from engine.backlog import Backlog
 from engine.core import Core
@@ -99,6 +99,8 @@ def promote(eng: Core, msg: Message, now: float) -> None:
         return
     if eng.admin_rules.active and intercept(eng, msg, now):
         return  # held or bounced by an admin suspension or bounce of scheduled queues
+    if eng.shaping is not None and curfew_hold.active(eng) and curfew_hold.hold(eng, msg, now):
+        return  # a curfew holds it until it ends (engine.curfew_hold)
     ds = eng.domains.get(q.route) or destination(eng, q)
     if ds is None or ds.site is None or ds.expires <= now:
         park(eng, msg, q.route, ds)
@@ -115,7 +117,12 @@ def promote(eng: Core, msg: Message, now: float) -> None:
             throttled(eng, msg, now, wait)
             return
     rq = path_for(eng, msg, ds, now)
-    if len(rq.messages) >= _max_ready(eng, rq, now) and len(eng.pools[q.pool].names) > 1:
+    if selection.gated(eng, rq):
+        chosen = _select_gated(eng, msg, ds, rq, now)
+        if chosen is None:
+            return
+        rq = chosen
+    elif len(rq.messages) >= _max_ready(eng, rq, now) and len(eng.pools[q.pool].names) > 1:
         rq = _source_with_room(eng, msg, ds, rq, now)
     enqueue_ready(eng, rq, msg, now)
 
@@ -135,9 +142,41 @@ def _source_with_room(eng: Core, msg: Message, ds: DomainState, full: ReadyQueue
         if source == full.source_name:
             continue
         rq = path_for(eng, msg, ds, now, source)
-        if len(rq.messages) < _max_ready(eng, rq, now):
+        if len(rq.messages) < _max_ready(eng, rq, now) \
+                and (not selection.gated(eng, rq) or selection.admit(eng, rq, now)):
             return rq
     return full
+
+
+def _select_gated(eng: Core, msg: Message, ds: DomainState, rq: ReadyQueue,
+                  now: float) -> ReadyQueue | None:
+    """KumoMTA's ``select_and_insert`` (crates/kumod/src/egress_source.rs) when
+    the picked source is gated (`engine.selection`): a source whose ready queue
+    is full, or whose selection rate or warm-up cap is spent, is dropped and the
+    round robin picks again among the rest.  None eligible: the first full
+    queue if one was full (re-delayed as ReadyQueueWasFull), else KumoMTA's
+    TransientFailure ``451 4.4.4 ... no sources ... are eligible for selection
+    at this time`` and the retry schedule (None returned)."""
+    q = msg.queue
+    rr = eng.pools[q.pool]
+    left = set(rr.names)
+    full = None
+    while True:
+        if len(rq.messages) >= _max_ready(eng, rq, now):
+            full = full or rq
+        elif not selection.gated(eng, rq) or selection.admit(eng, rq, now):
+            return rq
+        left.discard(rq.source_name)
+        source = rr.pick_among(left)
+        if source is None:
+            break
+        rq = path_for(eng, msg, ds, now, source)
+    if full is not None:
+        return full
+    lifecycle.transient(eng, msg, now, Reply.make(451, "4.4.4", (
+        f"KumoMTA internal: no sources for {q.name} pool=`{q.pool}` are eligible for "
+        "selection at this time")))
+    return None
 
 
 def throttled(eng: Core, msg: Message, now: float, wait: float) -> None:
@@ -232,7 +271,7 @@ def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
     """Put `msg` in `rq`, or back to scheduled when the ready queue is full."""
     cfg: Any = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
     if len(rq.messages) >= cfg.max_ready:
-        if eng.lazy_redelays and lazy_ok(eng, msg):
+        if eng.lazy_redelays and lazy_ok(eng, msg) and not _gated_lazy(eng, rq):
             backlog_redelay(eng, rq, msg, now)
             return
         due = now + eng.rng.uniform(0.0, 60.0)
@@ -269,6 +308,12 @@ def lazy_ok(eng: Core, msg: Message) -> bool:
         return False
     rr = eng.pools.get(q.pool)
     return rr is not None and len(rr.names) == 1
+
+
+def _gated_lazy(eng: Core, rq: ReadyQueue) -> bool:
+    """A lazy backlog admits its messages without promoting them again, so it
+    would pass by a curfew or a gated source's selection: not for those."""
+    return (eng.shaping is not None and curfew_hold.active(eng)) or selection.gated(eng, rq)
 
 
 def backlog_redelay(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:

@@ -13,7 +13,7 @@ domain ever seen.
 
 from __future__ import annotations
 
-from engine import metrics, records
+from engine import curfew_hold, metrics, records, selection
 from engine.core import Core
 from engine.effects import Discard, Log
 from engine.events import trusted_factory
@@ -193,3 +193,5 @@ def reap_idle(eng: Core, now: float) -> None:
     for dom, (_, expires) in list(eng.sts.items()):
         if expires <= now:
             del eng.sts[dom]
+    selection.reap(eng, now)
+    curfew_hold.reap(eng)

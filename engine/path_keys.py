@@ -129,10 +129,6 @@ NEWER_CHECKS: dict[str, Check] = {
 _INERT: dict[str, tuple[Any, str]] = {
     "aggressive_connection_opening": (
         False, "opens the connection before taking a message from the ready queue"),
-    "source_selection_rate": (
-        None, "throttles how often a pool selects this source for the site"),
-    "additional_source_selection_rates": (
-        {}, "throttles how often a pool selects this source, under shared names"),
     "try_next_host_on_transport_error": (
         False, "moves to the next MX host after a transport error mid-transaction"),
     "refresh_interval": (60.0, "re-asks get_egress_path_config at this interval"),

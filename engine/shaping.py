@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import EgressPathConfig
+from engine.curfew import Curfew
 from engine.durations import format_duration
 from engine.throttle import Throttle
+from engine.warmup import Warmup
 
 __all__ = ["ACTIONS", "ADJUSTABLE", "ADJUST_ACTIONS", "BACKOFF", "CONFIG_ACTIONS", "IGNORED_KEYS",
            "MATCHERS", "MERGEABLE", "PLAIN_ACTIONS", "Action", "Adjust", "Backoff", "Entry",
@@ -52,9 +54,12 @@ ADJUSTABLE = ("connection_limit", "max_deliveries_per_connection", "max_message_
 MATCHERS = ("MXSuffix", "DomainSuffix", "HostName")
 #: KumoMTA egress path keys egress has no use for (it has no per-path shutdown
 #: timeout): loaded, not applied.
-IGNORED_KEYS = ("system_shutdown_timeout",
-                "provider_source_selection_rate")
-MERGEABLE = ("additional_connection_limits", "additional_message_rate_throttles")
+IGNORED_KEYS = ("system_shutdown_timeout",)
+MERGEABLE = ("additional_connection_limits", "additional_message_rate_throttles",
+             "additional_source_selection_rates")
+#: KumoMTA's provider-only key: a source's selection rate shared by every site of
+#: the provider (crates/kumo-api-types/src/shaping.rs, apply_provider_params_to).
+PROVIDER_SELECTION = "provider_source_selection_rate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +161,9 @@ class Provider:
     connection_limit: int | None = None
     max_message_rate: Any = None
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # provider_source_selection_rate: the block's own, and per source (None: unset)
+    selection_rate: Throttle | None = None
+    source_selection_rates: dict[str, Throttle] = field(default_factory=dict)
     automation: list[Rule] = field(default_factory=list)
 
     def domain_matches(self, domain: str, mx_hosts: Sequence[str] | None) -> bool:
@@ -187,6 +195,10 @@ class Provider:
         if self.max_message_rate is not None:
             out["additional_message_rate_throttles"] = {
                 f"shaping-provider-{self.name}-{source}-rate": self.max_message_rate}
+        rate = self.source_selection_rates.get(source, self.selection_rate)
+        if rate is not None:
+            out["additional_source_selection_rates"] = {
+                f"shaping-provider-{self.name}-{source}-selection-rate": rate}
         return out
 
 
@@ -221,6 +233,9 @@ class Shaping:
     #: When files from elsewhere were merged over the helper's, the helper's
     #: own load: what its hook saw (`hook_values`).
     hooked: Shaping | None = None
+    # egress's own tables (docs/SHAPING.md): warm-up plans by source, and curfews
+    warmup: dict[str, Warmup] = field(default_factory=dict)
+    curfews: list[Curfew] = field(default_factory=list)
 
     def _providers_for(self, domain: str, mx_hosts: Sequence[str] | None) -> list[Provider]:
         return [p for p in self.providers.values() if p.domain_matches(domain, mx_hosts)]

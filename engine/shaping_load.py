@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.config import make_egress_path
+from engine.curfew import load_curfews
 from engine.durations import parse_duration
 from engine.errors import ConfigError
 from engine.shaping import (
@@ -27,6 +28,7 @@ from engine.shaping import (
     IGNORED_KEYS,
     MATCHERS,
     PLAIN_ACTIONS,
+    PROVIDER_SELECTION,
     Action,
     Adjust,
     Backoff,
@@ -37,13 +39,15 @@ from engine.shaping import (
     merge,
 )
 from engine.throttle import parse_throttle
+from engine.warmup import load_warmup
 
 __all__ = ["combine", "load_shaping"]
 
 _RULE_KEYS = ("regex", "action", "trigger", "duration", "match_internal")
 _ENTRY_KEYS = ("mx_rollup", "replace_base", "automation", "sources")
 _PROVIDER_KEYS = ("match", "replace_base", "automation", "sources",
-                  "provider_connection_limit", "provider_max_message_rate")
+                  "provider_connection_limit", "provider_max_message_rate",
+                  "provider_source_selection_rate")
 _LIMIT = re.compile(r"^(?:local:)?\s*([0-9][0-9_,]*)$")
 
 class _Where:
@@ -86,6 +90,11 @@ def _params(raw: Mapping[str, Any], where: _Where, ignored: list[str]) -> dict[s
         raise where.fail(str(exc)) from None
     # keep the normalised values (durations in seconds, Throttles, ...)
     return {k: getattr(cfg, k) for k in params}
+
+
+def _selection_rate(value: Any, where: _Where) -> Any:
+    """provider_source_selection_rate: a throttle, as source_selection_rate's."""
+    return _params({"source_selection_rate": value}, where, [])["source_selection_rate"]
 
 
 def _regexes(raw: Any, where: _Where) -> tuple[re.Pattern[str], ...]:
@@ -285,9 +294,21 @@ def _load_provider(sh: Shaping, name: str, raw: Any, file: str) -> None:
     if "provider_max_message_rate" in raw:
         prov.max_message_rate = _params({"max_message_rate": raw["provider_max_message_rate"]},
                                         where, [])["max_message_rate"]
+    if PROVIDER_SELECTION in raw:
+        prov.selection_rate = _selection_rate(raw[PROVIDER_SELECTION], where)
     plain = {k: v for k, v in raw.items() if k not in _PROVIDER_KEYS}
     merge(prov.params, _params(plain, where, sh.ignored))
-    for src, tbl in _sources(raw.get("sources", {}), where, sh.ignored).items():
+    srcs = raw.get("sources", {})
+    if isinstance(srcs, Mapping):  # take the provider-only key out of each source table
+        plain_srcs: dict[str, Any] = {}
+        for src, tbl in srcs.items():
+            if isinstance(tbl, Mapping) and PROVIDER_SELECTION in tbl:
+                sw = _Where(file, f'{where.table}.sources."{src}"')
+                prov.source_selection_rates[src] = _selection_rate(tbl[PROVIDER_SELECTION], sw)
+                tbl = {k: v for k, v in tbl.items() if k != PROVIDER_SELECTION}
+            plain_srcs[src] = tbl
+        srcs = plain_srcs
+    for src, tbl in _sources(srcs, where, sh.ignored).items():
         merge(prov.sources.setdefault(src, {}), tbl)
     prov.automation.extend(_rules(raw, f"provider:{name}", where, len(prov.automation)))
     sh.providers[name] = prov
@@ -310,6 +331,10 @@ def load_shaping(files: Sequence[tuple[str, str | Mapping[str, Any]]]) -> Shapin
                     raise ConfigError(f"{file}: [provider]: not a table of providers")
                 for pname, praw in raw.items():
                     _load_provider(sh, pname, praw, file)
+            elif name == "warmup":  # egress's own tables (docs/SHAPING.md)
+                sh.warmup.update(load_warmup(raw, file))
+            elif name == "curfew":
+                sh.curfews.extend(load_curfews(raw, file, len(sh.curfews)))
             else:
                 _load_entry(sh, name, raw, file)
     return sh

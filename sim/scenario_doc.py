@@ -69,6 +69,9 @@ EGRESS_MEANINGS: dict[str, str] = {
     "(opportunistic modes)",
     "tls_certificate": "client certificate to present (a key source, PEM; with tls_private_key)",
     "tls_private_key": "its private key (a key source, PEM; with tls_certificate)",
+    "source_selection_rate": "how often a pool may pick this source for the site "
+    "(IP warm-up; spent: the pool's other sources take the message)",
+    "additional_source_selection_rates": "further named selection rates shared across paths",
 }
 # Examples where the default is none or says nothing; else the default is the example.
 EGRESS_EXAMPLES: dict[str, str] = {
@@ -80,6 +83,8 @@ EGRESS_EXAMPLES: dict[str, str] = {
     "tls_private_key": '"/etc/egress/client.key"',
     "additional_connection_limits": '{ "shared" = 100 }',
     "additional_message_rate_throttles": '{ "shared" = "1000/min" }',
+    "source_selection_rate": '"100/day,max_burst=1"',
+    "additional_source_selection_rates": '{ "new-ip-overall" = "10,000/day" }',
     "skip_hosts": '["10.0.0.0/8"]', "prohibited_hosts": '["127.0.0.0/8", "::1"]',
     "rustls_cipher_suites": '["TLS13_AES_256_GCM_SHA384"]',
     "openssl_cipher_list": '"ECDHE+AESGCM"', "openssl_cipher_suites": '"TLS_AES_256_GCM_SHA384"',

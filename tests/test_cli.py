@@ -171,3 +171,20 @@ def test_every_package_a_subcommand_imports_is_installed() -> None:
         "tool"]["setuptools"]["packages"]["find"]["include"]
     missing = {p for p in imported if not any(fnmatch.fnmatch(p, pat) for pat in include)}
     assert missing == set()
+
+
+def test_check_shows_the_warm_up_plan_and_the_curfews() -> None:
+    """docs/SHAPING.md: `egress check --shaping` names the source's warm-up
+    schedule and the curfews that cover the domain's queue."""
+    warmup = ROOT / "scenarios" / "ip_warmup"
+    run = egress("check", str(warmup / "policy.py"), "--domain", "yahoo.com",
+                 "--shaping", str(warmup / "shaping.toml"), "--json")
+    assert run.returncode == 0, run.stderr
+    [path, _warm] = json.loads(run.stdout)["domains"][0]["paths"]
+    assert path["shaping"]["warmup"] == [
+        "warm-up of ip-new: day 1 = 2026-01-01 (UTC); daily 1=100 2=200 3=400 4=unlimited, "
+        "hourly 1=20 2=40 3=80 4=unlimited; own schedules for Yahoo"]
+    assert path["shaping"]["curfews"] == ["curfew yahoo-night: held 22:00-06:00 America/New_York"]
+    gmail = egress("check", str(warmup / "policy.py"), "--domain", "gmail.com",
+                   "--shaping", str(warmup / "shaping.toml"))
+    assert "curfew" not in gmail.stdout and "warm-up of ip-new" in gmail.stdout

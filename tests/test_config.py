@@ -79,8 +79,7 @@ DEFAULTS = {
 }
 
 # Keys egress parses but refuses away from their default (tests/test_kumomta_config.py).
-INERT = {"aggressive_connection_opening", "source_selection_rate",
-         "additional_source_selection_rates", "try_next_host_on_transport_error",
+INERT = {"aggressive_connection_opening", "try_next_host_on_transport_error",
          "refresh_interval", "refresh_strategy", "dispatcher_progress_watchdog_timeout"}
 TIMEOUTS = [k for k in DEFAULTS if k.endswith("_timeout") and k not in INERT]
 BOOLS = [k for k, v in DEFAULTS.items() if isinstance(v, bool) and k not in INERT]
@@ -125,6 +124,8 @@ VALID = {
     "max_recipients_per_batch": [(1, 1)],
     "additional_connection_limits": [({"shared-ip": 100}, {"shared-ip": 100})],
     "additional_message_rate_throttles": [({"tenant-a": "10/s"}, {"tenant-a": Throttle(10, 1.0)})],
+    "source_selection_rate": [("100/day,max_burst=1", Throttle(100, 86400.0, 1))],
+    "additional_source_selection_rates": [({"warm": "10/h"}, {"warm": Throttle(10, 3600.0)})],
     "ip_lookup_strategy": [(m.value, m) for m in IpLookupStrategy],
     "reconnect_strategy": [(m.value, m) for m in ReconnectStrategy],
     "provider_name": [("google", "google")],
@@ -164,6 +165,9 @@ INVALID = {
     "additional_connection_limits": [({"a": 0}, "an integer >= 1"), ([1], "expected a mapping"),
                                      ({"": 3}, "entry name")],
     "additional_message_rate_throttles": [({"a": "fast"}, "not a valid throttle"),
+                                          ("10/s", "expected a mapping")],
+    "source_selection_rate": [("fast", "not a valid throttle")],
+    "additional_source_selection_rates": [({"a": "fast"}, "not a valid throttle"),
                                           ("10/s", "expected a mapping")],
     "ip_lookup_strategy": [("ipv4only", "did you mean 'Ipv4Only'?")],
     "reconnect_strategy": [("Retry", "expected one of 'TerminateSession'")],

@@ -71,8 +71,6 @@ def test_newer_keys_parse_with_kumomta_defaults() -> None:
     ("key", "value", "shown"),
     [
         ("aggressive_connection_opening", True, "True"),
-        ("source_selection_rate", "10/min", "'10/m'"),
-        ("additional_source_selection_rates", {"warmup": "100/h"}, "{'warmup': \"'100/h'\"}"),
         ("try_next_host_on_transport_error", True, "True"),
         ("refresh_interval", "5m", "300.0"),
         ("refresh_strategy", "Epoch", "'Epoch'"),
