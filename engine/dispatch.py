@@ -119,7 +119,7 @@ def open_connection(eng: Core, rq: ReadyQueue, now: float) -> bool:
         if policy is not None and policy.mode == "enforce":
             patterns = policy.mx
     plan = build_plan(rq.mx, eng.rng, prohibited=cfg.prohibited_hosts, skip=cfg.skip_hosts,
-                      sts_patterns=patterns)
+                      sts_patterns=patterns, strategy=cfg.ip_lookup_strategy)
     if isinstance(plan, Reply):
         fail_queue(eng, rq, now, plan)
         return False
