@@ -48,7 +48,7 @@ from engine.events import (
 )
 from engine.lookups import DEFAULT_POOL
 from engine.message import HELD, Message
-from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.ready import ReadyQueue, config_due
 from engine.throttle import ThrottleState
 
 __all__ = ["admin_bounce_rule", "admin_cancel", "admin_suspend", "admin_suspend_ready_q",
@@ -208,6 +208,6 @@ def policy_reloaded(eng: Core, ev: PolicyReloaded) -> None:
         rq.cfg_at = now
         if cfg != old:
             eng.refresh_throttles(rq, old)
-    eng.refresh_at = now + CONFIG_REFRESH if paths else math.inf
+    eng.refresh_at = min((config_due(cfg, now) for _, cfg in paths), default=math.inf)
     for rq, _ in paths:
         pump(eng, rq, now)

@@ -28,7 +28,7 @@ from engine.events import MessageSubmitted, trusted_factory
 from engine.lifecycle import expire
 from engine.lookups import path_config, pick_source
 from engine.message import HELD, OVERFLOW, PARKED, READY, Message, QueueInfo, queue_name
-from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due
 from engine.reply import Reply
 from engine.retry import iso
 
@@ -221,8 +221,9 @@ def path_for(eng: Core, msg: Message, ds: DomainState, now: float,
         rq.mta_sts = ds.expires != STATIC_TTL and ds.smart is None
         eng.paths[path] = rq
         eng.refresh_throttles(rq, None)
-        if cfg_at + CONFIG_REFRESH < eng.refresh_at:
-            eng.refresh_at = cfg_at + CONFIG_REFRESH
+        due = config_due(cfg, cfg_at)
+        if due < eng.refresh_at:
+            eng.refresh_at = due
     else:
         rq.mx = ds.mx
     return rq

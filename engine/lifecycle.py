@@ -18,7 +18,7 @@ from engine.core import Core
 from engine.effects import Discard, Log
 from engine.events import trusted_factory
 from engine.message import DONE, HELD, READY, Message
-from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due
 from engine.reply import Reply
 from engine.retry import expiry_text, retry_delay
 
@@ -187,8 +187,8 @@ def reap_idle(eng: Core, now: float) -> None:
     for mx, site in list(eng.site_names.items()):
         if site not in sites:
             del eng.site_names[mx]
-    for key3, (_, _, cfg_at) in list(eng.path_cfgs.items()):
-        if now - cfg_at >= CONFIG_REFRESH:
+    for key3, (_, cfg, cfg_at) in list(eng.path_cfgs.items()):
+        if now >= min(config_due(cfg, cfg_at), cfg_at + CONFIG_REFRESH):
             del eng.path_cfgs[key3]
     for dom, (_, expires) in list(eng.sts.items()):
         if expires <= now:

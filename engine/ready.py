@@ -3,7 +3,7 @@
 A `ReadyQueue` holds the messages due now for one path, in FIFO order, at most
 ``max_ready`` of them, plus everything the path needs to decide how many
 connections to run: its cached `EgressPathConfig` (asked of the policy once and
-refreshed when older than `CONFIG_REFRESH` seconds, at next use), the
+refreshed as its refresh_interval/refresh_strategy say, `config_due`), the
 GCRA states of its throttles, the consecutive-failure counter and the live
 connections (`ConnCtx`) in opening order.  A message taken by a connection is
 *held* by its `ConnCtx` (KumoMTA's dispatcher holds it while connecting).
@@ -29,6 +29,21 @@ from typing import Any
 from engine.message import Message
 
 CONFIG_REFRESH = 60.0
+"""KumoMTA's default refresh_interval (crates/kumo-api-types/src/egress_path.rs)."""
+
+
+def config_due(cfg: Any, cfg_at: float) -> float:
+    """When a path config asked at `cfg_at` is to be asked again: after its
+    ``refresh_interval`` with ``refresh_strategy = "Ttl"``; never by time with
+    ``"Epoch"``, which KumoMTA re-asks only when the configuration epoch changes
+    (egress: a `PolicyReloaded`), crates/kumod/src/ready_queue.rs
+    ``perform_config_refresh_if_due``.  A config restored from a snapshot
+    (``cfg_at`` -inf) is due at once either way."""
+    if cfg_at == -math.inf:
+        return cfg_at
+    if getattr(cfg, "refresh_strategy", "Ttl") == "Epoch":
+        return math.inf
+    return cfg_at + getattr(cfg, "refresh_interval", CONFIG_REFRESH)  # type: ignore[no-any-return]
 
 
 def ideal_connections(limit: int, depth: int) -> int:

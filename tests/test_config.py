@@ -81,8 +81,8 @@ DEFAULTS = {
 # Keys egress parses but refuses away from their default (tests/test_kumomta_config.py).
 INERT = {"aggressive_connection_opening", "source_selection_rate",
          "additional_source_selection_rates", "try_next_host_on_transport_error",
-         "remember_broken_tls", "tls_certificate", "tls_private_key", "refresh_interval",
-         "refresh_strategy", "dispatcher_progress_watchdog_timeout"}
+         "remember_broken_tls", "tls_certificate", "tls_private_key",
+         "dispatcher_progress_watchdog_timeout"}
 TIMEOUTS = [k for k in DEFAULTS if k.endswith("_timeout") and k not in INERT]
 BOOLS = [k for k, v in DEFAULTS.items() if isinstance(v, bool) and k not in INERT]
 
@@ -127,6 +127,8 @@ VALID = {
     "additional_connection_limits": [({"shared-ip": 100}, {"shared-ip": 100})],
     "additional_message_rate_throttles": [({"tenant-a": "10/s"}, {"tenant-a": Throttle(10, 1.0)})],
     "ip_lookup_strategy": [(m.value, m) for m in IpLookupStrategy],
+    "refresh_interval": [("5m", 300.0), (10, 10.0)],
+    "refresh_strategy": [("Epoch", RefreshStrategy.Epoch), ("Ttl", RefreshStrategy.Ttl)],
     "reconnect_strategy": [(m.value, m) for m in ReconnectStrategy],
     "provider_name": [("google", "google")],
     **{k: [("2min", 120.0), (45, 45.0), ("500ms", 0.5), (1.5, 1.5)] for k in TIMEOUTS},
@@ -167,6 +169,8 @@ INVALID = {
                                           ("10/s", "expected a mapping")],
     "ip_lookup_strategy": [("ipv4only", "did you mean 'Ipv4Only'?")],
     "reconnect_strategy": [("Retry", "expected one of 'TerminateSession'")],
+    "refresh_interval": [(None, "a duration above 0"), ("soon", "not a valid duration")],
+    "refresh_strategy": [("Lazy", "expected one of 'Ttl', 'Epoch'")],
     "provider_name": [("", "non-empty string")],
     **{k: [(-1, "must not be negative"), (0, "above 0"), ("soon", "not a valid duration"),
            (True, "a bool is not a duration")] for k in TIMEOUTS},
