@@ -51,6 +51,9 @@ class Core:
     # class defaults, so an engine restored from a snapshot older than shaping has none
     shaping: Any = None
     automation: Any = None
+    #: The node's UUID text every record carries (`engine.records.fill_records`):
+    #: the live spool's persisted id, the simulator's per scenario; None: the nil UUID.
+    nodeid: str | None = None
 
     def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0,
                  lazy_redelays: bool = False, shaping: Any = None) -> None:

@@ -36,6 +36,7 @@ from engine import (
     lifecycle,
     lookups,
     outcomes,
+    records,
     resolve,
     restart,
     shaping_rules,
@@ -132,6 +133,9 @@ class Engine(Core):
         if self.dropped:  # CancelTimer+SetTimer pairs became one SetTimer
             self.dropped = False
             out = [e for e in out if e is not None]
+        classifier = getattr(self.policy, "bounce_classifier", None)
+        if classifier is not None or self.nodeid is not None:
+            records.fill_records(out, classifier, self.nodeid)
         self.out = []  # hold no effects (or records) between events
         return out
 

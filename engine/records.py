@@ -112,6 +112,23 @@ def response(reply: Reply, command: str | None = None) -> dict[str, Any]:
     }
 
 
+def fill_records(effects: list[Any], classifier: BounceClassifier | None,
+                 nodeid: str | None) -> None:
+    """Complete an event's records with what the engine's setup adds to every
+    one: the class of the configured bounce classifier (KumoMTA classifies at
+    logging time, crates/kumod/src/logging/classify.rs) and the node's id
+    (kumo_server_common::nodeid, crates/kumod/src/logging/disposition.rs).
+    Called once per event, only when either is set, so an engine without
+    them pays nothing."""
+    for e in effects:
+        rec = getattr(e, "record", None)
+        if type(rec) is dict:
+            if nodeid is not None:
+                rec["nodeid"] = nodeid
+            if classifier is not None and rec["type"] in CLASSIFIABLE:
+                rec["bounce_classification"] = classifier.classify(rec["response"])
+
+
 def make_record(
     kind: str,
     msg: Message,

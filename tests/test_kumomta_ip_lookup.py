@@ -79,17 +79,16 @@ def _v6_loopback() -> bool:
 
 
 async def _deliver(strategy: str) -> tuple[int, int, dict[str, str]]:
-    async with SinkServer() as v4:
-        async with SinkServer(host="::1", port=v4.port) as v6:
-            zone = {"example.com": {"MX": [(10, "mx1.example.com")]},
-                    "mx1.example.com": {"A": ["127.0.0.1"], "AAAA": ["::1"]}}
-            with DnsServer(zone) as dns:
-                pol = path_policy(v4.port, ip_lookup_strategy=strategy)
-                async with Live(pol, dns.port) as live:
-                    live.submit()
-                    await live.wait_done()
-                    [rec] = live.of_type("Delivery")
-            return len(v4.messages), len(v6.messages), rec["peer_address"]
+    async with SinkServer() as v4, SinkServer(host="::1", port=v4.port) as v6:
+        zone = {"example.com": {"MX": [(10, "mx1.example.com")]},
+                "mx1.example.com": {"A": ["127.0.0.1"], "AAAA": ["::1"]}}
+        with DnsServer(zone) as dns:
+            pol = path_policy(v4.port, ip_lookup_strategy=strategy)
+            async with Live(pol, dns.port) as live:
+                live.submit()
+                await live.wait_done()
+                [rec] = live.of_type("Delivery")
+        return len(v4.messages), len(v6.messages), rec["peer_address"]
 
 
 @pytest.mark.timeout(30)
