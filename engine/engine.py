@@ -234,6 +234,8 @@ def _conn_event(eng: Core, ev: ConnEvent) -> None:
     step = ctx.session.handle(ev)  # raises ProtocolError, unchanged, if illegal
     if type(ev) is TlsEstablished:
         ctx.tls = (ev.protocol, ev.cipher, ev.peer_subject)
+    elif type(ev) is Connected:
+        ctx.local = ev.local  # type: ignore[attr-defined]
     eng.run_step(ctx, step, ev.at)
 
 

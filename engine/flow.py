@@ -82,8 +82,14 @@ def submit(eng: Core, ev: MessageSubmitted) -> None:
     q.count += 1
     eng.queued += 1
     eng.metrics.totals[metrics.RECEIVED] += 1
-    eng.out.append(_Log(records.make_record(records.RECEPTION, msg, now, eng.epoch,
-                                                  RECEIVED)))
+    if ev.peer_addr or ev.session_id:  # received over SMTP (engine.live.listener)
+        eng.out.append(_Log(records.make_record(
+            records.RECEPTION, msg, now, eng.epoch, RECEIVED,
+            peer=(ev.peer_name, ev.peer_addr) if ev.peer_addr else None,
+            session_id=ev.session_id or None)))
+    else:
+        eng.out.append(_Log(records.make_record(records.RECEPTION, msg, now, eng.epoch,
+                                                      RECEIVED)))
     promote(eng, msg, now)
 
 

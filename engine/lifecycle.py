@@ -108,7 +108,8 @@ def retry_later(eng: Core, msg: Message, now: float) -> None:
 
 
 def transient(eng: Core, msg: Message, now: float, reply: Reply, *,
-              rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None) -> None:
+              rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None,
+              session_id: str | None = None) -> None:
     """A message-level transient failure outside a transaction (DNS, no host
     answered): one TransientFailure record, then the retry schedule (which
     counts the attempt)."""
@@ -116,7 +117,8 @@ def transient(eng: Core, msg: Message, now: float, reply: Reply, *,
     provider = rq.cfg.provider_name if rq is not None else None
     eng.out.append(_Log(records.make_record(
         records.TRANSIENT, msg, now, eng.epoch, reply, site=path,
-        source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
+        source=rq.source_name if rq is not None else None, peer=peer, provider=provider,
+        session_id=session_id)))
     eng.metrics.bump(metrics.TRANSFAIL, path, provider)
     retry_later(eng, msg, now)
 

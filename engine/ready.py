@@ -57,8 +57,8 @@ class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
     __slots__ = ("address", "closing", "conn", "counted", "deliveries", "failed", "host",
-                 "idle", "last_reply", "msg", "plan", "plan_index", "rq", "session", "started",
-                 "tls", "tls_disabled", "waiting_tlsa")
+                 "idle", "last_reply", "local", "msg", "plan", "plan_index", "rq", "session",
+                 "sid", "started", "tls", "tls_disabled", "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -85,6 +85,8 @@ class ConnCtx:
         # why the plan's earlier addresses failed, for the record of the held
         # message when every address has failed
         self.failed: tuple[str, ...] = ()
+        self.local = ""  # the socket's local address:port (`Connected.local`)
+        self.sid: str | None = None  # the session's UUID text, made at first use
 
 
 class ReadyQueue:

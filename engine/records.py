@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,28 @@ def response(reply: Reply, command: str | None = None) -> dict[str, Any]:
         "content": _one_line(reply.text),
         "command": _wire(command),
     }
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def session_id(seed: int, conn: int) -> str:
+    """The UUID of the engine's connection `conn`: KumoMTA gives each dispatcher
+    a random v4 UUID (crates/kumod/src/ready_queue.rs ``session_id``); egress
+    derives it from the engine's seed and the connection id, so a replay
+    writes the same one."""
+    if not isinstance(seed, int):
+        seed = int.from_bytes(str(seed).encode()[:8].ljust(8, b"\0"), "little")
+    high = (seed * 0x9E3779B97F4A7C15) & _MASK64
+    return str(uuid.UUID(int=(high << 64) | (conn & _MASK64), version=4))
+
+
+def session_of(seed: int, ctx: Any) -> str:
+    """`session_id` of a connection context, kept on it after the first use."""
+    sid = ctx.sid
+    if sid is None:
+        sid = ctx.sid = session_id(seed, ctx.conn)
+    return sid  # type: ignore[no-any-return]
 
 
 def fill_records(effects: list[Any], classifier: BounceClassifier | None,
