@@ -345,6 +345,9 @@ def push_back(eng: Core, rq: ReadyQueue, now: float, wait: float, kind: str) -> 
     for msg in drain_ready(eng, rq):
         eng.out.append(_Log(records.make_record(
             records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
-        eng.metrics.totals[counter] += 1
+        if counter is metrics.RATE_THROTTLED:
+            eng.metrics.delayed(counter, msg.queue.name)
+        else:
+            eng.metrics.totals[counter] += 1
         eng.sched.add(msg, due)
 

@@ -35,6 +35,7 @@ from engine import (
     flow,
     lifecycle,
     lookups,
+    metrics,
     outcomes,
     records,
     resolve,
@@ -236,6 +237,7 @@ def _conn_event(eng: Core, ev: ConnEvent) -> None:
         ctx.tls = (ev.protocol, ev.cipher, ev.peer_subject)
     elif type(ev) is Connected:
         ctx.local = ev.local  # type: ignore[attr-defined]
+        eng.metrics.bump(metrics.TOTAL_CONN, ctx.rq.path)
     eng.run_step(ctx, step, ev.at)
 
 

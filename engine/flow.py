@@ -159,7 +159,7 @@ def throttled(eng: Core, msg: Message, now: float, wait: float) -> None:
     reply = _Reply(400, f"Delayed due to MessageRateThrottle on {q.name}; "
                         f"next due at {_iso(eng.epoch, due)}", None)
     eng.out.append(_Log(records.make_record(records.DELAYED, msg, now, eng.epoch, reply)))
-    eng.metrics.totals[metrics.RATE_THROTTLED] += 1
+    eng.metrics.delayed(metrics.RATE_THROTTLED, q.name)
     eng.sched.add(msg, due)
 
 
@@ -224,6 +224,7 @@ def path_for(eng: Core, msg: Message, ds: DomainState, now: float,
             cfg = lookups.ask_path_config(eng, domain, source, site)
         rq = ReadyQueue(path, source, src, site, domain, ds.mx, cfg, cfg_at)
         rq.suspended = path in eng.suspended_paths
+        rq.pool = msg.queue.pool
         rq.mta_sts = ds.expires != STATIC_TTL and ds.smart is None
         eng.paths[path] = rq
         eng.refresh_throttles(rq, None)
@@ -247,7 +248,7 @@ def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
                             f"next due at {_iso(eng.epoch, due)}", None)
         eng.out.append(_Log(records.make_record(
             records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
-        eng.metrics.totals[metrics.READY_FULL] += 1
+        eng.metrics.delayed(metrics.READY_FULL, msg.queue.name, rq.path)
         eng.sched.add(msg, due)
         return
     admit(eng, rq, msg)
@@ -290,7 +291,7 @@ def backlog_redelay(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None
         bl = rq.backlog = Backlog(eng.backlog_gen)
     bl.add(msg, msg.created + msg.queue.config.max_age, now, eng.rng)
     msg._w = OVERFLOW
-    eng.metrics.totals[metrics.READY_FULL] += 1
+    eng.metrics.delayed(metrics.READY_FULL, msg.queue.name, rq.path)
     eng.lazy_redelayed += 1
     _arm_backlog(eng, rq, bl)
 
@@ -317,8 +318,10 @@ def backlog_due(eng: Core, rq: ReadyQueue, now: float) -> None:
         msg._w = HELD
         silent[msg.id] = silent.get(msg.id, 0) + n
         expire(eng, msg, now, now)
-    if again:
+    if again:  # lazily: counted by path, not by each message's queue
         eng.metrics.totals[metrics.READY_FULL] += again
+        eng.metrics.by_path[(metrics.READY_FULL_SVC, rq.path)] = \
+            eng.metrics.by_path.get((metrics.READY_FULL_SVC, rq.path), 0) + again
         eng.lazy_redelayed += again
     domains = eng.domains
     for msg, n in zip(admitted, counts, strict=True):

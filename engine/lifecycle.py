@@ -182,6 +182,8 @@ def reap_idle(eng: Core, now: float) -> None:
             del eng.queues[name]
         else:
             routed.add(q.routing_domain or q.domain)
+    if eng.metrics.by_queue:
+        eng.metrics.prune_queues(eng.queues)
     for dom, ds in list(eng.domains.items()):
         if not ds.parked and not ds.resolving and dom not in routed:
             del eng.domains[dom]

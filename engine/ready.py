@@ -94,7 +94,7 @@ class ReadyQueue:
 
     __slots__ = ("backlog", "cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "idle",
                  "maint_at", "messages", "msg_throttle", "msg_throttles", "mta_sts", "mx",
-                 "open", "path", "peak", "ready_timer", "site", "source", "source_name",
+                 "open", "path", "peak", "pool", "ready_timer", "site", "source", "source_name",
                  "suspended")
 
     def __init__(self, path: str, source_name: str, source: Any, site: str, domain: str,
@@ -119,6 +119,7 @@ class ReadyQueue:
         # shared additional ones, rebuilt whenever the config changes
         self.msg_throttles: tuple[Any, ...] = ()
         self.suspended = False  # admin Suspend
+        self.pool = ""  # the egress pool of the queue that made it (the provider gauges)
         self.ready_timer: float | None = None  # ("ready", path) armed at
         self.maint_at: float | None = None  # ("maint", path) armed at
         # False for a site made without the domain's MX (smart hosts, a domain
