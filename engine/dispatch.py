@@ -238,7 +238,7 @@ def attempt(eng: Core, ctx: ConnCtx, now: float) -> None:
     tls = tls_for(eng, ctx, port, now)
     if tls is None:
         return
-    ehlo = cfg.ehlo_domain or src.ehlo_domain or "localhost"
+    ehlo = cfg.ehlo_domain or src.ehlo_domain or eng.hostname
     ctx.session = Session(conn=ctx.conn, host=ctx.host, address=ctx.address, port=port,
                           cfg=cfg, tls=tls[0], tls_settings=tls[1], ehlo_domain=ehlo,
                           opened_at=now)
