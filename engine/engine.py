@@ -43,6 +43,7 @@ from engine import (
     shaping_rules,
     shared_answers,
     snapshot,
+    watchdog,
 )
 from engine.core import Core
 from engine.effects import Effect
@@ -220,6 +221,7 @@ def _response(eng: Core, ev: Response) -> None:
         _conn_event(eng, ev)  # raises the protocol error
         return
     effects, outcomes = ctx.session.handle(ev)
+    ctx.progress = ev.at  # engine.watchdog
     eng.take_effects(effects)
     if outcomes:
         eng.run_outcomes(ctx, outcomes, ev.at)
@@ -233,11 +235,13 @@ def _conn_event(eng: Core, ev: ConnEvent) -> None:
             f"session {ev.conn} cannot handle {type(ev).__name__} in state {state}"
         ) from None
     step = ctx.session.handle(ev)  # raises ProtocolError, unchanged, if illegal
+    ctx.progress = ev.at  # engine.watchdog
     if type(ev) is TlsEstablished:
         ctx.tls = (ev.protocol, ev.cipher, ev.peer_subject)
     elif type(ev) is Connected:
         ctx.local = ev.local  # type: ignore[attr-defined]
         eng.metrics.bump(metrics.TOTAL_CONN, ctx.rq.path)
+        watchdog.arm(eng, ctx, ev.at)
     eng.run_step(ctx, step, ev.at)
 
 
@@ -345,6 +349,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "reap": _reap_timer,
     "shared": shared_answers.shared_timer,
     "shaping": shaping_rules.lapse,
+    "watchdog": watchdog.fired,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {

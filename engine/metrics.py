@@ -53,10 +53,11 @@ ADMIN_BOUNCED = "total_messages_admin_bounced"
 RECEIVED = "total_messages_received"
 HOOK_FAILED = "total_hook_failures"  # a policy hook raised or returned the wrong type
 TOTAL_CONN = "total_connection_count"
+WATCHDOG_ABORTED = "dispatcher_watchdog_aborted_total"  # engine.watchdog
 READY_FULL_SVC = "ready_full"  # READY_FULL by ready queue (KumoMTA's ready_full{service})
 
 TOTALS = (DELIVERED, TRANSFAIL, FAIL, READY_FULL, RATE_THROTTLED, CONN_RATE_THROTTLED, EXPIRED,
-          ADMIN_BOUNCED, RECEIVED, HOOK_FAILED, TOTAL_CONN)
+          ADMIN_BOUNCED, RECEIVED, HOOK_FAILED, TOTAL_CONN, WATCHDOG_ABORTED)
 BY_PATH = (DELIVERED, TRANSFAIL, FAIL)
 
 
@@ -139,10 +140,13 @@ _HELP: dict[str, tuple[str, str]] = {
                           "ready queue back"),
     EXPIRED: ("counter", "egress: total number of messages expired"),
     TOTAL_CONN: ("counter", "total number of active connections ever made"),
+    WATCHDOG_ABORTED: ("counter", "total number of dispatcher tasks aborted by the progress "
+                       "watchdog"),
     READY_FULL_SVC: ("counter", "number of times a message could not fit in the ready queue."),
     ADMIN_BOUNCED: ("counter", "egress: total number of messages administratively bounced"),
 }
-_BY_SERVICE = (DELIVERED, TRANSFAIL, FAIL, "ready_count", "connection_count", TOTAL_CONN)
+_BY_SERVICE = (DELIVERED, TRANSFAIL, FAIL, "ready_count", "connection_count", TOTAL_CONN,
+               WATCHDOG_ABORTED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,8 +139,6 @@ _INERT: dict[str, tuple[Any, str]] = {
         None, "remembers for this long that the site's TLS is broken and skips STARTTLS"),
     "tls_certificate": (None, "presents a client certificate in the TLS handshake"),
     "tls_private_key": (None, "presents a client certificate in the TLS handshake"),
-    "dispatcher_progress_watchdog_timeout": (
-        None, "aborts a dispatcher that made no progress for this long"),
 }
 
 

@@ -57,8 +57,8 @@ class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
     __slots__ = ("address", "closing", "conn", "counted", "deliveries", "failed", "host",
-                 "idle", "last_reply", "local", "msg", "plan", "plan_index", "rq", "session",
-                 "sid", "started", "tls", "tls_disabled", "waiting_tlsa")
+                 "idle", "last_reply", "local", "msg", "plan", "plan_index", "progress", "rq",
+                 "session", "sid", "started", "tls", "tls_disabled", "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -87,6 +87,7 @@ class ConnCtx:
         self.failed: tuple[str, ...] = ()
         self.local = ""  # the socket's local address:port (`Connected.local`)
         self.sid: str | None = None  # the session's UUID text, made at first use
+        self.progress = 0.0  # when an event last came for it (engine.watchdog)
 
 
 class ReadyQueue:

@@ -322,8 +322,9 @@ class SimDriver(ConnectionPhases):
         self._feed(restamp(answer, self.env.now))
 
 
-def sim_nodeid(name: str) -> str:
-    """The simulated node's id: a UUID fixed by the scenario's name (KumoMTA's
-    records carry the node's persisted UUID, crates/kumo-server-common/src/
-    nodeid.rs; a simulation is one node, the same on every run)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"egress-simulation:{name}"))
+def sim_nodeid(name: str, node: int = 0) -> str:
+    """A simulated node's id: a UUID fixed by the scenario's name and the node's
+    index (KumoMTA's records carry the node's persisted UUID,
+    crates/kumo-server-common/src/nodeid.rs), the same on every run."""
+    suffix = f"#{node}" if node else ""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"egress-simulation:{name}{suffix}"))

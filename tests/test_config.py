@@ -81,8 +81,7 @@ DEFAULTS = {
 # Keys egress parses but refuses away from their default (tests/test_kumomta_config.py).
 INERT = {"aggressive_connection_opening", "source_selection_rate",
          "additional_source_selection_rates", "try_next_host_on_transport_error",
-         "remember_broken_tls", "tls_certificate", "tls_private_key",
-         "dispatcher_progress_watchdog_timeout"}
+         "remember_broken_tls", "tls_certificate", "tls_private_key"}
 TIMEOUTS = [k for k in DEFAULTS if k.endswith("_timeout") and k not in INERT]
 BOOLS = [k for k, v in DEFAULTS.items() if isinstance(v, bool) and k not in INERT]
 
@@ -129,6 +128,7 @@ VALID = {
     "ip_lookup_strategy": [(m.value, m) for m in IpLookupStrategy],
     "refresh_interval": [("5m", 300.0), (10, 10.0)],
     "refresh_strategy": [("Epoch", RefreshStrategy.Epoch), ("Ttl", RefreshStrategy.Ttl)],
+    "dispatcher_progress_watchdog_timeout": [("10m", 600.0), (None, None)],
     "reconnect_strategy": [(m.value, m) for m in ReconnectStrategy],
     "provider_name": [("google", "google")],
     **{k: [("2min", 120.0), (45, 45.0), ("500ms", 0.5), (1.5, 1.5)] for k in TIMEOUTS},
@@ -171,6 +171,8 @@ INVALID = {
     "reconnect_strategy": [("Retry", "expected one of 'TerminateSession'")],
     "refresh_interval": [(None, "a duration above 0"), ("soon", "not a valid duration")],
     "refresh_strategy": [("Lazy", "expected one of 'Ttl', 'Epoch'")],
+    "dispatcher_progress_watchdog_timeout": [("soon", "not a valid duration"),
+                                             (0, "a duration above 0")],
     "provider_name": [("", "non-empty string")],
     **{k: [(-1, "must not be negative"), (0, "above 0"), ("soon", "not a valid duration"),
            (True, "a bool is not a duration")] for k in TIMEOUTS},

@@ -77,7 +77,6 @@ def test_newer_keys_parse_with_kumomta_defaults() -> None:
         ("remember_broken_tls", "15m", "900.0"),
         ("tls_certificate", "/etc/cert.pem", "KeySource"),
         ("tls_private_key", "/etc/key.pem", "KeySource"),
-        ("dispatcher_progress_watchdog_timeout", "10m", "600.0"),
     ],
 )
 def test_keys_egress_does_not_act_on_are_refused_not_ignored(
