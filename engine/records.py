@@ -48,8 +48,9 @@ DELAYED = "Delayed"
 
 RECORD_TYPES = (RECEPTION, DELIVERY, TRANSIENT, BOUNCE, EXPIRATION, ADMIN_BOUNCE, DELAYED)
 
-#: KumoMTA's node id names the node; egress has one engine per run and no
-#: persisted identity yet, so its records carry the nil UUID.
+#: The nodeid of an engine whose driver gave it none (`Core.nodeid`): the nil
+#: UUID.  Live delivery writes the spool's (engine.live.nodeid), the simulator
+#: one per scenario and node (sim.driver.sim_nodeid).
 NODEID = "00000000-0000-0000-0000-000000000000"
 #: How messages reach egress (KumoMTA's "reception_protocol" message meta).
 RECEPTION_PROTOCOL = "ESMTP"

@@ -115,7 +115,7 @@ class LiveDriver(DriverIO):
         self.engine = engine
         # the default EHLO name: the machine's host name, as KumoMTA's dispatcher
         # uses gethostname() (crates/kumod/src/smtp_dispatcher.rs SmtpDispatcher::init)
-        engine.hostname = hostname or socket.gethostname() or "[127.0.0.1]"
+        engine.hostname = hostname or machine_hostname()
         self.resolver = resolver
         self.bodies = bodies
         self.records = records
@@ -378,3 +378,8 @@ class LiveDriver(DriverIO):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.flush_journal()
 
+
+def machine_hostname() -> str:
+    """The default EHLO name: the machine's host name (KumoMTA falls back to
+    ``[127.0.0.1]`` when it has none)."""
+    return socket.gethostname() or "[127.0.0.1]"

@@ -61,7 +61,7 @@ from engine.engine import Engine
 from engine.errors import EgressError
 from engine.event_tools import restamp
 from engine.events import Event, MessageSubmitted, Restarted
-from engine.live.driver import LiveDriver
+from engine.live.driver import LiveDriver, machine_hostname
 from engine.live.journal import Journal
 from engine.live.listener import Listener
 from engine.live.listener_limits import LimitSettings
@@ -303,6 +303,7 @@ class Service:
         snap, events = journal.replay()
         eng = Engine.restore(snap, self.policy) if snap is not None else Engine(self.policy)
         eng.reap_after = self.reap_after  # idle state is dropped (engine.lifecycle.reap_idle)
+        eng.hostname = machine_hostname()  # before the replay: the EHLO name it used
         try:
             eng.nodeid = node_id(self.spool_dir)  # every record's nodeid (engine.live.nodeid)
         except (OSError, ValueError) as exc:
