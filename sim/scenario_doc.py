@@ -65,6 +65,10 @@ EGRESS_MEANINGS: dict[str, str] = {
     "opportunistic_tls_reconnect_on_failed_handshake": "reconnect in clear after a failed "
     "opportunistic handshake",
     "provider_name": "the provider the path counts under",
+    "refresh_interval": "how often the path's config is asked again (refresh_strategy Ttl)",
+    "refresh_strategy": "Ttl (every refresh_interval) or Epoch (only at a policy reload)",
+    "dispatcher_progress_watchdog_timeout": "abort a connection that made no progress for "
+    "this long",
 }
 # Examples where the default is none or says nothing; else the default is the example.
 EGRESS_EXAMPLES: dict[str, str] = {
@@ -79,6 +83,7 @@ EGRESS_EXAMPLES: dict[str, str] = {
     "openssl_cipher_list": '"ECDHE+AESGCM"', "openssl_cipher_suites": '"TLS_AES_256_GCM_SHA384"',
     "openssl_options": '"NO_TLSV1"', "ip_lookup_strategy": '"Ipv4Only"',
     "reconnect_strategy": '"ReconnectSameHost"', "smtp_port": "2525", "suspended": "true",
+    "refresh_strategy": '"Epoch"', "dispatcher_progress_watchdog_timeout": '"5min"',
 }
 QUEUE_MEANINGS: dict[str, tuple[str, str]] = {
     "retry_interval": ("first retry after a transient failure", '"10min"'),
@@ -115,6 +120,7 @@ _TYPES = {
     "tuple[str, ...]": "array of strings", "Mapping[str, int]": "table of name = integer",
     "Mapping[str, Throttle]": "table of name = throttle",
     "EnableTls": "string", "IpLookupStrategy": "string", "ReconnectStrategy": "string",
+    "RefreshStrategy": "string",
 }
 
 
