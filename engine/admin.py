@@ -49,7 +49,7 @@ from engine.events import (
 )
 from engine.lookups import DEFAULT_POOL
 from engine.message import Message
-from engine.ready import CONFIG_REFRESH
+from engine.ready import config_due
 from engine.shaping_paths import shaped
 from engine.throttle import ThrottleState
 
@@ -179,6 +179,6 @@ def policy_reloaded(eng: Core, ev: PolicyReloaded) -> None:
         rq.cfg_at = now
         if cfg != old:
             eng.refresh_throttles(rq, old)
-    eng.refresh_at = now + CONFIG_REFRESH if paths else math.inf
+    eng.refresh_at = min((config_due(cfg, now) for _, cfg in paths), default=math.inf)
     for rq, _ in paths:
         pump(eng, rq, now)

@@ -32,6 +32,7 @@ __all__ = [
     "IANA_RULES",
     "UNCATEGORIZED",
     "BounceClassifier",
+    "classifier_params",
     "single_line",
 ]
 
@@ -124,6 +125,37 @@ class BounceClassifier:
         if record["type"] in CLASSIFIABLE:
             record["bounce_classification"] = self.classify(record["response"])
         return record
+
+
+#: KumoMTA's ClassifierParams (crates/kumod/src/logging/classify.rs): `files`
+#: is required; the others tune its worker pool and caches, which egress's
+#: in-line classifier has no use for, so they are checked and kept only.
+_PARAMS = ("files", "back_pressure", "pool_size", "cache_size", "uncategorized_cache_size")
+#: Where KumoMTA installs its shipped rules; egress carries them (`IANA_RULES`).
+SHIPPED_IANA = "bounce_classifier/iana.toml"
+
+
+def classifier_params(params: Mapping[str, Any]) -> list[str]:
+    """The rules file names of ``kumo.configure_bounce_classifier { files = {...} }``
+    after KumoMTA's checks (unknown keys refused, ``.toml``/``.json`` only)."""
+    extra = sorted(set(params) - set(_PARAMS))
+    if extra:
+        raise ConfigError(f"configure_bounce_classifier: unknown parameter {extra[0]!r}; "
+                          f"expected {', '.join(_PARAMS)}")
+    files = params.get("files")
+    if not isinstance(files, list | tuple) or not all(isinstance(f, str) for f in files):
+        raise ConfigError(f"configure_bounce_classifier: files is {files!r}; expected a list "
+                          "of rules file names")
+    for key in _PARAMS[1:]:
+        value = params.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"configure_bounce_classifier: {key} is {value!r}; expected an "
+                              "integer >= 0")
+    for name in files:
+        if not name.endswith((".toml", ".json")):
+            raise ConfigError(f"configure_bounce_classifier: {name}: classifier files must have "
+                              "either .toml or .json filename extension")
+    return list(files)
 
 
 def _rules_of(name: str, text: str) -> list[tuple[str, str]]:

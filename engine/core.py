@@ -61,6 +61,14 @@ class Core:
         {})  # type: ignore[assignment]
     gates: Any = None  # engine.selection.Gates, made at the first gated pick
     curfew_state: Any = None  # engine.curfew_hold.CurfewState, made at first use
+    #: The node's UUID text every record carries (`engine.records.fill_records`):
+    #: the live spool's persisted id, the simulator's per scenario; None: the nil UUID.
+    nodeid: str | None = None
+    #: The EHLO name when neither the path nor the source sets ehlo_domain (the
+    #: page: "the local machine hostname"): the live driver sets the machine's;
+    #: the simulator keeps this fixed name, so its output does not depend on
+    #: the machine it runs on.
+    hostname: str = "localhost"
 
     def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0,
                  lazy_redelays: bool = False, shaping: Any = None) -> None:

@@ -112,7 +112,7 @@ def open_connection(eng: Core, rq: ReadyQueue, now: float) -> bool:
         if policy is not None and policy.mode == "enforce":
             patterns = policy.mx
     plan = build_plan(rq.mx, eng.rng, prohibited=cfg.prohibited_hosts, skip=cfg.skip_hosts,
-                      sts_patterns=patterns)
+                      sts_patterns=patterns, strategy=cfg.ip_lookup_strategy)
     if isinstance(plan, Reply):
         fail_queue(eng, rq, now, plan)
         return False
@@ -193,7 +193,7 @@ def attempt(eng: Core, ctx: ConnCtx, now: float) -> None:
     tls = tls_for(eng, ctx, port, now)
     if tls is None:
         return
-    ehlo = cfg.ehlo_domain or src.ehlo_domain or "localhost"
+    ehlo = cfg.ehlo_domain or src.ehlo_domain or eng.hostname
     ctx.session = Session(conn=ctx.conn, host=ctx.host, address=ctx.address, port=port,
                           cfg=cfg, tls=tls.mode, tls_settings=tls.settings, ehlo_domain=ehlo,
                           opened_at=now, tls_defer=tls.defer)
@@ -300,6 +300,9 @@ def push_back(eng: Core, rq: ReadyQueue, now: float, wait: float, kind: str) -> 
     for msg in drain_ready(eng, rq):
         eng.out.append(_Log(records.make_record(
             records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
-        eng.metrics.totals[counter] += 1
+        if counter is metrics.RATE_THROTTLED:
+            eng.metrics.delayed(counter, msg.queue.name)
+        else:
+            eng.metrics.totals[counter] += 1
         eng.sched.add(msg, due)
 

@@ -36,12 +36,15 @@ from engine import (
     flow,
     lifecycle,
     lookups,
+    metrics,
     outcomes,
+    records,
     resolve,
     restart,
     shaping_rules,
     shared_answers,
     snapshot,
+    watchdog,
 )
 from engine.core import Core
 from engine.effects import Effect
@@ -133,6 +136,9 @@ class Engine(Core):
         if self.dropped:  # CancelTimer+SetTimer pairs became one SetTimer
             self.dropped = False
             out = [e for e in out if e is not None]
+        classifier = getattr(self.policy, "bounce_classifier", None)
+        if classifier is not None or self.nodeid is not None:
+            records.fill_records(out, classifier, self.nodeid)
         self.out = []  # hold no effects (or records) between events
         return out
 
@@ -216,6 +222,7 @@ def _response(eng: Core, ev: Response) -> None:
         _conn_event(eng, ev)  # raises the protocol error
         return
     effects, outcomes = ctx.session.handle(ev)
+    ctx.progress = ev.at  # engine.watchdog
     eng.take_effects(effects)
     if outcomes:
         eng.run_outcomes(ctx, outcomes, ev.at)
@@ -229,8 +236,13 @@ def _conn_event(eng: Core, ev: ConnEvent) -> None:
             f"session {ev.conn} cannot handle {type(ev).__name__} in state {state}"
         ) from None
     step = ctx.session.handle(ev)  # raises ProtocolError, unchanged, if illegal
+    ctx.progress = ev.at  # engine.watchdog
     if type(ev) is TlsEstablished:
         ctx.tls = (ev.protocol, ev.cipher, ev.peer_subject)
+    elif type(ev) is Connected:
+        ctx.local = ev.local  # type: ignore[attr-defined]
+        eng.metrics.bump(metrics.TOTAL_CONN, ctx.rq.path)
+        watchdog.arm(eng, ctx, ev.at)
     eng.run_step(ctx, step, ev.at)
 
 
@@ -339,6 +351,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "shared": shared_answers.shared_timer,
     "shaping": shaping_rules.lapse,
     "curfew": curfew_hold.started,
+    "watchdog": watchdog.fired,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {

@@ -88,6 +88,12 @@ class MessageSubmitted(Event):
     tenant: str = ""
     campaign: str = ""
     routing_domain: str = ""
+    # The Reception record's peer_address {name: the client's EHLO name, addr:
+    # its IP} and the inbound session's UUID, as KumoMTA's listener logs them
+    # (crates/kumod/src/smtp_server.rs); "" when not received over SMTP.
+    peer_name: str = ""
+    peer_addr: str = ""
+    session_id: str = ""
 
     def __post_init__(self) -> None:
         Event.__post_init__(self)
@@ -206,7 +212,11 @@ class ConnEvent(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Connected(ConnEvent):
-    pass
+    """The TCP connection is up; `local` is its local ``address:port`` (the
+    records' ``source_address``, KumoMTA's MaybeProxiedSourceAddress), "" when
+    the driver has no socket (the simulator)."""
+
+    local: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

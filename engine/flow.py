@@ -28,7 +28,7 @@ from engine.events import MessageSubmitted, trusted_factory
 from engine.lifecycle import expire
 from engine.lookups import path_config, pick_source
 from engine.message import HELD, OVERFLOW, PARKED, READY, Message, QueueInfo, queue_name
-from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due
 from engine.reply import Reply
 from engine.retry import iso
 
@@ -82,8 +82,14 @@ def submit(eng: Core, ev: MessageSubmitted) -> None:
     q.count += 1
     eng.queued += 1
     eng.metrics.totals[metrics.RECEIVED] += 1
-    eng.out.append(_Log(records.make_record(records.RECEPTION, msg, now, eng.epoch,
-                                                  RECEIVED)))
+    if ev.peer_addr or ev.session_id:  # received over SMTP (engine.live.listener)
+        eng.out.append(_Log(records.make_record(
+            records.RECEPTION, msg, now, eng.epoch, RECEIVED,
+            peer=(ev.peer_name, ev.peer_addr) if ev.peer_addr else None,
+            session_id=ev.session_id or None)))
+    else:
+        eng.out.append(_Log(records.make_record(records.RECEPTION, msg, now, eng.epoch,
+                                                      RECEIVED)))
     promote(eng, msg, now)
 
 
@@ -192,7 +198,7 @@ def throttled(eng: Core, msg: Message, now: float, wait: float) -> None:
     reply = _Reply(400, f"Delayed due to MessageRateThrottle on {q.name}; "
                         f"next due at {_iso(eng.epoch, due)}", None)
     eng.out.append(_Log(records.make_record(records.DELAYED, msg, now, eng.epoch, reply)))
-    eng.metrics.totals[metrics.RATE_THROTTLED] += 1
+    eng.metrics.delayed(metrics.RATE_THROTTLED, q.name)
     eng.sched.add(msg, due)
 
 
@@ -257,11 +263,13 @@ def path_for(eng: Core, msg: Message, ds: DomainState, now: float,
             cfg = lookups.ask_path_config(eng, domain, source, site)
         rq = ReadyQueue(path, source, src, site, domain, ds.mx, cfg, cfg_at)
         rq.suspended = path in eng.suspended_paths
+        rq.pool = msg.queue.pool
         rq.mta_sts = ds.expires != STATIC_TTL and ds.smart is None
         eng.paths[path] = rq
         eng.refresh_throttles(rq, None)
-        if cfg_at + CONFIG_REFRESH < eng.refresh_at:
-            eng.refresh_at = cfg_at + CONFIG_REFRESH
+        due = config_due(cfg, cfg_at)
+        if due < eng.refresh_at:
+            eng.refresh_at = due
     else:
         rq.mx = ds.mx
     return rq
@@ -279,7 +287,7 @@ def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
                             f"next due at {_iso(eng.epoch, due)}", None)
         eng.out.append(_Log(records.make_record(
             records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
-        eng.metrics.totals[metrics.READY_FULL] += 1
+        eng.metrics.delayed(metrics.READY_FULL, msg.queue.name, rq.path)
         eng.sched.add(msg, due)
         return
     admit(eng, rq, msg)
@@ -328,7 +336,7 @@ def backlog_redelay(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None
         bl = rq.backlog = Backlog(eng.backlog_gen)
     bl.add(msg, msg.created + msg.queue.config.max_age, now, eng.rng)
     msg._w = OVERFLOW
-    eng.metrics.totals[metrics.READY_FULL] += 1
+    eng.metrics.delayed(metrics.READY_FULL, msg.queue.name, rq.path)
     eng.lazy_redelayed += 1
     _arm_backlog(eng, rq, bl)
 
@@ -355,8 +363,10 @@ def backlog_due(eng: Core, rq: ReadyQueue, now: float) -> None:
         msg._w = HELD
         silent[msg.id] = silent.get(msg.id, 0) + n
         expire(eng, msg, now, now)
-    if again:
+    if again:  # lazily: counted by path, not by each message's queue
         eng.metrics.totals[metrics.READY_FULL] += again
+        eng.metrics.by_path[(metrics.READY_FULL_SVC, rq.path)] = \
+            eng.metrics.by_path.get((metrics.READY_FULL_SVC, rq.path), 0) + again
         eng.lazy_redelayed += again
     domains = eng.domains
     for msg, n in zip(admitted, counts, strict=True):

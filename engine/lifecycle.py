@@ -18,7 +18,7 @@ from engine.core import Core
 from engine.effects import Discard, Log
 from engine.events import trusted_factory
 from engine.message import DONE, HELD, READY, Message
-from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due
 from engine.reply import Reply
 from engine.retry import expiry_text, retry_delay
 
@@ -108,7 +108,8 @@ def retry_later(eng: Core, msg: Message, now: float) -> None:
 
 
 def transient(eng: Core, msg: Message, now: float, reply: Reply, *,
-              rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None) -> None:
+              rq: ReadyQueue | None = None, peer: tuple[str, str] | None = None,
+              session_id: str | None = None) -> None:
     """A message-level transient failure outside a transaction (DNS, no host
     answered): one TransientFailure record, then the retry schedule (which
     counts the attempt)."""
@@ -116,7 +117,8 @@ def transient(eng: Core, msg: Message, now: float, reply: Reply, *,
     provider = rq.cfg.provider_name if rq is not None else None
     eng.out.append(_Log(records.make_record(
         records.TRANSIENT, msg, now, eng.epoch, reply, site=path,
-        source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
+        source=rq.source_name if rq is not None else None, peer=peer, provider=provider,
+        session_id=session_id)))
     eng.metrics.bump(metrics.TRANSFAIL, path, provider)
     retry_later(eng, msg, now)
 
@@ -180,6 +182,8 @@ def reap_idle(eng: Core, now: float) -> None:
             del eng.queues[name]
         else:
             routed.add(q.routing_domain or q.domain)
+    if eng.metrics.by_queue:
+        eng.metrics.prune_queues(eng.queues)
     for dom, ds in list(eng.domains.items()):
         if not ds.parked and not ds.resolving and dom not in routed:
             del eng.domains[dom]
@@ -187,8 +191,8 @@ def reap_idle(eng: Core, now: float) -> None:
     for mx, site in list(eng.site_names.items()):
         if site not in sites:
             del eng.site_names[mx]
-    for key3, (_, _, cfg_at) in list(eng.path_cfgs.items()):
-        if now - cfg_at >= CONFIG_REFRESH:
+    for key3, (_, cfg, cfg_at) in list(eng.path_cfgs.items()):
+        if now >= min(config_due(cfg, cfg_at), cfg_at + CONFIG_REFRESH):
             del eng.path_cfgs[key3]
     for dom, (_, expires) in list(eng.sts.items()):
         if expires <= now:

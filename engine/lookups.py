@@ -38,6 +38,7 @@ asked here too: once per name, the asker waiting for the answer event.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from engine import metrics
@@ -48,7 +49,7 @@ from engine.errors import PolicyError
 from engine.events import MessageSubmitted, MtaStsPolicy, TlsaRecord
 from engine.message import QueueInfo, queue_name
 from engine.pools import WeightedRoundRobin
-from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.ready import ReadyQueue, config_due
 from engine.shaping_paths import shaped
 
 DEFAULT_POOL = "unspecified"
@@ -157,12 +158,13 @@ def paths_known(eng: Core, pool: str, site: str) -> bool:
 
 
 def refresh_due(eng: Core, now: float) -> list[tuple[Any, ...]]:
-    """Re-ask the configs of the paths older than CONFIG_REFRESH; install them all
-    only after every hook call returned.  Returns what `undo_refresh` needs should
-    the event itself then be refused."""
+    """Re-ask the configs of the paths that are due (`engine.ready.config_due`:
+    the path's own refresh_interval, or never by time with the Epoch strategy);
+    install them all only after every hook call returned.  Returns what
+    `undo_refresh` needs should the event itself then be refused."""
     fresh = []
     for rq in eng.paths.values():
-        if now - rq.cfg_at >= CONFIG_REFRESH:
+        if now >= config_due(rq.cfg, rq.cfg_at):
             try:
                 cfg = ask_path_config(eng, rq.domain, rq.source_name, rq.site)
             except PolicyError:
@@ -177,7 +179,8 @@ def refresh_due(eng: Core, now: float) -> list[tuple[Any, ...]]:
         rq.cfg_at = now
         if cfg != old:
             eng.refresh_throttles(rq, old)
-    eng.refresh_at = min((rq.cfg_at for rq in eng.paths.values()), default=now) + CONFIG_REFRESH
+    eng.refresh_at = min((config_due(rq.cfg, rq.cfg_at) for rq in eng.paths.values()),
+                         default=math.inf)
     return undo
 
 
@@ -201,9 +204,9 @@ def pick_source(eng: Core, pool: str) -> str:
 
 
 def path_config(eng: Core, rq: ReadyQueue, now: float) -> EgressPathConfig:
-    """The path's config, re-asked of the policy when older than CONFIG_REFRESH
-    (a raising hook keeps the current one until the next refresh)."""
-    if now - rq.cfg_at >= CONFIG_REFRESH:
+    """The path's config, re-asked of the policy when due (`config_due`; a
+    raising hook keeps the current one until the next refresh)."""
+    if now >= config_due(rq.cfg, rq.cfg_at):
         old = rq.cfg
         try:
             rq.cfg = ask_path_config(eng, rq.domain, rq.source_name, rq.site)

@@ -66,6 +66,7 @@ MAPPED: dict[str, str] = {
     "configure_redis_throttles": "throttles are kept by the engine itself (one node)",
     "dns.configure_resolver": "egress deliver --resolver HOST:PORT",
     "dns.configure_unbound_resolver": "egress deliver --resolver HOST:PORT",
+    "configure_bounce_classifier": "Policy.configure_bounce_classifier: records carry the class",
 }
 
 # Keys whose Lua value `{}` means an empty list, not an empty mapping.
@@ -301,7 +302,20 @@ class KumoState:
             self.files.append(relative)
 
     def record(self, name: str, params: Any) -> None:
-        """A mapped call: keep its parameters for the commands and `egress check`."""
+        """A mapped call: keep its parameters for the commands and `egress check`.
+        A bounce classifier's rules files are checked and read now (an error
+        names the call's line; a file beside the policy is noted in `files`),
+        and built by `Policy.from_file`."""
+        if name == "configure_bounce_classifier":
+            from engine.bounce_classify import SHIPPED_IANA, classifier_params
+
+            if name in self.settings:
+                raise ConfigError(f"{name}: the classifier is already configured")
+            if not isinstance(params, dict):
+                raise ConfigError(f"{name}: expected a table {{ files = {{...}} }}, got {params!r}")
+            for file in classifier_params(params):
+                if not (file.endswith(SHIPPED_IANA) and not (self.base / file).exists()):
+                    self.load_text(name, file)
         self.settings.setdefault(name, []).append(params)
 
 

@@ -13,8 +13,14 @@ into one dict only when someone reads ``eng.counters``:
   ``total_messages_admin_bounced``, ``total_messages_received``,
   ``total_hook_failures`` (a policy hook raised or returned the wrong type; the
   engine went on, see `engine.lookups`);
-- per path: ``name{path="source->site"}`` for ready_count, connection_count and
-  the three totals; per provider: ``name{provider="..."}`` for the totals.
+- per path: ``name{path="source->site"}`` for ready_count, connection_count,
+  the three totals, ``total_connection_count`` (connections ever made) and
+  ``ready_full`` (messages its full ready queue turned away); per provider:
+  ``name{provider="..."}`` for the totals; per scheduled queue:
+  ``delayed_due_to_ready_queue_full{queue="..."}`` and
+  ``delayed_due_to_message_rate_throttle{queue="..."}`` (KumoMTA's
+  crates/kumod/src/queue/metrics.rs keeps them per ``queue`` only; egress keeps
+  the unlabelled total in the flat dict too).
 
 `kumo_families` turns that dict (plus the scheduled queues' depths) into
 the metric families KumoMTA's kumod exports (crates/kumod/src/
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,21 +52,36 @@ EXPIRED = "total_messages_expired"
 ADMIN_BOUNCED = "total_messages_admin_bounced"
 RECEIVED = "total_messages_received"
 HOOK_FAILED = "total_hook_failures"  # a policy hook raised or returned the wrong type
+TOTAL_CONN = "total_connection_count"
+WATCHDOG_ABORTED = "dispatcher_watchdog_aborted_total"  # engine.watchdog
+READY_FULL_SVC = "ready_full"  # READY_FULL by ready queue (KumoMTA's ready_full{service})
 
 TOTALS = (DELIVERED, TRANSFAIL, FAIL, READY_FULL, RATE_THROTTLED, CONN_RATE_THROTTLED, EXPIRED,
-          ADMIN_BOUNCED, RECEIVED, HOOK_FAILED)
+          ADMIN_BOUNCED, RECEIVED, HOOK_FAILED, TOTAL_CONN, WATCHDOG_ABORTED)
 BY_PATH = (DELIVERED, TRANSFAIL, FAIL)
 
 
 class Counters:
     """Mutable counters; ready and connection counts are read from the queues."""
 
-    __slots__ = ("by_path", "by_provider", "totals")
+    __slots__ = ("by_path", "by_provider", "by_queue", "totals")
 
     def __init__(self) -> None:
         self.totals: dict[str, int] = dict.fromkeys(TOTALS, 0)
         self.by_path: dict[tuple[str, str], int] = {}
         self.by_provider: dict[tuple[str, str], int] = {}
+        self.by_queue: dict[tuple[str, str], int] = {}
+
+    def delayed(self, name: str, queue: str, path: str = "", n: int = 1) -> None:
+        """A scheduled queue's message delayed `n` times for `name` (READY_FULL,
+        RATE_THROTTLED): the total, the ``queue`` series, and for READY_FULL the
+        path's ``ready_full`` series (KumoMTA's ready_full{service})."""
+        self.totals[name] += n
+        key = (name, queue)
+        self.by_queue[key] = self.by_queue.get(key, 0) + n
+        if path and name == READY_FULL:
+            pkey = (READY_FULL_SVC, path)
+            self.by_path[pkey] = self.by_path.get(pkey, 0) + n
 
     def bump(self, name: str, path: str = "", provider: str | None = None, n: int = 1) -> None:
         """Add `n` to `name`, and to its per-path / per-provider series when given."""
@@ -87,7 +108,15 @@ class Counters:
             out[f'{name}{{path="{path}"}}'] = n
         for (name, provider), n in self.by_provider.items():
             out[f'{name}{{provider="{provider}"}}'] = n
+        for (name, queue), n in self.by_queue.items():
+            out[f'{name}{{queue="{queue}"}}'] = n
         return dict(sorted(out.items()))
+
+    def prune_queues(self, live: Container[str]) -> None:
+        """Drop the ``queue`` series of scheduled queues no longer in `live`
+        (KumoMTA's PruningCounterRegistry drops a reaped queue's)."""
+        for key in [k for k in self.by_queue if k[1] not in live]:
+            del self.by_queue[key]
 
 
 # -- KumoMTA's families ---------------------------------------------------------
@@ -104,15 +133,20 @@ _HELP: dict[str, tuple[str, str]] = {
     "ready_count": ("gauge", "number of messages in the ready queue"),
     "connection_count": ("gauge", "number of active connections"),
     RECEIVED: ("counter", "total number of messages ever received"),
-    READY_FULL: ("counter", "number of times a message was delayed due to the corresponding "
-                 "ready queue being full"),
-    RATE_THROTTLED: ("counter", "number of times a message was delayed due to max_message_rate"),
+    READY_FULL: ("counter", "Number of times a message was delayed due to the corresponding "
+                 "ready queue being full."),
+    RATE_THROTTLED: ("counter", "Number of times a message was delayed due to max_message_rate"),
     CONN_RATE_THROTTLED: ("counter", "egress: times a path's max_connection_rate pushed its "
                           "ready queue back"),
     EXPIRED: ("counter", "egress: total number of messages expired"),
+    TOTAL_CONN: ("counter", "total number of active connections ever made"),
+    WATCHDOG_ABORTED: ("counter", "total number of dispatcher tasks aborted by the progress "
+                       "watchdog"),
+    READY_FULL_SVC: ("counter", "number of times a message could not fit in the ready queue."),
     ADMIN_BOUNCED: ("counter", "egress: total number of messages administratively bounced"),
 }
-_BY_SERVICE = (DELIVERED, TRANSFAIL, FAIL, "ready_count", "connection_count")
+_BY_SERVICE = (DELIVERED, TRANSFAIL, FAIL, "ready_count", "connection_count", TOTAL_CONN,
+               WATCHDOG_ABORTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +180,59 @@ def scheduled_depths(queues: Iterable[Any]) -> dict[str, dict[Any, int]]:
     return out
 
 
+def provider_depths(eng: Any) -> dict[str, dict[tuple[str, ...], int]]:
+    """KumoMTA's per-provider gauges, read from an engine at scrape time
+    (crates/kumod/src/delivery_metrics.rs, queue/metrics.rs): the provider is
+    the path's provider_name, else its site name.  ``connection_count_by_provider``
+    (``_and_pool``) counts open connections; ``queued_count_by_provider``
+    (``_and_pool``) the messages in ready queues plus those in scheduled queues
+    whose site is known (a scheduled queue before its first resolve has none)."""
+    conns: dict[tuple[str, ...], int] = {}
+    queued: dict[tuple[str, ...], int] = {}
+    provider_of_site: dict[str, str] = {}
+    for rq in eng.paths.values():
+        provider = rq.cfg.provider_name or rq.site
+        provider_of_site.setdefault(rq.site, provider)
+        pool = rq.pool
+        for table, n in ((conns, rq.open_count()), (queued, len(rq.messages))):
+            if n:
+                table[(provider, pool)] = table.get((provider, pool), 0) + n
+    domains = eng.domains
+    for msg in list(eng.sched):
+        q = msg.queue
+        ds = domains.get(q.routing_domain or q.domain)
+        site = None if ds is None else ds.site
+        if site is not None:
+            key = (provider_of_site.get(site, site), q.pool)
+            queued[key] = queued.get(key, 0) + 1
+    out: dict[str, dict[tuple[str, ...], int]] = {}
+    for name, table in (("connection_count", conns), ("queued_count", queued)):
+        by_provider: dict[tuple[str, ...], int] = {}
+        for (provider, _pool), n in table.items():
+            by_provider[(provider,)] = by_provider.get((provider,), 0) + n
+        out[f"{name}_by_provider"] = by_provider
+        out[f"{name}_by_provider_and_pool"] = dict(table)
+    return out
+
+
+_PROVIDER_HELP = {
+    "connection_count_by_provider": ("number of active connections", ("provider",)),
+    "connection_count_by_provider_and_pool": ("number of active connections",
+                                              ("provider", "pool")),
+    "queued_count_by_provider": ("number of messages in the scheduled and ready queue",
+                                 ("provider",)),
+    "queued_count_by_provider_and_pool": ("number of messages in the scheduled and ready queue",
+                                          ("provider", "pool")),
+}
+
+
 def kumo_families(
-    counters: Mapping[str, int], scheduled: Mapping[str, Mapping[Any, int]] | None = None
+    counters: Mapping[str, int], scheduled: Mapping[str, Mapping[Any, int]] | None = None,
+    providers: Mapping[str, Mapping[tuple[str, ...], int]] | None = None,
 ) -> list[Family]:
-    """The engine's counters (`Counters.snapshot`'s keys) and scheduled depths
-    (`scheduled_depths`) as KumoMTA's families, sorted by name."""
+    """The engine's counters (`Counters.snapshot`'s keys), scheduled depths
+    (`scheduled_depths`) and provider gauges (`provider_depths`) as KumoMTA's
+    families, sorted by name."""
     plain: dict[str, int] = {}
     labelled: dict[tuple[str, str], dict[str, int]] = {}
     for key, value in counters.items():
@@ -179,8 +261,18 @@ def kumo_families(
                               tuple(((p,), n) for p, n in sorted(by.items()))))
     out.append(Family(RECEIVED, *_HELP[RECEIVED], ("service",),
                       (((LISTENER,), plain.get(RECEIVED, 0)),)))
-    for name in (READY_FULL, RATE_THROTTLED, CONN_RATE_THROTTLED, EXPIRED, ADMIN_BOUNCED):
+    out.append(Family(READY_FULL_SVC, *_HELP[READY_FULL_SVC], ("service",), tuple(
+        ((service_of(p),), n) for p, n in sorted(labelled.get((READY_FULL_SVC, "path"), {}).items())
+        if p in live)))
+    for name in (READY_FULL, RATE_THROTTLED):  # per scheduled queue, as KumoMTA
+        out.append(Family(name, *_HELP[name], ("queue",), tuple(
+            ((q,), n) for q, n in sorted(labelled.get((name, "queue"), {}).items()))))
+    for name in (CONN_RATE_THROTTLED, EXPIRED, ADMIN_BOUNCED):
         out.append(Family(name, *_HELP[name], (), (((), plain.get(name, 0)),)))
+    for name, table in (providers or {}).items():
+        text, labels = _PROVIDER_HELP[name]
+        out.append(Family(name, "gauge", text, labels,
+                          tuple((k, n) for k, n in sorted(table.items()))))
     if scheduled is not None:
         out.extend(_scheduled_families(scheduled))
     return sorted(out, key=lambda f: f.name)

@@ -77,7 +77,8 @@ def recipient_result(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     eng.out.append(_Log(records.make_record(
         kind, msg, now, eng.epoch, o.reply, recipient=o.recipient, site=rq.path,
         source=rq.source_name, peer=(ctx.host, ctx.address), command=o.command,
-        tls=ctx.tls, provider=provider)))
+        tls=ctx.tls, provider=provider, source_address=ctx.local or None,
+        session_id=records.session_of(eng.seed, ctx))))
     eng.metrics.bump(counter, rq.path, provider)
     if eng.shaping is not None:
         shaping_rules.observe(eng, rq, msg, o.reply, now)
@@ -114,6 +115,7 @@ def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
         shared_limits.hand_over(eng, ctx, nxt)
         nxt.msg = msg
         nxt.failed = failed
+        nxt.sid = records.session_of(eng.seed, ctx)  # one dispatcher, one session_id
         dispatch.attempt(eng, nxt, now)
         return
     # Every address failed: the held message gets KumoMTA's internal transient
@@ -123,7 +125,7 @@ def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     rq.failures += 1
     reply = Reply.make(400, None, "KumoMTA internal: failed to connect to any candidate "
                                   "hosts: " + ", ".join(failed))
-    transient(eng, msg, now, reply, rq=rq)
+    transient(eng, msg, now, reply, rq=rq, session_id=records.session_of(eng.seed, ctx))
     if eng.shaping is not None:  # the rules see the host's own reply
         shaping_rules.observe(eng, rq, msg, o.reply, now)
     if before > rq.cfg.consecutive_connection_failures_before_delay:
@@ -140,6 +142,7 @@ def reconnect_in_clear(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     nxt.msg = msg
     nxt.failed = ctx.failed
     nxt.tls_disabled = True
+    nxt.sid = records.session_of(eng.seed, ctx)
     dispatch.attempt(eng, nxt, now)
 
 

@@ -131,10 +131,6 @@ _INERT: dict[str, tuple[Any, str]] = {
         False, "opens the connection before taking a message from the ready queue"),
     "try_next_host_on_transport_error": (
         False, "moves to the next MX host after a transport error mid-transaction"),
-    "refresh_interval": (60.0, "re-asks get_egress_path_config at this interval"),
-    "refresh_strategy": (RefreshStrategy.Ttl, "re-asks the policy when the config epoch changes"),
-    "dispatcher_progress_watchdog_timeout": (
-        None, "aborts a dispatcher that made no progress for this long"),
 }
 
 

@@ -24,11 +24,13 @@ import importlib.util
 import itertools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.bounce_classify import IANA_RULES, SHIPPED_IANA, BounceClassifier, classifier_params
 from engine.config import EgressPathConfig, make_egress_path
-from engine.errors import PolicyError
+from engine.errors import ConfigError, PolicyError
 from engine.queue_config import (
     UNSPECIFIED,
     EgressPool,
@@ -58,7 +60,7 @@ class Policy:
     """A set of hooks; see the module docstring.  Load one from a file with
     `Policy.from_file`."""
 
-    __slots__ = ("_hooks", "files", "settings", "shaping", "source")
+    __slots__ = ("_hooks", "bounce_classifier", "files", "settings", "shaping", "source")
 
     def __init__(self) -> None:
         self._hooks: dict[str, Callable[..., Any]] = {}
@@ -73,6 +75,9 @@ class Policy:
         #: KumoMTA shaping files loaded beside the policy (engine.shaping.Shaping),
         #: which an `Engine` made with this policy applies; None: no shaping.
         self.shaping: Any = None
+        #: The records' classifier (`configure_bounce_classifier`); None: every
+        #: record says Uncategorized, as KumoMTA without one.
+        self.bounce_classifier: BounceClassifier | None = None
 
     def on(self, hook_name: str) -> Callable[[F], F]:
         """Register the decorated function as the hook `hook_name`."""
@@ -95,6 +100,33 @@ class Policy:
             return fn
 
         return register
+
+    def configure_bounce_classifier(self, files: Sequence[str] = (), *,
+                                    base: str | os.PathLike[str] | None = None,
+                                    **params: Any) -> BounceClassifier:
+        """KumoMTA's ``kumo.configure_bounce_classifier { files = {...} }``
+        (crates/kumod/src/logging/classify.rs): merge the rules files, in order,
+        into the classifier whose class every classifiable record then carries
+        in ``bounce_classification``.  Relative names are read from `base` (the
+        working directory when None); KumoMTA's shipped
+        ``.../bounce_classifier/iana.toml``, when not present here, is egress's
+        built-in copy.  Configured once, as in KumoMTA."""
+        if self.bounce_classifier is not None:
+            raise ConfigError("configure_bounce_classifier: the classifier is already configured")
+        names = classifier_params({"files": list(files), **params})
+        texts = []
+        for name in names:
+            path = Path(base, name) if base is not None else Path(name)
+            try:
+                texts.append((name, path.read_text(encoding="utf-8")))
+            except OSError as exc:
+                if name.endswith(SHIPPED_IANA) and not path.exists():
+                    texts.append((name, IANA_RULES))
+                    continue
+                raise ConfigError(f"configure_bounce_classifier: cannot read {str(path)!r}: "
+                                  f"{exc.strerror or exc}") from None
+        self.bounce_classifier = BounceClassifier.from_files(texts)
+        return self.bounce_classifier
 
     def has_hook(self, hook_name: str) -> bool:
         """Whether a function is registered for `hook_name`."""
@@ -194,6 +226,12 @@ class Policy:
             lua_policy = cls()
             lua_policy.settings, lua_policy.files = load_lua(filename, lua_policy.on,
                                                               owner=lua_policy)
+            for params in lua_policy.settings.get("configure_bounce_classifier", []):
+                try:
+                    lua_policy.configure_bounce_classifier(
+                        **params, base=os.path.dirname(os.path.abspath(filename)))
+                except ConfigError as exc:
+                    raise PolicyError(f"policy file {filename!r}: {exc}") from None
             lua_policy.source = filename
             return lua_policy
         module_name = f"_egress_policy_{next(_module_ids)}"

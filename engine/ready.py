@@ -3,7 +3,7 @@
 A `ReadyQueue` holds the messages due now for one path, in FIFO order, at most
 ``max_ready`` of them, plus everything the path needs to decide how many
 connections to run: its cached `EgressPathConfig` (asked of the policy once and
-refreshed when older than `CONFIG_REFRESH` seconds, at next use), the
+refreshed as its refresh_interval/refresh_strategy say, `config_due`), the
 GCRA states of its throttles, the consecutive-failure counter and the live
 connections (`ConnCtx`) in opening order.  A message taken by a connection is
 *held* by its `ConnCtx` (KumoMTA's dispatcher holds it while connecting).
@@ -29,6 +29,21 @@ from typing import Any
 from engine.message import Message
 
 CONFIG_REFRESH = 60.0
+"""KumoMTA's default refresh_interval (crates/kumo-api-types/src/egress_path.rs)."""
+
+
+def config_due(cfg: Any, cfg_at: float) -> float:
+    """When a path config asked at `cfg_at` is to be asked again: after its
+    ``refresh_interval`` with ``refresh_strategy = "Ttl"``; never by time with
+    ``"Epoch"``, which KumoMTA re-asks only when the configuration epoch changes
+    (egress: a `PolicyReloaded`), crates/kumod/src/ready_queue.rs
+    ``perform_config_refresh_if_due``.  A config restored from a snapshot
+    (``cfg_at`` -inf) is due at once either way."""
+    if cfg_at == -math.inf:
+        return cfg_at
+    if getattr(cfg, "refresh_strategy", "Ttl") == "Epoch":
+        return math.inf
+    return cfg_at + getattr(cfg, "refresh_interval", CONFIG_REFRESH)  # type: ignore[no-any-return]
 
 
 def ideal_connections(limit: int, depth: int) -> int:
@@ -42,8 +57,8 @@ class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
     __slots__ = ("address", "closing", "conn", "counted", "deliveries", "failed", "host",
-                 "idle", "last_reply", "msg", "plan", "plan_index", "rq", "session", "started",
-                 "tls", "tls_disabled", "waiting_tlsa")
+                 "idle", "last_reply", "local", "msg", "plan", "plan_index", "progress", "rq",
+                 "session", "sid", "started", "tls", "tls_disabled", "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -70,6 +85,9 @@ class ConnCtx:
         # why the plan's earlier addresses failed, for the record of the held
         # message when every address has failed
         self.failed: tuple[str, ...] = ()
+        self.local = ""  # the socket's local address:port (`Connected.local`)
+        self.sid: str | None = None  # the session's UUID text, made at first use
+        self.progress = 0.0  # when an event last came for it (engine.watchdog)
 
 
 class ReadyQueue:
@@ -77,7 +95,7 @@ class ReadyQueue:
 
     __slots__ = ("backlog", "cfg", "cfg_at", "conn_throttle", "conns", "domain", "failures", "idle",
                  "maint_at", "messages", "msg_throttle", "msg_throttles", "mta_sts", "mx",
-                 "open", "path", "peak", "ready_timer", "site", "source", "source_name",
+                 "open", "path", "peak", "pool", "ready_timer", "site", "source", "source_name",
                  "suspended")
 
     def __init__(self, path: str, source_name: str, source: Any, site: str, domain: str,
@@ -102,6 +120,7 @@ class ReadyQueue:
         # shared additional ones, rebuilt whenever the config changes
         self.msg_throttles: tuple[Any, ...] = ()
         self.suspended = False  # admin Suspend
+        self.pool = ""  # the egress pool of the queue that made it (the provider gauges)
         self.ready_timer: float | None = None  # ("ready", path) armed at
         self.maint_at: float | None = None  # ("maint", path) armed at
         # False for a site made without the domain's MX (smart hosts, a domain

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -47,8 +48,9 @@ DELAYED = "Delayed"
 
 RECORD_TYPES = (RECEPTION, DELIVERY, TRANSIENT, BOUNCE, EXPIRATION, ADMIN_BOUNCE, DELAYED)
 
-#: KumoMTA's node id names the node; egress has one engine per run and no
-#: persisted identity yet, so its records carry the nil UUID.
+#: The nodeid of an engine whose driver gave it none (`Core.nodeid`): the nil
+#: UUID.  Live delivery writes the spool's (engine.live.nodeid), the simulator
+#: one per scenario and node (sim.driver.sim_nodeid).
 NODEID = "00000000-0000-0000-0000-000000000000"
 #: How messages reach egress (KumoMTA's "reception_protocol" message meta).
 RECEPTION_PROTOCOL = "ESMTP"
@@ -110,6 +112,45 @@ def response(reply: Reply, command: str | None = None) -> dict[str, Any]:
         "content": _one_line(reply.text),
         "command": _wire(command),
     }
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def session_id(seed: int, conn: int) -> str:
+    """The UUID of the engine's connection `conn`: KumoMTA gives each dispatcher
+    a random v4 UUID (crates/kumod/src/ready_queue.rs ``session_id``); egress
+    derives it from the engine's seed and the connection id, so a replay
+    writes the same one."""
+    if not isinstance(seed, int):
+        seed = int.from_bytes(str(seed).encode()[:8].ljust(8, b"\0"), "little")
+    high = (seed * 0x9E3779B97F4A7C15) & _MASK64
+    return str(uuid.UUID(int=(high << 64) | (conn & _MASK64), version=4))
+
+
+def session_of(seed: int, ctx: Any) -> str:
+    """`session_id` of a connection context, kept on it after the first use."""
+    sid = ctx.sid
+    if sid is None:
+        sid = ctx.sid = session_id(seed, ctx.conn)
+    return sid  # type: ignore[no-any-return]
+
+
+def fill_records(effects: list[Any], classifier: BounceClassifier | None,
+                 nodeid: str | None) -> None:
+    """Complete an event's records with what the engine's setup adds to every
+    one: the class of the configured bounce classifier (KumoMTA classifies at
+    logging time, crates/kumod/src/logging/classify.rs) and the node's id
+    (kumo_server_common::nodeid, crates/kumod/src/logging/disposition.rs).
+    Called once per event, only when either is set, so an engine without
+    them pays nothing."""
+    for e in effects:
+        rec = getattr(e, "record", None)
+        if type(rec) is dict:
+            if nodeid is not None:
+                rec["nodeid"] = nodeid
+            if classifier is not None and rec["type"] in CLASSIFIABLE:
+                rec["bounce_classification"] = classifier.classify(rec["response"])
 
 
 def make_record(

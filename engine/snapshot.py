@@ -35,7 +35,9 @@ from engine.keysource import KeySource
 MAGIC = b"EGSNAP"
 VERSION = 4
 _POLICY = "egress-policy"
-_SKIP = ("policy", "out", "cancelled", "dropped")
+# the policy is code; hostname and nodeid are what the driver gives the engine at
+# every start (engine.live.driver, engine.live.service), not state a replay rebuilds
+_SKIP = ("policy", "out", "cancelled", "dropped", "hostname", "nodeid")
 
 E = TypeVar("E")
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import uuid
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
@@ -97,7 +98,7 @@ class SimDriver(ConnectionPhases):
                              lazy_redelays=not exact,
                              shaping=getattr(scenario, "shaping", None))
         self.observer = Observer(self.engine, keep_records=keep_records, sink=record_sink,
-                                 kinds=record_kinds)
+                                 kinds=record_kinds, nodeid=sim_nodeid(scenario.name))
         self._progress = progress
         self._conns: dict[int, _Conn] = {}
         self.connections = PathConnections(self.observer.note_connections)
@@ -319,3 +320,11 @@ class SimDriver(ConnectionPhases):
         """Deliver an answer computed earlier, re-stamped with the current time."""
         answer = ev._value
         self._feed(restamp(answer, self.env.now))
+
+
+def sim_nodeid(name: str, node: int = 0) -> str:
+    """A simulated node's id: a UUID fixed by the scenario's name and the node's
+    index (KumoMTA's records carry the node's persisted UUID,
+    crates/kumo-server-common/src/nodeid.rs), the same on every run."""
+    suffix = f"#{node}" if node else ""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"egress-simulation:{name}{suffix}"))

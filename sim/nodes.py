@@ -22,7 +22,7 @@ import simpy
 
 from engine.effects import AcquireLease, CheckThrottle, ExtendLease, ReleaseLease
 from engine.shared_limits import SharedLimitsConfig, configure
-from sim.driver import SimDriver
+from sim.driver import SimDriver, sim_nodeid
 from sim.shared_store import StoreModel
 
 __all__ = ["STORE_LATENCY", "NodeDriver", "run_nodes"]
@@ -60,6 +60,7 @@ def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
         if drivers:
             d.world = drivers[0].world
         d.engine.seed = scenario.seed + i
+        d.observer.nodeid = sim_nodeid(scenario.name, i)
         d.engine.rng.seed(scenario.seed + i)
         configure(d.engine, SharedLimitsConfig(node=f"node{i}", nodes=n))
         drivers.append(d)

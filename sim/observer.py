@@ -42,8 +42,10 @@ class Observer:
         keep_records: bool = True,
         sink: Callable[[dict[str, Any]], None] | None = None,
         kinds: Collection[str] | None = None,
+        nodeid: str | None = None,
     ) -> None:
         self.engine = engine
+        self.nodeid = nodeid  # every record's nodeid (the simulated node's, `sim_nodeid`)
         self.keep_records = keep_records
         self.sink = sink
         self.kinds = None if kinds is None else frozenset(kinds)  # None: every type
@@ -74,6 +76,8 @@ class Observer:
         n = len(recipient) if isinstance(recipient, list) else 1
         self.counts[kind] += n
         if self.kinds is None or kind in self.kinds:
+            if self.nodeid is not None:
+                record["nodeid"] = self.nodeid
             if self.keep_records:
                 self.records.append(record)
             if self.sink is not None:

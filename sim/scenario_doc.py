@@ -72,6 +72,10 @@ EGRESS_MEANINGS: dict[str, str] = {
     "source_selection_rate": "how often a pool may pick this source for the site "
     "(IP warm-up; spent: the pool's other sources take the message)",
     "additional_source_selection_rates": "further named selection rates shared across paths",
+    "refresh_interval": "how often the path's config is asked again (refresh_strategy Ttl)",
+    "refresh_strategy": "Ttl (every refresh_interval) or Epoch (only at a policy reload)",
+    "dispatcher_progress_watchdog_timeout": "abort a connection that made no progress for "
+    "this long",
 }
 # Examples where the default is none or says nothing; else the default is the example.
 EGRESS_EXAMPLES: dict[str, str] = {
@@ -90,6 +94,7 @@ EGRESS_EXAMPLES: dict[str, str] = {
     "openssl_cipher_list": '"ECDHE+AESGCM"', "openssl_cipher_suites": '"TLS_AES_256_GCM_SHA384"',
     "openssl_options": '"NO_TLSV1"', "ip_lookup_strategy": '"Ipv4Only"',
     "reconnect_strategy": '"ReconnectSameHost"', "smtp_port": "2525", "suspended": "true",
+    "refresh_strategy": '"Epoch"', "dispatcher_progress_watchdog_timeout": '"5min"',
 }
 QUEUE_MEANINGS: dict[str, tuple[str, str]] = {
     "retry_interval": ("first retry after a transient failure", '"10min"'),
@@ -126,6 +131,7 @@ _TYPES = {
     "tuple[str, ...]": "array of strings", "Mapping[str, int]": "table of name = integer",
     "Mapping[str, Throttle]": "table of name = throttle",
     "EnableTls": "string", "IpLookupStrategy": "string", "ReconnectStrategy": "string",
+    "RefreshStrategy": "string",
 }
 
 

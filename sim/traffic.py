@@ -160,7 +160,8 @@ def build_traffic(top: Table) -> tuple[TrafficStream, ...]:
 
 # -- generating ------------------------------------------------------------------
 
-_FIELDS = ("at", "id", "sender", "recipients", "size", "tenant", "campaign", "routing_domain")
+_FIELDS = ("at", "id", "sender", "recipients", "size", "tenant", "campaign", "routing_domain",
+           "peer_name", "peer_addr", "session_id")
 
 
 def _fast_constructor() -> Callable[..., MessageSubmitted] | None:
@@ -181,7 +182,8 @@ def _fast_constructor() -> Callable[..., MessageSubmitted] | None:
             if name in klass.__dict__:
                 slots.append(klass.__dict__[name].__set__)
                 break
-    s_at, s_id, s_sender, s_rcpts, s_size, s_tenant, s_campaign, s_routing = slots
+    (s_at, s_id, s_sender, s_rcpts, s_size, s_tenant, s_campaign, s_routing, s_peer_name,
+     s_peer_addr, s_session) = slots
     new = object.__new__
 
     def make(
@@ -197,6 +199,9 @@ def _fast_constructor() -> Callable[..., MessageSubmitted] | None:
         s_tenant(m, tenant)
         s_campaign(m, campaign)
         s_routing(m, "")
+        s_peer_name(m, "")  # not received over SMTP: no peer, no session
+        s_peer_addr(m, "")
+        s_session(m, "")
         return m
 
     return make

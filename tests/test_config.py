@@ -79,8 +79,7 @@ DEFAULTS = {
 }
 
 # Keys egress parses but refuses away from their default (tests/test_kumomta_config.py).
-INERT = {"aggressive_connection_opening", "try_next_host_on_transport_error",
-         "refresh_interval", "refresh_strategy", "dispatcher_progress_watchdog_timeout"}
+INERT = {"aggressive_connection_opening", "try_next_host_on_transport_error"}
 TIMEOUTS = [k for k in DEFAULTS if k.endswith("_timeout") and k not in INERT]
 BOOLS = [k for k, v in DEFAULTS.items() if isinstance(v, bool) and k not in INERT]
 
@@ -127,6 +126,9 @@ VALID = {
     "source_selection_rate": [("100/day,max_burst=1", Throttle(100, 86400.0, 1))],
     "additional_source_selection_rates": [({"warm": "10/h"}, {"warm": Throttle(10, 3600.0)})],
     "ip_lookup_strategy": [(m.value, m) for m in IpLookupStrategy],
+    "refresh_interval": [("5m", 300.0), (10, 10.0)],
+    "refresh_strategy": [("Epoch", RefreshStrategy.Epoch), ("Ttl", RefreshStrategy.Ttl)],
+    "dispatcher_progress_watchdog_timeout": [("10m", 600.0), (None, None)],
     "reconnect_strategy": [(m.value, m) for m in ReconnectStrategy],
     "provider_name": [("google", "google")],
     "remember_broken_tls": [("15m", 900.0), (None, None)],
@@ -171,6 +173,10 @@ INVALID = {
                                           ("10/s", "expected a mapping")],
     "ip_lookup_strategy": [("ipv4only", "did you mean 'Ipv4Only'?")],
     "reconnect_strategy": [("Retry", "expected one of 'TerminateSession'")],
+    "refresh_interval": [(None, "a duration above 0"), ("soon", "not a valid duration")],
+    "refresh_strategy": [("Lazy", "expected one of 'Ttl', 'Epoch'")],
+    "dispatcher_progress_watchdog_timeout": [("soon", "not a valid duration"),
+                                             (0, "a duration above 0")],
     "provider_name": [("", "non-empty string")],
     "remember_broken_tls": [("soon", "not a valid duration"), (0, "above 0")],
     # a client certificate needs both keys (tests/test_kumomta_tls.py)

@@ -72,9 +72,6 @@ def test_newer_keys_parse_with_kumomta_defaults() -> None:
     [
         ("aggressive_connection_opening", True, "True"),
         ("try_next_host_on_transport_error", True, "True"),
-        ("refresh_interval", "5m", "300.0"),
-        ("refresh_strategy", "Epoch", "'Epoch'"),
-        ("dispatcher_progress_watchdog_timeout", "10m", "600.0"),
     ],
 )
 def test_keys_egress_does_not_act_on_are_refused_not_ignored(

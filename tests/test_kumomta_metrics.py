@@ -82,6 +82,79 @@ def test_json_shape() -> None:
         "help": "number of active connections", "type": "gauge",
         "value": {"service": {"smtp_client": 1, service_of(PATH): 1}}}
     assert doc["total_messages_delivered"]["type"] == "counter"
-    assert doc["delayed_due_to_ready_queue_full"]["value"] == 0
+    assert doc["delayed_due_to_connection_rate_throttle"]["value"] == 0
+    # a family kept per queue, with no queue delayed yet: null, as kumod writes it
+    assert doc["delayed_due_to_ready_queue_full"]["value"] is None
     empty = json.loads(render_json(kumo_families({}, scheduled_depths([]))))
     assert empty["scheduled_count"]["value"] is None
+
+
+def test_delay_counters_per_scheduled_queue_and_ready_full_per_service() -> None:
+    # crates/kumod/src/queue/metrics.rs: delayed_due_to_* keyed by the scheduled
+    # ``queue``; crates/kumod/src/metrics_helper.rs: ready_full{service} and
+    # total_connection_count{service} (with the "smtp_client" sum)
+    c = Counters()
+    c.delayed("delayed_due_to_ready_queue_full", "example.com", PATH, n=2)
+    c.delayed("delayed_due_to_ready_queue_full", "camp:t@example.com", PATH)
+    c.delayed("delayed_due_to_message_rate_throttle", "example.com")
+    c.bump("total_connection_count", PATH, n=4)
+    snap = c.snapshot({PATH: 0}, {PATH: 0})
+    assert snap["delayed_due_to_ready_queue_full"] == 3  # the flat total stays
+    text = render_text(kumo_families(snap))
+    svc = service_of(PATH)
+    assert 'delayed_due_to_ready_queue_full{queue="example.com"} 2\n' in text
+    assert 'delayed_due_to_ready_queue_full{queue="camp:t@example.com"} 1\n' in text
+    assert 'delayed_due_to_message_rate_throttle{queue="example.com"} 1\n' in text
+    assert "delayed_due_to_ready_queue_full 3" not in text
+    assert f'ready_full{{service="{svc}"}} 3\n' in text
+    assert "# TYPE ready_full counter\n" in text
+    assert 'total_connection_count{service="smtp_client"} 4\n' in text
+    assert f'total_connection_count{{service="{svc}"}} 4\n' in text
+    c.prune_queues({"example.com"})
+    assert "camp:t@example.com" not in render_text(kumo_families(c.snapshot({PATH: 0}, {})))
+
+
+def test_provider_gauges_from_the_engine() -> None:
+    # crates/kumod/src/delivery_metrics.rs: provider is provider_name, else the
+    # site name; connection_count_by_provider(_and_pool) and
+    # queued_count_by_provider(_and_pool) (ready plus scheduled)
+    from engine.engine import Engine
+    from engine.metrics import provider_depths
+    from tests.support.engine_harness import World, policy, submit
+
+    eng = Engine(policy(provider_name="bigmail", max_ready=1, connection_limit=1), seed=1)
+    w = World(eng, auto_connect=False)
+    for i in range(3):
+        w.feed(submit(i))
+    depths = provider_depths(eng)
+    assert depths["connection_count_by_provider"] == {("bigmail",): 1}
+    assert depths["connection_count_by_provider_and_pool"] == {("bigmail", "unspecified"): 1}
+    held = 1  # the connection holds one; max_ready keeps one waiting; the rest are scheduled
+    queued = 3 - held
+    assert depths["queued_count_by_provider"] == {("bigmail",): queued}
+    text = render_text(kumo_families({}, None, depths))
+    assert 'connection_count_by_provider_and_pool{provider="bigmail", pool="unspecified"} 1' in text
+    assert f'queued_count_by_provider{{provider="bigmail"}} {queued}' in text
+    # without provider_name the site name stands in
+    eng2 = Engine(policy(), seed=1)
+    World(eng2, auto_connect=False).feed(submit(1))
+    assert provider_depths(eng2)["connection_count_by_provider"] == {
+        ("(mx1|mx2).example.com",): 1}
+
+
+def test_the_engine_counts_delays_by_queue_and_connections_by_path() -> None:
+    from engine.engine import Engine
+    from tests.support.engine_harness import PATH as HPATH
+    from tests.support.engine_harness import World, policy, submit
+
+    eng = Engine(policy(max_ready=1, connection_limit=1), seed=1)
+    w = World(eng, auto_connect=False)
+    for i in range(4):
+        w.feed(submit(i))
+    c = eng.counters
+    assert c['delayed_due_to_ready_queue_full{queue="example.com"}'] == 2
+    assert c[f'ready_full{{path="{HPATH}"}}'] == 2
+    assert c["total_connection_count"] == 0
+    eng2 = Engine(policy(), seed=1)
+    World(eng2).feed(submit(1))
+    assert eng2.counters[f'total_connection_count{{path="{HPATH}"}}'] == 1

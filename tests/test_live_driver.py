@@ -163,6 +163,7 @@ def test_every_fed_event_is_journaled_in_order(dns: DnsServer) -> None:
             from engine.engine import Engine
 
             twin = Engine(live.policy)
+            twin.hostname = live.engine.hostname  # what the driver gave it (the EHLO name)
             for ev in live.events:
                 twin.handle(ev)
             assert twin.snapshot() == live.engine.snapshot()

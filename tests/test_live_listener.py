@@ -39,10 +39,13 @@ def test_accepts_splits_by_domain_and_reads_tenant_campaign() -> None:
             return reply
 
     assert run(go) == "2.0.0 OK ids=id1,id2"
+    first = journal.committed[0]
+    assert first.helo and first.session_id  # the Reception record's (test_kumomta_reception.py)
     assert journal.committed == [
         Submission("a@sender.test", ("x@one.test", "z@ONE.test"), MSG, "acme", "spring sale",
-                   "127.0.0.1"),
-        Submission("a@sender.test", ("y@Two.test",), MSG, "acme", "spring sale", "127.0.0.1"),
+                   "127.0.0.1", first.helo, first.session_id),
+        Submission("a@sender.test", ("y@Two.test",), MSG, "acme", "spring sale", "127.0.0.1",
+                   first.helo, first.session_id),
     ]
 
 

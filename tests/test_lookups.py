@@ -142,3 +142,43 @@ def test_a_refused_event_undoes_the_config_refresh_it_triggered() -> None:
         eng.handle(TimerFired(at=100.0, timer=("idle", 99)))
     assert len(hook.calls) == 1  # the refresh was asked for, then undone
     assert eng.snapshot() == before
+
+
+def _counting(calls: list[float], **keys: Any) -> Engine:
+    p = Policy()
+
+    @p.on("get_egress_path_config")
+    def _path(domain: str, source: str, site: str) -> Any:
+        calls.append(domain)  # type: ignore[arg-type]
+        return make_egress_path(enable_mta_sts=False, suspended=True, **keys)
+
+    return Engine(p, seed=4)
+
+
+def test_refresh_interval_is_the_paths_own() -> None:
+    # KumoMTA re-asks get_egress_path_config once refresh_interval has passed
+    # (crates/kumod/src/ready_queue.rs perform_config_refresh_if_due, Ttl;
+    # crates/kumo-api-types/src/egress_path.rs default_refresh_interval 60 s)
+    calls: list[float] = []
+    eng = _counting(calls, refresh_interval="10s")
+    eng.handle(submit(1, rcpts=("x@a.test",)))
+    eng.handle(Resolved(at=0.0, domain="a.test", mx=MX_A, ttl=1e9))
+    assert len(calls) == 1 and eng.refresh_at == 10.0
+    eng.handle(submit(2, at=9.0, rcpts=("y@a.test",)))
+    assert len(calls) == 1
+    eng.handle(submit(3, at=10.5, rcpts=("z@a.test",)))
+    assert len(calls) == 2 and eng.refresh_at == 20.5
+
+
+def test_refresh_strategy_epoch_asks_again_only_at_a_policy_reload() -> None:
+    # Epoch: re-asked when the configuration epoch changes, never by time
+    # (crates/kumod/src/ready_queue.rs, ConfigRefreshStrategy::Epoch)
+    from engine.events import PolicyReloaded
+    calls: list[float] = []
+    eng = _counting(calls, refresh_strategy="Epoch")
+    eng.handle(submit(1, rcpts=("x@a.test",)))
+    eng.handle(Resolved(at=0.0, domain="a.test", mx=MX_A, ttl=1e9))
+    eng.handle(submit(2, at=3600.0, rcpts=("y@a.test",)))
+    assert len(calls) == 1 and eng.refresh_at == float("inf")
+    eng.handle(PolicyReloaded(at=3601.0))
+    assert len(calls) == 2

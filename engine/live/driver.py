@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -107,10 +108,14 @@ class LiveDriver(DriverIO):
         mta_sts: Any | None = None,
         tls_cafile: str | None = None,
         on_discard: Callable[[str], None] | None = None,
+        hostname: str | None = None,
     ) -> None:
         if journal is not None and journal_batch is not None:
             raise ValueError("LiveDriver takes journal= or journal_batch=, not both")
         self.engine = engine
+        # the default EHLO name: the machine's host name, as KumoMTA's dispatcher
+        # uses gethostname() (crates/kumod/src/smtp_dispatcher.rs SmtpDispatcher::init)
+        engine.hostname = hostname or machine_hostname()
         self.resolver = resolver
         self.bodies = bodies
         self.records = records
@@ -373,3 +378,8 @@ class LiveDriver(DriverIO):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.flush_journal()
 
+
+def machine_hostname() -> str:
+    """The default EHLO name: the machine's host name (KumoMTA falls back to
+    ``[127.0.0.1]`` when it has none)."""
+    return socket.gethostname() or "[127.0.0.1]"

@@ -113,7 +113,7 @@ class DriverIO:
                 proto.transport.close()
             return
         self._conns[conn] = proto
-        self.handle_io(Connected(at=time.time(), conn=conn))
+        self.handle_io(Connected(at=time.time(), conn=conn, local=_local(proto)))
 
     async def _starttls(self, eff: StartTls) -> None:
         proto = self._conns.get(eff.conn)
@@ -184,3 +184,14 @@ def _os_reason(exc: OSError) -> str:
 def _now(event: Event) -> Event:
     """`event` stamped with the current time (answers are stamped when they arrive)."""
     return restamp(event, time.time())
+
+
+def _local(proto: Any) -> str:
+    """The socket's local ``address:port`` (``[v6]:port`` for IPv6), the
+    records' source_address as KumoMTA writes a SocketAddr."""
+    transport = getattr(proto, "transport", None)
+    name = transport.get_extra_info("sockname") if transport is not None else None
+    if not isinstance(name, tuple) or len(name) < 2:
+        return ""
+    host = str(name[0]).split("%")[0]
+    return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"

@@ -397,7 +397,7 @@ class SmtpConnection(asyncio.Protocol):
         tenant, campaign = fast_metadata(content, owner.tenant_key, owner.campaign_key,
                                          cfg.tenant_header, cfg.campaign_header)
         subs = split_by_domain(sender, rcpts, content, tenant=tenant, campaign=campaign,
-                               peer=s.peer)
+                               peer=s.peer, helo=s.helo or "", session_id=s.session_id)
         self.committing = True
         owner.commit_started()
         self.task = asyncio.get_running_loop().create_task(self._commit(subs))

@@ -9,6 +9,7 @@ Protocol that owns a `Session`) import this, never each other upward, and
 from __future__ import annotations
 
 import ssl
+import uuid
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -77,6 +78,8 @@ class Session:
     # (mech, user, password) for `ListenerSettings.auth.check`, run off the loop
     auth_check: tuple[str, str, bytes] | None = None
     close_after: bool = False
+    # this connection's UUID (KumoMTA's SmtpServerSession session_id, Uuid::new_v4)
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def reset(self) -> None:
         """Forget the envelope (RSET, a new EHLO, a finished or refused message)."""

@@ -31,7 +31,14 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from engine.metrics import Family, kumo_families, render_json, render_text, scheduled_depths
+from engine.metrics import (
+    Family,
+    kumo_families,
+    provider_depths,
+    render_json,
+    render_text,
+    scheduled_depths,
+)
 
 __all__ = [
     "MetricsCollector", "MetricsServer", "engine_families", "parse_counter_key",
@@ -113,7 +120,8 @@ def engine_families(engine: Any) -> list[Family]:
     counters = _snapshot(lambda: engine.counters)
     sched = getattr(engine, "sched", None)
     depths = None if sched is None else scheduled_depths(m.queue for m in list(sched))
-    return kumo_families(counters, depths)
+    providers = provider_depths(engine) if hasattr(engine, "paths") else None
+    return kumo_families(counters, depths, providers)
 
 
 class MetricsServer:

@@ -61,10 +61,11 @@ from engine.engine import Engine
 from engine.errors import EgressError
 from engine.event_tools import restamp
 from engine.events import Event, MessageSubmitted, Restarted
-from engine.live.driver import LiveDriver
+from engine.live.driver import LiveDriver, machine_hostname
 from engine.live.journal import Journal
 from engine.live.listener import Listener
 from engine.live.listener_limits import LimitSettings
+from engine.live.nodeid import node_id
 from engine.live.submission import Submission
 from engine.live.submission import submit as api_submit
 
@@ -302,6 +303,11 @@ class Service:
         snap, events = journal.replay()
         eng = Engine.restore(snap, self.policy) if snap is not None else Engine(self.policy)
         eng.reap_after = self.reap_after  # idle state is dropped (engine.lifecycle.reap_idle)
+        eng.hostname = machine_hostname()  # before the replay: the EHLO name it used
+        try:
+            eng.nodeid = node_id(self.spool_dir)  # every record's nodeid (engine.live.nodeid)
+        except (OSError, ValueError) as exc:
+            raise StartError(f"spool {str(self.spool_dir)!r}: node id: {exc}") from None
         if self.redis_url is not None:
             from engine.shared_limits import SharedLimitsConfig, configure
 
@@ -397,7 +403,9 @@ class Service:
         mid = uuid.uuid4().hex
         ev = MessageSubmitted(at=time.time(), id=mid, sender=sub.sender,
                               recipients=sub.recipients, size=len(sub.content),
-                              tenant=sub.tenant, campaign=sub.campaign)
+                              tenant=sub.tenant, campaign=sub.campaign,
+                              peer_name=sub.helo, peer_addr=sub.peer,
+                              session_id=sub.session_id)
         await self.journal.accept(ev, sub.content)
         if self.driver.feed(restamp(ev, time.time())) is None:
             # The engine refused it (a bug, logged by the driver): take it back.

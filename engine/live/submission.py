@@ -47,8 +47,10 @@ def recipient_domain(address: str) -> str:
 class Submission:
     """One message to accept: recipients all in one domain, the raw RFC 5322 bytes.
 
-    `peer` is the submitting client's address ("" from the Python API), for
-    the Reception record.
+    `peer` is the submitting client's address ("" from the Python API), `helo`
+    the name it gave in EHLO/HELO and `session_id` its connection's UUID, for
+    the Reception record (KumoMTA's peer_address {name, addr} and session_id,
+    crates/kumod/src/smtp_server.rs).
     """
 
     sender: str
@@ -57,6 +59,8 @@ class Submission:
     tenant: str = ""
     campaign: str = ""
     peer: str = ""
+    helo: str = ""
+    session_id: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.recipients, tuple) or not self.recipients:
@@ -82,7 +86,7 @@ SubmitCallback = Callable[[Submission], Awaitable[Sequence[str]]]
 
 def split_by_domain(
     sender: str, recipients: Iterable[str], content: bytes, *, tenant: str = "",
-    campaign: str = "", peer: str = "",
+    campaign: str = "", peer: str = "", helo: str = "", session_id: str = "",
 ) -> list[Submission]:
     """One `Submission` per recipient domain, domains in order of first appearance."""
     groups: dict[str, list[str]] = {}
@@ -90,7 +94,7 @@ def split_by_domain(
         groups.setdefault(recipient_domain(r), []).append(r)
     if not groups:
         raise ValueError("a message needs at least one recipient")
-    return [Submission(sender, tuple(rs), content, tenant, campaign, peer)
+    return [Submission(sender, tuple(rs), content, tenant, campaign, peer, helo, session_id)
             for rs in groups.values()]
 
 
