@@ -275,25 +275,32 @@ def next_message(eng: Core, ctx: ConnCtx, now: float) -> None:
 
 
 def start(eng: Core, ctx: ConnCtx, now: float) -> None:
-    """Start the held message's transaction once the message-rate throttles allow."""
+    """Start the held message's transaction once the message-rate throttles allow.
+
+    As KumoMTA (crates/kumod/src/ready_queue.rs, ``deliver_message``): the
+    throttles are checked one by one, smallest rate first, each counting as it
+    passes; a refusal waits and resumes at that throttle (`ConnCtx.rate_passed`),
+    the ones already passed keep their count."""
     rq = ctx.rq
     throttles = rq.msg_throttles
-    wait = 0.0
     if eng.shared is not None:
         throttles = shared_limits.local_throttles(eng, rq, now)
         verdict = shared_limits.may_start(eng, ctx, now)
         if verdict is None:
             return  # the shared store's answer calls start again
-        wait = verdict
-    for t in throttles:
-        w = t.peek(now)
-        if w > wait:
-            wait = w
-    if wait > 0.0:
-        rate_wait(eng, ctx, now, wait)
-        return
-    for t in throttles:
-        t.check(now)
+        if verdict > 0.0:
+            rate_wait(eng, ctx, now, verdict)
+            return
+    if throttles:
+        i = ctx.rate_passed
+        while i < len(throttles):
+            wait = throttles[i].check(now)
+            if wait > 0.0:
+                ctx.rate_passed = i
+                rate_wait(eng, ctx, now, wait)
+                return
+            i += 1
+        ctx.rate_passed = 0
     if eng.shared is not None:
         shared_limits.started(eng, ctx)
     msg = ctx.msg
@@ -312,6 +319,7 @@ def rate_wait(eng: Core, ctx: ConnCtx, now: float, wait: float) -> None:
     msg = ctx.msg
     assert msg is not None
     ctx.msg = None
+    ctx.rate_passed = 0  # the message goes back; the next one starts at the first
     if eng.shared is not None:
         eng.shared.msg_ok.pop(ctx.conn, None)
     return_to_ready(eng, ctx.rq, msg)

@@ -42,8 +42,8 @@ class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
     __slots__ = ("address", "closing", "conn", "counted", "deliveries", "failed", "host",
-                 "idle", "last_reply", "msg", "plan", "plan_index", "rq", "session", "started",
-                 "tls", "tls_disabled", "waiting_tlsa")
+                 "idle", "last_reply", "msg", "plan", "plan_index", "rate_passed", "rq", "session",
+                 "started", "tls", "tls_disabled", "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -70,6 +70,9 @@ class ConnCtx:
         # why the plan's earlier addresses failed, for the record of the held
         # message when every address has failed
         self.failed: tuple[str, ...] = ()
+        # message throttles the held message has passed (each counted as it
+        # passed), so a wait resumes at the one that refused it
+        self.rate_passed = 0
 
 
 class ReadyQueue:

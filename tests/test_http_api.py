@@ -133,7 +133,7 @@ def test_bounce_by_campaign_takes_queued_and_new_mail_until_it_expires(
             await until(lambda: len(sink.messages) == 2, "delivered after the bounce expired")
         bounced = [r for r in read_records(logs) if r["type"] == "AdminBounce"]
         assert sorted(r["id"] for r in bounced) == sorted([*queued, late])
-        assert all("Administrator bounced with: recalled" in r["response"]["content"]
+        assert all("Administrator bounced with reason: recalled" in r["response"]["content"]
                    for r in bounced)
         assert other not in {r["id"] for r in bounced} and after not in {
             r["id"] for r in bounced}
