@@ -247,6 +247,30 @@ def attempt(eng: Core, ctx: ConnCtx, now: float) -> None:
     eng.run_step(ctx, ctx.session.connect(now), now)
 
 
+def reattempt(eng: Core, ctx: ConnCtx, now: float) -> None:
+    """Connect `ctx` again (the plan's next address, or a reconnect) once
+    ``max_connection_rate`` allows: KumoMTA checks it before every address it
+    tries, reconnects included (crates/kumod/src/smtp_dispatcher.rs,
+    ``attempt_connection_impl``, the ``{name}-connection-rate`` key).  A
+    connection's first attempt was checked by `pump`.  A wait under
+    idle_timeout is spent in place (a ``("connrate", conn)`` timer, which
+    checks again); a longer one gives the held message back and pushes the
+    whole ready queue back by the wait.  A shared (non-``local``) rate is
+    asked of the store by `pump` only."""
+    rq = ctx.rq
+    ct = rq.conn_throttle
+    if ct is not None and (eng.shared is None or ct.throttle.local) and not eng.draining:
+        wait = ct.check(now)
+        if wait > 0.0:
+            if wait < rq.cfg.idle_timeout:
+                eng.set_timer(("connrate", ctx.conn), now + wait)
+            else:
+                abandon(eng, ctx, now)
+                push_back(eng, rq, now, wait, "connection")
+            return
+    attempt(eng, ctx, now)
+
+
 def next_message(eng: Core, ctx: ConnCtx, now: float) -> None:
     """The session is IDLE: give it the next message, quit, or arm the idle timer.
     Draining, it quits and a message it holds goes back to the ready queue."""

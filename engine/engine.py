@@ -310,6 +310,12 @@ def _msgrate_timer(eng: Core, ev: TimerFired) -> None:
     dispatch.next_message(eng, eng.conns[ev.timer[1]], ev.at)  # type: ignore[index]
 
 
+def _connrate_timer(eng: Core, ev: TimerFired) -> None:
+    """("connrate", conn): a max_connection_rate wait before a reconnect ended."""
+    del eng.timers[ev.timer]
+    dispatch.reattempt(eng, eng.conns[ev.timer[1]], ev.at)  # type: ignore[index]
+
+
 def _admin_timer(eng: Core, ev: TimerFired) -> None:
     """("admin", id): an admin API entry's expiry is reached."""
     del eng.timers[ev.timer]
@@ -337,6 +343,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "reap": _reap_timer,
     "shared": shared_answers.shared_timer,
     "shaping": shaping_rules.lapse,
+    "connrate": _connrate_timer,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {

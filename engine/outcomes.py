@@ -112,7 +112,7 @@ def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
         shared_limits.hand_over(eng, ctx, nxt)
         nxt.msg = msg
         nxt.failed = failed
-        dispatch.attempt(eng, nxt, now)
+        dispatch.reattempt(eng, nxt, now)
         return
     # Every address failed: the held message gets KumoMTA's internal transient
     # (400, no peer), then past the threshold the rest of the ready queue is
@@ -138,7 +138,7 @@ def reconnect_in_clear(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     nxt.msg = msg
     nxt.failed = ctx.failed
     nxt.tls_disabled = True
-    dispatch.attempt(eng, nxt, now)
+    dispatch.reattempt(eng, nxt, now)
 
 
 def session_closed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.events import Bounce
-from tests.support.engine_harness import PATH, records, resolved_engine, submit
+from engine.effects import Connect
+from engine.events import Bounce, ConnectFailed
+from tests.support.engine_harness import PATH, of, records, resolved_engine, submit
 
 
 def test_admin_bounce_wording_site_and_source_as_kumomta() -> None:
@@ -51,3 +52,34 @@ def test_message_throttles_checked_smallest_rate_first_each_counting_as_it_passe
     assert [r["id"] for r in records(fx, "Delivery")] == ["m2"]
     assert slow.tat == pytest.approx(2 * slow.interval)  # not counted a second time
     assert fast.tat == pytest.approx(1.0 + fast.interval)
+
+
+def test_connection_rate_is_checked_before_the_next_address_too() -> None:
+    """crates/kumod/src/smtp_dispatcher.rs, ``attempt_connection_impl``: the
+    ``{name}-connection-rate`` throttle is checked before every address
+    attempt, the next MX host after a failure included; a wait under
+    idle_timeout is slept in place, then the throttle is asked again."""
+    eng, w = resolved_engine(max_connection_rate="1/s")
+    fx = w.feed(submit(1))
+    assert [c.host for c in of(fx, Connect)] == ["mx1.example.com"]
+    fx = w.feed(ConnectFailed(at=0.5, conn=1, reason="refused"))
+    assert of(fx, Connect) == [] and w.timers[("connrate", 2)] == pytest.approx(1.5)
+    fx = w.fire(("connrate", 2))
+    assert [(c.conn, c.host) for c in of(fx, Connect)] == [(2, "mx2.example.com")]
+
+
+def test_connection_rate_wait_past_idle_timeout_pushes_the_queue_back() -> None:
+    """The same check with a wait of at least idle_timeout: KumoMTA's
+    ``throttle_ready_queue`` delays the ready queue by the wait and the
+    attempt ends (crates/kumod/src/smtp_dispatcher.rs); the held message goes
+    back with the rest."""
+    eng, w = resolved_engine(max_connection_rate="1/h", connection_limit=1)
+    w.feed(submit(1))
+    w.feed(submit(2))
+    fx = w.feed(ConnectFailed(at=1.0, conn=1, reason="refused"))
+    assert of(fx, Connect) == []
+    delayed = records(fx, "Delayed")
+    assert [r["id"] for r in delayed] == ["m1", "m2"]
+    assert "throttled by max_connection_rate" in delayed[0]["response"]["content"]
+    assert eng.ready_depths() == {PATH: 0} and eng.scheduled_count == 2
+    assert not eng.conns
