@@ -330,7 +330,10 @@ def start(eng: Core, ctx: ConnCtx, now: float) -> None:
     msg = ctx.msg
     assert msg is not None
     ctx.started = True
-    txn = _TxnMessage(msg.id, msg.sender, rcpt_tuple(msg.recipients), msg.size)
+    rcpts = rcpt_tuple(msg.recipients)
+    limit = rq.cfg.max_recipients_per_batch
+    ctx.excess = rcpts[limit:] if len(rcpts) > limit else ()
+    txn = _TxnMessage(msg.id, msg.sender, rcpts, msg.size)
     eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)
 
 

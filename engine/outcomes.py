@@ -32,7 +32,8 @@ from engine.core import Core, OutcomeHandler
 from engine.effects import Log
 from engine.events import trusted_factory
 from engine.lifecycle import finish, retry_later, return_to_ready, transient
-from engine.message import compact_recipients
+from engine.config import ReconnectStrategy
+from engine.message import HELD, compact_recipients, rcpt_tuple
 from engine.ready import ConnCtx
 from engine.reply import Reply
 from engine.session_model import (
@@ -41,6 +42,7 @@ from engine.session_model import (
     ReconnectInClear,
     SessionClosed,
     SessionReady,
+    State,
     TransactionDone,
 )
 
@@ -56,6 +58,7 @@ def session_ready(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     # do the consecutive connection failures start again from 0, as KumoMTA
     # resets them after attempt_connection succeeds (crates/kumod/src/ready_queue.rs).
     ctx.rq.failures = 0
+    ctx.established = True
     if ctx.closing:
         return
     dispatch.next_message(eng, ctx, now)
@@ -93,10 +96,65 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     ctx.msg = None
     ctx.started = False
     ctx.deliveries += 1
-    if msg.recipients:
-        retry_later(eng, msg, now)
-    else:
+    excess, ctx.excess = ctx.excess, ()
+    if not msg.recipients:
         finish(eng, msg)
+        return
+    # crates/kumod/src/smtp_dispatcher.rs, ``deliver_message``: recipients past
+    # max_recipients_per_batch go at once on the same connection, first in the
+    # list (the batch's deferred ones after them), with no record of their own
+    alive = ctx.session.state is State.IDLE
+    if excess and alive:
+        rest = rcpt_tuple(msg.recipients)
+        later = set(excess)
+        msg.recipients = compact_recipients(
+            tuple(r for r in rest if r in later) + tuple(r for r in rest if r not in later))
+        ctx.msg = msg  # SessionReady follows: the same connection starts it
+        return
+    # ... and with try_next_host_on_transport_error, a transaction that broke the
+    # connection (a 421, a timeout, the connection lost) is tried again at once
+    # on the next host of the plan, as the reconnect_strategy picks it
+    if not alive and ctx.rq.cfg.try_next_host_on_transport_error \
+            and _next_index(ctx) is not None and not eng.draining:
+        ctx.carry = msg
+        return
+    retry_later(eng, msg, now)
+
+
+def _next_index(ctx: ConnCtx) -> int | None:
+    """The plan index a lost session goes on with, as KumoMTA's
+    ``update_state_for_reconnect`` (crates/kumod/src/smtp_dispatcher.rs):
+    ConnectNextHost the next address (none past the last), ReconnectSameHost
+    the same one, TerminateSession none."""
+    strategy = ctx.rq.cfg.reconnect_strategy
+    if strategy == ReconnectStrategy.ConnectNextHost:
+        nxt = ctx.plan_index + 1
+        return nxt if nxt < len(ctx.plan) else None
+    if strategy == ReconnectStrategy.ReconnectSameHost:
+        return ctx.plan_index
+    return None
+
+
+def _go_on(eng: Core, ctx: ConnCtx, now: float) -> bool:
+    """An established session ended by the peer (not by our QUIT): KumoMTA's
+    dispatcher keeps its session and connects again as the reconnect_strategy
+    says, with a carried message or the ready queue's next one.  False when
+    it does not (no message, no address left, draining)."""
+    rq = ctx.rq
+    msg, ctx.carry = ctx.carry, None
+    index = _next_index(ctx) if ctx.established and not eng.draining else None
+    if index is None or (msg is None and not rq.messages):
+        if msg is not None:
+            retry_later(eng, msg, now)
+        return False
+    if msg is None:
+        msg = rq.messages.popleft()
+        msg._w = HELD
+    nxt = dispatch.new_conn(eng, rq, ctx.plan, index)
+    shared_limits.hand_over(eng, ctx, nxt)
+    nxt.msg = msg
+    dispatch.reattempt(eng, nxt, now)
+    return True
 
 
 def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
@@ -142,8 +200,8 @@ def reconnect_in_clear(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
 
 
 def session_closed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
+    ours = ctx.closing  # QUIT sent or the host failed: the dispatcher ends
     dispatch.mark_closing(eng, ctx)
-    dispatch.release(eng, ctx)
     rq = ctx.rq
     rq.conns.pop(ctx.conn, None)
     eng.conns.pop(ctx.conn, None)
@@ -159,6 +217,12 @@ def session_closed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
             retry_later(eng, msg, now)
         else:
             return_to_ready(eng, rq, msg)
+    if not ours:
+        _go_on(eng, ctx, now)
+    elif ctx.carry is not None:
+        retry_later(eng, ctx.carry, now)
+        ctx.carry = None
+    dispatch.release(eng, ctx)
     dispatch.pump(eng, rq, now)
 
 

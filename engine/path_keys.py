@@ -133,8 +133,6 @@ _INERT: dict[str, tuple[Any, str]] = {
         None, "throttles how often a pool selects this source for the site"),
     "additional_source_selection_rates": (
         {}, "throttles how often a pool selects this source, under shared names"),
-    "try_next_host_on_transport_error": (
-        False, "moves to the next MX host after a transport error mid-transaction"),
     "remember_broken_tls": (
         None, "remembers for this long that the site's TLS is broken and skips STARTTLS"),
     "tls_certificate": (None, "presents a client certificate in the TLS handshake"),

@@ -41,9 +41,9 @@ def ideal_connections(limit: int, depth: int) -> int:
 class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
-    __slots__ = ("address", "closing", "conn", "counted", "deliveries", "failed", "host",
-                 "idle", "last_reply", "msg", "plan", "plan_index", "rate_passed", "rq", "session",
-                 "started", "tls", "tls_disabled", "waiting_tlsa")
+    __slots__ = ("address", "carry", "closing", "conn", "counted", "deliveries", "established",
+                 "excess", "failed", "host", "idle", "last_reply", "msg", "plan", "plan_index",
+                 "rate_passed", "rq", "session", "started", "tls", "tls_disabled", "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -73,6 +73,13 @@ class ConnCtx:
         # message throttles the held message has passed (each counted as it
         # passed), so a wait resumes at the one that refused it
         self.rate_passed = 0
+        self.established = False  # the session got past banner, EHLO, TLS and AUTH
+        # recipients of the held message past max_recipients_per_batch, sent next
+        # on this connection (KumoMTA's retry_immediately)
+        self.excess: tuple[str, ...] = ()
+        # a message whose transaction broke the connection, for the next host
+        # (try_next_host_on_transport_error)
+        self.carry: Message | None = None
 
 
 class ReadyQueue:

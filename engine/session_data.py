@@ -134,6 +134,7 @@ class SessionData:
         "tls_protocol",
         "tls_settings",
         "transactions",
+        "use_rset",
     )
 
     def __init__(
@@ -169,6 +170,10 @@ class SessionData:
         self.tls_cipher = ""
         self.tls_peer_subject = ""
         self.transactions = 0
+        # RSET before the next transaction: never before a connection's first,
+        # always after a failed one, after a delivered one only with enable_rset
+        # (crates/rfc5321/src/client.rs, ``use_rset``)
+        self.use_rset = False
         # the transaction in flight
         self.message: TxnMessage | None = None
         self.batch: tuple[str, ...] = ()  # recipients attempted (max_recipients_per_batch)

@@ -366,7 +366,7 @@ TRANSITIONS: dict[State, dict[Input, Row]] = {
     },
     # DATA_SENT: data_timeout armed
     S.DATA_SENT: {
-        I.R3XX: (H.DATA_ACCEPTED, (S.BODY_SENT, S.CLOSED)),
+        I.R3XX: (H.DATA_ACCEPTED, (S.BODY_SENT,)),
         I.R2XX: (H.DATA_REFUSED, (S.IDLE,)),
         I.R4XX: (H.DATA_REFUSED, (S.IDLE,)),
         I.R5XX: (H.DATA_REFUSED, (S.IDLE,)),

@@ -73,7 +73,6 @@ def test_newer_keys_parse_with_kumomta_defaults() -> None:
         ("aggressive_connection_opening", True, "True"),
         ("source_selection_rate", "10/min", "'10/m'"),
         ("additional_source_selection_rates", {"warmup": "100/h"}, "{'warmup': \"'100/h'\"}"),
-        ("try_next_host_on_transport_error", True, "True"),
         ("remember_broken_tls", "15m", "900.0"),
         ("tls_certificate", "/etc/cert.pem", "KeySource"),
         ("tls_private_key", "/etc/key.pem", "KeySource"),

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.effects import Connect
-from engine.events import Bounce, ConnectFailed
+from engine.effects import Connect, Send, Verb
+from engine.events import Bounce, Connected, ConnectFailed, Response
+from engine.reply import Reply
 from tests.support.engine_harness import PATH, of, records, resolved_engine, submit
 
 
@@ -83,3 +84,105 @@ def test_connection_rate_wait_past_idle_timeout_pushes_the_queue_back() -> None:
     assert "throttled by max_connection_rate" in delayed[0]["response"]["content"]
     assert eng.ready_depths() == {PATH: 0} and eng.scheduled_count == 2
     assert not eng.conns
+
+
+def _sends(fx: list) -> list[list[str]]:
+    """Each Send as its command lines (verb and argument)."""
+    return [[f"{c.verb.value} {c.arg}".strip() for c in s.commands] for s in of(fx, Send)]
+
+
+def test_recipients_past_the_batch_limit_go_at_once_on_the_same_connection() -> None:
+    """crates/kumod/src/smtp_dispatcher.rs, ``deliver_message``: the excess of
+    max_recipients_per_batch is ``retry_immediately``: sent next on the same
+    connection (RSET first, as ``use_rset`` is set after a transaction), with
+    no TransientFailure record and no attempt counted."""
+    eng, w = resolved_engine(max_recipients_per_batch=2)
+    w.auto_connect = True
+    rcpts = ("a@example.com", "b@example.com", "c@example.com")
+    fx = w.feed(submit(1, rcpts=rcpts))
+    assert records(fx, "TransientFailure") == []
+    assert [r["recipient"] for r in records(fx, "Delivery")] == list(rcpts)
+    txns = [s for s in _sends(fx) if "DATA" in s]
+    assert txns == [
+        ["MAIL FROM s@sender.org", "RCPT TO a@example.com", "RCPT TO b@example.com", "DATA"],
+        ["RSET", "MAIL FROM s@sender.org", "RCPT TO c@example.com", "DATA"]]
+    assert len(of(fx, Connect)) == 1
+    assert {r["num_attempts"] for r in records(fx, "Delivery")} == {0}
+
+
+def test_batch_deferrals_follow_the_excess_on_the_same_connection() -> None:
+    """The same, with a deferred recipient in the first batch: its record is
+    written, then the excess goes first and the deferred one after it, all on
+    the one connection (the revised recipient list's order)."""
+    eng, w = resolved_engine(max_recipients_per_batch=2)
+    w.auto_connect = True
+    tries: list[str] = []
+
+    def rcpt(r: str) -> Reply:
+        tries.append(r)
+        if r == "b@example.com" and tries.count(r) == 1:
+            return Reply.make(451, "4.2.0", "later")
+        return Reply.make(250, "2.1.5", "ok")
+
+    w.rcpt_reply = rcpt
+    fx = w.feed(submit(1, rcpts=("a@example.com", "b@example.com", "c@example.com")))
+    assert [r["recipient"] for r in records(fx, "TransientFailure")] == ["b@example.com"]
+    assert tries == ["a@example.com", "b@example.com", "c@example.com", "b@example.com"]
+    assert len(of(fx, Connect)) == 1 and eng.queued_count == 0
+
+
+def _lost_mid_transaction(strategy: str | None, **keys: object) -> tuple[list, object]:
+    """Two messages, one connection to mx1 (of mx1, mx2); the first transaction's
+    MAIL gets 421 (the server closes).  The effects from there on."""
+    if strategy is not None:
+        keys["reconnect_strategy"] = strategy
+    eng, w = resolved_engine(connection_limit=1, **keys)
+    w.feed(submit(1))
+    w.feed(submit(2))
+    w.ehlo_caps = "mx hello"  # no PIPELINING: nothing is owed after the 421
+    answer = w._reply
+    w._reply = lambda cmd: (  # type: ignore[method-assign]
+        Reply.make(421, "4.3.2", "closing") if cmd.verb is Verb.MAIL else answer(cmd))
+    fx = w.feed(Connected(at=1.0, conn=1))
+    fx += w.feed(Response(at=1.0, conn=1, reply=Reply.make(220, None, "hi")))
+    return fx, eng
+
+
+def test_reconnect_strategy_connect_next_host_is_the_default() -> None:
+    """crates/kumod/src/smtp_dispatcher.rs, ``update_state_for_reconnect``: a
+    session whose connection was lost keeps going: ConnectNextHost (the
+    default, crates/kumo-api-types/src/egress_path.rs) connects to the plan's
+    next address with the ready queue's next message."""
+    fx, _ = _lost_mid_transaction(None)
+    assert [r["id"] for r in records(fx, "TransientFailure")] == ["m1"]
+    assert [(c.conn, c.host) for c in of(fx, Connect)] == [(2, "mx2.example.com")]
+
+
+def test_reconnect_strategy_reconnect_same_host() -> None:
+    """ReconnectSameHost puts the address back: the same host again."""
+    fx, _ = _lost_mid_transaction("ReconnectSameHost")
+    assert [(c.conn, c.host) for c in of(fx, Connect)] == [(2, "mx1.example.com")]
+
+
+def test_reconnect_strategy_terminate_session_starts_a_fresh_plan() -> None:
+    """TerminateSession clears the addresses: the session ends, and the ready
+    queue's maintainer opens a new one from the top of a fresh plan."""
+    fx, eng = _lost_mid_transaction("TerminateSession")
+    [c] = of(fx, Connect)
+    assert c.conn == 2 and c.host == eng.conns[2].plan[0][0]
+
+
+def test_try_next_host_on_transport_error_retries_the_message_on_the_next_host() -> None:
+    """crates/kumod/src/smtp_dispatcher.rs, ``deliver_message``: with
+    try_next_host_on_transport_error, a message whose transaction broke the
+    connection (here a 421) is logged TransientFailure and tried again at
+    once on the next host, not requeued (attempts unchanged); without it,
+    it goes to the retry schedule and the next host gets the next message."""
+    fx, eng = _lost_mid_transaction(None, try_next_host_on_transport_error=True)
+    [rec] = records(fx, "TransientFailure")
+    assert rec["id"] == "m1" and rec["response"]["code"] == 421
+    assert [(c.conn, c.host) for c in of(fx, Connect)] == [(2, "mx2.example.com")]
+    assert eng.conns[2].msg.id == "m1" and eng.conns[2].msg.attempts == 0
+    assert eng.scheduled_count == 0
+    fx, eng = _lost_mid_transaction(None)
+    assert eng.conns[2].msg.id == "m2" and eng.scheduled_count == 1

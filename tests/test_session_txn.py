@@ -69,16 +69,16 @@ def test_null_sender_and_no_size_when_not_advertised() -> None:
     assert fx[0] == send(cmd(Verb.MAIL, ""))
 
 
-def test_recipients_beyond_the_batch_limit_are_deferred_at_once() -> None:
+def test_recipients_beyond_the_batch_limit_get_no_result() -> None:
+    """The excess is not attempted and gets no record: the engine sends it next
+    on the same connection (crates/kumod/src/smtp_dispatcher.rs,
+    ``retry_immediately``)."""
     s = make(max_recipients_per_batch=2)
     greet(s)
     msg = TxnMessage("m9", "s@example.org", ("a@x.example", "b@x.example", "c@x.example"), 1)
     fx, out = s.start_transaction(10.0, msg)
     assert [c.arg for c in fx[0].commands if c.verb is Verb.RCPT] == ["a@x.example", "b@x.example"]
-    assert out == [RecipientResult(
-        "m9", "c@x.example", "transient",
-        Reply.make(451, "4.5.3", "3 recipients exceed max_recipients_per_batch=2; the rest are "
-                   "retried later"), "RCPT TO:<c@x.example>")]
+    assert out == []
 
 
 # -- RSET ----------------------------------------------------------------------------------
@@ -246,6 +246,26 @@ def test_mail_refused_one_at_a_time_ends_at_once() -> None:
     assert s.state is State.IDLE
 
 
+def test_without_enable_rset_a_failed_transaction_is_still_followed_by_rset() -> None:
+    """crates/rfc5321/src/client.rs, ``use_rset``: set before every
+    transaction is sent, and set back to ``enable_rset`` only once the final
+    dot got 250; so enable_rset=false skips RSET only after a delivered one."""
+    s = make(enable_rset=False)
+    greet(s)
+    fx, _ = s.start_transaction(10.0, ONE)
+    assert fx[0].commands[0].verb is Verb.MAIL
+    for code in (250, 250, 354, 250):
+        s.handle(resp(11.0, code))
+    fx, _ = s.start_transaction(20.0, ONE)
+    assert fx[0].commands[0].verb is Verb.MAIL  # after a delivery: no RSET
+    s.handle(resp(21.0, 451, "later", "4.3.0"))  # MAIL refused (pipelined: RCPT, DATA owed)
+    s.handle(resp(21.0, 503, "need MAIL"))
+    s.handle(resp(21.0, 503, "need MAIL"))
+    assert s.state is State.IDLE
+    fx, _ = s.start_transaction(30.0, ONE)
+    assert fx[0].commands[0].verb is Verb.RSET  # after a failure: RSET all the same
+
+
 def test_503_to_rcpt_is_transient_and_4xx_rcpt_is_transient() -> None:
     got = _pipelined([(250, None, ""), (503, "5.5.1", "bad sequence"), (450, "4.2.1", "busy"),
                       (554, "5.5.1", "no valid recipients")])
@@ -258,16 +278,23 @@ def test_503_to_rcpt_is_transient_and_4xx_rcpt_is_transient() -> None:
         TransactionDone("m1"), SessionReady()]
 
 
-def test_no_recipient_accepted_but_data_354_drops_the_connection() -> None:
+def test_no_recipient_accepted_but_data_354_sends_a_lone_dot() -> None:
+    """crates/rfc5321/src/client.rs, ``send_mail_multi_recip`` (RFC 2920 3.1):
+    a pipelined DATA answered 354 although every RCPT was refused gets a lone
+    dot; its reply ends the transaction and the connection carries on, with
+    RSET before the next transaction."""
     s = make()
     greet(s)
     s.start_transaction(10.0, ONE)
     s.handle(resp(11.0, 250))
     s.handle(resp(12.0, 550, "no"))
     fx, out = s.handle(resp(13.0, 354, "go ahead anyway"))
-    assert fx == [cancel(), Close(conn=CONN)]  # no BODY is ever sent
-    assert out == [TransactionDone("m1"),
-                   SessionClosed("DATA accepted with no recipient accepted; connection dropped")]
+    assert fx == [send(cmd(Verb.DOT)), timer(73.0)]  # data_dot_timeout
+    assert out == [] and s.state is State.BODY_SENT
+    fx, out = s.handle(resp(14.0, 554, "no valid recipients"))
+    assert out == [TransactionDone("m1"), SessionReady()] and s.state is State.IDLE
+    fx, _ = s.start_transaction(20.0, ONE)
+    assert fx[0].commands[0].verb is Verb.RSET
 
 
 def test_no_recipient_accepted_one_at_a_time_sends_no_data() -> None:
