@@ -28,11 +28,11 @@ from __future__ import annotations
 from typing import Any
 
 from engine import dispatch, metrics, records, shaping_rules, shared_limits
+from engine.config import ReconnectStrategy
 from engine.core import Core, OutcomeHandler
 from engine.effects import Log
 from engine.events import trusted_factory
 from engine.lifecycle import finish, retry_later, return_to_ready, transient
-from engine.config import ReconnectStrategy
 from engine.message import HELD, compact_recipients, rcpt_tuple
 from engine.ready import ConnCtx
 from engine.reply import Reply

@@ -16,7 +16,7 @@ def test_admin_bounce_wording_site_and_source_as_kumomta() -> None:
     """crates/kumod/src/http_server/admin_bounce_v1.rs: ``551 5.7.1
     Administrator bounced with reason: <r>``, site "localhost", no egress
     source or pool, whether the message was scheduled or ready."""
-    eng, w = resolved_engine(connection_limit=1)
+    _, w = resolved_engine(connection_limit=1)
     w.feed(submit(1))  # held by connection 1
     w.feed(submit(2))  # waits in the ready queue
     w.feed(submit(3, rcpts=("x@other.test",)))  # waits on DNS
@@ -60,7 +60,7 @@ def test_connection_rate_is_checked_before_the_next_address_too() -> None:
     ``{name}-connection-rate`` throttle is checked before every address
     attempt, the next MX host after a failure included; a wait under
     idle_timeout is slept in place, then the throttle is asked again."""
-    eng, w = resolved_engine(max_connection_rate="1/s")
+    _, w = resolved_engine(max_connection_rate="1/s")
     fx = w.feed(submit(1))
     assert [c.host for c in of(fx, Connect)] == ["mx1.example.com"]
     fx = w.feed(ConnectFailed(at=0.5, conn=1, reason="refused"))
@@ -96,7 +96,7 @@ def test_recipients_past_the_batch_limit_go_at_once_on_the_same_connection() -> 
     max_recipients_per_batch is ``retry_immediately``: sent next on the same
     connection (RSET first, as ``use_rset`` is set after a transaction), with
     no TransientFailure record and no attempt counted."""
-    eng, w = resolved_engine(max_recipients_per_batch=2)
+    _, w = resolved_engine(max_recipients_per_batch=2)
     w.auto_connect = True
     rcpts = ("a@example.com", "b@example.com", "c@example.com")
     fx = w.feed(submit(1, rcpts=rcpts))
