@@ -6,10 +6,29 @@ from __future__ import annotations
 
 import pytest
 
-from engine.effects import Connect, Send, Verb
-from engine.events import Bounce, Connected, ConnectFailed, Response
+from engine.effects import Connect, Resolve, Send, Verb
+from engine.engine import Engine
+from engine.events import (
+    Bounce,
+    Connected,
+    ConnectFailed,
+    MtaStsPolicy,
+    MtaStsResolved,
+    Resolved,
+    Response,
+)
 from engine.reply import Reply
-from tests.support.engine_harness import PATH, of, records, resolved_engine, submit
+from tests.support.engine_harness import (
+    MX,
+    PATH,
+    World,
+    of,
+    policy,
+    prime,
+    records,
+    resolved_engine,
+    submit,
+)
 
 
 def test_admin_bounce_wording_site_and_source_as_kumomta() -> None:
@@ -186,3 +205,45 @@ def test_try_next_host_on_transport_error_retries_the_message_on_the_next_host()
     assert eng.scheduled_count == 0
     fx, eng = _lost_mid_transaction(None)
     assert eng.conns[2].msg.id == "m2" and eng.scheduled_count == 1
+
+
+def test_mta_sts_enforce_prunes_the_mx_hosts_before_the_site_is_named() -> None:
+    """crates/mailexchanger/src/lib.rs: ``apply_mta_sts`` prunes the MX hosts an
+    enforcing policy does not allow, then ``factor_names`` names the site from
+    the rest.  The first messages wait for the policy in the unpruned path
+    (egress fetches it for the path); once it is known, the domain's next
+    messages, and every later resolution, go to the pruned site."""
+    eng = Engine(policy(enable_mta_sts=True), seed=1)
+    w = World(eng, auto_connect=False, auto_dns=False)
+    prime(eng)
+    w.feed(submit(1))
+    assert set(eng.paths) == {PATH}
+    enforce = MtaStsPolicy(mode="enforce", mx=("mx2.example.com",))
+    w.feed(MtaStsResolved(at=1.0, domain="example.com", policy=enforce))
+    w.feed(submit(2, at=2.0))
+    assert set(eng.paths) == {PATH, "unspecified->mx2.example.com"}
+    # a fresh resolution (the MX answer expired) is pruned before it is named
+    eng.domains["example.com"].expires = 0.0
+    fx = w.feed(submit(3, at=3.0))
+    assert of(fx, Resolve) == [Resolve(domain="example.com")]
+    w.feed(Resolved(at=3.0, domain="example.com", mx=MX, ttl=300.0))
+    assert eng.domains["example.com"].site == "mx2.example.com"
+    assert eng.ready_depths()["unspecified->mx2.example.com"] >= 1
+
+
+def test_mta_sts_enforce_allowing_no_mx_host_fails_the_resolution() -> None:
+    """crates/mailexchanger/src/lib.rs: an enforce policy matching none of the
+    MX hosts fails the resolution, so KumoMTA's scheduled queue logs ``451
+    4.4.4 failed to resolve queue ...`` (crates/kumod/src/queue/queue.rs) and
+    retries."""
+    eng = Engine(policy(enable_mta_sts=True), seed=1)
+    w = World(eng, auto_connect=False, auto_dns=False)
+    w.feed(MtaStsResolved(at=0.0, domain="example.com",
+                          policy=MtaStsPolicy(mode="enforce", mx=("*.elsewhere.test",))))
+    w.feed(submit(1))
+    fx = w.feed(Resolved(at=1.0, domain="example.com", mx=MX, ttl=300.0))
+    [rec] = records(fx, "TransientFailure")
+    assert rec["response"]["code"] == 451 and rec["response"]["content"].startswith(
+        "failed to resolve queue example.com: MTA-STS enforce policy for example.com "
+        "permits none of its MX hosts")
+    assert eng.paths == {} and eng.scheduled_count == 1
