@@ -5,9 +5,10 @@ decides what follows, as KumoMTA's dispatcher does:
 
 - ``SessionReady``: give it its held or the next message, or idle, or quit
   after ``max_deliveries_per_connection`` (and let a replacement open).
-- ``RecipientResult``: a Delivery / Bounce / TransientFailure record per
-  recipient; delivered and bounced recipients are done.
-- ``TransactionDone``: the message is finished when no recipient is left,
+- ``RecipientResult``: counted; delivered and bounced recipients are done.
+- ``TransactionDone``: a Delivery / Bounce / TransientFailure record per
+  distinct response of the transaction; the message is finished when no
+  recipient is left, its excess recipients go next on the same connection,
   else it goes onto the retry schedule with its pending recipients.
 - ``HostFailed``: the next address of the plan (a new connection); the plan
   exhausted gives the held message ``400 KumoMTA internal: failed to connect
@@ -75,13 +76,8 @@ def recipient_result(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
         kind, counter = records.BOUNCE, metrics.FAIL
     else:
         kind, counter = records.TRANSIENT, metrics.TRANSFAIL
-    eng.out.append(_Log(records.make_record(
-        kind, msg, now, eng.epoch, o.reply, recipient=o.recipient, site=rq.path,
-        source=rq.source_name, peer=(ctx.host, ctx.address), command=o.command,
-        tls=ctx.tls, provider=provider)))
+    ctx.results.append((kind, o))
     eng.metrics.bump(counter, rq.path, provider)
-    if eng.shaping is not None:
-        shaping_rules.observe(eng, rq, msg, o.reply, now)
     if kind is not records.TRANSIENT:
         rcpts = msg.recipients
         if type(rcpts) is str:
@@ -96,6 +92,7 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     ctx.msg = None
     ctx.started = False
     ctx.deliveries += 1
+    _log_results(eng, ctx, msg, now)
     excess, ctx.excess = ctx.excess, ()
     if not msg.recipients:
         finish(eng, msg)
@@ -119,6 +116,32 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
         ctx.carry = msg
         return
     retry_later(eng, msg, now)
+
+
+def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> None:
+    """The transaction's records: one per distinct response (reply and the
+    command it answered), ``recipient`` a list when it names several, as
+    KumoMTA's ``by_status`` grouping writes them (crates/kumod/src/smtp_dispatcher.rs,
+    ``deliver_message``); in the order the responses first came."""
+    results, ctx.results = ctx.results, []
+    if not results:
+        return
+    groups: dict[tuple[Any, str], tuple[str, list[str]]] = {}
+    for kind, o in results:
+        group = groups.get((o.reply, o.command))
+        if group is None:
+            groups[(o.reply, o.command)] = (kind, [o.recipient])
+        else:
+            group[1].append(o.recipient)
+    rq = ctx.rq
+    provider = rq.cfg.provider_name
+    for (reply, command), (kind, rcpts) in groups.items():
+        eng.out.append(_Log(records.make_record(
+            kind, msg, now, eng.epoch, reply, recipient=rcpts[0] if len(rcpts) == 1 else rcpts,
+            site=rq.path, source=rq.source_name, peer=(ctx.host, ctx.address),
+            command=command, tls=ctx.tls, provider=provider)))
+        if eng.shaping is not None:
+            shaping_rules.observe(eng, rq, msg, reply, now)
 
 
 def _next_index(ctx: ConnCtx) -> int | None:

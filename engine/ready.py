@@ -43,7 +43,8 @@ class ConnCtx:
 
     __slots__ = ("address", "carry", "closing", "conn", "counted", "deliveries", "established",
                  "excess", "failed", "host", "idle", "last_reply", "msg", "plan", "plan_index",
-                 "rate_passed", "rq", "session", "started", "tls", "tls_disabled", "waiting_tlsa")
+                 "rate_passed", "results", "rq", "session", "started", "tls", "tls_disabled",
+                 "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -80,6 +81,9 @@ class ConnCtx:
         # a message whose transaction broke the connection, for the next host
         # (try_next_host_on_transport_error)
         self.carry: Message | None = None
+        # the transaction's recipient outcomes (kind, RecipientResult), logged
+        # together when it ends: one record per distinct response
+        self.results: list[Any] = []
 
 
 class ReadyQueue:

@@ -120,7 +120,8 @@ def test_recipients_past_the_batch_limit_go_at_once_on_the_same_connection() -> 
     rcpts = ("a@example.com", "b@example.com", "c@example.com")
     fx = w.feed(submit(1, rcpts=rcpts))
     assert records(fx, "TransientFailure") == []
-    assert [r["recipient"] for r in records(fx, "Delivery")] == list(rcpts)
+    # one record per transaction's response (row 12e)
+    assert [r["recipient"] for r in records(fx, "Delivery")] == [list(rcpts[:2]), rcpts[2]]
     txns = [s for s in _sends(fx) if "DATA" in s]
     assert txns == [
         ["MAIL FROM s@sender.org", "RCPT TO a@example.com", "RCPT TO b@example.com", "DATA"],
@@ -247,3 +248,38 @@ def test_mta_sts_enforce_allowing_no_mx_host_fails_the_resolution() -> None:
         "failed to resolve queue example.com: MTA-STS enforce policy for example.com "
         "permits none of its MX hosts")
     assert eng.paths == {} and eng.scheduled_count == 1
+
+
+def test_one_record_per_distinct_response_with_the_recipients_listed() -> None:
+    """crates/kumod/src/smtp_dispatcher.rs, ``deliver_message``: the outcomes of
+    a transaction are grouped by response (its command included) into one
+    record each, ``recipient`` a list when several share it
+    (crates/kumo-log-types/src/lib.rs: ``OneOrMany``, one is a string).  RCPT
+    rejections answer different commands, so each keeps its own record."""
+    _, w = resolved_engine()
+    w.auto_connect = True
+    w.rcpt_reply = lambda r: (Reply.make(550, "5.1.1", "no such user") if r.startswith("x")
+                              else Reply.make(250, "2.1.5", "ok"))
+    rcpts = ("a@example.com", "x1@example.com", "b@example.com", "x2@example.com",
+             "c@example.com")
+    fx = w.feed(submit(1, rcpts=rcpts))
+    [ok] = records(fx, "Delivery")
+    assert ok["recipient"] == ["a@example.com", "b@example.com", "c@example.com"]
+    assert ok["response"]["command"] == ".\r\n"
+    bounces = records(fx, "Bounce")
+    assert [(b["recipient"], b["response"]["command"]) for b in bounces] == [
+        ("x1@example.com", "RCPT TO:<x1@example.com>\r\n"),
+        ("x2@example.com", "RCPT TO:<x2@example.com>\r\n")]
+
+
+def test_a_refused_sender_gives_one_record_for_every_recipient() -> None:
+    """The same grouping: MAIL refused answers for the whole batch."""
+    eng, w = resolved_engine()
+    w.auto_connect = True
+    answer = w._reply
+    w._reply = lambda cmd: (  # type: ignore[method-assign]
+        Reply.make(451, "4.3.0", "later") if cmd.verb is Verb.MAIL else answer(cmd))
+    fx = w.feed(submit(1, rcpts=("a@example.com", "b@example.com")))
+    [rec] = records(fx, "TransientFailure")
+    assert rec["recipient"] == ["a@example.com", "b@example.com"]
+    assert eng.scheduled_count == 1
