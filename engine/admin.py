@@ -48,7 +48,7 @@ from engine.events import (
 )
 from engine.lookups import DEFAULT_POOL
 from engine.message import HELD, Message
-from engine.ready import CONFIG_REFRESH, ReadyQueue
+from engine.ready import CONFIG_REFRESH, ReadyQueue, canonical_path
 from engine.throttle import ThrottleState
 
 __all__ = ["admin_bounce_rule", "admin_cancel", "admin_suspend", "admin_suspend_ready_q",
@@ -56,15 +56,17 @@ __all__ = ["admin_bounce_rule", "admin_cancel", "admin_suspend", "admin_suspend_
 
 
 def suspend(eng: Core, ev: Suspend) -> None:
-    eng.suspended_paths[ev.path] = True
-    rq = eng.paths.get(ev.path)
+    path = canonical_path(ev.path)
+    eng.suspended_paths[path] = True
+    rq = eng.paths.get(path)
     if rq is not None:
         rq.suspended = True
 
 
 def resume(eng: Core, ev: Resume) -> None:
-    eng.suspended_paths.pop(ev.path, None)
-    rq = eng.paths.get(ev.path)
+    path = canonical_path(ev.path)
+    eng.suspended_paths.pop(path, None)
+    rq = eng.paths.get(path)
     if rq is not None:
         rq.suspended = False
         pump(eng, rq, ev.at)

@@ -1,4 +1,4 @@
-"""Ready queues (one per egress path ``source->site``) and their connections.
+"""Ready queues (one per egress path ``source->site@smtp_client``) and their connections.
 
 A `ReadyQueue` holds the messages due now for one path, in FIFO order, at most
 ``max_ready`` of them, plus everything the path needs to decide how many
@@ -29,6 +29,21 @@ from typing import Any
 from engine.message import Message
 
 CONFIG_REFRESH = 60.0
+
+SMTP_CLIENT = "@smtp_client"
+
+
+def ready_queue_name(source: str, site: str) -> str:
+    """A path's name as KumoMTA names its ready queue, ``<source>-><site>@smtp_client``
+    (crates/kumod/src/ready_queue.rs, ``compute_queue_name``); records carry it
+    as ``site``."""
+    return f"{source}->{site}{SMTP_CLIENT}"
+
+
+def canonical_path(name: str) -> str:
+    """A ready queue name given as input (admin API, ``egress ctl``, an older
+    journal): the older spelling without ``@smtp_client`` is accepted."""
+    return name if name.endswith(SMTP_CLIENT) or "->" not in name else name + SMTP_CLIENT
 
 
 def ideal_connections(limit: int, depth: int) -> int:

@@ -35,7 +35,7 @@ from engine.dispatch import pump
 from engine.effects import Log
 from engine.events import TimerFired
 from engine.message import Message
-from engine.ready import ReadyQueue
+from engine.ready import ReadyQueue, ready_queue_name
 from engine.reply import Reply
 from engine.shaping import Rule
 from engine.shaping_paths import ANY_SOURCE, Overrides, reshape, site_of
@@ -185,7 +185,7 @@ def in_force(eng: Core) -> list[dict[str, Any]]:
     auto: Automation | None = eng.automation
     if auto is None:
         return []
-    return [{"rule": f.rule.rule_id, "path": f"{f.source}->{f.site}", "queue": f.queue,
+    return [{"rule": f.rule.rule_id, "path": ready_queue_name(f.source, f.site), "queue": f.queue,
              "actions": [_show(a.kind, a.name, a.value) for a in f.rule.actions],
              "until": eng.epoch + f.until,
              "overrides": auto.overrides.values(f.source, f.site)}
@@ -201,7 +201,7 @@ def _record(eng: Core, firing: Firing, what: str, now: float, line: str | None) 
         "id": f"shaping-{firing.key}",
         "event": what.removeprefix("shaping_rule_"),
         "rule": rule.rule_id,
-        "site": f"{firing.source}->{firing.site}",
+        "site": ready_queue_name(firing.source, firing.site),
         "egress_source": firing.source,
         "queue": firing.queue,
         "actions": [_show(a.kind, a.name, a.value) for a in rule.actions],

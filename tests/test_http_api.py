@@ -211,7 +211,7 @@ def test_reload_changes_connection_limit_while_mail_flows(
                 after = await api(svc, "GET", path)
                 assert after["constraints"]["max_concurrent_dispatchers"] == {
                     "value": 4.0, "source": {"kind": "primary"}, "display": "4"}
-                assert after["queue_name"] == "unspecified->mx1.example.com"
+                assert after["queue_name"] == "unspecified->mx1.example.com@smtp_client"
                 await until(lambda: peak[0] >= 3, "more connections at the sink", 10)
                 watcher.cancel()
                 await until(lambda: svc.engine.queued_count == 0, "all delivered", 30)

@@ -16,7 +16,10 @@ from engine.events import (
     MtaStsResolved,
     Resolved,
     Response,
+    Resume,
+    Suspend,
 )
+from engine.ready import canonical_path
 from engine.reply import Reply
 from tests.support.engine_harness import (
     MX,
@@ -222,14 +225,14 @@ def test_mta_sts_enforce_prunes_the_mx_hosts_before_the_site_is_named() -> None:
     enforce = MtaStsPolicy(mode="enforce", mx=("mx2.example.com",))
     w.feed(MtaStsResolved(at=1.0, domain="example.com", policy=enforce))
     w.feed(submit(2, at=2.0))
-    assert set(eng.paths) == {PATH, "unspecified->mx2.example.com"}
+    assert set(eng.paths) == {PATH, "unspecified->mx2.example.com@smtp_client"}
     # a fresh resolution (the MX answer expired) is pruned before it is named
     eng.domains["example.com"].expires = 0.0
     fx = w.feed(submit(3, at=3.0))
     assert of(fx, Resolve) == [Resolve(domain="example.com")]
     w.feed(Resolved(at=3.0, domain="example.com", mx=MX, ttl=300.0))
     assert eng.domains["example.com"].site == "mx2.example.com"
-    assert eng.ready_depths()["unspecified->mx2.example.com"] >= 1
+    assert eng.ready_depths()["unspecified->mx2.example.com@smtp_client"] >= 1
 
 
 def test_mta_sts_enforce_allowing_no_mx_host_fails_the_resolution() -> None:
@@ -283,3 +286,20 @@ def test_a_refused_sender_gives_one_record_for_every_recipient() -> None:
     [rec] = records(fx, "TransientFailure")
     assert rec["recipient"] == ["a@example.com", "b@example.com"]
     assert eng.scheduled_count == 1
+
+
+def test_ready_queue_and_record_site_named_as_kumomta_names_them() -> None:
+    """crates/kumod/src/ready_queue.rs, ``compute_queue_name``: the ready queue is
+    ``<source>-><site>@smtp_client`` and every Delivery, TransientFailure and
+    Bounce record carries it as ``site`` (``site: &dispatcher.name``,
+    crates/kumod/src/smtp_dispatcher.rs).  The older spelling without the
+    suffix is still accepted where a name comes in (a Suspend, an old journal)."""
+    eng, w = resolved_engine()
+    w.auto_connect = True
+    w.feed(Suspend(at=0.0, path="unspecified->(mx1|mx2).example.com"))
+    w.feed(submit(1))
+    assert eng.ready_depths() == {"unspecified->(mx1|mx2).example.com@smtp_client": 1}
+    fx = w.feed(Resume(at=1.0, path="unspecified->(mx1|mx2).example.com@smtp_client"))
+    [rec] = records(fx, "Delivery")
+    assert rec["site"] == "unspecified->(mx1|mx2).example.com@smtp_client"
+    assert canonical_path("a->b") == canonical_path("a->b@smtp_client") == "a->b@smtp_client"

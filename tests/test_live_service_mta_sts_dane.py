@@ -365,8 +365,8 @@ def test_enforce_prunes_the_unlisted_mx_before_the_site_is_named(
                         await asyncio.sleep(0.01)
             first, second = [r for r in records if r["type"] == "Delivery"]
             # the first waited for the policy in the path of the whole MX set
-            assert first["site"] == "unspecified->(mx1|mx2).example.com"
-            assert second["site"] == "unspecified->mx2.example.com"
+            assert first["site"] == "unspecified->(mx1|mx2).example.com@smtp_client"
+            assert second["site"] == "unspecified->mx2.example.com@smtp_client"
             assert unlisted.connections == 0
 
     run(scenario())

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.timeout(30),
 
 MAX_BYTES = 1500
 GOOD = 8
-PATH = "unspecified->mx1.example.com"
+PATH = "unspecified->mx1.example.com@smtp_client"
 
 
 @pytest.fixture

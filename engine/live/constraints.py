@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.engine import Engine
+from engine.ready import ready_queue_name
 
 __all__ = ["constraints", "resolve_egress_path"]
 
@@ -73,7 +74,7 @@ def resolve_egress_path(eng: Engine, domain: str, source: str, *,
     ds = eng.domains.get(domain)
     site = ds.site if ds is not None and ds.site else domain
     cfg = policy.egress_path_config(domain, source, site)
-    name = f"{source}->{site}"
+    name = ready_queue_name(source, site)
     mx = None
     if ds is not None and ds.site:
         by_pref: dict[str, list[str]] = {}
