@@ -66,24 +66,11 @@ def session_ready(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
 
 
 def recipient_result(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
+    """Kept until the transaction ends (`_log_results`): a process that stops
+    before then has written no record of it and still holds every recipient."""
     msg = ctx.msg
     assert msg is not None and msg.id == o.message_id, (ctx.conn, o)
-    rq = ctx.rq
-    provider = rq.cfg.provider_name
-    if o.status == "delivered":
-        kind, counter = records.DELIVERY, metrics.DELIVERED
-    elif o.status == "permanent":
-        kind, counter = records.BOUNCE, metrics.FAIL
-    else:
-        kind, counter = records.TRANSIENT, metrics.TRANSFAIL
-    ctx.results.append((kind, o))
-    eng.metrics.bump(counter, rq.path, provider)
-    if kind is not records.TRANSIENT:
-        rcpts = msg.recipients
-        if type(rcpts) is str:
-            msg.recipients = () if rcpts == o.recipient else rcpts
-        else:
-            msg.recipients = compact_recipients(tuple(r for r in rcpts if r != o.recipient))
+    ctx.results.append(o)
 
 
 def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
@@ -118,30 +105,52 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     retry_later(eng, msg, now)
 
 
+_KINDS = {"delivered": (records.DELIVERY, metrics.DELIVERED),
+          "permanent": (records.BOUNCE, metrics.FAIL),
+          "transient": (records.TRANSIENT, metrics.TRANSFAIL)}
+
+
 def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> None:
     """The transaction's records: one per distinct response (reply and the
     command it answered), ``recipient`` a list when it names several, as
     KumoMTA's ``by_status`` grouping writes them (crates/kumod/src/smtp_dispatcher.rs,
-    ``deliver_message``); in the order the responses first came."""
+    ``deliver_message``), in the order the responses first came; counted per
+    recipient, as KumoMTA counts.  Delivered and bounced recipients are done."""
     results, ctx.results = ctx.results, []
     if not results:
         return
-    groups: dict[tuple[Any, str], tuple[str, list[str]]] = {}
-    for kind, o in results:
-        group = groups.get((o.reply, o.command))
-        if group is None:
-            groups[(o.reply, o.command)] = (kind, [o.recipient])
-        else:
-            group[1].append(o.recipient)
+    if len(results) == 1:  # the common case, without grouping
+        o = results[0]
+        groups: dict[tuple[Any, str], tuple[str, list[str]]] = {
+            (o.reply, o.command): (o.status, [o.recipient])}
+    else:
+        groups = {}
+        for o in results:
+            group = groups.get((o.reply, o.command))
+            if group is None:
+                groups[(o.reply, o.command)] = (o.status, [o.recipient])
+            else:
+                group[1].append(o.recipient)
     rq = ctx.rq
     provider = rq.cfg.provider_name
-    for (reply, command), (kind, rcpts) in groups.items():
+    done: set[str] = set()
+    for (reply, command), (status, rcpts) in groups.items():
+        kind, counter = _KINDS[status]
         eng.out.append(_Log(records.make_record(
             kind, msg, now, eng.epoch, reply, recipient=rcpts[0] if len(rcpts) == 1 else rcpts,
             site=rq.path, source=rq.source_name, peer=(ctx.host, ctx.address),
             command=command, tls=ctx.tls, provider=provider)))
+        eng.metrics.bump(counter, rq.path, provider, len(rcpts))
         if eng.shaping is not None:
             shaping_rules.observe(eng, rq, msg, reply, now)
+        if kind is not records.TRANSIENT:
+            done.update(rcpts)
+    if done:
+        rcpts_now = msg.recipients
+        if type(rcpts_now) is str:
+            msg.recipients = () if rcpts_now in done else rcpts_now
+        else:
+            msg.recipients = compact_recipients(tuple(r for r in rcpts_now if r not in done))
 
 
 def _next_index(ctx: ConnCtx) -> int | None:

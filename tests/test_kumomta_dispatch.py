@@ -16,6 +16,7 @@ from engine.events import (
     MtaStsResolved,
     Resolved,
     Response,
+    Restarted,
     Resume,
     Suspend,
 )
@@ -303,3 +304,20 @@ def test_ready_queue_and_record_site_named_as_kumomta_names_them() -> None:
     [rec] = records(fx, "Delivery")
     assert rec["site"] == "unspecified->(mx1|mx2).example.com@smtp_client"
     assert canonical_path("a->b") == canonical_path("a->b@smtp_client") == "a->b@smtp_client"
+
+
+def test_a_restart_mid_transaction_keeps_every_recipient() -> None:
+    """The records of a transaction are written when it ends (KumoMTA logs after
+    ``send_mail_multi_recip`` returns): a process that stops in the middle has
+    logged nothing of it, and the message keeps every recipient for its retry."""
+    eng, w = resolved_engine()
+    w.feed(submit(1, rcpts=("x@example.com", "b@example.com")))
+    eng.handle(Connected(at=1.0, conn=1))
+    for reply in (Reply.make(220, None, "hi"), Reply(code=250, text="mx hello"),  # no PIPELINING
+                  Reply.make(250, "2.1.0", "ok")):
+        eng.handle(Response(at=1.0, conn=1, reply=reply))
+    fx = eng.handle(Response(at=2.0, conn=1, reply=Reply.make(550, "5.1.1", "no such user")))
+    assert records(fx) == []  # the first RCPT refused: nothing logged yet
+    eng.handle(Restarted(at=3.0))  # back to the ready queue, taken by a new connection
+    [msg] = [c.msg for c in eng.conns.values() if c.msg is not None]
+    assert msg.recipients == ("x@example.com", "b@example.com")
