@@ -330,7 +330,7 @@ def start(eng: Core, ctx: ConnCtx, now: float) -> None:
     msg = ctx.msg
     assert msg is not None
     ctx.started = True
-    rcpts = rcpt_tuple(msg.recipients)
+    ctx.txn_rcpts = rcpts = rcpt_tuple(msg.recipients)
     limit = rq.cfg.max_recipients_per_batch
     ctx.excess = rcpts[limit:] if len(rcpts) > limit else ()
     txn = _TxnMessage(msg.id, msg.sender, rcpts, msg.size)

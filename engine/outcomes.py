@@ -79,7 +79,7 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     ctx.msg = None
     ctx.started = False
     ctx.deliveries += 1
-    _log_results(eng, ctx, msg, now)
+    again = _log_results(eng, ctx, msg, now)
     excess, ctx.excess = ctx.excess, ()
     if not msg.recipients:
         finish(eng, msg)
@@ -88,7 +88,7 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     # max_recipients_per_batch go at once on the same connection, first in the
     # list (the batch's deferred ones after them), with no record of their own
     alive = ctx.session.state is State.IDLE
-    if excess and alive:
+    if (excess or again) and alive:
         rest = rcpt_tuple(msg.recipients)
         later = set(excess)
         msg.recipients = compact_recipients(
@@ -110,27 +110,68 @@ _KINDS = {"delivered": (records.DELIVERY, metrics.DELIVERED),
           "transient": (records.TRANSIENT, metrics.TRANSFAIL)}
 
 
-def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> None:
+_NO, _MAYBE, _YES = 0, 1, 2
+
+
+def _too_many_class(reply: Reply, command: str) -> int:
+    """KumoMTA's ``is_too_many_recipients`` (crates/rfc5321/src/client_types.rs):
+    only for RCPT; enhanced code 4.5.3 is Yes, a 452 or 552 without an enhanced
+    code Maybe (KumoMTA then asks its bounce classifier; egress has none wired
+    here, which is KumoMTA's ``Uncategorized``: Maybe stays Maybe)."""
+    if not command.startswith("RCPT"):
+        return _NO
+    e = reply.enhanced
+    if e is not None:
+        return _YES if (e.klass, e.subject, e.detail) == (4, 5, 3) else _NO
+    return _MAYBE if reply.code in (452, 552) else _NO
+
+
+def _too_many(ctx: ConnCtx, msg_id: str, rcpt: str, cls: int) -> bool:
+    """Whether a Yes/Maybe refusal counts as too many recipients
+    (crates/kumod/src/smtp_dispatcher.rs, ``deliver_message``): never for the
+    batch's first recipient; a Maybe only for a recipient that was not in the
+    connection's previous transaction (``recips_last_txn``)."""
+    if cls == _NO or rcpt == ctx.txn_rcpts[0]:
+        return False
+    if cls == _YES:
+        return True
+    last_id, last = ctx.last_txn
+    return last_id != msg_id or rcpt not in last
+
+
+def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
     """The transaction's records: one per distinct response (reply and the
     command it answered), ``recipient`` a list when it names several, as
     KumoMTA's ``by_status`` grouping writes them (crates/kumod/src/smtp_dispatcher.rs,
     ``deliver_message``), in the order the responses first came; counted per
-    recipient, as KumoMTA counts.  Delivered and bounced recipients are done."""
+    recipient, as KumoMTA counts.  Delivered and bounced recipients are done.
+    A too-many-recipients refusal (`_too_many`) is deferred without a record;
+    True when there was one, so the message goes again at once on this
+    connection."""
     results, ctx.results = ctx.results, []
     if not results:
-        return
-    if len(results) == 1:  # the common case, without grouping
+        return False
+    again = False
+    groups: dict[tuple[Any, str], tuple[str, list[str]]] = {}
+    if len(results) == 1 and results[0].status == "delivered":  # the common case
         o = results[0]
-        groups: dict[tuple[Any, str], tuple[str, list[str]]] = {
-            (o.reply, o.command): (o.status, [o.recipient])}
+        groups[(o.reply, o.command)] = (o.status, [o.recipient])
     else:
-        groups = {}
         for o in results:
+            status = o.status
+            cls = _NO if status == "delivered" else _too_many_class(o.reply, o.command)
+            if cls != _NO:
+                status = "transient"  # a Yes or Maybe is a TransientFailure, 552 too
+                if _too_many(ctx, msg.id, o.recipient, cls):
+                    again = True
+                    eng.metrics.bump(metrics.TRANSFAIL, ctx.rq.path, ctx.rq.cfg.provider_name)
+                    continue
             group = groups.get((o.reply, o.command))
             if group is None:
-                groups[(o.reply, o.command)] = (o.status, [o.recipient])
+                groups[(o.reply, o.command)] = (status, [o.recipient])
             else:
                 group[1].append(o.recipient)
+    ctx.last_txn = (msg.id, ctx.txn_rcpts)
     rq = ctx.rq
     provider = rq.cfg.provider_name
     done: set[str] = set()
@@ -151,6 +192,7 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> None:
             msg.recipients = () if rcpts_now in done else rcpts_now
         else:
             msg.recipients = compact_recipients(tuple(r for r in rcpts_now if r not in done))
+    return again
 
 
 def _next_index(ctx: ConnCtx) -> int | None:

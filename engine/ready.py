@@ -57,9 +57,9 @@ class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
     __slots__ = ("address", "carry", "closing", "conn", "counted", "deliveries", "established",
-                 "excess", "failed", "host", "idle", "last_reply", "msg", "plan", "plan_index",
-                 "rate_passed", "results", "rq", "session", "started", "tls", "tls_disabled",
-                 "waiting_tlsa")
+                 "excess", "failed", "host", "idle", "last_reply", "last_txn", "msg", "plan",
+                 "plan_index", "rate_passed", "results", "rq", "session", "started", "tls",
+                 "tls_disabled", "txn_rcpts", "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -99,6 +99,11 @@ class ConnCtx:
         # the transaction's recipient outcomes (kind, RecipientResult), logged
         # together when it ends: one record per distinct response
         self.results: list[Any] = []
+        # the held message's recipients when its transaction started, and the
+        # (message id, recipients) of the connection's previous transaction:
+        # KumoMTA's too-many-recipients rule reads both
+        self.txn_rcpts: tuple[str, ...] = ()
+        self.last_txn: tuple[str, tuple[str, ...]] = ("", ())
 
 
 class ReadyQueue:

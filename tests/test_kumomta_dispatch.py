@@ -321,3 +321,34 @@ def test_a_restart_mid_transaction_keeps_every_recipient() -> None:
     eng.handle(Restarted(at=3.0))  # back to the ready queue, taken by a new connection
     [msg] = [c.msg for c in eng.conns.values() if c.msg is not None]
     assert msg.recipients == ("x@example.com", "b@example.com")
+
+
+def test_a_too_many_recipients_refusal_goes_again_at_once_without_a_record() -> None:
+    """crates/rfc5321/src/client_types.rs (``is_too_many_recipients``) and
+    crates/kumod/src/smtp_dispatcher.rs: a RCPT refused with 4.5.3 (not the
+    batch's first) is deferred with no record and sent again at once on the
+    same connection; a 552 without an enhanced code is a Maybe, which KumoMTA
+    logs as a TransientFailure, not a Bounce."""
+    _, w = resolved_engine()
+    w.auto_connect = True
+    seen: list[str] = []
+
+    def rcpt(r: str) -> Reply:
+        seen.append(r)
+        if r == "b@example.com" and seen.count(r) == 1:
+            return Reply.make(452, "4.5.3", "too many recipients")
+        if r == "x@example.com":
+            return Reply(code=552, text="too many recipients")
+        return Reply.make(250, "2.1.5", "ok")
+
+    w.rcpt_reply = rcpt
+    fx = w.feed(submit(1, rcpts=("a@example.com", "b@example.com")))
+    assert records(fx, "TransientFailure") == []
+    assert [r["recipient"] for r in records(fx, "Delivery")] == ["a@example.com",
+                                                                  "b@example.com"]
+    assert seen == ["a@example.com", "b@example.com", "b@example.com"]
+    assert len(of(fx, Connect)) == 1
+    fx = w.feed(submit(2, at=1.0, rcpts=("x@example.com",)))
+    [rec] = records(fx, "TransientFailure")
+    assert rec["recipient"] == "x@example.com" and rec["response"]["code"] == 552
+    assert records(fx, "Bounce") == []
