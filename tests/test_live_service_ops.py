@@ -84,7 +84,7 @@ def test_logs_rotate_and_metrics_match_the_engine(dns: DnsServer, tmp_path: path
             assert len(sink.messages) == GOOD
 
         # kumod's names and labels (crates/kumod/src/metrics_helper.rs)
-        service = frozenset({("service", f"smtp_client:{PATH}@smtp_client")})
+        service = frozenset({("service", f"smtp_client:{PATH}")})
         client = frozenset({("service", "smtp_client")})
         for key, value in before.items():
             name, labels = parse_counter_key(key)
