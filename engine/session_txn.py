@@ -252,15 +252,17 @@ def sender_accepted(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> None
 
 
 def sender_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
-    """MAIL refused: every recipient gets this reply.  With pipelining the
-    RCPT and DATA replies are still owed and are consumed (RCPT_SENT)."""
+    """MAIL refused: every recipient gets this reply.  The RCPT and DATA
+    commands still follow, their replies consumed (RCPT_SENT): pipelined they
+    are already written; one at a time KumoMTA writes them all the same
+    (crates/rfc5321/src/client.rs, ``pipeline_commands``)."""
     _resolve_all(s, out, reply_status(ev.reply), ev.reply, mail_line(s))
     s.mail_failed = True
-    if s.pipelined:
-        s.timeout = t = s.cfg.rcpt_to_timeout
-        fx.append(make_set_timer(s.timer, at + t))
-        return State.RCPT_SENT
-    return _finish(s, fx, out)
+    if not s.pipelined:
+        send(s, fx, make_command(Verb.RCPT, s.batch[0], "", None))
+    s.timeout = t = s.cfg.rcpt_to_timeout
+    fx.append(make_set_timer(s.timer, at + t))
+    return State.RCPT_SENT
 
 
 # -- RCPT --------------------------------------------------------------------------
@@ -268,8 +270,9 @@ def sender_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> Stat
 
 def _rcpt(s: SessionData, at: float, reply: Reply, status: Status, fx: Fx, out: Out) -> State:
     """One RCPT reply: record it, then ask for the next reply (sending the
-    next command unless pipelined), or move on to DATA, or finish when
-    nobody was accepted (without pipelining no DATA is sent then)."""
+    next command unless pipelined), or move on to DATA, which is sent even
+    when nobody was accepted, as KumoMTA's ``pipeline_commands`` writes every
+    command of the batch (a 354 then gets a lone dot, `data_accepted`)."""
     i = s.replies
     rcpt = s.batch[i]
     s.replies = i + 1
@@ -285,16 +288,11 @@ def _rcpt(s: SessionData, at: float, reply: Reply, status: Status, fx: Fx, out: 
         s.timeout = t = s.cfg.rcpt_to_timeout
         fx.append(make_set_timer(s.timer, at + t))
         return State.RCPT_SENT
-    if s.pipelined:
-        s.timeout = t = s.cfg.data_timeout
-        fx.append(make_set_timer(s.timer, at + t))
-        return State.DATA_SENT
-    if s.accepted:
+    if not s.pipelined:
         send(s, fx, _DATA)
-        s.timeout = t = s.cfg.data_timeout
-        fx.append(make_set_timer(s.timer, at + t))
-        return State.DATA_SENT
-    return _finish(s, fx, out)
+    s.timeout = t = s.cfg.data_timeout
+    fx.append(make_set_timer(s.timer, at + t))
+    return State.DATA_SENT
 
 
 def recipient_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:

@@ -233,16 +233,23 @@ def test_mail_refused_pipelined_consumes_the_rest() -> None:
                    TransactionDone("m1"), SessionReady()]
 
 
-def test_mail_refused_one_at_a_time_ends_at_once() -> None:
+def test_mail_refused_one_at_a_time_still_writes_rcpt_and_data() -> None:
+    """crates/rfc5321/src/client.rs, ``pipeline_commands``: without PIPELINING
+    every command of the batch is written and its reply read, MAIL refused or
+    not; the recipients have their result from the MAIL reply."""
     s = make()
     greet(s, "mx")
     s.start_transaction(10.0, ONE)
     fx, out = s.handle(resp(11.0, 451, "try later", "4.3.0"))
-    assert fx == [cancel()]
+    assert fx == [send(cmd(Verb.RCPT, "a@example.com")), timer(311.0)]
     assert out == [RecipientResult("m1", "a@example.com", "transient",
                                    Reply.make(451, "4.3.0", "try later"),
-                                   "MAIL FROM:<s@example.org>"),
-                   TransactionDone("m1"), SessionReady()]
+                                   "MAIL FROM:<s@example.org>")]
+    fx, out = s.handle(resp(12.0, 503, "need MAIL"))
+    assert fx == [send(cmd(Verb.DATA)), timer(42.0)] and out == []
+    fx, out = s.handle(resp(13.0, 503, "need MAIL"))
+    assert fx == [cancel()]
+    assert out == [TransactionDone("m1"), SessionReady()]
     assert s.state is State.IDLE
 
 
@@ -297,15 +304,19 @@ def test_no_recipient_accepted_but_data_354_sends_a_lone_dot() -> None:
     assert fx[0].commands[0].verb is Verb.RSET
 
 
-def test_no_recipient_accepted_one_at_a_time_sends_no_data() -> None:
+def test_no_recipient_accepted_one_at_a_time_still_sends_data() -> None:
+    """The same rule: DATA follows the refused RCPT; its refusal ends the
+    transaction (a 354 would get a lone dot, as pipelined)."""
     s = make()
     greet(s, "mx")
     s.start_transaction(10.0, ONE)
     s.handle(resp(11.0, 250))
     fx, out = s.handle(resp(12.0, 550, "no such user", "5.1.1"))
+    assert fx == [send(cmd(Verb.DATA)), timer(42.0)]
+    assert [type(o).__name__ for o in out] == ["RecipientResult"]
+    fx, out = s.handle(resp(13.0, 554, "no valid recipients", "5.5.1"))
     assert fx == [cancel()]
-    assert [type(o).__name__ for o in out] == ["RecipientResult", "TransactionDone",
-                                                "SessionReady"]
+    assert [type(o).__name__ for o in out] == ["TransactionDone", "SessionReady"]
 
 
 @pytest.mark.parametrize(("code", "status"), [(554, "permanent"), (451, "transient"),
