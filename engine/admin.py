@@ -49,7 +49,7 @@ from engine.events import (
 )
 from engine.lookups import DEFAULT_POOL
 from engine.message import Message
-from engine.ready import config_due
+from engine.ready import canonical_path, config_due
 from engine.shaping_paths import shaped
 from engine.throttle import ThrottleState
 
@@ -58,15 +58,17 @@ __all__ = ["admin_bounce_rule", "admin_cancel", "admin_suspend", "admin_suspend_
 
 
 def suspend(eng: Core, ev: Suspend) -> None:
-    eng.suspended_paths[ev.path] = True
-    rq = eng.paths.get(ev.path)
+    path = canonical_path(ev.path)
+    eng.suspended_paths[path] = True
+    rq = eng.paths.get(path)
     if rq is not None:
         rq.suspended = True
 
 
 def resume(eng: Core, ev: Resume) -> None:
-    eng.suspended_paths.pop(ev.path, None)
-    rq = eng.paths.get(ev.path)
+    path = canonical_path(ev.path)
+    eng.suspended_paths.pop(path, None)
+    rq = eng.paths.get(path)
     if rq is not None:
         rq.suspended = False
         pump(eng, rq, ev.at)

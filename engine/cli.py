@@ -122,11 +122,12 @@ def _check_domain(policy: Policy, domain: str, args: argparse.Namespace,
 
 
 def _in_spool(eng: Any, domain: str, source: str, cfg: Any) -> tuple[Any, str, dict[str, Any]]:
+    from engine.ready import ready_queue_name
     from engine.shaping_rules import in_force
 
     ds = eng.domains.get(domain)
     site = ds.site if ds is not None and ds.site else domain
-    rq = eng.paths.get(f"{source}->{site}")
+    rq = eng.paths.get(ready_queue_name(source, site))
     return (rq.cfg if rq is not None else cfg, site,
             {"in_force": in_force(eng, source=source, site=site)})
 def _gate_lines(shaping: Any, domain: str, source: str,

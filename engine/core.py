@@ -190,7 +190,9 @@ class Core:
         rq.msg_throttles = tuple(self.message_throttles(rq))
 
     def message_throttles(self, rq: ReadyQueue) -> list[ThrottleState]:
-        """The path's message throttle and its shared additional ones (by name)."""
+        """The path's message throttle and its shared additional ones, smallest
+        rate first (ties: the path's own, then by name), the order KumoMTA checks
+        them in (crates/kumod/src/ready_queue.rs, ``deliver_message``)."""
         found = [] if rq.msg_throttle is None else [rq.msg_throttle]
         extra = rq.cfg.additional_message_rate_throttles
         for name in sorted(extra):
@@ -198,4 +200,6 @@ class Core:
             if state is None or state.throttle != extra[name]:
                 state = self.extra_msg_throttles[name] = ThrottleState(extra[name])
             found.append(state)
+        if len(found) > 1:
+            found.sort(key=lambda st: st.throttle.limit / st.throttle.period)
         return found

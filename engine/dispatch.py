@@ -202,6 +202,30 @@ def attempt(eng: Core, ctx: ConnCtx, now: float) -> None:
     eng.run_step(ctx, ctx.session.connect(now), now)
 
 
+def reattempt(eng: Core, ctx: ConnCtx, now: float) -> None:
+    """Connect `ctx` again (the plan's next address, or a reconnect) once
+    ``max_connection_rate`` allows: KumoMTA checks it before every address it
+    tries, reconnects included (crates/kumod/src/smtp_dispatcher.rs,
+    ``attempt_connection_impl``, the ``{name}-connection-rate`` key).  A
+    connection's first attempt was checked by `pump`.  A wait under
+    idle_timeout is spent in place (a ``("connrate", conn)`` timer, which
+    checks again); a longer one gives the held message back and pushes the
+    whole ready queue back by the wait.  A shared (non-``local``) rate is
+    asked of the store by `pump` only."""
+    rq = ctx.rq
+    ct = rq.conn_throttle
+    if ct is not None and (eng.shared is None or ct.throttle.local) and not eng.draining:
+        wait = ct.check(now)
+        if wait > 0.0:
+            if wait < rq.cfg.idle_timeout:
+                eng.set_timer(("connrate", ctx.conn), now + wait)
+            else:
+                abandon(eng, ctx, now)
+                push_back(eng, rq, now, wait, "connection")
+            return
+    attempt(eng, ctx, now)
+
+
 def next_message(eng: Core, ctx: ConnCtx, now: float) -> None:
     """The session is IDLE: give it the next message, quit, or arm the idle timer.
     Draining, it quits and a message it holds goes back to the ready queue."""
@@ -230,31 +254,41 @@ def next_message(eng: Core, ctx: ConnCtx, now: float) -> None:
 
 
 def start(eng: Core, ctx: ConnCtx, now: float) -> None:
-    """Start the held message's transaction once the message-rate throttles allow."""
+    """Start the held message's transaction once the message-rate throttles allow.
+
+    As KumoMTA (crates/kumod/src/ready_queue.rs, ``deliver_message``): the
+    throttles are checked one by one, smallest rate first, each counting as it
+    passes; a refusal waits and resumes at that throttle (`ConnCtx.rate_passed`),
+    the ones already passed keep their count."""
     rq = ctx.rq
     throttles = rq.msg_throttles
-    wait = 0.0
     if eng.shared is not None:
         throttles = shared_limits.local_throttles(eng, rq, now)
         verdict = shared_limits.may_start(eng, ctx, now)
         if verdict is None:
             return  # the shared store's answer calls start again
-        wait = verdict
-    for t in throttles:
-        w = t.peek(now)
-        if w > wait:
-            wait = w
-    if wait > 0.0:
-        rate_wait(eng, ctx, now, wait)
-        return
-    for t in throttles:
-        t.check(now)
+        if verdict > 0.0:
+            rate_wait(eng, ctx, now, verdict)
+            return
+    if throttles:
+        i = ctx.rate_passed
+        while i < len(throttles):
+            wait = throttles[i].check(now)
+            if wait > 0.0:
+                ctx.rate_passed = i
+                rate_wait(eng, ctx, now, wait)
+                return
+            i += 1
+        ctx.rate_passed = 0
     if eng.shared is not None:
         shared_limits.started(eng, ctx)
     msg = ctx.msg
     assert msg is not None
     ctx.started = True
-    txn = _TxnMessage(msg.id, msg.sender, rcpt_tuple(msg.recipients), msg.size)
+    ctx.txn_rcpts = rcpts = rcpt_tuple(msg.recipients)
+    limit = rq.cfg.max_recipients_per_batch
+    ctx.excess = rcpts[limit:] if len(rcpts) > limit else ()
+    txn = _TxnMessage(msg.id, msg.sender, rcpts, msg.size)
     eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)
 
 
@@ -267,6 +301,7 @@ def rate_wait(eng: Core, ctx: ConnCtx, now: float, wait: float) -> None:
     msg = ctx.msg
     assert msg is not None
     ctx.msg = None
+    ctx.rate_passed = 0  # the message goes back; the next one starts at the first
     if eng.shared is not None:
         eng.shared.msg_ok.pop(ctx.conn, None)
     return_to_ready(eng, ctx.rq, msg)

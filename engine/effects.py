@@ -117,6 +117,7 @@ class Verb(enum.StrEnum):
     BODY = "BODY"  # the message content and the final dot; arg is the message id
     RSET = "RSET"
     QUIT = "QUIT"
+    DOT = "."  # a lone final dot: a 354 answered with no recipient accepted (RFC 2920 3.1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -323,6 +323,12 @@ def _msgrate_timer(eng: Core, ev: TimerFired) -> None:
     dispatch.next_message(eng, eng.conns[ev.timer[1]], ev.at)  # type: ignore[index]
 
 
+def _connrate_timer(eng: Core, ev: TimerFired) -> None:
+    """("connrate", conn): a max_connection_rate wait before a reconnect ended."""
+    del eng.timers[ev.timer]
+    dispatch.reattempt(eng, eng.conns[ev.timer[1]], ev.at)  # type: ignore[index]
+
+
 def _admin_timer(eng: Core, ev: TimerFired) -> None:
     """("admin", id): an admin API entry's expiry is reached."""
     del eng.timers[ev.timer]
@@ -352,6 +358,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "shaping": shaping_rules.lapse,
     "curfew": curfew_hold.started,
     "watchdog": watchdog.fired,
+    "connrate": _connrate_timer,
 }
 
 _HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {

@@ -28,7 +28,7 @@ from engine.events import MessageSubmitted, trusted_factory
 from engine.lifecycle import expire
 from engine.lookups import path_config, pick_source
 from engine.message import HELD, OVERFLOW, PARKED, READY, Message, QueueInfo, queue_name
-from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due
+from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due, ready_queue_name
 from engine.reply import Reply
 from engine.retry import iso
 
@@ -248,7 +248,7 @@ def path_for(eng: Core, msg: Message, ds: DomainState, now: float,
     key = (source, site)
     path = eng.path_names.get(key)
     if path is None:
-        path = eng.intern(f"{source}->{site}")
+        path = eng.intern(ready_queue_name(source, site))
         eng.path_names[key] = path
     rq = eng.paths.get(path)
     if rq is None:

@@ -74,13 +74,12 @@ def expire(eng: Core, msg: Message, now: float, next_due: float,
 
 def admin_bounce_one(eng: Core, msg: Message, now: float, reason: str,
                      rq: ReadyQueue | None = None) -> None:
-    """One AdminBounce record and the message is finished (`rq`: the ready queue
-    it was taken from, if any; else site "" as for the scheduled queue)."""
-    reply = Reply.make(551, "5.7.1", f"Administrator bounced with: {reason}")
+    """One AdminBounce record and the message is finished.  Wherever the message
+    was (`rq` or the scheduled queue), KumoMTA writes site "localhost" and no
+    egress source (crates/kumod/src/http_server/admin_bounce_v1.rs)."""
+    reply = Reply.make(551, "5.7.1", f"Administrator bounced with reason: {reason}")
     eng.out.append(Log(record=records.make_record(
-        records.ADMIN_BOUNCE, msg, now, eng.epoch, reply,
-        site=rq.path if rq is not None else "",
-        source=rq.source_name if rq is not None else None)))
+        records.ADMIN_BOUNCE, msg, now, eng.epoch, reply, site="localhost", source=None)))
     eng.metrics.totals[metrics.ADMIN_BOUNCED] += 1
     finish(eng, msg)
 

@@ -5,9 +5,10 @@ decides what follows, as KumoMTA's dispatcher does:
 
 - ``SessionReady``: give it its held or the next message, or idle, or quit
   after ``max_deliveries_per_connection`` (and let a replacement open).
-- ``RecipientResult``: a Delivery / Bounce / TransientFailure record per
-  recipient; delivered and bounced recipients are done.
-- ``TransactionDone``: the message is finished when no recipient is left,
+- ``RecipientResult``: counted; delivered and bounced recipients are done.
+- ``TransactionDone``: a Delivery / Bounce / TransientFailure record per
+  distinct response of the transaction; the message is finished when no
+  recipient is left, its excess recipients go next on the same connection,
   else it goes onto the retry schedule with its pending recipients.
 - ``HostFailed``: the next address of the plan (a new connection); the plan
   exhausted gives the held message ``400 KumoMTA internal: failed to connect
@@ -29,11 +30,12 @@ from __future__ import annotations
 from typing import Any
 
 from engine import dispatch, metrics, records, shaping_rules, shared_limits, tls_policy
+from engine.config import ReconnectStrategy
 from engine.core import Core, OutcomeHandler
 from engine.effects import Log
 from engine.events import trusted_factory
 from engine.lifecycle import finish, retry_later, return_to_ready, transient
-from engine.message import compact_recipients
+from engine.message import HELD, compact_recipients, rcpt_tuple
 from engine.ready import ConnCtx
 from engine.reply import Reply
 from engine.session_model import (
@@ -42,6 +44,7 @@ from engine.session_model import (
     ReconnectInClear,
     SessionClosed,
     SessionReady,
+    State,
     TlsBroken,
     TransactionDone,
 )
@@ -58,36 +61,18 @@ def session_ready(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     # do the consecutive connection failures start again from 0, as KumoMTA
     # resets them after attempt_connection succeeds (crates/kumod/src/ready_queue.rs).
     ctx.rq.failures = 0
+    ctx.established = True
     if ctx.closing:
         return
     dispatch.next_message(eng, ctx, now)
 
 
 def recipient_result(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
+    """Kept until the transaction ends (`_log_results`): a process that stops
+    before then has written no record of it and still holds every recipient."""
     msg = ctx.msg
     assert msg is not None and msg.id == o.message_id, (ctx.conn, o)
-    rq = ctx.rq
-    provider = rq.cfg.provider_name
-    if o.status == "delivered":
-        kind, counter = records.DELIVERY, metrics.DELIVERED
-    elif o.status == "permanent":
-        kind, counter = records.BOUNCE, metrics.FAIL
-    else:
-        kind, counter = records.TRANSIENT, metrics.TRANSFAIL
-    eng.out.append(_Log(records.make_record(
-        kind, msg, now, eng.epoch, o.reply, recipient=o.recipient, site=rq.path,
-        source=rq.source_name, peer=(ctx.host, ctx.address), command=o.command,
-        tls=ctx.tls, provider=provider, source_address=ctx.local or None,
-        session_id=records.session_of(eng.seed, ctx))))
-    eng.metrics.bump(counter, rq.path, provider)
-    if eng.shaping is not None:
-        shaping_rules.observe(eng, rq, msg, o.reply, now)
-    if kind is not records.TRANSIENT:
-        rcpts = msg.recipients
-        if type(rcpts) is str:
-            msg.recipients = () if rcpts == o.recipient else rcpts
-        else:
-            msg.recipients = compact_recipients(tuple(r for r in rcpts if r != o.recipient))
+    ctx.results.append(o)
 
 
 def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
@@ -96,10 +81,157 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     ctx.msg = None
     ctx.started = False
     ctx.deliveries += 1
-    if msg.recipients:
-        retry_later(eng, msg, now)
-    else:
+    again = _log_results(eng, ctx, msg, now)
+    excess, ctx.excess = ctx.excess, ()
+    if not msg.recipients:
         finish(eng, msg)
+        return
+    # crates/kumod/src/smtp_dispatcher.rs, ``deliver_message``: recipients past
+    # max_recipients_per_batch go at once on the same connection, first in the
+    # list (the batch's deferred ones after them), with no record of their own
+    alive = ctx.session.state is State.IDLE
+    if (excess or again) and alive:
+        rest = rcpt_tuple(msg.recipients)
+        later = set(excess)
+        msg.recipients = compact_recipients(
+            tuple(r for r in rest if r in later) + tuple(r for r in rest if r not in later))
+        ctx.msg = msg  # SessionReady follows: the same connection starts it
+        return
+    # ... and with try_next_host_on_transport_error, a transaction that broke the
+    # connection (a 421, a timeout, the connection lost) is tried again at once
+    # on the next host of the plan, as the reconnect_strategy picks it
+    if not alive and ctx.rq.cfg.try_next_host_on_transport_error \
+            and _next_index(ctx) is not None and not eng.draining:
+        ctx.carry = msg
+        return
+    retry_later(eng, msg, now)
+
+
+_KINDS = {"delivered": (records.DELIVERY, metrics.DELIVERED),
+          "permanent": (records.BOUNCE, metrics.FAIL),
+          "transient": (records.TRANSIENT, metrics.TRANSFAIL)}
+
+
+_NO, _MAYBE, _YES = 0, 1, 2
+
+
+def _too_many_class(reply: Reply, command: str) -> int:
+    """KumoMTA's ``is_too_many_recipients`` (crates/rfc5321/src/client_types.rs):
+    only for RCPT; enhanced code 4.5.3 is Yes, a 452 or 552 without an enhanced
+    code Maybe (KumoMTA then asks its bounce classifier; egress has none wired
+    here, which is KumoMTA's ``Uncategorized``: Maybe stays Maybe)."""
+    if not command.startswith("RCPT"):
+        return _NO
+    e = reply.enhanced
+    if e is not None:
+        return _YES if (e.klass, e.subject, e.detail) == (4, 5, 3) else _NO
+    return _MAYBE if reply.code in (452, 552) else _NO
+
+
+def _too_many(ctx: ConnCtx, msg_id: str, rcpt: str, cls: int) -> bool:
+    """Whether a Yes/Maybe refusal counts as too many recipients
+    (crates/kumod/src/smtp_dispatcher.rs, ``deliver_message``): never for the
+    batch's first recipient; a Maybe only for a recipient that was not in the
+    connection's previous transaction (``recips_last_txn``)."""
+    if cls == _NO or rcpt == ctx.txn_rcpts[0]:
+        return False
+    if cls == _YES:
+        return True
+    last_id, last = ctx.last_txn
+    return last_id != msg_id or rcpt not in last
+
+
+def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
+    """The transaction's records: one per distinct response (reply and the
+    command it answered), ``recipient`` a list when it names several, as
+    KumoMTA's ``by_status`` grouping writes them (crates/kumod/src/smtp_dispatcher.rs,
+    ``deliver_message``), in the order the responses first came; counted per
+    recipient, as KumoMTA counts.  Delivered and bounced recipients are done.
+    A too-many-recipients refusal (`_too_many`) is deferred without a record;
+    True when there was one, so the message goes again at once on this
+    connection."""
+    results, ctx.results = ctx.results, []
+    if not results:
+        return False
+    again = False
+    groups: dict[tuple[Any, str], tuple[str, list[str]]] = {}
+    if len(results) == 1 and results[0].status == "delivered":  # the common case
+        o = results[0]
+        groups[(o.reply, o.command)] = (o.status, [o.recipient])
+    else:
+        for o in results:
+            status = o.status
+            cls = _NO if status == "delivered" else _too_many_class(o.reply, o.command)
+            if cls != _NO:
+                status = "transient"  # a Yes or Maybe is a TransientFailure, 552 too
+                if _too_many(ctx, msg.id, o.recipient, cls):
+                    again = True
+                    eng.metrics.bump(metrics.TRANSFAIL, ctx.rq.path, ctx.rq.cfg.provider_name)
+                    continue
+            group = groups.get((o.reply, o.command))
+            if group is None:
+                groups[(o.reply, o.command)] = (status, [o.recipient])
+            else:
+                group[1].append(o.recipient)
+    ctx.last_txn = (msg.id, ctx.txn_rcpts)
+    rq = ctx.rq
+    provider = rq.cfg.provider_name
+    done: set[str] = set()
+    for (reply, command), (status, rcpts) in groups.items():
+        kind, counter = _KINDS[status]
+        eng.out.append(_Log(records.make_record(
+            kind, msg, now, eng.epoch, reply, recipient=rcpts[0] if len(rcpts) == 1 else rcpts,
+            site=rq.path, source=rq.source_name, peer=(ctx.host, ctx.address),
+            command=command, tls=ctx.tls, provider=provider, source_address=ctx.local or None,
+            session_id=records.session_of(eng.seed, ctx))))
+        eng.metrics.bump(counter, rq.path, provider, len(rcpts))
+        if eng.shaping is not None:
+            shaping_rules.observe(eng, rq, msg, reply, now)
+        if kind is not records.TRANSIENT:
+            done.update(rcpts)
+    if done:
+        rcpts_now = msg.recipients
+        if type(rcpts_now) is str:
+            msg.recipients = () if rcpts_now in done else rcpts_now
+        else:
+            msg.recipients = compact_recipients(tuple(r for r in rcpts_now if r not in done))
+    return again
+
+
+def _next_index(ctx: ConnCtx) -> int | None:
+    """The plan index a lost session goes on with, as KumoMTA's
+    ``update_state_for_reconnect`` (crates/kumod/src/smtp_dispatcher.rs):
+    ConnectNextHost the next address (none past the last), ReconnectSameHost
+    the same one, TerminateSession none."""
+    strategy = ctx.rq.cfg.reconnect_strategy
+    if strategy == ReconnectStrategy.ConnectNextHost:
+        nxt = ctx.plan_index + 1
+        return nxt if nxt < len(ctx.plan) else None
+    if strategy == ReconnectStrategy.ReconnectSameHost:
+        return ctx.plan_index
+    return None
+
+
+def _go_on(eng: Core, ctx: ConnCtx, now: float) -> bool:
+    """An established session ended by the peer (not by our QUIT): KumoMTA's
+    dispatcher keeps its session and connects again as the reconnect_strategy
+    says, with a carried message or the ready queue's next one.  False when
+    it does not (no message, no address left, draining)."""
+    rq = ctx.rq
+    msg, ctx.carry = ctx.carry, None
+    index = _next_index(ctx) if ctx.established and not eng.draining else None
+    if index is None or (msg is None and not rq.messages):
+        if msg is not None:
+            retry_later(eng, msg, now)
+        return False
+    if msg is None:
+        msg = rq.messages.popleft()
+        msg._w = HELD
+    nxt = dispatch.new_conn(eng, rq, ctx.plan, index)
+    shared_limits.hand_over(eng, ctx, nxt)
+    nxt.msg = msg
+    dispatch.reattempt(eng, nxt, now)
+    return True
 
 
 def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
@@ -116,7 +248,7 @@ def host_failed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
         nxt.msg = msg
         nxt.failed = failed
         nxt.sid = records.session_of(eng.seed, ctx)  # one dispatcher, one session_id
-        dispatch.attempt(eng, nxt, now)
+        dispatch.reattempt(eng, nxt, now)
         return
     # Every address failed: the held message gets KumoMTA's internal transient
     # (400, no peer), then past the threshold the rest of the ready queue is
@@ -143,12 +275,12 @@ def reconnect_in_clear(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     nxt.failed = ctx.failed
     nxt.tls_disabled = True
     nxt.sid = records.session_of(eng.seed, ctx)
-    dispatch.attempt(eng, nxt, now)
+    dispatch.reattempt(eng, nxt, now)
 
 
 def session_closed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
+    ours = ctx.closing  # QUIT sent or the host failed: the dispatcher ends
     dispatch.mark_closing(eng, ctx)
-    dispatch.release(eng, ctx)
     rq = ctx.rq
     rq.conns.pop(ctx.conn, None)
     eng.conns.pop(ctx.conn, None)
@@ -164,6 +296,12 @@ def session_closed(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
             retry_later(eng, msg, now)
         else:
             return_to_ready(eng, rq, msg)
+    if not ours:
+        _go_on(eng, ctx, now)
+    elif ctx.carry is not None:
+        retry_later(eng, ctx.carry, now)
+        ctx.carry = None
+    dispatch.release(eng, ctx)
     dispatch.pump(eng, rq, now)
 
 

@@ -129,8 +129,6 @@ NEWER_CHECKS: dict[str, Check] = {
 _INERT: dict[str, tuple[Any, str]] = {
     "aggressive_connection_opening": (
         False, "opens the connection before taking a message from the ready queue"),
-    "try_next_host_on_transport_error": (
-        False, "moves to the next MX host after a transport error mid-transaction"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Ready queues (one per egress path ``source->site``) and their connections.
+"""Ready queues (one per egress path ``source->site@smtp_client``) and their connections.
 
 A `ReadyQueue` holds the messages due now for one path, in FIFO order, at most
 ``max_ready`` of them, plus everything the path needs to decide how many
@@ -45,6 +45,21 @@ def config_due(cfg: Any, cfg_at: float) -> float:
         return math.inf
     return cfg_at + getattr(cfg, "refresh_interval", CONFIG_REFRESH)  # type: ignore[no-any-return]
 
+SMTP_CLIENT = "@smtp_client"
+
+
+def ready_queue_name(source: str, site: str) -> str:
+    """A path's name as KumoMTA names its ready queue, ``<source>-><site>@smtp_client``
+    (crates/kumod/src/ready_queue.rs, ``compute_queue_name``); records carry it
+    as ``site``."""
+    return f"{source}->{site}{SMTP_CLIENT}"
+
+
+def canonical_path(name: str) -> str:
+    """A ready queue name given as input (admin API, ``egress ctl``, an older
+    journal): the older spelling without ``@smtp_client`` is accepted."""
+    return name if name.endswith(SMTP_CLIENT) or "->" not in name else name + SMTP_CLIENT
+
 
 def ideal_connections(limit: int, depth: int) -> int:
     """KumoMTA's target connection count for `depth` messages and `limit`."""
@@ -56,9 +71,10 @@ def ideal_connections(limit: int, depth: int) -> int:
 class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
-    __slots__ = ("address", "closing", "conn", "counted", "deliveries", "failed", "host",
-                 "idle", "last_reply", "local", "msg", "plan", "plan_index", "progress", "rq",
-                 "session", "sid", "started", "tls", "tls_disabled", "waiting_tlsa")
+    __slots__ = ("address", "carry", "closing", "conn", "counted", "deliveries", "established",
+                 "excess", "failed", "host", "idle", "last_reply", "last_txn", "local", "msg",
+                 "plan", "plan_index", "progress", "rate_passed", "results", "rq", "session",
+                 "sid", "started", "tls", "tls_disabled", "txn_rcpts", "waiting_tlsa")
 
     def __init__(self, conn: int, rq: ReadyQueue, plan: tuple[tuple[str, str], ...]) -> None:
         self.conn = conn
@@ -88,6 +104,24 @@ class ConnCtx:
         self.local = ""  # the socket's local address:port (`Connected.local`)
         self.sid: str | None = None  # the session's UUID text, made at first use
         self.progress = 0.0  # when an event last came for it (engine.watchdog)
+        # message throttles the held message has passed (each counted as it
+        # passed), so a wait resumes at the one that refused it
+        self.rate_passed = 0
+        self.established = False  # the session got past banner, EHLO, TLS and AUTH
+        # recipients of the held message past max_recipients_per_batch, sent next
+        # on this connection (KumoMTA's retry_immediately)
+        self.excess: tuple[str, ...] = ()
+        # a message whose transaction broke the connection, for the next host
+        # (try_next_host_on_transport_error)
+        self.carry: Message | None = None
+        # the transaction's recipient outcomes (kind, RecipientResult), logged
+        # together when it ends: one record per distinct response
+        self.results: list[Any] = []
+        # the held message's recipients when its transaction started, and the
+        # (message id, recipients) of the connection's previous transaction:
+        # KumoMTA's too-many-recipients rule reads both
+        self.txn_rcpts: tuple[str, ...] = ()
+        self.last_txn: tuple[str, tuple[str, ...]] = ("", ())
 
 
 class ReadyQueue:

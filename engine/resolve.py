@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from engine.core import Core
 from engine.dispatch import attempt, pump
-from engine.domains import smart_mx
+from engine.domains import DomainState, smart_mx
 from engine.errors import ProtocolError
 from engine.events import (
     MtaStsResolved,
+    MxRecord,
     Resolved,
     ResolveFailed,
     TlsaResolved,
@@ -29,6 +30,7 @@ from engine.events import (
 from engine.flow import promote
 from engine.lifecycle import bounce, transient
 from engine.lookups import Staged
+from engine.mta_sts_match import mx_allowed
 from engine.reply import Reply
 from engine.sitename import is_null_mx, site_name
 
@@ -47,6 +49,11 @@ def resolved(eng: Core, ev: Resolved) -> None:
     mx = ev.mx
     if ds.smart is not None:  # the smart hosts' addresses: the list in order
         mx = smart_mx(ds.smart, mx)
+    elif mx and not is_null_mx(mx):
+        mx = sts_pruned(eng, dom, mx, ev.at)
+        if not mx:
+            _sts_impossible(eng, dom, ds, ev)
+            return
     if mx and not is_null_mx(mx):
         key = tuple(sorted((r.preference, r.host.lower()) for r in mx))
         if ds.smart is not None:
@@ -86,6 +93,35 @@ def resolved(eng: Core, ev: Resolved) -> None:
         promote(eng, msg, ev.at)
 
 
+def sts_pruned(eng: Core, dom: str, mx: tuple[MxRecord, ...], now: float
+               ) -> tuple[MxRecord, ...]:
+    """The MX hosts an enforcing MTA-STS policy of `dom` allows, when that policy
+    is known: KumoMTA prunes them before naming the site, so domains share a
+    ready queue only by the hosts they may use (crates/mailexchanger/src/lib.rs,
+    ``apply_mta_sts`` then ``factor_names``).  Empty: it allows none."""
+    cached = eng.sts.get(dom)
+    if cached is None or cached[1] <= now or cached[0] is None or cached[0].mode != "enforce":
+        return mx
+    patterns = cached[0].mx
+    return tuple(r for r in mx if mx_allowed(patterns, r.host))
+
+
+def _sts_impossible(eng: Core, dom: str, ds: DomainState, ev: Resolved) -> None:
+    """An enforcing policy allows none of the MX hosts: KumoMTA fails the
+    resolution (crates/mailexchanger/src/lib.rs), so the parked messages get
+    the transient ``451 4.4.4 failed to resolve queue ...`` and are retried."""
+    parked, ds.parked = ds.parked, []
+    ds.resolving = False
+    ds.site = None
+    policy = eng.sts[dom][0]
+    hosts = [r.host for r in ev.mx]
+    for msg in parked:
+        transient(eng, msg, ev.at, Reply.make(
+            451, "4.4.4", f"failed to resolve queue {msg.queue.name}: MTA-STS enforce policy "
+                          f"for {dom} permits none of its MX hosts {hosts}; allowed mx "
+                          f"patterns: {list(policy.mx)}"))
+
+
 def resolve_failed(eng: Core, ev: ResolveFailed) -> None:
     """A failed lookup is transient whatever the cause (NXDOMAIN, SERVFAIL,
     timeout, no addresses): ``451 4.4.4 failed to resolve queue ...``, no site,
@@ -119,6 +155,17 @@ def mta_sts_resolved(eng: Core, ev: MtaStsResolved) -> None:
     ttl = ev.policy.max_age if ev.policy is not None else NO_POLICY_TTL
     eng.sts[dom] = (ev.policy, ev.at + ttl)
     eng.sts_pending.pop(dom, None)
+    ds = eng.domains.get(dom)
+    if ds is not None and ds.site is not None and ds.smart is None and ds.mx:
+        # from now on the domain's messages go to the site of the hosts the policy
+        # allows (`sts_pruned`); those already queued keep their ready queue, whose
+        # plan keeps only those hosts anyway
+        mx = sts_pruned(eng, dom, ds.mx, ev.at)
+        if mx and len(mx) < len(ds.mx):
+            key = tuple(sorted((r.preference, r.host.lower()) for r in mx))
+            site = eng.site_names.get(key) or eng.intern(site_name(mx))
+            eng.site_names[key] = site
+            ds.mx, ds.site = mx, site
     for rq in list(eng.paths.values()):
         if rq.domain == dom and rq.messages:
             pump(eng, rq, ev.at)

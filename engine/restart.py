@@ -40,7 +40,7 @@ from engine.lifecycle import retry_later, return_to_ready
 
 __all__ = ["restarted"]
 
-_CONN_TIMERS = ("conn", "idle", "msgrate")
+_CONN_TIMERS = ("conn", "idle", "msgrate", "connrate")
 
 
 def restarted(eng: Core, ev: Restarted) -> None:

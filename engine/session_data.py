@@ -137,6 +137,7 @@ class SessionData:
         "tls_protocol",
         "tls_settings",
         "transactions",
+        "use_rset",
     )
 
     def __init__(
@@ -179,6 +180,10 @@ class SessionData:
         # socket (OpportunisticInsecure, as KumoMTA): no second STARTTLS then
         self.tls_failure = ""
         self.transactions = 0
+        # RSET before the next transaction: never before a connection's first,
+        # always after a failed one, after a delivered one only with enable_rset
+        # (crates/rfc5321/src/client.rs, ``use_rset``)
+        self.use_rset = False
         # the transaction in flight
         self.message: TxnMessage | None = None
         self.batch: tuple[str, ...] = ()  # recipients attempted (max_recipients_per_batch)

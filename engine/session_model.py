@@ -178,7 +178,7 @@ Row = tuple[Happened, tuple[State, ...]]
 
 _HELLO_NEXT = (S.IDLE, S.STARTTLS_SENT, S.AUTH_SENT, S.CLOSED)
 _AFTER_TLS_NEXT = (S.IDLE, S.AUTH_SENT, S.CLOSED)
-_RCPT_NEXT = (S.RCPT_SENT, S.DATA_SENT, S.IDLE)
+_RCPT_NEXT = (S.RCPT_SENT, S.DATA_SENT)
 _GONE = (S.CLOSED,)
 
 TRANSITIONS: dict[State, dict[Input, Row]] = {
@@ -282,9 +282,9 @@ TRANSITIONS: dict[State, dict[Input, Row]] = {
     # MAIL_SENT: mail_from_timeout armed
     S.MAIL_SENT: {
         I.R2XX: (H.SENDER_ACCEPTED, (S.RCPT_SENT,)),
-        I.R3XX: (H.SENDER_REFUSED, (S.IDLE, S.RCPT_SENT)),
-        I.R4XX: (H.SENDER_REFUSED, (S.IDLE, S.RCPT_SENT)),
-        I.R5XX: (H.SENDER_REFUSED, (S.IDLE, S.RCPT_SENT)),
+        I.R3XX: (H.SENDER_REFUSED, (S.RCPT_SENT,)),
+        I.R4XX: (H.SENDER_REFUSED, (S.RCPT_SENT,)),
+        I.R5XX: (H.SENDER_REFUSED, (S.RCPT_SENT,)),
         I.R421: (H.SERVER_CLOSING, _GONE),
         I.TIMEOUT: (H.COMMAND_TIMED_OUT, _GONE),
         I.CLOSED: (H.CONNECTION_LOST, _GONE),
@@ -303,7 +303,7 @@ TRANSITIONS: dict[State, dict[Input, Row]] = {
     },
     # DATA_SENT: data_timeout armed
     S.DATA_SENT: {
-        I.R3XX: (H.DATA_ACCEPTED, (S.BODY_SENT, S.CLOSED)),
+        I.R3XX: (H.DATA_ACCEPTED, (S.BODY_SENT,)),
         I.R2XX: (H.DATA_REFUSED, (S.IDLE,)),
         I.R4XX: (H.DATA_REFUSED, (S.IDLE,)),
         I.R5XX: (H.DATA_REFUSED, (S.IDLE,)),

@@ -68,7 +68,8 @@ __all__ = [
     "unsolicited_reply",
 ]
 
-_DATA, _RSET, _QUIT = (SmtpCommand(verb=v) for v in (Verb.DATA, Verb.RSET, Verb.QUIT))
+_DATA, _RSET, _QUIT, _DOT = (
+    SmtpCommand(verb=v) for v in (Verb.DATA, Verb.RSET, Verb.QUIT, Verb.DOT))
 
 # KumoMTA's client refuses an 8-bit envelope itself when the server lacks SMTPUTF8
 # (crates/rfc5321/src/client.rs, send_mail); the message bounces with this reply.
@@ -129,31 +130,23 @@ def _abort(
 
 
 def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out: Out) -> State:
-    """One message: RSET (not before the connection's first transaction, and
-    only with enable_rset), MAIL, RCPT for up to max_recipients_per_batch
-    recipients, DATA; in one Send with PIPELINING, else the first of them.
+    """One message: RSET (`SessionData.use_rset`), MAIL, RCPT for up to
+    max_recipients_per_batch recipients, DATA; in one Send with PIPELINING,
+    else the first of them.
 
     Recipients beyond max_recipients_per_batch are not attempted on this
-    transaction: each gets a transient 451 4.5.3 result at once, so the
-    engine retries them like any deferral."""
+    transaction and get no result: the engine sends them next, on this
+    connection (crates/kumod/src/smtp_dispatcher.rs, ``retry_immediately``)."""
     cfg = s.cfg
     caps = s.capabilities
     utf8 = needs_smtputf8(msg)
     if utf8 and "SMTPUTF8" not in caps:
         return _refuse_8bit_envelope(s, msg, out)
-    limit = cfg.max_recipients_per_batch
-    batch = msg.recipients[:limit]
-    if len(msg.recipients) > limit:
-        reply = Reply.make(
-            451, "4.5.3",
-            f"{len(msg.recipients)} recipients exceed max_recipients_per_batch={limit}; "
-            "the rest are retried later",
-        )
-        for over in msg.recipients[limit:]:
-            out.append(make_recipient_result(msg.id, over, TRANSIENT, reply, f"RCPT TO:<{over}>"))
+    batch = msg.recipients[: cfg.max_recipients_per_batch]
     s.message, s.batch, s.accepted, s.replies, s.mail_failed = msg, batch, [], 0, False
     s.pipelined = pipelined = cfg.enable_pipelining and "PIPELINING" in caps
-    rset = s.transactions > 0 and cfg.enable_rset
+    rset = s.use_rset
+    s.use_rset = True  # until the transaction is delivered
     s.transactions += 1
     params = f"SIZE={msg.size}" if "SIZE" in caps else ""
     if utf8:
@@ -182,7 +175,7 @@ def _refuse_8bit_envelope(s: SessionData, msg: TxnMessage, out: Out) -> State:
     """The server did not offer SMTPUTF8: nothing is sent, every recipient
     bounces with `NO_SMTPUTF8`, and the session stays idle for the next message."""
     command = f"MAIL FROM:<{msg.sender}>"
-    for rcpt in msg.recipients:
+    for rcpt in msg.recipients[: s.cfg.max_recipients_per_batch]:
         out.append(make_recipient_result(msg.id, rcpt, PERMANENT, NO_SMTPUTF8, command))
     out.append(make_transaction_done(msg.id))
     out.append(READY)
@@ -259,15 +252,17 @@ def sender_accepted(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> None
 
 
 def sender_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
-    """MAIL refused: every recipient gets this reply.  With pipelining the
-    RCPT and DATA replies are still owed and are consumed (RCPT_SENT)."""
+    """MAIL refused: every recipient gets this reply.  The RCPT and DATA
+    commands still follow, their replies consumed (RCPT_SENT): pipelined they
+    are already written; one at a time KumoMTA writes them all the same
+    (crates/rfc5321/src/client.rs, ``pipeline_commands``)."""
     _resolve_all(s, out, reply_status(ev.reply), ev.reply, mail_line(s))
     s.mail_failed = True
-    if s.pipelined:
-        s.timeout = t = s.cfg.rcpt_to_timeout
-        fx.append(make_set_timer(s.timer, at + t))
-        return State.RCPT_SENT
-    return _finish(s, fx, out)
+    if not s.pipelined:
+        send(s, fx, make_command(Verb.RCPT, s.batch[0], "", None))
+    s.timeout = t = s.cfg.rcpt_to_timeout
+    fx.append(make_set_timer(s.timer, at + t))
+    return State.RCPT_SENT
 
 
 # -- RCPT --------------------------------------------------------------------------
@@ -275,8 +270,9 @@ def sender_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> Stat
 
 def _rcpt(s: SessionData, at: float, reply: Reply, status: Status, fx: Fx, out: Out) -> State:
     """One RCPT reply: record it, then ask for the next reply (sending the
-    next command unless pipelined), or move on to DATA, or finish when
-    nobody was accepted (without pipelining no DATA is sent then)."""
+    next command unless pipelined), or move on to DATA, which is sent even
+    when nobody was accepted, as KumoMTA's ``pipeline_commands`` writes every
+    command of the batch (a 354 then gets a lone dot, `data_accepted`)."""
     i = s.replies
     rcpt = s.batch[i]
     s.replies = i + 1
@@ -292,16 +288,11 @@ def _rcpt(s: SessionData, at: float, reply: Reply, status: Status, fx: Fx, out: 
         s.timeout = t = s.cfg.rcpt_to_timeout
         fx.append(make_set_timer(s.timer, at + t))
         return State.RCPT_SENT
-    if s.pipelined:
-        s.timeout = t = s.cfg.data_timeout
-        fx.append(make_set_timer(s.timer, at + t))
-        return State.DATA_SENT
-    if s.accepted:
+    if not s.pipelined:
         send(s, fx, _DATA)
-        s.timeout = t = s.cfg.data_timeout
-        fx.append(make_set_timer(s.timer, at + t))
-        return State.DATA_SENT
-    return _finish(s, fx, out)
+    s.timeout = t = s.cfg.data_timeout
+    fx.append(make_set_timer(s.timer, at + t))
+    return State.DATA_SENT
 
 
 def recipient_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
@@ -324,18 +315,14 @@ def recipient_rejected(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> 
 def data_accepted(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> State:
     """354: send the content and the final dot (BODY, argument the message id).
 
-    With pipelining the server may answer DATA with 354 although it refused
-    every RCPT.  RFC 2920 suggests sending a lone dot; we drop the
-    connection instead (the safe choice: nothing can be delivered by a
-    server that is already off-script, and no content is ever sent without
-    an accepted recipient).  Every recipient already has its result."""
-    if not s.accepted:
-        out.append(make_transaction_done(s.message.id))  # type: ignore[union-attr]
-        s.message = None
-        reason = "DATA accepted with no recipient accepted; connection dropped"
-        return end_session(s, fx, out, reason, cancel=True, close=True)
-    body = make_command(Verb.BODY, s.message.id, "", None)  # type: ignore[union-attr]
-    fx.append(make_send(s.conn, (body,)))
+    With pipelining the server may answer DATA with 354 although MAIL or
+    every RCPT was refused: as KumoMTA (crates/rfc5321/src/client.rs,
+    ``send_mail_multi_recip``, after RFC 2920 3.1) a lone dot is sent and its
+    reply awaited; every recipient already has its result, so that reply
+    only ends the transaction, and the connection carries on."""
+    cmd = _DOT if not s.accepted else make_command(
+        Verb.BODY, s.message.id, "", None)  # type: ignore[union-attr]
+    fx.append(make_send(s.conn, (cmd,)))
     s.timeout = t = s.cfg.data_dot_timeout
     fx.append(make_set_timer(s.timer, at + t))
     return State.BODY_SENT
@@ -351,6 +338,8 @@ def data_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
 
 
 def message_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
+    if s.accepted and ev.reply.code == 250:  # KumoMTA's success: RSET next only if enabled
+        s.use_rset = s.cfg.enable_rset
     _resolve_all(s, out, DELIVERED, ev.reply, ".")
     return _finish(s, fx, out)
 

@@ -38,6 +38,7 @@ from engine.core import Core
 from engine.dispatch import pump
 from engine.effects import Log
 from engine.message import QueueInfo
+from engine.ready import ready_queue_name
 from engine.shaping import BACKOFF, Action, Adjust, Backoff, Rule
 from engine.shaping_paths import ANY_SOURCE, Overrides, reshape
 
@@ -243,7 +244,7 @@ def record(eng: Core, what: str, key: int, rule: Rule, source: str, site: str, n
         "id": f"shaping-{key}",
         "event": what.removeprefix("shaping_rule_").removeprefix("shaping_"),
         "rule": rule.rule_id,
-        "site": f"{source}->{site}",
+        "site": ready_queue_name(source, site),
         "egress_source": source,
         "timestamp": int(eng.epoch + now),
         **fields,

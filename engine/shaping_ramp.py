@@ -34,7 +34,7 @@ from typing import Any
 
 from engine.core import Core
 from engine.events import TimerFired
-from engine.ready import ReadyQueue
+from engine.ready import ReadyQueue, ready_queue_name
 from engine.shaping import ADJUST_ACTIONS, Action
 from engine.shaping_acts import Automation, Firing, Ramp, record, rederive, show
 from engine.throttle import Throttle
@@ -153,7 +153,8 @@ def ramps_in_force(eng: Core) -> list[dict[str, Any]]:
     auto: Automation | None = eng.automation
     if auto is None:
         return []
-    return [{"rule": r.rule.rule_id, "path": f"{r.source}->{r.site}", "action": show(r.action),
+    return [{"rule": r.rule.rule_id, "path": ready_queue_name(r.source, r.site),
+             "action": show(r.action),
              "name": r.name, "value": r.value, "next_step": eng.epoch + r.next_at,
              "response": r.line}
             for r in auto.ramps.values()]

@@ -32,7 +32,7 @@ from engine.config import to_plain
 from engine.core import Core
 from engine.events import TimerFired
 from engine.message import Message
-from engine.ready import ReadyQueue
+from engine.ready import ReadyQueue, ready_queue_name
 from engine.reply import Reply
 from engine.shaping import ADJUST_ACTIONS, Rule
 from engine.shaping_acts import (
@@ -170,16 +170,14 @@ def in_force(eng: Core, source: str | None = None,
         if source is not None and f.source != source and not any(
                 a.kind == "SetDomainConfig" for a in f.rule.actions):
             continue
-        out.append({"rule": f.rule.rule_id, "path": f"{f.source}->{f.site}",
+        out.append({"rule": f.rule.rule_id, "path": ready_queue_name(f.source, f.site),
                     "queue": f.queue.name, "actions": [show(a) for a in f.rule.actions],
                     "until": eng.epoch + f.until, "response": f.line,
                     "overrides": to_plain(auto.overrides.values(f.source, f.site)),
                     **({"admin": list(f.admin)} if f.admin else {}),
                     **({"deliveries_left": f.backoff_left}
                        if f.backoff_left is not None else {})})
-    return out + [r for r in ramps_in_force(eng)
-                  if (site is None or r["path"].endswith(f"->{site}"))
-                  and (source is None or r["path"].startswith(f"{source}->"))]
+    return out + [r for r in ramps_in_force(eng) if _on(r["path"], source, site)]
 
 
 def describe(entry: dict[str, Any]) -> str:
@@ -214,3 +212,10 @@ def _record(eng: Core, firing: Firing, what: str, now: float, line: str | None,
            enforced=firing.enforced, until=int(eng.epoch + firing.until), response=line,
            **({"admin": list(firing.admin)} if firing.admin else {}),
            **({"reason": why} if why is not None else {}))
+
+
+def _on(path: str, source: str | None, site: str | None) -> bool:
+    """Whether the ready queue `path` is `source`'s path to `site` (None: any)."""
+    src = path.partition("->")[0]
+    return (source is None or src == source) and (site is None
+                                                   or path == ready_queue_name(src, site))

@@ -185,6 +185,7 @@ _BARE = {
     Verb.DATA: b"DATA\r\n",
     Verb.RSET: b"RSET\r\n",
     Verb.QUIT: b"QUIT\r\n",
+    Verb.DOT: b".\r\n",
 }
 
 

@@ -62,6 +62,8 @@ EGRESS_MEANINGS: dict[str, str] = {
     "additional_message_rate_throttles": "further named message throttles shared across paths",
     "ip_lookup_strategy": "which address families to try, in which order",
     "reconnect_strategy": "TerminateSession, ReconnectSameHost or ConnectNextHost",
+    "try_next_host_on_transport_error": "retry a message on the next host at once after a "
+    "transport error or 421 mid-transaction",
     "opportunistic_tls_reconnect_on_failed_handshake": "reconnect in clear after a failed "
     "opportunistic handshake",
     "provider_name": "the provider the path counts under",

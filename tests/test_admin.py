@@ -34,7 +34,7 @@ def test_admin_bounce_scheduled_and_ready_not_in_flight_until_it_returns() -> No
     fx = w.feed(Bounce(at=5.0, domain="example.com", reason="cleanup"))
     [rec] = records(fx, "AdminBounce")
     assert rec["id"] == "m2" and rec["response"]["code"] == 551
-    assert rec["response"]["content"] == "Administrator bounced with: cleanup"
+    assert rec["response"]["content"] == "Administrator bounced with reason: cleanup"
     fx = w.feed(ConnectFailed(at=6.0, conn=1, reason="x"))
     fx += w.feed(ConnectFailed(at=6.0, conn=2, reason="x"))
     assert [r["id"] for r in records(fx, "AdminBounce")] == ["m1"]

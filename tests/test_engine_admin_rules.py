@@ -21,7 +21,7 @@ from engine.events import (
 from engine.message import queue_name
 from tests.support.engine_harness import World, of, policy, prime, records, submit
 
-PATH = "unspecified->(mx1|mx2).example.com"
+PATH = "unspecified->(mx1|mx2).example.com@smtp_client"
 
 
 def engine(**keys: Any) -> tuple[Engine, World]:

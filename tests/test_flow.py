@@ -146,7 +146,7 @@ def test_reception_names_the_queue_pool_and_no_source_yet() -> None:
     [rec] = records(eng.handle(submit(1)), "Reception")
     assert (rec["egress_pool"], rec["egress_source"], rec["site"]) == (None, None, "")
     eng.handle(Resolved(at=0.0, domain="example.com", mx=MX))
-    assert eng.ready_depths() == {"ip-1->(mx1|mx2).example.com": 1}
+    assert eng.ready_depths() == {"ip-1->(mx1|mx2).example.com@smtp_client": 1}
 
 
 def _two_source_engine(max_ready: int, *, lazy: bool = False) -> Engine:
@@ -172,8 +172,8 @@ def test_full_ready_queue_tries_the_pools_other_sources_before_redelaying() -> N
     fx = []
     for i in range(6):
         fx += eng.handle(submit(i))
-    assert eng.ready_depths() == {"ip-1->(mx1|mx2).example.com": 2,
-                                  "ip-2->(mx1|mx2).example.com": 2}
+    assert eng.ready_depths() == {"ip-1->(mx1|mx2).example.com@smtp_client": 2,
+                                  "ip-2->(mx1|mx2).example.com@smtp_client": 2}
     delayed = records(fx, "Delayed")
     assert [r["id"] for r in delayed] == ["m4", "m5"]
     assert all("ReadyQueueWasFull" in r["response"]["content"] for r in delayed)

@@ -133,7 +133,7 @@ def test_bounce_by_campaign_takes_queued_and_new_mail_until_it_expires(
             await until(lambda: len(sink.messages) == 2, "delivered after the bounce expired")
         bounced = [r for r in read_records(logs) if r["type"] == "AdminBounce"]
         assert sorted(r["id"] for r in bounced) == sorted([*queued, late])
-        assert all("Administrator bounced with: recalled" in r["response"]["content"]
+        assert all("Administrator bounced with reason: recalled" in r["response"]["content"]
                    for r in bounced)
         assert other not in {r["id"] for r in bounced} and after not in {
             r["id"] for r in bounced}
@@ -211,7 +211,7 @@ def test_reload_changes_connection_limit_while_mail_flows(
                 after = await api(svc, "GET", path)
                 assert after["constraints"]["max_concurrent_dispatchers"] == {
                     "value": 4.0, "source": {"kind": "primary"}, "display": "4"}
-                assert after["queue_name"] == "unspecified->mx1.example.com"
+                assert after["queue_name"] == "unspecified->mx1.example.com@smtp_client"
                 await until(lambda: peak[0] >= 3, "more connections at the sink", 10)
                 watcher.cancel()
                 await until(lambda: svc.engine.queued_count == 0, "all delivered", 30)

@@ -71,7 +71,6 @@ def test_newer_keys_parse_with_kumomta_defaults() -> None:
     ("key", "value", "shown"),
     [
         ("aggressive_connection_opening", True, "True"),
-        ("try_next_host_on_transport_error", True, "True"),
     ],
 )
 def test_keys_egress_does_not_act_on_are_refused_not_ignored(

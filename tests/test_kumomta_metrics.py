@@ -24,7 +24,7 @@ from engine.metrics import (
     service_of,
 )
 
-PATH = "unspecified->mx.example.com"
+PATH = "unspecified->mx.example.com@smtp_client"
 
 
 def engine_counters() -> dict[str, int]:

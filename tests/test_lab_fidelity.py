@@ -41,8 +41,8 @@ from sim.scenario import Scenario
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "lab_small.toml"
-THROTTLED = "unspecified->mx.throttled.test"
-FLAKY = "unspecified->(mx1|mx2).flaky.test"
+THROTTLED = "unspecified->mx.throttled.test@smtp_client"
+FLAKY = "unspecified->(mx1|mx2).flaky.test@smtp_client"
 
 
 def latency_scenario(overhead_ms: float = 0.0) -> Scenario:

@@ -68,7 +68,7 @@ def test_a_named_smart_host_is_looked_up_for_a_only(tmp_path: pathlib.Path) -> N
         [rec] = asyncio.run(deliver(tmp_path, dns, "a@nowhere.test", smart("relay.test"),
                                     "Delivery"))
         asked = {(q.name, q.rtype) for q in dns.queries}
-    assert rec["site"] == "unspecified->mx_list:relay.test"
+    assert rec["site"] == "unspecified->mx_list:relay.test@smtp_client"
     assert rec["peer_address"] == {"name": "relay.test", "addr": "127.0.0.1"}
     assert asked == {("relay.test", "A"), ("relay.test", "AAAA")}
 
@@ -77,14 +77,14 @@ def test_an_address_literal_smart_host_needs_no_dns(tmp_path: pathlib.Path) -> N
     with DnsServer({}) as dns:
         [rec] = asyncio.run(deliver(tmp_path, dns, "someone@localhost",
                                     smart("[127.0.0.1]"), "Delivery"))
-    assert rec["site"] == "unspecified->mx_list:[127.0.0.1]"
+    assert rec["site"] == "unspecified->mx_list:[127.0.0.1]@smtp_client"
     assert rec["peer_address"] == {"name": "[127.0.0.1]", "addr": "127.0.0.1"}
 
 
 def test_a_domain_literal_recipient_is_delivered_to_its_address(tmp_path: pathlib.Path) -> None:
     with DnsServer({}) as dns:
         [rec] = asyncio.run(deliver(tmp_path, dns, "x@[127.0.0.1]", None, "Delivery"))
-    assert rec["site"] == "unspecified->127.0.0.1"
+    assert rec["site"] == "unspecified->127.0.0.1@smtp_client"
     assert rec["peer_address"] == {"name": "127.0.0.1", "addr": "127.0.0.1"}
 
 

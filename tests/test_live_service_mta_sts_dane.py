@@ -330,3 +330,45 @@ def test_dane_overrides_mta_sts(
 
     run(scenario())
 
+
+
+def test_enforce_prunes_the_unlisted_mx_before_the_site_is_named(
+    dns: DnsServer, ca: trustme.CA, cafile: str, tmp_path: pathlib.Path
+) -> None:
+    """crates/mailexchanger/src/lib.rs (``apply_mta_sts`` before ``factor_names``):
+    once the domain's enforce policy is known, its messages go to the site of
+    the hosts the policy allows, ``mx2.example.com``, not the site of the whole
+    MX set (docs/KUMOMTA.md row 6a)."""
+    dns.zone[DOMAIN] = {"MX": [(10, MX1), (20, MX2)]}
+    dns.zone[MX1] = {"A": ["127.0.0.2"]}
+
+    async def scenario() -> None:
+        tls = material(issue(ca, tmp_path, MX1, MX2))
+        https_cert = issue(ca, tmp_path, f"mta-sts.{DOMAIN}", stem="mta-sts")
+        async with (SinkServer(hostname=MX2, tls=tls) as listed,
+                    SinkServer("127.0.0.2", listed.port, hostname=MX1, tls=tls) as unlisted,
+                    PolicyServer(https_cert.server_context(), policy_text("enforce", MX2))
+                    as https):
+            svc = Service(path_policy(listed.port, enable_tls="Opportunistic",
+                                      enable_mta_sts=True),
+                          tmp_path / "spool", listen=None,
+                          resolver=LiveResolver(["127.0.0.1"], port=dns.port, timeout=2.0),
+                          tls_cafile=cafile, mta_sts_port=https.port)
+            records: list[dict[str, Any]] = []
+            async with svc:
+                assert svc.driver is not None
+                svc.driver.records = records.append
+                loop = asyncio.get_running_loop()
+                for n in (1, 2):
+                    await svc.submit("s@sender.test", [f"a@{DOMAIN}"], message(n))
+                    deadline = loop.time() + 10
+                    while len([r for r in records if r["type"] == "Delivery"]) < n:
+                        assert loop.time() < deadline, f"no delivery; records {records}"
+                        await asyncio.sleep(0.01)
+            first, second = [r for r in records if r["type"] == "Delivery"]
+            # the first waited for the policy in the path of the whole MX set
+            assert first["site"] == "unspecified->(mx1|mx2).example.com@smtp_client"
+            assert second["site"] == "unspecified->mx2.example.com@smtp_client"
+            assert unlisted.connections == 0
+
+    run(scenario())

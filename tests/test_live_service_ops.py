@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.timeout(30),
 
 MAX_BYTES = 1500
 GOOD = 8
-PATH = "unspecified->mx1.example.com"
+PATH = "unspecified->mx1.example.com@smtp_client"
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_logs_rotate_and_metrics_match_the_engine(dns: DnsServer, tmp_path: path
             assert len(sink.messages) == GOOD
 
         # kumod's names and labels (crates/kumod/src/metrics_helper.rs)
-        service = frozenset({("service", f"smtp_client:{PATH}@smtp_client")})
+        service = frozenset({("service", f"smtp_client:{PATH}")})
         client = frozenset({("service", "smtp_client")})
         for key, value in before.items():
             name, labels = parse_counter_key(key)

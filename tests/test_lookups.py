@@ -17,6 +17,7 @@ from tests.support.engine_harness import submit
 
 MX_A = (MxRecord(preference=10, host="mx.a.test", addresses=("192.0.2.1",)),)
 MX_B = (MxRecord(preference=10, host="mx.b.test", addresses=("192.0.2.2",)),)
+A, B = "unspecified->mx.a.test@smtp_client", "unspecified->mx.b.test@smtp_client"
 
 
 class Hook:
@@ -59,7 +60,7 @@ def test_hook_raising_for_the_second_domain_of_a_promotion_fails_only_its_messag
     out = eng.handle(TimerFired(at=due, timer=("promote", "")))
     assert sorted(c[0] for c in hook.calls) == ["a.test", "b.test"]  # raised on the 2nd
     ok, bad = (c[0] for c in hook.calls)
-    assert eng.ready_depths() == {f"unspecified->mx.{ok}": 1}  # the other domain flows
+    assert eng.ready_depths() == {f"unspecified->mx.{ok}@smtp_client": 1}  # the other domain flows
     [failed] = records_of(out, "TransientFailure")
     assert failed["queue"] == bad and failed["response"]["code"] == 451
     assert "get_egress_path_config" in failed["response"]["content"]
@@ -70,7 +71,7 @@ def test_hook_raising_for_the_second_domain_of_a_promotion_fails_only_its_messag
     hook.fail_on = 0
     retry = min(eng.sched.due_of(m) or 0.0 for m in eng.sched)
     eng.handle(TimerFired(at=retry, timer=("promote", "")))
-    assert eng.ready_depths() == {"unspecified->mx.a.test": 1, "unspecified->mx.b.test": 1}
+    assert eng.ready_depths() == {A: 1, B: 1}
     assert eng.scheduled_count == 0
 
 
@@ -80,13 +81,13 @@ def test_hook_raising_during_a_config_refresh_keeps_that_paths_config() -> None:
     for i, dom, mx in ((1, "a.test", MX_A), (2, "b.test", MX_B)):
         eng.handle(submit(i, rcpts=(f"x@{dom}",)))
         eng.handle(Resolved(at=0.0, domain=dom, mx=mx, ttl=1e9))
-    assert eng.ready_depths() == {"unspecified->mx.a.test": 1, "unspecified->mx.b.test": 1}
+    assert eng.ready_depths() == {A: 1, B: 1}
     hook.armed = True
-    b = eng.paths["unspecified->mx.b.test"]
+    b = eng.paths[B]
     old = b.cfg
     eng.handle(submit(3, at=61.0, rcpts=("z@a.test",)))  # both configs are due a refresh
     assert eng.queued_count == 3  # the submission was not refused
-    assert eng.ready_depths() == {"unspecified->mx.a.test": 2, "unspecified->mx.b.test": 1}
+    assert eng.ready_depths() == {A: 2, B: 1}
     assert b.cfg is old and b.cfg_at == 61.0  # kept; asked again at the next refresh
     assert eng.counters["total_hook_failures"] == 1
     hook.calls.clear()
@@ -106,7 +107,7 @@ def test_hook_raising_for_a_new_path_when_resolved_gives_a_transient_failure() -
     hook.fail_on = 0
     retry = min(eng.sched.due_of(m) or 0.0 for m in eng.sched)
     eng.handle(TimerFired(at=retry, timer=("promote", "")))
-    assert eng.ready_depths() == {"unspecified->mx.a.test": 1}
+    assert eng.ready_depths() == {A: 1}
 
 
 def test_queue_config_raising_refuses_only_that_submission() -> None:

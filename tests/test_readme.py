@@ -151,7 +151,7 @@ def test_every_readme_command_runs_from_a_fresh_clone(tmp_path: Path) -> None:
     assert '"type":"Delivery"' in text and '"recipient":"someone@local.test"' in text
     # the plain sink on loopback, reached through the smart host of localhost's queue
     assert '"recipient":"someone@localhost"' in text
-    assert '"site":"unspecified->mx_list:[127.0.0.1]"' in text
+    assert '"site":"unspecified->mx_list:[127.0.0.1]@smtp_client"' in text
     assert "wrote out/compare.png" in text
     assert (clone / "out" / "compare.png").is_file()
     assert not (clone / "out" / "lab" / "compare.png").exists()

@@ -38,7 +38,7 @@ def test_an_address_literal_smart_host_needs_no_dns_and_names_the_site() -> None
     assert of(fx, Resolve) == [] and of(fx, ResolveHosts) == []
     assert connects(fx) == [("[127.0.0.1]", "127.0.0.1")]
     [rec] = records(fx, "Delivery")
-    assert rec["site"] == "unspecified->mx_list:[127.0.0.1]"
+    assert rec["site"] == "unspecified->mx_list:[127.0.0.1]@smtp_client"
     assert rec["peer_address"] == {"name": "[127.0.0.1]", "addr": "127.0.0.1"}
 
 
@@ -55,7 +55,7 @@ def test_queues_with_the_same_list_share_one_site() -> None:
     eng = Engine(policy(queue=smart("[192.0.2.7]"), suspended=True), seed=1)
     eng.handle(submit(1, rcpts=("a@one.test",)))
     eng.handle(submit(2, rcpts=("b@two.test",)))
-    assert eng.ready_depths() == {"unspecified->mx_list:[192.0.2.7]": 2}
+    assert eng.ready_depths() == {"unspecified->mx_list:[192.0.2.7]@smtp_client": 2}
 
 
 def test_hosts_are_tried_in_the_order_listed() -> None:
@@ -116,7 +116,7 @@ def test_a_domain_literal_recipient_goes_to_its_address() -> None:
     assert of(fx, Resolve) == []
     assert connects(fx) == [("127.0.0.1", "127.0.0.1")]
     [rec] = records(fx, "Delivery")
-    assert rec["site"] == "unspecified->127.0.0.1"
+    assert rec["site"] == "unspecified->127.0.0.1@smtp_client"
     fx = w.feed(submit(2, rcpts=("y@[IPv6:::1]",)))
     assert connects(fx) == [("::1", "::1")]
 
@@ -162,7 +162,7 @@ def test_sim_delivers_every_domain_through_the_smart_host() -> None:
     result = run(_smart_scenario({"relay.example.org": {}}, ["relay.example.org"]))
     delivered = [r for r in result.records if r["type"] == "Delivery"]
     assert len(delivered) == 40
-    assert {r["site"] for r in delivered} == {"unspecified->mx_list:relay.example.org"}
+    assert {r["site"] for r in delivered} == {"unspecified->mx_list:relay.example.org@smtp_client"}
     assert {r["peer_address"]["name"] for r in delivered} == {"relay.example.org"}
     assert not [r for r in result.records if r["type"] in ("Bounce", "TransientFailure")]
 

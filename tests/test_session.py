@@ -322,7 +322,7 @@ def test_random_dialogs_keep_the_books(mode: str, pipelining: bool, auth: bool,
             assert done == []
             assert len(results) == len(set(results))
             continue
-        assert sorted(results) == sorted(msg.recipients)
+        assert sorted(results) == sorted(msg.recipients[:2])  # max_recipients_per_batch
         assert len(done) == 1
         last_result = max(i for i, o in enumerate(outcomes)
                           if isinstance(o, RecipientResult) and o.message_id == msg.id)

@@ -69,16 +69,16 @@ def test_null_sender_and_no_size_when_not_advertised() -> None:
     assert fx[0] == send(cmd(Verb.MAIL, ""))
 
 
-def test_recipients_beyond_the_batch_limit_are_deferred_at_once() -> None:
+def test_recipients_beyond_the_batch_limit_get_no_result() -> None:
+    """The excess is not attempted and gets no record: the engine sends it next
+    on the same connection (crates/kumod/src/smtp_dispatcher.rs,
+    ``retry_immediately``)."""
     s = make(max_recipients_per_batch=2)
     greet(s)
     msg = TxnMessage("m9", "s@example.org", ("a@x.example", "b@x.example", "c@x.example"), 1)
     fx, out = s.start_transaction(10.0, msg)
     assert [c.arg for c in fx[0].commands if c.verb is Verb.RCPT] == ["a@x.example", "b@x.example"]
-    assert out == [RecipientResult(
-        "m9", "c@x.example", "transient",
-        Reply.make(451, "4.5.3", "3 recipients exceed max_recipients_per_batch=2; the rest are "
-                   "retried later"), "RCPT TO:<c@x.example>")]
+    assert out == []
 
 
 # -- RSET ----------------------------------------------------------------------------------
@@ -233,17 +233,44 @@ def test_mail_refused_pipelined_consumes_the_rest() -> None:
                    TransactionDone("m1"), SessionReady()]
 
 
-def test_mail_refused_one_at_a_time_ends_at_once() -> None:
+def test_mail_refused_one_at_a_time_still_writes_rcpt_and_data() -> None:
+    """crates/rfc5321/src/client.rs, ``pipeline_commands``: without PIPELINING
+    every command of the batch is written and its reply read, MAIL refused or
+    not; the recipients have their result from the MAIL reply."""
     s = make()
     greet(s, "mx")
     s.start_transaction(10.0, ONE)
     fx, out = s.handle(resp(11.0, 451, "try later", "4.3.0"))
-    assert fx == [cancel()]
+    assert fx == [send(cmd(Verb.RCPT, "a@example.com")), timer(311.0)]
     assert out == [RecipientResult("m1", "a@example.com", "transient",
                                    Reply.make(451, "4.3.0", "try later"),
-                                   "MAIL FROM:<s@example.org>"),
-                   TransactionDone("m1"), SessionReady()]
+                                   "MAIL FROM:<s@example.org>")]
+    fx, out = s.handle(resp(12.0, 503, "need MAIL"))
+    assert fx == [send(cmd(Verb.DATA)), timer(42.0)] and out == []
+    fx, out = s.handle(resp(13.0, 503, "need MAIL"))
+    assert fx == [cancel()]
+    assert out == [TransactionDone("m1"), SessionReady()]
     assert s.state is State.IDLE
+
+
+def test_without_enable_rset_a_failed_transaction_is_still_followed_by_rset() -> None:
+    """crates/rfc5321/src/client.rs, ``use_rset``: set before every
+    transaction is sent, and set back to ``enable_rset`` only once the final
+    dot got 250; so enable_rset=false skips RSET only after a delivered one."""
+    s = make(enable_rset=False)
+    greet(s)
+    fx, _ = s.start_transaction(10.0, ONE)
+    assert fx[0].commands[0].verb is Verb.MAIL
+    for code in (250, 250, 354, 250):
+        s.handle(resp(11.0, code))
+    fx, _ = s.start_transaction(20.0, ONE)
+    assert fx[0].commands[0].verb is Verb.MAIL  # after a delivery: no RSET
+    s.handle(resp(21.0, 451, "later", "4.3.0"))  # MAIL refused (pipelined: RCPT, DATA owed)
+    s.handle(resp(21.0, 503, "need MAIL"))
+    s.handle(resp(21.0, 503, "need MAIL"))
+    assert s.state is State.IDLE
+    fx, _ = s.start_transaction(30.0, ONE)
+    assert fx[0].commands[0].verb is Verb.RSET  # after a failure: RSET all the same
 
 
 def test_503_to_rcpt_is_transient_and_4xx_rcpt_is_transient() -> None:
@@ -258,27 +285,38 @@ def test_503_to_rcpt_is_transient_and_4xx_rcpt_is_transient() -> None:
         TransactionDone("m1"), SessionReady()]
 
 
-def test_no_recipient_accepted_but_data_354_drops_the_connection() -> None:
+def test_no_recipient_accepted_but_data_354_sends_a_lone_dot() -> None:
+    """crates/rfc5321/src/client.rs, ``send_mail_multi_recip`` (RFC 2920 3.1):
+    a pipelined DATA answered 354 although every RCPT was refused gets a lone
+    dot; its reply ends the transaction and the connection carries on, with
+    RSET before the next transaction."""
     s = make()
     greet(s)
     s.start_transaction(10.0, ONE)
     s.handle(resp(11.0, 250))
     s.handle(resp(12.0, 550, "no"))
     fx, out = s.handle(resp(13.0, 354, "go ahead anyway"))
-    assert fx == [cancel(), Close(conn=CONN)]  # no BODY is ever sent
-    assert out == [TransactionDone("m1"),
-                   SessionClosed("DATA accepted with no recipient accepted; connection dropped")]
+    assert fx == [send(cmd(Verb.DOT)), timer(73.0)]  # data_dot_timeout
+    assert out == [] and s.state is State.BODY_SENT
+    fx, out = s.handle(resp(14.0, 554, "no valid recipients"))
+    assert out == [TransactionDone("m1"), SessionReady()] and s.state is State.IDLE
+    fx, _ = s.start_transaction(20.0, ONE)
+    assert fx[0].commands[0].verb is Verb.RSET
 
 
-def test_no_recipient_accepted_one_at_a_time_sends_no_data() -> None:
+def test_no_recipient_accepted_one_at_a_time_still_sends_data() -> None:
+    """The same rule: DATA follows the refused RCPT; its refusal ends the
+    transaction (a 354 would get a lone dot, as pipelined)."""
     s = make()
     greet(s, "mx")
     s.start_transaction(10.0, ONE)
     s.handle(resp(11.0, 250))
     fx, out = s.handle(resp(12.0, 550, "no such user", "5.1.1"))
+    assert fx == [send(cmd(Verb.DATA)), timer(42.0)]
+    assert [type(o).__name__ for o in out] == ["RecipientResult"]
+    fx, out = s.handle(resp(13.0, 554, "no valid recipients", "5.5.1"))
     assert fx == [cancel()]
-    assert [type(o).__name__ for o in out] == ["RecipientResult", "TransactionDone",
-                                                "SessionReady"]
+    assert [type(o).__name__ for o in out] == ["TransactionDone", "SessionReady"]
 
 
 @pytest.mark.parametrize(("code", "status"), [(554, "permanent"), (451, "transient"),

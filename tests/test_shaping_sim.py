@@ -12,7 +12,7 @@ from sim.result import run
 from sim.scenario import Scenario
 from sim.scenario_schema import ScenarioError
 
-PATH = "unspecified->mx.push.test"
+PATH = "unspecified->mx.push.test@smtp_client"
 SCENARIO = '''
 name = "pushback"
 seed = 3

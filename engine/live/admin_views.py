@@ -8,8 +8,8 @@ inspect-ready-q, resolve-egress-path, the suspend and bounce lists); the
 queue summary and qshape are egress's own, what ``kcli queue-summary`` and
 Postfix's ``qshape`` print, as data.
 
-Differences, on purpose: ready queue names have no ``@smtp_client`` suffix
-(``source->site``; the suffix is accepted and ignored on input); a state's
+Ready queue names are KumoMTA's, ``source->site@smtp_client`` (the older
+spelling without the suffix is accepted on input).  Differences, on purpose: a state's
 ``since`` is the time of the query (the engine does not keep when a state
 began); durations are shown as ``"1h 2m 3s"`` strings.
 """
@@ -26,6 +26,7 @@ from engine.admin_rules import BOUNCE, SUSPEND, SUSPEND_READY_Q, Rule
 from engine.engine import Engine
 from engine.live.metrics import parse_counter_key
 from engine.message import HELD, PARKED, READY, Message
+from engine.ready import canonical_path
 
 __all__ = ["AGE_BUCKETS", "bounce_list", "find_message", "human_duration", "inspect_message",
            "inspect_ready_q", "inspect_sched_q", "iso", "metrics_json", "qshape",
@@ -55,8 +56,8 @@ def human_duration(seconds: float) -> str:
 
 
 def ready_q_name(name: str) -> str:
-    """A ready queue name as the engine spells it (KumoMTA's ``@smtp_client`` dropped)."""
-    return name.removesuffix("@smtp_client")
+    """A ready queue name as the engine spells it, KumoMTA's (`engine.ready.canonical_path`)."""
+    return canonical_path(name)
 
 
 # -- metrics ----------------------------------------------------------------------

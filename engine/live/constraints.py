@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.engine import Engine
+from engine.ready import ready_queue_name
 from engine.shaping_rules import in_force
 
 __all__ = ["constraints", "resolve_egress_path"]
@@ -77,7 +78,7 @@ def resolve_egress_path(eng: Engine, domain: str, source: str, *,
     ds = eng.domains.get(domain)
     site = ds.site if ds is not None and ds.site else domain
     cfg = policy.egress_path_config(domain, source, site)
-    name = f"{source}->{site}"
+    name = ready_queue_name(source, site)
     rq = eng.paths.get(name)
     shaping = eng.shaping
     if shaping is not None:  # the config in force: shaping values, automation overrides

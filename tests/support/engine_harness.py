@@ -45,7 +45,8 @@ from engine.policy import Policy
 from engine.queue_config import make_queue_config
 from engine.reply import Reply
 
-PATH = "unspecified->(mx1|mx2).example.com"  # the ready queue of MX's site from the default pool
+# the ready queue of MX's site from the default pool, named as KumoMTA names it
+PATH = "unspecified->(mx1|mx2).example.com@smtp_client"
 
 MX = (MxRecord(preference=10, host="mx1.example.com", addresses=("192.0.2.1",)),
       MxRecord(preference=20, host="mx2.example.com", addresses=("192.0.2.2",)))
