@@ -209,11 +209,27 @@ def bytes_per_message(n: int, prebuilt: bool) -> float:
     return used / n
 
 
+def build() -> str:
+    """Which build of the engine this process runs: the Python sources, or the
+    optional mypyc build (setup.py, ``EGRESS_COMPILE=1``) and how many of the
+    loaded egress modules are compiled.  Benchmarks print it, so a figure
+    names its build."""
+    import sys
+
+    mods = [m for name, m in list(sys.modules.items())
+            if name.split(".")[0] in ("engine", "sim") and getattr(m, "__file__", None)]
+    compiled = sorted(m.__name__ for m in mods if not m.__file__.endswith(".py"))
+    if not compiled:
+        return "pure Python"
+    return f"compiled (mypyc): {len(compiled)} of the {len(mods)} egress modules loaded"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10k and 100k only")
     args = ap.parse_args()
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    print(f"build: {build()}")
     print("Engine.handle on the delivery workload (time inside handle only)")
     print(f"{'queued backlog':>15} {'scheduled':>10} {'us/event':>9} {'events/s':>10}")
     base = None

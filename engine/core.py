@@ -167,7 +167,9 @@ class Core:
         effects, outcomes = step
         self.take_effects(effects)
         if outcomes:
-            self.run_outcomes(ctx, outcomes, now)
+            handlers = self.outcome_handlers
+            for o in outcomes:
+                handlers[type(o)](self, ctx, o, now)
 
     def run_outcomes(self, ctx: ConnCtx, outcomes: list[Any], now: float) -> None:
         """A step's outcomes to their handlers (`run_step` without the effects, for

@@ -78,6 +78,7 @@ from engine.events import (
     TlsEstablished,
     TlsFailed,
 )
+from engine.session import REPLY_ROWS
 
 __all__ = ["Engine"]
 
@@ -118,7 +119,7 @@ class Engine(Core):
                 lookups.undo_refresh(self, undo)
                 self.cancelled.clear()
                 raise
-        if self.reap_at is None and self.reap_after is not None \
+        if self.reap_after is not None and self.reap_at is None \
                 and (self.queues or self.paths or self.domains):
             self.reap_at = event.at + self.reap_after
             self.set_timer(_REAP, self.reap_at)
@@ -216,16 +217,35 @@ class Engine(Core):
 
 
 def _response(eng: Core, ev: Response) -> None:
-    """The most frequent event: one reply on a live session."""
+    """The most frequent event: one reply on a live session.
+
+    `Session.handle` and `Core.run_step` fused for the reply whose row exists
+    (the same lookup, handler call and state commit, without two calls and a
+    tuple per reply); anything else goes the general way, which raises."""
     ctx = eng.conns.get(ev.conn)
-    if ctx is None or ctx.session is None:
+    if ctx is None or (s := ctx.session) is None or ev.conn != s.conn:
         _conn_event(eng, ev)  # raises the protocol error
         return
-    effects, outcomes = ctx.session.handle(ev)
-    ctx.progress = ev.at  # engine.watchdog
-    eng.take_effects(effects)
-    if outcomes:
-        eng.run_outcomes(ctx, outcomes, ev.at)
+    row = REPLY_ROWS[s.state][ev.reply.code]
+    if row is None:
+        s.handle(ev)  # raises the protocol error
+        return
+    handler, targets = row
+    fx: list[Any] = []
+    out: list[Any] = []
+    at = ev.at
+    ctx.progress = at  # engine.watchdog
+    nxt = handler(s, at, ev, fx, out)
+    if nxt is None:
+        nxt = targets[0]
+    elif nxt not in targets:
+        raise AssertionError(f"{handler.__name__} chose {nxt.name}, not in {targets}")
+    s.state = nxt
+    eng.take_effects(fx)
+    if out:
+        handlers = eng.outcome_handlers
+        for o in out:
+            handlers[type(o)](eng, ctx, o, at)
 
 
 def _conn_event(eng: Core, ev: ConnEvent) -> None:

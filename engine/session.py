@@ -128,12 +128,13 @@ def _reply_kind(code: int) -> Input | None:
 # The table with its handlers bound, reshaped for the one lookup made per
 # input (TRANSITIONS stays the one place rows are written): per state, the
 # rows by input kind, and for replies a list indexed by the reply code
-# itself, so a Response costs one list index instead of classifying the code.
+# itself, so a Response costs one list index instead of classifying the code
+# (`engine.engine` reads it too, for the Response it handles without a call here).
 _ROWS: dict[State, dict[Input, _FastRow]] = {
     state: {kind: (HANDLERS[happened], targets) for kind, (happened, targets) in rows.items()}
     for state, rows in TRANSITIONS.items()
 }
-_REPLY_ROWS: dict[State, list[_FastRow | None]] = {
+REPLY_ROWS: dict[State, list[_FastRow | None]] = {
     state: [None if (k := _reply_kind(code)) is None else rows.get(k) for code in range(600)]
     for state, rows in _ROWS.items()
 }
@@ -164,7 +165,7 @@ class Session(SessionData):
         if t is Response:  # most inputs: straight to the row by the reply code
             if ev.conn != self.conn:  # type: ignore[union-attr]
                 self._refuse(f"{_describe(ev)} of conn {ev.conn}")  # type: ignore[union-attr]
-            row = _REPLY_ROWS[self.state][ev.reply.code]  # type: ignore[union-attr]
+            row = REPLY_ROWS[self.state][ev.reply.code]  # type: ignore[union-attr]
         elif t is TimerFired:
             if ev.timer != self.timer:  # type: ignore[union-attr]
                 self._refuse(_describe(ev))

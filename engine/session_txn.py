@@ -80,7 +80,7 @@ NO_SMTPUTF8 = Reply.make(554, "5.6.7", "KumoMTA internal: envelope is 8bit, dest
 def needs_smtputf8(msg: TxnMessage) -> bool:
     """True when the envelope has a non-ASCII (UTF-8) address, as KumoMTA's
     ``envelope_is_8bit``: derived from the addresses, so nothing is journaled."""
-    return not msg.sender.isascii() or not all(r.isascii() for r in msg.recipients)
+    return not (msg.sender.isascii() and all(map(str.isascii, msg.recipients)))
 
 
 def _unresolved(s: SessionData) -> list[str]:

@@ -137,13 +137,14 @@ class SimDriver(ConnectionPhases):
     def _feed(self, event: EngineEvent) -> None:
         """Hand one event to the engine and carry out what it orders."""
         self.events_fed += 1
+        effect: Any
         for effect in self.engine.handle(event):
             kind = type(effect)
             # the three most frequent effects first, without a call to dispatch them
             if kind is SetTimer:
                 self._set_timer(effect.timer, effect.at)
             elif kind is Log:
-                self.observer.log(effect.record, self.env._now)
+                self.observer.log(effect.record, self.env._now)  # type: ignore[attr-defined]
             elif kind is Send:
                 self._send(effect)
             else:
@@ -280,23 +281,24 @@ class SimDriver(ConnectionPhases):
 
     def _carry_out(self, effect: Any) -> None:
         kind = type(effect)
-        if kind is Send:
+        # `_feed` handles SetTimer, Log and Send itself; the next most frequent first
+        if kind is Discard:
+            self._sizes.pop(effect.message_id, None)
+            self.observer.finish(effect.message_id,
+                                 self.engine.silent_redelays.pop(effect.message_id, None))
+            self._check_done()
+        elif kind is CancelTimer:
+            self._armed.pop(effect.timer, None)
+        elif kind is Send:
             self._send(effect)
         elif kind is SetTimer:
             self._set_timer(effect.timer, effect.at)
-        elif kind is CancelTimer:
-            self._armed.pop(effect.timer, None)
         elif kind is Log:
             self.observer.log(effect.record, self.env.now)
         elif kind is Connect:
             self._connect(effect)
         elif kind is Close:
             self._close(effect.conn)
-        elif kind is Discard:
-            self._sizes.pop(effect.message_id, None)
-            self.observer.finish(effect.message_id,
-                                 self.engine.silent_redelays.pop(effect.message_id, None))
-            self._check_done()
         elif kind is Resolve:
             answer = self.world.resolve(effect.domain, self.env.now)
             self._at(self.world.dns_latency, self._deliver_at_now, answer)

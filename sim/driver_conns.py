@@ -9,6 +9,7 @@ engine events.  It uses the driver's `_at`, `_feed`, `_conns`, `connections`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from simpy.events import Event
@@ -51,6 +52,12 @@ class ConnectionPhases:
     world: Any
     observer: Any
     env: Any
+
+    def _at(self, delay: float, fn: Callable[[Event], None], value: Any = None) -> None:
+        raise NotImplementedError  # SimDriver's
+
+    def _feed(self, event: Any) -> None:
+        raise NotImplementedError  # SimDriver's
 
     def _connect(self, eff: Connect) -> None:
         conn = _Conn(eff.host, eff.path, eff.source_address)

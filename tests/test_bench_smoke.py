@@ -135,12 +135,27 @@ def test_sim_bench_quick_blast() -> None:
         [sys.executable, "-m", "bench.sim", "--quick"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
     ).stdout
+    assert re.match(r"build: (pure Python|compiled \(mypyc\): \d+ of)", out), out
     assert re.search(r"^blast 5k\s+5,000 msgs  delivered 5,000  drain [\d,]+ s  delayed [\d,]+$",
                      out, re.M), out
     assert re.search(r"cpu [\d.]+ s  [\d.]+ cpu us/msg  engine events [\d,]+  "
                      r"simpy events [\d,]+$", out, re.M), out
     assert re.search(r"msgs/s : timeouts/s 1/[\d.]+  x bare \(same SimPy events\) [\d.]+$",
                      out, re.M), out
+
+
+def test_sim_split_names_build_and_parts() -> None:
+    """bench.sim_split: a small blast's CPU per message split by part; the build is named
+    and the parts' shares of the whole add up to 100 % (the two 'of which' lines inside)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.sim_split", "--size", "2k"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert re.search(r"^build: (pure Python|compiled \(mypyc\): \d+ of)", out, re.M), out
+    shares = {m[0].strip(): float(m[1]) for m in
+              re.findall(r"^  (\S.*?)\s+([\d.]+) %\s+[\d.]+ us$", out, re.M)}
+    assert len(shares) == 6, out
+    assert abs(sum(shares.values()) - 100.0) < 0.5, out
 
 
 def test_overflow_bench_quick() -> None:
