@@ -107,6 +107,7 @@ class Journal:
         self._closing = False
         self._idle = False  # the writer waits on _cond (guarded by it)
         self._closed = False
+        self._shrink = False  # the writer is asked to hand back its page cache (guarded by _cond)
         self.failures = 0  # failed commits in the current episode (0: writing fine)
         self.commits = 0  # transactions committed (for benchmarks and tests)
         self._synced = True  # the writer connection's synchronous is FULL
@@ -294,13 +295,16 @@ class Journal:
                     self._idle = True
                     self._cond.wait(min(RETRY_PAUSE * self.failures, MAX_RETRY_PAUSE))
                     self._idle = False
-                while not self._pending and not self._closing:
+                while not self._pending and not self._closing and not self._shrink:
                     self._idle = True
                     self._cond.wait()
                     self._idle = False
                 cut = len(self._pending) if self._max_batch is None else self._max_batch
                 batch = self._pending[:cut]
                 del self._pending[:cut]
+                shrink, self._shrink = self._shrink, False
+            if shrink:
+                _shrink_memory(conn)
             if batch:
                 self._commit(conn, batch)
                 if self._closing and self.failures and self.failures >= CLOSE_RETRIES:
@@ -356,6 +360,21 @@ class Journal:
         complete(kept, JournalError(f"journal {str(self.path)!r}: closed while commits "
                                         "were failing"))
 
+    def release_memory(self) -> None:
+        """Hand back the SQLite page caches of both connections (``PRAGMA
+        shrink_memory``), the writer's on its own thread at its next turn.
+        Called when the engine's idle state is reaped (issue 13.6): each cache
+        fills to SQLite's ``cache_size`` while bodies flow and would otherwise
+        stay at that size, unused, until the next burst."""
+        with self._cond:
+            if self._closing:
+                return
+            self._shrink = True
+            if self._idle:
+                self._cond.notify()
+        with self._reader_lock:
+            _shrink_memory(self._reader)
+
     def close(self) -> None:
         """Commit what is pending, checkpoint the WAL into the file and close."""
         with self._cond:
@@ -396,3 +415,9 @@ class Journal:
     ) -> tuple[tuple[int, bytes] | None, Iterator[tuple[int, Event]]]:
         """Like `replay`, with sequence numbers: ``((seq, data) | None, (seq, event)...)``."""
         return read_journal(self.path)
+
+
+def _shrink_memory(conn: sqlite3.Connection) -> None:
+    """Free what `conn`'s page cache holds unused (a failure only keeps it)."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA shrink_memory")

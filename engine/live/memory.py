@@ -1,0 +1,65 @@
+"""Hand memory back to the system once idle state is reaped (issue 13.6).
+
+Reaping drops the engine's per-domain state, but freeing an object only gives
+its memory back to the allocator that holds it:
+
+* glibc keeps freed chunks for reuse and returns the top of its heap only;
+  pages in the middle stay resident until ``malloc_trim`` releases every whole
+  free page (``madvise(MADV_DONTNEED)``), in every malloc arena (the journal
+  writer's thread has its own);
+* SQLite keeps each connection's page cache at ``cache_size`` once filled
+  (`engine.live.journal.Journal.release_memory`);
+* a dict or set keeps its largest table (`engine.lifecycle.compact`).
+
+`hand_back` is what the live driver calls after each reap sweep that dropped
+something.  Python's own small-object arenas (pymalloc) are returned only
+when every object in them is gone: what survives a burst (caches, names kept
+elsewhere) pins the arena it was made in, so long-lived values made per
+domain are kept out of caches that outlive the domain.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+from collections.abc import Callable
+
+__all__ = ["hand_back", "malloc_trim"]
+
+log = logging.getLogger("egress.memory")
+
+
+def _load_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None on another C library (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_TRIM = _load_trim()
+
+
+def malloc_trim() -> bool:
+    """Release the free pages of every glibc malloc arena; False where there is none."""
+    if _TRIM is None:
+        return False
+    return bool(_TRIM(0))
+
+
+def hand_back(release: Callable[[], None] | None = None) -> None:
+    """After a reap: `release` (the journal's page caches), a full garbage
+    collection (the reaped state's reference cycles, and CPython's free lists,
+    which only a full collection empties), then `malloc_trim`."""
+    if release is not None:
+        release()
+    gc.collect()
+    malloc_trim()
