@@ -47,9 +47,9 @@ def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     handed_back: list[bool] = []
 
-    def hand_back(release: Any) -> None:  # the real one, counted
+    def hand_back(release: Any, queued: int) -> None:  # the real one, counted
         handed_back.append(release is not None)
-        memory.hand_back(release)
+        memory.hand_back(release, queued)
 
     monkeypatch.setattr(service, "hand_back", hand_back)
 

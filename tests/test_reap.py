@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from engine.engine import Engine
 from engine.effects import Effect, Resolve
+from engine.engine import Engine
 from engine.events import MxRecord, Resolved, TimerFired
 from engine.lifecycle import compact
 from tests.support.engine_harness import World, policy, submit

@@ -55,11 +55,21 @@ def malloc_trim() -> bool:
     return bool(_TRIM(0))
 
 
-def hand_back(release: Callable[[], None] | None = None) -> None:
-    """After a reap: `release` (the journal's page caches), a full garbage
-    collection (the reaped state's reference cycles, and CPython's free lists,
-    which only a full collection empties), then `malloc_trim`."""
+# A full garbage collection walks every tracked object, so it costs in
+# proportion to what is queued: it is left to Python's own schedule while more
+# than this many messages are.
+COLLECT_BELOW = 10_000
+
+
+def hand_back(release: Callable[[Callable[[], object]], None] | None = None,
+              queued: int = 0) -> None:
+    """After a reap: `release` (the journal's page caches, freed on its writer
+    thread, which trims again after), a full garbage collection when fewer
+    than `COLLECT_BELOW` messages are `queued` (the reaped state's reference
+    cycles, and CPython's free lists, which only a full collection empties),
+    then `malloc_trim`."""
     if release is not None:
-        release()
-    gc.collect()
+        release(malloc_trim)
+    if queued < COLLECT_BELOW:
+        gc.collect()
     malloc_trim()

@@ -467,7 +467,8 @@ class Service:
 
     def _reaped(self) -> None:
         journal = self.journal
-        hand_back(journal.release_memory if journal is not None else None)
+        queued = self.engine.queued_count if self.engine is not None else 0
+        hand_back(journal.release_memory if journal is not None else None, queued)
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.logs is not None:
