@@ -304,18 +304,19 @@ class Journal:
                 batch = self._pending[:cut]
                 del self._pending[:cut]
                 shrink, self._shrink = self._shrink, None
-            if shrink is not None:
+            if batch:
+                self._commit(conn, batch)
+                del batch  # its requests freed before a trim
+                if self._closing and self.failures and self.failures >= CLOSE_RETRIES:
+                    self._give_up()
+            elif self._closing:
+                break
+            if shrink is not None:  # after the batch taken with it: what it held is free
                 _shrink_memory(conn)
                 try:
                     shrink()
                 except Exception:  # the writer must outlive a bad callback
                     log.exception("journal: release_memory's callback failed")
-            if batch:
-                self._commit(conn, batch)
-                if self._closing and self.failures and self.failures >= CLOSE_RETRIES:
-                    self._give_up()
-            elif self._closing:
-                break
         with contextlib.suppress(sqlite3.Error):  # if so, the next open replays the WAL
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
