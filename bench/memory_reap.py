@@ -26,6 +26,7 @@ measured one) answering an MX for each of the N domains.  RSS is read from
 
     python -m bench.memory_reap                  # 10 k domains
     python -m bench.memory_reap --domains 1000   # quicker
+    python -m bench.memory_reap --again          # then 10 k other domains: is it reused?
 """
 
 from __future__ import annotations
@@ -94,13 +95,14 @@ def _wait(cond: object, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def run(n: int, reap_after: float, timeout: float) -> dict[str, float]:
-    """RSS figures (bytes) and timings for `n` domains."""
+def run(n: int, reap_after: float, timeout: float, again: bool = False) -> dict[str, float]:
+    """RSS figures (bytes) and timings for `n` domains (`again`: then `n` others)."""
     domains = [f"d{i}.reap.test" for i in range(n)]
+    others = [f"e{i}.reap.test" for i in range(n)] if again else []
     sink = peers.SmtpSink(host="127.0.0.2").start()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-memory-reap-") as tmp, \
-                peers.DnsServer(dict.fromkeys([WARM, *domains], "127.0.0.2")) as dns:
+                peers.DnsServer(dict.fromkeys([WARM, *domains, *others], "127.0.0.2")) as dns:
             work = Path(tmp)
             (work / "policy.py").write_text(_POLICY.format(port=sink.port))
             svc = Deliver(work, dns.port, traced=_TRACED.format(frames=0, out=tmp),
@@ -128,12 +130,22 @@ def run(n: int, reap_after: float, timeout: float) -> dict[str, float]:
                 reaped = proc_status(proc.pid, "VmRSS")
                 _signal_and_wait(svc, signal.SIGUSR2, work / "trimmed", timeout)
                 trimmed = proc_status(proc.pid, "VmRSS")
+                second = second_peak = 0
+                if others:  # a second burst, to other domains: does it reuse the first's memory?
+                    inject(svc.port, others)
+                    _wait(lambda: _delivered(svc.metrics_port) >= 2 * n + 1, timeout,
+                          f"{n} more deliveries")
+                    _wait(lambda: _paths_listed(svc.metrics_port) == 0, timeout, "reaped again")
+                    time.sleep(1.0)
+                    second = proc_status(proc.pid, "VmRSS")
+                    second_peak = proc_status(proc.pid, "VmHWM")
             finally:
                 svc.stop()
     finally:
         sink.stop()
     return {"start": start, "idle": idle, "full": full, "peak": peak, "reaped": reaped,
-            "trimmed": trimmed, "listed": listed, "delivered_s": delivered_s, "reaped_s": reaped_s}
+            "trimmed": trimmed, "second": second, "second_peak": second_peak, "listed": listed,
+            "delivered_s": delivered_s, "reaped_s": reaped_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domains", type=int, default=10_000, help="domains, one message each")
     p.add_argument("--reap-after", type=float, default=60.0, help="egress deliver --reap-after")
     p.add_argument("--timeout", type=float, default=600.0, help="bound on each wait, seconds")
+    p.add_argument("--again", action="store_true",
+                   help="then one message to each of as many other domains, reaped again")
     args = p.parse_args(argv)
-    r = run(args.domains, args.reap_after, args.timeout)
+    r = run(args.domains, args.reap_after, args.timeout, args.again)
     n = args.domains
     print(f"one message to each of {n:,} domains, --reap-after {args.reap_after:g}")
     print(f"  RSS at start (listening)         {_mb(r['start'])}")
@@ -154,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({(r['reaped'] / r['idle'] - 1) * 100:+.1f} % of idle; {r['reaped_s']:.1f} s after)")
     print(f"  RSS reaped, gc + malloc_trim(0)  {_mb(r['trimmed'])}  "
           f"({(r['trimmed'] / r['idle'] - 1) * 100:+.1f} % of idle)")
+    if args.again:
+        print(f"  RSS after {n:,} other domains, reaped {_mb(r['second'])}  "
+              f"({(r['second'] / r['idle'] - 1) * 100:+.1f} % of idle; "
+              f"peak so far {_mb(r['second_peak'])})")
     return 0
 
 
