@@ -13,9 +13,12 @@ its memory back to the allocator that holds it:
 
 `hand_back` is what the live driver calls after each reap sweep that dropped
 something.  Python's own small-object arenas (pymalloc) are returned only
-when every object in them is gone: what survives a burst (caches, names kept
-elsewhere) pins the arena it was made in, so long-lived values made per
-domain are kept out of caches that outlive the domain.
+when every object in them is gone, and their empty pools stay resident:
+whatever is made during or after a burst and kept (a cache entry, a timer,
+a journal row) pins the arena it landed in, so after 10 k domains about
+28 of 50 MiB arenas stay although the live objects are back to the idle
+ones (BENCHMARKS.md, "Memory after many domains, reaped").  Caches that
+outlive a domain are kept small for that reason.
 """
 
 from __future__ import annotations
@@ -23,12 +26,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import logging
 from collections.abc import Callable
 
-__all__ = ["hand_back", "malloc_trim"]
-
-log = logging.getLogger("egress.memory")
+__all__ = ["COLLECT_BELOW", "hand_back", "malloc_trim"]
 
 
 def _load_trim() -> Callable[[int], int] | None:
