@@ -9,18 +9,24 @@ sweep (`engine.lifecycle.reap_idle`, every ``--reap-after`` seconds).
 What this measures, on loopback: ``egress deliver`` (the `bench.memory`
 launcher, so SIGUSR2 runs ``gc.collect()`` and glibc's ``malloc_trim(0)``)
 with a policy sending every path to a Postfix ``smtp-sink`` with
-``idle_timeout = 1s``, and a dnslib server answering an MX for each of the
-N domains.  RSS is read from /proc:
+``idle_timeout = 1s``, and a dnslib server (in this process, not the
+measured one) answering an MX for each of the N domains.  RSS is read from
+/proc:
 
-1. idle, once listening;
-2. when all N are delivered (the per-domain state at its largest);
-3. once ``/metrics`` lists no path any more (everything reaped);
-4. the same after ``gc.collect()`` + ``malloc_trim(0)``: freed memory that
-   glibc's allocator had kept for reuse is handed back, so this shows what
-   the engine still holds rather than what the allocator keeps.
+1. at start, once listening (nothing sent yet);
+2. idle, as an operator sees the running service: warmed by one message
+   to a first domain, delivered and reaped (the code paths of delivery are
+   loaded, the journal has written), nothing else; the percentages are of
+   this figure;
+3. when all N are delivered (the per-domain state at its largest);
+4. once ``/metrics`` lists no path any more (everything reaped; the sweep
+   that reaps them also hands the memory back: `engine.live.memory`);
+5. the same after an outside ``gc.collect()`` + ``malloc_trim(0)``
+   (SIGUSR2): what the service's own hand-back left for them to find.
 
     python -m bench.memory_reap                  # 10 k domains
     python -m bench.memory_reap --domains 1000   # quicker
+    python -m bench.memory_reap --again          # then 10 k other domains: is it reused?
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pathlib import Path
 from bench import peers
 from bench.memory import _TRACED, Deliver, _mb, _signal_and_wait, proc_status, scrape
 
+WARM = "warm-up.reap.test"  # the first delivery, before the idle figure is read
 _POLICY = """\
 # Written by bench.memory_reap: every path to the local smtp-sink, idle after 1 s.
 from engine import Policy, make_egress_path
@@ -71,6 +78,10 @@ def inject(port: int, domains: list[str], threads: int = 4) -> None:
         w.join()
 
 
+def _delivered(port: int) -> float:
+    return scrape(port).get("total_messages_delivered", 0)
+
+
 def _paths_listed(port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         return r.read().decode().count('service="smtp_client:')  # one per path series
@@ -84,13 +95,14 @@ def _wait(cond: object, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def run(n: int, reap_after: float, timeout: float) -> dict[str, float]:
-    """RSS figures (bytes) and timings for `n` domains."""
+def run(n: int, reap_after: float, timeout: float, again: bool = False) -> dict[str, float]:
+    """RSS figures (bytes) and timings for `n` domains (`again`: then `n` others)."""
     domains = [f"d{i}.reap.test" for i in range(n)]
+    others = [f"e{i}.reap.test" for i in range(n)] if again else []
     sink = peers.SmtpSink(host="127.0.0.2").start()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-memory-reap-") as tmp, \
-                peers.DnsServer(dict.fromkeys(domains, "127.0.0.2")) as dns:
+                peers.DnsServer(dict.fromkeys([WARM, *domains, *others], "127.0.0.2")) as dns:
             work = Path(tmp)
             (work / "policy.py").write_text(_POLICY.format(port=sink.port))
             svc = Deliver(work, dns.port, traced=_TRACED.format(frames=0, out=tmp),
@@ -98,11 +110,15 @@ def run(n: int, reap_after: float, timeout: float) -> dict[str, float]:
             try:
                 proc = svc.start(timeout)
                 time.sleep(1.0)
+                start = proc_status(proc.pid, "VmRSS")
+                inject(svc.port, [WARM], threads=1)
+                _wait(lambda: _delivered(svc.metrics_port) >= 1, timeout, "the warm-up delivery")
+                _wait(lambda: _paths_listed(svc.metrics_port) == 0, timeout, "warm-up reaped")
+                time.sleep(1.0)
                 idle = proc_status(proc.pid, "VmRSS")
                 started = time.monotonic()
                 inject(svc.port, domains)
-                _wait(lambda: scrape(svc.metrics_port).get("total_messages_delivered", 0) >= n,
-                      timeout, f"{n} deliveries")
+                _wait(lambda: _delivered(svc.metrics_port) >= n + 1, timeout, f"{n} deliveries")
                 delivered_s = time.monotonic() - started
                 full = proc_status(proc.pid, "VmRSS")
                 peak = proc_status(proc.pid, "VmHWM")
@@ -110,15 +126,26 @@ def run(n: int, reap_after: float, timeout: float) -> dict[str, float]:
                 started = time.monotonic()
                 _wait(lambda: _paths_listed(svc.metrics_port) == 0, timeout, "every path reaped")
                 reaped_s = time.monotonic() - started
+                time.sleep(1.0)
                 reaped = proc_status(proc.pid, "VmRSS")
                 _signal_and_wait(svc, signal.SIGUSR2, work / "trimmed", timeout)
                 trimmed = proc_status(proc.pid, "VmRSS")
+                second = second_peak = 0
+                if others:  # a second burst, to other domains: does it reuse the first's memory?
+                    inject(svc.port, others)
+                    _wait(lambda: _delivered(svc.metrics_port) >= 2 * n + 1, timeout,
+                          f"{n} more deliveries")
+                    _wait(lambda: _paths_listed(svc.metrics_port) == 0, timeout, "reaped again")
+                    time.sleep(1.0)
+                    second = proc_status(proc.pid, "VmRSS")
+                    second_peak = proc_status(proc.pid, "VmHWM")
             finally:
                 svc.stop()
     finally:
         sink.stop()
-    return {"idle": idle, "full": full, "peak": peak, "reaped": reaped, "trimmed": trimmed,
-            "listed": listed, "delivered_s": delivered_s, "reaped_s": reaped_s}
+    return {"start": start, "idle": idle, "full": full, "peak": peak, "reaped": reaped,
+            "trimmed": trimmed, "second": second, "second_peak": second_peak, "listed": listed,
+            "delivered_s": delivered_s, "reaped_s": reaped_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,17 +154,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domains", type=int, default=10_000, help="domains, one message each")
     p.add_argument("--reap-after", type=float, default=60.0, help="egress deliver --reap-after")
     p.add_argument("--timeout", type=float, default=600.0, help="bound on each wait, seconds")
+    p.add_argument("--again", action="store_true",
+                   help="then one message to each of as many other domains, reaped again")
     args = p.parse_args(argv)
-    r = run(args.domains, args.reap_after, args.timeout)
+    r = run(args.domains, args.reap_after, args.timeout, args.again)
     n = args.domains
     print(f"one message to each of {n:,} domains, --reap-after {args.reap_after:g}")
-    print(f"  RSS idle                         {_mb(r['idle'])}")
+    print(f"  RSS at start (listening)         {_mb(r['start'])}")
+    print(f"  RSS idle (1 delivery, reaped)    {_mb(r['idle'])}")
     print(f"  RSS all delivered                {_mb(r['full'])}  (peak {_mb(r['peak'])}; "
           f"/metrics lists {r['listed']:.0f} path series; {r['delivered_s']:.1f} s)")
     print(f"  RSS reaped (no path in /metrics) {_mb(r['reaped'])}  "
           f"({(r['reaped'] / r['idle'] - 1) * 100:+.1f} % of idle; {r['reaped_s']:.1f} s after)")
     print(f"  RSS reaped, gc + malloc_trim(0)  {_mb(r['trimmed'])}  "
           f"({(r['trimmed'] / r['idle'] - 1) * 100:+.1f} % of idle)")
+    if args.again:
+        print(f"  RSS after {n:,} other domains, reaped {_mb(r['second'])}  "
+              f"({(r['second'] / r['idle'] - 1) * 100:+.1f} % of idle; "
+              f"peak so far {_mb(r['second_peak'])})")
     return 0
 
 

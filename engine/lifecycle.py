@@ -13,6 +13,9 @@ domain ever seen.
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 from engine import curfew_hold, metrics, records, selection
 from engine.core import Core
 from engine.effects import Discard, Log
@@ -22,8 +25,19 @@ from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due
 from engine.reply import Reply
 from engine.retry import expiry_text, retry_delay
 
-__all__ = ["admin_bounce_one", "bounce", "drain_ready", "expire", "finish", "hook_failed",
-           "reap_idle", "retry_later", "return_to_ready", "transient"]
+__all__ = [
+    "admin_bounce_one",
+    "bounce",
+    "compact",
+    "drain_ready",
+    "expire",
+    "finish",
+    "hook_failed",
+    "reap_idle",
+    "retry_later",
+    "return_to_ready",
+    "transient",
+]
 
 _Log = trusted_factory(Log)
 _Discard = trusted_factory(Discard)
@@ -198,3 +212,27 @@ def reap_idle(eng: Core, now: float) -> None:
             del eng.sts[dom]
     selection.reap(eng, now)
     curfew_hold.reap(eng)
+    for table in (paths, eng.path_names, eng.queues, eng.domains, eng.site_names,
+                  eng.path_cfgs, eng.sts, eng.timers, eng.metrics.by_path, eng.ids):
+        compact(table)
+
+
+# A table is rebuilt when it takes more than this many bytes plus this many per
+# entry: about four times what a table built for its entries takes.
+_SLACK_BYTES = 4096
+_SLACK_PER_ENTRY = 256
+
+
+def compact(table: dict[Any, Any] | set[Any]) -> None:
+    """Rebuild `table` in place when it is mostly empty slots.
+
+    CPython never shrinks a dict's or set's table when entries are deleted
+    (only an insertion that finds it full resizes it), so a dict that held
+    10 k paths keeps 300 KB of table after they are reaped, for as long as
+    nothing is added.  Clearing frees the table; adding the survivors back
+    sizes a new one for them, in the same order (so replay is unchanged)."""
+    if sys.getsizeof(table) <= _SLACK_BYTES + _SLACK_PER_ENTRY * len(table):
+        return
+    kept = table.copy()
+    table.clear()
+    table.update(kept)  # type: ignore[arg-type]

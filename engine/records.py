@@ -94,9 +94,11 @@ def _rfc3339(t: float) -> str:
     return f"{text}.{frac:06d}Z"
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=16)
 def _second(secs: int) -> str:
-    # records come in time order, so a few recent seconds cover most calls
+    # records come in time order, so a few recent seconds cover most calls; a
+    # bigger cache would keep a string from every second of a burst, each
+    # pinning the allocator arena it was made in (engine.live.memory)
     return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from engine.config import make_egress_path
+from engine.live import memory, service
 from engine.live.dns import LiveResolver
 from engine.live.service import Service
 from engine.policy import Policy
@@ -42,7 +43,16 @@ async def until(cond: Any, timeout: float = 20.0, what: str = "condition") -> No
         await asyncio.sleep(0.05)
 
 
-def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path) -> None:
+def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    handed_back: list[bool] = []
+
+    def hand_back(release: Any, queued: int) -> None:  # the real one, counted
+        handed_back.append(release is not None)
+        memory.hand_back(release, queued)
+
+    monkeypatch.setattr(service, "hand_back", hand_back)
+
     async def scenario() -> None:
         with DnsServer(ZONE) as dns:
             async with SinkServer() as sink:
@@ -77,6 +87,10 @@ def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path) -> 
                     assert not eng.conns and not eng.site_names
                     assert resolver.prune(0.0, ()) == 0  # the sweep dropped their answers
                     assert all(t[0] == "reap" for t in eng.timers)
+                    # the memory was handed back: journal page caches, gc, malloc_trim
+                    await until(lambda: handed_back == [True] * len(handed_back) != [],
+                                what="memory handed back")
+                    assert svc.driver is not None and len(svc.driver.timers) <= 1
                     text = await asyncio.to_thread(scrape)
                     assert 'service="smtp_client:' not in text
                     total = 'total_messages_delivered{service="smtp_client"}'

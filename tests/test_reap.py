@@ -8,8 +8,12 @@ metric.  A later message to the same domain makes it all again.
 
 from __future__ import annotations
 
+import sys
+
+from engine.effects import Effect, Resolve
 from engine.engine import Engine
-from engine.events import TimerFired
+from engine.events import MxRecord, Resolved, TimerFired
+from engine.lifecycle import compact
 from tests.support.engine_harness import World, policy, submit
 
 DOMAINS = [f"d{i}.test" for i in range(5)]
@@ -106,3 +110,59 @@ def test_nothing_of_a_reaped_domain_is_left_anywhere_in_the_engine() -> None:
     found = []
     _mentions(eng, tuple(DOMAINS), "eng", {id(policy_obj)}, found)
     assert found == []
+
+
+class _OwnMx(World):
+    """Each domain its own MX host, so each has its own site and path."""
+
+    def _answer(self, e: Effect) -> None:
+        if isinstance(e, Resolve):
+            mx = (MxRecord(preference=10, host=f"mx.{e.domain}", addresses=("192.0.2.1",)),)
+            self.queue.append(Resolved(at=self.now, domain=e.domain, mx=mx, ttl=1e9))
+        else:
+            super()._answer(e)
+
+
+def test_the_tables_shrink_back_after_many_domains_are_reaped() -> None:
+    """Issue 13.6, memory: a dict or set keeps its largest table after its
+    entries are deleted (CPython resizes only on insertion), so the engine's
+    per-domain tables are rebuilt by the sweep.  After one message to each of
+    300 domains, delivered and reaped, each table is as small as an empty one
+    (not a 300-entry table of empty slots)."""
+    many = [f"m{i}.test" for i in range(300)]
+    eng = Engine(policy(idle_timeout="5s"), seed=1)
+    eng.reap_after = 60.0
+    w = _OwnMx(eng)
+    for i, dom in enumerate(many):
+        w.feed(submit(i, at=0.0, rcpts=(f"u@{dom}",)))
+    w.run(1.0)
+    tables = {"paths": eng.paths, "path_names": eng.path_names, "queues": eng.queues,
+              "domains": eng.domains, "site_names": eng.site_names, "timers": eng.timers,
+              "by_path": eng.metrics.by_path, "ids": eng.ids}
+    grown = {name: sys.getsizeof(t) for name, t in tables.items()}
+    assert grown["paths"] > 4 * sys.getsizeof({})  # they did grow with the domains
+    w.run(5.0 + 60.0)
+    for name, table in tables.items():
+        assert len(table) == 0, name
+        empty = sys.getsizeof(set() if isinstance(table, set) else {})
+        assert sys.getsizeof(table) == empty, f"eng.{name} keeps {sys.getsizeof(table)} bytes"
+    assert eng.paths is tables["paths"]  # rebuilt in place: whoever holds it sees it
+
+
+def test_compact_keeps_the_entries_and_their_order() -> None:
+    kept = {f"k{i}": i for i in range(1000)}
+    for i in range(1000):
+        if i % 47:
+            del kept[f"k{i}"]
+    before = list(kept.items())
+    big = sys.getsizeof(kept)
+    compact(kept)
+    assert list(kept.items()) == before and sys.getsizeof(kept) < big / 4
+    s = set(range(10_000))
+    for i in range(9990):
+        s.discard(i)
+    compact(s)
+    assert s == set(range(9990, 10_000)) and sys.getsizeof(s) == sys.getsizeof(set(range(10)))
+    small = {"a": 1}
+    compact(small)  # nothing to gain: left alone
+    assert small == {"a": 1}

@@ -245,7 +245,8 @@ class LiveResolver:
         stays while its host is such a domain or an exchange of a kept MX
         answer; any other answer (TXT, TLSA, a smart host's addresses), or
         every answer without `domains`, goes when not asked for in the last
-        `idle` seconds.  A domain seen again is
+        `idle` seconds, except the addresses of an exchange only a dropped MX
+        answer named, which go with it.  A domain seen again is
         asked again, as a lookup past its TTL is.  The dict is rebuilt: CPython
         never shrinks one after deletions."""
         now = self._clock()
@@ -255,12 +256,15 @@ class LiveResolver:
         if domains is not None:
             wanted = {_norm(d) for d in domains}
             hosts = set(wanted)
+            orphans: set[str] = set()  # exchanges of the MX answers that go
             for (name, rtype), e in cache.items():
-                if rtype == "MX" and name in wanted and e.answer is not None:
-                    hosts.update(_norm(r.exchange.to_text()) for r in e.answer.records)
+                if rtype == "MX" and e.answer is not None:
+                    (hosts if name in wanted else orphans).update(
+                        _norm(r.exchange.to_text()) for r in e.answer.records)
+            orphans -= hosts
             kept = {k: e for k, e in cache.items() if e.expires > now and (
-                k[0] in wanted if k[1] == "MX" else e.used > since or (
-                    k[1] in ("A", "AAAA") and k[0] in hosts))}
+                k[0] in wanted if k[1] == "MX" else (k[1] in ("A", "AAAA") and k[0] in hosts) or (
+                    e.used > since and not (k[1] in ("A", "AAAA") and k[0] in orphans)))}
         if len(kept) < len(cache):
             self._cache = kept
         return len(cache) - len(kept)

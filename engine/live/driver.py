@@ -69,6 +69,7 @@ from engine.effects import (
 from engine.errors import EgressError, PolicyError, ProtocolError
 from engine.events import Drain, Event, Malformed, TimerFired
 from engine.events import Timer as TimerName
+from engine.lifecycle import compact
 from engine.live.connection import SmtpClientProtocol
 from engine.live.driver_io import DriverIO
 from engine.live.keysource_resolve import resolve_keysource
@@ -109,6 +110,7 @@ class LiveDriver(DriverIO):
         tls_cafile: str | None = None,
         on_discard: Callable[[str], None] | None = None,
         hostname: str | None = None,
+        on_reap: Callable[[], None] | None = None,
     ) -> None:
         if journal is not None and journal_batch is not None:
             raise ValueError("LiveDriver takes journal= or journal_batch=, not both")
@@ -124,6 +126,7 @@ class LiveDriver(DriverIO):
         self.mta_sts = mta_sts
         self.tls_cafile = tls_cafile
         self.on_discard = on_discard
+        self.on_reap = on_reap  # after a reap sweep dropped something (engine.live.memory)
         self.loop = asyncio.get_running_loop()
         self.timers = LiveTimers(self.loop, self._fire)
         self._conns: dict[int, SmtpClientProtocol] = {}
@@ -275,11 +278,28 @@ class LiveDriver(DriverIO):
     def _fire(self, name: TimerName) -> None:
         if name not in self.engine.timers:
             return  # disarmed inside the engine meanwhile: a stale firing (lazy cancel)
+        if name != ("reap", ""):
+            self.handle_io(TimerFired(at=time.time(), timer=name))
+            return
+        eng = self.engine
+        held = len(eng.paths) + len(eng.queues) + len(eng.domains)
         self.handle_io(TimerFired(at=time.time(), timer=name))
-        if name == ("reap", "") and self.engine.reap_after is not None:
-            prune = getattr(self.resolver, "prune", None)  # a test's resolver may have none
-            if prune is not None:
-                prune(self.engine.reap_after, self.engine.domains)  # answers are idle state too
+        if eng.reap_after is not None:
+            self._reaped(held > len(eng.paths) + len(eng.queues) + len(eng.domains))
+
+    def _reaped(self, dropped: bool) -> None:
+        """After the engine's reap sweep (`dropped`: it dropped a path, queue or
+        domain): the DNS answers of reaped domains go, the driver's own tables
+        are rebuilt if mostly empty, and `on_reap` hands the memory back
+        (`engine.live.memory`)."""
+        prune = getattr(self.resolver, "prune", None)  # a test's resolver may have none
+        if prune is not None and prune(self.engine.reap_after, self.engine.domains):
+            dropped = True
+        for table in (self._conns, self._pending, self._tasks, self._wire_bodies,
+                      self.timers.table()):
+            compact(table)
+        if dropped and self.on_reap is not None:
+            self.on_reap()
 
     def _send(self, eff: Send) -> None:
         proto = self._conns.get(eff.conn)

@@ -41,7 +41,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,8 @@ class Journal:
         self._closing = False
         self._idle = False  # the writer waits on _cond (guarded by it)
         self._closed = False
+        # the writer is asked to hand back its page cache, then to call this (guarded by _cond)
+        self._shrink: Callable[[], object] | None = None
         self.failures = 0  # failed commits in the current episode (0: writing fine)
         self.commits = 0  # transactions committed (for benchmarks and tests)
         self._synced = True  # the writer connection's synchronous is FULL
@@ -294,19 +296,27 @@ class Journal:
                     self._idle = True
                     self._cond.wait(min(RETRY_PAUSE * self.failures, MAX_RETRY_PAUSE))
                     self._idle = False
-                while not self._pending and not self._closing:
+                while not self._pending and not self._closing and self._shrink is None:
                     self._idle = True
                     self._cond.wait()
                     self._idle = False
                 cut = len(self._pending) if self._max_batch is None else self._max_batch
                 batch = self._pending[:cut]
                 del self._pending[:cut]
+                shrink, self._shrink = self._shrink, None
             if batch:
                 self._commit(conn, batch)
+                del batch  # its requests freed before a trim
                 if self._closing and self.failures and self.failures >= CLOSE_RETRIES:
                     self._give_up()
             elif self._closing:
                 break
+            if shrink is not None:  # after the batch taken with it: what it held is free
+                _shrink_memory(conn)
+                try:
+                    shrink()
+                except Exception:  # the writer must outlive a bad callback
+                    log.exception("journal: release_memory's callback failed")
         with contextlib.suppress(sqlite3.Error):  # if so, the next open replays the WAL
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
@@ -356,6 +366,22 @@ class Journal:
         complete(kept, JournalError(f"journal {str(self.path)!r}: closed while commits "
                                         "were failing"))
 
+    def release_memory(self, then: Callable[[], object] = lambda: None) -> None:
+        """Hand back the SQLite page caches of both connections (``PRAGMA
+        shrink_memory``), the writer's on its own thread at its next turn,
+        which then calls `then` (``malloc_trim``: the pages are freed only
+        now).  Called when the engine's idle state is reaped (issue 13.6):
+        each cache fills to SQLite's ``cache_size`` while bodies flow and
+        would otherwise stay at that size, unused, until the next burst."""
+        with self._cond:
+            if self._closing:
+                return
+            self._shrink = then
+            if self._idle:
+                self._cond.notify()
+        with self._reader_lock:
+            _shrink_memory(self._reader)
+
     def close(self) -> None:
         """Commit what is pending, checkpoint the WAL into the file and close."""
         with self._cond:
@@ -396,3 +422,9 @@ class Journal:
     ) -> tuple[tuple[int, bytes] | None, Iterator[tuple[int, Event]]]:
         """Like `replay`, with sequence numbers: ``((seq, data) | None, (seq, event)...)``."""
         return read_journal(self.path)
+
+
+def _shrink_memory(conn: sqlite3.Connection) -> None:
+    """Free what `conn`'s page cache holds unused (a failure only keeps it)."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA shrink_memory")

@@ -65,6 +65,7 @@ from engine.live.driver import LiveDriver, machine_hostname
 from engine.live.journal import Journal
 from engine.live.listener import Listener
 from engine.live.listener_limits import LimitSettings
+from engine.live.memory import hand_back
 from engine.live.nodeid import node_id
 from engine.live.submission import Submission
 from engine.live.submission import submit as api_submit
@@ -253,7 +254,7 @@ class Service:
         self.driver = LiveDriver(
             self.engine, resolver=resolver, bodies=self._body, records=self._record,
             journal_batch=self._journal_events, mta_sts=mta_sts, tls_cafile=self.tls_cafile,
-            on_discard=self._discard,
+            on_discard=self._discard, on_reap=self._reaped,
         )
         if self.redis_url is not None:
             from engine.live.shared_redis import RedisLimits
@@ -473,6 +474,11 @@ class Service:
     def _discard(self, message_id: str) -> None:
         assert self.journal is not None
         self.journal.drop_body(message_id)
+
+    def _reaped(self) -> None:
+        journal = self.journal
+        queued = self.engine.queued_count if self.engine is not None else 0
+        hand_back(journal.release_memory if journal is not None else None, queued)
 
     def _record(self, record: dict[str, Any]) -> None:
         if self.logs is not None:

@@ -88,6 +88,10 @@ class LiveTimers:
     def __len__(self) -> int:
         return len(self._armed)
 
+    def table(self) -> dict[TimerName, _Armed]:
+        """The armed names' dict itself (for `engine.lifecycle.compact` after a reap)."""
+        return self._armed
+
     def __contains__(self, name: object) -> bool:
         return name in self._armed
 
