@@ -78,10 +78,12 @@ def recipient_result(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
 def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     msg = ctx.msg
     assert msg is not None and msg.id == o.message_id, (ctx.conn, o)
+    # logged while the connection still holds it: a shaping rule the records
+    # fire sees it in hand (a Bounce bounces it when it comes back)
+    again = _log_results(eng, ctx, msg, now)
     ctx.msg = None
     ctx.started = False
     ctx.deliveries += 1
-    again = _log_results(eng, ctx, msg, now)
     excess, ctx.excess = ctx.excess, ()
     if not msg.recipients:
         finish(eng, msg)

@@ -74,7 +74,7 @@ def throttle_names(rq: ReadyQueue) -> list[tuple[str, Throttle]]:
     cfg = rq.cfg
     found: list[tuple[str, Throttle]] = []
     if cfg.source_selection_rate is not None:
-        found.append((f"kumomta.source_selection_rate.{rq.path}@smtp_client.{rq.source_name}",
+        found.append((f"kumomta.source_selection_rate.{rq.path}.{rq.source_name}",
                       cfg.source_selection_rate))
     found.extend(cfg.additional_source_selection_rates.items())
     found.sort(key=lambda item: int(item[1].limit / item[1].period * 1_000_000))

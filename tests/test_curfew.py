@@ -181,7 +181,7 @@ def test_when_a_curfew_starts_the_ready_queues_give_its_mail_back() -> None:
     fx += w.feed(submit(3, at=0.0, rcpts=("u@other.org",)))
     assert SetTimer(timer=("curfew", "0"), at=3600.0) in fx
     # other.org shares example.com's MX: one path; m1 is held by the connection
-    rq = eng.paths["unspecified->(mx1|mx2).example.com"]
+    rq = eng.paths["unspecified->(mx1|mx2).example.com@smtp_client"]
     assert [m.id for m in rq.messages] == ["m2", "m3"]
     fx = w.fire(("curfew", "0"))
     [held] = records(fx, "Delayed")

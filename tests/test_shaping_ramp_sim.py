@@ -12,7 +12,7 @@ import numpy as np
 from sim.result import run
 from sim.scenario import Scenario
 
-PATH = "unspecified->mx.push.test"
+PATH = "unspecified->mx.push.test@smtp_client"
 SCENARIO = '''
 name = "ramp"
 seed = 3

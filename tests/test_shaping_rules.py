@@ -203,7 +203,8 @@ def test_describe_says_what_acts_until_when_and_why() -> None:
     eng, w = _engine(SET_CONFIG, connection_limit=5)
     w.rcpt_reply = lambda r: PUSHBACK
     w.feed(submit(1))
-    [entry] = in_force(eng, source="unspecified", site=PATH.split("->")[1])
+    [entry] = in_force(eng, source="unspecified",
+                       site=PATH.split("->")[1].removesuffix("@smtp_client"))
     assert describe(entry) == (
         f"default#0 on {PATH}: SetConfig max_message_rate=1/m; SetConfig connection_limit=1 "
         "until 1970-01-01 01:30:00Z (matched: 451 4.7.0 [TS01] Messages from 192.0.2.7 "
