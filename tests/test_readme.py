@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,16 +218,23 @@ def _stop_groups(pgids: list[int]) -> list[int]:
     group's id is not reused while any process of it lives, so this reaches only
     the blocks' own processes."""
     live = [g for g in pgids if _group_members(g)]
-    for pgid in live:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE
-    while time.monotonic() < deadline and any(_group_members(g) for g in live):
-        time.sleep(0.1)
-    for pgid in live:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+    _terminate(live, os.killpg, lambda g: bool(_group_members(g)))
     return live
+
+
+def _terminate(ids: list[int], send: Callable[[int, int], None],
+               running: Callable[[int], bool]) -> None:
+    """SIGTERM each of `ids` through `send` (os.kill or os.killpg), wait up to
+    STOP_GRACE s until none is `running`, then SIGKILL."""
+    for one in ids:
+        with contextlib.suppress(ProcessLookupError):
+            send(one, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    while time.monotonic() < deadline and any(running(one) for one in ids):
+        time.sleep(0.1)
+    for one in ids:
+        with contextlib.suppress(ProcessLookupError):
+            send(one, signal.SIGKILL)
 
 
 def test_stopping_a_blocks_group_stops_what_it_left_in_the_background(tmp_path: Path) -> None:
@@ -265,15 +273,7 @@ def _stop_processes_of(clone: Path) -> list[int]:
             continue
         if mine in cmdline:
             found.append(int(entry.name))
-    for pid in found:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE
-    while time.monotonic() < deadline and any(_alive(p) for p in found):
-        time.sleep(0.1)
-    for pid in found:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    _terminate(found, os.kill, _alive)
     return found
 
 
