@@ -238,11 +238,12 @@ def _terminate(ids: list[int], send: Callable[[int, int], None],
 
 
 def test_stopping_a_blocks_group_stops_what_it_left_in_the_background(tmp_path: Path) -> None:
+    # a block that fails with its server still running (and holding its output open)
     groups: list[int] = []
     pidfile = tmp_path / "server.pid"
-    block = Block("sh", f"sleep 600 & echo $! > {pidfile}", False)
+    block = Block("sh", f"sleep 600 & echo $! > {pidfile}; echo started; false", False)
     done = _run(block, tmp_path, dict(os.environ), groups)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1 and done.stdout == "started\n"
     server = int(pidfile.read_text())
     assert _alive(server) and _group_members(groups[0]) == [server]
     assert _stop_groups(groups) == groups
