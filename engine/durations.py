@@ -19,7 +19,8 @@ from fractions import Fraction
 
 from engine.errors import ConfigError
 
-__all__ = ["DURATION_UNITS", "format_duration", "parse_duration", "show_duration"]
+__all__ = ["DURATION_UNITS", "format_duration", "parse_duration", "positive_duration",
+           "show_duration"]
 
 # Unit spelling -> seconds.  humantime's spellings, minus months/years (whose
 # length humantime fixes arbitrarily; nobody should configure a timeout in them).
@@ -145,3 +146,15 @@ def show_duration(seconds: float | None) -> str:
     if d:
         return f"{d}d{h:02d}h{m:02d}m{s:02d}s"
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def positive_duration(value: str | None, flag: str) -> float | None:
+    """A command-line flag's duration, which must be above zero (a span of 0 s
+    would make the flag mean "never" or "at once"); None when the flag was not
+    given.  A `ConfigError` names the flag and the value otherwise."""
+    if value is None:
+        return None
+    seconds = parse_duration(value, key=flag)
+    if seconds <= 0:
+        raise ConfigError(f"{flag}: expected a duration above 0, got {value!r}")
+    return seconds

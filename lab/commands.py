@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from engine.durations import positive_duration
 from engine.errors import EgressError
 
 
@@ -33,24 +34,10 @@ def _scenario(args: argparse.Namespace) -> Any:
     return Scenario.from_toml(args.scenario, sets)
 
 
-def _duration(text: str | None) -> float | None:
-    if text is None:
-        return None
-    from engine.durations import parse_duration
-
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        raise EgressError(f"--duration: {exc}") from None
-    if value <= 0:
-        raise EgressError(f"--duration: expected a duration above 0, got {text!r}")
-    return value
-
-
 def lab(args: argparse.Namespace) -> int:
     """``egress lab SCENARIO [--run] [--duration D] [--out DIR] ...``."""
     scenario = _scenario(args)
-    duration = _duration(args.duration)
+    duration = positive_duration(args.duration, "--duration")
     # A pipe or a log gets 120 columns, not 80: the tables are wide.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     if args.run:

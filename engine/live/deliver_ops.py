@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.durations import parse_duration
+from engine.durations import positive_duration
 from engine.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -63,18 +63,6 @@ def _size(value: str, flag: str) -> int:
     return int(digits) * _UNITS[unit]
 
 
-def _duration(value: str | None, flag: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(f"{flag}: {exc}") from None
-    if seconds <= 0:
-        raise ConfigError(f"{flag}: {value!r} must be above zero")
-    return seconds
-
-
 def _token(value: str | None) -> Any:
     if value is None:
         return None
@@ -116,9 +104,9 @@ def service_options(args: argparse.Namespace) -> dict[str, Any]:
         "tls_context": _tls(args.tls_cert, args.tls_key),
         "ingest_auth": auth,
         "log_max_bytes": _size(args.log_max_size, "--log-max-size"),
-        "log_max_age": _duration(args.log_max_age, "--log-max-age"),
+        "log_max_age": positive_duration(args.log_max_age, "--log-max-age"),
         "log_options": {"compress": args.log_compress,
-                        "retention": _duration(args.log_retention, "--log-retention")},
+                        "retention": positive_duration(args.log_retention, "--log-retention")},
     }
 
 
