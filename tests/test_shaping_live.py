@@ -157,7 +157,8 @@ def test_a_rule_fires_live_shows_everywhere_and_survives_a_reload(
                 assert [e["rule"] for e in p["in_force"]] == ["default#0"]
                 text = await asyncio.to_thread(_check, *args)
                 assert "shaping in force (--spool):" in text
-                assert "default#0 on unspecified->mx1.example.com@smtp_client: SetConfig connection_limit=1" \
+                assert ("default#0 on unspecified->mx1.example.com@smtp_client: "
+                        "SetConfig connection_limit=1") \
                     in " ".join(text.split())  # rich wraps long lines at spaces
                 # a reload keeps the override and re-reads the shaping file
                 shaping_file.write_text(RULE + '\n["default"]\nmax_deliveries_per_connection = 7\n')
