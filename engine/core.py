@@ -56,9 +56,10 @@ class Core:
     # engine.tls_policy's state: path -> until when its TLS is remembered broken;
     # (host, port) -> (why, when) of a TLSA lookup that failed.  Read-only empty
     # defaults here for a snapshot older than them; writers make dicts first.
-    broken_tls: dict[str, float] = MappingProxyType({})  # type: ignore[assignment]
-    tlsa_failed: dict[tuple[str, int], tuple[str, float]] = MappingProxyType(
-        {})  # type: ignore[assignment]
+    # (typed Any: the compiled build checks a class attribute's value against
+    # its annotation, and a read-only mapping is not a dict)
+    broken_tls: Any = MappingProxyType({})  # dict[str, float] once written
+    tlsa_failed: Any = MappingProxyType({})  # dict[tuple[str, int], tuple[str, float]]
     gates: Any = None  # engine.selection.Gates, made at the first gated pick
     curfew_state: Any = None  # engine.curfew_hold.CurfewState, made at first use
     #: The node's UUID text every record carries (`engine.records.fill_records`):
