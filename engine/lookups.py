@@ -94,7 +94,8 @@ class Staged:
             rr = self.pools[name] = WeightedRoundRobin(self.eng.policy.egress_pool(name).entries)
         return rr
 
-    def need_path(self, q: QueueInfo, site: str, now: float) -> None:
+    def need_path(self, q: QueueInfo, site: str, now: float,
+                  hosts: list[str] | None = None) -> None:
         """Everything promoting a message of `q` to `site` may ask of the policy.
 
         A hook raising here marks (pool, site) failed for this event instead of
@@ -111,7 +112,7 @@ class Staged:
                 path = eng.path_names.get(key)
                 if (path is None or path not in eng.paths) and key not in eng.path_cfgs \
                         and key not in self.cfgs:
-                    cfg = ask_path_config(eng, q.domain, source, site)
+                    cfg = ask_path_config(eng, q.domain, source, site, hosts)
                     self.cfgs[key] = (q.domain, cfg, now)
         except PolicyError as exc:
             self.failed[(q.pool, site)] = str(exc)
@@ -138,10 +139,12 @@ def hook_error(eng: Core, pool: str, site: str) -> str | None:
     return failed.get((pool, site)) if failed else None
 
 
-def ask_path_config(eng: Core, domain: str, source: str, site: str) -> EgressPathConfig:
-    """The policy's path config, with the shaping files' values and overrides on top."""
+def ask_path_config(eng: Core, domain: str, source: str, site: str,
+                    hosts: list[str] | None = None) -> EgressPathConfig:
+    """The policy's path config, with the shaping files' values and overrides on top;
+    `hosts` as for `shaped` (the MX hosts of an answer not yet installed)."""
     cfg = eng.policy.egress_path_config(domain, source, site)
-    return cfg if eng.shaping is None else shaped(eng, cfg, domain, source, site)
+    return cfg if eng.shaping is None else shaped(eng, cfg, domain, source, site, hosts)
 
 
 def paths_known(eng: Core, pool: str, site: str) -> bool:

@@ -60,14 +60,17 @@ def resolved(eng: Core, ev: Resolved) -> None:
             site = eng.intern(dom)  # the list's site name, whatever the addresses
         else:
             site = eng.site_names.get(key) or eng.intern(site_name(mx))
-        # ask the policy for the paths the parked messages go to, before any change
+        # ask the policy for the paths the parked messages go to, before any change;
+        # the answer's hosts go with them, so shaping providers matched by MX
+        # (MXSuffix) apply to a path's first config, not only after its refresh
         staged = Staged(eng)
         seen: set[str] = set()
+        hosts = [r.host for r in mx]
         for msg in ds.parked:
             q = msg.queue
             if q.name not in seen:
                 seen.add(q.name)
-                staged.need_path(q, site, ev.at)
+                staged.need_path(q, site, ev.at, hosts)
         staged.commit()
         if ds.smart is None:
             eng.site_names[key] = site

@@ -50,10 +50,13 @@ def site_of(eng: Core, domain: str) -> str | None:
 
 
 def shaped(eng: Core, cfg: EgressPathConfig, domain: str, source: str,
-           site: str) -> EgressPathConfig:
-    """`cfg` with the shaping values of ``source->site`` and the overrides in force."""
-    ds = eng.domains.get(domain)
-    hosts = [r.host for r in ds.mx] if ds is not None else None
+           site: str, hosts: list[str] | None = None) -> EgressPathConfig:
+    """`cfg` with the shaping values of ``source->site`` and the overrides in force.
+    `hosts`: the domain's MX hosts when the engine has not installed them yet
+    (an MX answer being handled), else those it holds."""
+    if hosts is None:
+        ds = eng.domains.get(domain)
+        hosts = [r.host for r in ds.mx] if ds is not None else None
     cfg = eng.shaping.overlay(cfg, domain, source, site, hosts, lambda d: site_of(eng, d))
     auto = eng.automation
     if auto is None:

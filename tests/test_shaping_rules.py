@@ -210,3 +210,26 @@ def test_describe_says_what_acts_until_when_and_why() -> None:
         "until 1970-01-01 01:30:00Z (matched: 451 4.7.0 [TS01] Messages from 192.0.2.7 "
         "temporarily deferred)")
     assert in_force(eng, site="elsewhere") == [] and in_force(eng, source="other") == []
+
+
+PROVIDER = '''
+[provider."ex"]
+match = [{MXSuffix = ".example.com"}]
+connection_limit = 3
+'''
+
+
+def test_a_provider_matched_by_mx_shapes_the_first_config_of_a_path() -> None:
+    """The first messages of a domain wait for its MX; the path they then create
+    is asked with the answer's hosts, so a provider matched by MXSuffix applies
+    at once (before, only from the config's first refresh, 60 s later)."""
+    from engine.events import Resolved
+    from tests.support.engine_harness import MX
+
+    eng = Engine(policy(connection_limit=10), seed=1,
+                 shaping=load_shaping([("s.toml", PROVIDER)]))
+    eng.handle(submit(1))  # parked: example.com's MX is being asked
+    assert PATH not in eng.paths
+    eng.handle(Resolved(at=0.5, domain="example.com", mx=MX, ttl=300.0))
+    cfg = eng.paths[PATH].cfg
+    assert (cfg.connection_limit, cfg.provider_name) == (3, "ex")
