@@ -82,17 +82,12 @@ def throttle_names(rq: ReadyQueue) -> list[tuple[str, Throttle]]:
 
 
 def provider_of(eng: Core, rq: ReadyQueue) -> str:
-    """The provider a warm-up cap counts `rq` under: its config's provider_name,
-    else the first shaping ``[provider]`` block matching its domain and MX (a
-    config asked before the MX answer was installed has none yet), else its site."""
+    """The provider a warm-up cap counts `rq` under: its config's provider_name
+    (the policy's, or the matching shaping ``[provider]`` block's, which a path's
+    config carries from its first ask: `engine.resolve` passes the MX hosts),
+    else its site."""
     name: str | None = rq.cfg.provider_name
-    if name:
-        return name
-    hosts = [r.host for r in rq.mx] if rq.mx else None
-    for prov in eng.shaping.providers.values():
-        if prov.domain_matches(rq.domain, hosts):
-            return prov.name  # type: ignore[no-any-return]
-    return rq.site
+    return name or rq.site
 
 
 def _gates(eng: Core) -> Gates:

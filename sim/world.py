@@ -40,7 +40,9 @@ from engine.events import (
     ResolveFailed,
 )
 from engine.reply import Reply
-from sim.host_behaviour import (
+from sim.host_behaviour import HostBehaviour, ehlo_reply
+from sim.host_pushback import UNBOUND_SOURCE
+from sim.host_replies import (
     AUTH_OK,
     BLACKHOLE,
     BODY_OK,
@@ -60,12 +62,9 @@ from sim.host_behaviour import (
     RCPT_TEMPFAIL,
     RSET_OK,
     STARTTLS_OK,
-    UNBOUND_SOURCE,
     UNKNOWN,
     ConnectResult,
-    HostBehaviour,
     HostCounters,
-    ehlo_reply,
 )
 
 if TYPE_CHECKING:
@@ -73,7 +72,7 @@ if TYPE_CHECKING:
     from sim.scenario import Scenario
     from sim.scenario_world import DomainSpec
 
-# The replies are `sim.host_behaviour`'s; named here too for existing callers.
+# The replies are `sim.host_replies`'s; named here too for existing callers.
 __all__ = [
     "AUTH_OK", "BLACKHOLE", "BODY_OK", "BODY_PERMFAIL", "BODY_TEMPFAIL", "BUSY", "DATA_OK",
     "DNS_LATENCY", "MAIL_OK", "MAIL_OUTAGE", "MAIL_TEMPFAIL", "NEED_MAIL", "NOT_OFFERED",
