@@ -165,9 +165,15 @@ class CancelTimer(Effect):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Log(Effect):
-    """A log record in KumoMTA's JSON log shape (see engine.records)."""
+    """A log record in KumoMTA's JSON log shape (see engine.records).
+
+    `where`, for a `Delayed` record of a full ready queue, is that ready queue's
+    name: KumoMTA's text for it (``Context: ..., ReadyQueueWasFull. Next due
+    in ...``) names none, and a driver's accounting (the simulator's re-delays
+    per path) needs it.  It is not part of the record."""
 
     record: dict[str, Any]
+    where: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

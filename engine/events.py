@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, TypeVar
 
 from engine.reply import Reply
@@ -36,18 +36,31 @@ def trusted_factory(cls: type[_T]) -> Callable[..., _T]:
     simulator's own events (about 1 us of validation each, several per
     simulated message), the engine's own effects on its hot path.  External
     input (the live driver's parsed replies, the journal, tests) keeps the
-    checked constructor.  Arguments are every field in declaration order;
-    what it makes is equal to, and indistinguishable from, what ``cls(...)``
-    makes with the same values.
+    checked constructor.  Arguments are every field in declaration order
+    (the trailing ones with a default may be left out); what it makes is
+    equal to, and indistinguishable from, what ``cls(...)`` makes with the
+    same values.
     """
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
     body = []
-    for name in names:
+    params = []
+    every = fields(cls)  # type: ignore[arg-type]
+    # the trailing fields with a plain default may be left out, as with cls(...)
+    optional = len(every)
+    while optional and every[optional - 1].default is not MISSING:
+        optional -= 1
+    for i, f in enumerate(every):
+        name = f.name
         slot = next(k.__dict__[name] for k in cls.__mro__ if name in k.__dict__)
         namespace[f"_set_{name}"] = slot.__set__
         body.append(f"    _set_{name}(o, {name})\n")
-    source = f"def make({', '.join(names)}):\n    o = _new(_cls)\n{''.join(body)}    return o\n"
+        if i < optional:
+            params.append(name)
+        else:
+            namespace[f"_default_{name}"] = f.default
+            params.append(f"{name}=_default_{name}")
+    source = f"def make({', '.join(params)}):\n    o = _new(_cls)\n{''.join(body)}    return o\n"
     exec(source, namespace)  # as dataclasses builds __init__: one plain function per class
     make: Callable[..., _T] = namespace["make"]
     make.__qualname__ = make.__name__ = f"trusted_{cls.__name__}"

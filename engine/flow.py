@@ -43,9 +43,9 @@ def _iso_second(second: float) -> str:
 
 
 def _iso(epoch: float, at: float) -> str:
-    """`engine.retry.iso`, memoised by whole second: a full ready queue re-delays
-    every message it turns away with a ``next due at`` text, and formatting a
-    datetime costs more than the rest of that record.  Exactly `iso`: the
+    """`engine.retry.iso`, memoised by whole second: a scheduled queue's message
+    rate re-delays every message it holds back with a ``next due at`` text, and
+    formatting a datetime costs more than the rest of that record.  Exactly `iso`: the
     text shows whole seconds, and a time within a microsecond of the next
     second (which `datetime` would round up) is formatted directly."""
     t = epoch + at
@@ -283,15 +283,26 @@ def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
             backlog_redelay(eng, rq, msg, now)
             return
         due = now + eng.rng.uniform(0.0, 60.0)
-        reply = _Reply(400, f"Delayed due to ReadyQueueWasFull on {rq.path}; "
-                            f"next due at {_iso(eng.epoch, due)}", None)
         eng.out.append(_Log(records.make_record(
-            records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
+            records.DELAYED, msg, now, eng.epoch, _full_reply(eng, msg, now, due)), rq.path))
         eng.metrics.delayed(metrics.READY_FULL, msg.queue.name, rq.path)
         eng.sched.add(msg, due)
         return
     admit(eng, rq, msg)
     pump(eng, rq, now)
+
+
+def _full_reply(eng: Core, msg: Message, now: float, due: float) -> Reply:
+    """KumoMTA's text for a message a full ready queue turned away
+    (crates/kumod/src/queue/queue.rs, ``did_insert_delayed``): ``Context:``
+    the reasons it was inserted for (``Received`` when it came in at this
+    instant, else ``DueTimeWasReached``: its scheduled time came), then
+    ``ReadyQueueWasFull``; ``Next due in <humantime> at <time>``.  Code 400,
+    no enhanced code; the record names no site, source or pool, as KumoMTA's."""
+    came = "Received" if now == msg.created and not msg.attempts else "DueTimeWasReached"
+    return _Reply(400, f"Context: {came}, ReadyQueueWasFull. Next due in "
+                       f"{records.humantime(due - now)} at {records.rfc3339(eng.epoch + due)}",
+                  None)
 
 
 def admit(eng: Core, rq: ReadyQueue, msg: Message) -> None:

@@ -102,6 +102,26 @@ def _second(secs: int) -> str:
     return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def humantime(seconds: float) -> str:
+    """`seconds` as KumoMTA writes a duration in its texts: the humantime
+    crate's ``format_duration`` (``2h 37m``, ``41s 250ms 7us``; years and
+    months of 365.25 and 30.44 days, plural with an ``s``; ``0s`` for none),
+    from microseconds, which is what egress keeps."""
+    micros = max(0, round(seconds * 1_000_000))
+    if micros == 0:
+        return "0s"
+    secs, sub = divmod(micros, 1_000_000)
+    years, rest = divmod(secs, 31_557_600)
+    months, rest = divmod(rest, 2_630_016)
+    days, rest = divmod(rest, 86_400)
+    parts = [f"{n}{name}{'s' if n > 1 else ''}"
+             for n, name in ((years, "year"), (months, "month"), (days, "day")) if n]
+    parts += [f"{n}{unit}" for n, unit in ((rest // 3600, "h"), (rest % 3600 // 60, "m"),
+                                          (rest % 60, "s"), (sub // 1000, "ms"),
+                                          (sub % 1000, "us")) if n]
+    return " ".join(parts)
+
+
 def subject_names(subject: str) -> list[str]:
     """An RFC 4514 subject string as KumoMTA's list of ``attr=value`` entries,
     in the certificate's order (RFC 4514 writes the last RDN first)."""

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.cidr import CidrSet
-from engine.effects import Close, Connect
+from engine.effects import Close, Connect, Log
 from engine.events import Closed, Connected, ConnectFailed, MtaStsResolved
 from engine.policy import Policy
 from lab.timing import ConnectTimes
@@ -199,11 +199,18 @@ async def _run(
             observer.drain_time = now()
             finished.set()
 
-    driver = LiveDriver(
+    class _LabDriver(LiveDriver):
+        """Records go to the observer with `Log.where` beside them (the ready
+        queue a full-queue Delayed record's message was turned away from), as
+        the simulator's driver hands them."""
+
+        def _log(self, eff: Log) -> None:
+            observer.log(eff.record, now(), eff.where)
+
+    driver = _LabDriver(
         counting,
         resolver=LiveResolver(nameservers=[lab.dns.host], port=lab.dns.port, timeout=2.0),
         bodies=lambda mid: make_body(mid, *messages[mid]),
-        records=lambda record: observer.log(record, now()),
         mta_sts=_ScenarioMtaSts(scenario),
         tls_cafile=str(lab.cafile),
         on_discard=on_discard,

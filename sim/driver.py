@@ -144,7 +144,8 @@ class SimDriver(ConnectionPhases):
             if kind is SetTimer:
                 self._set_timer(effect.timer, effect.at)
             elif kind is Log:
-                self.observer.log(effect.record, self.env._now)  # type: ignore[attr-defined]
+                self.observer.log(effect.record, self.env._now,  # type: ignore[attr-defined]
+                                  effect.where)
             elif kind is Send:
                 self._send(effect)
             else:
@@ -294,7 +295,7 @@ class SimDriver(ConnectionPhases):
         elif kind is SetTimer:
             self._set_timer(effect.timer, effect.at)
         elif kind is Log:
-            self.observer.log(effect.record, self.env.now)
+            self.observer.log(effect.record, self.env.now, effect.where)
         elif kind is Connect:
             self._connect(effect)
         elif kind is Close:

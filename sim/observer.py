@@ -69,8 +69,9 @@ class Observer:
 
     # -- records -------------------------------------------------------------
 
-    def log(self, record: dict[str, Any], now: float) -> None:
-        """Take one record."""
+    def log(self, record: dict[str, Any], now: float, where: str | None = None) -> None:
+        """Take one record; `where` is `engine.effects.Log.where` (the ready queue
+        a full-queue Delayed record's message was turned away from)."""
         kind = record["type"]
         recipient = record.get("recipient")
         n = len(recipient) if isinstance(recipient, list) else 1
@@ -84,7 +85,7 @@ class Observer:
                 self.sink(record)
         if kind == "Delayed":
             # the commonest by far in a blast: one prefix test instead of two parses
-            if self.redelays.delayed(record):
+            if self.redelays.delayed(record, where):
                 self.reasons["Delayed ReadyQueueWasFull"] += n
             else:
                 self.reasons[_reason(record)] += n
@@ -184,10 +185,11 @@ class Redelays:
 
     Fed every record (and every finished message) by the `Observer`; holds one
     small entry per message that was re-delayed and is not finished yet.  A
-    `Delayed` record is attributed to the path its text names (KumoMTA's
-    ``... ReadyQueueWasFull on SOURCE->SITE; ...``, ``451 4.4.1 SOURCE->SITE
-    ready queue throttled ...``), else to its scheduled queue
-    (``MessageRateThrottle on QUEUE``): the place the message waited.
+    `Delayed` record is attributed to the place the message waited: the ready
+    queue that was full (`Log.where`, beside KumoMTA's ``Context: ...,
+    ReadyQueueWasFull`` text), the path a text names (``451 4.4.1
+    SOURCE->SITE ready queue throttled ...``), else its scheduled queue
+    (``MessageRateThrottle on QUEUE``).
     """
 
     __slots__ = ("_live", "_site", "counts", "messages", "outcomes", "peak_waiting", "waiting")
@@ -202,9 +204,9 @@ class Redelays:
         self.peak_waiting: Counter[str] = Counter()
         self._site: dict[str, str] = {}  # id -> path of its outcome record, until finished
 
-    def delayed(self, record: dict[str, Any]) -> bool:
+    def delayed(self, record: dict[str, Any], where: str | None = None) -> bool:
         """Take a `Delayed` record; True when a full ready queue made it."""
-        path, full = _delay_path(record)
+        path, full = _delay_path(record, where)
         entry = self._live.get(record["id"])
         if entry is None:
             entry = self._live[record["id"]] = [path, 0, False, False]
@@ -284,14 +286,17 @@ class Redelays:
         return out
 
 
-_FULL = "Delayed due to ReadyQueueWasFull on "  # KumoMTA's text, then "PATH; next due at ..."
+def _delay_path(record: dict[str, Any], where: str | None = None) -> tuple[str, bool]:
+    """(where the message waited, whether a full ready queue turned it away).
 
-
-def _delay_path(record: dict[str, Any]) -> tuple[str, bool]:
-    """(where the message waited, whether a full ready queue turned it away)."""
+    A full ready queue's record has KumoMTA's text (``Context: ...,
+    ReadyQueueWasFull. Next due in ...``), which names no queue: the engine
+    says which one beside it (`where`); without that (records read back from
+    a file) the message's scheduled queue stands for it."""
     content = (record.get("response") or {}).get("content") or ""
-    if content.startswith(_FULL):
-        return content[len(_FULL):content.find(";")], True
+    if content.startswith("Context: "):
+        full = "ReadyQueueWasFull" in content.partition(". Next due in ")[0]
+        return where or record.get("queue") or "", full
     if content.startswith("Delayed due to "):
         head, _, rest = content[len("Delayed due to "):].partition(" on ")
         name = rest.partition(";")[0]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.effects import Connect, Resolve, SetTimer
+from engine.effects import Connect, Log, Resolve, SetTimer
 from engine.engine import Engine
 from engine.errors import ProtocolError
 from engine.events import DnsFailure, Resolved, ResolveFailed, TimerFired
+from engine.records import humantime, rfc3339
 from tests.support.engine_harness import MX, PATH, World, of, policy, prime, records, submit
 
 
@@ -45,6 +46,17 @@ def test_retry_promotes_again_when_due_and_resolves_once_more_after_ttl() -> Non
     assert eng.ready_depths() == {PATH: 1} and eng.scheduled_count == 0
 
 
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0.0, "0s"), (9420.0, "2h 37m"), (0.032, "32ms"), (41.250007, "41s 250ms 7us"),
+    (86_400.0 + 61.0, "1day 1m 1s"), (2 * 86_400.0, "2days"),
+    (31_557_600.0 + 2 * 2_630_016.0, "1year 2months"),
+])
+def test_durations_in_kumomta_texts_are_written_as_humantime_writes_them(
+        seconds: float, text: str) -> None:
+    # the humantime crate's format_duration (its own doc examples: "2h 37m", "32ms")
+    assert humantime(seconds) == text
+
+
 def test_ready_queue_full_delays_0_to_60s_without_counting_an_attempt() -> None:
     eng = Engine(policy(suspended=True, max_ready=2), seed=9, epoch=0.0)
     prime(eng, ttl=300.0)
@@ -56,8 +68,14 @@ def test_ready_queue_full_delays_0_to_60s_without_counting_an_attempt() -> None:
     assert 10.0 <= timer.at <= 70.0
     assert rec["num_attempts"] == 0 and rec["site"] == ""
     assert rec["response"]["code"] == 400 and rec["response"]["enhanced_code"] is None
-    assert "ReadyQueueWasFull" in rec["response"]["content"]
-    assert "next due at 1970-01-01T00:00:" in rec["response"]["content"]
+    # KumoMTA's text (crates/kumod/src/queue/queue.rs, did_insert_delayed) and
+    # fields: no source or pool; the ready queue is named beside the record
+    assert rec["response"]["content"] == (
+        f"Context: Received, ReadyQueueWasFull. Next due in {humantime(timer.at - 10.0)} "
+        f"at {rfc3339(timer.at)}")
+    assert rec["egress_source"] is None and rec["egress_pool"] is None
+    [log] = [e for e in fx if isinstance(e, Log) and e.record is rec]
+    assert log.where == PATH
     assert eng.counters["delayed_due_to_ready_queue_full"] == 1
     assert eng.ready_depths() == {PATH: 2} and eng.scheduled_count == 1
 
@@ -211,3 +229,19 @@ def test_lazy_redelays_are_counted_and_come_back_on_the_backlog_timer() -> None:
         t = eng.armed_timers().get(timer, 1e9)
     assert eng.overflow_depths() == {PATH: 0}
     assert sum(eng.silent_redelays.values()) == eng.counters["delayed_due_to_ready_queue_full"]
+
+
+def test_a_message_turned_away_again_when_due_says_its_due_time_was_reached() -> None:
+    # KumoMTA's maintainer inserts a due message with DueTimeWasReached: the
+    # context of its next full-queue record starts there, not at Received
+    eng = Engine(policy(suspended=True, max_ready=1), seed=9, epoch=0.0)
+    prime(eng, ttl=300.0)
+    eng.handle(submit(1))
+    fx = eng.handle(submit(2, at=5.0))
+    [first] = records(fx, "Delayed")
+    assert first["response"]["content"].startswith("Context: Received, ReadyQueueWasFull. ")
+    due = eng.armed_timers()[("promote", "")]
+    [again] = records(eng.handle(TimerFired(at=due, timer=("promote", ""))), "Delayed")
+    assert again["response"]["content"].startswith(
+        "Context: DueTimeWasReached, ReadyQueueWasFull. Next due in ")
+    assert again["num_attempts"] == 0
