@@ -8,10 +8,10 @@ Three steps, each on its own so a notebook can call them:
    the whole journal replayed into a fresh `Engine` with the policy and the
    shaping files it was delivered with (the copies `egress deliver` keeps in
    ``SPOOL/policy.py`` and ``SPOOL/shaping/``, `spool_shaping`), collecting
-   the `Log` records the engine emits: the records the live run wrote.  No I/O is redone: the
-   journal holds every answer the world gave.  A journal that does not replay
-   under the given policy (another policy wrote it) is refused with a
-   message saying so, rather than a half-computed answer.
+   the `Log` records the engine emits: the records the live run wrote.  No
+   I/O is redone: the journal holds every answer the world gave.  A journal
+   that does not replay under the given policy (another policy wrote it) is
+   refused with a message saying so, rather than a half-computed answer.
 3. `simulated_outcome` submits the same arrivals to the simulator with
    another policy.  The simulator's traffic model has bulk streams, not a
    list of messages, so the arrivals become bulk streams binned by arrival
