@@ -99,7 +99,7 @@ def kept_shaping(spool: str | Path) -> list[KeptFile] | None:
     manifest = folder / MANIFEST
     try:
         raw = manifest.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no list (or no spool: named later)
         return None
     except OSError as exc:
         raise ConfigError(f"{manifest}: cannot read: {exc.strerror or exc}") from None
