@@ -5,12 +5,13 @@ Three steps, each on its own so a notebook can call them:
 1. `read_traffic` reads the journal's `MessageSubmitted` events: every
    message's metadata and the time it arrived.
 2. `actual_outcome` recomputes what really happened by event sourcing:
-   the whole journal replayed into a fresh `Engine` with the policy it was
-   delivered with (the copy `egress deliver` keeps in ``SPOOL/policy.py``),
-   collecting the `Log` records the engine emits.  No I/O is redone: the
-   journal holds every answer the world gave.  A journal that does not replay
-   under the given policy (another policy wrote it) is refused with a
-   message saying so, rather than a half-computed answer.
+   the whole journal replayed into a fresh `Engine` with the policy and the
+   shaping files it was delivered with (the copies `egress deliver` keeps in
+   ``SPOOL/policy.py`` and ``SPOOL/shaping/``, `spool_shaping`), collecting
+   the `Log` records the engine emits: the records the live run wrote.  No
+   I/O is redone: the journal holds every answer the world gave.  A journal
+   that does not replay under the given policy (another policy wrote it) is
+   refused with a message saying so, rather than a half-computed answer.
 3. `simulated_outcome` submits the same arrivals to the simulator with
    another policy.  The simulator's traffic model has bulk streams, not a
    list of messages, so the arrivals become bulk streams binned by arrival
@@ -31,7 +32,7 @@ import json
 import math
 import tomllib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "read_traffic",
     "replay_command",
     "simulated_outcome",
+    "spool_shaping",
     "traffic_tables",
 ]
 
@@ -80,13 +82,18 @@ def read_traffic(spool: str | Path) -> list[MessageSubmitted]:
     return [ev for _, ev in iter_events(journal_path(spool)) if type(ev) is MessageSubmitted]
 
 
-def actual_outcome(spool: str | Path, policy: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Replay the whole journal into an Engine with `policy`: (summary, records)."""
+def actual_outcome(spool: str | Path, policy: Any, shaping: Any = None,
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Replay the whole journal into an Engine with `policy` and `shaping` (an
+    `engine.shaping.Shaping` merged over the policy's, or None): (summary,
+    records).  The records carry the spool's node id, as the live ones did."""
     from engine.effects import Discard, Log
     from engine.engine import Engine
     from engine.live.journal import iter_events
+    from engine.live.nodeid import kept_node_id
 
-    eng = Engine(policy)
+    eng = Engine(policy, shaping=shaping)
+    eng.nodeid = kept_node_id(journal_path(spool).parent)
     records: list[dict[str, Any]] = []
     first: float | None = None
     last_done = 0.0
@@ -101,8 +108,8 @@ def actual_outcome(spool: str | Path, policy: Any) -> tuple[dict[str, Any], list
         except ProtocolError as exc:
             raise ReplayError(
                 f"the journal does not replay under this policy (event {seq}, "
-                f"{type(ev).__name__}: {exc}); give the policy it was delivered with "
-                "(--original)") from None
+                f"{type(ev).__name__}: {exc}); give the policy and the shaping files it was "
+                "delivered with (--original, --shaping)") from None
         for e in effects:
             if type(e) is Log:
                 records.append(e.record)
@@ -168,8 +175,10 @@ def load_world(path: str | Path | None) -> dict[str, Any]:
 def simulated_outcome(
     arrivals: Iterable[MessageSubmitted], policy_file: str | Path, *,
     world: Mapping[str, Any] | None = None, seed: int = 1, name: str = "replay",
+    shaping_files: Sequence[str | Path] = (),
 ) -> tuple[dict[str, Any], Any]:
-    """Simulate `arrivals` with the policy file: (summary, `sim.result.SimResult`)."""
+    """Simulate `arrivals` with the policy file (and shaping files): (summary,
+    `sim.result.SimResult`)."""
     from sim.result import run
     from sim.scenario import Scenario
 
@@ -179,6 +188,7 @@ def simulated_outcome(
         "name": name, "seed": seed, "start_epoch": t0,
         "horizon": max(86400.0, 2.0 * span),
         "policy": str(Path(policy_file).resolve()),
+        "shaping": [str(Path(f).resolve()) for f in shaping_files],
         "traffic": traffic,
         **(dict(world) if world is not None else load_world(None)),
     }, source=f"<replay of {name}>")
@@ -186,9 +196,27 @@ def simulated_outcome(
     return {k: result.summary[k] for k in (*ROWS, "records")}, result
 
 
+def spool_shaping(spool: str | Path, files: Sequence[str] | None = None,
+                  ) -> tuple[Any, list[str], list[str]]:
+    """The shaping in force when the journal was written: `files` (``--shaping``)
+    if given, else the copies the spool keeps.  (the merged `Shaping` or None,
+    the files' names, the files the simulator reads)."""
+    if files is not None:
+        from engine.live.reload import read_shaping
+
+        return read_shaping(files), list(files), list(files)
+    from engine.live.spool_files import shaping_in_spool
+
+    shaping, kept = shaping_in_spool(journal_path(spool).parent)
+    return shaping, [k.file for k in kept or ()], [str(k.copy) for k in kept or ()]
+
+
 def compare(spool: str | Path, policy_file: str | Path, *, original: str | Path | None = None,
-            world: str | Path | None = None, seed: int = 1) -> dict[str, Any]:
-    """Both outcomes for `spool`: ``{"actual": ..., "simulated": ..., ...}``."""
+            world: str | Path | None = None, seed: int = 1,
+            shaping: Sequence[str] | None = None) -> dict[str, Any]:
+    """Both outcomes for `spool`: ``{"actual": ..., "simulated": ..., ...}``.  Both
+    run with the shaping files in force (`spool_shaping`): the what-if changes the
+    policy only."""
     from engine.policy import Policy
 
     journal_path(spool)  # a missing journal is named before anything else
@@ -198,12 +226,15 @@ def compare(spool: str | Path, policy_file: str | Path, *, original: str | Path 
     if not original_path.is_file():
         raise ReplayError(f"no original policy at {str(original_path)!r}: egress deliver keeps "
                           "a copy in SPOOL/policy.py; give it with --original")
-    actual, records = actual_outcome(spool, Policy.from_file(original_path))
+    shaped, names, sim_files = spool_shaping(spool, shaping)
+    actual, records = actual_outcome(spool, Policy.from_file(original_path), shaped)
     arrivals = read_traffic(spool)
     simulated, result = simulated_outcome(arrivals, policy_file, world=load_world(world),
-                                          seed=seed, name=Path(spool).name)
+                                          seed=seed, name=Path(spool).name,
+                                          shaping_files=sim_files)
     return {"spool": str(spool), "original_policy": str(original_path),
             "policy": str(policy_file), "world": str(world) if world else "default",
+            "shaping": {"files": names, "from": "spool" if shaping is None else "--shaping"},
             "actual": actual, "simulated": simulated,
             "_records": records, "_result": result}
 
@@ -221,7 +252,7 @@ def _show(row: str, value: Any) -> str:
 def replay_command(args: Any) -> int:
     """The body of ``egress replay`` (see engine.cli)."""
     out = compare(args.spool, args.policy, original=args.original, world=args.world,
-                  seed=args.seed)
+                  seed=args.seed, shaping=args.shaping)
     records, result = out.pop("_records"), out.pop("_result")
     if args.out:
         target = Path(args.out)
@@ -244,6 +275,9 @@ def replay_command(args: Any) -> int:
                   soft_wrap=True)
     console.print(f"simulated: the same arrivals with {args.policy} "
                   f"(world: {out['world']})", soft_wrap=True)
+    shaped = out["shaping"]
+    console.print(f"shaping (both, from {'the spool' if shaped['from'] == 'spool' else '--shaping'}"
+                  f"): {', '.join(shaped['files']) or 'none'}", soft_wrap=True)
     table = Table(title=f"egress replay of {args.spool}")
     table.add_column("")
     table.add_column("actual", justify="right")

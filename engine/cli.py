@@ -63,7 +63,8 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_shaping(p)
     p.add_argument("--spool", metavar="DIR",
                    help="a service's spool: show each path's config in force there (the "
-                   "journal read, not changed) and the shaping rules in force and why")
+                   "journal read, not changed), the shaping rules in force and why, and the "
+                   "shaping files the spool keeps (used unless --shaping is given)")
     p.set_defaults(func=cmd_check)
 
 
@@ -156,8 +157,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     from engine.shaping_load import combine
 
     policy = Policy.from_file(args.policy)
-    shaping = combine(policy.shaping, _load_shaping(args.shaping))
+    extra = _load_shaping(args.shaping)
     eng = None
+    spool_shaping: dict[str, Any] = {}
+    if args.spool:  # the shaping files the spool keeps, unless --shaping is given
+        from engine.live.spool_files import shaping_in_spool
+
+        kept_shaping, kept = shaping_in_spool(args.spool)
+        spool_shaping = {"files": [k.file for k in kept or ()],
+                         "copies": [str(k.copy) for k in kept or ()],
+                         "used": bool(kept) and not args.shaping}
+        extra = extra if args.shaping else kept_shaping
+    shaping = combine(policy.shaping, extra)
     if args.spool:
         from engine.live.journal_read import engine_from_spool
 
@@ -169,11 +180,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         for r in results:
             for path in r["paths"]:
                 path.pop("_cfg")
-        json.dump({"policy": args.policy, "note": _CHECK_NOTE, "domains": results},
+        spooled = {"spool_shaping": spool_shaping} if args.spool else {}
+        json.dump({"policy": args.policy, "note": _CHECK_NOTE, **spooled, "domains": results},
                   sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    _print_check(args.policy, results, args.only_set)
+    notes = []
+    if args.spool:
+        files = ", ".join(spool_shaping["files"]) or "none"
+        used = " (not used: --shaping given)" if args.shaping and spool_shaping["files"] else ""
+        notes.append(f"shaping files kept in the spool{used}: {files}")
+    _print_check(args.policy, results, args.only_set, notes)
     return 0
 
 
@@ -204,12 +221,15 @@ def _show(key: str, value: Any) -> str:
     return str(value)
 
 
-def _print_check(policy_path: str, results: list[dict[str, Any]], only_set: bool) -> None:
+def _print_check(policy_path: str, results: list[dict[str, Any]], only_set: bool,
+                 notes: Sequence[str] = ()) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     console.print(f"[bold]policy[/bold] {policy_path}")
+    for note in notes:
+        console.print(note, soft_wrap=True, markup=False)
     console.print(f"[dim]{_CHECK_NOTE}[/dim]")
     for r in results:
         q = r["queue_config"]
@@ -406,6 +426,9 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="the event loop: uvloop where it is installed (auto, the default), "
                    "or asyncio's own")
     _add_shaping(p)
+    p.add_argument("--no-shaping", action="store_true",
+                   help="no shaping files, not even those the spool keeps (without --shaping "
+                   "the spool's copies of the last ones are used)")
     p.set_defaults(func=cmd_deliver)
 
 
@@ -424,6 +447,8 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc).replace("Listener ", "--").replace("_", "-")) from None
     if args.workers < 1:
         raise ConfigError(f"--workers: {args.workers} is not valid; expected an integer >= 1")
+    if args.no_shaping and args.shaping:
+        raise ConfigError("--no-shaping: cannot be given with --shaping")
     from engine.live.loops import resolve_loop
 
     resolve_loop(args.loop)  # a missing uvloop is one line, before anything starts
@@ -464,7 +489,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         **service_options(args),
         reap_after=args.reap_after,
         redis=args.redis, shared_limits=shared, reuse_port=args.reuse_port,
-        shaping=_load_shaping(args.shaping), loop=args.loop,
+        shaping_files=[] if args.no_shaping else args.shaping or None, loop=args.loop,
     )
 
 
@@ -473,8 +498,9 @@ def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "replay", help="replay a live journal's traffic through the simulator with another policy",
         description="Read the messages (and their arrival times) from SPOOL's journal, "
         "recompute what really happened by replaying the journal with the policy it was "
-        "delivered with (SPOOL/policy.py, or --original), simulate the same arrivals with "
-        "--policy, and print both outcomes side by side.",
+        "delivered with (SPOOL/policy.py, or --original) and the shaping files in force "
+        "(kept in SPOOL, or --shaping), simulate the same arrivals with --policy, and print "
+        "both outcomes side by side.",
     )
     p.add_argument("spool", metavar="SPOOL", help="the spool directory of `egress deliver`")
     p.add_argument("--policy", required=True, metavar="OTHER.py", help="the policy to simulate")
@@ -483,6 +509,9 @@ def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--world", metavar="SCENARIO.toml",
                    help="take [domains], [hosts] and [host_defaults] from this scenario "
                    "(default: a healthy, fast host for every domain)")
+    p.add_argument("--shaping", action="append", metavar="FILE",
+                   help="a shaping file in force when the journal was written (repeatable; "
+                   "default: the copies SPOOL keeps); both sides run with them")
     p.add_argument("--seed", type=int, default=1, help="the simulation's seed")
     p.add_argument("--out", metavar="DIR", help="write comparison.json and the simulated run")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -490,7 +519,8 @@ def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """``egress replay SPOOL --policy OTHER.py [--world SCENARIO.toml] [--out DIR]``."""
+    """``egress replay SPOOL --policy OTHER.py [--shaping FILE] [--world SCENARIO.toml]
+    [--out DIR]``."""
     from bridge.replay import replay_command
 
     return replay_command(args)

@@ -148,13 +148,14 @@ def show_duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def positive_duration(value: str | None, flag: str) -> float | None:
-    """A command-line flag's duration, which must be above zero (a span of 0 s
-    would make the flag mean "never" or "at once"); None when the flag was not
-    given.  A `ConfigError` names the flag and the value otherwise."""
+def positive_duration(value: object, key: str) -> float | None:
+    """A duration that must be above zero (a span of 0 s would make the setting
+    mean "never" or "at once"): a command-line flag's or a config key's.  None
+    when `value` is None (not given).  A `ConfigError` names `key`, the value
+    and what was wrong otherwise."""
     if value is None:
         return None
-    seconds = parse_duration(value, key=flag)
+    seconds = parse_duration(value, key=key)
     if seconds <= 0:
-        raise ConfigError(f"{flag}: expected a duration above 0, got {value!r}")
+        raise ConfigError(f"{key}: {value!r} is not valid; expected a duration above 0")
     return seconds

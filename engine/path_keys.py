@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from engine.durations import parse_duration
+from engine.durations import positive_duration
 from engine.errors import ConfigError
 from engine.keysource import KeySource
 from engine.throttle import Throttle, parse_throttle
@@ -67,17 +67,8 @@ def _bool(value: Any, key: str) -> bool:
     return value
 
 
-def _duration(value: Any, key: str) -> float | None:
-    if value is None:
-        return None
-    seconds = parse_duration(value, key=key)
-    if seconds <= 0:
-        raise ConfigError(f"{key}: {value!r} is not valid; expected a duration above 0")
-    return seconds
-
-
 def _interval(value: Any, key: str) -> float:
-    seconds = _duration(value, key) if value is not None else None
+    seconds = positive_duration(value, key)
     if seconds is None:
         raise ConfigError(f"{key}: None is not valid; expected a duration above 0")
     return seconds
@@ -116,12 +107,12 @@ NEWER_CHECKS: dict[str, Check] = {
     "source_selection_rate": _throttle,
     "additional_source_selection_rates": _throttles,
     "try_next_host_on_transport_error": _bool,
-    "remember_broken_tls": _duration,
+    "remember_broken_tls": positive_duration,
     "tls_certificate": _keysource,
     "tls_private_key": _keysource,
     "refresh_interval": _interval,
     "refresh_strategy": _refresh_strategy,
-    "dispatcher_progress_watchdog_timeout": _duration,
+    "dispatcher_progress_watchdog_timeout": positive_duration,
 }
 
 

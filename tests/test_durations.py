@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.durations import format_duration, parse_duration
+from engine.durations import format_duration, parse_duration, positive_duration
 from engine.errors import ConfigError
 
 
@@ -95,3 +95,29 @@ def test_round_trip_whole_seconds(n: int) -> None:
     text = format_duration(float(n))
     assert "." not in text
     assert parse_duration(text) == float(n)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, None), ("2min", 120.0), (0.5, 0.5)])
+def test_positive_duration_takes_a_span_above_zero(value: object, seconds: float | None) -> None:
+    assert positive_duration(value, "--log-max-age") == seconds
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    (0, "--log-max-age: 0 is not valid; expected a duration above 0"),
+    ("0s", "--log-max-age: '0s' is not valid; expected a duration above 0"),
+    ("soon", "--log-max-age: 'soon' is not a valid duration"),
+])
+def test_positive_duration_names_the_key_and_what_was_wrong(value: object, why: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        positive_duration(value, "--log-max-age")
+    assert str(info.value).startswith(why)
+
+
+def test_the_path_keys_use_the_same_check() -> None:
+    from engine.path_keys import NEWER_CHECKS
+
+    with pytest.raises(ConfigError, match=r"^remember_broken_tls: 0 is not valid; expected a "
+                       r"duration above 0$"):
+        NEWER_CHECKS["remember_broken_tls"](0, "remember_broken_tls")
+    with pytest.raises(ConfigError, match=r"^refresh_interval: None is not valid"):
+        NEWER_CHECKS["refresh_interval"](None, "refresh_interval")

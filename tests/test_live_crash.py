@@ -34,9 +34,7 @@ import random
 import re
 import signal
 import smtplib
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +47,7 @@ from engine.effects import Log
 from engine.engine import Engine
 from engine.live.journal import iter_events
 from engine.policy import Policy
+from tests.support.deliver_process import deliver_argv, start_deliver
 from tests.support.dns_server import DnsServer
 from tests.support.live_harness import free_port, zone_for
 from tests.support.smtp_servers import SinkServer
@@ -59,7 +58,6 @@ MESSAGES = 2000
 CLIENTS = 8
 KILLS = 3
 CONNECTION_LIMIT = 8
-ROOT = Path(__file__).resolve().parent.parent
 
 POLICY = """
 from engine import Policy, make_egress_path, make_queue_config
@@ -88,27 +86,17 @@ class Deliver:
     def __init__(self, tmp: Path, policy: Path, dns_port: int) -> None:
         self.port = free_port()
         self.spool = tmp / "spool"
-        self.args = [sys.executable, "-m", "engine.cli", "deliver", "--policy", str(policy),
-                     "--spool", str(self.spool), "--listen", f"127.0.0.1:{self.port}",
-                     "--resolver", f"127.0.0.1:{dns_port}", "--snapshot-every", "3000",
-                     "--grace", "5"]
+        self.args = deliver_argv("--policy", str(policy), "--spool", str(self.spool),
+                                 "--listen", f"127.0.0.1:{self.port}",
+                                 "--resolver", f"127.0.0.1:{dns_port}", "--snapshot-every",
+                                 "3000", "--grace", "5")
         self.tmp = tmp
         self.runs = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.runs += 1
-        out = open(self.tmp / f"deliver-{self.runs}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60  # a process start on a loaded machine
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"egress deliver did not listen within 60s\n{self.log()}")
+        self.proc = start_deliver(self.args, self.port, self.tmp / f"deliver-{self.runs}.log")
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import smtplib
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +25,8 @@ from engine.live.dns import LiveResolver
 from engine.live.logfile import read_records
 from engine.live.service import Service
 from engine.policy import Policy
+from tests.support.deliver_process import deliver_argv
+from tests.support.deliver_process import start_deliver as start_process
 from tests.support.dns_server import DnsServer
 from tests.support.live_harness import LOOPBACK_POLICY_FILE, free_port, message, zone_for
 from tests.support.smtp_servers import ScriptedServer, SinkServer, slow_reply
@@ -34,7 +34,6 @@ from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
 SLOW = 1.5
 
 
@@ -45,22 +44,10 @@ def start_deliver(tmp: Path, smtp_port: int, dns_port: int, grace: float
     policy.write_text(LOOPBACK_POLICY_FILE.format(port=smtp_port))
     port = free_port()
     out = tmp / "deliver.out"
-    args = [sys.executable, "-m", "engine.cli", "deliver", "--policy", str(policy),
-            "--spool", str(tmp / "spool"), "--listen", f"127.0.0.1:{port}",
-            "--resolver", f"127.0.0.1:{dns_port}", "--log-dir", str(tmp / "logs"),
-            "--grace", str(grace)]
-    with open(out, "wb") as sink:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, out.read_text()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port, out
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise TimeoutError(f"egress deliver did not listen within 20s\n{out.read_text()}")
+    args = deliver_argv("--policy", str(policy), "--spool", str(tmp / "spool"),
+                        "--listen", f"127.0.0.1:{port}", "--resolver", f"127.0.0.1:{dns_port}",
+                        "--log-dir", str(tmp / "logs"), "--grace", str(grace))
+    return start_process(args, port, out, timeout=20), port, out
 
 
 def wait_until(cond: object, what: str, timeout: float = 10.0) -> None:

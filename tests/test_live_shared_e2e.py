@@ -15,9 +15,7 @@ import contextlib
 import os
 import signal
 import smtplib
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,13 +25,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
+from tests.support.deliver_process import deliver_argv, start_deliver
 from tests.support.dns_server import DnsServer
 from tests.support.live_harness import free_port, zone_for
 from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
 RATE_MESSAGES = int(os.environ.get("EGRESS_SHARED_RATE_MESSAGES", "300"))
 
 POLICY = """
@@ -112,24 +110,15 @@ class Deliver:
                  *extra: str) -> None:
         self.port = free_port()
         self.log_path = tmp / f"{name}.log"
-        self.args = [sys.executable, "-m", "engine.cli", "deliver", "--policy", str(policy),
-                     "--spool", str(tmp / name), "--listen", f"127.0.0.1:{self.port}",
-                     "--resolver", f"127.0.0.1:{dns}", "--grace", "2", "--redis", redis,
-                     "--log-dir", str(tmp / f"{name}-logs"), *extra]
+        self.args = deliver_argv("--policy", str(policy), "--spool", str(tmp / name),
+                                 "--listen", f"127.0.0.1:{self.port}",
+                                 "--resolver", f"127.0.0.1:{dns}", "--grace", "2",
+                                 "--redis", redis, "--log-dir", str(tmp / f"{name}-logs"),
+                                 *extra)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        out = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"egress deliver did not listen\n{self.log()}")
+        self.proc = start_deliver(self.args, self.port, self.log_path)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
+from tests.support.deliver_process import ROOT
 from tests.support.dns_server import DnsServer
 from tests.support.live_harness import free_port, zone_for
 from tests.support.redis_server import RedisServer
-from tests.test_live_shared_e2e import POLICY, ROOT, CountingSink, submit
+from tests.test_live_shared_e2e import POLICY, CountingSink, submit
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 

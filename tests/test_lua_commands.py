@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import pytest
 from engine.cli import main
 from engine.policy import Policy
 from sim.scenario import Scenario
+from tests.support.deliver_process import wait_listening
 from tests.support.dns_server import DnsServer
 from tests.support.live_harness import free_port, message, zone_for
 from tests.support.smtp_servers import SinkServer
@@ -179,7 +178,7 @@ def test_deliver_listens_where_the_lua_policy_says_and_replay_reads_its_spool(
         with open(out, "wb") as log:
             proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_listening(proc, listen, out)
+            wait_listening(proc, listen, out, timeout=20)
             with smtplib.SMTP("127.0.0.1", listen, timeout=5) as client:
                 for i in range(3):
                     client.sendmail("s@sender.test", [f"r{i}@example.com"], message(i))
@@ -203,15 +202,3 @@ def test_deliver_listens_where_the_lua_policy_says_and_replay_reads_its_spool(
     data = json.loads(capsys.readouterr().out)
     assert data["original_policy"].endswith("policy.lua")
     assert data["actual"]["delivered"] == data["simulated"]["delivered"] == 3
-
-
-def wait_listening(proc: subprocess.Popen[bytes], port: int, out: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, out.read_text()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"egress deliver did not listen within 20s\n{out.read_text()}")

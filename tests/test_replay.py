@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from bridge.replay import ReplayError, compare, read_traffic, traffic_tables
+from bridge.replay import (
+    ReplayError,
+    compare,
+    read_traffic,
+    simulated_outcome,
+    traffic_tables,
+)
 from engine.cli import main
 from engine.events import MessageSubmitted
 from engine.live.dns import LiveResolver
@@ -118,6 +124,7 @@ def test_replay_command_prints_both_outcomes(spool: pathlib.Path, capsys: Any) -
             simulated["still_queued"]) == (20, 20, 0, 0)
     assert simulated["drain_time"] > 0.0
     assert data["original_policy"] == str(spool / "policy.py")
+    assert data["shaping"] == {"files": [], "from": "spool"}  # the spool keeps none
     assert json.loads((out / "comparison.json").read_text())["actual"] == actual
     assert len((out / "actual_records.jsonl").read_text().splitlines()) == 40
     assert (out / "simulated" / "summary.json").is_file()
@@ -128,6 +135,7 @@ def test_replay_table_output(spool: pathlib.Path, capsys: Any) -> None:
     text = capsys.readouterr().out
     assert f"replayed with {spool / 'policy.py'}\n" in text
     assert f"the same arrivals with {spool.parent / 'other.py'} (world: default)\n" in text
+    assert "shaping (both, from the spool): none\n" in text
     (drain,) = [line for line in text.splitlines() if " drain time " in line]
     assert all(cell.strip().endswith(("s", "ms")) for cell in drain.strip("│ ").split("│")[1:])
     (row,) = [line for line in text.splitlines() if " delivered " in line]
@@ -151,3 +159,30 @@ def test_missing_spool_and_policy_are_named(tmp_path: pathlib.Path, capsys: Any)
     (tmp_path / "journal.sqlite").write_bytes(b"")
     with pytest.raises(ReplayError, match="no original policy at"):
         compare(tmp_path, "x.py")
+
+
+# a warm-up that has not begun: the source may take no message at all
+NOT_YET = """
+[warmup."unspecified"]
+start = 2099-01-01
+daily = { 1 = 100 }
+"""
+
+
+def test_shaping_files_reach_the_simulated_side(spool: pathlib.Path) -> None:
+    shaping = spool.parent / "not-yet.toml"
+    shaping.write_text(NOT_YET)
+    arrivals = read_traffic(spool)
+    plain, _ = simulated_outcome(arrivals, spool.parent / "other.py")
+    held, _ = simulated_outcome(arrivals, spool.parent / "other.py", shaping_files=[shaping])
+    assert (plain["delivered"], held["delivered"]) == (20, 0)
+
+
+def test_a_shaping_file_that_cannot_be_read_is_one_line(spool: pathlib.Path,
+                                                         capsys: Any) -> None:
+    missing = spool.parent / "missing.toml"
+    assert main(["replay", str(spool), "--policy", str(spool.parent / "other.py"),
+                 "--shaping", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"egress replay: error: --shaping {missing}: cannot read: No such file or " \
+        "directory\n"

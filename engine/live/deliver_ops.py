@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,32 +128,44 @@ def parse_hostport(value: str, option: str, default_host: str = "127.0.0.1") -> 
 
 def run_deliver(
     policy_path: str, spool: str, *, listen: str | None = None,
-    resolver: str | None = None, shaping: Any = None, loop: str = "auto", **kwargs: Any,
+    resolver: str | None = None, shaping_files: Sequence[str] | None = None,
+    loop: str = "auto", **kwargs: Any,
 ) -> int:
     """`egress deliver`: run a `Service` until SIGTERM or SIGINT; 0 after a clean stop.
 
-    The policy file is copied into the spool as ``policy.py`` (``policy.lua``
-    for a Lua policy, with the modules and data files beside it that it
-    read) so that `egress replay` can later recompute what happened with the
-    policy that was in force (the last one started with).  Without `listen`,
-    a Lua policy's ``kumo.start_esmtp_listener`` address is used, else
-    127.0.0.1:2525.
+    The policy file and the shaping files are kept in the spool
+    (`engine.live.spool_files`) so that a restart, `egress check --spool` and
+    `egress replay` fold the journal with what was in force (the last ones
+    started or reloaded with).  `shaping_files` are the ``--shaping`` files
+    (empty: none, ``--no-shaping``); None takes the ones the spool keeps, and
+    says so in one line.  Without `listen`, a Lua policy's
+    ``kumo.start_esmtp_listener`` address is used, else 127.0.0.1:2525.
     """
     import asyncio
-    import shutil
     import signal
 
     from engine.live.dns import LiveResolver
     from engine.live.loops import resolve_loop, run
-    from engine.live.private_files import FILE_MODE, private_dir
+    from engine.live.reload import read_shaping
     from engine.live.service import Service, StartError
+    from engine.live.spool_files import SHAPING_DIR, keep_policy, keep_shaping, shaping_in_spool
     from engine.lua_kumo import listen_address
     from engine.policy import Policy
     from engine.shaping_load import combine
 
     policy = Policy.from_file(policy_path)
-    # `egress deliver --shaping` (an engine.shaping.Shaping or None) merged over
-    # what a Lua policy's shaping helper loaded
+    if shaping_files is None:  # the spool's, as the last start or reload left them
+        shaping, kept = shaping_in_spool(spool)
+        shaping_files = [k.file for k in kept or ()]
+        if kept:
+            print(f"egress deliver: shaping files from the spool (no --shaping given): "
+                  f"{', '.join(shaping_files)} (copies in {Path(spool) / SHAPING_DIR})",
+                  flush=True)
+    else:
+        shaping = read_shaping(shaping_files)
+        kept = None
+    # the --shaping files (an engine.shaping.Shaping or None) merged over what a
+    # Lua policy's shaping helper loaded
     policy.shaping = combine(policy.shaping, shaping)
     listen = listen or listen_address(policy.settings) or "127.0.0.1:2525"
     where = parse_hostport(listen, "--listen")
@@ -161,21 +173,10 @@ def run_deliver(
     if resolver is not None:
         host, port = parse_hostport(resolver, "--resolver")
         live_resolver = LiveResolver([host], port=port)
-    name = "policy.lua" if policy_path.endswith(".lua") else "policy.py"
-    copy = Path(spool) / name
     try:
-        private_dir(Path(spool))
-        if Path(policy_path).resolve() != copy.resolve():
-            shutil.copyfile(policy_path, copy)
-            os.chmod(copy, FILE_MODE)
-        (Path(spool) / ("policy.py" if name == "policy.lua" else "policy.lua")).unlink(
-            missing_ok=True)
-        for relative in policy.files:  # a Lua policy's own modules and data files
-            source, target = Path(policy_path).parent / relative, Path(spool) / relative
-            if source.resolve() != target.resolve():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-                os.chmod(target, FILE_MODE)
+        keep_policy(Path(spool), policy_path, policy.files)
+        if kept is None:  # given on the command line: they replace the spool's
+            keep_shaping(Path(spool), shaping.contents if shaping is not None else ())
     except OSError as exc:
         why = exc.strerror or str(exc)
         raise StartError(f"spool {spool!r}: cannot write: {why}") from None
@@ -184,7 +185,7 @@ def run_deliver(
 
     async def main() -> None:
         svc = Service(policy, spool, listen=where, resolver=live_resolver,
-                      policy_path=policy_path, **kwargs)
+                      policy_path=policy_path, shaping_files=shaping_files, **kwargs)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, svc.request_stop)

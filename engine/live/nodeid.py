@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.live.private_files import open_new
 
-__all__ = ["NODEID_FILE", "node_id"]
+__all__ = ["NODEID_FILE", "kept_node_id", "node_id"]
 
 NODEID_FILE = "nodeid"
 
@@ -39,6 +39,17 @@ def node_id(spool: Path) -> str:
     except FileExistsError:  # another process made it first: use theirs
         return _parse(path.read_text(encoding="ascii").strip(), str(path))
     return made
+
+
+def kept_node_id(spool: Path) -> str | None:
+    """The id the spool keeps, read only (`egress replay` writes records with the
+    id the live ones had); None when it keeps none (or ``KUMO_NODE_ID`` named the
+    node, which the spool does not record)."""
+    path = spool / NODEID_FILE
+    try:
+        return _parse(path.read_text(encoding="ascii").strip(), str(path))
+    except FileNotFoundError:
+        return None
 
 
 def _parse(text: str, where: str) -> str:

@@ -4,6 +4,9 @@ The journal holds message bodies and the logs hold addresses, so neither is
 for other local users.  Directories are created 0700 (and an existing one
 is narrowed to 0700); files are created 0600 whatever the umask, and
 SQLite creates its -wal and -shm files with the database file's mode.
+`replace_file` writes a file whole under a temporary name and renames it over
+the old one, so a reader or a crash sees the old content or the new, never a
+part of it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-__all__ = ["DIR_MODE", "FILE_MODE", "open_new", "private_dir", "private_file"]
+__all__ = ["DIR_MODE", "FILE_MODE", "open_new", "private_dir", "private_file", "replace_file"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -35,3 +38,24 @@ def open_new(path: Path) -> IO[bytes]:
     """Open a new file (FileExistsError if it exists) for binary writing, 0600."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     return os.fdopen(fd, "wb")
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Make `path` hold `data` (0600), atomically: written and synced under a
+    temporary name beside it, renamed over it, and the rename synced."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # left by a crash of this pid's predecessor
+    try:
+        with open_new(tmp) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -4,17 +4,18 @@ A new policy is installed only once it has loaded and answered, for every
 ready queue and scheduled queue the engine has, the questions the engine
 would then ask at once (`engine.admin.policy_reloaded` re-asks them all: the
 config epoch).  A policy that fails to load or to answer is refused with one
-line naming the fault, and the one in force stays.  The file is then copied
-into the spool as ``policy.py``, as at start, so `egress replay` uses it.
+line naming the fault, and the one in force stays.
 
-The shaping files the service started with (``egress deliver --shaping``) are
-read again with the policy and go in with it (`Policy.shaping`); a file that
-no longer reads or loads refuses the reload the same way.
+The shaping files the service started with (``egress deliver --shaping``, or
+the ones its spool kept) are read again, from where they were first read, with
+the policy and go in with it (`Policy.shaping`); a file that no longer reads or
+loads refuses the reload the same way.  What a reload installs, policy file and
+shaping files, replaces the copies in the spool (`engine.live.spool_files`), so
+a restart and `egress replay` fold the journal with it.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,21 @@ def read_shaping(files: Sequence[str]) -> Any:
 
 
 def load_checked(path: str | Path, eng: Engine, spool: Path | None = None,
-                 shaping_files: Sequence[str] = ()) -> Any:
-    """The policy in `path` (with `shaping_files` re-read), checked against `eng`'s
-    queues; ValueError naming the fault."""
+                 shaping_files: Sequence[str] | None = None) -> Any:
+    """The policy in `path` (with `shaping_files` re-read; None: the files of the
+    policy in force), checked against `eng`'s queues; ValueError naming the fault.
+    With `spool`, the new policy and shaping files are kept there."""
     from engine.policy import Policy
     from engine.shaping_load import combine
 
+    if shaping_files is None:
+        shaping = getattr(eng.policy, "shaping", None)
+        shaping_files = shaping.files if shaping is not None else ()
     try:
         policy = Policy.from_file(str(path))
+        extra = read_shaping(shaping_files)
         # the --shaping files merged over what a Lua policy's shaping helper loaded
-        policy.shaping = combine(policy.shaping, read_shaping(shaping_files))
+        policy.shaping = combine(policy.shaping, extra)
         for rq in list(eng.paths.values()):
             policy.egress_path_config(rq.domain, rq.source_name, rq.site)
         for q in list(eng.queues.values()):
@@ -61,7 +67,13 @@ def load_checked(path: str | Path, eng: Engine, spool: Path | None = None,
         raise ValueError(f"policy {str(path)!r} refused, the one in force stays: "
                          f"{type(exc).__name__}: {first}") from None
     if spool is not None:
-        copy = spool / "policy.py"
-        if Path(path).resolve() != copy.resolve():
-            shutil.copyfile(path, copy)
+        from engine.live.spool_files import keep_policy, keep_shaping
+
+        try:
+            keep_shaping(spool, extra.contents if extra is not None else ())
+            keep_policy(spool, path, policy.files)
+        except OSError as exc:
+            raise ValueError(f"policy {str(path)!r} refused, the one in force stays: cannot "
+                             f"keep it in the spool {str(spool)!r}: "
+                             f"{exc.strerror or exc}") from None
     return policy

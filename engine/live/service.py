@@ -138,6 +138,7 @@ class Service:
         redis: str | None = None,
         shared_limits: Any = None,
         reuse_port: bool = False,
+        shaping_files: Sequence[str] | None = None,
     ) -> None:
         if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) \
                 or snapshot_every < 1:
@@ -177,6 +178,8 @@ class Service:
         self.http_trusted = http_trusted
         self.http_token = http_token
         self.policy_path = policy_path
+        # the --shaping files a reload re-reads (None: the names policy.shaping has)
+        self.shaping_files = shaping_files
         self.tls_context = tls_context
         self.http: Any = None
         self.reap_after = float(reap_after)
@@ -437,9 +440,8 @@ class Service:
         if self.policy_path is None:
             raise ValueError("this service was started without a policy file to re-read")
         try:
-            shaping = getattr(self.policy, "shaping", None)  # `--shaping`: read again
             policy = load_checked(self.policy_path, self.engine, self.spool_dir,
-                                  shaping.files if shaping is not None else ())
+                                  self.shaping_files)
         except ValueError as exc:
             log.error("egress: reload: %s", exc)
             raise
