@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from engine.cidr import CidrSet
-from engine.durations import parse_duration
+from engine.durations import duration_above_zero
 from engine.errors import ConfigError
 from engine.keysource import KeySource
 from engine.path_keys import NEWER_CHECKS, RefreshStrategy, limit_spec, refuse_inert
@@ -129,11 +129,7 @@ def _bool(value: Any, key: str) -> bool:
     return value
 
 
-def _timeout(value: Any, key: str) -> float:
-    seconds = parse_duration(value, key=key)
-    if seconds <= 0:
-        raise ConfigError(f"{key}: {value!r} is not valid; expected a duration above 0")
-    return seconds
+_timeout = duration_above_zero  # a span above 0 s, named by its key
 
 
 def _opt(check: Check) -> Check:

@@ -155,6 +155,11 @@ def positive_duration(value: object, key: str) -> float | None:
     and what was wrong otherwise."""
     if value is None:
         return None
+    return duration_above_zero(value, key)
+
+
+def duration_above_zero(value: object, key: str) -> float:
+    """`positive_duration` for a value that must be given (a config key's check)."""
     seconds = parse_duration(value, key=key)
     if seconds <= 0:
         raise ConfigError(f"{key}: {value!r} is not valid; expected a duration above 0")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from engine.config import check_keys, to_plain
-from engine.durations import parse_duration
+from engine.durations import duration_above_zero
 from engine.errors import ConfigError
 from engine.protocol import SmartHost, SmtpProtocol, parse_protocol
 from engine.throttle import Throttle, parse_throttle
@@ -37,11 +37,7 @@ __all__ = [
 UNSPECIFIED = "unspecified"
 
 
-def _positive_duration(value: Any, key: str) -> float:
-    seconds = parse_duration(value, key=key)
-    if seconds <= 0:
-        raise ConfigError(f"{key}: {value!r} is not valid; expected a duration above 0")
-    return seconds
+_positive_duration = duration_above_zero  # a span above 0 s, named by its key
 
 
 def _name(value: Any, key: str) -> str:
