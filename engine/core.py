@@ -156,12 +156,25 @@ class Core:
             out.append(e)
 
     def set_timer(self, timer: Timer, at: float) -> None:
-        self.take_effects((_SetTimer(timer, at),))
+        """Arm `timer` at `at`: `take_effects` of one `SetTimer`, spelled out
+        (a timer is set or cancelled on nearly every message)."""
+        self.timers[timer] = at
+        out = self.out
+        cancelled = self.cancelled
+        if cancelled and timer in cancelled:
+            out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
+            self.dropped = True
+        out.append(_SetTimer(timer, at))
 
     def cancel_timer(self, timer: Timer) -> None:
-        """Disarm `timer` if armed (no effect otherwise)."""
-        if timer in self.timers:
-            self.take_effects((_CancelTimer(timer),))
+        """Disarm `timer` if armed (no effect otherwise); as `set_timer`, the
+        one-effect `take_effects` spelled out."""
+        timers = self.timers
+        if timer in timers:
+            del timers[timer]
+            out = self.out
+            self.cancelled[timer] = len(out)
+            out.append(_CancelTimer(timer))
 
     def run_step(self, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: float) -> None:
         """Carry a session step: its effects out, its outcomes to their handlers."""

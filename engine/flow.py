@@ -13,6 +13,7 @@ no attempt counted).
 from __future__ import annotations
 
 import math
+import sys
 from functools import lru_cache
 from typing import Any
 
@@ -35,6 +36,7 @@ from engine.retry import iso
 RECEIVED = Reply(code=250, text="")
 _Reply = trusted_factory(Reply)  # (code, text, enhanced): for replies made here
 _Log = trusted_factory(Log)
+_intern = sys.intern  # Core.intern, without the method call
 
 
 @lru_cache(maxsize=4096)
@@ -66,7 +68,7 @@ def submit(eng: Core, ev: MessageSubmitted) -> None:
                             f"message id {mid!r} is already queued") from None
     now = ev.at
     q = eng.queues.get(queue_name(ev.domain, ev.tenant, ev.campaign))
-    ds = None if q is None else destination(eng, q)
+    ds = None if q is None else (eng.domains.get(q.route) or destination(eng, q))
     if q is None or (ds is not None and ds.site is not None and ds.expires > now
                      and not lookups.paths_known(eng, q.pool, ds.site)):
         staged = lookups.Staged(eng)  # something to ask the policy first
@@ -76,7 +78,7 @@ def submit(eng: Core, ev: MessageSubmitted) -> None:
             staged.need_path(q, ds.site, now)
         staged.commit()
     rcpts = ev.recipients
-    msg = Message(mid, eng.intern(ev.sender), rcpts[0] if len(rcpts) == 1 else rcpts,
+    msg = Message(mid, _intern(ev.sender), rcpts[0] if len(rcpts) == 1 else rcpts,
                   ev.size, q, now)
     eng.ids.add(mid)
     q.count += 1
@@ -122,15 +124,32 @@ def promote(eng: Core, msg: Message, now: float) -> None:
         if wait > 0.0:
             throttled(eng, msg, now, wait)
             return
-    rq = path_for(eng, msg, ds, now)
-    if selection.gated(eng, rq):
+    # path_for, its usual case (the pool and the path exist) spelled out
+    rr = eng.pools.get(q.pool)
+    source = pick_source(eng, q.pool) if rr is None else rr.pick()
+    path = eng.path_names.get((source, ds.site))  # type: ignore[arg-type]
+    rq = None if path is None else eng.paths.get(path)
+    if rq is None:
+        rq = path_for(eng, msg, ds, now, source)
+    else:
+        rq.mx = ds.mx
+    cfg: Any = rq.cfg
+    if cfg.source_selection_rate is not None or cfg.additional_source_selection_rates \
+            or (eng.shaping is not None and selection.gated(eng, rq)):  # selection.gated
         chosen = _select_gated(eng, msg, ds, rq, now)
         if chosen is None:
             return
-        rq = chosen
-    elif len(rq.messages) >= _max_ready(eng, rq, now) and len(eng.pools[q.pool].names) > 1:
-        rq = _source_with_room(eng, msg, ds, rq, now)
-    enqueue_ready(eng, rq, msg, now)
+        enqueue_ready(eng, chosen, msg, now)
+        return
+    if now - rq.cfg_at >= CONFIG_REFRESH:
+        cfg = path_config(eng, rq, now)
+    if len(rq.messages) >= cfg.max_ready:
+        if len(eng.pools[q.pool].names) > 1:
+            rq = _source_with_room(eng, msg, ds, rq, now)
+        enqueue_ready(eng, rq, msg, now)
+        return
+    admit(eng, rq, msg)  # enqueue_ready's not-full half
+    pump(eng, rq, now)
 
 
 def _max_ready(eng: Core, rq: ReadyQueue, now: float) -> int:

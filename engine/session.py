@@ -140,6 +140,14 @@ REPLY_ROWS: dict[State, list[_FastRow | None]] = {
 }
 
 
+# `Session.start_transaction` calls this row's handler without the lookup;
+# every state it returns is one of the row's targets.
+_START = _ROWS[State.IDLE][Input.START]
+if _START[0] is not session_txn.transaction_started \
+        or set(_START[1]) != {State.MAIL_SENT, State.RSET_SENT, State.IDLE}:
+    raise ImportError(f"IDLE's START row changed ({_START}): update Session.start_transaction")
+
+
 def _describe(ev: Any) -> str:
     t = type(ev)
     if t is Response:
@@ -191,8 +199,14 @@ class Session(SessionData):
         return fx, out
 
     def start_transaction(self, at: float, msg: TxnMessage) -> Step:
-        """Send one message (only in IDLE)."""
-        return self._run(Input.START, at, msg, "start_transaction()")
+        """Send one message (only in IDLE).  IDLE's one row for it is called
+        directly (once per message; checked at import, `_START`)."""
+        if self.state is not State.IDLE:
+            return self._run(Input.START, at, msg, "start_transaction()")
+        fx: list[Any] = []
+        out: list[Outcome] = []
+        self.state = session_txn.transaction_started(self, at, msg, fx, out)
+        return fx, out
 
     def quit(self, at: float) -> Step:
         """Say goodbye (only in IDLE): QUIT, then Close on its reply or after

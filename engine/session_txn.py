@@ -139,10 +139,13 @@ def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out:
     connection (crates/kumod/src/smtp_dispatcher.rs, ``retry_immediately``)."""
     cfg = s.cfg
     caps = s.capabilities
-    utf8 = needs_smtputf8(msg)
+    recipients = msg.recipients
+    # needs_smtputf8, spelled out for the usual single recipient
+    utf8 = not (msg.sender.isascii() and recipients[0].isascii()) if len(recipients) == 1 \
+        else needs_smtputf8(msg)
     if utf8 and "SMTPUTF8" not in caps:
         return _refuse_8bit_envelope(s, msg, out)
-    batch = msg.recipients[: cfg.max_recipients_per_batch]
+    batch = recipients[: cfg.max_recipients_per_batch]
     s.message, s.batch, s.accepted, s.replies, s.mail_failed = msg, batch, [], 0, False
     s.pipelined = pipelined = cfg.enable_pipelining and "PIPELINING" in caps
     rset = s.use_rset
@@ -268,11 +271,16 @@ def sender_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> Stat
 # -- RCPT --------------------------------------------------------------------------
 
 
-def _rcpt(s: SessionData, at: float, reply: Reply, status: Status, fx: Fx, out: Out) -> State:
+def recipient_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out,
+                       status: Status = DELIVERED) -> State:
     """One RCPT reply: record it, then ask for the next reply (sending the
     next command unless pipelined), or move on to DATA, which is sent even
     when nobody was accepted, as KumoMTA's ``pipeline_commands`` writes every
-    command of the batch (a 354 then gets a lone dot, `data_accepted`)."""
+    command of the batch (a 354 then gets a lone dot, `data_accepted`).
+    The handler of a 2xx (DELIVERED, the default `status`) and, as `_rcpt`
+    with another `status`, of every other RCPT reply: no call in between on
+    the commonest one."""
+    reply = ev.reply
     i = s.replies
     rcpt = s.batch[i]
     s.replies = i + 1
@@ -295,18 +303,17 @@ def _rcpt(s: SessionData, at: float, reply: Reply, status: Status, fx: Fx, out: 
     return State.DATA_SENT
 
 
-def recipient_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
-    return _rcpt(s, at, ev.reply, DELIVERED, fx, out)
+_rcpt = recipient_accepted  # one RCPT reply, whatever its status
 
 
 def recipient_deferred(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """4xx, or a 3xx where none is expected."""
-    return _rcpt(s, at, ev.reply, TRANSIENT, fx, out)
+    return _rcpt(s, at, ev, fx, out, TRANSIENT)
 
 
 def recipient_rejected(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """5xx: permanent, except 503 (bad sequence) which is transient."""
-    return _rcpt(s, at, ev.reply, reply_status(ev.reply), fx, out)
+    return _rcpt(s, at, ev, fx, out, reply_status(ev.reply))
 
 
 # -- DATA and the body ---------------------------------------------------------
@@ -338,10 +345,24 @@ def data_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
 
 
 def message_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
-    if s.accepted and ev.reply.code == 250:  # KumoMTA's success: RSET next only if enabled
+    """The final dot accepted: `_resolve_all` and `_finish` spelled out (once
+    per delivered message)."""
+    reply = ev.reply
+    accepted = s.accepted
+    if accepted and reply.code == 250:  # KumoMTA's success: RSET next only if enabled
         s.use_rset = s.cfg.enable_rset
-    _resolve_all(s, out, DELIVERED, ev.reply, ".")
-    return _finish(s, fx, out)
+    msg_id = s.message.id  # type: ignore[union-attr]
+    if not s.mail_failed:
+        for rcpt in accepted:
+            out.append(make_recipient_result(msg_id, rcpt, DELIVERED, reply, "."))
+        if s.replies < len(s.batch):
+            for rcpt in s.batch[s.replies :]:
+                out.append(make_recipient_result(msg_id, rcpt, DELIVERED, reply, "."))
+    fx.append(s.cancel_timer)
+    out.append(make_transaction_done(msg_id))
+    out.append(READY)
+    s.message = None
+    return State.IDLE
 
 
 def message_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
