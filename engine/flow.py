@@ -126,7 +126,10 @@ def promote(eng: Core, msg: Message, now: float) -> None:
             return
     # path_for, its usual case (the pool and the path exist) spelled out
     rr = eng.pools.get(q.pool)
-    source = pick_source(eng, q.pool) if rr is None else rr.pick()
+    if rr is None:
+        source = pick_source(eng, q.pool)
+    else:  # a one-source pool's pick is that source
+        source = rr.names[0] if len(rr.names) == 1 else rr.pick()
     path = eng.path_names.get((source, ds.site))  # type: ignore[arg-type]
     rq = None if path is None else eng.paths.get(path)
     if rq is None:
@@ -420,6 +423,12 @@ def promote_due(eng: Core, due: list[Message], now: float) -> None:
 
 def stage_paths(eng: Core, msgs: list[Message], now: float) -> None:
     """Ask the policy, before any change, for every path `msgs` may be promoted to."""
+    if len(msgs) == 1:  # the usual promote timer: one message, its paths known
+        q = msgs[0].queue
+        ds = eng.domains.get(q.route)
+        if ds is None or ds.site is None or ds.expires <= now \
+                or lookups.paths_known(eng, q.pool, ds.site):
+            return
     staged = None
     seen: set[tuple[str, str]] = set()
     domains = eng.domains
