@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 import random
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from engine.admin_rules import AdminRules
 from engine.domains import DomainState
@@ -39,8 +39,12 @@ from engine.throttle import ThrottleState
 
 __all__ = ["Core", "OutcomeHandler"]
 
-_SetTimer = trusted_factory(SetTimer)
-_CancelTimer = trusted_factory(CancelTimer)
+# Final: the compiled build (setup.py) keeps these in C statics instead of
+# looking each up in the module's dict at every use.
+_SetTimer: Final = trusted_factory(SetTimer)
+_CancelTimer: Final = trusted_factory(CancelTimer)
+_SET_TIMER: Final = SetTimer
+_CANCEL_TIMER: Final = CancelTimer
 
 OutcomeHandler = Callable[["Core", ConnCtx, Any, float], None]
 
@@ -138,19 +142,21 @@ class Core:
 
     # -- effects and timers ------------------------------------------------
 
-    def take_effects(self, effects: Iterable[Any]) -> None:
-        """Append effects to the event's output, recording the timers they arm."""
+    def take_effects(self, effects: list[Any]) -> None:
+        """Append effects to the event's output, recording the timers they arm.
+        (A list, as every session step makes them: compiled, a list is walked
+        by index, any other iterable through the iterator protocol.)"""
         out = self.out
         for e in effects:
             t = type(e)
-            if t is SetTimer:
+            if t is _SET_TIMER:
                 timer = e.timer
                 self.timers[timer] = e.at
                 cancelled = self.cancelled
                 if cancelled and timer in cancelled:
                     out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
                     self.dropped = True
-            elif t is CancelTimer:
+            elif t is _CANCEL_TIMER:
                 self.timers.pop(e.timer, None)
                 self.cancelled[e.timer] = len(out)
             out.append(e)

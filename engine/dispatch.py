@@ -20,7 +20,7 @@ by exactly the wait, no attempt counted, a ``Delayed`` record each.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from engine import metrics, records, shared_limits
 from engine.core import Core
@@ -37,9 +37,10 @@ from engine.session import Session
 from engine.session_model import TxnMessage
 from engine.tls_policy import tls_for
 
-_Log = trusted_factory(Log)
-_Connect = trusted_factory(Connect)  # (conn, host, address, port, source, source_address, path)
-_TxnMessage = trusted_factory(TxnMessage)  # a queued message always has a recipient
+# Final: C statics in the compiled build (setup.py), not a dict lookup per use
+_Log: Final = trusted_factory(Log)
+_Connect: Final = trusted_factory(Connect)  # (conn, host, address, port, source, src addr, path)
+_TxnMessage: Final = trusted_factory(TxnMessage)  # a queued message always has a recipient
 
 
 def suspended(eng: Core, rq: ReadyQueue) -> bool:

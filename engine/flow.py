@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from engine import curfew_hold, lifecycle, lookups, metrics, records, selection
 from engine.admin_hold import intercept
@@ -33,10 +33,11 @@ from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due, ready_queue_nam
 from engine.reply import Reply
 from engine.retry import iso
 
-RECEIVED = Reply(code=250, text="")
-_Reply = trusted_factory(Reply)  # (code, text, enhanced): for replies made here
-_Log = trusted_factory(Log)
-_intern = sys.intern  # Core.intern, without the method call
+# Final: C statics in the compiled build (setup.py), not a dict lookup per use
+RECEIVED: Final = Reply(code=250, text="")
+_Reply: Final = trusted_factory(Reply)  # (code, text, enhanced): for replies made here
+_Log: Final = trusted_factory(Log)
+_intern: Final = sys.intern  # Core.intern, without the method call
 
 
 @lru_cache(maxsize=4096)
