@@ -28,8 +28,7 @@ from setuptools.command.build_ext import build_ext
 # The pure core's hot modules.  Left out on purpose: the value modules whose
 # frozen dataclasses `engine.events.trusted_factory` fills slot by slot
 # (events, effects, reply, session_model: a mypyc class refuses
-# object.__new__); `scheduled`, whose due times compiled code would box twice
-# more (bytes per queued message, see bench.core); `throttle`, whose
+# object.__new__); `throttle`, whose
 # constructor must refuse a bad limit with its ConfigError, where compiled
 # code raises TypeError first.
 COMPILED = [
@@ -44,6 +43,7 @@ COMPILED = [
     "engine/session_setup.py",
     "engine/session_txn.py",
     "engine/ready.py",
+    "engine/scheduled.py",  # its due times stay one boxed float each (`add`)
     "engine/message.py",
     "engine/records.py",
     "engine/metrics.py",

@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 import random
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from engine.admin_rules import AdminRules
 from engine.domains import DomainState
@@ -39,8 +39,12 @@ from engine.throttle import ThrottleState
 
 __all__ = ["Core", "OutcomeHandler"]
 
-_SetTimer = trusted_factory(SetTimer)
-_CancelTimer = trusted_factory(CancelTimer)
+# Final: the compiled build (setup.py) keeps these in C statics instead of
+# looking each up in the module's dict at every use.
+_SetTimer: Final = trusted_factory(SetTimer)
+_CancelTimer: Final = trusted_factory(CancelTimer)
+_SET_TIMER: Final = SetTimer
+_CANCEL_TIMER: Final = CancelTimer
 
 OutcomeHandler = Callable[["Core", ConnCtx, Any, float], None]
 
@@ -138,30 +142,45 @@ class Core:
 
     # -- effects and timers ------------------------------------------------
 
-    def take_effects(self, effects: Iterable[Any]) -> None:
-        """Append effects to the event's output, recording the timers they arm."""
+    def take_effects(self, effects: list[Any]) -> None:
+        """Append effects to the event's output, recording the timers they arm.
+        (A list, as every session step makes them: compiled, a list is walked
+        by index, any other iterable through the iterator protocol.)"""
         out = self.out
         for e in effects:
             t = type(e)
-            if t is SetTimer:
+            if t is _SET_TIMER:
                 timer = e.timer
                 self.timers[timer] = e.at
                 cancelled = self.cancelled
                 if cancelled and timer in cancelled:
                     out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
                     self.dropped = True
-            elif t is CancelTimer:
+            elif t is _CANCEL_TIMER:
                 self.timers.pop(e.timer, None)
                 self.cancelled[e.timer] = len(out)
             out.append(e)
 
     def set_timer(self, timer: Timer, at: float) -> None:
-        self.take_effects((_SetTimer(timer, at),))
+        """Arm `timer` at `at`: `take_effects` of one `SetTimer`, spelled out
+        (a timer is set or cancelled on nearly every message)."""
+        self.timers[timer] = at
+        out = self.out
+        cancelled = self.cancelled
+        if cancelled and timer in cancelled:
+            out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
+            self.dropped = True
+        out.append(_SetTimer(timer, at))
 
     def cancel_timer(self, timer: Timer) -> None:
-        """Disarm `timer` if armed (no effect otherwise)."""
-        if timer in self.timers:
-            self.take_effects((_CancelTimer(timer),))
+        """Disarm `timer` if armed (no effect otherwise); as `set_timer`, the
+        one-effect `take_effects` spelled out."""
+        timers = self.timers
+        if timer in timers:
+            del timers[timer]
+            out = self.out
+            self.cancelled[timer] = len(out)
+            out.append(_CancelTimer(timer))
 
     def run_step(self, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: float) -> None:
         """Carry a session step: its effects out, its outcomes to their handlers."""

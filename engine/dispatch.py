@@ -20,7 +20,7 @@ by exactly the wait, no attempt counted, a ``Delayed`` record each.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from engine import metrics, records, shared_limits
 from engine.core import Core
@@ -28,7 +28,7 @@ from engine.effects import Connect, Log
 from engine.events import trusted_factory
 from engine.lifecycle import bounce, drain_ready, retry_later, return_to_ready, transient
 from engine.lookups import path_config, sts_policy
-from engine.message import HELD, rcpt_tuple
+from engine.message import HELD
 from engine.mxplan import build_plan
 from engine.ready import CONFIG_REFRESH, ConnCtx, ReadyQueue, ideal_connections
 from engine.reply import Reply
@@ -37,9 +37,10 @@ from engine.session import Session
 from engine.session_model import TxnMessage
 from engine.tls_policy import tls_for
 
-_Log = trusted_factory(Log)
-_Connect = trusted_factory(Connect)  # (conn, host, address, port, source, source_address, path)
-_TxnMessage = trusted_factory(TxnMessage)  # a queued message always has a recipient
+# Final: C statics in the compiled build (setup.py), not a dict lookup per use
+_Log: Final = trusted_factory(Log)
+_Connect: Final = trusted_factory(Connect)  # (conn, host, address, port, source, src addr, path)
+_TxnMessage: Final = trusted_factory(TxnMessage)  # a queued message always has a recipient
 
 
 def suspended(eng: Core, rq: ReadyQueue) -> bool:
@@ -240,7 +241,7 @@ def next_message(eng: Core, ctx: ConnCtx, now: float) -> None:
     if ctx.msg is not None:
         start(eng, ctx, now)
         return
-    if ctx.deliveries >= cfg.max_deliveries_per_connection or suspended(eng, rq):
+    if ctx.deliveries >= cfg.max_deliveries_per_connection or rq.suspended or cfg.suspended:
         quit_session(eng, ctx, now)
         pump(eng, rq, now)  # a replacement opens at once if the ideal count says so
         return
@@ -285,11 +286,16 @@ def start(eng: Core, ctx: ConnCtx, now: float) -> None:
     msg = ctx.msg
     assert msg is not None
     ctx.started = True
-    ctx.txn_rcpts = rcpts = rcpt_tuple(msg.recipients)
+    stored = msg.recipients
+    rcpts: tuple[str, ...] = (stored,) if isinstance(stored, str) else stored  # rcpt_tuple
+    ctx.txn_rcpts = rcpts
     limit = rq.cfg.max_recipients_per_batch
     ctx.excess = rcpts[limit:] if len(rcpts) > limit else ()
     txn = _TxnMessage(msg.id, msg.sender, rcpts, msg.size)
-    eng.run_step(ctx, ctx.session.start_transaction(now, txn), now)
+    fx, out = ctx.session.start_transaction(now, txn)  # Core.run_step, spelled out
+    eng.take_effects(fx)
+    if out:
+        eng.run_outcomes(ctx, out, now)
 
 
 def rate_wait(eng: Core, ctx: ConnCtx, now: float, wait: float) -> None:

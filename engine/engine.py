@@ -27,7 +27,7 @@ sorted keys, never over sets or by `id()`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from engine import (
     admin,
@@ -82,8 +82,9 @@ from engine.session import REPLY_ROWS
 
 __all__ = ["Engine"]
 
-_PROMOTE: Timer = ("promote", "")
-_REAP: Timer = ("reap", "")
+# Final: C statics in the compiled build (setup.py), not a dict lookup per event
+_PROMOTE: Final[Timer] = ("promote", "")
+_REAP: Final[Timer] = ("reap", "")
 
 
 class Engine(Core):
@@ -364,7 +365,7 @@ def _reap_timer(eng: Core, ev: TimerFired) -> None:
     lifecycle.reap_idle(eng, ev.at)
 
 
-_TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
+_TIMERS: Final[dict[str, Callable[[Core, TimerFired], None]]] = {
     "conn": _conn_timer,
     "promote": _promote_timer,
     "ready": _ready_timer,
@@ -381,7 +382,7 @@ _TIMERS: dict[str, Callable[[Core, TimerFired], None]] = {
     "connrate": _connrate_timer,
 }
 
-_HANDLERS: dict[type[Event], Callable[[Core, Any], None]] = {
+_HANDLERS: Final[dict[type[Event], Callable[[Core, Any], None]]] = {
     MessageSubmitted: flow.submit,
     Resolved: resolve.resolved,
     ResolveFailed: resolve.resolve_failed,

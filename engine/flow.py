@@ -13,8 +13,9 @@ no attempt counted).
 from __future__ import annotations
 
 import math
+import sys
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from engine import curfew_hold, lifecycle, lookups, metrics, records, selection
 from engine.admin_hold import intercept
@@ -32,9 +33,11 @@ from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due, ready_queue_nam
 from engine.reply import Reply
 from engine.retry import iso
 
-RECEIVED = Reply(code=250, text="")
-_Reply = trusted_factory(Reply)  # (code, text, enhanced): for replies made here
-_Log = trusted_factory(Log)
+# Final: C statics in the compiled build (setup.py), not a dict lookup per use
+RECEIVED: Final = Reply(code=250, text="")
+_Reply: Final = trusted_factory(Reply)  # (code, text, enhanced): for replies made here
+_Log: Final = trusted_factory(Log)
+_intern: Final = sys.intern  # Core.intern, without the method call
 
 
 @lru_cache(maxsize=4096)
@@ -66,7 +69,7 @@ def submit(eng: Core, ev: MessageSubmitted) -> None:
                             f"message id {mid!r} is already queued") from None
     now = ev.at
     q = eng.queues.get(queue_name(ev.domain, ev.tenant, ev.campaign))
-    ds = None if q is None else destination(eng, q)
+    ds = None if q is None else (eng.domains.get(q.route) or destination(eng, q))
     if q is None or (ds is not None and ds.site is not None and ds.expires > now
                      and not lookups.paths_known(eng, q.pool, ds.site)):
         staged = lookups.Staged(eng)  # something to ask the policy first
@@ -76,7 +79,7 @@ def submit(eng: Core, ev: MessageSubmitted) -> None:
             staged.need_path(q, ds.site, now)
         staged.commit()
     rcpts = ev.recipients
-    msg = Message(mid, eng.intern(ev.sender), rcpts[0] if len(rcpts) == 1 else rcpts,
+    msg = Message(mid, _intern(ev.sender), rcpts[0] if len(rcpts) == 1 else rcpts,
                   ev.size, q, now)
     eng.ids.add(mid)
     q.count += 1
@@ -122,15 +125,35 @@ def promote(eng: Core, msg: Message, now: float) -> None:
         if wait > 0.0:
             throttled(eng, msg, now, wait)
             return
-    rq = path_for(eng, msg, ds, now)
-    if selection.gated(eng, rq):
+    # path_for, its usual case (the pool and the path exist) spelled out
+    rr = eng.pools.get(q.pool)
+    if rr is None:
+        source = pick_source(eng, q.pool)
+    else:  # a one-source pool's pick is that source
+        source = rr.names[0] if len(rr.names) == 1 else rr.pick()
+    path = eng.path_names.get((source, ds.site))  # type: ignore[arg-type]
+    rq = None if path is None else eng.paths.get(path)
+    if rq is None:
+        rq = path_for(eng, msg, ds, now, source)
+    else:
+        rq.mx = ds.mx
+    cfg: Any = rq.cfg
+    if cfg.source_selection_rate is not None or cfg.additional_source_selection_rates \
+            or (eng.shaping is not None and selection.gated(eng, rq)):  # selection.gated
         chosen = _select_gated(eng, msg, ds, rq, now)
         if chosen is None:
             return
-        rq = chosen
-    elif len(rq.messages) >= _max_ready(eng, rq, now) and len(eng.pools[q.pool].names) > 1:
-        rq = _source_with_room(eng, msg, ds, rq, now)
-    enqueue_ready(eng, rq, msg, now)
+        enqueue_ready(eng, chosen, msg, now)
+        return
+    if now - rq.cfg_at >= CONFIG_REFRESH:
+        cfg = path_config(eng, rq, now)
+    if len(rq.messages) >= cfg.max_ready:
+        if len(eng.pools[q.pool].names) > 1:
+            rq = _source_with_room(eng, msg, ds, rq, now)
+        enqueue_ready(eng, rq, msg, now)
+        return
+    admit(eng, rq, msg)  # enqueue_ready's not-full half
+    pump(eng, rq, now)
 
 
 def _max_ready(eng: Core, rq: ReadyQueue, now: float) -> int:
@@ -412,6 +435,12 @@ def promote_due(eng: Core, due: list[Message], now: float) -> None:
 
 def stage_paths(eng: Core, msgs: list[Message], now: float) -> None:
     """Ask the policy, before any change, for every path `msgs` may be promoted to."""
+    if len(msgs) == 1:  # the usual promote timer: one message, its paths known
+        q = msgs[0].queue
+        ds = eng.domains.get(q.route)
+        if ds is None or ds.site is None or ds.expires <= now \
+                or lookups.paths_known(eng, q.pool, ds.site):
+            return
     staged = None
     seen: set[tuple[str, str]] = set()
     domains = eng.domains

@@ -14,7 +14,7 @@ commands.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from engine.protocol import route_key
 from engine.throttle import ThrottleState
@@ -22,12 +22,13 @@ from engine.throttle import ThrottleState
 if TYPE_CHECKING:
     pass
 
-SCHEDULED = 1
-PARKED = 2  # waiting for its domain's MX answer
-READY = 3
-HELD = 4  # taken by a connection
-DONE = 5
-OVERFLOW = 6  # re-delayed by a full ready queue, in its lazy backlog (counts as scheduled)
+# Final: constants to the compiled build (setup.py), not a dict lookup per use
+SCHEDULED: Final = 1
+PARKED: Final = 2  # waiting for its domain's MX answer
+READY: Final = 3
+HELD: Final = 4  # taken by a connection
+DONE: Final = 5
+OVERFLOW: Final = 6  # re-delayed by a full ready queue, in its lazy backlog (counts as scheduled)
 
 
 class QueueInfo:

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from engine.message import Message
 
-CONFIG_REFRESH = 60.0
+CONFIG_REFRESH: Final = 60.0
 """KumoMTA's default refresh_interval (crates/kumo-api-types/src/egress_path.rs)."""
 
 

@@ -52,6 +52,12 @@ class Reply:
         if not 200 <= self.code <= 599:
             raise ValueError(f"SMTP reply code must be 200..599, not {self.code}")
 
+    def __hash__(self) -> int:
+        # Equal replies have equal code and text, so this agrees with __eq__;
+        # leaving the enhanced code out spares a second Python-level hash call
+        # each time a transaction's results are grouped by reply (engine.outcomes).
+        return hash((self.code, self.text))
+
     @property
     def klass(self) -> int:
         """The first digit: 2, 3, 4 or 5."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from sortedcontainers import SortedList
 
@@ -40,11 +41,13 @@ class ScheduledQueues:
 
     def add(self, msg: Message, due: float) -> None:
         """Schedule `msg` at `due`."""
-        due = float(due)
-        msg._w = due
-        self._items.add((due, msg))
-        if self.low is None or due < self.low:
-            self.low = due
+        # one float object, shared by the message and its entry (typed Any so
+        # the compiled build, setup.py, does not box an unboxed float twice)
+        at: Any = float(due)
+        msg._w = at
+        self._items.add((at, msg))
+        if self.low is None or at < self.low:
+            self.low = at
 
     def remove(self, msg: Message) -> None:
         """Take `msg` out (it must be scheduled)."""

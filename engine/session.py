@@ -33,7 +33,7 @@ recipients with ``421 4.4.2 ... timed out``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from engine import session_setup, session_txn
 from engine.errors import ProtocolError
@@ -130,14 +130,23 @@ def _reply_kind(code: int) -> Input | None:
 # rows by input kind, and for replies a list indexed by the reply code
 # itself, so a Response costs one list index instead of classifying the code
 # (`engine.engine` reads it too, for the Response it handles without a call here).
-_ROWS: dict[State, dict[Input, _FastRow]] = {
+_ROWS: Final[dict[State, dict[Input, _FastRow]]] = {
     state: {kind: (HANDLERS[happened], targets) for kind, (happened, targets) in rows.items()}
     for state, rows in TRANSITIONS.items()
 }
-REPLY_ROWS: dict[State, list[_FastRow | None]] = {
+REPLY_ROWS: Final[dict[State, list[_FastRow | None]]] = {
     state: [None if (k := _reply_kind(code)) is None else rows.get(k) for code in range(600)]
     for state, rows in _ROWS.items()
 }
+
+
+# `Session.start_transaction` calls this row's handler without the lookup;
+# every state it returns is one of the row's targets.
+_IDLE: Final = State.IDLE  # Final: a C static in the compiled build (setup.py)
+_START = _ROWS[State.IDLE][Input.START]
+if _START[0] is not session_txn.transaction_started \
+        or set(_START[1]) != {State.MAIL_SENT, State.RSET_SENT, State.IDLE}:
+    raise ImportError(f"IDLE's START row changed ({_START}): update Session.start_transaction")
 
 
 def _describe(ev: Any) -> str:
@@ -191,8 +200,14 @@ class Session(SessionData):
         return fx, out
 
     def start_transaction(self, at: float, msg: TxnMessage) -> Step:
-        """Send one message (only in IDLE)."""
-        return self._run(Input.START, at, msg, "start_transaction()")
+        """Send one message (only in IDLE).  IDLE's one row for it is called
+        directly (once per message; checked at import, `_START`)."""
+        if self.state is not _IDLE:
+            return self._run(Input.START, at, msg, "start_transaction()")
+        fx: list[Any] = []
+        out: list[Outcome] = []
+        self.state = session_txn.transaction_started(self, at, msg, fx, out)
+        return fx, out
 
     def quit(self, at: float) -> Step:
         """Say goodbye (only in IDLE): QUIT, then Close on its reply or after

@@ -12,7 +12,7 @@ makes on top of these fields.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from engine.effects import CancelTimer, Close, Effect, Send, SetTimer, SmtpCommand, TlsSettings
 from engine.events import trusted_factory
@@ -64,15 +64,17 @@ Out = list[Outcome]
 
 # The effects and outcomes made on every reply, built without re-validating
 # values the session made itself (see `engine.events.trusted_factory`).
-make_set_timer = trusted_factory(SetTimer)  # (timer, at)
-make_send = trusted_factory(Send)  # (conn, commands)
-make_command = trusted_factory(SmtpCommand)  # (verb, arg, params, secret)
-make_close = trusted_factory(Close)  # (conn,)
-make_recipient_result = trusted_factory(RecipientResult)
-make_transaction_done = trusted_factory(TransactionDone)
-_make_session_closed = trusted_factory(SessionClosed)
-_make_cancel_timer = trusted_factory(CancelTimer)
-READY = SessionReady()  # no fields: one value serves every session
+# Final: the compiled build (setup.py) keeps a Final module name in a C static;
+# any other is looked up in the module's dict at every use.
+make_set_timer: Final = trusted_factory(SetTimer)  # (timer, at)
+make_send: Final = trusted_factory(Send)  # (conn, commands)
+make_command: Final = trusted_factory(SmtpCommand)  # (verb, arg, params, secret)
+make_close: Final = trusted_factory(Close)  # (conn,)
+make_recipient_result: Final = trusted_factory(RecipientResult)
+make_transaction_done: Final = trusted_factory(TransactionDone)
+_make_session_closed: Final = trusted_factory(SessionClosed)
+_make_cancel_timer: Final = trusted_factory(CancelTimer)
+READY: Final = SessionReady()  # no fields: one value serves every session
 
 # What the session is waiting for in each state, for messages ("... during DATA").
 PHASE = {

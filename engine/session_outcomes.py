@@ -11,7 +11,7 @@ decisions (`engine.outcomes`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from engine.effects import Effect
 from engine.reply import Reply
@@ -53,9 +53,10 @@ class TxnMessage:
 # -- outcomes ----------------------------------------------------------------------
 
 Status = Literal["delivered", "transient", "permanent"]
-DELIVERED: Status = "delivered"
-TRANSIENT: Status = "transient"
-PERMANENT: Status = "permanent"
+# Final: literals to the compiled build (setup.py), not a dict lookup per use
+DELIVERED: Final = "delivered"
+TRANSIENT: Final = "transient"
+PERMANENT: Final = "permanent"
 
 
 @dataclass(frozen=True, slots=True)

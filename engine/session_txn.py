@@ -19,7 +19,7 @@ refused (the server answers each command anyway).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from engine.effects import SmtpCommand, Verb
 from engine.reply import Reply
@@ -68,8 +68,23 @@ __all__ = [
     "unsolicited_reply",
 ]
 
-_DATA, _RSET, _QUIT, _DOT = (
-    SmtpCommand(verb=v) for v in (Verb.DATA, Verb.RSET, Verb.QUIT, Verb.DOT))
+_DATA: Final = SmtpCommand(verb=Verb.DATA)
+_RSET: Final = SmtpCommand(verb=Verb.RSET)
+_QUIT: Final = SmtpCommand(verb=Verb.QUIT)
+_DOT: Final = SmtpCommand(verb=Verb.DOT)
+
+# What the per-reply handlers name on every call, as Finals: in the compiled
+# build (setup.py) a C static each, where ``State.IDLE`` is a dict lookup and
+# an attribute read of a class that is not compiled.
+_IDLE: Final = State.IDLE
+_RSET_SENT: Final = State.RSET_SENT
+_MAIL_SENT: Final = State.MAIL_SENT
+_RCPT_SENT: Final = State.RCPT_SENT
+_DATA_SENT: Final = State.DATA_SENT
+_BODY_SENT: Final = State.BODY_SENT
+_MAIL: Final = Verb.MAIL
+_RCPT: Final = Verb.RCPT
+_BODY: Final = Verb.BODY
 
 # KumoMTA's client refuses an 8-bit envelope itself when the server lacks SMTPUTF8
 # (crates/rfc5321/src/client.rs, send_mail); the message bounces with this reply.
@@ -93,11 +108,11 @@ def _unresolved(s: SessionData) -> list[str]:
 def _awaited_command(s: SessionData) -> str:
     """The command line whose reply is awaited, for `RecipientResult.command`."""
     state = s.state
-    if state is State.MAIL_SENT:
+    if state is _MAIL_SENT:
         return mail_line(s)
-    if state is State.RCPT_SENT:
+    if state is _RCPT_SENT:
         return f"RCPT TO:<{s.batch[s.replies]}>"
-    return {State.RSET_SENT: "RSET", State.DATA_SENT: "DATA", State.BODY_SENT: "."}[state]
+    return {_RSET_SENT: "RSET", _DATA_SENT: "DATA", _BODY_SENT: "."}[state]
 
 
 def _resolve_all(s: SessionData, out: Out, status: Status, reply: Reply, command: str) -> None:
@@ -112,7 +127,7 @@ def _finish(s: SessionData, fx: Fx, out: Out) -> State:
     out.append(make_transaction_done(s.message.id))  # type: ignore[union-attr]
     out.append(READY)
     s.message = None
-    return State.IDLE
+    return _IDLE
 
 
 def _abort(
@@ -139,10 +154,13 @@ def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out:
     connection (crates/kumod/src/smtp_dispatcher.rs, ``retry_immediately``)."""
     cfg = s.cfg
     caps = s.capabilities
-    utf8 = needs_smtputf8(msg)
+    recipients = msg.recipients
+    # needs_smtputf8, spelled out for the usual single recipient
+    utf8 = not (msg.sender.isascii() and recipients[0].isascii()) if len(recipients) == 1 \
+        else needs_smtputf8(msg)
     if utf8 and "SMTPUTF8" not in caps:
         return _refuse_8bit_envelope(s, msg, out)
-    batch = msg.recipients[: cfg.max_recipients_per_batch]
+    batch = recipients[: cfg.max_recipients_per_batch]
     s.message, s.batch, s.accepted, s.replies, s.mail_failed = msg, batch, [], 0, False
     s.pipelined = pipelined = cfg.enable_pipelining and "PIPELINING" in caps
     rset = s.use_rset
@@ -151,15 +169,15 @@ def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out:
     params = f"SIZE={msg.size}" if "SIZE" in caps else ""
     if utf8:
         params = f"{params} SMTPUTF8" if params else "SMTPUTF8"
-    s.mail_cmd = mail = make_command(Verb.MAIL, msg.sender, params, None)
+    s.mail_cmd = mail = make_command(_MAIL, msg.sender, params, None)
     s.mail_line = ""  # built only if a result needs it (`mail_line`)
     if pipelined:
         cmds: tuple[SmtpCommand, ...]  # one type for both branches (compiled: a checked type)
         if len(batch) == 1:  # the common case, without building a list first
-            rcpt = make_command(Verb.RCPT, batch[0], "", None)
+            rcpt = make_command(_RCPT, batch[0], "", None)
             cmds = (_RSET, mail, rcpt, _DATA) if rset else (mail, rcpt, _DATA)
         else:
-            rcpts = [make_command(Verb.RCPT, r, "", None) for r in batch]
+            rcpts = [make_command(_RCPT, r, "", None) for r in batch]
             cmds = (*((_RSET,) if rset else ()), mail, *rcpts, _DATA)
         fx.append(make_send(s.conn, cmds))
     else:
@@ -168,7 +186,7 @@ def transaction_started(s: SessionData, at: float, msg: TxnMessage, fx: Fx, out:
     # as each reply arrives, with the timeout of the command answered next.
     s.timeout = t = cfg.rset_timeout if rset else cfg.mail_from_timeout
     fx.append(make_set_timer(s.timer, at + t))
-    return State.RSET_SENT if rset else State.MAIL_SENT
+    return _RSET_SENT if rset else _MAIL_SENT
 
 
 def _refuse_8bit_envelope(s: SessionData, msg: TxnMessage, out: Out) -> State:
@@ -179,7 +197,7 @@ def _refuse_8bit_envelope(s: SessionData, msg: TxnMessage, out: Out) -> State:
         out.append(make_recipient_result(msg.id, rcpt, PERMANENT, NO_SMTPUTF8, command))
     out.append(make_transaction_done(msg.id))
     out.append(READY)
-    return State.IDLE
+    return _IDLE
 
 
 def quit_sent(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> None:
@@ -246,7 +264,7 @@ def reset_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State
 
 def sender_accepted(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> None:
     if not s.pipelined:
-        send(s, fx, make_command(Verb.RCPT, s.batch[0], "", None))
+        send(s, fx, make_command(_RCPT, s.batch[0], "", None))
     s.timeout = t = s.cfg.rcpt_to_timeout
     fx.append(make_set_timer(s.timer, at + t))
 
@@ -259,20 +277,25 @@ def sender_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> Stat
     _resolve_all(s, out, reply_status(ev.reply), ev.reply, mail_line(s))
     s.mail_failed = True
     if not s.pipelined:
-        send(s, fx, make_command(Verb.RCPT, s.batch[0], "", None))
+        send(s, fx, make_command(_RCPT, s.batch[0], "", None))
     s.timeout = t = s.cfg.rcpt_to_timeout
     fx.append(make_set_timer(s.timer, at + t))
-    return State.RCPT_SENT
+    return _RCPT_SENT
 
 
 # -- RCPT --------------------------------------------------------------------------
 
 
-def _rcpt(s: SessionData, at: float, reply: Reply, status: Status, fx: Fx, out: Out) -> State:
+def recipient_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out,
+                       status: Status = DELIVERED) -> State:
     """One RCPT reply: record it, then ask for the next reply (sending the
     next command unless pipelined), or move on to DATA, which is sent even
     when nobody was accepted, as KumoMTA's ``pipeline_commands`` writes every
-    command of the batch (a 354 then gets a lone dot, `data_accepted`)."""
+    command of the batch (a 354 then gets a lone dot, `data_accepted`).
+    The handler of a 2xx (DELIVERED, the default `status`) and, as `_rcpt`
+    with another `status`, of every other RCPT reply: no call in between on
+    the commonest one."""
+    reply = ev.reply
     i = s.replies
     rcpt = s.batch[i]
     s.replies = i + 1
@@ -284,29 +307,28 @@ def _rcpt(s: SessionData, at: float, reply: Reply, status: Status, fx: Fx, out: 
             out.append(make_recipient_result(msg_id, rcpt, status, reply, f"RCPT TO:<{rcpt}>"))
     if i + 1 < len(s.batch):
         if not s.pipelined:
-            send(s, fx, make_command(Verb.RCPT, s.batch[i + 1], "", None))
+            send(s, fx, make_command(_RCPT, s.batch[i + 1], "", None))
         s.timeout = t = s.cfg.rcpt_to_timeout
         fx.append(make_set_timer(s.timer, at + t))
-        return State.RCPT_SENT
+        return _RCPT_SENT
     if not s.pipelined:
         send(s, fx, _DATA)
     s.timeout = t = s.cfg.data_timeout
     fx.append(make_set_timer(s.timer, at + t))
-    return State.DATA_SENT
+    return _DATA_SENT
 
 
-def recipient_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
-    return _rcpt(s, at, ev.reply, DELIVERED, fx, out)
+_rcpt = recipient_accepted  # one RCPT reply, whatever its status
 
 
 def recipient_deferred(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """4xx, or a 3xx where none is expected."""
-    return _rcpt(s, at, ev.reply, TRANSIENT, fx, out)
+    return _rcpt(s, at, ev, fx, out, TRANSIENT)
 
 
 def recipient_rejected(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """5xx: permanent, except 503 (bad sequence) which is transient."""
-    return _rcpt(s, at, ev.reply, reply_status(ev.reply), fx, out)
+    return _rcpt(s, at, ev, fx, out, reply_status(ev.reply))
 
 
 # -- DATA and the body ---------------------------------------------------------
@@ -321,11 +343,11 @@ def data_accepted(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> State:
     reply awaited; every recipient already has its result, so that reply
     only ends the transaction, and the connection carries on."""
     cmd = _DOT if not s.accepted else make_command(
-        Verb.BODY, s.message.id, "", None)  # type: ignore[union-attr]
+        _BODY, s.message.id, "", None)  # type: ignore[union-attr]
     fx.append(make_send(s.conn, (cmd,)))
     s.timeout = t = s.cfg.data_dot_timeout
     fx.append(make_set_timer(s.timer, at + t))
-    return State.BODY_SENT
+    return _BODY_SENT
 
 
 def data_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
@@ -338,10 +360,24 @@ def data_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
 
 
 def message_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
-    if s.accepted and ev.reply.code == 250:  # KumoMTA's success: RSET next only if enabled
+    """The final dot accepted: `_resolve_all` and `_finish` spelled out (once
+    per delivered message)."""
+    reply = ev.reply
+    accepted = s.accepted
+    if accepted and reply.code == 250:  # KumoMTA's success: RSET next only if enabled
         s.use_rset = s.cfg.enable_rset
-    _resolve_all(s, out, DELIVERED, ev.reply, ".")
-    return _finish(s, fx, out)
+    msg_id = s.message.id  # type: ignore[union-attr]
+    if not s.mail_failed:
+        for rcpt in accepted:
+            out.append(make_recipient_result(msg_id, rcpt, DELIVERED, reply, "."))
+        if s.replies < len(s.batch):
+            for rcpt in s.batch[s.replies :]:
+                out.append(make_recipient_result(msg_id, rcpt, DELIVERED, reply, "."))
+    fx.append(s.cancel_timer)
+    out.append(make_transaction_done(msg_id))
+    out.append(READY)
+    s.message = None
+    return _IDLE
 
 
 def message_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
