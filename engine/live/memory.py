@@ -114,15 +114,10 @@ def allocator() -> str:
 
 
 def _find_jemalloc() -> str | None:
-    """The path of jemalloc's shared library, or None where it is not installed."""
-    name = ctypes.util.find_library("jemalloc")
-    if name is None:
-        return None
-    for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
-              "/usr/lib", "/usr/local/lib"):
-        if os.path.exists(os.path.join(d, name)):
-            return os.path.join(d, name)
-    return name  # the dynamic loader finds a bare soname in its cache
+    """jemalloc's shared library as the dynamic loader knows it (a soname such
+    as ``libjemalloc.so.2``, which LD_PRELOAD looks up like any library), or
+    None where it is not installed."""
+    return ctypes.util.find_library("jemalloc")
 
 
 def use_allocator(choice: str) -> None:
