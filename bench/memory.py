@@ -316,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Run `egress deliver` with tracemalloc on (frames > 0); each SIGUSR1 dumps a
-# snapshot to DIR/snap-K.bin, SIGUSR2 runs gc.collect() and glibc's
-# malloc_trim(0) (asyncio's signal wake-up fd gets the loop to run handlers).
+# snapshot to DIR/snap-K.bin, SIGUSR2 runs gc.collect() and engine.live.memory.trim
+# (jemalloc's purge, or glibc's malloc_trim(0)); asyncio's signal wake-up fd
+# gets the loop to run handlers.
 _TRACED = """\
 import ctypes, gc, signal, sys, tracemalloc
 if {frames}:
@@ -327,8 +328,9 @@ def _dump(signum, frame):
     _k[0] += 1
     tracemalloc.take_snapshot().dump({out!r} + f"/snap-{{_k[0]}}.bin")
 def _trim(signum, frame):
+    from engine.live.memory import trim
     gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim()
     open({out!r} + "/trimmed", "w").close()
 signal.signal(signal.SIGUSR1, _dump)
 signal.signal(signal.SIGUSR2, _trim)

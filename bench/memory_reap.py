@@ -6,8 +6,9 @@ one message to each of 10 k domains took ``egress deliver`` from 33 to 163 MB
 for good.  Now an idle path, queue or domain is dropped by the engine's reap
 sweep (`engine.lifecycle.reap_idle`, every ``--reap-after`` seconds).
 
-What this measures, on loopback: ``egress deliver`` (the `bench.memory`
-launcher, so SIGUSR2 runs ``gc.collect()`` and glibc's ``malloc_trim(0)``)
+What this measures, on loopback: ``egress deliver`` as shipped (on jemalloc
+where it is installed, `engine.live.memory`; the `bench.memory` launcher, so
+SIGUSR2 runs ``gc.collect()`` and `engine.live.memory.trim`)
 with a policy sending every path to a Postfix ``smtp-sink`` with
 ``idle_timeout = 1s``, and a dnslib server (in this process, not the
 measured one) answering an MX for each of the N domains.  RSS is read from
@@ -21,12 +22,13 @@ measured one) answering an MX for each of the N domains.  RSS is read from
 3. when all N are delivered (the per-domain state at its largest);
 4. once ``/metrics`` lists no path any more (everything reaped; the sweep
    that reaps them also hands the memory back: `engine.live.memory`);
-5. the same after an outside ``gc.collect()`` + ``malloc_trim(0)``
-   (SIGUSR2): what the service's own hand-back left for them to find.
+5. the same after an outside ``gc.collect()`` + ``trim`` (SIGUSR2): what
+   the service's own hand-back left for them to find.
 
     python -m bench.memory_reap                  # 10 k domains
     python -m bench.memory_reap --domains 1000   # quicker
     python -m bench.memory_reap --again          # then 10 k other domains: is it reused?
+    python -m bench.memory_reap --allocator pymalloc   # CPython's own allocator
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def _wait(cond: object, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def run(n: int, reap_after: float, timeout: float, again: bool = False) -> dict[str, float]:
+def run(n: int, reap_after: float, timeout: float, again: bool = False,
+        allocator: str = "auto") -> dict[str, float]:
     """RSS figures (bytes) and timings for `n` domains (`again`: then `n` others)."""
     domains = [f"d{i}.reap.test" for i in range(n)]
     others = [f"e{i}.reap.test" for i in range(n)] if again else []
@@ -106,7 +109,7 @@ def run(n: int, reap_after: float, timeout: float, again: bool = False) -> dict[
             work = Path(tmp)
             (work / "policy.py").write_text(_POLICY.format(port=sink.port))
             svc = Deliver(work, dns.port, traced=_TRACED.format(frames=0, out=tmp),
-                          extra=("--reap-after", str(reap_after)))
+                          extra=("--reap-after", str(reap_after), "--allocator", allocator))
             try:
                 proc = svc.start(timeout)
                 time.sleep(1.0)
@@ -156,17 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="bound on each wait, seconds")
     p.add_argument("--again", action="store_true",
                    help="then one message to each of as many other domains, reaped again")
+    p.add_argument("--allocator", choices=("auto", "jemalloc", "pymalloc"), default="auto",
+                   help="egress deliver --allocator (auto: jemalloc where installed)")
     args = p.parse_args(argv)
-    r = run(args.domains, args.reap_after, args.timeout, args.again)
+    r = run(args.domains, args.reap_after, args.timeout, args.again, args.allocator)
     n = args.domains
-    print(f"one message to each of {n:,} domains, --reap-after {args.reap_after:g}")
+    print(f"one message to each of {n:,} domains, --reap-after {args.reap_after:g}, "
+          f"--allocator {args.allocator}")
     print(f"  RSS at start (listening)         {_mb(r['start'])}")
     print(f"  RSS idle (1 delivery, reaped)    {_mb(r['idle'])}")
     print(f"  RSS all delivered                {_mb(r['full'])}  (peak {_mb(r['peak'])}; "
           f"/metrics lists {r['listed']:.0f} path series; {r['delivered_s']:.1f} s)")
     print(f"  RSS reaped (no path in /metrics) {_mb(r['reaped'])}  "
           f"({(r['reaped'] / r['idle'] - 1) * 100:+.1f} % of idle; {r['reaped_s']:.1f} s after)")
-    print(f"  RSS reaped, gc + malloc_trim(0)  {_mb(r['trimmed'])}  "
+    print(f"  RSS reaped, outside gc + trim   {_mb(r['trimmed'])}  "
           f"({(r['trimmed'] / r['idle'] - 1) * 100:+.1f} % of idle)")
     if args.again:
         print(f"  RSS after {n:,} other domains, reaped {_mb(r['second'])}  "

@@ -425,6 +425,10 @@ def _add_deliver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="the event loop: uvloop where it is installed (auto, the default), "
                    "or asyncio's own")
+    p.add_argument("--allocator", choices=("auto", "jemalloc", "pymalloc"), default="auto",
+                   help="what allocates Python's objects: jemalloc where it is installed "
+                   "(auto, the default: a burst's memory goes back to the system once "
+                   "reaped), or CPython's pymalloc (engine.live.memory)")
     _add_shaping(p)
     p.add_argument("--no-shaping", action="store_true",
                    help="no shaping files, not even those the spool keeps (without --shaping "
@@ -465,6 +469,9 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             argv += ["--nodes", str(args.workers)]
         return run_workers(argv, args.workers, spool=args.spool, log_dir=args.log_dir,
                            metrics_port=args.metrics_port)
+    from engine.live.memory import use_allocator
+
+    use_allocator(args.allocator)  # may re-execute this command line on jemalloc
     shared = None
     if args.redis is not None:
         import uuid

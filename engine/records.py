@@ -83,6 +83,14 @@ def rfc3339(t: float) -> str:
     return text
 
 
+def forget_texts() -> None:
+    """Empty the rfc3339 memos.  The live service calls this when idle state
+    is reaped: a text kept from a burst pins the allocator pool it was made in
+    (`engine.live.memory`)."""
+    _TEXTS.clear()
+    _second.cache_clear()
+
+
 def _rfc3339(t: float) -> str:
     micros = round(t * 1_000_000)
     secs, frac = divmod(micros, 1_000_000)

@@ -74,6 +74,7 @@ from engine.live.connection import SmtpClientProtocol
 from engine.live.driver_io import DriverIO
 from engine.live.keysource_resolve import resolve_keysource
 from engine.live.timers import LiveTimers
+from engine.records import forget_texts
 from engine.reply import Reply
 from engine.wire import encode_auth_plain, encode_body, encode_command
 
@@ -298,8 +299,13 @@ class LiveDriver(DriverIO):
         for table in (self._conns, self._pending, self._tasks, self._wire_bodies,
                       self.timers.table()):
             compact(table)
-        if dropped and self.on_reap is not None:
-            self.on_reap()
+        if dropped:
+            # memos filled during a burst: each entry kept would pin the
+            # allocator pool it was made in (engine.live.memory)
+            self.reply_cache.clear()
+            forget_texts()
+            if self.on_reap is not None:
+                self.on_reap()
 
     def _send(self, eff: Send) -> None:
         proto = self._conns.get(eff.conn)

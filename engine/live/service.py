@@ -478,6 +478,12 @@ class Service:
         self.journal.drop_body(message_id)
 
     def _reaped(self) -> None:
+        # at the loop's next turn: the sweep's own frames still hold what it
+        # dropped, and a cycle the collector cannot free now would wait for
+        # Python's next full collection (it can take hours)
+        asyncio.get_running_loop().call_soon(self._hand_back)
+
+    def _hand_back(self) -> None:
         journal = self.journal
         queued = self.engine.queued_count if self.engine is not None else 0
         hand_back(journal.release_memory if journal is not None else None, queued)

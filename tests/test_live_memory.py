@@ -1,0 +1,111 @@
+"""engine.live.memory: `egress deliver` runs on jemalloc, and a reaped burst's
+memory goes back to the system.
+
+Pymalloc returns a 1 MiB arena only when every object in it is gone, so a
+few objects kept from a burst keep most of its memory resident; jemalloc's
+slabs are a few pages, and `trim` purges every unused one.  The burst below
+has that shape: 200 k small objects, one in 4,000 kept.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.peers import wait_listening
+from engine.errors import ConfigError
+from engine.live import memory
+from tests.support.live_harness import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_JEMALLOC = memory._find_jemalloc() is not None
+needs_jemalloc = pytest.mark.skipif(not HAS_JEMALLOC, reason="jemalloc is not installed "
+                                    "(Debian: libjemalloc2, which redis-server brings)")
+
+_BURST = """\
+import gc, json, os, re, sys
+from engine.live.memory import allocator, trim, use_allocator
+
+use_allocator(sys.argv[1])  # re-executes this script on jemalloc, same pid
+
+def rss():
+    text = open("/proc/self/status").read()
+    return int(re.search(r"^VmRSS:\\s+(\\d+) kB$", text, re.M).group(1)) * 1024
+
+gc.collect(); trim()
+before = rss()
+burst = [(f"d{i}.reap.test", i * 1.5, [i]) for i in range(200_000)]
+peak = rss()
+kept = burst[::4_000]
+del burst
+gc.collect(); trim()
+print(json.dumps({"allocator": allocator(), "pid": os.getpid(), "before": before,
+                  "peak": peak, "after": rss(), "kept": len(kept),
+                  "preload": os.environ.get("LD_PRELOAD"),
+                  "pythonmalloc": os.environ.get("PYTHONMALLOC")}))
+"""
+
+
+def _burst(choice: str) -> dict[str, object]:
+    proc = subprocess.Popen([sys.executable, "-c", _BURST, choice], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    got: dict[str, object] = json.loads(out)
+    assert got["pid"] == proc.pid  # re-executed in place, not a child
+    return got
+
+
+@needs_jemalloc
+def test_a_burst_kept_sparsely_goes_back_to_the_system_on_jemalloc() -> None:
+    got = _burst("jemalloc")
+    assert got["allocator"] == "jemalloc"
+    # the environment is put back: a child of the service is not run on it
+    assert got["preload"] is None and got["pythonmalloc"] is None
+    before, peak, after = (int(got[k]) for k in ("before", "peak", "after"))  # type: ignore[call-overload]
+    assert peak - before > 20 * 2**20
+    assert after - before < 0.15 * (peak - before), got
+
+
+def test_pymalloc_keeps_the_arenas_of_a_burst_kept_sparsely() -> None:
+    """Why jemalloc: the same burst on CPython's own allocator stays resident."""
+    got = _burst("pymalloc")
+    assert got["allocator"] == "pymalloc"
+    before, peak, after = (int(got[k]) for k in ("before", "peak", "after"))  # type: ignore[call-overload]
+    assert after - before > 0.5 * (peak - before), got
+
+
+@needs_jemalloc
+@pytest.mark.parametrize("choice", ["auto", "pymalloc"])
+def test_egress_deliver_runs_on_the_allocator_asked_for(tmp_path: Path, choice: str) -> None:
+    policy = tmp_path / "policy.py"
+    policy.write_text("from engine import Policy\npolicy = Policy()\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "deliver", "--policy", str(policy),
+         "--spool", str(tmp_path / "spool"), "--listen", f"127.0.0.1:{port}",
+         "--allocator", choice], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_listening("127.0.0.1", port, 30.0, proc)
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert ("libjemalloc" in maps) == (choice == "auto")
+
+
+def test_jemalloc_asked_for_where_it_is_missing_is_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_find_jemalloc", lambda: None)
+    monkeypatch.delenv("EGRESS_ALLOCATOR_ENV", raising=False)
+    if memory.allocator() == "jemalloc":
+        pytest.skip("this test process already runs on jemalloc")
+    with pytest.raises(ConfigError, match=r"--allocator jemalloc: libjemalloc\.so\.2 is not"):
+        memory.use_allocator("jemalloc")
+    memory.use_allocator("auto")  # falls back to pymalloc: returns, no re-execution
+    with pytest.raises(ConfigError, match=r"--allocator: 'tcmalloc' is not one of"):
+        memory.use_allocator("tcmalloc")
