@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from mypy_extensions import mypyc_attr
+
 from engine.effects import Effect, Resolve, ResolveHosts
 from engine.events import MxRecord
 from engine.message import Message
@@ -29,6 +31,7 @@ __all__ = ["DomainState", "literal_address", "lookup", "smart_mx", "static_mx"]
 STATIC_TTL = float("inf")  # an address given in the config is never looked up again
 
 
+@mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
 class DomainState:
     """A destination's cached MX answer, and the messages parked until it is known.
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from engine.protocol import route_key
 from engine.throttle import ThrottleState
 
@@ -31,6 +33,7 @@ DONE: Final = 5
 OVERFLOW: Final = 6  # re-delayed by a full ready queue, in its lazy backlog (counts as scheduled)
 
 
+@mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
 class QueueInfo:
     """One scheduled queue ``campaign:tenant@domain``: its parts and cached config."""
 
@@ -65,6 +68,7 @@ def queue_name(domain: str, tenant: str, campaign: str) -> str:
     return f"{campaign}:{name}" if campaign else name
 
 
+@mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
 class Message:
     """A message the engine has accepted and not yet finished.
 

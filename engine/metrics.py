@@ -42,6 +42,8 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 DELIVERED = "total_messages_delivered"
 TRANSFAIL = "total_messages_transfail"
 FAIL = "total_messages_fail"
@@ -61,6 +63,7 @@ TOTALS = (DELIVERED, TRANSFAIL, FAIL, READY_FULL, RATE_THROTTLED, CONN_RATE_THRO
 BY_PATH = (DELIVERED, TRANSFAIL, FAIL)
 
 
+@mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
 class Counters:
     """Mutable counters; ready and connection counts are read from the queues."""
 
@@ -150,6 +153,7 @@ _BY_SERVICE = (DELIVERED, TRANSFAIL, FAIL, "ready_count", "connection_count", TO
 
 
 @dataclass(frozen=True, slots=True)
+@mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
 class Family:
     """One metric family: `labels` names the label columns, each sample is
     (label values, value); no labels means one unlabelled sample."""

@@ -26,6 +26,8 @@ import math
 from collections import deque
 from typing import Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from engine.message import Message
 
 CONFIG_REFRESH: Final = 60.0
@@ -68,6 +70,7 @@ def ideal_connections(limit: int, depth: int) -> int:
     return min(depth, math.ceil(limit * (1.0 - math.exp(-0.023 * depth))))
 
 
+@mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
 class ConnCtx:
     """One connection (one `Session`) of a ready queue, from decision to close."""
 
@@ -124,6 +127,7 @@ class ConnCtx:
         self.last_txn: tuple[str, tuple[str, ...]] = ("", ())
 
 
+@mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
 class ReadyQueue:
     """The ready queue of one egress path."""
 

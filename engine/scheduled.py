@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from mypy_extensions import mypyc_attr
 from sortedcontainers import SortedList
 
 from engine.message import HELD, Message
@@ -25,6 +26,7 @@ from engine.message import HELD, Message
 SCHEDULED_OUT = HELD
 
 
+@mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
 class ScheduledQueues:
     """All scheduled messages, ordered by (due, message)."""
 

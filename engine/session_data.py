@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from engine.effects import CancelTimer, Close, Effect, Send, SetTimer, SmtpCommand, TlsSettings
 from engine.events import trusted_factory
 from engine.reply import Reply
@@ -97,6 +99,7 @@ PHASE = {
 AWAITED = {**PHASE, State.BODY_SENT: "the end of DATA (.)"}
 
 
+@mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
 class SessionData:
     """One SMTP client connection to `host` at `address`:`port`.
 

@@ -74,9 +74,21 @@ class _Unpickler(pickle.Unpickler):
         return self._policy
 
 
+def _attributes(eng: Any) -> dict[str, Any]:
+    """The engine's attributes: its ``__dict__`` in pure Python; an engine of
+    the optional compiled build (mypyc) keeps them in native slots, named by
+    each compiled class's ``__mypyc_attrs__``, and has no ``__dict__``."""
+    found = dict(getattr(eng, "__dict__", {}))
+    for klass in type(eng).__mro__:
+        for name in getattr(klass, "__mypyc_attrs__", ()):
+            if name != "__dict__" and name not in found and hasattr(eng, name):
+                found[name] = getattr(eng, name)
+    return found
+
+
 def dump(eng: Any) -> bytes:
     """Snapshot bytes of `eng` (policy left out)."""
-    state = {k: v for k, v in vars(eng).items() if k not in _SKIP}
+    state = {k: v for k, v in _attributes(eng).items() if k not in _SKIP}
     buf = io.BytesIO()
     buf.write(MAGIC + bytes([VERSION]))
     _Pickler(buf, eng.policy).dump(state)
@@ -95,8 +107,11 @@ def load(cls: type[E], data: bytes, policy: Any) -> E:
         state = _Unpickler(io.BytesIO(bytes(data[len(MAGIC) + 1:])), policy).load()
     except Exception as exc:  # a truncated or corrupted snapshot
         raise JournalError(f"engine snapshot could not be read: {exc}") from None
-    eng = cls.__new__(cls)
-    vars(eng).update(state)
+    # made by its constructor (a compiled class cannot be made without it),
+    # then every attribute the snapshot holds laid over the fresh ones
+    eng = cls(policy)  # type: ignore[call-arg]
+    for name, value in state.items():  # setattr: a compiled engine has no __dict__
+        setattr(eng, name, value)
     eng.policy = policy  # type: ignore[attr-defined]
     eng.out = []  # type: ignore[attr-defined]
     eng.cancelled = {}  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
 """The optional mypyc build (setup.py, scripts/build_compiled.sh) still builds
-and runs the core.
+and runs the core, and its engine's snapshot round-trips.
 
 The suite runs the Python source; this test compiles a copy and drives the
 compiled engine through bench.core's realistic mix, so a change that mypyc
@@ -30,6 +30,16 @@ from bench.core import per_event
 assert engine.core.__file__.endswith(".so"), engine.core.__file__
 assert engine.engine.__file__.endswith(".so"), engine.engine.__file__
 us, eps, _ = per_event(1_000, 4_000)
+# a compiled engine has no __dict__ and its state classes take __init__
+# arguments (engine.native): a snapshot must still round-trip
+from bench.core import Bench
+b = Bench()
+b.workload(300)
+twin = engine.engine.Engine.restore(b.eng.snapshot(), b.eng.policy)
+assert twin.counters == b.eng.counters and twin.armed_timers() == b.eng.armed_timers()
+assert (twin.ready_depths(), twin.scheduled_count, twin.queued_count, sorted(twin.ids)) \
+    == (b.eng.ready_depths(), b.eng.scheduled_count, b.eng.queued_count, sorted(b.eng.ids))
+assert engine.engine.Engine.restore(twin.snapshot(), b.eng.policy).counters == b.eng.counters
 print(f"compiled {eps:.0f} events/s")
 """
 
