@@ -40,45 +40,16 @@ from engine.events import (
     ResolveFailed,
 )
 from engine.reply import Reply
-from sim.host_behaviour import HostBehaviour, ehlo_reply
+from sim.host_behaviour import HostBehaviour
 from sim.host_pushback import UNBOUND_SOURCE
-from sim.host_replies import (
-    AUTH_OK,
-    BLACKHOLE,
-    BODY_OK,
-    BODY_PERMFAIL,
-    BODY_TEMPFAIL,
-    BUSY,
-    DATA_OK,
-    MAIL_OK,
-    MAIL_OUTAGE,
-    MAIL_TEMPFAIL,
-    NEED_MAIL,
-    NO_RECIPIENTS,
-    NOT_OFFERED,
-    QUIT_OK,
-    RCPT_OK,
-    RCPT_PERMFAIL,
-    RCPT_TEMPFAIL,
-    RSET_OK,
-    STARTTLS_OK,
-    UNKNOWN,
-    ConnectResult,
-    HostCounters,
-)
+from sim.host_replies import ConnectResult, HostCounters
 
 if TYPE_CHECKING:
     from sim.host_pushback import Pushback
     from sim.scenario import Scenario
     from sim.scenario_world import DomainSpec
 
-# The replies are `sim.host_replies`'s; named here too for existing callers.
-__all__ = [
-    "AUTH_OK", "BLACKHOLE", "BODY_OK", "BODY_PERMFAIL", "BODY_TEMPFAIL", "BUSY", "DATA_OK",
-    "DNS_LATENCY", "MAIL_OK", "MAIL_OUTAGE", "MAIL_TEMPFAIL", "NEED_MAIL", "NOT_OFFERED",
-    "NO_RECIPIENTS", "QUIT_OK", "RCPT_OK", "RCPT_PERMFAIL", "RCPT_TEMPFAIL", "RSET_OK",
-    "STARTTLS_OK", "UNKNOWN", "ConnectResult", "World", "ehlo_reply",
-]
+__all__ = ["DNS_LATENCY", "World"]
 
 DNS_LATENCY = 0.005  # seconds for every lookup (a warm local resolver)
 

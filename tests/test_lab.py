@@ -20,8 +20,8 @@ from lab.dns import LabZone
 from lab.smtp_wire import wire
 from lab.timing import MAX_LAG
 from lab.world import Lab, lab_addresses
+from sim.host_behaviour import ehlo_reply
 from sim.scenario import Scenario
-from sim.world import ehlo_reply
 from tests.support.lab_kit import Client, greet, scenario, with_lab
 from tests.support.waiting import until
 

@@ -21,8 +21,9 @@ from engine.events import (
 )
 from engine.reply import Reply
 from sim.distributions import Z99, Constant, LogNormal, Uniform
+from sim.host_replies import BUSY
 from sim.scenario import Scenario
-from sim.world import BUSY, World
+from sim.world import World
 
 MX = "mx.example.com"
 
