@@ -96,6 +96,18 @@ def test_restart_in_the_same_second_never_overwrites(tmp_path: pathlib.Path) -> 
     assert list(read_records(tmp_path)) == [record(1), record(2)]
 
 
+def test_restart_in_the_same_second_never_overwrites_a_compressed_segment(
+        tmp_path: pathlib.Path) -> None:
+    # the first run's segment is compressed at close, so its plain name is free
+    # again; the next run in the same second must not take it (its own
+    # compression would replace the first run's .zst)
+    with LogWriter(tmp_path, compress="zstd", clock=Clock(5.0)) as first:
+        first.write({"n": 1})
+    with LogWriter(tmp_path, compress="zstd", clock=Clock(5.0)) as second:
+        second.write({"n": 2})
+    assert [r["n"] for r in read_records(tmp_path)] == [1, 2]
+
+
 def test_flush_makes_lines_visible_and_close_is_final(tmp_path: pathlib.Path) -> None:
     w = LogWriter(tmp_path)
     w.write(record(1))

@@ -185,6 +185,8 @@ class LogWriter:
         while True:
             self._seq += 1
             path = self.directory / f"{stamp}-{self._seq:06d}{_SUFFIX}"
+            if path.with_name(path.name + _ZSTD).exists():
+                continue  # a segment of an earlier run in the same second, compressed since
             try:
                 self._file = open_new(path)  # closed in _close_segment
             except FileExistsError:
