@@ -599,8 +599,9 @@ def _add_journal(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser(
         "journal", help="check a spool's journal, or salvage what is readable of it",
         description="check SPOOL: what the journal holds and what is wrong with it (exit 1 "
-        "if anything is). salvage SPOOL OUT: copy every readable event, body and snapshot "
-        "into the new spool OUT, which `egress deliver --spool OUT` can then use.",
+        "if anything is). salvage SPOOL OUT: copy every readable event, body and snapshot, "
+        "and the policy, shaping and node-id files the spool keeps, into the new spool OUT, "
+        "which `egress deliver --spool OUT` can then use.",
     )
     p.add_argument("action", choices=("check", "salvage"))
     p.add_argument("spool", metavar="SPOOL")

@@ -146,3 +146,40 @@ def test_check_and_salvage_a_truncated_database(tmp_path: Path) -> None:
     assert check(out)[1] is True
     with Journal.in_spool(out):
         pass
+
+
+def test_salvage_keeps_the_policy_shaping_files_and_node_id(tmp_path: Path) -> None:
+    """A salvaged spool folds its journal under the files the service ran with:
+    the policy and a Lua module beside it, the --shaping copies and their list,
+    the node id; private, byte for byte; the damaged journal's WAL is not copied."""
+    from engine.live.nodeid import kept_node_id, node_id
+    from engine.live.spool_files import keep_policy, keep_shaping, kept_shaping
+
+    spool, journal = crashed_spool(tmp_path)
+    source = tmp_path / "conf"
+    (source / "lib").mkdir(parents=True)
+    (source / "policy.lua").write_text("local m = require 'lib.mod'\n")
+    (source / "lib" / "mod.lua").write_text("return {}\n")
+    keep_policy(spool, source / "policy.lua", ["lib/mod.lua"])
+    keep_shaping(spool, [("/etc/shaping.toml", '["yahoo.com"]\nmax_connection_rate = "5/min"\n')])
+    node = node_id(spool)
+    damaged = copy_spool(spool, tmp_path / "damaged", wal=True)
+    for name in ("policy.lua", "lib", "shaping", "nodeid"):
+        src = spool / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, damaged / name)
+    journal.close()
+    out = tmp_path / "salvaged"
+    report = salvage(damaged, out)
+    assert report[-1] == ("kept files: 5 copied (lib/mod.lua, nodeid, policy.lua, "
+                          "shaping/files.json, shaping/shaping.17bb4f44c44f.toml)")
+    assert (out / "policy.lua").read_bytes() == (source / "policy.lua").read_bytes()
+    assert (out / "lib" / "mod.lua").read_text() == "return {}\n"
+    assert (out / "lib" / "mod.lua").stat().st_mode & 0o777 == 0o600
+    assert (out / "lib").stat().st_mode & 0o777 == 0o700
+    kept = kept_shaping(out)
+    assert kept is not None and [(k.file, k.text) for k in kept] == [
+        (k.file, k.text) for k in kept_shaping(damaged) or []]
+    assert kept_node_id(out) == node
+    assert check(out)[1] is True  # the journal rebuilt, not the damaged one's files copied
+    with Journal.in_spool(out) as j:
+        assert j.last_seq == 20

@@ -6,7 +6,11 @@ do not decode, gaps in the sequence, and less than the high-water mark
 (`engine.live.journal_mark`) says was committed.  `salvage` copies whatever
 is readable (events row by row, bodies, the inbox, snapshots) into a new
 spool that `egress deliver` opens as it is; what it could not read is
-counted, never invented.
+counted, never invented.  The files a spool keeps beside its journal (the
+policy and its modules, the ``--shaping`` copies, the node id:
+`engine.live.spool_files`, `engine.live.nodeid`) are copied too, since a
+restart and a replay fold the journal with them: without them the salvaged
+spool would be decided again under whatever policy is given next.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from engine import codec
 from engine.errors import JournalError
 from engine.live.journal import JOURNAL_FILE, Journal
 from engine.live.journal_mark import Mark, MarkFile, loss, mark_path, read_mark
+from engine.live.private_files import private_dir, replace_file
 
 __all__ = ["check", "salvage"]
 
@@ -152,4 +157,35 @@ def salvage(spool: str | Path, out: str | Path) -> list[str]:
     lines = [f"events: {copied} copied, last seq {last}"
              + (f", {skipped} undecodable skipped" if skipped else "")]
     lines += [f"{table}: {n} copied" for table, n in counts.items()]
+    kept = _copy_kept_files(Path(spool), target, bad)
+    if kept:
+        lines.append(f"kept files: {len(kept)} copied ({', '.join(kept)})")
     return lines + [f"problem: {b}" for b in bad]
+
+
+def _is_journal_file(name: str) -> bool:
+    """The journal's own files (the database, its WAL, shared memory and
+    rollback journal, the mark), which salvage rebuilds rather than copies."""
+    return name.startswith(JOURNAL_FILE)
+
+
+def _copy_kept_files(spool: Path, target: Path, bad: list[str]) -> list[str]:
+    """Copy every file of `spool` that is not the journal's own (nor a leftover
+    temporary, named with a leading dot) into `target`, 0600 in 0700
+    directories; their paths relative to the spool, sorted.  A file that cannot
+    be read is noted in `bad` and the rest still copied."""
+    copied = []
+    for path in sorted(spool.rglob("*")):
+        rel = path.relative_to(spool)
+        if (not path.is_file() or any(part.startswith(".") for part in rel.parts)
+                or (len(rel.parts) == 1 and _is_journal_file(rel.name))):
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            bad.append(f"{rel.as_posix()}: not copied ({exc.strerror or exc})")
+            continue
+        private_dir((target / rel).parent)
+        replace_file(target / rel, data)
+        copied.append(rel.as_posix())
+    return copied
