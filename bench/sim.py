@@ -29,6 +29,13 @@ Run:
     python -m bench.sim --case million --repeat 3
     python -m bench.sim --scenario scenarios/quickstart.toml --repeat 1
     python -m bench.sim --quick                          # smoke test: a 5 k blast, once
+    python -m bench.sim --case blast --sizes 2M --out /tmp/b  # records written, as a user's run
+
+Without ``--out`` the records are counted, not written (what the simulator
+costs); with it they are streamed to ``OUT/records.jsonl`` as ``egress
+simulate --out`` streams them (the default ``--records outcomes``: a
+Reception and a Delivery per message, about 1.6 KB), so the row is what a
+user's run costs, disk writes included.
 """
 
 from __future__ import annotations
@@ -110,8 +117,12 @@ def blast_scenario(messages: int, seed: int = 1) -> dict[str, Any]:
     }
 
 
-def run_scenario(scenario: Any) -> dict[str, Any]:
-    """Simulate `scenario` once, records counted but not kept; wall, CPU and event counts."""
+def run_scenario(scenario: Any, out: str | None = None) -> dict[str, Any]:
+    """Simulate `scenario` once, records counted but not kept (with `out`: streamed to
+    OUT/records.jsonl, as `egress simulate --out` does); wall, CPU and event counts."""
+    import contextlib
+    from pathlib import Path
+
     import sim.result as res
 
     holder: dict[str, Any] = {}
@@ -126,8 +137,10 @@ def run_scenario(scenario: Any) -> dict[str, Any]:
     started = time.perf_counter()
     cpu_started = time.process_time()
     res.SimDriver = spy  # type: ignore[misc,assignment]
+    sink = res.RecordFile(Path(out) / "records.jsonl") if out is not None else None
     try:
-        result = res.run(scenario, keep_records=False)
+        with sink if sink is not None else contextlib.nullcontext():
+            result = res.run(scenario, keep_records=False, record_sink=sink)
     finally:
         res.SimDriver = original  # type: ignore[misc]
     wall = time.perf_counter() - started
@@ -139,15 +152,17 @@ def run_scenario(scenario: Any) -> dict[str, Any]:
         "summary": result.summary,
         "simpy_events": next(driver.env._eid),  # every event SimPy scheduled in the run
         "engine_events": driver.events_fed,
+        "written": sink.written if sink is not None else 0,
     }
 
 
-def measure(label: str, build: Any, repeat: int, bare_n: int) -> dict[str, Any]:
+def measure(label: str, build: Any, repeat: int, bare_n: int,
+            out: str | None = None) -> dict[str, Any]:
     """`repeat` runs of `build()` (a fresh Scenario each), each followed by its bare
     SimPy figures; returns the medians and the first run's summary."""
     rows = []
     for _ in range(repeat):
-        r = run_scenario(build())
+        r = run_scenario(build(), out)
         r["bare_same"] = _bare_simpy(r["simpy_events"])[1]
         r["bare_rate"] = bare_n / max(_bare_simpy(bare_n)[1], 1e-9)
         rows.append(r)
@@ -175,6 +190,7 @@ def measure(label: str, build: Any, repeat: int, bare_n: int) -> dict[str, Any]:
         "bare_rate": bare_rate,
         "one_in": bare_rate / rate if rate else float("inf"),
         "x_bare": statistics.median(r["cpu"] / max(r["bare_same"], 1e-9) for r in rows),
+        "written": rows[0]["written"],
     }
 
 
@@ -188,6 +204,9 @@ def print_row(row: dict[str, Any]) -> None:
     print(f"{'':<16} sim msgs/cpu-s {row['rate']:,.0f}  bare SimPy timeouts/cpu-s "
           f"{row['bare_rate']:,.0f}  msgs/s : timeouts/s 1/{row['one_in']:.1f}  "
           f"x bare (same SimPy events) {row['x_bare']:.1f}", flush=True)
+    if row["written"]:
+        print(f"{'':<16} records written {row['written'] / 1e9:.2f} GB "
+              f"({row['written'] / max(row['messages'], 1):,.0f} bytes per message)", flush=True)
 
 
 def parse_size(text: str) -> int:
@@ -215,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="blast sizes, comma-separated (100k,200k,...)")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--quick", action="store_true", help=f"a {QUICK_SIZE:,}-message blast, once")
+    p.add_argument("--out", metavar="DIR",
+                   help="stream the records to DIR/records.jsonl, as `egress simulate --out` "
+                   "does (default: counted, not written)")
     args = p.parse_args(argv)
     import sim.driver  # noqa: F401 - loaded now, so the build line counts it
     from bench.core import build
@@ -223,22 +245,25 @@ def main(argv: list[str] | None = None) -> int:
     bare_n = BARE_TIMEOUTS // 10 if args.quick else BARE_TIMEOUTS
     if args.scenario:
         path = args.scenario
-        print_row(measure(path, lambda: Scenario.from_toml(path, args.set), args.repeat, bare_n))
+        print_row(measure(path, lambda: Scenario.from_toml(path, args.set), args.repeat, bare_n,
+                         args.out))
         return 0
     if args.quick:
         print_row(measure(f"blast {QUICK_SIZE // 1000}k",
-                          lambda: Scenario.from_dict(blast_scenario(QUICK_SIZE)), 1, bare_n))
+                          lambda: Scenario.from_dict(blast_scenario(QUICK_SIZE)), 1, bare_n,
+                          args.out))
         return 0
     if args.case in ("all", "million"):
         print_row(measure("million.toml",
                           lambda: Scenario.from_toml("scenarios/million.toml", args.set),
-                          args.repeat, bare_n))
+                          args.repeat, bare_n, args.out))
     if args.case in ("all", "blast"):
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
         rows = []
         for n in sizes:
             row = measure(f"blast {_short(n)}",
-                          lambda n=n: Scenario.from_dict(blast_scenario(n)), args.repeat, bare_n)
+                          lambda n=n: Scenario.from_dict(blast_scenario(n)), args.repeat, bare_n,
+                          args.out)
             print_row(row)
             rows.append(row)
         if len(rows) > 1:

@@ -6,6 +6,8 @@ is asserted is that every section of the table is there with numbers in it.
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import re
 import subprocess
@@ -142,6 +144,24 @@ def test_sim_bench_quick_blast() -> None:
                      r"simpy events [\d,]+$", out, re.M), out
     assert re.search(r"msgs/s : timeouts/s 1/[\d.]+  x bare \(same SimPy events\) [\d.]+$",
                      out, re.M), out
+
+
+def test_sim_bench_out_writes_the_records_a_user_run_writes(tmp_path: Path) -> None:
+    """bench.sim --out: the blast's records streamed as `egress simulate --out` streams
+    them (the outcomes: a Reception and a Delivery per message, a TransientFailure per
+    tempfailed recipient, no Delayed), and the row says how much was written, which is
+    the file's size."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.sim", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    lines = (tmp_path / "records.jsonl").read_text().splitlines()
+    kinds = collections.Counter(json.loads(line)["type"] for line in lines)
+    assert kinds["Reception"] == kinds["Delivery"] == 5000, kinds
+    assert set(kinds) == {"Reception", "Delivery", "TransientFailure"}, kinds
+    size = (tmp_path / "records.jsonl").stat().st_size
+    written = re.search(r"records written [\d.]+ GB \(([\d,]+) bytes per message\)", out)
+    assert written and int(written.group(1).replace(",", "")) == round(size / 5000), out
 
 
 def test_sim_split_names_build_and_parts() -> None:
