@@ -26,6 +26,7 @@ import numpy as np
 
 from sim.driver import ProgressFn, SimDriver
 from sim.observer import OUTCOMES
+from sim.record_file import RecordFile as RecordFile  # where it used to live
 
 #: `records=` choices: which log records a run keeps and writes (all are counted).
 RECORD_CHOICES = ("outcomes", "all", "none")
@@ -89,39 +90,6 @@ class SimResult:
             plot_run(self, path)
             written.append(path)
         return written
-
-
-class RecordFile:
-    """A record sink writing JSON lines: `run(..., record_sink=RecordFile(p))`
-    streams a big run's records to disk instead of holding them in memory."""
-
-    def __init__(self, path: str | Path, *, large: int = 0,
-                 on_large: Callable[[int], None] | None = None) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "w", buffering=1 << 20)  # noqa: SIM115 - closed by close()
-        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
-        self.written = 0  # characters (bytes: the records are ASCII JSON)
-        self._large = large if on_large is not None else 0
-        self._on_large = on_large
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        line = self._dumps(record)
-        self._fh.write(line)
-        self._fh.write("\n")
-        self.written += len(line) + 1
-        if self._large and self.written > self._large:
-            self._large = 0  # once
-            assert self._on_large is not None
-            self._on_large(self.written)
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def __enter__(self) -> RecordFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _npz_key(name: str) -> str:
