@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 from engine.live.private_files import open_new, private_dir
+from engine.record_json import utf8_line
 
 __all__ = ["LogWriter", "read_records"]
 
@@ -111,13 +112,12 @@ class LogWriter:
         if self._closed:
             raise ValueError("LogWriter is closed")
         try:
-            line = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+            data = utf8_line(record)
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"log record type={record.get('type')!r} id={record.get('id')!r} cannot be "
                 f"written as JSON: {exc}"
             ) from None
-        data = line.encode() + b"\n"
         now = self._clock()
         if self._file is not None and (
             self._age_due(now)
