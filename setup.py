@@ -51,6 +51,12 @@ COMPILED = [
     "engine/lookups.py",
     "engine/domains.py",
     "engine/retry.py",
+    "engine/events.py",
+    "engine/effects.py",
+    "engine/reply.py",
+    "engine/session_outcomes.py",
+    "engine/session_model.py",
+    "engine/makers.py",
 ]
 
 

@@ -32,9 +32,8 @@ from typing import Any
 from engine import dispatch, metrics, records, shaping_rules, shared_limits, tls_policy
 from engine.config import ReconnectStrategy
 from engine.core import Core, OutcomeHandler
-from engine.effects import Log
-from engine.events import trusted_factory
 from engine.lifecycle import finish, retry_later, return_to_ready, transient
+from engine.makers import make_log
 from engine.message import HELD, compact_recipients, rcpt_tuple
 from engine.ready import ConnCtx
 from engine.reply import Reply
@@ -53,7 +52,6 @@ __all__ = ["HANDLERS"]
 
 NO_ANSWER = Reply.make(451, "4.4.1", "No answer from any hosts listed in MX")
 CLOSED_MID_TXN = Reply.make(451, "4.4.2", "connection closed during the transaction")
-_Log = trusted_factory(Log)
 
 
 def session_ready(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
@@ -181,7 +179,7 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
     done: set[str] = set()
     for (reply, command), (status, rcpts) in groups.items():
         kind, counter = _KINDS[status]
-        eng.out.append(_Log(records.make_record(
+        eng.out.append(make_log(records.make_record(
             kind, msg, now, eng.epoch, reply, recipient=rcpts[0] if len(rcpts) == 1 else rcpts,
             site=rq.path, source=rq.source_name, peer=(ctx.host, ctx.address),
             command=command, tls=ctx.tls, provider=provider, source_address=ctx.local or None,
