@@ -14,7 +14,7 @@ domain ever seen.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Final
 
 from engine import curfew_hold, metrics, records, selection
 from engine.core import Core
@@ -218,8 +218,8 @@ def reap_idle(eng: Core, now: float) -> None:
 
 # A table is rebuilt when it takes more than this many bytes plus this many per
 # entry: about four times what a table built for its entries takes.
-_SLACK_BYTES = 4096
-_SLACK_PER_ENTRY = 256
+_SLACK_BYTES: Final = 4096
+_SLACK_PER_ENTRY: Final = 256
 
 
 def compact(table: dict[Any, Any] | set[Any]) -> None:

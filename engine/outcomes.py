@@ -27,7 +27,7 @@ decides what follows, as KumoMTA's dispatcher does:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from engine import dispatch, metrics, records, shaping_rules, shared_limits, tls_policy
 from engine.config import ReconnectStrategy
@@ -50,8 +50,8 @@ from engine.session_model import (
 
 __all__ = ["HANDLERS"]
 
-NO_ANSWER = Reply.make(451, "4.4.1", "No answer from any hosts listed in MX")
-CLOSED_MID_TXN = Reply.make(451, "4.4.2", "connection closed during the transaction")
+NO_ANSWER: Final = Reply.make(451, "4.4.1", "No answer from any hosts listed in MX")
+CLOSED_MID_TXN: Final = Reply.make(451, "4.4.2", "connection closed during the transaction")
 
 
 def session_ready(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
@@ -107,7 +107,7 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     retry_later(eng, msg, now)
 
 
-_KINDS = {"delivered": (records.DELIVERY, metrics.DELIVERED),
+_KINDS: Final = {"delivered": (records.DELIVERY, metrics.DELIVERED),
           "permanent": (records.BOUNCE, metrics.FAIL),
           "transient": (records.TRANSIENT, metrics.TRANSFAIL)}
 

@@ -77,7 +77,7 @@ Out = list[Outcome]
 READY: Final = SessionReady()  # no fields: one value serves every session
 
 # What the session is waiting for in each state, for messages ("... during DATA").
-PHASE = {
+PHASE: Final = {
     State.AWAIT_CONNECT: "connect",
     State.AWAIT_BANNER: "the banner",
     State.EHLO_SENT: "EHLO",
@@ -94,7 +94,7 @@ PHASE = {
     State.QUIT_SENT: "QUIT",
 }
 # ... and what a timeout there waited for ("waiting for the reply to ... timed out").
-AWAITED = {**PHASE, State.BODY_SENT: "the end of DATA (.)"}
+AWAITED: Final = {**PHASE, State.BODY_SENT: "the end of DATA (.)"}
 
 
 @mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
