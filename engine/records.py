@@ -32,6 +32,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
 from engine.bounce_classify import CLASSIFIABLE, UNCATEGORIZED
+from engine.effects import Log
 from engine.reply import Reply
 
 if TYPE_CHECKING:
@@ -192,7 +193,9 @@ def fill_records(effects: list[Any], classifier: BounceClassifier | None,
     Called once per event, only when either is set, so an engine without
     them pays nothing."""
     for e in effects:
-        rec = getattr(e, "record", None)
+        if type(e) is not Log:  # not getattr(e, "record", None): a miss raises inside
+            continue
+        rec = e.record
         if type(rec) is dict:
             if nodeid is not None:
                 rec["nodeid"] = nodeid
