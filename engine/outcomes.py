@@ -34,7 +34,7 @@ from engine.config import ReconnectStrategy
 from engine.core import Core, OutcomeHandler
 from engine.lifecycle import finish, retry_later, return_to_ready, transient
 from engine.makers import make_log
-from engine.message import HELD, compact_recipients, rcpt_tuple
+from engine.message import HELD, Message, compact_recipients, rcpt_tuple
 from engine.ready import ConnCtx
 from engine.reply import Reply
 from engine.session_model import (
@@ -141,7 +141,7 @@ def _too_many(ctx: ConnCtx, msg_id: str, rcpt: str, cls: int) -> bool:
     return last_id != msg_id or rcpt not in last
 
 
-def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
+def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
     """The transaction's records: one per distinct response (reply and the
     command it answered), ``recipient`` a list when it names several, as
     KumoMTA's ``by_status`` grouping writes them (crates/kumod/src/smtp_dispatcher.rs,
@@ -150,7 +150,9 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
     A too-many-recipients refusal (`_too_many`) is deferred without a record;
     True when there was one, so the message goes again at once on this
     connection."""
-    results, ctx.results = ctx.results, []
+    # typed: the compiled build reads each result's fields natively
+    results: list[RecipientResult] = ctx.results
+    ctx.results = []
     if not results:
         return False
     again = False
@@ -160,7 +162,7 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
         groups[(o.reply, o.command)] = (o.status, [o.recipient])
     else:
         for o in results:
-            status = o.status
+            status: str = o.status
             cls = _NO if status == "delivered" else _too_many_class(o.reply, o.command)
             if cls != _NO:
                 status = "transient"  # a Yes or Maybe is a TransientFailure, 552 too
@@ -177,13 +179,16 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
     rq = ctx.rq
     provider = rq.cfg.provider_name
     done: set[str] = set()
+    sid = ctx.sid  # records.session_of, read natively
+    if sid is None and groups:
+        sid = ctx.sid = records.session_id(eng.seed, ctx.conn)
     for (reply, command), (status, rcpts) in groups.items():
         kind, counter = _KINDS[status]
         eng.out.append(make_log(records.make_record(
             kind, msg, now, eng.epoch, reply, recipient=rcpts[0] if len(rcpts) == 1 else rcpts,
             site=rq.path, source=rq.source_name, peer=(ctx.host, ctx.address),
             command=command, tls=ctx.tls, provider=provider, source_address=ctx.local or None,
-            session_id=records.session_of(eng.seed, ctx))))
+            session_id=sid)))
         eng.metrics.bump(counter, rq.path, provider, len(rcpts))
         if eng.shaping is not None:
             shaping_rules.observe(eng, rq, msg, reply, now)
