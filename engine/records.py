@@ -70,6 +70,8 @@ _RDN_SPLIT: Final = re.compile(r"(?<!\\)[,+]")
 # a difference in what is written.
 _TEXTS: Final[dict[float, str]] = {}
 _TEXTS_MAX: Final = 4096
+# "000" to "999": a fraction's digits by index, not formatted at each use
+_DIGITS: Final = tuple(f"{i:03d}" for i in range(1000))
 
 
 def rfc3339(t: float) -> str:
@@ -94,13 +96,16 @@ def forget_texts() -> None:
 
 def _rfc3339(t: float) -> str:
     micros = round(t * 1_000_000)
-    secs, frac = divmod(micros, 1_000_000)
+    secs = micros // 1_000_000
+    frac = micros - secs * 1_000_000
     text = _second(secs)
     if frac == 0:
         return text + "Z"
-    if frac % 1000 == 0:
-        return f"{text}.{frac // 1000:03d}Z"
-    return f"{text}.{frac:06d}Z"
+    ms = frac // 1000
+    us = frac - ms * 1000
+    if us == 0:
+        return f"{text}.{_DIGITS[ms]}Z"
+    return f"{text}.{_DIGITS[ms]}{_DIGITS[us]}Z"
 
 
 @lru_cache(maxsize=16)
