@@ -21,6 +21,7 @@ constructor makes.  Each exists twice, because the fastest way differs:
 
 from __future__ import annotations
 
+from dataclasses import fields
 from types import FunctionType
 from typing import Any
 
@@ -149,10 +150,22 @@ _CLASSES: dict[str, type] = {
 
 def _in_python(namespace: dict[str, Any]) -> None:
     """Rebind each maker that runs as Python bytecode (this module was not
-    compiled) to `trusted_factory`'s function for its class."""
+    compiled) to `trusted_factory`'s function for its class, once it is
+    checked to take its class's fields in order with their defaults: a field
+    added to the class and not here would be left unset by the compiled one."""
     for name, cls in _CLASSES.items():
-        if isinstance(namespace[name], FunctionType):
-            namespace[name] = trusted_factory(cls)
+        maker = namespace[name]
+        if not isinstance(maker, FunctionType):
+            continue
+        code = maker.__code__
+        params = code.co_varnames[:code.co_argcount]
+        every = fields(cls)  # type: ignore[arg-type]
+        defaults = tuple(f.default for f in every[len(every) - len(maker.__defaults__ or ()):])
+        if params != tuple(f.name for f in every) or (maker.__defaults__ or ()) != defaults:
+            raise ImportError(f"engine.makers.{name} takes {params} (defaults "
+                              f"{maker.__defaults__}), not the fields of {cls.__name__}: "
+                              f"{tuple(f.name for f in every)} (defaults {defaults})")
+        namespace[name] = trusted_factory(cls)
 
 
 _in_python(globals())
