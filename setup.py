@@ -25,12 +25,20 @@ from typing import Any
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# The pure core's hot modules.  Left out on purpose: the value modules whose
-# frozen dataclasses `engine.events.trusted_factory` fills slot by slot
-# (events, effects, reply, session_model: a mypyc class refuses
-# object.__new__); `throttle`, whose
-# constructor must refuse a bad limit with its ConfigError, where compiled
-# code raises TypeError first.
+# The pure core's hot modules, and the value modules they build and read on
+# every event (events, effects, reply, session_outcomes, session_model):
+# compiled, those are native classes, read natively by the compiled modules
+# and built without __init__ by `engine.makers`.  What differs in the compiled
+# build: a value class refuses a field of the wrong type with mypyc's
+# TypeError before its __post_init__ can name it (external input is checked
+# before an event is made: the journal codec, the live driver's parsers);
+# pickle and copy need `engine.snapshot`'s reducer for them; the journal
+# codec reads their field types from their source (mypyc erases them).
+# Left out on purpose: `throttle`, whose constructor must refuse a bad limit
+# with its ConfigError (compiled code raises TypeError first), and which
+# configs hold (pickled, where a compiled frozen class needs help); `backlog` and
+# `overflow` (numpy and array work: compiling them bought nothing measurable
+# and broke their restore from entries).
 COMPILED = [
     "engine/core.py",
     "engine/engine.py",
@@ -51,6 +59,12 @@ COMPILED = [
     "engine/lookups.py",
     "engine/domains.py",
     "engine/retry.py",
+    "engine/events.py",
+    "engine/effects.py",
+    "engine/reply.py",
+    "engine/session_outcomes.py",
+    "engine/session_model.py",
+    "engine/makers.py",
 ]
 
 

@@ -15,9 +15,13 @@ offset.  Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import enum
+import functools
+import pathlib
 import struct
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -79,8 +83,43 @@ class _Gen:
 
 def fields_of(cls: type) -> list[tuple[str, Any]]:
     """The (name, resolved type) of each constructor field of a dataclass, in order."""
-    hints = typing.get_type_hints(cls)
+    hints = _compiled_hints(cls) if "__mypyc_attrs__" in vars(cls) else typing.get_type_hints(cls)
     return [(f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.init]
+
+
+def _compiled_hints(cls: type) -> dict[str, Any]:
+    """The field types of a dataclass of the optional compiled build (setup.py).
+
+    mypyc replaces a compiled dataclass's annotations by bare runtime classes
+    (``tuple[str, ...]`` becomes ``tuple``, ``Reply | None`` becomes ``type``),
+    which would give the compiled build another codec and fingerprint.  The
+    annotations are read instead from the class's source, installed beside
+    the compiled module, and evaluated in that module's namespace as
+    `typing.get_type_hints` evaluates the Python build's: read once, at
+    import, from the package's own files (what importing it reads anyway),
+    so the codec stays a pure function of the installed code."""
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            namespace = vars(sys.modules[klass.__module__])
+            for name, text in _source_annotations(klass.__module__)[klass.__name__].items():
+                hints[name] = eval(text, namespace)  # as get_type_hints evaluates a string
+    return hints
+
+
+@functools.cache
+def _source_annotations(module: str) -> dict[str, dict[str, str]]:
+    """{class name: {field: annotation text}} of every class in `module`'s source."""
+    compiled = pathlib.Path(sys.modules[module].__file__ or module)
+    source = compiled.with_name(module.rsplit(".", 1)[-1] + ".py")
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ImportError(f"the journal codec needs the source of the compiled module {module} "
+                          f"beside it ({source}): {exc.strerror}") from None
+    return {node.name: {item.target.id: ast.unparse(item.annotation) for item in node.body
+                        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+            for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
 def describe(tp: Any) -> str:

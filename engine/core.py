@@ -29,7 +29,8 @@ from typing import Any, ClassVar, Final
 from engine.admin_rules import AdminRules
 from engine.domains import DomainState
 from engine.effects import CancelTimer, Effect, SetTimer
-from engine.events import Timer, trusted_factory
+from engine.events import Timer
+from engine.makers import make_cancel_timer, make_set_timer
 from engine.message import QueueInfo
 from engine.metrics import Counters
 from engine.ready import ConnCtx, ReadyQueue
@@ -41,8 +42,6 @@ __all__ = ["Core", "OutcomeHandler"]
 
 # Final: the compiled build (setup.py) keeps these in C statics instead of
 # looking each up in the module's dict at every use.
-_SetTimer: Final = trusted_factory(SetTimer)
-_CancelTimer: Final = trusted_factory(CancelTimer)
 _SET_TIMER: Final = SetTimer
 _CANCEL_TIMER: Final = CancelTimer
 
@@ -170,7 +169,7 @@ class Core:
         if cancelled and timer in cancelled:
             out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
             self.dropped = True
-        out.append(_SetTimer(timer, at))
+        out.append(make_set_timer(timer, at))
 
     def cancel_timer(self, timer: Timer) -> None:
         """Disarm `timer` if armed (no effect otherwise); as `set_timer`, the
@@ -180,7 +179,7 @@ class Core:
             del timers[timer]
             out = self.out
             self.cancelled[timer] = len(out)
-            out.append(_CancelTimer(timer))
+            out.append(make_cancel_timer(timer))
 
     def run_step(self, ctx: ConnCtx, step: tuple[list[Any], list[Any]], now: float) -> None:
         """Carry a session step: its effects out, its outcomes to their handlers."""

@@ -20,27 +20,22 @@ by exactly the wait, no attempt counted, a ``Delayed`` record each.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 from engine import metrics, records, shared_limits
 from engine.core import Core
-from engine.effects import Connect, Log
-from engine.events import trusted_factory
 from engine.lifecycle import bounce, drain_ready, retry_later, return_to_ready, transient
 from engine.lookups import path_config, sts_policy
+from engine.makers import make_connect, make_log, make_txn_message
 from engine.message import HELD
 from engine.mxplan import build_plan
 from engine.ready import CONFIG_REFRESH, ConnCtx, ReadyQueue, ideal_connections
 from engine.reply import Reply
 from engine.retry import iso
 from engine.session import Session
-from engine.session_model import TxnMessage
 from engine.tls_policy import tls_for
 
 # Final: C statics in the compiled build (setup.py), not a dict lookup per use
-_Log: Final = trusted_factory(Log)
-_Connect: Final = trusted_factory(Connect)  # (conn, host, address, port, source, src addr, path)
-_TxnMessage: Final = trusted_factory(TxnMessage)  # a queued message always has a recipient
 
 
 def suspended(eng: Core, rq: ReadyQueue) -> bool:
@@ -198,8 +193,8 @@ def attempt(eng: Core, ctx: ConnCtx, now: float) -> None:
     ctx.session = Session(conn=ctx.conn, host=ctx.host, address=ctx.address, port=port,
                           cfg=cfg, tls=tls.mode, tls_settings=tls.settings, ehlo_domain=ehlo,
                           opened_at=now, tls_defer=tls.defer)
-    eng.out.append(_Connect(ctx.conn, ctx.host, ctx.address, port, rq.source_name,
-                            src.source_address, rq.path))
+    eng.out.append(make_connect(ctx.conn, ctx.host, ctx.address, port, rq.source_name,
+                                src.source_address, rq.path))
     eng.run_step(ctx, ctx.session.connect(now), now)
 
 
@@ -291,7 +286,7 @@ def start(eng: Core, ctx: ConnCtx, now: float) -> None:
     ctx.txn_rcpts = rcpts
     limit = rq.cfg.max_recipients_per_batch
     ctx.excess = rcpts[limit:] if len(rcpts) > limit else ()
-    txn = _TxnMessage(msg.id, msg.sender, rcpts, msg.size)
+    txn = make_txn_message(msg.id, msg.sender, rcpts, msg.size)
     fx, out = ctx.session.start_transaction(now, txn)  # Core.run_step, spelled out
     eng.take_effects(fx)
     if out:
@@ -339,7 +334,7 @@ def push_back(eng: Core, rq: ReadyQueue, now: float, wait: float, kind: str) -> 
                                  f"max_{kind}_rate; next due at {iso(eng.epoch, due)}")
     counter = metrics.RATE_THROTTLED if kind == "message" else metrics.CONN_RATE_THROTTLED
     for msg in drain_ready(eng, rq):
-        eng.out.append(_Log(records.make_record(
+        eng.out.append(make_log(records.make_record(
             records.DELAYED, msg, now, eng.epoch, reply, source=rq.source_name)))
         if counter is metrics.RATE_THROTTLED:
             eng.metrics.delayed(counter, msg.queue.name)

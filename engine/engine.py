@@ -137,7 +137,9 @@ class Engine(Core):
             self.hook_failed.clear()
         if self.dropped:  # CancelTimer+SetTimer pairs became one SetTimer
             self.dropped = False
-            out = [e for e in out if e is not None]
+            # typed as holding None, or the compiled build checks each item is an Effect
+            slots: list[Effect | None] = out  # type: ignore[assignment]
+            out = [e for e in slots if e is not None]
         classifier = getattr(self.policy, "bounce_classifier", None)
         if classifier is not None or self.nodeid is not None:
             records.fill_records(out, classifier, self.nodeid)

@@ -42,7 +42,7 @@ def trusted_factory(cls: type[_T]) -> Callable[..., _T]:
     same values.
     """
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    namespace: dict[str, Any] = {"_new": cls.__new__, "_cls": cls}
     body = []
     params = []
     every = fields(cls)  # type: ignore[arg-type]

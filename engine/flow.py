@@ -23,11 +23,11 @@ from engine.backlog import Backlog
 from engine.core import Core
 from engine.dispatch import pump
 from engine.domains import STATIC_TTL, DomainState, lookup, static_mx
-from engine.effects import Log
 from engine.errors import ProtocolError
-from engine.events import MessageSubmitted, trusted_factory
+from engine.events import MessageSubmitted
 from engine.lifecycle import expire
 from engine.lookups import path_config, pick_source
+from engine.makers import make_log, make_reply
 from engine.message import HELD, OVERFLOW, PARKED, READY, Message, QueueInfo, queue_name
 from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due, ready_queue_name
 from engine.reply import Reply
@@ -35,8 +35,6 @@ from engine.retry import iso
 
 # Final: C statics in the compiled build (setup.py), not a dict lookup per use
 RECEIVED: Final = Reply(code=250, text="")
-_Reply: Final = trusted_factory(Reply)  # (code, text, enhanced): for replies made here
-_Log: Final = trusted_factory(Log)
 _intern: Final = sys.intern  # Core.intern, without the method call
 
 
@@ -86,12 +84,12 @@ def submit(eng: Core, ev: MessageSubmitted) -> None:
     eng.queued += 1
     eng.metrics.totals[metrics.RECEIVED] += 1
     if ev.peer_addr or ev.session_id:  # received over SMTP (engine.live.listener)
-        eng.out.append(_Log(records.make_record(
+        eng.out.append(make_log(records.make_record(
             records.RECEPTION, msg, now, eng.epoch, RECEIVED,
             peer=(ev.peer_name, ev.peer_addr) if ev.peer_addr else None,
             session_id=ev.session_id or None)))
     else:
-        eng.out.append(_Log(records.make_record(records.RECEPTION, msg, now, eng.epoch,
+        eng.out.append(make_log(records.make_record(records.RECEPTION, msg, now, eng.epoch,
                                                       RECEIVED)))
     promote(eng, msg, now)
 
@@ -218,9 +216,9 @@ def throttled(eng: Core, msg: Message, now: float, wait: float) -> None:
     assert thr is not None
     due = max(now + wait, q.throttle_next + thr.interval)
     q.throttle_next = due
-    reply = _Reply(400, f"Delayed due to MessageRateThrottle on {q.name}; "
-                        f"next due at {_iso(eng.epoch, due)}", None)
-    eng.out.append(_Log(records.make_record(records.DELAYED, msg, now, eng.epoch, reply)))
+    reply = make_reply(400, f"Delayed due to MessageRateThrottle on {q.name}; "
+                       f"next due at {_iso(eng.epoch, due)}", None)
+    eng.out.append(make_log(records.make_record(records.DELAYED, msg, now, eng.epoch, reply)))
     eng.metrics.delayed(metrics.RATE_THROTTLED, q.name)
     eng.sched.add(msg, due)
 
@@ -306,7 +304,7 @@ def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
             backlog_redelay(eng, rq, msg, now)
             return
         due = now + eng.rng.uniform(0.0, 60.0)
-        eng.out.append(_Log(records.make_record(
+        eng.out.append(make_log(records.make_record(
             records.DELAYED, msg, now, eng.epoch, _full_reply(eng, msg, now, due)), rq.path))
         eng.metrics.delayed(metrics.READY_FULL, msg.queue.name, rq.path)
         eng.sched.add(msg, due)
@@ -323,9 +321,9 @@ def _full_reply(eng: Core, msg: Message, now: float, due: float) -> Reply:
     ``ReadyQueueWasFull``; ``Next due in <humantime> at <time>``.  Code 400,
     no enhanced code; the record names no site, source or pool, as KumoMTA's."""
     came = "Received" if now == msg.created and not msg.attempts else "DueTimeWasReached"
-    return _Reply(400, f"Context: {came}, ReadyQueueWasFull. Next due in "
-                       f"{records.humantime(due - now)} at {records.rfc3339(eng.epoch + due)}",
-                  None)
+    return make_reply(400, f"Context: {came}, ReadyQueueWasFull. Next due in "
+                      f"{records.humantime(due - now)} at {records.rfc3339(eng.epoch + due)}",
+                      None)
 
 
 def admit(eng: Core, rq: ReadyQueue, msg: Message) -> None:

@@ -18,8 +18,8 @@ from typing import Any, Final
 
 from engine import curfew_hold, metrics, records, selection
 from engine.core import Core
-from engine.effects import Discard, Log
-from engine.events import trusted_factory
+from engine.effects import Log
+from engine.makers import make_discard, make_log
 from engine.message import DONE, HELD, READY, Message
 from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due
 from engine.reply import Reply
@@ -40,8 +40,6 @@ __all__ = [
 ]
 
 # Final: C statics in the compiled build (setup.py), not a dict lookup per use
-_Log: Final = trusted_factory(Log)
-_Discard: Final = trusted_factory(Discard)
 
 
 def return_to_ready(eng: Core, rq: ReadyQueue, msg: Message) -> None:
@@ -69,7 +67,7 @@ def finish(eng: Core, msg: Message) -> None:
         eng.bounce_on_return.pop(msg.id, None)
     msg.queue.count -= 1
     eng.queued -= 1
-    eng.out.append(_Discard(msg.id))
+    eng.out.append(make_discard(msg.id))
 
 
 def expire(eng: Core, msg: Message, now: float, next_due: float,
@@ -79,7 +77,7 @@ def expire(eng: Core, msg: Message, now: float, next_due: float,
     no egress source (crates/kumod/src/queue/queue.rs), and so do we."""
     expires = msg.created + msg.queue.config.max_age
     reply = Reply.make(551, "5.4.7", expiry_text(eng.epoch, next_due, expires))
-    eng.out.append(_Log(records.make_record(
+    eng.out.append(make_log(records.make_record(
         records.EXPIRATION, msg, now, eng.epoch, reply,
         site=rq.path if rq is not None else "",
         source=rq.source_name if rq is not None else None)))
@@ -129,7 +127,7 @@ def transient(eng: Core, msg: Message, now: float, reply: Reply, *,
     counts the attempt)."""
     path = rq.path if rq is not None else ""
     provider = rq.cfg.provider_name if rq is not None else None
-    eng.out.append(_Log(records.make_record(
+    eng.out.append(make_log(records.make_record(
         records.TRANSIENT, msg, now, eng.epoch, reply, site=path,
         source=rq.source_name if rq is not None else None, peer=peer, provider=provider,
         session_id=session_id)))
@@ -142,7 +140,7 @@ def bounce(eng: Core, msg: Message, now: float, reply: Reply, *,
     """A permanent failure of every pending recipient: Bounce record, finished."""
     path = rq.path if rq is not None else ""
     provider = rq.cfg.provider_name if rq is not None else None
-    eng.out.append(_Log(records.make_record(
+    eng.out.append(make_log(records.make_record(
         records.BOUNCE, msg, now, eng.epoch, reply, site=path,
         source=rq.source_name if rq is not None else None, peer=peer, provider=provider)))
     eng.metrics.bump(metrics.FAIL, path, provider)
@@ -220,8 +218,8 @@ def reap_idle(eng: Core, now: float) -> None:
 
 # A table is rebuilt when it takes more than this many bytes plus this many per
 # entry: about four times what a table built for its entries takes.
-_SLACK_BYTES = 4096
-_SLACK_PER_ENTRY = 256
+_SLACK_BYTES: Final = 4096
+_SLACK_PER_ENTRY: Final = 256
 
 
 def compact(table: dict[Any, Any] | set[Any]) -> None:

@@ -40,20 +40,20 @@ import json
 import re
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
-DELIVERED = "total_messages_delivered"
-TRANSFAIL = "total_messages_transfail"
-FAIL = "total_messages_fail"
-READY_FULL = "delayed_due_to_ready_queue_full"
-RATE_THROTTLED = "delayed_due_to_message_rate_throttle"
-CONN_RATE_THROTTLED = "delayed_due_to_connection_rate_throttle"
-EXPIRED = "total_messages_expired"
-ADMIN_BOUNCED = "total_messages_admin_bounced"
-RECEIVED = "total_messages_received"
-HOOK_FAILED = "total_hook_failures"  # a policy hook raised or returned the wrong type
+DELIVERED: Final = "total_messages_delivered"
+TRANSFAIL: Final = "total_messages_transfail"
+FAIL: Final = "total_messages_fail"
+READY_FULL: Final = "delayed_due_to_ready_queue_full"
+RATE_THROTTLED: Final = "delayed_due_to_message_rate_throttle"
+CONN_RATE_THROTTLED: Final = "delayed_due_to_connection_rate_throttle"
+EXPIRED: Final = "total_messages_expired"
+ADMIN_BOUNCED: Final = "total_messages_admin_bounced"
+RECEIVED: Final = "total_messages_received"
+HOOK_FAILED: Final = "total_hook_failures"  # a policy hook raised or returned the wrong type
 TOTAL_CONN = "total_connection_count"
 WATCHDOG_ABORTED = "dispatcher_watchdog_aborted_total"  # engine.watchdog
 READY_FULL_SVC = "ready_full"  # READY_FULL by ready queue (KumoMTA's ready_full{service})

@@ -27,15 +27,14 @@ decides what follows, as KumoMTA's dispatcher does:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from engine import dispatch, metrics, records, shaping_rules, shared_limits, tls_policy
 from engine.config import ReconnectStrategy
 from engine.core import Core, OutcomeHandler
-from engine.effects import Log
-from engine.events import trusted_factory
 from engine.lifecycle import finish, retry_later, return_to_ready, transient
-from engine.message import HELD, compact_recipients, rcpt_tuple
+from engine.makers import make_log
+from engine.message import HELD, Message, compact_recipients, rcpt_tuple
 from engine.ready import ConnCtx
 from engine.reply import Reply
 from engine.session_model import (
@@ -51,9 +50,8 @@ from engine.session_model import (
 
 __all__ = ["HANDLERS"]
 
-NO_ANSWER = Reply.make(451, "4.4.1", "No answer from any hosts listed in MX")
-CLOSED_MID_TXN = Reply.make(451, "4.4.2", "connection closed during the transaction")
-_Log = trusted_factory(Log)
+NO_ANSWER: Final = Reply.make(451, "4.4.1", "No answer from any hosts listed in MX")
+CLOSED_MID_TXN: Final = Reply.make(451, "4.4.2", "connection closed during the transaction")
 
 
 def session_ready(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
@@ -109,7 +107,7 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     retry_later(eng, msg, now)
 
 
-_KINDS = {"delivered": (records.DELIVERY, metrics.DELIVERED),
+_KINDS: Final = {"delivered": (records.DELIVERY, metrics.DELIVERED),
           "permanent": (records.BOUNCE, metrics.FAIL),
           "transient": (records.TRANSIENT, metrics.TRANSFAIL)}
 
@@ -143,7 +141,7 @@ def _too_many(ctx: ConnCtx, msg_id: str, rcpt: str, cls: int) -> bool:
     return last_id != msg_id or rcpt not in last
 
 
-def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
+def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
     """The transaction's records: one per distinct response (reply and the
     command it answered), ``recipient`` a list when it names several, as
     KumoMTA's ``by_status`` grouping writes them (crates/kumod/src/smtp_dispatcher.rs,
@@ -152,7 +150,9 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
     A too-many-recipients refusal (`_too_many`) is deferred without a record;
     True when there was one, so the message goes again at once on this
     connection."""
-    results, ctx.results = ctx.results, []
+    # typed: the compiled build reads each result's fields natively
+    results: list[RecipientResult] = ctx.results
+    ctx.results = []
     if not results:
         return False
     again = False
@@ -162,7 +162,7 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
         groups[(o.reply, o.command)] = (o.status, [o.recipient])
     else:
         for o in results:
-            status = o.status
+            status: str = o.status
             cls = _NO if status == "delivered" else _too_many_class(o.reply, o.command)
             if cls != _NO:
                 status = "transient"  # a Yes or Maybe is a TransientFailure, 552 too
@@ -179,13 +179,16 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Any, now: float) -> bool:
     rq = ctx.rq
     provider = rq.cfg.provider_name
     done: set[str] = set()
+    sid = ctx.sid  # records.session_of, read natively
+    if sid is None and groups:
+        sid = ctx.sid = records.session_id(eng.seed, ctx.conn)
     for (reply, command), (status, rcpts) in groups.items():
         kind, counter = _KINDS[status]
-        eng.out.append(_Log(records.make_record(
+        eng.out.append(make_log(records.make_record(
             kind, msg, now, eng.epoch, reply, recipient=rcpts[0] if len(rcpts) == 1 else rcpts,
             site=rq.path, source=rq.source_name, peer=(ctx.host, ctx.address),
             command=command, tls=ctx.tls, provider=provider, source_address=ctx.local or None,
-            session_id=records.session_of(eng.seed, ctx))))
+            session_id=sid)))
         eng.metrics.bump(counter, rq.path, provider, len(rcpts))
         if eng.shaping is not None:
             shaping_rules.observe(eng, rq, msg, reply, now)

@@ -47,7 +47,7 @@ def config_due(cfg: Any, cfg_at: float) -> float:
         return math.inf
     return cfg_at + getattr(cfg, "refresh_interval", CONFIG_REFRESH)  # type: ignore[no-any-return]
 
-SMTP_CLIENT = "@smtp_client"
+SMTP_CLIENT: Final = "@smtp_client"
 
 
 def ready_queue_name(source: str, site: str) -> str:

@@ -29,46 +29,49 @@ import re
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from engine.bounce_classify import CLASSIFIABLE, UNCATEGORIZED
+from engine.effects import Log
 from engine.reply import Reply
 
 if TYPE_CHECKING:
     from engine.bounce_classify import BounceClassifier
     from engine.message import Message
 
-RECEPTION = "Reception"
-DELIVERY = "Delivery"
-TRANSIENT = "TransientFailure"
-BOUNCE = "Bounce"
-EXPIRATION = "Expiration"
-ADMIN_BOUNCE = "AdminBounce"
-DELAYED = "Delayed"
+RECEPTION: Final = "Reception"
+DELIVERY: Final = "Delivery"
+TRANSIENT: Final = "TransientFailure"
+BOUNCE: Final = "Bounce"
+EXPIRATION: Final = "Expiration"
+ADMIN_BOUNCE: Final = "AdminBounce"
+DELAYED: Final = "Delayed"
 
-RECORD_TYPES = (RECEPTION, DELIVERY, TRANSIENT, BOUNCE, EXPIRATION, ADMIN_BOUNCE, DELAYED)
+RECORD_TYPES: Final = (RECEPTION, DELIVERY, TRANSIENT, BOUNCE, EXPIRATION, ADMIN_BOUNCE, DELAYED)
 
 #: The nodeid of an engine whose driver gave it none (`Core.nodeid`): the nil
 #: UUID.  Live delivery writes the spool's (engine.live.nodeid), the simulator
 #: one per scenario and node (sim.driver.sim_nodeid).
-NODEID = "00000000-0000-0000-0000-000000000000"
+NODEID: Final = "00000000-0000-0000-0000-000000000000"
 #: How messages reach egress (KumoMTA's "reception_protocol" message meta).
-RECEPTION_PROTOCOL = "ESMTP"
+RECEPTION_PROTOCOL: Final = "ESMTP"
 #: What KumoMTA's SMTP dispatcher logs as delivery_protocol.
-DELIVERY_PROTOCOL = "ESMTP"
-_DELIVERY_KINDS = frozenset({DELIVERY, TRANSIENT, BOUNCE})
+DELIVERY_PROTOCOL: Final = "ESMTP"
+_DELIVERY_KINDS: Final = frozenset({DELIVERY, TRANSIENT, BOUNCE})
 # KumoMTA logs these with egress_pool None (smtp_server.rs Reception, queue.rs
 # Delayed, admin_bounce_v1.rs AdminBounce): no pool was involved.
-_NO_POOL = frozenset({RECEPTION, DELAYED, ADMIN_BOUNCE})
-_RDN_SPLIT = re.compile(r"(?<!\\)[,+]")
+_NO_POOL: Final = frozenset({RECEPTION, DELAYED, ADMIN_BOUNCE})
+_RDN_SPLIT: Final = re.compile(r"(?<!\\)[,+]")
 
 
 # rfc3339 texts by instant: a message's records repeat its ``created``
 # (every one) and a Reception's ``event_time`` is its ``created``, so most
 # calls ask for a text made a moment ago.  Emptied when full: a memo, never
 # a difference in what is written.
-_TEXTS: dict[float, str] = {}
-_TEXTS_MAX = 4096
+_TEXTS: Final[dict[float, str]] = {}
+_TEXTS_MAX: Final = 4096
+# "000" to "999": a fraction's digits by index, not formatted at each use
+_DIGITS: Final = tuple(f"{i:03d}" for i in range(1000))
 
 
 def rfc3339(t: float) -> str:
@@ -93,13 +96,16 @@ def forget_texts() -> None:
 
 def _rfc3339(t: float) -> str:
     micros = round(t * 1_000_000)
-    secs, frac = divmod(micros, 1_000_000)
+    secs = micros // 1_000_000
+    frac = micros - secs * 1_000_000
     text = _second(secs)
     if frac == 0:
         return text + "Z"
-    if frac % 1000 == 0:
-        return f"{text}.{frac // 1000:03d}Z"
-    return f"{text}.{frac:06d}Z"
+    ms = frac // 1000
+    us = frac - ms * 1000
+    if us == 0:
+        return f"{text}.{_DIGITS[ms]}Z"
+    return f"{text}.{_DIGITS[ms]}{_DIGITS[us]}Z"
 
 
 @lru_cache(maxsize=16)
@@ -161,7 +167,7 @@ def response(reply: Reply, command: str | None = None) -> dict[str, Any]:
     }
 
 
-_MASK64 = (1 << 64) - 1
+_MASK64: Final = (1 << 64) - 1
 
 
 def session_id(seed: int, conn: int) -> str:
@@ -192,7 +198,9 @@ def fill_records(effects: list[Any], classifier: BounceClassifier | None,
     Called once per event, only when either is set, so an engine without
     them pays nothing."""
     for e in effects:
-        rec = getattr(e, "record", None)
+        if type(e) is not Log:  # not getattr(e, "record", None): a miss raises inside
+            continue
+        rec = e.record
         if type(rec) is dict:
             if nodeid is not None:
                 rec["nodeid"] = nodeid

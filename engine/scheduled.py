@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 from sortedcontainers import SortedList
@@ -23,7 +23,7 @@ from engine.message import HELD, Message
 
 # a message just taken out of the list is on its way somewhere (the caller sets
 # where it goes); until then it counts as held, never as scheduled
-SCHEDULED_OUT = HELD
+SCHEDULED_OUT: Final = HELD
 
 
 @mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__

@@ -109,7 +109,7 @@ HANDLERS: dict[Happened, Handler] = {happened: _bind(happened) for happened in H
 """Each name the table uses, bound to its function."""
 
 _FastRow = tuple[Handler, tuple[State, ...]]
-_EVENT_KINDS: dict[type, Input] = {
+_EVENT_KINDS: Final[dict[type, Input]] = {
     Connected: Input.CONNECTED,
     ConnectFailed: Input.CONNECT_FAILED,
     TlsEstablished: Input.TLS_OK,
@@ -117,7 +117,7 @@ _EVENT_KINDS: dict[type, Input] = {
     Malformed: Input.MALFORMED,
     Closed: Input.CLOSED,
 }
-_REPLY_KINDS = {2: Input.R2XX, 3: Input.R3XX, 4: Input.R4XX, 5: Input.R5XX}
+_REPLY_KINDS: Final = {2: Input.R2XX, 3: Input.R3XX, 4: Input.R4XX, 5: Input.R5XX}
 
 
 def _reply_kind(code: int) -> Input | None:
@@ -143,7 +143,7 @@ REPLY_ROWS: Final[dict[State, list[_FastRow | None]]] = {
 # `Session.start_transaction` calls this row's handler without the lookup;
 # every state it returns is one of the row's targets.
 _IDLE: Final = State.IDLE  # Final: a C static in the compiled build (setup.py)
-_START = _ROWS[State.IDLE][Input.START]
+_START: Final = _ROWS[State.IDLE][Input.START]
 if _START[0] is not session_txn.transaction_started \
         or set(_START[1]) != {State.MAIL_SENT, State.RSET_SENT, State.IDLE}:
     raise ImportError(f"IDLE's START row changed ({_START}): update Session.start_transaction")

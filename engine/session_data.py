@@ -16,8 +16,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
-from engine.effects import CancelTimer, Close, Effect, Send, SetTimer, SmtpCommand, TlsSettings
-from engine.events import trusted_factory
+from engine.effects import Effect, SetTimer, SmtpCommand, TlsSettings
+from engine.makers import (
+    make_cancel_timer,
+    make_close,
+    make_command,
+    make_recipient_result,
+    make_send,
+    make_session_closed,
+    make_set_timer,
+    make_transaction_done,
+)
 from engine.reply import Reply
 from engine.session_model import (
     DELIVERED,
@@ -25,12 +34,9 @@ from engine.session_model import (
     TRANSIENT,
     HostFailed,
     Outcome,
-    RecipientResult,
-    SessionClosed,
     SessionReady,
     State,
     Status,
-    TransactionDone,
     TxnMessage,
 )
 
@@ -64,22 +70,14 @@ __all__ = [
 Fx = list[Effect]
 Out = list[Outcome]
 
-# The effects and outcomes made on every reply, built without re-validating
-# values the session made itself (see `engine.events.trusted_factory`).
+# The effects and outcomes made on every reply are built by `engine.makers`
+# (the make_* names above are re-exported for the session's handlers).
 # Final: the compiled build (setup.py) keeps a Final module name in a C static;
 # any other is looked up in the module's dict at every use.
-make_set_timer: Final = trusted_factory(SetTimer)  # (timer, at)
-make_send: Final = trusted_factory(Send)  # (conn, commands)
-make_command: Final = trusted_factory(SmtpCommand)  # (verb, arg, params, secret)
-make_close: Final = trusted_factory(Close)  # (conn,)
-make_recipient_result: Final = trusted_factory(RecipientResult)
-make_transaction_done: Final = trusted_factory(TransactionDone)
-_make_session_closed: Final = trusted_factory(SessionClosed)
-_make_cancel_timer: Final = trusted_factory(CancelTimer)
 READY: Final = SessionReady()  # no fields: one value serves every session
 
 # What the session is waiting for in each state, for messages ("... during DATA").
-PHASE = {
+PHASE: Final = {
     State.AWAIT_CONNECT: "connect",
     State.AWAIT_BANNER: "the banner",
     State.EHLO_SENT: "EHLO",
@@ -96,7 +94,7 @@ PHASE = {
     State.QUIT_SENT: "QUIT",
 }
 # ... and what a timeout there waited for ("waiting for the reply to ... timed out").
-AWAITED = {**PHASE, State.BODY_SENT: "the end of DATA (.)"}
+AWAITED: Final = {**PHASE, State.BODY_SENT: "the end of DATA (.)"}
 
 
 @mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
@@ -173,7 +171,7 @@ class SessionData:
         self.tls_defer = tls_defer
         self.state = State.AWAIT_CONNECT
         self.timer = ("conn", conn)
-        self.cancel_timer = _make_cancel_timer(self.timer)  # immutable, so shared
+        self.cancel_timer = make_cancel_timer(self.timer)  # immutable, so shared
         self.timeout = 0.0  # seconds of the timer armed last (for messages)
         self.capabilities: dict[str, tuple[str, ...]] = {}
         self.esmtp = True  # no HELO fallback: KumoMTA fails the host on a 5xx to EHLO
@@ -274,7 +272,7 @@ def end_session(
         fx.append(s.cancel_timer)
     if close:
         fx.append(make_close(s.conn))
-    out.append(_make_session_closed(reason))
+    out.append(make_session_closed(reason))
     return State.CLOSED
 
 

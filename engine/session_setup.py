@@ -19,7 +19,7 @@ with a new EHLO; a failed handshake or EHLO after it is remembered
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Final
 
 from engine.effects import SmtpCommand, StartTls, Verb
 from engine.events import Closed, Malformed, Response, TimerFired
@@ -61,12 +61,12 @@ __all__ = [
     "tls_failed",
 ]
 
-_REQUIRED = frozenset({"Required", "RequiredInsecure"})
-_OPPORTUNISTIC = frozenset({"Opportunistic", "OpportunisticInsecure"})
-REMEMBER_BROKEN_TLS_DEFAULT = 15 * 60.0
+_REQUIRED: Final = frozenset({"Required", "RequiredInsecure"})
+_OPPORTUNISTIC: Final = frozenset({"Opportunistic", "OpportunisticInsecure"})
+REMEMBER_BROKEN_TLS_DEFAULT: Final = 15 * 60.0
 """KumoMTA's remember_broken_tls when unset but
 opportunistic_tls_reconnect_on_failed_handshake is (crates/kumod/src/smtp_dispatcher.rs)."""
-_STARTTLS = SmtpCommand(verb=Verb.STARTTLS)
+_STARTTLS: Final = SmtpCommand(verb=Verb.STARTTLS)
 
 
 def parse_ehlo(text: str) -> dict[str, tuple[str, ...]]:

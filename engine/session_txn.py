@@ -88,7 +88,7 @@ _BODY: Final = Verb.BODY
 
 # KumoMTA's client refuses an 8-bit envelope itself when the server lacks SMTPUTF8
 # (crates/rfc5321/src/client.rs, send_mail); the message bounces with this reply.
-NO_SMTPUTF8 = Reply.make(554, "5.6.7", "KumoMTA internal: envelope is 8bit, destination "
+NO_SMTPUTF8: Final = Reply.make(554, "5.6.7", "KumoMTA internal: envelope is 8bit, destination "
                          "does not support SMTPUTF8.")
 
 

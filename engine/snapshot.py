@@ -24,6 +24,7 @@ is a cache of its fold.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pickle
 from types import MappingProxyType
@@ -60,7 +61,21 @@ class _Pickler(pickle.Pickler):
             return _proxy, (dict(obj),)
         if type(obj) is KeySource and obj.has_secret:
             return obj.sealed().__reduce__()
+        cls = type(obj)
+        if "__mypyc_attrs__" in cls.__dict__ and dataclasses.is_dataclass(cls):
+            # a frozen value class of the compiled build: pickle's own way
+            # restores a field with setattr, which a frozen dataclass refuses
+            return _value, (cls, tuple(getattr(obj, f.name) for f in dataclasses.fields(cls)))
         return NotImplemented
+
+
+def _value(cls: type[E], values: tuple[Any, ...]) -> E:
+    """A frozen dataclass of the compiled build from its field values in
+    declaration order, each stored as the dataclass's own ``__init__`` does."""
+    obj = cls.__new__(cls)
+    for f, value in zip(dataclasses.fields(cls), values, strict=True):  # type: ignore[arg-type]
+        object.__setattr__(obj, f.name, value)
+    return obj
 
 
 class _Unpickler(pickle.Unpickler):

@@ -184,7 +184,7 @@ def _fast_constructor() -> Callable[..., MessageSubmitted] | None:
                 break
     (s_at, s_id, s_sender, s_rcpts, s_size, s_tenant, s_campaign, s_routing, s_peer_name,
      s_peer_addr, s_session) = slots
-    new = object.__new__
+    new = MessageSubmitted.__new__  # a compiled (mypyc) class refuses object.__new__
 
     def make(
         at: float, id: str, sender: str, recipients: tuple[str, ...], size: int,

@@ -20,16 +20,39 @@ from pathlib import Path
 
 import pytest
 
+from engine.codec import SCHEMA_FINGERPRINT
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(600)
 
 PROBE = """
-import engine.core, engine.engine
+import sys
+import engine.core, engine.engine, engine.events, engine.makers
 from bench.core import per_event
-assert engine.core.__file__.endswith(".so"), engine.core.__file__
-assert engine.engine.__file__.endswith(".so"), engine.engine.__file__
+for module in (engine.core, engine.engine, engine.events, engine.makers):
+    assert module.__file__.endswith(".so"), module.__file__
 us, eps, _ = per_event(1_000, 4_000)
+# the value classes are native: the makers build them without __init__, equal
+# to what the checked constructors make
+from engine.effects import Connect, Log, SetTimer
+from engine.reply import EnhancedCode, Reply
+m = engine.makers
+assert m.make_log({"a": 1}) == Log(record={"a": 1}) and m.make_log({}).where is None
+assert m.make_set_timer(("conn", 3), 2.5) == SetTimer(timer=("conn", 3), at=2.5)
+assert m.make_connect(1, "h", "192.0.2.1", 25, "s") \
+    == Connect(conn=1, host="h", address="192.0.2.1", port=25, source="s")
+r = m.make_reply(451, "later", EnhancedCode(klass=4, subject=2, detail=0))
+assert r == Reply.make(451, "4.2.0", "later") and hash(r) == hash(Reply.make(451, "4.2.0", "later"))
+# the journal codec reads the compiled classes' field types from their source:
+# the same schema as the Python build, and the mix round-trips
+import engine.codec as codec
+assert codec.SCHEMA_FINGERPRINT.hex() == sys.argv[1], (codec.SCHEMA_FINGERPRINT.hex(), sys.argv[1])
+from bench.core import Bench
+mix = Bench()
+mix.record = []
+mix.workload(200)
+assert list(codec.iter_decode(codec.encode_events(mix.record))) == mix.record
 # a compiled engine has no __dict__ and its state classes take __init__
 # arguments (engine.native): a snapshot must still round-trip
 from bench.core import Bench
@@ -58,8 +81,9 @@ def test_the_compiled_core_builds_and_runs_the_realistic_mix(tmp_path: Path) -> 
                            capture_output=True, text=True, timeout=540)
     assert build.returncode == 0, build.stdout + build.stderr
     assert "modules compiled" in build.stdout
-    run = subprocess.run([sys.executable, "-c", PROBE], cwd=out, capture_output=True,
-                         text=True, timeout=300, env={"PYTHONPATH": str(out),
-                                                      "PATH": "/usr/bin:/bin"})
+    # the Python build's journal schema (this process runs the sources)
+    run = subprocess.run([sys.executable, "-c", PROBE, SCHEMA_FINGERPRINT.hex()], cwd=out,
+                         capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": str(out), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("compiled "), run.stdout

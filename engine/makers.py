@@ -1,0 +1,171 @@
+# mypy: disable-error-code="misc"
+"""Constructors without validation for the values the engine makes on every
+event: effects, replies, a session's outcomes.
+
+The checked constructors (``Log(record=..., where=...)``) stay the way
+external input is built; these are for values that are valid by
+construction (see `engine.events.trusted_factory`), positional, every field
+in declaration order, and what they make is equal to what the checked
+constructor makes.  Each exists twice, because the fastest way differs:
+
+* compiled (setup.py's optional mypyc build), the functions below run as
+  written: the instance is allocated by its class's ``__new__`` and each
+  field stored in the native slot (a frozen dataclass's ``__setattr__``
+  refuses the assignment only in Python; this module's
+  ``disable-error-code="misc"`` is for mypy's same objection).  Compiled
+  callers call them directly, in C.
+* in Python, such an assignment raises, so at import the end of this module
+  rebinds each name to `trusted_factory`'s generated function, which fills
+  the slots through their descriptors (the fastest way CPython has).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from types import FunctionType
+from typing import Any
+
+from engine.effects import CancelTimer, Close, Connect, Discard, Log, Send, SetTimer, SmtpCommand
+from engine.events import Timer, trusted_factory
+from engine.reply import EnhancedCode, Reply
+from engine.session_outcomes import (
+    RecipientResult,
+    SessionClosed,
+    Status,
+    TransactionDone,
+    TxnMessage,
+)
+
+
+def make_log(record: dict[str, Any], where: str | None = None) -> Log:
+    o = Log.__new__(Log)
+    o.record = record
+    o.where = where
+    return o
+
+
+def make_set_timer(timer: Timer, at: float) -> SetTimer:
+    o = SetTimer.__new__(SetTimer)
+    o.timer = timer
+    o.at = at
+    return o
+
+
+def make_cancel_timer(timer: Timer) -> CancelTimer:
+    o = CancelTimer.__new__(CancelTimer)
+    o.timer = timer
+    return o
+
+
+def make_connect(conn: int, host: str, address: str, port: int, source: str,
+                 source_address: str | None = None, path: str = "") -> Connect:
+    o = Connect.__new__(Connect)
+    o.conn = conn
+    o.host = host
+    o.address = address
+    o.port = port
+    o.source = source
+    o.source_address = source_address
+    o.path = path
+    return o
+
+
+def make_discard(message_id: str) -> Discard:
+    o = Discard.__new__(Discard)
+    o.message_id = message_id
+    return o
+
+
+def make_send(conn: int, commands: tuple[SmtpCommand, ...]) -> Send:
+    o = Send.__new__(Send)
+    o.conn = conn
+    o.commands = commands
+    return o
+
+
+def make_command(verb: Any, arg: str = "", params: str = "", secret: Any = None) -> SmtpCommand:
+    o = SmtpCommand.__new__(SmtpCommand)
+    o.verb = verb
+    o.arg = arg
+    o.params = params
+    o.secret = secret
+    return o
+
+
+def make_close(conn: int) -> Close:
+    o = Close.__new__(Close)
+    o.conn = conn
+    return o
+
+
+def make_txn_message(id: str, sender: str, recipients: tuple[str, ...],
+                     size: int = 0) -> TxnMessage:
+    o = TxnMessage.__new__(TxnMessage)
+    o.id = id
+    o.sender = sender
+    o.recipients = recipients
+    o.size = size
+    return o
+
+
+def make_recipient_result(message_id: str, recipient: str, status: Status, reply: Reply,
+                          command: str) -> RecipientResult:
+    o = RecipientResult.__new__(RecipientResult)
+    o.message_id = message_id
+    o.recipient = recipient
+    o.status = status
+    o.reply = reply
+    o.command = command
+    return o
+
+
+def make_transaction_done(message_id: str) -> TransactionDone:
+    o = TransactionDone.__new__(TransactionDone)
+    o.message_id = message_id
+    return o
+
+
+def make_session_closed(reason: str) -> SessionClosed:
+    o = SessionClosed.__new__(SessionClosed)
+    o.reason = reason
+    return o
+
+
+def make_reply(code: int, text: str = "", enhanced: EnhancedCode | None = None) -> Reply:
+    o = Reply.__new__(Reply)
+    o.code = code
+    o.text = text
+    o.enhanced = enhanced
+    return o
+
+
+_CLASSES: dict[str, type] = {
+    "make_log": Log, "make_set_timer": SetTimer, "make_cancel_timer": CancelTimer,
+    "make_connect": Connect, "make_discard": Discard, "make_send": Send,
+    "make_command": SmtpCommand, "make_close": Close, "make_txn_message": TxnMessage,
+    "make_recipient_result": RecipientResult, "make_transaction_done": TransactionDone,
+    "make_session_closed": SessionClosed, "make_reply": Reply,
+}
+
+
+def _in_python(namespace: dict[str, Any]) -> None:
+    """Rebind each maker that runs as Python bytecode (this module was not
+    compiled) to `trusted_factory`'s function for its class, once it is
+    checked to take its class's fields in order with their defaults: a field
+    added to the class and not here would be left unset by the compiled one."""
+    for name, cls in _CLASSES.items():
+        maker = namespace[name]
+        if not isinstance(maker, FunctionType):
+            continue
+        code = maker.__code__
+        params = code.co_varnames[:code.co_argcount]
+        every = fields(cls)  # type: ignore[arg-type]
+        defaults = tuple(f.default for f in every[len(every) - len(maker.__defaults__ or ()):])
+        if params != tuple(f.name for f in every) or (maker.__defaults__ or ()) != defaults:
+            raise ImportError(f"engine.makers.{name} takes {params} (defaults "
+                              f"{maker.__defaults__}), not the fields of {cls.__name__}: "
+                              f"{tuple(f.name for f in every)} (defaults {defaults})")
+        namespace[name] = trusted_factory(cls)
+
+
+_in_python(globals())
