@@ -143,3 +143,44 @@ def test_the_interned_names_of_reaped_domains_are_dropped(tmp_path: pathlib.Path
                 assert "d0.test" in eng.names and "d1.test" not in eng.names
 
     asyncio.run(scenario())
+
+
+def test_memory_is_handed_back_after_a_reap_and_once_more_later(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a sweep that dropped something, memory is handed back at once and
+    once more `reap_after` seconds after the last such sweep (what was still in
+    use at the first is free by then), though the engine sweeps no more."""
+    seen: list[str] = []
+    reaped = memory.HandBacks.__call__
+
+    def on_reap(self: memory.HandBacks) -> None:
+        seen.append("reaped")
+        reaped(self)
+
+    def hand_back(release: Any, queued: int) -> None:
+        seen.append("back")
+        memory.hand_back(release, queued)
+
+    monkeypatch.setattr(memory.HandBacks, "__call__", on_reap)
+    monkeypatch.setattr(service, "hand_back", hand_back)
+
+    async def scenario() -> None:
+        with DnsServer(ZONE) as dns:
+            async with SinkServer() as sink, _service(tmp_path, sink, dns) as svc:
+                eng = svc.engine
+                assert eng is not None
+                for n, dom in enumerate(DOMAINS[:3]):
+                    await svc.submit("s@sender.test", [f"u@{dom}"], message(n))
+                await until(lambda: len(sink.messages) == 3, what="deliveries")
+                await until(lambda: not eng.paths and not eng.queues and not eng.domains,
+                            what="idle state reaped")
+                await until(lambda: seen[-3:] == ["reaped", "back", "back"],
+                            what="the hand-back and the later one")
+                assert not eng.timers  # no sweep is armed any more
+                settled = len(seen)
+                await asyncio.sleep(1.5)  # three times reap_after: nothing more comes
+                assert len(seen) == settled, seen
+
+    asyncio.run(scenario())
+    # each reap is handed back at once (before the next sweep, 0.5 s later)
+    assert all(seen[i + 1] == "back" for i, what in enumerate(seen) if what == "reaped"), seen
