@@ -25,9 +25,10 @@ measured one) answering an MX for each of the N domains.  RSS is read from
 5. the reaped figure: the same service left alone ``--settle`` seconds more,
    not even scraped, as ``ps`` shows it to an operator once it is idle.
    Between 4 and 5 jemalloc's background thread returns what was freed after
-   the hand-back (mostly this bench's own last scrapes of ``/metrics``, 40,000
-   series each while it waited, still being written out), within its
-   ``dirty_decay_ms`` (10 s);
+   the service's hand-back (such as this bench's own last scrapes of
+   ``/metrics``, 40,000 series each while it waited), within its
+   ``dirty_decay_ms`` (10 s); the service hands back once more
+   ``--reap-after`` seconds later (`engine.live.memory.HandBacks`);
 6. the same after an outside ``gc.collect()`` + ``trim`` (SIGUSR2): what
    the service's own hand-back left for them to find.
 
@@ -55,8 +56,8 @@ from bench.memory import _TRACED, Deliver, _mb, _signal_and_wait, proc_status, s
 WARM = "warm-up.reap.test"  # the first delivery, before the idle figure is read
 # Seconds the service is left idle (not even scraped) before its RSS is read, at
 # the idle point and once reaped: jemalloc's background thread hands back what
-# was freed after the service's own hand-back (the last /metrics answer, whose
-# 40,000 series were still being written out) within its dirty_decay_ms, 10 s.
+# was freed after the service's own hand-back (a /metrics answer of 40,000
+# series still being written out) within its dirty_decay_ms, 10 s.
 SETTLE = 12.0
 _POLICY = """\
 # Written by bench.memory_reap: every path to the local smtp-sink, idle after 1 s.
