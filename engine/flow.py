@@ -37,7 +37,7 @@ from engine.retry import iso
 RECEIVED: Final = Reply(code=250, text="")
 _Reply: Final = trusted_factory(Reply)  # (code, text, enhanced): for replies made here
 _Log: Final = trusted_factory(Log)
-_intern: Final = sys.intern  # Core.intern, without the method call
+_intern: Final = sys.intern  # senders: the interpreter's table (Core.intern holds names)
 
 
 @lru_cache(maxsize=4096)
