@@ -17,12 +17,19 @@ measured one) answering an MX for each of the N domains.  RSS is read from
 1. at start, once listening (nothing sent yet);
 2. idle, as an operator sees the running service: warmed by one message
    to a first domain, delivered and reaped (the code paths of delivery are
-   loaded, the journal has written), nothing else; the percentages are of
-   this figure;
+   loaded, the journal has written), nothing else, then left alone for
+   ``--settle`` seconds (12); the percentages are of this figure;
 3. when all N are delivered (the per-domain state at its largest);
-4. once ``/metrics`` lists no path any more (everything reaped; the sweep
-   that reaps them also hands the memory back: `engine.live.memory`);
-5. the same after an outside ``gc.collect()`` + ``trim`` (SIGUSR2): what
+4. 1 s after ``/metrics`` lists no path any more (everything reaped; the
+   sweep that reaps them also hands the memory back: `engine.live.memory`);
+5. the reaped figure: the same service left alone ``--settle`` seconds more,
+   not even scraped, as ``ps`` shows it to an operator once it is idle.
+   Between 4 and 5 jemalloc's background thread returns what was freed after
+   the service's hand-back (such as this bench's own last scrapes of
+   ``/metrics``, 40,000 series each while it waited), within its
+   ``dirty_decay_ms`` (10 s); the service hands back once more
+   ``--reap-after`` seconds later (`engine.live.memory.HandBacks`);
+6. the same after an outside ``gc.collect()`` + ``trim`` (SIGUSR2): what
    the service's own hand-back left for them to find.
 
     python -m bench.memory_reap                  # 10 k domains
@@ -47,6 +54,11 @@ from bench import peers
 from bench.memory import _TRACED, Deliver, _mb, _signal_and_wait, proc_status, scrape
 
 WARM = "warm-up.reap.test"  # the first delivery, before the idle figure is read
+# Seconds the service is left idle (not even scraped) before its RSS is read, at
+# the idle point and once reaped: jemalloc's background thread hands back what
+# was freed after the service's own hand-back (a /metrics answer of 40,000
+# series still being written out) within its dirty_decay_ms, 10 s.
+SETTLE = 12.0
 _POLICY = """\
 # Written by bench.memory_reap: every path to the local smtp-sink, idle after 1 s.
 from engine import Policy, make_egress_path
@@ -98,7 +110,7 @@ def _wait(cond: object, timeout: float, what: str) -> None:
 
 
 def run(n: int, reap_after: float, timeout: float, again: bool = False,
-        allocator: str = "auto") -> dict[str, float]:
+        allocator: str = "auto", settle: float = SETTLE) -> dict[str, float]:
     """RSS figures (bytes) and timings for `n` domains (`again`: then `n` others)."""
     domains = [f"d{i}.reap.test" for i in range(n)]
     others = [f"e{i}.reap.test" for i in range(n)] if again else []
@@ -117,7 +129,7 @@ def run(n: int, reap_after: float, timeout: float, again: bool = False,
                 inject(svc.port, [WARM], threads=1)
                 _wait(lambda: _delivered(svc.metrics_port) >= 1, timeout, "the warm-up delivery")
                 _wait(lambda: _paths_listed(svc.metrics_port) == 0, timeout, "warm-up reaped")
-                time.sleep(1.0)
+                time.sleep(settle)
                 idle = proc_status(proc.pid, "VmRSS")
                 started = time.monotonic()
                 inject(svc.port, domains)
@@ -130,6 +142,8 @@ def run(n: int, reap_after: float, timeout: float, again: bool = False,
                 _wait(lambda: _paths_listed(svc.metrics_port) == 0, timeout, "every path reaped")
                 reaped_s = time.monotonic() - started
                 time.sleep(1.0)
+                at_once = proc_status(proc.pid, "VmRSS")
+                time.sleep(settle - 1.0)
                 reaped = proc_status(proc.pid, "VmRSS")
                 _signal_and_wait(svc, signal.SIGUSR2, work / "trimmed", timeout)
                 trimmed = proc_status(proc.pid, "VmRSS")
@@ -139,14 +153,15 @@ def run(n: int, reap_after: float, timeout: float, again: bool = False,
                     _wait(lambda: _delivered(svc.metrics_port) >= 2 * n + 1, timeout,
                           f"{n} more deliveries")
                     _wait(lambda: _paths_listed(svc.metrics_port) == 0, timeout, "reaped again")
-                    time.sleep(1.0)
+                    time.sleep(settle)
                     second = proc_status(proc.pid, "VmRSS")
                     second_peak = proc_status(proc.pid, "VmHWM")
             finally:
                 svc.stop()
     finally:
         sink.stop()
-    return {"start": start, "idle": idle, "full": full, "peak": peak, "reaped": reaped,
+    return {"start": start, "idle": idle, "full": full, "peak": peak, "at_once": at_once,
+            "reaped": reaped,
             "trimmed": trimmed, "second": second, "second_peak": second_peak, "listed": listed,
             "delivered_s": delivered_s, "reaped_s": reaped_s}
 
@@ -161,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="then one message to each of as many other domains, reaped again")
     p.add_argument("--allocator", choices=("auto", "jemalloc", "pymalloc"), default="auto",
                    help="egress deliver --allocator (auto: jemalloc where installed)")
+    p.add_argument("--settle", type=float, default=SETTLE,
+                   help="seconds left idle before the idle and reaped RSS are read (>= 1)")
     args = p.parse_args(argv)
-    r = run(args.domains, args.reap_after, args.timeout, args.again, args.allocator)
+    if not args.settle >= 1.0:
+        p.error(f"--settle must be at least 1 second, not {args.settle:g}")
+    r = run(args.domains, args.reap_after, args.timeout, args.again, args.allocator,
+            args.settle)
     n = args.domains
     print(f"one message to each of {n:,} domains, --reap-after {args.reap_after:g}, "
           f"--allocator {args.allocator}")
@@ -170,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  RSS idle (1 delivery, reaped)    {_mb(r['idle'])}")
     print(f"  RSS all delivered                {_mb(r['full'])}  (peak {_mb(r['peak'])}; "
           f"/metrics lists {r['listed']:.0f} path series; {r['delivered_s']:.1f} s)")
-    print(f"  RSS reaped (no path in /metrics) {_mb(r['reaped'])}  "
-          f"({(r['reaped'] / r['idle'] - 1) * 100:+.1f} % of idle; {r['reaped_s']:.1f} s after)")
+    print(f"  RSS 1 s after no path in /metrics {_mb(r['at_once'])}  "
+          f"({(r['at_once'] / r['idle'] - 1) * 100:+.1f} % of idle; {r['reaped_s']:.1f} s after)")
+    print(f"  RSS reaped, idle {args.settle:g} s      {_mb(r['reaped'])}  "
+          f"({(r['reaped'] / r['idle'] - 1) * 100:+.1f} % of idle)")
     print(f"  RSS reaped, outside gc + trim   {_mb(r['trimmed'])}  "
           f"({(r['trimmed'] / r['idle'] - 1) * 100:+.1f} % of idle)")
     if args.again:

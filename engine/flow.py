@@ -35,7 +35,7 @@ from engine.retry import iso
 
 # Final: C statics in the compiled build (setup.py), not a dict lookup per use
 RECEIVED: Final = Reply(code=250, text="")
-_intern: Final = sys.intern  # Core.intern, without the method call
+_intern: Final = sys.intern  # senders: the interpreter's table (Core.intern holds names)
 
 
 @lru_cache(maxsize=4096)

@@ -168,7 +168,8 @@ def reap_idle(eng: Core, now: float) -> None:
     metrics; a scheduled queue with no message and no throttle holding; a
     domain no queue routes to, with nothing parked and no lookup under way
     (its MX answer is asked again next time); the site names, staged path
-    configs and MTA-STS answers nothing uses any more.  Everything dropped is
+    configs and MTA-STS answers nothing uses any more, and the interned names
+    none of them holds (`Core.prune_names`).  Everything dropped is
     made again on demand, as on first use.  The sweep depends only on the
     state and `now`, so replaying its TimerFired reaps the same things."""
     paths = eng.paths
@@ -211,6 +212,7 @@ def reap_idle(eng: Core, now: float) -> None:
             del eng.sts[dom]
     selection.reap(eng, now)
     curfew_hold.reap(eng)
+    eng.prune_names()
     for table in (paths, eng.path_names, eng.queues, eng.domains, eng.site_names,
                   eng.path_cfgs, eng.sts, eng.timers, eng.metrics.by_path, eng.ids):
         compact(table)

@@ -9,7 +9,10 @@ has that shape: 200 k small objects, one in 4,000 kept.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +21,9 @@ import pytest
 
 from bench.peers import wait_listening
 from engine.errors import ConfigError
+from engine.events import MessageSubmitted
 from engine.live import memory
+from engine.live.journal import Journal
 from tests.support.live_harness import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,3 +114,41 @@ def test_jemalloc_asked_for_where_it_is_missing_is_one_line(
     memory.use_allocator("auto")  # falls back to pymalloc: returns, no re-execution
     with pytest.raises(ConfigError, match=r"--allocator: 'tcmalloc' is not one of"):
         memory.use_allocator("tcmalloc")
+
+
+def _submitted(i: int) -> MessageSubmitted:
+    return MessageSubmitted(at=1000.0 + i, id=f"m{i}", sender="s@example.com",
+                            recipients=("r@example.net",), size=4)
+
+
+def _sqlite_memory_used() -> int | None:
+    """SQLite's own count of the bytes it holds (``sqlite3_memory_used``), or
+    None where the library cannot be found or keeps no count."""
+    name = ctypes.util.find_library("sqlite3")
+    if name is None:
+        return None
+    lib = ctypes.CDLL(name)
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    return int(lib.sqlite3_memory_used()) or None
+
+
+def test_a_snapshot_written_is_not_kept_in_sqlites_memory(tmp_path: Path) -> None:
+    """A snapshot taken during a burst is megabytes; bound as a parameter it
+    stayed in SQLite's memory (a statement keeps its bindings) until the next
+    snapshot, after the reap's `release_memory` too."""
+    data = os.urandom(6_000_000)
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.append_sync([_submitted(1)], {"m1": b"body"})
+        j.release_memory()
+        j.append_sync([_submitted(2)], {"m2": b"body"})  # after the writer's turn
+        before = _sqlite_memory_used()
+        if before is None:
+            pytest.skip("sqlite3_memory_used is not available from this SQLite")
+        j.write_snapshot(2, data).result(30)
+        j.release_memory()
+        j.append_sync([_submitted(3)], {"m3": b"body"})
+        after = _sqlite_memory_used()
+        assert after is not None and after - before < 1_000_000, (before, after)
+        snap, events = j.replay_from_snapshot()
+        assert snap == (2, data)
+        assert [e.id for _, e in events] == ["m3"]  # type: ignore[attr-defined]

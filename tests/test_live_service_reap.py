@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import sys
 import urllib.request
 from typing import Any
 
@@ -44,6 +45,21 @@ async def until(cond: Any, timeout: float = 20.0, what: str = "condition") -> No
         await asyncio.sleep(0.05)
 
 
+def _service(tmp_path: pathlib.Path, sink: SinkServer, dns: DnsServer) -> Service:
+    """A service delivering every path to `sink`, idle after 3 s, reaped every 0.5 s."""
+    p = Policy()
+
+    @p.on("get_egress_path_config")
+    def _path(domain: str, source: str, site: str) -> Any:
+        return make_egress_path(smtp_port=sink.port, prohibited_hosts=[],
+                                enable_tls="Disabled", enable_mta_sts=False,
+                                idle_timeout="3s")
+
+    resolver = LiveResolver(["127.0.0.1"], port=dns.port)
+    return Service(p, tmp_path / "spool", listen=None, metrics_port=0,
+                   reap_after=0.5, resolver=resolver)
+
+
 def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     handed_back: list[bool] = []
@@ -57,17 +73,9 @@ def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path,
     async def scenario() -> None:
         with DnsServer(ZONE) as dns:
             async with SinkServer() as sink:
-                p = Policy()
-
-                @p.on("get_egress_path_config")
-                def _path(domain: str, source: str, site: str) -> Any:
-                    return make_egress_path(smtp_port=sink.port, prohibited_hosts=[],
-                                            enable_tls="Disabled", enable_mta_sts=False,
-                                            idle_timeout="3s")
-
-                resolver = LiveResolver(["127.0.0.1"], port=dns.port)
-                svc = Service(p, tmp_path / "spool", listen=None, metrics_port=0,
-                              reap_after=0.5, resolver=resolver)
+                svc = _service(tmp_path, sink, dns)
+                resolver = svc.resolver
+                assert isinstance(resolver, LiveResolver)
                 async with svc:
                     eng = svc.engine
                     assert eng is not None
@@ -104,3 +112,75 @@ def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path,
                     await until(lambda: len(sink.messages) == len(DOMAINS) + 1, what="again")
 
     asyncio.run(scenario())
+
+
+def test_the_interned_names_of_reaped_domains_are_dropped(tmp_path: pathlib.Path) -> None:
+    """The queue, domain, site and path names the burst interned are in the
+    engine's own table, not the interpreter's (which never shrinks), and the
+    reap sweep leaves that table holding none of them, in a smaller table."""
+
+    async def scenario() -> None:
+        with DnsServer(ZONE) as dns:
+            async with SinkServer() as sink, _service(tmp_path, sink, dns) as svc:
+                eng = svc.engine
+                assert eng is not None
+                for n, dom in enumerate(DOMAINS):
+                    await svc.submit("s@sender.test", [f"u@{dom}"], message(n))
+                await until(lambda: len(sink.messages) == len(DOMAINS), what="deliveries")
+                burst = [n for n in eng.names if ".test" in n]
+                assert set(burst) >= set(DOMAINS) | {f"mx.{d}" for d in DOMAINS} | set(eng.paths)
+                for name in burst:  # not the interpreter's: an equal copy interns apart
+                    assert sys.intern("".join(list(name))) is not name
+                full = sys.getsizeof(eng.names)
+                await until(lambda: not eng.paths and not eng.queues and not eng.domains,
+                            what="idle state reaped")
+                await until(lambda: not any(".test" in n for n in eng.names),
+                            what="their names dropped")
+                assert sys.getsizeof(eng.names) < full
+                # a domain seen again interns its names again, and is delivered
+                await svc.submit("s@sender.test", ["again@d0.test"], message(99))
+                await until(lambda: len(sink.messages) == len(DOMAINS) + 1, what="again")
+                assert "d0.test" in eng.names and "d1.test" not in eng.names
+
+    asyncio.run(scenario())
+
+
+def test_memory_is_handed_back_after_a_reap_and_once_more_later(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a sweep that dropped something, memory is handed back at once and
+    once more `reap_after` seconds after the last such sweep (what was still in
+    use at the first is free by then), though the engine sweeps no more."""
+    seen: list[str] = []
+    reaped = memory.HandBacks.__call__
+
+    def on_reap(self: memory.HandBacks) -> None:
+        seen.append("reaped")
+        reaped(self)
+
+    def hand_back(release: Any, queued: int) -> None:
+        seen.append("back")
+        memory.hand_back(release, queued)
+
+    monkeypatch.setattr(memory.HandBacks, "__call__", on_reap)
+    monkeypatch.setattr(service, "hand_back", hand_back)
+
+    async def scenario() -> None:
+        with DnsServer(ZONE) as dns:
+            async with SinkServer() as sink, _service(tmp_path, sink, dns) as svc:
+                eng = svc.engine
+                assert eng is not None
+                for n, dom in enumerate(DOMAINS[:3]):
+                    await svc.submit("s@sender.test", [f"u@{dom}"], message(n))
+                await until(lambda: len(sink.messages) == 3, what="deliveries")
+                await until(lambda: not eng.paths and not eng.queues and not eng.domains,
+                            what="idle state reaped")
+                await until(lambda: seen[-3:] == ["reaped", "back", "back"],
+                            what="the hand-back and the later one")
+                assert not eng.timers  # no sweep is armed any more
+                settled = len(seen)
+                await asyncio.sleep(1.5)  # three times reap_after: nothing more comes
+                assert len(seen) == settled, seen
+
+    asyncio.run(scenario())
+    # each reap is handed back at once (before the next sweep, 0.5 s later)
+    assert all(seen[i + 1] == "back" for i, what in enumerate(seen) if what == "reaped"), seen

@@ -73,6 +73,13 @@ class _Entry:
     used: float = 0.0  # when last asked for (clock time): `LiveResolver.prune`
 
 
+ATTEMPT = 2.0
+"""Seconds one query waits for its answer before it is sent again, within the
+lookup's `timeout` (dnspython's own default; glibc's stub waits 5 s, twice).
+DNS is UDP: a datagram lost (a nameserver's receive buffer full in a burst of
+lookups) must be asked again, not waited for until the whole lookup times out
+and its messages wait for their next retry, minutes later."""
+
 CACHE_ENTRIES = 4096
 """Most answers cached (name, type): beyond it the expired go first, then the
 oldest, so one message to each of many domains does not keep every answer
@@ -85,7 +92,8 @@ class LiveResolver:
 
     ``LiveResolver(nameservers=["127.0.0.1"], port=5353, timeout=2.0)`` asks that
     server only; with no nameservers it reads the system's resolv.conf.
-    `timeout` bounds each whole lookup (all retries), in seconds.
+    `timeout` bounds each whole lookup (all retries), in seconds; a query
+    unanswered after `ATTEMPT` seconds is sent again within it.
     """
 
     def __init__(
@@ -108,7 +116,7 @@ class LiveResolver:
             self._resolver = dns.asyncresolver.Resolver()
         self._resolver.port = port
         self._resolver.lifetime = timeout
-        self._resolver.timeout = timeout
+        self._resolver.timeout = min(ATTEMPT, timeout)  # then asked again (ATTEMPT)
         self._resolver.use_edns(0, dns.flags.DO, 1232)
         self._resolver.flags = dns.flags.RD | dns.flags.AD
         self.timeout = timeout

@@ -27,6 +27,7 @@ something; `trim` is what hands free pages back, on the thread that calls it
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
@@ -37,8 +38,8 @@ from collections.abc import Callable
 
 from engine.errors import ConfigError
 
-__all__ = ["ALLOCATORS", "COLLECT_BELOW", "allocator", "hand_back", "malloc_trim", "trim",
-           "use_allocator"]
+__all__ = ["ALLOCATORS", "COLLECT_BELOW", "HandBacks", "allocator", "hand_back", "malloc_trim",
+           "trim", "use_allocator"]
 
 ALLOCATORS = ("auto", "jemalloc", "pymalloc")
 JEMALLOC = "libjemalloc.so.2"
@@ -196,3 +197,37 @@ def hand_back(release: Callable[[Callable[[], object]], None] | None = None,
     if queued < COLLECT_BELOW:
         gc.collect()
     trim()
+
+
+class HandBacks:
+    """When a reap sweep dropped something (call it then): `run` at the loop's
+    next turn, and once more `later` seconds after the last such sweep.
+
+    At the next turn, because the sweep's own frames still hold what it
+    dropped, and a cycle the collector cannot free then would wait for
+    Python's next full collection (it can take hours).  Once more later,
+    because what was still in use at the first (a /metrics answer being
+    written out, a batch on the journal's thread) is free by then; the
+    engine sweeps no more once nothing is left to reap, and without
+    jemalloc's background thread nothing else would hand that back."""
+
+    def __init__(self, run: Callable[[], None], later: float) -> None:
+        self._run = run
+        self._later = later
+        self._again: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._run)
+        self.cancel()
+        self._again = loop.call_later(self._later, self._last)
+
+    def _last(self) -> None:
+        self._again = None
+        self._run()
+
+    def cancel(self) -> None:
+        """Forget the later hand-back (shutdown)."""
+        if self._again is not None:
+            self._again.cancel()
+            self._again = None

@@ -167,7 +167,10 @@ class MetricsServer:
                 status, ctype, body = "200 OK", TEXT_TYPE, render_text(self.families()).encode()
             head = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-            writer.write(head if method == b"HEAD" else head + body)
+            writer.write(head)
+            if method != b"HEAD":
+                writer.write(body)  # not head + body: a second copy of 40,000 series
+            del body
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ConnectionError):

@@ -65,7 +65,7 @@ from engine.live.driver import LiveDriver, machine_hostname
 from engine.live.journal import Journal
 from engine.live.listener import Listener
 from engine.live.listener_limits import LimitSettings
-from engine.live.memory import hand_back
+from engine.live.memory import HandBacks, hand_back
 from engine.live.nodeid import node_id
 from engine.live.submission import Submission
 from engine.live.submission import submit as api_submit
@@ -197,6 +197,7 @@ class Service:
         self.replayed = 0  # events replayed at start (after the snapshot)
         self.recovered = 0  # messages queued when recovery finished
         self._since_snapshot = 0
+        self._hand_backs = HandBacks(self._hand_back, self.reap_after)  # after a reap
         self._stop_requested = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._started = False
@@ -257,7 +258,7 @@ class Service:
         self.driver = LiveDriver(
             self.engine, resolver=resolver, bodies=self._body, records=self._record,
             journal_batch=self._journal_events, mta_sts=mta_sts, tls_cafile=self.tls_cafile,
-            on_discard=self._discard, on_reap=self._reaped,
+            on_discard=self._discard, on_reap=self._hand_backs,
         )
         if self.redis_url is not None:
             from engine.live.shared_redis import RedisLimits
@@ -357,6 +358,7 @@ class Service:
                 log.warning("egress: %d transactions still on the wire after %.1fs; aborting",
                             self.driver.in_flight(), grace)
             await self.driver.abort_all()
+        self._hand_backs.cancel()
         if self.redis is not None:
             shared = getattr(self.engine, "shared", None)
             if shared is not None:
@@ -476,12 +478,6 @@ class Service:
     def _discard(self, message_id: str) -> None:
         assert self.journal is not None
         self.journal.drop_body(message_id)
-
-    def _reaped(self) -> None:
-        # at the loop's next turn: the sweep's own frames still hold what it
-        # dropped, and a cycle the collector cannot free now would wait for
-        # Python's next full collection (it can take hours)
-        asyncio.get_running_loop().call_soon(self._hand_back)
 
     def _hand_back(self) -> None:
         journal = self.journal
