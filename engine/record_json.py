@@ -50,25 +50,27 @@ def _standard_utf8(record: Mapping[str, Any]) -> bytes:
     return (_utf8(record) + "\n").encode()
 
 
-def _fast_ascii(record: Mapping[str, Any]) -> bytes:
+def _orjson_line(record: Mapping[str, Any]) -> bytes | None:
+    """orjson's line for a made record, None for any other (or one it refuses)."""
     if type(record) is dict and record.get("type") in MADE_KINDS:
         try:
             line: bytes = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         except TypeError:
-            return _standard_ascii(record)
-        if line.isascii() and b"\x7f" not in line:  # the standard escapes DEL too
-            return line
+            return None
+        return line
+    return None
+
+
+def _fast_ascii(record: Mapping[str, Any]) -> bytes:
+    line = _orjson_line(record)
+    if line is not None and line.isascii() and b"\x7f" not in line:  # DEL is escaped too
+        return line
     return _standard_ascii(record)
 
 
 def _fast_utf8(record: Mapping[str, Any]) -> bytes:
-    if type(record) is dict and record.get("type") in MADE_KINDS:
-        try:
-            line: bytes = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError:
-            return _standard_utf8(record)
-        return line
-    return _standard_utf8(record)
+    line = _orjson_line(record)
+    return line if line is not None else _standard_utf8(record)
 
 
 #: A record as its line (newline-terminated), non-ASCII escaped: what
