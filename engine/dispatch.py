@@ -35,8 +35,6 @@ from engine.retry import iso
 from engine.session import Session
 from engine.tls_policy import tls_for
 
-# Final: C statics in the compiled build (setup.py), not a dict lookup per use
-
 
 def suspended(eng: Core, rq: ReadyQueue) -> bool:
     """Admin Suspend or the path config's ``suspended``."""

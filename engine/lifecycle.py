@@ -39,8 +39,6 @@ __all__ = [
     "transient",
 ]
 
-# Final: C statics in the compiled build (setup.py), not a dict lookup per use
-
 
 def return_to_ready(eng: Core, rq: ReadyQueue, msg: Message) -> None:
     """A held message that was never attempted goes back to the head of its queue."""

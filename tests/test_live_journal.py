@@ -30,6 +30,7 @@ from engine.live.journal import (
     read_journal,
 )
 from engine.reply import Reply
+from tests.support.sqlite_memory import sqlite_memory_used
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -352,20 +353,6 @@ def test_back_to_back_drops_share_a_request_and_keep_their_order(tmp_path: Path)
             j.drop_body(7)  # type: ignore[arg-type]
 
 
-def _sqlite_memory_used() -> int | None:
-    """SQLite's own count of the bytes it holds (``sqlite3_memory_used``), or
-    None where the library cannot be found or keeps no count."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("sqlite3")
-    if name is None:
-        return None
-    lib = ctypes.CDLL(name)
-    lib.sqlite3_memory_used.restype = ctypes.c_int64
-    used = int(lib.sqlite3_memory_used())
-    return used or None
-
 
 def test_release_memory_hands_back_the_page_caches(tmp_path: Path) -> None:
     """Issue 13.6: after a burst both connections' page caches are full; the
@@ -378,11 +365,11 @@ def test_release_memory_hands_back_the_page_caches(tmp_path: Path) -> None:
                           {f"m{k}": body for k in range(i, i + 100)})
         for k in range(2000):
             assert j.body(f"m{k}") == body  # the reader's cache fills too
-        full = _sqlite_memory_used()
+        full = sqlite_memory_used()
         if full is None:
             pytest.skip("sqlite3_memory_used is not available from this SQLite")
         j.release_memory()
         j.append_sync([msg(2001)], {"m2001": b"after"})  # after the writer's turn
-        released = _sqlite_memory_used()
+        released = sqlite_memory_used()
         assert released is not None and released < full - 2_000_000, (full, released)
         assert j.body("m2001") == b"after" and j.body("m7") == body

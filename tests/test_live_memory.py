@@ -9,8 +9,6 @@ has that shape: 200 k small objects, one in 4,000 kept.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import subprocess
@@ -25,6 +23,7 @@ from engine.events import MessageSubmitted
 from engine.live import memory
 from engine.live.journal import Journal
 from tests.support.live_harness import free_port
+from tests.support.sqlite_memory import sqlite_memory_used
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_JEMALLOC = memory._find_jemalloc() is not None
@@ -121,16 +120,6 @@ def _submitted(i: int) -> MessageSubmitted:
                             recipients=("r@example.net",), size=4)
 
 
-def _sqlite_memory_used() -> int | None:
-    """SQLite's own count of the bytes it holds (``sqlite3_memory_used``), or
-    None where the library cannot be found or keeps no count."""
-    name = ctypes.util.find_library("sqlite3")
-    if name is None:
-        return None
-    lib = ctypes.CDLL(name)
-    lib.sqlite3_memory_used.restype = ctypes.c_int64
-    return int(lib.sqlite3_memory_used()) or None
-
 
 def test_a_snapshot_written_is_not_kept_in_sqlites_memory(tmp_path: Path) -> None:
     """A snapshot taken during a burst is megabytes; bound as a parameter it
@@ -141,13 +130,13 @@ def test_a_snapshot_written_is_not_kept_in_sqlites_memory(tmp_path: Path) -> Non
         j.append_sync([_submitted(1)], {"m1": b"body"})
         j.release_memory()
         j.append_sync([_submitted(2)], {"m2": b"body"})  # after the writer's turn
-        before = _sqlite_memory_used()
+        before = sqlite_memory_used()
         if before is None:
             pytest.skip("sqlite3_memory_used is not available from this SQLite")
         j.write_snapshot(2, data).result(30)
         j.release_memory()
         j.append_sync([_submitted(3)], {"m3": b"body"})
-        after = _sqlite_memory_used()
+        after = sqlite_memory_used()
         assert after is not None and after - before < 1_000_000, (before, after)
         snap, events = j.replay_from_snapshot()
         assert snap == (2, data)
