@@ -170,11 +170,23 @@ def malloc_trim() -> bool:
 def trim() -> bool:
     """Hand free pages back to the system: under jemalloc, this thread's cache
     of freed objects, then every arena's unused pages (``arena.<all>.purge``);
-    under glibc, ``malloc_trim``.  False where neither is there."""
+    under glibc, ``malloc_trim``.  False where neither is there.
+
+    jemalloc's background thread is stopped (joined) for the purge and started
+    again: pages it had taken to purge itself when the purge came were not
+    found by it, and stayed resident until the thread got round to them, which
+    a loaded machine can delay past any reading of the RSS (seen as a purge
+    that handed back nothing, one time in about 30)."""
     if _MALLCTL is None:
         return malloc_trim()
     _MALLCTL(b"thread.tcache.flush", None, None, None, ctypes.c_size_t(0))
+    was, size, off = ctypes.c_bool(False), ctypes.c_size_t(1), ctypes.c_bool(False)
+    stopped = _MALLCTL(b"background_thread", ctypes.byref(was), ctypes.byref(size),
+                       ctypes.byref(off), ctypes.c_size_t(1)) == 0 and was.value
     _MALLCTL(b"arena.4096.purge", None, None, None, ctypes.c_size_t(0))  # MALLCTL_ARENAS_ALL
+    if stopped:
+        on = ctypes.c_bool(True)
+        _MALLCTL(b"background_thread", None, None, ctypes.byref(on), ctypes.c_size_t(1))
     malloc_trim()  # what the C library allocated before jemalloc took over
     return True
 
