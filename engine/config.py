@@ -353,8 +353,12 @@ class EgressPathConfig:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # MappingProxyType cannot be pickled (sweeps ship configs to workers);
-        # rebuild from plain dicts, re-validating on the way in.
-        state = {k: dict(v) if isinstance(v, Mapping) else v for k, v in self._items()}
+        # rebuild from plain dicts, re-validating on the way in.  The mappings
+        # are always proxies (`_mapping_of`): a concrete type test, because
+        # `isinstance(v, Mapping)` on every field of every path's config, as each
+        # live snapshot pickles them, filled abc's per-class caches with weak
+        # references made mid-burst that outlived it (`engine.live.memory`).
+        state = {k: dict(v) if type(v) is MappingProxyType else v for k, v in self._items()}
         return (_rebuild, (state,))
 
     def _items(self) -> list[tuple[str, Any]]:

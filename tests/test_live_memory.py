@@ -9,15 +9,21 @@ has that shape: 200 k small objects, one in 4,000 kept.
 
 from __future__ import annotations
 
+import _abc
+import gc
 import json
 import os
+import pickle
 import subprocess
 import sys
+import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from bench.peers import wait_listening
+from engine import make_egress_path
 from engine.errors import ConfigError
 from engine.events import MessageSubmitted
 from engine.live import memory
@@ -141,3 +147,40 @@ def test_a_snapshot_written_is_not_kept_in_sqlites_memory(tmp_path: Path) -> Non
         snap, events = j.replay_from_snapshot()
         assert snap == (2, data)
         assert [e.id for _, e in events] == ["m3"]  # type: ignore[attr-defined]
+
+
+def _weakrefs() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is weakref.ref)
+
+
+def test_a_burst_of_commits_and_reads_leaves_no_weak_references_behind(tmp_path: Path) -> None:
+    """`Connection.execute` makes a cursor per call and the connection keeps a
+    weak reference to each until it sweeps them, 200 cursors later: after a
+    burst, up to 200 small objects made mid-burst, each pinning an allocator
+    page.  The journal keeps one cursor per connection instead."""
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.append_sync([_submitted(0)], {"m0": b"body"})
+        assert j.body("m0") == b"body"
+        before = _weakrefs()
+        for i in range(1, 150):
+            j.append_sync([_submitted(i)], {f"m{i}": b"body"})
+            assert j.body(f"m{i}") == b"body"
+        assert _weakrefs() - before < 20
+        with pytest.raises(KeyError, match="no body for message 'nope'"):
+            j.body("nope")
+
+
+def test_pickling_path_configs_leaves_abcs_caches_alone() -> None:
+    """Every live snapshot pickles every path's config; an `isinstance(v,
+    Mapping)` per field filled abc's caches with weak references to the
+    fields' types, made mid-burst and kept (see the test above)."""
+    cfg = make_egress_path(additional_connection_limits={"shared": 4}, connection_limit=3)
+    Mapping._abc_caches_clear()  # type: ignore[attr-defined]
+    for sub in Mapping.__subclasses__():
+        sub._abc_caches_clear()  # type: ignore[attr-defined]
+    data = pickle.dumps(cfg)
+    _, cache, negative, _ = _abc._get_dump(Mapping)  # type: ignore[attr-defined]
+    assert not cache and not negative
+    back = pickle.loads(data)  # validated again on the way in (at a restart)
+    assert back == cfg and dict(back.additional_connection_limits) == {"shared": 4}

@@ -101,6 +101,9 @@ class Journal:
             self._conn.close()
             raise
         self._reader = connect(self.path)
+        # one cursor each, kept: see `write_batch` for what a cursor per call left
+        self._read = self._reader.cursor()
+        self._write = self._conn.cursor()
         self._reader_lock = threading.Lock()
         self._cond = threading.Condition()
         self._pending: list[Request] = []
@@ -226,7 +229,7 @@ class Journal:
     def inbox(self) -> list[MessageSubmitted]:
         """The accepted submissions whose event was never journaled, oldest first."""
         with self._reader_lock:
-            rows = self._reader.execute("SELECT data FROM inbox ORDER BY rowid").fetchall()
+            rows = self._read.execute("SELECT data FROM inbox ORDER BY rowid").fetchall()
         out = []
         for (data,) in rows:
             ev = codec.decode_event(bytes(data))
@@ -312,7 +315,7 @@ class Journal:
             elif self._closing:
                 break
             if shrink is not None:  # after the batch taken with it: what it held is free
-                _shrink_memory(conn)
+                _shrink_memory(self._write)
                 try:
                     shrink()
                 except Exception:  # the writer must outlive a bad callback
@@ -328,14 +331,14 @@ class Journal:
         durable = any(req.durable for req in batch)
         try:
             if durable != self._synced:
-                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._write.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
                 self._synced = durable
-            write_batch(conn, batch, accepted)
+            write_batch(self._write, batch, accepted)
             self.commits += 1
         except sqlite3.Error as exc:
             outcome = JournalError(f"journal {str(self.path)!r}: commit failed: {exc}")
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+                self._write.execute("ROLLBACK")
             if not self.failures:  # one line per episode, not per commit
                 log.error("%s; submissions are refused (451) and the rest kept and "
                           "retried until a commit succeeds", outcome)
@@ -380,7 +383,7 @@ class Journal:
             if self._idle:
                 self._cond.notify()
         with self._reader_lock:
-            _shrink_memory(self._reader)
+            _shrink_memory(self._read)
 
     def close(self) -> None:
         """Commit what is pending, checkpoint the WAL into the file and close."""
@@ -405,12 +408,14 @@ class Journal:
     def body(self, message_id: str) -> bytes:
         """The committed body of a message; `KeyError` naming it when there is none."""
         with self._reader_lock:
-            row = self._reader.execute(
+            # fetchall, not fetchone: the statement runs to its end and is reset,
+            # so the kept cursor holds no read transaction (and no WAL) open
+            rows = self._read.execute(
                 "SELECT data FROM bodies WHERE id = ?", (message_id,)
-            ).fetchone()
-        if row is None:
+            ).fetchall()
+        if not rows:
             raise KeyError(f"no body for message {message_id!r} in journal {str(self.path)!r}")
-        return bytes(row[0])
+        return bytes(rows[0][0])
 
     def replay(self) -> tuple[bytes | None, Iterator[Event]]:
         """The latest snapshot (or None) and an iterator over the events after it."""
@@ -424,7 +429,7 @@ class Journal:
         return read_journal(self.path)
 
 
-def _shrink_memory(conn: sqlite3.Connection) -> None:
+def _shrink_memory(conn: sqlite3.Cursor) -> None:
     """Free what `conn`'s page cache holds unused (a failure only keeps it)."""
     with contextlib.suppress(sqlite3.Error):
         conn.execute("PRAGMA shrink_memory")

@@ -77,10 +77,16 @@ class Request:
     durable: bool = True  # fsync'd at commit (`Journal.record`'s are not)
 
 
-def write_batch(conn: sqlite3.Connection, batch: list[Request], accepted: int) -> None:
+def write_batch(conn: sqlite3.Cursor, batch: list[Request], accepted: int) -> None:
     """Write `batch` in one transaction, with `accepted` (submissions accepted in
     all, this batch's included); `sqlite3.Error` (rolled back by the caller)
-    when it fails."""
+    when it fails.
+
+    `conn` is the writer's one cursor, kept for the journal's life: each
+    `Connection.execute` makes a cursor, and the connection keeps a weak
+    reference to each until its next sweep of them, 200 cursors later, so a
+    burst of commits left up to 200 small objects that outlived it, each
+    pinning the allocator page it was made in (`engine.live.memory`)."""
     rows = [row for req in batch for row in req.rows]
     bodies: dict[str, bytes | None] = {}
     snapshots = []
@@ -114,7 +120,7 @@ def write_batch(conn: sqlite3.Connection, batch: list[Request], accepted: int) -
     conn.execute("COMMIT")
 
 
-def _write_snapshot(conn: sqlite3.Connection, seq: int, data: bytes) -> None:
+def _write_snapshot(conn: sqlite3.Cursor, seq: int, data: bytes) -> None:
     """One snapshot row, its bytes written through incremental blob I/O.
 
     Bound as a statement's parameter, the snapshot would be copied into SQLite's
@@ -124,7 +130,7 @@ def _write_snapshot(conn: sqlite3.Connection, seq: int, data: bytes) -> None:
     what freed the last one (5 MB after a burst to 10 k domains)."""
     conn.execute("INSERT OR REPLACE INTO snapshots VALUES (?, zeroblob(?))", (seq, len(data)))
     if data:
-        with conn.blobopen("snapshots", "data", seq) as blob:
+        with conn.connection.blobopen("snapshots", "data", seq) as blob:
             blob.write(data)
 
 
