@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
@@ -112,8 +111,30 @@ def _rfc3339(t: float) -> str:
 def _second(secs: int) -> str:
     # records come in time order, so a few recent seconds cover most calls; a
     # bigger cache would keep a string from every second of a burst, each
-    # pinning the allocator arena it was made in (engine.live.memory)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    # pinning the allocator page it was made in (engine.live.memory)
+    days, rest = divmod(secs, 86_400)
+    year, month, day = _civil(days)
+    hour, rest = divmod(rest, 3600)
+    minute, second = divmod(rest, 60)
+    two = _DIGITS
+    return (f"{year:04d}-{two[month][1:]}-{two[day][1:]}"
+            f"T{two[hour][1:]}:{two[minute][1:]}:{two[second][1:]}")
+
+
+def _civil(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of the proleptic Gregorian calendar, `days` after
+    1970-01-01 (H. Hinnant's civil_from_days).  Plain integers, where
+    `datetime.strftime` (the C library's) left small blocks behind in the
+    live service after a burst, made at its first calls and kept."""
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
 
 
 def humantime(seconds: float) -> str:

@@ -12,6 +12,7 @@ Uncategorized, the IANA corpus of its test_bounce_classify_iana).
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -138,3 +139,18 @@ def test_no_pool_on_reception_delayed_and_admin_bounce() -> None:
     for kind in ("Reception", "Delayed", "AdminBounce"):
         assert make_record(kind, msg(), 0.0, 0.0, Reply(code=250))["egress_pool"] is None
     assert make_record("Delivery", msg(), 0.0, 0.0, Reply(code=250))["egress_pool"] == "pool1"
+
+
+def test_rfc3339_dates_match_the_calendar_over_eight_millennia() -> None:
+    """`rfc3339` makes the date from integers (the C library's strftime left
+    blocks behind after a burst); it must be the calendar's date, leap
+    centuries included, and pad years as chrono does."""
+    from datetime import UTC, datetime
+
+    rng = random.Random(3339)
+    instants = [rng.randrange(-30_610_224_000, 253_402_300_799) for _ in range(50_000)]
+    instants += [0, -1, 86_399, 86_400, 951_782_400, 951_868_800, 4_107_542_400, 4_107_628_800]
+    for t in instants:
+        assert rfc3339(float(t)) == datetime.fromtimestamp(t, UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"), t
+    assert rfc3339(-53_382_656_804.0) == "0278-05-16T04:13:16Z"
