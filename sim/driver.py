@@ -103,7 +103,9 @@ class SimDriver(ConnectionPhases):
         self._progress = progress
         self._conns: dict[int, _Conn] = {}
         self.connections = PathConnections(self.observer.note_connections)
+        # message id -> size, kept only where a host's time depends on it
         self._sizes: dict[str, int] = {}
+        self._keep_sizes = self.world.sizes_matter
         # Timer wheel: name -> (at, seq) of its latest arming; heap of (at, seq,
         # name); name -> (at, seq) of its earliest entry in the heap ("the
         # anchor"), at or before the armed deadline whenever the name is armed.
@@ -212,12 +214,14 @@ class SimDriver(ConnectionPhases):
         env = self.env
         arrivals = self._arrivals
         assert arrivals is not None
+        sizes = self._sizes if self._keep_sizes else None
         while True:
             now = env._now  # type: ignore[attr-defined]
             msg = self._next_arrival
             # Every message due at this instant goes in under one SimPy event.
             while msg is not None and msg.at <= now:
-                self._sizes[msg.id] = msg.size
+                if sizes is not None:
+                    sizes[msg.id] = msg.size
                 self.submitted += 1
                 self._feed(msg)
                 msg = next(arrivals, None)
@@ -367,7 +371,8 @@ class SimDriver(ConnectionPhases):
 
     def _discard(self, message_id: str) -> None:
         """The engine is done with the message (delivered, bounced or expired)."""
-        self._sizes.pop(message_id, None)
+        if self._sizes:
+            self._sizes.pop(message_id, None)
         self.observer.finish(message_id, self.engine.silent_redelays.pop(message_id, None))
         self._check_done()
 

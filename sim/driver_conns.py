@@ -26,7 +26,7 @@ from engine.events import (
 from sim.connections import PathConnections
 
 _Response = trusted_factory(Response)  # (at, conn, reply)
-_BODY = Verb.BODY
+_BODY, _EHLO, _HELO = Verb.BODY, Verb.EHLO, Verb.HELO
 
 
 class _Conn:
@@ -131,12 +131,15 @@ class ConnectionPhases:
             return
         now = self.env._now
         commands = eff.commands
-        first = commands[0].verb
-        if first is _BODY:
-            size = self._sizes.get(commands[0].arg, 0)
+        first = commands[0]
+        verb = first.verb
+        if verb is _BODY:
+            # `_sizes` is empty where no host's time depends on the size
+            sizes = self._sizes
+            size = sizes.get(first.arg, 0) if sizes else 0
             delay, reply = self.world.body(conn.host, size, now, conn.source)
             self._at(delay, self._replies, (eff.conn, (reply,)))
-        elif first is Verb.EHLO or first is Verb.HELO:
+        elif verb is _EHLO or verb is _HELO:
             delay, reply = self.world.ehlo(conn.host, now, tls=conn.tls)
             self._at(delay, self._replies, (eff.conn, (reply,)))
         else:
