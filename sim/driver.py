@@ -373,8 +373,10 @@ class SimDriver(ConnectionPhases):
         """The engine is done with the message (delivered, bounced or expired)."""
         if self._sizes:
             self._sizes.pop(message_id, None)
-        self.observer.finish(message_id, self.engine.silent_redelays.pop(message_id, None))
-        self._check_done()
+        observer = self.observer
+        observer.finish(message_id, self.engine.silent_redelays.pop(message_id, None))
+        if observer.finished >= self.submitted:  # `_check_done`'s first test, without a call
+            self._check_done()
 
     def _deliver_at_now(self, ev: Event) -> None:
         """Deliver an answer computed earlier, re-stamped with the current time."""
