@@ -94,9 +94,10 @@ class Observer:
             self.redelays.outcome(record, kind)
             t0 = self.received_at.get(rid)
             if t0 is not None:
-                latency = now - t0
-                for _ in range(n):
-                    self.latencies.append(latency)
+                if n == 1:
+                    self.latencies.append(now - t0)
+                else:
+                    self.latencies.extend([now - t0] * n)
             return
         if kind == "Delayed":
             # one prefix test instead of two parses
