@@ -26,6 +26,7 @@ from engine.events import (
 from sim.connections import PathConnections
 
 _Response = trusted_factory(Response)  # (at, conn, reply)
+_BODY, _EHLO, _HELO = Verb.BODY, Verb.EHLO, Verb.HELO
 
 
 class _Conn:
@@ -128,33 +129,32 @@ class ConnectionPhases:
         conn = self._conns.get(eff.conn)
         if conn is None:
             return
-        now = self.env.now
+        now = self.env._now
         commands = eff.commands
-        first = commands[0].verb
-        if first is Verb.BODY:
-            size = self._sizes.get(commands[0].arg, 0)
+        first = commands[0]
+        verb = first.verb
+        if verb is _BODY:
+            # `_sizes` is empty where no host's time depends on the size
+            sizes = self._sizes
+            size = sizes.get(first.arg, 0) if sizes else 0
             delay, reply = self.world.body(conn.host, size, now, conn.source)
             self._at(delay, self._replies, (eff.conn, (reply,)))
-        elif first is Verb.EHLO or first is Verb.HELO:
+        elif verb is _EHLO or verb is _HELO:
             delay, reply = self.world.ehlo(conn.host, now, tls=conn.tls)
             self._at(delay, self._replies, (eff.conn, (reply,)))
         else:
             answers = self.world.reply_batch(conn.host, commands, now, conn.source)
             # A pipelined batch is read as it arrives; the replies come together
             # after the slowest one, which is how a pipelining server answers.
-            delay = answers[0][0]
-            replies = []
-            for d, reply in answers:
-                if d > delay:
-                    delay = d
-                replies.append(reply)
-            self._at(delay, self._replies, (eff.conn, replies))
+            delays, replies = zip(*answers, strict=True)
+            self._at(max(delays), self._replies, (eff.conn, replies))
 
     def _replies(self, ev: Event) -> None:
         conn_id, replies = ev._value
-        now = self.env.now
+        now = self.env._now
+        conns = self._conns
         for reply in replies:
-            conn = self._conns.get(conn_id)
-            if conn is None or not conn.alive:
+            # a connection leaves `_conns` when it ends (`_forget`), so one there is alive
+            if conn_id not in conns:
                 return  # the engine closed it (timeout, 421) before all replies were read
             self._feed(_Response(now, conn_id, reply))

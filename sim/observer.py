@@ -49,6 +49,7 @@ class Observer:
         self.keep_records = keep_records
         self.sink = sink
         self.kinds = None if kinds is None else frozenset(kinds)  # None: every type
+        self._writes = keep_records or sink is not None  # False: records only counted
         self.redelays = Redelays()
         self.records: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
@@ -74,32 +75,39 @@ class Observer:
         a full-queue Delayed record's message was turned away from)."""
         kind = record["type"]
         recipient = record.get("recipient")
-        n = len(recipient) if isinstance(recipient, list) else 1
+        n = len(recipient) if type(recipient) is list else 1
         self.counts[kind] += n
-        if self.kinds is None or kind in self.kinds:
+        if self._writes and (self.kinds is None or kind in self.kinds):
             if self.nodeid is not None:
                 record["nodeid"] = self.nodeid
             if self.keep_records:
                 self.records.append(record)
             if self.sink is not None:
                 self.sink(record)
+        # every message has a Reception and most a Delivery; a blast on the
+        # exact path has many Delayed records each
+        if kind == "Reception":  # a message's first record: nothing to settle yet
+            self.received_at[record["id"]] = now
+            return
+        if kind == "Delivery":
+            rid = record["id"]
+            self.redelays.outcome(record, kind)
+            t0 = self.received_at.get(rid)
+            if t0 is not None:
+                if n == 1:
+                    self.latencies.append(now - t0)
+                else:
+                    self.latencies.extend([now - t0] * n)
+            return
         if kind == "Delayed":
-            # the commonest by far in a blast: one prefix test instead of two parses
+            # one prefix test instead of two parses
             if self.redelays.delayed(record, where):
                 self.reasons["Delayed ReadyQueueWasFull"] += n
             else:
                 self.reasons[_reason(record)] += n
             return
-        if kind == "Reception":  # a message's first record: nothing to settle yet
-            self.received_at[record["id"]] = now
-            return
         self.redelays.outcome(record, kind)
-        if kind == "Delivery":
-            t0 = self.received_at.get(record["id"])
-            if t0 is not None:
-                for _ in range(n):
-                    self.latencies.append(now - t0)
-        elif kind in ("TransientFailure", "Bounce", "Expiration"):
+        if kind in ("TransientFailure", "Bounce", "Expiration"):
             self.reasons[_reason(record)] += n
 
     def finish(self, message_id: str, redelays: int | None = None) -> None:
@@ -244,7 +252,10 @@ class Redelays:
         if entry is not None:
             self._settle(entry)
         elif redelays:
-            self.counts.setdefault(site, Counter())[redelays] += 1
+            hist = self.counts.get(site)
+            if hist is None:
+                hist = self.counts[site] = Counter()
+            hist[redelays] += 1
             if not site:
                 self.messages[site] += 1
 

@@ -73,6 +73,9 @@ class World:
             n: HostBehaviour(s) for n, s in scenario.hosts.items()
         }
         self._counters: dict[str, HostCounters] = {n: HostCounters() for n in self._hosts}
+        # Whether a message's size changes anything (a host with a bandwidth):
+        # where none does, `body` may be given any size.
+        self.sizes_matter = any(h.bandwidth for h in self._hosts.values())
         self._domains: dict[str, DomainSpec] = dict(scenario.domains)
         self._scenario_hosts = scenario.hosts
         self._by_address = {a: n for n, h in scenario.hosts.items() for a in h.addresses}

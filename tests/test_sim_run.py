@@ -401,3 +401,53 @@ def test_records_estimate_from_the_scenario() -> None:
     assert "Delayed" in (records_estimate(small, "all") or (0, ""))[1]
     big = scenario(messages=1_200_000, host={"tempfail_rcpt": 0.02})
     assert (records_estimate(big, "outcomes") or (0, ""))[0] > LARGE_RECORDS
+
+
+@pytest.mark.parametrize("bandwidth", [None, "1MB/s"])
+def test_the_body_takes_the_message_size_over_the_host_bandwidth(bandwidth: str | None) -> None:
+    """The driver gives the world each message's size where a host models a
+    bandwidth: a 4 MB message at 1 MB/s is answered 4 s after the dot's latency."""
+    host = {**FAST_HOST, **({"data_bandwidth": bandwidth} if bandwidth else {})}
+    data = {
+        "name": "t", "seed": 1, "horizon": "1h",
+        "traffic": [{"domain": "example.com", "messages": 3, "at": "0s", "size": "4MB"}],
+        "domains": {"example.com": {"mx": [{"host": "mx.example.com", "preference": 10}]}},
+        "hosts": {"mx.example.com": host},
+        "egress_path": {"enable_tls": "Disabled"},
+    }
+    result = run(Scenario.from_dict(data))
+    assert result.summary["delivered"] == 3
+    p50 = result.summary["time_to_deliver_p50"]
+    if bandwidth is None:
+        assert p50 < 1.0
+    else:
+        assert 4.0 < p50 < 5.0
+
+
+def test_a_run_leaves_the_collector_as_it_found_it() -> None:
+    """The run freezes its queued messages once the arrivals are in (`gc.freeze`)
+    and unfreezes them at the end; a caller's own frozen objects, or a collector
+    turned off, are left alone."""
+    import gc
+
+    blast = scenario(messages=300)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    seen: list[int] = []
+    run(blast, progress=lambda *_: seen.append(gc.get_freeze_count()))
+    assert max(seen) > 0  # frozen while the run drained
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.freeze()  # the caller's
+    try:
+        frozen = gc.get_freeze_count()
+        seen.clear()
+        run(blast, progress=lambda *_: seen.append(gc.get_freeze_count()))
+        # frozen objects that die leave the count; none is added
+        assert max(seen) <= frozen and gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        run(blast)
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
