@@ -308,7 +308,7 @@ class Journal:
                 del self._pending[:cut]
                 shrink, self._shrink = self._shrink, None
             if batch:
-                self._commit(conn, batch)
+                self._commit(batch)
                 del batch  # its requests freed before a trim
                 if self._closing and self.failures and self.failures >= CLOSE_RETRIES:
                     self._give_up()
@@ -325,7 +325,7 @@ class Journal:
         conn.close()
         self._mark.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
+    def _commit(self, batch: list[Request]) -> None:
         outcome: int | JournalError | None = None
         accepted = self._committed.accepted + sum(len(req.inbox) for req in batch)
         durable = any(req.durable for req in batch)
@@ -429,7 +429,8 @@ class Journal:
         return read_journal(self.path)
 
 
-def _shrink_memory(conn: sqlite3.Cursor) -> None:
-    """Free what `conn`'s page cache holds unused (a failure only keeps it)."""
+def _shrink_memory(cur: sqlite3.Cursor) -> None:
+    """Free what the page cache of `cur`'s connection holds unused (a failure
+    only keeps it)."""
     with contextlib.suppress(sqlite3.Error):
-        conn.execute("PRAGMA shrink_memory")
+        cur.execute("PRAGMA shrink_memory")

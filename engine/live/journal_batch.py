@@ -77,12 +77,12 @@ class Request:
     durable: bool = True  # fsync'd at commit (`Journal.record`'s are not)
 
 
-def write_batch(conn: sqlite3.Cursor, batch: list[Request], accepted: int) -> None:
+def write_batch(cur: sqlite3.Cursor, batch: list[Request], accepted: int) -> None:
     """Write `batch` in one transaction, with `accepted` (submissions accepted in
     all, this batch's included); `sqlite3.Error` (rolled back by the caller)
     when it fails.
 
-    `conn` is the writer's one cursor, kept for the journal's life: each
+    `cur` is the writer's one cursor, kept for the journal's life: each
     `Connection.execute` makes a cursor, and the connection keeps a weak
     reference to each until its next sweep of them, 200 cursors later, so a
     burst of commits left up to 200 small objects that outlived it, each
@@ -96,31 +96,31 @@ def write_batch(conn: sqlite3.Cursor, batch: list[Request], accepted: int) -> No
         bodies.update(req.bodies)
         if req.snapshot is not None:
             snapshots.append(req.snapshot)
-    conn.execute("BEGIN IMMEDIATE")
+    cur.execute("BEGIN IMMEDIATE")
     if rows:
-        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
+        cur.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows)
     keep = [(k, v) for k, v in bodies.items() if v is not None]
     if keep:
-        conn.executemany("INSERT OR REPLACE INTO bodies VALUES (?, ?)", keep)
+        cur.executemany("INSERT OR REPLACE INTO bodies VALUES (?, ?)", keep)
     drop = [(k,) for k, v in bodies.items() if v is None]
     if drop:
-        conn.executemany("DELETE FROM bodies WHERE id = ?", drop)
+        cur.executemany("DELETE FROM bodies WHERE id = ?", drop)
     if inbox:
-        conn.executemany("INSERT OR REPLACE INTO inbox VALUES (?, ?)", inbox)
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('accepted', ?)", (str(accepted),))
+        cur.executemany("INSERT OR REPLACE INTO inbox VALUES (?, ?)", inbox)
+        cur.execute("INSERT OR REPLACE INTO meta VALUES ('accepted', ?)", (str(accepted),))
     if inbox_done:
-        conn.executemany("DELETE FROM inbox WHERE id = ?", inbox_done)
+        cur.executemany("DELETE FROM inbox WHERE id = ?", inbox_done)
     if snapshots:
         for seq, data in snapshots:
-            _write_snapshot(conn, seq, data)
-        conn.execute(
+            _write_snapshot(cur, seq, data)
+        cur.execute(
             "DELETE FROM snapshots WHERE seq NOT IN "
             "(SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)", (KEEP_SNAPSHOTS,)
         )
-    conn.execute("COMMIT")
+    cur.execute("COMMIT")
 
 
-def _write_snapshot(conn: sqlite3.Cursor, seq: int, data: bytes) -> None:
+def _write_snapshot(cur: sqlite3.Cursor, seq: int, data: bytes) -> None:
     """One snapshot row, its bytes written through incremental blob I/O.
 
     Bound as a statement's parameter, the snapshot would be copied into SQLite's
@@ -128,9 +128,9 @@ def _write_snapshot(conn: sqlite3.Cursor, seq: int, data: bytes) -> None:
     bindings until they are bound again, and Python's sqlite3 keeps the
     statement in its cache, so the next snapshot, possibly hours later, was
     what freed the last one (5 MB after a burst to 10 k domains)."""
-    conn.execute("INSERT OR REPLACE INTO snapshots VALUES (?, zeroblob(?))", (seq, len(data)))
+    cur.execute("INSERT OR REPLACE INTO snapshots VALUES (?, zeroblob(?))", (seq, len(data)))
     if data:
-        with conn.connection.blobopen("snapshots", "data", seq) as blob:
+        with cur.connection.blobopen("snapshots", "data", seq) as blob:
             blob.write(data)
 
 
