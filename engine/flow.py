@@ -43,6 +43,14 @@ def _iso_second(second: float) -> str:
     return iso(0.0, second)
 
 
+def forget_due_texts() -> None:
+    """Empty `_iso`'s memo.  The live service calls this when idle state is
+    reaped, as it does `records.forget_texts`: a throttled burst fills it with
+    a text per second, up to 4,096, and each entry kept would pin the
+    allocator page it was made in (`engine.live.memory`)."""
+    _iso_second.cache_clear()
+
+
 def _iso(epoch: float, at: float) -> str:
     """`engine.retry.iso`, memoised by whole second: a scheduled queue's message
     rate re-delays every message it holds back with a ``next due at`` text, and

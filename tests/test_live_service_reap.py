@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from engine import records
+from engine import flow, records
 from engine.config import make_egress_path
 from engine.live import memory, service
 from engine.live.dns import LiveResolver
@@ -79,6 +79,8 @@ def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path,
                 async with svc:
                     eng = svc.engine
                     assert eng is not None
+                    flow._iso(0.0, 123.0)  # a due text, as a throttled burst makes them
+                    assert flow._iso_second.cache_info().currsize
                     for n, dom in enumerate(DOMAINS):
                         await svc.submit("s@sender.test", [f"u@{dom}"], message(n))
                     await until(lambda: len(sink.messages) == len(DOMAINS), what="deliveries")
@@ -103,6 +105,7 @@ def test_idle_paths_are_reaped_and_leave_the_metrics(tmp_path: pathlib.Path,
                     # memos filled by the burst are emptied: a text or reply kept
                     # from it would pin the allocator pool it was made in
                     assert not svc.driver.reply_cache and not records._TEXTS
+                    assert flow._iso_second.cache_info().currsize == 0
                     text = await asyncio.to_thread(scrape)
                     assert 'service="smtp_client:' not in text
                     total = 'total_messages_delivered{service="smtp_client"}'

@@ -69,6 +69,7 @@ from engine.effects import (
 from engine.errors import EgressError, PolicyError, ProtocolError
 from engine.events import Drain, Event, Malformed, TimerFired
 from engine.events import Timer as TimerName
+from engine.flow import forget_due_texts
 from engine.lifecycle import compact
 from engine.live.connection import SmtpClientProtocol
 from engine.live.driver_io import DriverIO
@@ -304,6 +305,7 @@ class LiveDriver(DriverIO):
             # allocator pool it was made in (engine.live.memory)
             self.reply_cache.clear()
             forget_texts()
+            forget_due_texts()
             if self.on_reap is not None:
                 self.on_reap()
 
