@@ -116,9 +116,7 @@ def _second(secs: int) -> str:
     year, month, day = _civil(days)
     hour, rest = divmod(rest, 3600)
     minute, second = divmod(rest, 60)
-    two = _DIGITS
-    return (f"{year:04d}-{two[month][1:]}-{two[day][1:]}"
-            f"T{two[hour][1:]}:{two[minute][1:]}:{two[second][1:]}")
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
 
 
 def _civil(days: int) -> tuple[int, int, int]:

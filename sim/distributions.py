@@ -161,7 +161,7 @@ ZERO = Constant(0.0)
 _NV_MAGICCONST = 4 * math.exp(-0.5) / math.sqrt(2.0)  # random.NV_MAGICCONST
 _log = math.log
 _exp = math.exp
-_SAME_STEPS = True
+_SAME_STEPS = True  # while `_same_steps` checks `LogNormal.sample`'s own steps
 
 
 def _same_steps() -> bool:

@@ -147,8 +147,10 @@ class SimDriver(ConnectionPhases):
             kind = type(effect)
             # the four most frequent effects first, without a call to dispatch them
             if kind is SetTimer:
-                # `_set_timer` inline up to its commonest end: a command timer
-                # re-armed later than its entry already in the heap
+                # Arm the timer: its latest arming is the live one.  The entry
+                # already in the heap (the anchor) stays when it comes up first,
+                # which is the commonest case (a command timer re-armed later),
+                # and re-pushes this arming then (`_settle`).
                 name = effect.timer
                 at = effect.at
                 arming = (at, next(self._seq))
@@ -262,14 +264,6 @@ class SimDriver(ConnectionPhases):
 
     # -- timers ----------------------------------------------------------------
 
-    def _set_timer(self, name: TimerName, at: float) -> None:
-        arming = (at, next(self._seq))
-        self._armed[name] = arming
-        anchor = self._anchor.get(name)
-        if anchor is not None and anchor[0] <= at:
-            return  # the entry in the heap comes up first and re-pushes this arming
-        self._anchor_arming(name, arming)
-
     def _anchor_arming(self, name: TimerName, arming: tuple[float, int]) -> None:
         """Push `name`'s `arming` as its anchor; wake earlier if it is the first due."""
         self._anchor[name] = arming
@@ -335,17 +329,9 @@ class SimDriver(ConnectionPhases):
 
     def _carry_out(self, effect: Any) -> None:
         kind = type(effect)
-        # `_feed` handles SetTimer, Log, Send and Discard itself; the next most frequent first
+        # `_feed` carries out SetTimer, Log, Send and Discard itself; the next most frequent first
         if kind is CancelTimer:
             self._armed.pop(effect.timer, None)
-        elif kind is Send:
-            self._send(effect)
-        elif kind is SetTimer:
-            self._set_timer(effect.timer, effect.at)
-        elif kind is Log:
-            self.observer.log(effect.record, self.env.now, effect.where)
-        elif kind is Discard:
-            self._discard(effect.message_id)
         elif kind is Connect:
             self._connect(effect)
         elif kind is Close:
