@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import numpy as np
 import simpy
 
 from engine.effects import AcquireLease, CheckThrottle, ExtendLease, ReleaseLease
@@ -105,6 +106,23 @@ def merge_counts(drivers: list[NodeDriver]) -> dict[str, int]:
         for k, v in d.observer.counts.items():
             out[k] = out.get(k, 0) + v
     return out
+
+
+def merge_reasons(drivers: list[NodeDriver]) -> dict[str, int]:
+    """Why messages were not delivered at once, every node's added up."""
+    out: dict[str, int] = {}
+    for d in drivers:
+        for k, v in d.observer.reasons.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def node_percentiles(drivers: list[NodeDriver]) -> dict[str, float | None]:
+    """Time to deliver, p50/p95/p99, over every node's deliveries together."""
+    lat = np.concatenate([np.frombuffer(d.observer.latencies, dtype=np.float64)
+                          for d in drivers])
+    return {f"time_to_deliver_p{q}": float(np.percentile(lat, q)) if lat.size else None
+            for q in (50, 95, 99)}
 
 
 def merged_records(drivers: list[NodeDriver]) -> list[dict[str, Any]]:

@@ -182,7 +182,14 @@ def run(
 def _run_nodes(scenario: Any, kinds: Any, keep_records: bool, started: float) -> SimResult:
     """`run` for ``nodes = N``: N engines sharing their limits (`sim.nodes`).  The
     summary adds up the nodes and says each one's share; `series` is node 0's."""
-    from sim.nodes import merge_counts, merged_records, node_summaries, run_nodes
+    from sim.nodes import (
+        merge_counts,
+        merge_reasons,
+        merged_records,
+        node_percentiles,
+        node_summaries,
+        run_nodes,
+    )
     from sim.traffic import arrivals, traffic_rng
 
     drivers, store = run_nodes(scenario, arrivals(scenario, traffic_rng(scenario)),
@@ -202,6 +209,8 @@ def _run_nodes(scenario: Any, kinds: Any, keep_records: bool, started: float) ->
         "drain_time": None if None in drains else max(d for d in drains if d is not None),
         "simulated_time": drivers[0].env.now, "horizon": float(scenario.horizon),
         "records": dict(sorted(counts.items())),
+        **node_percentiles(drivers),
+        "deferrals": dict(sorted(merge_reasons(drivers).items())),
         **node_summaries(drivers, store),
     }
     return SimResult(

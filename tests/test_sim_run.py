@@ -7,8 +7,10 @@ SimPy driver, and checks a figure that the behaviour fixes exactly or bounds.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,8 @@ import pytest
 
 from sim.result import SimResult, run
 from sim.scenario import Scenario
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FAST_HOST = {
     "connect_latency": "5ms",
@@ -451,3 +455,18 @@ def test_a_run_leaves_the_collector_as_it_found_it() -> None:
         assert not gc.isenabled() and gc.get_freeze_count() == 0
     finally:
         gc.enable()
+
+
+def test_simulate_prints_the_summary_of_a_run_on_several_nodes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`egress simulate scenarios/four_nodes.toml` printed a KeyError: a run on
+    several nodes had no time-to-deliver figures for the summary table."""
+    from engine.cli import main
+
+    out = tmp_path / "out"
+    assert main(["simulate", str(ROOT / "scenarios" / "four_nodes.toml"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "time to deliver p50" in text and "peak connections" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["delivered"] == summary["submitted"] > 0
+    assert 0 < summary["time_to_deliver_p50"] <= summary["time_to_deliver_p99"]
