@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import simpy
-from simpy.events import NORMAL, Event
+from simpy.events import NORMAL
 
 from engine.effects import (
     CancelTimer,
@@ -64,7 +64,7 @@ from engine.events import (
 )
 from engine.events import Timer as TimerName
 from sim.connections import PathConnections
-from sim.driver_conns import ConnectionPhases, _Conn
+from sim.driver_conns import ConnectionPhases, _Conn, _Due
 from sim.observer import Observer
 from sim.world import World
 
@@ -121,18 +121,24 @@ class SimDriver(ConnectionPhases):
         self._gc_frozen = False
         self.events_fed = 0  # events handed to the engine (for the benchmarks)
         self.done = self.env.event()
+        self._replies_call = [self._replies]  # `_send`'s callbacks, made once (`_after`)
 
     # -- scheduling primitives -------------------------------------------------
 
-    def _at(self, delay: float, fn: Callable[[Event], None], value: Any = None) -> None:
-        """Call `fn(event)` after `delay` simulated seconds (one bare SimPy event).
+    def _at(self, delay: float, fn: Callable[[Any], None], value: Any = None) -> None:
+        """Call `fn(event)` after `delay` simulated seconds (one bare SimPy event)."""
+        self._after(delay, [fn], value)
+
+    def _after(self, delay: float, calls: list[Callable[[Any], None]], value: Any = None
+               ) -> None:
+        """Call each of `calls` (a list the caller may keep and pass again: SimPy
+        only reads it) with a `_Due` holding `value`, after `delay` simulated seconds.
 
         What `Event(env)` plus `env.schedule(ev, NORMAL, delay)` do, inlined:
         this runs a few times per simulated message."""
         env = self.env
-        ev = _new(Event)
-        ev.env = env
-        ev.callbacks = [fn]
+        ev = _new(_Due)
+        ev.callbacks = calls
         ev._ok = True
         ev._value = value
         heapq.heappush(env._queue,  # type: ignore[attr-defined]
@@ -190,7 +196,7 @@ class SimDriver(ConnectionPhases):
                 gc.unfreeze()
         self.observer.sample(self.env.now, self._conn_counts(), final=True)
 
-    def _on_arrival(self, ev: Event) -> None:
+    def _on_arrival(self, ev: _Due) -> None:
         """Submit the messages due now.  Until the last is in, the garbage
         collector is off while they go in, and once it is, what is alive then
         (the queued messages, most of the run's objects in a blast) is frozen
@@ -242,7 +248,7 @@ class SimDriver(ConnectionPhases):
             self._at(msg.at - now, self._on_arrival)
             return
 
-    def _on_sample(self, ev: Event) -> None:
+    def _on_sample(self, ev: _Due) -> None:
         interval: float = ev._value
         self.observer.sample(self.env.now, self._conn_counts())
         if self._progress is not None:
@@ -286,7 +292,7 @@ class SimDriver(ConnectionPhases):
                 self._anchor[name] = arming
                 heapq.heappush(self._heap, (arming[0], arming[1], name))
 
-    def _on_wake(self, ev: Event) -> None:
+    def _on_wake(self, ev: _Due) -> None:
         if ev._value != self._wake_at:
             return  # superseded by an earlier wake
         env = self.env
@@ -364,7 +370,7 @@ class SimDriver(ConnectionPhases):
         if observer.finished >= self.submitted:  # `_check_done`'s first test, without a call
             self._check_done()
 
-    def _deliver_at_now(self, ev: Event) -> None:
+    def _deliver_at_now(self, ev: _Due) -> None:
         """Deliver an answer computed earlier, re-stamped with the current time."""
         answer = ev._value
         self._feed(restamp(answer, self.env.now))

@@ -9,10 +9,11 @@ engine events.  It uses the driver's `_at`, `_feed`, `_conns`, `connections`,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from heapq import heappush
 from typing import Any
 
-from simpy.events import Event
+from simpy.events import NORMAL
 
 from engine.effects import Connect, Send, StartTls, Verb
 from engine.events import (
@@ -23,10 +24,25 @@ from engine.events import (
     TlsFailed,
     trusted_factory,
 )
+from engine.reply import Reply
 from sim.connections import PathConnections
 
 _Response = trusted_factory(Response)  # (at, conn, reply)
 _BODY, _EHLO, _HELO = Verb.BODY, Verb.EHLO, Verb.HELO
+_new = object.__new__
+
+
+class _Due:
+    """What SimPy's `Environment.step` reads of a scheduled event (`callbacks`,
+    `_ok`; the callbacks read `_value`), without the rest of a `simpy.Event`:
+    a slotted object is cheaper to make than an Event's instance dictionary,
+    and the driver makes a few per simulated message (`SimDriver._after`)."""
+
+    __slots__ = ("_ok", "_value", "callbacks")
+
+    _ok: bool
+    _value: Any
+    callbacks: list[Callable[[Any], None]] | None
 
 
 class _Conn:
@@ -53,8 +69,9 @@ class ConnectionPhases:
     world: Any
     observer: Any
     env: Any
+    _replies_call: list[Callable[[Any], None]]  # [self._replies]
 
-    def _at(self, delay: float, fn: Callable[[Event], None], value: Any = None) -> None:
+    def _at(self, delay: float, fn: Callable[[_Due], None], value: Any = None) -> None:
         raise NotImplementedError  # SimDriver's
 
     def _feed(self, event: Any) -> None:
@@ -72,7 +89,7 @@ class ConnectionPhases:
             self._at(result.delay, self._connect_failed, (eff.conn, "connection refused"))
         # "blackhole": nothing ever answers; the engine's connect timer fires.
 
-    def _connected(self, ev: Event) -> None:
+    def _connected(self, ev: _Due) -> None:
         conn_id, banner = ev._value
         conn = self._conns.get(conn_id)
         if conn is None or not conn.alive:
@@ -82,7 +99,7 @@ class ConnectionPhases:
         if conn.alive:
             self._feed(_Response(now, conn_id, banner))
 
-    def _connect_failed(self, ev: Event) -> None:
+    def _connect_failed(self, ev: _Due) -> None:
         conn_id, reason = ev._value
         conn = self._conns.get(conn_id)
         if conn is None or not conn.alive:
@@ -109,7 +126,7 @@ class ConnectionPhases:
         delay, ok, reason = self.world.starttls(conn.host, self.env.now)
         self._at(delay, self._tls_done, (eff.conn, ok, reason))
 
-    def _tls_done(self, ev: Event) -> None:
+    def _tls_done(self, ev: _Due) -> None:
         conn_id, ok, reason = ev._value
         conn = self._conns.get(conn_id)
         if conn is None or not conn.alive:
@@ -126,30 +143,36 @@ class ConnectionPhases:
             self._feed(TlsFailed(at=now, conn=conn_id, reason=reason))
 
     def _send(self, eff: Send) -> None:
-        conn = self._conns.get(eff.conn)
+        conn_id = eff.conn
+        conn = self._conns.get(conn_id)
         if conn is None:
             return
-        now = self.env._now
+        env = self.env
+        now = env._now
         commands = eff.commands
         first = commands[0]
         verb = first.verb
+        replies: Sequence[Reply]
         if verb is _BODY:
             # `_sizes` is empty where no host's time depends on the size
             sizes = self._sizes
             size = sizes.get(first.arg, 0) if sizes else 0
             delay, reply = self.world.body(conn.host, size, now, conn.source)
-            self._at(delay, self._replies, (eff.conn, (reply,)))
+            replies = (reply,)
         elif verb is _EHLO or verb is _HELO:
             delay, reply = self.world.ehlo(conn.host, now, tls=conn.tls)
-            self._at(delay, self._replies, (eff.conn, (reply,)))
+            replies = (reply,)
         else:
-            answers = self.world.reply_batch(conn.host, commands, now, conn.source)
-            # A pipelined batch is read as it arrives; the replies come together
-            # after the slowest one, which is how a pipelining server answers.
-            delays, replies = zip(*answers, strict=True)
-            self._at(max(delays), self._replies, (eff.conn, replies))
+            # the replies of a pipelined batch come together, after the slowest
+            delay, replies = self.world.batch_replies(conn.host, commands, now, conn.source)
+        # `SimDriver._after`, inlined (twice per simulated message)
+        ev = _new(_Due)
+        ev.callbacks = self._replies_call
+        ev._ok = True
+        ev._value = (conn_id, replies)
+        heappush(env._queue, (now + (delay if delay > 0.0 else 0.0), NORMAL, next(env._eid), ev))
 
-    def _replies(self, ev: Event) -> None:
+    def _replies(self, ev: _Due) -> None:
         conn_id, replies = ev._value
         now = self.env._now
         conns = self._conns

@@ -234,7 +234,31 @@ class HostBehaviour:
         is answered as `body` with size 0.  `counters` counts the faults.
         `source` is the connection's source address (`sim.host_pushback`).
         """
-        out: list[tuple[float, Reply]] = []
+        delays: list[float] = []
+        replies = self.replies(commands, now, rng, overhead, source, txn, tls=tls, stop=stop,
+                               counters=counters, delays=delays)[1]
+        return list(zip(delays, replies, strict=True))
+
+    def replies(
+        self,
+        commands: Iterable[Any],
+        now: float,
+        rng: random.Random,
+        overhead: float = 0.0,
+        source: str = UNBOUND_SOURCE,
+        txn: Txn | None = None,
+        *,
+        tls: bool = False,
+        stop: bool = False,
+        counters: HostCounters | None = None,
+        delays: list[float] | None = None,
+    ) -> tuple[float, list[Reply]]:
+        """`batch`'s replies, and after how long the last one comes: what the
+        simulator needs, which reads a pipelined batch's replies together
+        after the slowest (each reply's own delay, when `delays` is given, is
+        appended to it).  The delays never decrease along a batch (each adds a
+        latency and an overhead, both >= 0), so the last is the largest."""
+        out: list[Reply] = []
         pipelining = self.pipelining
         delay = self.command_latency(rng) + overhead if pipelining else 0.0
         if txn is None:  # one batch alone: taken as following an accepted MAIL
@@ -304,13 +328,15 @@ class HostBehaviour:
                 reply = self.ehlo_tls if tls else self.ehlo_clear
             else:
                 reply = UNKNOWN
-            out.append((delay, reply))
+            out.append(reply)
+            if delays is not None:
+                delays.append(delay)
             if stop and reply in TURNS:
                 break
         if txn is not None:
             txn.mail_ok = mail_ok
             txn.any_rcpt = any_rcpt
-        return out
+        return delay, out
 
     def body(
         self,

@@ -182,11 +182,21 @@ class World:
         return self._host(host).batch(commands, None, now, self.rng, self.overhead,
                                       source=source or UNBOUND_SOURCE)
 
+    def batch_replies(
+        self, host: str, commands: Iterable[Any], now: float, source: str | None = None
+    ) -> tuple[float, list[Reply]]:
+        """`reply_batch`'s replies and the delay of the slowest: a pipelined
+        batch is read as it arrives, so its replies come together after the
+        slowest one, which is how a pipelining server answers (the driver's
+        call, without a (delay, reply) pair per reply)."""
+        h = self._hosts.get(host) or self._host(host)  # `_host`, without a call: hot
+        return h.replies(commands, now, self.rng, self.overhead, source or UNBOUND_SOURCE)
+
     def body(self, host: str, size: int, now: float, source: str | None = None
              ) -> tuple[float, Reply]:
         """The reply after the content and the final dot, and when it comes."""
-        return self._host(host).body(size, self.rng, self.overhead,
-                                     source=source or UNBOUND_SOURCE, now=now)
+        h = self._hosts.get(host) or self._host(host)
+        return h.body(size, self.rng, self.overhead, source=source or UNBOUND_SOURCE, now=now)
 
     # -- DNS ------------------------------------------------------------------------------
 

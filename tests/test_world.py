@@ -194,6 +194,22 @@ def test_pipelined_batch_is_one_round_trip_unpipelined_one_per_command() -> None
     assert delays == pytest.approx([0.01, 0.02, 0.03, 0.04])
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_batch_replies_are_reply_batch_with_the_slowest_delay(pipelining: bool) -> None:
+    """The driver's call gives the replies `reply_batch` gives, from the same
+    draws, and the delay of the slowest (when they all have come)."""
+    host = {"command_latency": {"median": "20ms", "p99": "250ms"}, "tempfail_rcpt": 0.3,
+            "tempfail_mail": 0.1, "pipelining": pipelining}
+    cmds = (SmtpCommand(verb=Verb.RSET), *txn(3))
+    ours, theirs = world(host, seed=3), world(host, seed=3)
+    for i in range(300):
+        answers = theirs.reply_batch(MX, cmds, float(i))
+        delay, replies = ours.batch_replies(MX, cmds, float(i))
+        assert replies == [r for _, r in answers]
+        assert delay == max(d for d, _ in answers)
+    assert ours.rng.random() == theirs.rng.random()
+
+
 def test_body_probabilities_latency_and_bandwidth() -> None:
     w = world({"data_latency": "100ms", "data_bandwidth": "1MB/s"})
     assert w.body(MX, 500_000, 0.0) == (pytest.approx(0.6), Reply.make(
