@@ -69,6 +69,8 @@ from sim.observer import Observer
 from sim.world import World
 
 ProgressFn = Callable[[float, int, int], None]  # (simulated seconds, finished, submitted)
+# A timer name's state: [armed at, armed seq (-1: not armed), anchor at, anchor seq]
+_Timer = list[Any]
 
 # The events the driver makes several times per message, built without
 # re-validating what it made itself (see `engine.events.trusted_factory`).
@@ -106,12 +108,14 @@ class SimDriver(ConnectionPhases):
         # message id -> size, kept only where a host's time depends on it
         self._sizes: dict[str, int] = {}
         self._keep_sizes = self.world.sizes_matter
-        # Timer wheel: name -> (at, seq) of its latest arming; heap of (at, seq,
-        # name); name -> (at, seq) of its earliest entry in the heap ("the
-        # anchor"), at or before the armed deadline whenever the name is armed.
-        self._armed: dict[TimerName, tuple[float, int]] = {}
+        # Timer wheel: a heap of (at, seq, name), and per name a `_Timer`: its
+        # latest arming (at, seq; seq -1 once cancelled or fired) and its
+        # earliest entry in the heap ("the anchor"), at or before the armed
+        # deadline whenever the name is armed.  A name is in `_timers` while it
+        # has an anchor.  One entry per name: the engine re-arms a connection's
+        # command timer with every reply, and this is one lookup per arming.
+        self._timers: dict[TimerName, _Timer] = {}
         self._heap: list[tuple[float, int, TimerName]] = []
-        self._anchor: dict[TimerName, tuple[float, int]] = {}
         self._seq = itertools.count()
         self._wake_at = float("inf")
         self._arrivals: Iterator[MessageSubmitted] | None = None
@@ -159,18 +163,27 @@ class SimDriver(ConnectionPhases):
                 # and re-pushes this arming then (`_settle`).
                 name = effect.timer
                 at = effect.at
-                arming = (at, next(self._seq))
-                self._armed[name] = arming
-                anchor = self._anchor.get(name)
-                if anchor is None or anchor[0] > at:
-                    self._anchor_arming(name, arming)
+                timer = self._timers.get(name)
+                if timer is None or timer[2] > at:
+                    self._anchor_arming(name, at, timer)
+                else:
+                    timer[0] = at
+                    timer[1] = next(self._seq)
             elif kind is Log:
                 self.observer.log(effect.record, self.env._now,  # type: ignore[attr-defined]
                                   effect.where)
             elif kind is Send:
                 self._send(effect)
             elif kind is Discard:
-                self._discard(effect.message_id)
+                # the engine is done with the message (delivered, bounced or expired)
+                message_id = effect.message_id
+                if self._sizes:
+                    self._sizes.pop(message_id, None)
+                silent = self.engine.silent_redelays
+                observer = self.observer
+                observer.finish(message_id, silent.pop(message_id, None) if silent else None)
+                if observer.finished >= self.submitted:  # `_check_done`'s first test
+                    self._check_done()
             else:
                 self._carry_out(effect)
 
@@ -270,11 +283,15 @@ class SimDriver(ConnectionPhases):
 
     # -- timers ----------------------------------------------------------------
 
-    def _anchor_arming(self, name: TimerName, arming: tuple[float, int]) -> None:
-        """Push `name`'s `arming` as its anchor; wake earlier if it is the first due."""
-        self._anchor[name] = arming
-        at = arming[0]
-        heapq.heappush(self._heap, (at, arming[1], name))
+    def _anchor_arming(self, name: TimerName, at: float, timer: _Timer | None) -> None:
+        """Arm `name` (whose `_Timer` is `timer`, None if it has none) at `at`,
+        pushed as its anchor; wake earlier if it is the first due."""
+        seq = next(self._seq)
+        if timer is None:
+            self._timers[name] = [at, seq, at, seq]
+        else:
+            timer[:] = (at, seq, at, seq)
+        heapq.heappush(self._heap, (at, seq, name))
         if at < self._wake_at:
             self._wake_at = at
             self._at(at - self.env.now, self._on_wake, at)
@@ -283,29 +300,29 @@ class SimDriver(ConnectionPhases):
         """A popped heap entry that is not its name's live arming: when it was
         the anchor, push the name's current arming (if any) in its place."""
         _, seq, name = entry
-        anchor = self._anchor.get(name)
-        if anchor is not None and anchor[1] == seq:
-            arming = self._armed.get(name)
-            if arming is None:
-                del self._anchor[name]
+        timer = self._timers.get(name)
+        if timer is not None and timer[3] == seq:
+            at, armed = timer[0], timer[1]
+            if armed < 0:
+                del self._timers[name]
             else:
-                self._anchor[name] = arming
-                heapq.heappush(self._heap, (arming[0], arming[1], name))
+                timer[2] = at
+                timer[3] = armed
+                heapq.heappush(self._heap, (at, armed, name))
 
     def _on_wake(self, ev: _Due) -> None:
         if ev._value != self._wake_at:
             return  # superseded by an earlier wake
         env = self.env
-        heap, armed, anchors = self._heap, self._armed, self._anchor
+        heap, timers = self._heap, self._timers
         while True:
             now = env._now  # type: ignore[attr-defined]
             while heap and heap[0][0] <= now:
                 entry = heapq.heappop(heap)
                 name = entry[2]
-                arming = armed.get(name)
-                if arming is not None and arming[1] == entry[1]:
-                    del armed[name]
-                    del anchors[name]  # a live arming is always its name's anchor
+                timer = timers.get(name)
+                if timer is not None and timer[1] == entry[1]:
+                    del timers[name]  # a live arming is always its name's anchor
                     self._feed(_TimerFired(now, name))
                 else:
                     self._settle(entry)
@@ -313,8 +330,8 @@ class SimDriver(ConnectionPhases):
             # when the next timer is due.
             while heap:
                 entry = heap[0]
-                arming = armed.get(entry[2])
-                if arming is not None and arming[1] == entry[1]:
+                timer = timers.get(entry[2])
+                if timer is not None and timer[1] == entry[1]:
                     break
                 heapq.heappop(heap)
                 self._settle(entry)
@@ -337,7 +354,9 @@ class SimDriver(ConnectionPhases):
         kind = type(effect)
         # `_feed` carries out SetTimer, Log, Send and Discard itself; the next most frequent first
         if kind is CancelTimer:
-            self._armed.pop(effect.timer, None)
+            timer = self._timers.get(effect.timer)
+            if timer is not None:
+                timer[1] = -1  # disarmed; its anchor stays until it comes up (`_settle`)
         elif kind is Connect:
             self._connect(effect)
         elif kind is Close:
@@ -360,15 +379,6 @@ class SimDriver(ConnectionPhases):
             self._starttls(effect)
         else:  # pragma: no cover - a new effect type the driver does not know
             raise TypeError(f"the simulator cannot carry out {effect!r}")
-
-    def _discard(self, message_id: str) -> None:
-        """The engine is done with the message (delivered, bounced or expired)."""
-        if self._sizes:
-            self._sizes.pop(message_id, None)
-        observer = self.observer
-        observer.finish(message_id, self.engine.silent_redelays.pop(message_id, None))
-        if observer.finished >= self.submitted:  # `_check_done`'s first test, without a call
-            self._check_done()
 
     def _deliver_at_now(self, ev: _Due) -> None:
         """Deliver an answer computed earlier, re-stamped with the current time."""

@@ -115,7 +115,11 @@ class Observer:
         `redelays`: how often it was re-delayed, when the engine says so itself
         (an engine that counts re-delays instead of logging a record each)."""
         self.received_at.pop(message_id, None)
-        self.redelays.finish(message_id, redelays)
+        rd = self.redelays
+        if redelays or rd._live:
+            rd.finish(message_id, redelays)
+        else:  # `Redelays.finish` with nothing to settle, without a call (most messages)
+            rd._site.pop(message_id, None)
         self.finished += 1
 
     def lazy_redelays(self, total: int, peaks: dict[str, int]) -> None:
@@ -236,7 +240,7 @@ class Redelays:
         if site and (kind == "Delivery" or kind == "Bounce"):
             self.outcomes[site] += 1
             self._site[rid] = site
-        entry = self._live.get(rid)
+        entry = self._live.get(rid) if self._live else None
         if entry is not None:
             if entry[2]:
                 entry[2] = False

@@ -24,6 +24,7 @@ import heapq
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -212,8 +213,10 @@ _FAST = _fast_constructor()
 
 def _stream_batches(
     index: int, s: TrafficStream, gen: np.random.Generator
-) -> Iterator[tuple[float, int, int, int, int]]:
-    """(at, stream index, sequence, domain index, size) of each message, in time order."""
+) -> Iterator[Iterator[tuple[float, int, int, int, int]]]:
+    """(at, stream index, sequence, domain index, size) of each message, in time
+    order, a batch at a time (`itertools.chain.from_iterable` flattens them
+    without a generator step per message)."""
     weights = np.array([w for _, w in s.domains])
     seq = 0
     t = s.start
@@ -247,7 +250,7 @@ def _stream_batches(
             sizes = [round(s.size.value)] * n
         else:
             sizes = np.rint(s.size.sample_many(gen, n)).astype(np.int64).tolist()
-        yield from zip(times, [index] * n, range(seq, seq + n), doms, sizes, strict=True)
+        yield zip(times, [index] * n, range(seq, seq + n), doms, sizes, strict=True)
         seq += n
         if remaining is None and n < BATCH:
             return
@@ -275,7 +278,8 @@ def arrivals(scenario: HasTraffic, rng: random.Random) -> Iterator[MessageSubmit
     """
     streams = scenario.traffic
     gens = [np.random.default_rng(rng.getrandbits(64)) for _ in streams]
-    sources = [_stream_batches(i, s, g) for i, (s, g) in enumerate(zip(streams, gens, strict=True))]
+    sources = [chain.from_iterable(_stream_batches(i, s, g))
+               for i, (s, g) in enumerate(zip(streams, gens, strict=True))]
     merged: Iterator[Any] = sources[0] if len(sources) == 1 else heapq.merge(*sources)
     # Per-stream constants hoisted out of the loop: this runs once per message.
     senders = [s.sender for s in streams]
