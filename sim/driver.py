@@ -75,7 +75,6 @@ _Timer = list[Any]
 # The events the driver makes several times per message, built without
 # re-validating what it made itself (see `engine.events.trusted_factory`).
 _TimerFired = trusted_factory(TimerFired)  # (at, timer)
-_new = object.__new__
 
 
 class SimDriver(ConnectionPhases):
@@ -141,9 +140,8 @@ class SimDriver(ConnectionPhases):
         What `Event(env)` plus `env.schedule(ev, NORMAL, delay)` do, inlined:
         this runs a few times per simulated message."""
         env = self.env
-        ev = _new(_Due)
+        ev = _Due()
         ev.callbacks = calls
-        ev._ok = True
         ev._value = value
         heapq.heappush(env._queue,  # type: ignore[attr-defined]
                        (env._now + (delay if delay > 0.0 else 0.0), NORMAL,  # type: ignore[attr-defined]

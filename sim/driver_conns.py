@@ -29,18 +29,19 @@ from sim.connections import PathConnections
 
 _Response = trusted_factory(Response)  # (at, conn, reply)
 _BODY, _EHLO, _HELO = Verb.BODY, Verb.EHLO, Verb.HELO
-_new = object.__new__
 
 
 class _Due:
     """What SimPy's `Environment.step` reads of a scheduled event (`callbacks`,
     `_ok`; the callbacks read `_value`), without the rest of a `simpy.Event`:
-    a slotted object is cheaper to make than an Event's instance dictionary,
-    and the driver makes a few per simulated message (`SimDriver._after`)."""
+    a slotted object is cheaper to make than an Event's instance dictionary
+    (and ``_Due()`` than ``object.__new__(_Due)``, which parses its
+    arguments), and the driver makes a few per simulated message
+    (`SimDriver._after`).  It never fails: `_ok` is the class's."""
 
-    __slots__ = ("_ok", "_value", "callbacks")
+    __slots__ = ("_value", "callbacks")
 
-    _ok: bool
+    _ok = True
     _value: Any
     callbacks: list[Callable[[Any], None]] | None
 
@@ -165,12 +166,12 @@ class ConnectionPhases:
         else:
             # the replies of a pipelined batch come together, after the slowest
             delay, replies = self.world.batch_replies(conn.host, commands, now, conn.source)
-        # `SimDriver._after`, inlined (twice per simulated message)
-        ev = _new(_Due)
+        # `SimDriver._after`, inlined (twice per simulated message); the
+        # world's delays are >= 0, so none is clamped
+        ev = _Due()
         ev.callbacks = self._replies_call
-        ev._ok = True
         ev._value = (conn_id, replies)
-        heappush(env._queue, (now + (delay if delay > 0.0 else 0.0), NORMAL, next(env._eid), ev))
+        heappush(env._queue, (now + delay, NORMAL, next(env._eid), ev))
 
     def _replies(self, ev: _Due) -> None:
         conn_id, replies = ev._value

@@ -38,6 +38,7 @@ import random
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from engine.effects import Verb
 from engine.reply import Reply
 from sim.host_pushback import UNBOUND_SOURCE, Pushback
 from sim.host_replies import (
@@ -78,6 +79,28 @@ __all__ = [
     "ehlo_reply",
 ]
 
+# Each verb by its SMTP text, so that a command given as text ("RCPT TO") meets
+# the same member as an `engine.effects.SmtpCommand`'s verb, and `replies`
+# tells them apart by identity (a `Verb`, a str subclass, compares to a str
+# by a full string comparison, and a batch asks about a dozen times).
+_VERBS: dict[str, Verb] = {v.value: v for v in Verb}
+_RCPT, _MAIL, _DATA, _RSET = Verb.RCPT, Verb.MAIL, Verb.DATA, Verb.RSET
+
+
+def _verb(verb: str) -> str:
+    """`verb` as its `Verb` member, if it names one (else as it is)."""
+    return verb if type(verb) is Verb else _VERBS.get(verb, verb)
+
+
+class _Said:
+    """A command `batch` was given as text, for `HostBehaviour.replies`."""
+
+    __slots__ = ("verb",)
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+
+
 def ehlo_reply(spec: HostSpec, *, tls: bool, starttls: bool | None = None) -> Reply:
     """The host's EHLO reply (no STARTTLS once in TLS)."""
     lines = [spec.name, "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES"]
@@ -95,7 +118,8 @@ class HostBehaviour:
 
     __slots__ = (
         "auth", "bandwidth", "banner", "body_permfail", "body_tempfail", "command_latency",
-        "connect_latency", "data_fail", "data_latency", "ehlo_clear", "ehlo_tls", "mail_tempfail",
+        "connect_latency", "data_fail", "data_latency", "ehlo_clear", "ehlo_tls", "mail_always",
+        "mail_tempfail",
         "max_conn", "outages", "permfail_data", "permfail_rcpt", "pipelining", "pushback",
         "rcpt_fail",
         "rcpt_permfail", "rcpt_tempfail", "refuse", "spec", "starttls", "tempfail_mail",
@@ -121,6 +145,8 @@ class HostBehaviour:
         self.max_conn = spec.max_connections if spec.max_connections is not None else 1 << 62
         self.refuse = spec.refuse_connections
         self.tempfail_mail = spec.tempfail_mail
+        # MAIL is accepted with no draw: no outage, no pushback, no tempfail
+        self.mail_always = not spec.outages and spec.pushback is None and not spec.tempfail_mail
         self.permfail_rcpt = spec.permfail_rcpt
         self.rcpt_fail = spec.permfail_rcpt + spec.tempfail_rcpt
         self.permfail_data = spec.permfail_data
@@ -235,8 +261,9 @@ class HostBehaviour:
         `source` is the connection's source address (`sim.host_pushback`).
         """
         delays: list[float] = []
-        replies = self.replies(commands, now, rng, overhead, source, txn, tls=tls, stop=stop,
-                               counters=counters, delays=delays)[1]
+        said = [_Said(_verb(c[0] if type(c) is tuple else c.verb)) for c in commands]
+        replies = self.replies(said, now, rng, overhead, source, txn, tls, stop, counters,
+                               delays)[1]
         return list(zip(delays, replies, strict=True))
 
     def replies(
@@ -247,7 +274,6 @@ class HostBehaviour:
         overhead: float = 0.0,
         source: str = UNBOUND_SOURCE,
         txn: Txn | None = None,
-        *,
         tls: bool = False,
         stop: bool = False,
         counters: HostCounters | None = None,
@@ -257,7 +283,11 @@ class HostBehaviour:
         simulator needs, which reads a pipelined batch's replies together
         after the slowest (each reply's own delay, when `delays` is given, is
         appended to it).  The delays never decrease along a batch (each adds a
-        latency and an overhead, both >= 0), so the last is the largest."""
+        latency and an overhead, both >= 0), so the last is the largest.
+
+        `commands` have a `verb` that is a `Verb` member where it names one
+        (an `engine.effects.SmtpCommand`'s always does; `batch` makes them so
+        from text): this runs per simulated message and compares by identity."""
         out: list[Reply] = []
         pipelining = self.pipelining
         delay = self.command_latency(rng) + overhead if pipelining else 0.0
@@ -266,10 +296,10 @@ class HostBehaviour:
         else:
             mail_ok, any_rcpt = txn.mail_ok, txn.any_rcpt
         for cmd in commands:
-            verb = cmd[0] if type(cmd) is tuple else cmd.verb
+            verb = cmd.verb
             if not pipelining:
                 delay += self.command_latency(rng) + overhead
-            if verb == "RCPT TO":
+            if verb is _RCPT:
                 if not mail_ok:
                     reply = NEED_MAIL
                 elif self.rcpt_fail and (r := rng.random()) < self.rcpt_fail:
@@ -281,49 +311,34 @@ class HostBehaviour:
                     any_rcpt = True
                 if any_rcpt is None:
                     any_rcpt = False
-            elif verb == "MAIL FROM":
-                mail_ok = False
+            elif verb is _MAIL:
                 any_rcpt = False
-                # A tempfail outage (drawn when partial), pushback, then the fault.
-                if self.outages and (o := self.outage(now)) is not None and (
-                    o.mode == "tempfail"
-                    and (o.probability >= 1.0 or rng.random() < o.probability)
-                ):
-                    reply = o.reply if o.reply is not None else MAIL_OUTAGE
-                elif self.pushback is not None and (
-                    pushed := self.pushback.mail(source, now, rng)
-                ) is not None:
-                    reply = pushed
-                elif self.tempfail_mail and rng.random() < self.tempfail_mail:
-                    reply = self.mail_tempfail
-                else:
+                if self.mail_always:  # nothing that could refuse it: no draw either
                     reply = MAIL_OK
                     mail_ok = True
-                    if self.pushback is not None:
-                        self.pushback.accepted(source, now)
-                if not mail_ok and counters is not None:
-                    counters.failed(reply)
-            elif verb == "DATA":
+                else:
+                    mail_ok, reply = self._mail(now, rng, counters, source)
+            elif verb is _DATA:
                 if not mail_ok:
                     reply = NEED_MAIL
                 elif any_rcpt is False:
                     reply = NO_RECIPIENTS
                 else:
                     reply = DATA_OK
-            elif verb == "RSET" or verb == "NOOP":
-                if verb == "RSET":
+            elif verb is _RSET or verb == "NOOP":
+                if verb is _RSET:
                     mail_ok, any_rcpt = False, False
                 reply = RSET_OK
-            elif verb == "QUIT":
+            elif verb is Verb.QUIT:
                 reply = QUIT_OK
-            elif verb == "BODY":
+            elif verb is Verb.BODY:
                 extra, reply = self.body(0, rng, overhead, counters, source=source, now=now)
                 delay += extra
-            elif verb == "STARTTLS":
+            elif verb is Verb.STARTTLS:
                 reply = STARTTLS_OK if self.starttls and not tls else NOT_OFFERED
-            elif verb == "AUTH PLAIN":
+            elif verb is Verb.AUTH_PLAIN:
                 reply = AUTH_OK if self.auth else NOT_OFFERED
-            elif verb == "EHLO" or verb == "HELO":
+            elif verb is Verb.EHLO or verb is Verb.HELO:
                 mail_ok, any_rcpt = False, False
                 reply = self.ehlo_tls if tls else self.ehlo_clear
             else:
@@ -337,6 +352,29 @@ class HostBehaviour:
             txn.mail_ok = mail_ok
             txn.any_rcpt = any_rcpt
         return delay, out
+
+    def _mail(self, now: float, rng: random.Random, counters: HostCounters | None,
+              source: str) -> tuple[bool, Reply]:
+        """(accepted, the reply) to MAIL: a tempfail outage (drawn when
+        partial), pushback, then the fault."""
+        if self.outages and (o := self.outage(now)) is not None and (
+            o.mode == "tempfail"
+            and (o.probability >= 1.0 or rng.random() < o.probability)
+        ):
+            reply = o.reply if o.reply is not None else MAIL_OUTAGE
+        elif self.pushback is not None and (
+            pushed := self.pushback.mail(source, now, rng)
+        ) is not None:
+            reply = pushed
+        elif self.tempfail_mail and rng.random() < self.tempfail_mail:
+            reply = self.mail_tempfail
+        else:
+            if self.pushback is not None:
+                self.pushback.accepted(source, now)
+            return True, MAIL_OK
+        if counters is not None:
+            counters.failed(reply)
+        return False, reply
 
     def body(
         self,
