@@ -64,7 +64,7 @@ from engine.events import (
 )
 from engine.events import Timer as TimerName
 from sim.connections import PathConnections
-from sim.driver_conns import ConnectionPhases, _Conn, _Due
+from sim.driver_conns import ConnectionPhases, _Conn, _Due, run_until
 from sim.observer import Observer
 from sim.world import World
 
@@ -199,7 +199,7 @@ class SimDriver(ConnectionPhases):
         # tune: on, and nothing frozen by the caller.
         self._gc_pending = gc.isenabled() and gc.get_freeze_count() == 0
         try:
-            self.env.run(until=self.env.any_of([self.done, until]))
+            run_until(self.env, self.env.any_of([self.done, until]))
         finally:
             self._gc_pending = False
             if self._gc_frozen:

@@ -10,9 +10,10 @@ engine events.  It uses the driver's `_at`, `_feed`, `_conns`, `connections`,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from heapq import heappush
+from heapq import heappop, heappush
 from typing import Any
 
+import simpy
 from simpy.events import NORMAL
 
 from engine.effects import Connect, Send, StartTls, Verb
@@ -44,6 +45,29 @@ class _Due:
     _ok = True
     _value: Any
     callbacks: list[Callable[[Any], None]] | None
+
+
+def run_until(env: simpy.Environment, until: simpy.Event) -> None:
+    """`env.run(until=until)`, with the driver's own scheduled calls (`_Due`,
+    a few per simulated message) run here rather than by `Environment.step`
+    (a Python call, and its bookkeeping, each).  Any other event is SimPy's
+    to process: back on the queue, where it is still the first due (its
+    entry is unique), for `step` to take.  Events run in exactly SimPy's order."""
+    queue = env._queue  # type: ignore[attr-defined]
+    step = env.step
+    while until.callbacks is not None:  # SimPy empties them once it has processed `until`
+        if not queue:
+            raise RuntimeError(f'No scheduled events left but "until" event was not '
+                               f"triggered: {until}")
+        entry = heappop(queue)
+        event = entry[3]
+        if type(event) is _Due:
+            env._now = entry[0]  # type: ignore[attr-defined]
+            for call in event.callbacks:  # type: ignore[union-attr]
+                call(event)
+        else:
+            heappush(queue, entry)
+            step()
 
 
 class _Conn:
