@@ -382,7 +382,6 @@ class HostBehaviour:
         rng: random.Random,
         overhead: float = 0.0,
         counters: HostCounters | None = None,
-        *,
         source: str = UNBOUND_SOURCE,
         now: float = 0.0,
     ) -> tuple[float, Reply]:

@@ -196,7 +196,7 @@ class World:
              ) -> tuple[float, Reply]:
         """The reply after the content and the final dot, and when it comes."""
         h = self._hosts.get(host) or self._host(host)
-        return h.body(size, self.rng, self.overhead, source=source or UNBOUND_SOURCE, now=now)
+        return h.body(size, self.rng, self.overhead, None, source or UNBOUND_SOURCE, now)
 
     # -- DNS ------------------------------------------------------------------------------
 
