@@ -79,10 +79,8 @@ __all__ = [
     "ehlo_reply",
 ]
 
-# Each verb by its SMTP text, so that a command given as text ("RCPT TO") meets
-# the same member as an `engine.effects.SmtpCommand`'s verb, and `replies`
-# tells them apart by identity (a `Verb`, a str subclass, compares to a str
-# by a full string comparison, and a batch asks about a dozen times).
+# Verbs by their text: `replies` compares `Verb` members by identity (a
+# `Verb` compares to a str by a full string comparison, a dozen per batch).
 _VERBS: dict[str, Verb] = {v.value: v for v in Verb}
 _RCPT, _MAIL, _DATA, _RSET = Verb.RCPT, Verb.MAIL, Verb.DATA, Verb.RSET
 
