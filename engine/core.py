@@ -74,7 +74,8 @@ class Core:
     hostname: str = "localhost"
 
     def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0,
-                 lazy_redelays: bool = False, shaping: Any = None) -> None:
+                 lazy_redelays: bool = False, shaping: Any = None,
+                 brief_records: bool = False) -> None:
         self.policy = policy
         # an engine.shaping.Shaping (or None: no shaping): the policy's (a Lua
         # policy's shaping helper) with the caller's files merged over it
@@ -125,6 +126,9 @@ class Core:
         # per-message rule, a Delayed record each (what live delivery does).
         self.lazy_redelays = lazy_redelays
         self.lazy_redelayed = 0  # re-delays made lazily (no record each)
+        # Reception and Delivery records with only what a simulation that writes
+        # no record counts (`records.brief_record`); off: KumoMTA's whole record
+        self.brief_records = brief_records
         self.silent_redelays: dict[str, int] = {}  # message id -> lazy re-delays, until read
         self.backlog_gen: Any = None  # numpy generator seeded from `rng` at first use
         # idle state is reaped every `reap_after` seconds (None: never; the live

@@ -94,10 +94,16 @@ class SimDriver(ConnectionPhases):
         # Two independent streams: the engine's own and the world's, so a change
         # in how often the world draws does not reshuffle the engine's choices.
         self.world = World(scenario, random.Random(f"world:{scenario.seed}"))
-        # exact=False: a full ready queue's re-delays sampled lazily (engine.backlog)
+        # exact=False: a full ready queue's re-delays sampled lazily (engine.backlog);
+        # brief records: Receptions and Deliveries neither written nor kept are
+        # counted from their type, id, recipient and site alone (engine.records)
+        written = keep_records or record_sink is not None
+        brief = not written or (record_kinds is not None
+                                and not {"Reception", "Delivery"} & set(record_kinds))
         self.engine = Engine(scenario.policy(), seed=scenario.seed, epoch=scenario.start_epoch,
                              lazy_redelays=not exact,
-                             shaping=getattr(scenario, "shaping", None))
+                             shaping=getattr(scenario, "shaping", None),
+                             brief_records=brief)
         self.observer = Observer(self.engine, keep_records=keep_records, sink=record_sink,
                                  kinds=record_kinds, nodeid=sim_nodeid(scenario.name))
         self._progress = progress
