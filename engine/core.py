@@ -178,17 +178,24 @@ class Core:
         (A list, as every session step makes them: compiled, a list is walked
         by index, any other iterable through the iterator protocol.)"""
         out = self.out
+        timers = self.timers
         for e in effects:
             t = type(e)
             if t is _SET_TIMER:
                 timer = e.timer
-                self.timers[timer] = e.at
+                if timers.get(timer) == e.at:
+                    # already armed at that very deadline: nothing to do (a
+                    # session re-arms its timer at each reply of a pipelined
+                    # batch, and the default timeouts of MAIL, RCPT, DATA and
+                    # the dot are all 300 s)
+                    continue
+                timers[timer] = e.at
                 cancelled = self.cancelled
                 if cancelled and timer in cancelled:
                     out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
                     self.dropped = True
             elif t is _CANCEL_TIMER:
-                self.timers.pop(e.timer, None)
+                timers.pop(e.timer, None)
                 self.cancelled[e.timer] = len(out)
             out.append(e)
 
