@@ -55,6 +55,7 @@ message can have passed it (``soonest``, the earliest deadline ever added).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -91,7 +92,7 @@ class Backlog:
         self.gen = gen
         self.wheel = OverflowWheel()
         self.msgs: list[Any] = []  # handle -> Message (None once it left)
-        self.deadline = np.zeros(1024, dtype=np.float64)  # handle -> created + max_age
+        self.deadline = array("d")  # handle -> created + max_age (read as numpy, rarely)
         self.soonest = float("inf")  # no held message's deadline is earlier
         # [second a, packed values (random order; the first n remain), n, offsets done]
         self.cohorts: list[list[Any]] = []
@@ -106,13 +107,11 @@ class Backlog:
     def add(self, msg: Any, deadline: float, now: float, rng: Any) -> None:
         """A first re-delay: `msg` draws its own due second from `rng`."""
         h = len(self.msgs)
-        if h >= len(self.deadline):
-            self.deadline = np.concatenate((self.deadline, np.zeros(h, dtype=np.float64)))
         self.msgs.append(msg)
-        self.deadline[h] = deadline
+        self.deadline.append(deadline)
         if deadline < self.soonest:
             self.soonest = deadline
-        self.wheel.add((h << _SHIFT | 1,), now, rng)
+        self.wheel.add_one(h << _SHIFT | 1, now, rng)
         self._len += 1
         if self._len > self.peak:
             self.peak = self._len
@@ -160,7 +159,7 @@ class Backlog:
         self._len -= len(due)
         expired: list[Any] = []
         if now >= self.soonest:
-            late = self.deadline[due >> _SHIFT] <= now
+            late = np.frombuffer(self.deadline, dtype=np.float64)[due >> _SHIFT] <= now
             if late.any():
                 msgs = self.msgs
                 for v in due[late].tolist():
