@@ -182,21 +182,24 @@ class Core:
         for e in effects:
             t = type(e)
             if t is _SET_TIMER:
-                timer = e.timer
-                if timers.get(timer) == e.at:
-                    # already armed at that very deadline: nothing to do (a
-                    # session re-arms its timer at each reply of a pipelined
-                    # batch, and the default timeouts of MAIL, RCPT, DATA and
-                    # the dot are all 300 s)
+                st: SetTimer = e  # typed: compiled, its fields are read natively
+                timer = st.timer
+                at = st.at
+                armed = timers.get(timer)
+                if armed is not None and armed == at:
+                    # already armed at that very deadline: nothing to do (MAIL's
+                    # and RCPT's replies in a pipelined batch both re-arm the
+                    # session's timer, 300 s on by default)
                     continue
-                timers[timer] = e.at
+                timers[timer] = at
                 cancelled = self.cancelled
                 if cancelled and timer in cancelled:
                     out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
                     self.dropped = True
             elif t is _CANCEL_TIMER:
-                timers.pop(e.timer, None)
-                self.cancelled[e.timer] = len(out)
+                ct: CancelTimer = e
+                timers.pop(ct.timer, None)
+                self.cancelled[ct.timer] = len(out)
             out.append(e)
 
     def set_timer(self, timer: Timer, at: float) -> None:
