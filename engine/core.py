@@ -74,7 +74,8 @@ class Core:
     hostname: str = "localhost"
 
     def __init__(self, policy: Any, *, seed: int = 0, epoch: float = 0.0,
-                 lazy_redelays: bool = False, shaping: Any = None) -> None:
+                 lazy_redelays: bool = False, shaping: Any = None,
+                 brief_records: bool = False) -> None:
         self.policy = policy
         # an engine.shaping.Shaping (or None: no shaping): the policy's (a Lua
         # policy's shaping helper) with the caller's files merged over it
@@ -125,6 +126,9 @@ class Core:
         # per-message rule, a Delayed record each (what live delivery does).
         self.lazy_redelays = lazy_redelays
         self.lazy_redelayed = 0  # re-delays made lazily (no record each)
+        # Reception and Delivery records with only what a simulation that writes
+        # no record counts (`records.brief_record`); off: KumoMTA's whole record
+        self.brief_records = brief_records
         self.silent_redelays: dict[str, int] = {}  # message id -> lazy re-delays, until read
         self.backlog_gen: Any = None  # numpy generator seeded from `rng` at first use
         # idle state is reaped every `reap_after` seconds (None: never; the live
@@ -174,18 +178,28 @@ class Core:
         (A list, as every session step makes them: compiled, a list is walked
         by index, any other iterable through the iterator protocol.)"""
         out = self.out
+        timers = self.timers
         for e in effects:
             t = type(e)
             if t is _SET_TIMER:
-                timer = e.timer
-                self.timers[timer] = e.at
+                st: SetTimer = e  # typed: compiled, its fields are read natively
+                timer = st.timer
+                at = st.at
+                armed = timers.get(timer)
+                if armed is not None and armed == at:
+                    # already armed at that very deadline: nothing to do (MAIL's
+                    # and RCPT's replies in a pipelined batch both re-arm the
+                    # session's timer, 300 s on by default)
+                    continue
+                timers[timer] = at
                 cancelled = self.cancelled
                 if cancelled and timer in cancelled:
                     out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
                     self.dropped = True
             elif t is _CANCEL_TIMER:
-                self.timers.pop(e.timer, None)
-                self.cancelled[e.timer] = len(out)
+                ct: CancelTimer = e
+                timers.pop(ct.timer, None)
+                self.cancelled[ct.timer] = len(out)
             out.append(e)
 
     def set_timer(self, timer: Timer, at: float) -> None:

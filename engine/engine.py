@@ -78,13 +78,15 @@ from engine.events import (
     TlsEstablished,
     TlsFailed,
 )
-from engine.session import REPLY_ROWS
+from engine.session import REPLY_ROWS, Session
 
 __all__ = ["Engine"]
 
 # Final: C statics in the compiled build (setup.py), not a dict lookup per event
 _PROMOTE: Final[Timer] = ("promote", "")
 _REAP: Final[Timer] = ("reap", "")
+#: `Engine.outcome_handlers`, read as a module constant on the hottest path
+_OUTCOME_HANDLERS: Final = outcomes.HANDLERS
 
 
 class Engine(Core):
@@ -225,9 +227,14 @@ def _response(eng: Core, ev: Response) -> None:
     `Session.handle` and `Core.run_step` fused for the reply whose row exists
     (the same lookup, handler call and state commit, without two calls and a
     tuple per reply); anything else goes the general way, which raises."""
-    ctx = eng.conns.get(ev.conn)
-    if ctx is None or (s := ctx.session) is None or ev.conn != s.conn:
+    conn = ev.conn
+    ctx = eng.conns.get(conn)
+    if ctx is None or ctx.session is None:
         _conn_event(eng, ev)  # raises the protocol error
+        return
+    s: Session = ctx.session  # typed: compiled, its fields are read natively
+    if conn != s.conn:
+        _conn_event(eng, ev)
         return
     row = REPLY_ROWS[s.state][ev.reply.code]
     if row is None:
@@ -246,7 +253,7 @@ def _response(eng: Core, ev: Response) -> None:
     s.state = nxt
     eng.take_effects(fx)
     if out:
-        handlers = eng.outcome_handlers
+        handlers = _OUTCOME_HANDLERS
         for o in out:
             handlers[type(o)](eng, ctx, o, at)
 

@@ -1,6 +1,7 @@
 # mypy: disable-error-code="misc"
 """Constructors without validation for the values the engine makes on every
-event: effects, replies, a session's outcomes.
+event (effects, replies, a session's outcomes) and for the events the
+simulator makes several times per message (a submission, a reply, a timer).
 
 The checked constructors (``Log(record=..., where=...)``) stay the way
 external input is built; these are for values that are valid by
@@ -26,7 +27,7 @@ from types import FunctionType
 from typing import Any
 
 from engine.effects import CancelTimer, Close, Connect, Discard, Log, Send, SetTimer, SmtpCommand
-from engine.events import Timer, trusted_factory
+from engine.events import MessageSubmitted, Response, Timer, TimerFired, trusted_factory
 from engine.reply import EnhancedCode, Reply
 from engine.session_outcomes import (
     RecipientResult,
@@ -139,12 +140,48 @@ def make_reply(code: int, text: str = "", enhanced: EnhancedCode | None = None) 
     return o
 
 
+def make_response(at: float, conn: int, reply: Reply) -> Response:
+    o = Response.__new__(Response)
+    o.at = at
+    o.conn = conn
+    o.reply = reply
+    return o
+
+
+def make_timer_fired(at: float, timer: Timer) -> TimerFired:
+    o = TimerFired.__new__(TimerFired)
+    o.at = at
+    o.timer = timer
+    return o
+
+
+def make_message_submitted(at: float, id: str, sender: str, recipients: tuple[str, ...],
+                           size: int = 0, tenant: str = "", campaign: str = "",
+                           routing_domain: str = "", peer_name: str = "", peer_addr: str = "",
+                           session_id: str = "") -> MessageSubmitted:
+    o = MessageSubmitted.__new__(MessageSubmitted)
+    o.at = at
+    o.id = id
+    o.sender = sender
+    o.recipients = recipients
+    o.size = size
+    o.tenant = tenant
+    o.campaign = campaign
+    o.routing_domain = routing_domain
+    o.peer_name = peer_name
+    o.peer_addr = peer_addr
+    o.session_id = session_id
+    return o
+
+
 _CLASSES: dict[str, type] = {
     "make_log": Log, "make_set_timer": SetTimer, "make_cancel_timer": CancelTimer,
     "make_connect": Connect, "make_discard": Discard, "make_send": Send,
     "make_command": SmtpCommand, "make_close": Close, "make_txn_message": TxnMessage,
     "make_recipient_result": RecipientResult, "make_transaction_done": TransactionDone,
     "make_session_closed": SessionClosed, "make_reply": Reply,
+    "make_response": Response, "make_timer_fired": TimerFired,
+    "make_message_submitted": MessageSubmitted,
 }
 
 

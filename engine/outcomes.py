@@ -184,11 +184,16 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
         sid = ctx.sid = records.session_id(eng.seed, ctx.conn)
     for (reply, command), (status, rcpts) in groups.items():
         kind, counter = _KINDS[status]
-        eng.out.append(make_log(records.make_record(
-            kind, msg, now, eng.epoch, reply, recipient=rcpts[0] if len(rcpts) == 1 else rcpts,
-            site=rq.path, source=rq.source_name, peer=(ctx.host, ctx.address),
-            command=command, tls=ctx.tls, provider=provider, source_address=ctx.local or None,
-            session_id=sid)))
+        if kind is records.DELIVERY and eng.brief_records:
+            eng.out.append(make_log(records.brief_record(
+                kind, msg, rq.path, rcpts[0] if len(rcpts) == 1 else rcpts)))
+        else:
+            eng.out.append(make_log(records.make_record(
+                kind, msg, now, eng.epoch, reply,
+                recipient=rcpts[0] if len(rcpts) == 1 else rcpts,
+                site=rq.path, source=rq.source_name, peer=(ctx.host, ctx.address),
+                command=command, tls=ctx.tls, provider=provider,
+                source_address=ctx.local or None, session_id=sid)))
         eng.metrics.bump(counter, rq.path, provider, len(rcpts))
         if eng.shaping is not None:
             shaping_rules.observe(eng, rq, msg, reply, now)

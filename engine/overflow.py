@@ -161,6 +161,21 @@ class OverflowWheel:
         self.redelays += n
         return n
 
+    def add_one(self, item: int, now: float, rng: RandomSource) -> None:
+        """`add` of a single handle, the same draw: a lazy backlog's first
+        re-delay, once per message of a blast, without `add`'s loop set-up."""
+        if now < self._popped_to:
+            raise ValueError(f"cannot re-delay at t={now!r}: "
+                             f"the wheel was already popped to t={self._popped_to}")
+        second = int(now + rng.random() * self.spread) + 1
+        slot = self._slots.get(second)
+        if slot is None:
+            slot = self._slots[second] = array("q")
+            heapq.heappush(self._seconds, second)
+        slot.append(item)
+        self._len += 1
+        self.redelays += 1
+
     def pop_due(self, now: float) -> Handles:
         """Every handle whose second is at or before `now`, earliest second first
         and in the order added within a second.  O(handles returned), copied as

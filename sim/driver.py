@@ -58,11 +58,10 @@ from engine.events import (
 )
 from engine.events import (
     MessageSubmitted,
-    TimerFired,
     TlsaResolved,
-    trusted_factory,
 )
 from engine.events import Timer as TimerName
+from engine.makers import make_timer_fired
 from sim.connections import PathConnections
 from sim.driver_conns import ConnectionPhases, _Conn, _Due, run_until
 from sim.observer import Observer
@@ -73,8 +72,9 @@ ProgressFn = Callable[[float, int, int], None]  # (simulated seconds, finished, 
 _Timer = list[Any]
 
 # The events the driver makes several times per message, built without
-# re-validating what it made itself (see `engine.events.trusted_factory`).
-_TimerFired = trusted_factory(TimerFired)  # (at, timer)
+# re-validating what it made itself (`engine.makers`: natively in the compiled
+# build, by `engine.events.trusted_factory` otherwise).
+_TimerFired = make_timer_fired  # (at, timer)
 
 
 class SimDriver(ConnectionPhases):
@@ -95,10 +95,16 @@ class SimDriver(ConnectionPhases):
         # Two independent streams: the engine's own and the world's, so a change
         # in how often the world draws does not reshuffle the engine's choices.
         self.world = World(scenario, random.Random(f"world:{scenario.seed}"))
-        # exact=False: a full ready queue's re-delays sampled lazily (engine.backlog)
+        # exact=False: a full ready queue's re-delays sampled lazily (engine.backlog);
+        # brief records: Receptions and Deliveries neither written nor kept are
+        # counted from their type, id, recipient and site alone (engine.records)
+        written = keep_records or record_sink is not None
+        brief = not written or (record_kinds is not None
+                                and not {"Reception", "Delivery"} & set(record_kinds))
         self.engine = Engine(scenario.policy(), seed=scenario.seed, epoch=scenario.start_epoch,
                              lazy_redelays=not exact,
-                             shaping=getattr(scenario, "shaping", None))
+                             shaping=getattr(scenario, "shaping", None),
+                             brief_records=brief)
         self.observer = Observer(self.engine, keep_records=keep_records, sink=record_sink,
                                  kinds=record_kinds, nodeid=sim_nodeid(scenario.name))
         self._progress = progress

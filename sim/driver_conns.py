@@ -20,15 +20,13 @@ from engine.effects import Connect, Send, StartTls, Verb
 from engine.events import (
     Connected,
     ConnectFailed,
-    Response,
     TlsEstablished,
     TlsFailed,
-    trusted_factory,
 )
+from engine.makers import make_response as _Response  # (at, conn, reply), unchecked
 from engine.reply import Reply
 from sim.connections import PathConnections
 
-_Response = trusted_factory(Response)  # (at, conn, reply)
 _BODY, _EHLO, _HELO = Verb.BODY, Verb.EHLO, Verb.HELO
 
 

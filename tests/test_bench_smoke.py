@@ -178,6 +178,20 @@ def test_sim_split_names_build_and_parts() -> None:
     assert abs(sum(shares.values()) - 100.0) < 0.5, out
 
 
+def test_blast_once_prints_a_blasts_cpu_per_message() -> None:
+    """bench.blast_once: one small blast, every message delivered, its CPU per message."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.blast_once", "2000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    m = re.search(r"^blast 2,000: ([\d.]+) CPU us per message, [\d.]+ s wall, "
+                  r"delivered 2,000, peak RSS \d+ MiB$", out, re.M)
+    assert m and float(m.group(1)) > 0, out
+    bad = subprocess.run([sys.executable, "-m", "bench.blast_once", "0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "messages must be at least 1" in bad.stderr
+
+
 def test_overflow_bench_quick() -> None:
     """bench.overflow --quick: ns per re-delay for two backlogs, wheel and heap."""
     out = subprocess.run(

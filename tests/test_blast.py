@@ -190,3 +190,16 @@ def test_remove_if_takes_matching_messages_anywhere() -> None:
         t += 1
         rest.extend(bl.tick(float(t), 100)[0])
     assert sorted(int(m.id) for m in rest) == list(range(1, 2_000, 2))
+
+
+def test_remove_if_returns_each_message_with_its_redelays_so_far() -> None:
+    """Every re-delay is counted once, wherever the message was held (the wheel
+    of first re-delays or a cohort): the counts taken out add up to the first
+    re-delays plus every later one the ticks reported."""
+    bl, _msgs = _backlog(3_000, deadline=1e9)
+    later = sum(bl.tick(float(t), 0)[3] for t in range(1, 45))
+    assert later > 1_000  # most messages were re-delayed at least twice
+    taken = bl.remove_if(lambda m: True)
+    assert len(taken) == 3_000 and len(bl) == 0
+    assert sum(n for _, n in taken) == 3_000 + later
+    assert {n for _, n in taken} >= {1, 2, 3}

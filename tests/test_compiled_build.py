@@ -44,6 +44,13 @@ assert m.make_connect(1, "h", "192.0.2.1", 25, "s") \
     == Connect(conn=1, host="h", address="192.0.2.1", port=25, source="s")
 r = m.make_reply(451, "later", EnhancedCode(klass=4, subject=2, detail=0))
 assert r == Reply.make(451, "4.2.0", "later") and hash(r) == hash(Reply.make(451, "4.2.0", "later"))
+# and the events the simulator makes on every message
+from engine.events import MessageSubmitted, Response, TimerFired
+assert m.make_response(1.5, 7, r) == Response(at=1.5, conn=7, reply=r)
+assert m.make_timer_fired(2.0, ("conn", 7)) == TimerFired(at=2.0, timer=("conn", 7))
+assert m.make_message_submitted(0.0, "m1", "s@a.example", ("r@b.example",), 20, "t", "c") \
+    == MessageSubmitted(at=0.0, id="m1", sender="s@a.example", recipients=("r@b.example",),
+                        size=20, tenant="t", campaign="c")
 # the journal codec reads the compiled classes' field types from their source:
 # the same schema as the Python build, and the mix round-trips
 import engine.codec as codec

@@ -30,6 +30,22 @@ def test_a_cancel_then_set_of_one_timer_in_one_event_leaves_only_the_set() -> No
     assert core.dropped and core.timers == {("conn", 1): 9.0}
 
 
+def test_a_timer_set_again_at_the_deadline_it_is_armed_at_makes_no_effect() -> None:
+    """A session re-arms its timer at each reply; MAIL and RCPT both wait 300 s
+    by default, so the RCPT's arming is the MAIL's deadline again: the driver
+    is told nothing new.  A different deadline, or a timer cancelled in the
+    same event, is still set."""
+    core = Core(policy=None)
+    core.take_effects([SetTimer(timer=("conn", 1), at=400.0)])
+    core.take_effects([SetTimer(timer=("conn", 1), at=400.0)])
+    assert core.out == [SetTimer(timer=("conn", 1), at=400.0)]
+    core.take_effects([SetTimer(timer=("conn", 1), at=430.0)])
+    assert core.out[1:] == [SetTimer(timer=("conn", 1), at=430.0)]
+    core.take_effects([CancelTimer(timer=("conn", 1)), SetTimer(timer=("conn", 1), at=430.0)])
+    assert core.out[2:] == [None, SetTimer(timer=("conn", 1), at=430.0)]
+    assert core.timers == {("conn", 1): 430.0}
+
+
 def test_run_step_passes_outcomes_to_the_installed_handlers_in_order() -> None:
     seen: list[Any] = []
 

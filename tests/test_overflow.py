@@ -147,3 +147,17 @@ def test_entries_and_restore_rebuild_the_wheel_exactly() -> None:
     assert copy.pop_due(40.0) == wheel.pop_due(40.0)
     with pytest.raises(ValueError, match="restore needs an empty wheel"):
         copy.restore([(99, 1)])
+
+
+def test_add_one_draws_as_add_does() -> None:
+    """`add_one` is `add` of a single handle: the same draw, the same second."""
+    one, many = OverflowWheel(), OverflowWheel()
+    r1, r2 = random.Random(9), random.Random(9)
+    for i in range(500):
+        one.add_one(i, i * 0.37, r1)
+        many.add((i,), i * 0.37, r2)
+    assert one.entries() == many.entries() and len(one) == len(many) == 500
+    assert one.redelays == many.redelays == 500
+    one.pop_due(100.0)
+    with pytest.raises(ValueError, match="already popped"):
+        one.add_one(501, 50.0, r1)

@@ -108,9 +108,9 @@ def test_lazy_generation() -> None:
 
 
 def test_fast_constructor_builds_equal_events() -> None:
-    make = traffic_mod._FAST
-    assert make is not None
-    fast = make(1.5, "m1", "a@b.example", ("r@x.example",), 10, "t", "c")
+    from engine.makers import make_message_submitted
+
+    fast = make_message_submitted(1.5, "m1", "a@b.example", ("r@x.example",), 10, "t", "c")
     slow = MessageSubmitted(at=1.5, id="m1", sender="a@b.example",
                             recipients=("r@x.example",), size=10, tenant="t", campaign="c")
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
