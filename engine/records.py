@@ -235,12 +235,17 @@ def brief_record(kind: str, msg: Message, site: str,
     record, two per message, was a tenth of the engine's time.  `recipient`
     as `make_record`'s."""
     if recipient is None:
-        rcpts = msg.recipients
-        if type(rcpts) is str:
-            recipient = rcpts
-        else:
-            recipient = rcpts[0] if len(rcpts) == 1 else list(rcpts)
+        recipient = _pending(msg)
     return {"type": kind, "id": msg.id, "recipient": recipient, "site": site}
+
+
+def _pending(msg: Message) -> str | list[str]:
+    """A record's default ``recipient``: the message's pending recipients, a
+    string for one, a list for several."""
+    rcpts = msg.recipients
+    if type(rcpts) is str:
+        return rcpts
+    return rcpts[0] if len(rcpts) == 1 else list(rcpts)
 
 
 def make_record(
@@ -269,11 +274,7 @@ def make_record(
     text, `classifier` the configured bounce classifier (none: every record
     is ``Uncategorized``, as KumoMTA without one)."""
     if recipient is None:
-        rcpts = msg.recipients
-        if type(rcpts) is str:
-            recipient = rcpts
-        else:
-            recipient = rcpts[0] if len(rcpts) == 1 else list(rcpts)
+        recipient = _pending(msg)
     enh = reply.enhanced
     now = epoch + at
     created = epoch + msg.created
