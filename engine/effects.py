@@ -150,12 +150,20 @@ class Close(Effect):
     conn: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class SetTimer(Effect):
-    """Arm (or re-arm) the timer named `timer` to fire at `at`."""
+    """Arm (or re-arm) the timer named `timer` to fire at `at`.
+
+    Its ``__init__`` is written out (``init=False``) for the compiled build,
+    where mypyc makes a written ``__init__`` native and a generated one not:
+    several are made per simulated message."""
 
     timer: Timer
     at: float
+
+    def __init__(self, *, timer: Timer, at: float) -> None:
+        object.__setattr__(self, "timer", timer)
+        object.__setattr__(self, "at", at)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,7 +171,7 @@ class CancelTimer(Effect):
     timer: Timer
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Log(Effect):
     """A log record in KumoMTA's JSON log shape (see engine.records).
 
@@ -174,6 +182,11 @@ class Log(Effect):
 
     record: dict[str, Any]
     where: str | None = None
+
+    def __init__(self, *, record: dict[str, Any], where: str | None = None) -> None:
+        # written out, as SetTimer's
+        object.__setattr__(self, "record", record)
+        object.__setattr__(self, "where", where)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -39,17 +39,11 @@ from engine.session_outcomes import (
 
 
 def make_log(record: dict[str, Any], where: str | None = None) -> Log:
-    o = Log.__new__(Log)
-    o.record = record
-    o.where = where
-    return o
+    return Log(record=record, where=where)  # its written __init__: native, compiled
 
 
 def make_set_timer(timer: Timer, at: float) -> SetTimer:
-    o = SetTimer.__new__(SetTimer)
-    o.timer = timer
-    o.at = at
-    return o
+    return SetTimer(timer=timer, at=at)  # as make_log
 
 
 def make_cancel_timer(timer: Timer) -> CancelTimer:

@@ -58,3 +58,25 @@ def test_run_step_passes_outcomes_to_the_installed_handlers_in_order() -> None:
     core.run_step(ctx, ([SetTimer(timer=("conn", 1), at=2.0)], ["a", "b"]), 1.0)
     assert seen == [("a", 1.0), ("b", 1.0)]
     assert core.timers == {("conn", 1): 2.0}
+
+
+def test_written_inits_take_exactly_their_fields() -> None:
+    """SetTimer and Log write their ``__init__`` out (native in the compiled
+    build): it must take every field, by keyword, with the field's default, and
+    set each, or a field added later would be left unset."""
+    import dataclasses
+    import inspect
+
+    for cls, sample in ((SetTimer, {"timer": ("conn", 1), "at": 2.0}),
+                        (Log, {"record": {"type": "x"}, "where": "q"})):
+        params = inspect.signature(cls.__init__).parameters
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        assert [p for p in params if p != "self"] == [f.name for f in fields]
+        for f in fields:
+            p = params[f.name]
+            assert p.kind is inspect.Parameter.KEYWORD_ONLY
+            default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+            assert p.default == default, (cls, f.name)
+        made = cls(**sample)
+        assert {f.name: getattr(made, f.name) for f in fields} == sample
+        assert dataclasses.replace(made) == made
