@@ -25,8 +25,8 @@ from collections.abc import Callable
 from bench.core import build
 from bench.sim import blast_scenario, parse_size
 
-_WORLD = ("connect", "reply_batch", "body", "ehlo", "starttls", "resolve", "resolve_hosts",
-          "mta_sts")
+_WORLD = ("connect", "batch_replies", "reply_batch", "body", "ehlo", "starttls", "resolve",
+          "resolve_hosts", "mta_sts")
 _OBSERVER = ("log", "finish", "sample")
 
 
@@ -59,7 +59,9 @@ def split(n: int) -> tuple[float, dict[str, float]]:
     world = cum(lambda f, name: f.endswith("sim/world.py") and name in _WORLD)
     observer = cum(lambda f, name: f.endswith("sim/observer.py") and name in _OBSERVER)
     traffic = cum(lambda f, name: f.endswith("sim/traffic.py") and name == "arrivals")
-    simpy = own(lambda f, name: "simpy" in f)
+    # `sim.driver_conns.run_until` is SimPy's event loop, run by the driver
+    simpy = own(lambda f, name: "simpy" in f
+                or (f.endswith("sim/driver_conns.py") and name == "run_until"))
     parts = {
         "engine (Engine.handle and all it calls)": engine,
         "  of which records (make_record)": cum(
