@@ -4,9 +4,10 @@ Plain Python, no SimPy: the driver owns the clock and asks the world, per
 transaction *phase*, what the remote side answers and how long it takes:
 
 - `connect` (TCP connect plus the banner), `release` when it closes,
-- `ehlo`, `starttls` (the handshake), `reply_batch` (one write: a pipelined
-  RSET/MAIL/RCPT.../DATA batch, or STARTTLS, AUTH, QUIT alone), `body` (the
-  content and the final dot),
+- `ehlo`, `starttls` (the handshake), `batch_replies` (one write: a pipelined
+  RSET/MAIL/RCPT.../DATA batch, or STARTTLS, AUTH, QUIT alone; the replies
+  and when the slowest comes; `reply_batch` gives each reply's own delay),
+  `body` (the content and the final dot),
 - `resolve` and `mta_sts` for DNS and MTA-STS.
 
 Delays are seconds after `now`.  Everything is decided by the `random.Random`
