@@ -65,6 +65,16 @@ COMPILED = [
     "engine/session_outcomes.py",
     "engine/session_model.py",
     "engine/makers.py",
+    "sim/driver.py",
+    "sim/driver_conns.py",
+    "sim/world.py",
+    "sim/host_behaviour.py",
+    "sim/host_replies.py",
+    "sim/observer.py",
+    "sim/traffic.py",
+    "sim/distributions.py",
+    "sim/nodes.py",
+    "sim/connections.py",
 ]
 
 

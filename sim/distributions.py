@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
@@ -103,18 +103,11 @@ class LogNormal:
 
     def sample(self, rng: random.Random) -> float:
         """`rng.lognormvariate(mu, sigma)`: the same draws, the same float, by
-        the standard library's own steps (`random.Random.normalvariate`'s
-        Kinderman-Monahan ratio of uniforms) in one call instead of three;
-        where this Python's steps differ (`_SAME_STEPS`), its own method."""
-        if not _SAME_STEPS:
-            return rng.lognormvariate(self.mu, self.sigma)
-        draw = rng.random
-        while True:
-            u1 = draw()
-            u2 = 1.0 - draw()
-            z = _NV_MAGICCONST * (u1 - 0.5) / u2
-            if z * z / 4.0 <= -_log(u2):
-                return _exp(self.mu + z * self.sigma)
+        the standard library's own steps (`_lognormal`) in one call instead of
+        three; where this Python's steps differ (`_SAME_STEPS`), its own method."""
+        if _SAME_STEPS:
+            return _lognormal(rng, self.mu, self.sigma)
+        return rng.lognormvariate(self.mu, self.sigma)
 
     def sample_many(self, gen: np.random.Generator, n: int) -> np.ndarray:
         return gen.lognormal(self.mu, self.sigma, n)
@@ -158,19 +151,29 @@ class Uniform:
 
 ZERO = Constant(0.0)
 
-_NV_MAGICCONST = 4 * math.exp(-0.5) / math.sqrt(2.0)  # random.NV_MAGICCONST
-_log = math.log
-_exp = math.exp
-_SAME_STEPS = True  # while `_same_steps` checks `LogNormal.sample`'s own steps
+_NV_MAGICCONST: Final = 4 * math.exp(-0.5) / math.sqrt(2.0)  # random.NV_MAGICCONST
+
+
+def _lognormal(rng: random.Random, mu: float, sigma: float) -> float:
+    """`random.Random.lognormvariate`'s steps (`normalvariate`'s
+    Kinderman-Monahan ratio of uniforms), drawing from `rng` exactly as it does."""
+    draw = rng.random
+    while True:
+        u1 = draw()
+        u2 = 1.0 - draw()
+        z = _NV_MAGICCONST * (u1 - 0.5) / u2
+        if z * z / 4.0 <= -math.log(u2):
+            return math.exp(mu + z * sigma)
 
 
 def _same_steps() -> bool:
-    """Whether `LogNormal.sample`'s steps give this Python's
-    `random.Random.lognormvariate` exactly (checked once, on fixed draws)."""
+    """Whether `_lognormal` gives this Python's `random.Random.lognormvariate`
+    exactly (checked once, at import, on fixed draws)."""
     ours, theirs = random.Random(20261207), random.Random(20261207)
     d = LogNormal(0.02, 0.25)
-    return all(d.sample(ours) == theirs.lognormvariate(d.mu, d.sigma) for _ in range(2000)) \
-        and ours.random() == theirs.random()
+    return all(_lognormal(ours, d.mu, d.sigma) == theirs.lognormvariate(d.mu, d.sigma)
+               for _ in range(2000)) and ours.random() == theirs.random()
 
 
-_SAME_STEPS = _same_steps()
+# Final: a constant to the compiled build (no lookup per draw)
+_SAME_STEPS: Final = _same_steps()

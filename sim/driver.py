@@ -32,7 +32,7 @@ import itertools
 import random
 import uuid
 from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from typing import Any, Final, cast
 
 import simpy
 from simpy.events import NORMAL
@@ -61,7 +61,11 @@ from engine.events import (
     TlsaResolved,
 )
 from engine.events import Timer as TimerName
-from engine.makers import make_timer_fired
+
+# The events the driver makes several times per message, built without
+# re-validating what it made itself (`engine.makers`: natively in the compiled
+# build, by `engine.events.trusted_factory` otherwise).
+from engine.makers import make_timer_fired as _TimerFired  # (at, timer)
 from sim.connections import PathConnections
 from sim.driver_conns import ConnectionPhases, _Conn, _Due, run_until
 from sim.observer import Observer
@@ -71,10 +75,7 @@ ProgressFn = Callable[[float, int, int], None]  # (simulated seconds, finished, 
 # A timer name's state: [armed at, armed seq (-1: not armed), anchor at, anchor seq]
 _Timer = list[Any]
 
-# The events the driver makes several times per message, built without
-# re-validating what it made itself (`engine.makers`: natively in the compiled
-# build, by `engine.events.trusted_factory` otherwise).
-_TimerFired = make_timer_fired  # (at, timer)
+_NORMAL: Final = NORMAL  # SimPy's priority of an ordinary event
 
 
 class SimDriver(ConnectionPhases):
@@ -150,7 +151,7 @@ class SimDriver(ConnectionPhases):
         ev.callbacks = calls
         ev._value = value
         heapq.heappush(env._queue,  # type: ignore[attr-defined]
-                       (env._now + (delay if delay > 0.0 else 0.0), NORMAL,  # type: ignore[attr-defined]
+                       (env._now + (delay if delay > 0.0 else 0.0), _NORMAL,  # type: ignore[attr-defined]
                         next(env._eid), ev))  # type: ignore[attr-defined]
 
     def _feed(self, event: EngineEvent) -> None:
@@ -159,14 +160,16 @@ class SimDriver(ConnectionPhases):
         effect: Any
         for effect in self.engine.handle(event):
             kind = type(effect)
-            # the four most frequent effects first, without a call to dispatch them
+            # the four most frequent effects first, without a call to dispatch
+            # them (and read as their own class: native reads when compiled)
             if kind is SetTimer:
                 # Arm the timer: its latest arming is the live one.  The entry
                 # already in the heap (the anchor) stays when it comes up first,
                 # which is the commonest case (a command timer re-armed later),
                 # and re-pushes this arming then (`_settle`).
-                name = effect.timer
-                at = effect.at
+                arming = cast(SetTimer, effect)
+                name = arming.timer
+                at = arming.at
                 timer = self._timers.get(name)
                 if timer is None or timer[2] > at:
                     self._anchor_arming(name, at, timer)
@@ -174,13 +177,14 @@ class SimDriver(ConnectionPhases):
                     timer[0] = at
                     timer[1] = next(self._seq)
             elif kind is Log:
-                self.observer.log(effect.record, self.env._now,  # type: ignore[attr-defined]
-                                  effect.where)
+                log = cast(Log, effect)
+                self.observer.log(log.record, self.env._now,  # type: ignore[attr-defined]
+                                  log.where)
             elif kind is Send:
-                self._send(effect)
+                self._send(cast(Send, effect))
             elif kind is Discard:
                 # the engine is done with the message (delivered, bounced or expired)
-                message_id = effect.message_id
+                message_id = cast(Discard, effect).message_id
                 if self._sizes:
                     self._sizes.pop(message_id, None)
                 silent = self.engine.silent_redelays
@@ -366,7 +370,7 @@ class SimDriver(ConnectionPhases):
         elif kind is Close:
             self._close(effect.conn)
         elif kind is Resolve:
-            answer = self.world.resolve(effect.domain, self.env.now)
+            answer: Any = self.world.resolve(effect.domain, self.env.now)
             self._at(self.world.dns_latency, self._deliver_at_now, answer)
         elif kind is ResolveHosts:
             answer = self.world.resolve_hosts(effect.domain, effect.hosts, self.env.now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from heapq import heappop, heappush
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import simpy
 from simpy.events import NORMAL
@@ -27,7 +27,14 @@ from engine.makers import make_response as _Response  # (at, conn, reply), unche
 from engine.reply import Reply
 from sim.connections import PathConnections
 
-_BODY, _EHLO, _HELO = Verb.BODY, Verb.EHLO, Verb.HELO
+if TYPE_CHECKING:
+    from sim.observer import Observer
+    from sim.world import World
+
+_BODY: Final = Verb.BODY
+_EHLO: Final = Verb.EHLO
+_HELO: Final = Verb.HELO
+_NORMAL: Final = NORMAL
 
 
 class _Due:
@@ -45,7 +52,7 @@ class _Due:
     callbacks: list[Callable[[Any], None]] | None
 
 
-def run_until(env: simpy.Environment, until: simpy.Event) -> None:
+def run_until(env: simpy.Environment, until: Any) -> None:
     """`env.run(until=until)`, with the driver's own scheduled calls (`_Due`,
     a few per simulated message) run here rather than by `Environment.step`
     (a Python call, and its bookkeeping, each).  Any other event is SimPy's
@@ -89,8 +96,8 @@ class ConnectionPhases:
     _conns: dict[int, _Conn]
     connections: PathConnections
     _sizes: dict[str, int]
-    world: Any
-    observer: Any
+    world: World
+    observer: Observer
     env: Any
     _replies_call: list[Callable[[Any], None]]  # [self._replies]
 
@@ -193,7 +200,7 @@ class ConnectionPhases:
         ev = _Due()
         ev.callbacks = self._replies_call
         ev._value = (conn_id, replies)
-        heappush(env._queue, (now + delay, NORMAL, next(env._eid), ev))
+        heappush(env._queue, (now + delay, _NORMAL, next(env._eid), ev))
 
     def _replies(self, ev: _Due) -> None:
         conn_id, replies = ev._value

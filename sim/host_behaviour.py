@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from engine.effects import Verb
 from engine.reply import Reply
@@ -81,8 +81,11 @@ __all__ = [
 
 # Verbs by their text: `replies` compares `Verb` members by identity (a
 # `Verb` compares to a str by a full string comparison, a dozen per batch).
-_VERBS: dict[str, Verb] = {v.value: v for v in Verb}
-_RCPT, _MAIL, _DATA, _RSET = Verb.RCPT, Verb.MAIL, Verb.DATA, Verb.RSET
+_VERBS: Final[dict[str, Verb]] = {v.value: v for v in Verb}
+_RCPT: Final = Verb.RCPT
+_MAIL: Final = Verb.MAIL
+_DATA: Final = Verb.DATA
+_RSET: Final = Verb.RSET
 
 
 def _verb(verb: str) -> str:

@@ -9,34 +9,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Final
 
 from engine.reply import Reply
 
 # -- the replies a scenario host gives ----------------------------------------------------
 
-BUSY = Reply.make(421, "4.7.0", "Too many concurrent connections; try again later")
-MAIL_OK = Reply.make(250, "2.1.0", "Sender OK")
-MAIL_TEMPFAIL = Reply.make(451, "4.3.0", "Temporary local problem; try again later")
-MAIL_OUTAGE = Reply.make(451, "4.3.0", "Service temporarily unavailable (outage); try again later")
-RCPT_OK = Reply.make(250, "2.1.5", "Recipient OK")
-RCPT_TEMPFAIL = Reply.make(450, "4.2.1", "Mailbox temporarily unavailable; try again later")
-RCPT_PERMFAIL = Reply.make(550, "5.1.1", "No such user here")
-NEED_MAIL = Reply.make(503, "5.5.1", "Need MAIL command first")
-DATA_OK = Reply(code=354, text="Start mail input; end with <CRLF>.<CRLF>")
-NO_RECIPIENTS = Reply.make(554, "5.5.1", "No valid recipients")
-BODY_OK = Reply.make(250, "2.0.0", "Message accepted for delivery")
-BODY_TEMPFAIL = Reply.make(451, "4.3.0", "Temporary failure after DATA; try again later")
-BODY_PERMFAIL = Reply.make(554, "5.7.1", "Message rejected by content policy")
-RSET_OK = Reply.make(250, "2.0.0", "OK")
-QUIT_OK = Reply.make(221, "2.0.0", "Bye")
-STARTTLS_OK = Reply.make(220, "2.0.0", "Ready to start TLS")
-NOT_OFFERED = Reply.make(502, "5.5.1", "Command not implemented")
-AUTH_OK = Reply.make(235, "2.7.0", "Authentication successful")
-UNKNOWN = Reply.make(500, "5.5.2", "Command unrecognized")
+BUSY: Final = Reply.make(421, "4.7.0", "Too many concurrent connections; try again later")
+MAIL_OK: Final = Reply.make(250, "2.1.0", "Sender OK")
+MAIL_TEMPFAIL: Final = Reply.make(451, "4.3.0", "Temporary local problem; try again later")
+MAIL_OUTAGE: Final = Reply.make(
+    451, "4.3.0", "Service temporarily unavailable (outage); try again later")
+RCPT_OK: Final = Reply.make(250, "2.1.5", "Recipient OK")
+RCPT_TEMPFAIL: Final = Reply.make(450, "4.2.1", "Mailbox temporarily unavailable; try again later")
+RCPT_PERMFAIL: Final = Reply.make(550, "5.1.1", "No such user here")
+NEED_MAIL: Final = Reply.make(503, "5.5.1", "Need MAIL command first")
+DATA_OK: Final = Reply(code=354, text="Start mail input; end with <CRLF>.<CRLF>")
+NO_RECIPIENTS: Final = Reply.make(554, "5.5.1", "No valid recipients")
+BODY_OK: Final = Reply.make(250, "2.0.0", "Message accepted for delivery")
+BODY_TEMPFAIL: Final = Reply.make(451, "4.3.0", "Temporary failure after DATA; try again later")
+BODY_PERMFAIL: Final = Reply.make(554, "5.7.1", "Message rejected by content policy")
+RSET_OK: Final = Reply.make(250, "2.0.0", "OK")
+QUIT_OK: Final = Reply.make(221, "2.0.0", "Bye")
+STARTTLS_OK: Final = Reply.make(220, "2.0.0", "Ready to start TLS")
+NOT_OFFERED: Final = Reply.make(502, "5.5.1", "Command not implemented")
+AUTH_OK: Final = Reply.make(235, "2.7.0", "Authentication successful")
+UNKNOWN: Final = Reply.make(500, "5.5.2", "Command unrecognized")
 
 # Replies after which the connection stops reading commands: the body
 # follows (354), the TLS handshake (220 to STARTTLS), or the close (221).
-TURNS = (DATA_OK, STARTTLS_OK, QUIT_OK)
+TURNS: Final = (DATA_OK, STARTTLS_OK, QUIT_OK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ class ConnectResult:
     banner: Reply | None = None
 
 
-BLACKHOLE = ConnectResult("blackhole", math.inf, None)
+BLACKHOLE: Final = ConnectResult("blackhole", math.inf, None)
 
 
 class Txn:

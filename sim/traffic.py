@@ -243,7 +243,6 @@ def arrivals(scenario: HasTraffic, rng: random.Random) -> Iterator[MessageSubmit
     # the first message of every stream is checked by the real constructor; the
     # rest, valid by construction (domains and senders were checked when the
     # scenario was read), skip the checks (`engine.makers`)
-    fast = make_message_submitted
     for number, (at, si, seq, di, size) in enumerate(merged, 1):
         dom = domains[si][di]
         k = rcpts[si]
@@ -252,8 +251,8 @@ def arrivals(scenario: HasTraffic, rng: random.Random) -> Iterator[MessageSubmit
         else:
             recipients = (f"r{number}@{dom}", *(f"r{number}.{j}@{dom}" for j in range(1, k)))
         if seq:
-            yield fast(at, f"m{number:08d}", senders[si], recipients, size, tenants[si],
-                       campaigns[si])
+            yield make_message_submitted(at, f"m{number:08d}", senders[si], recipients, size,
+                                         tenants[si], campaigns[si])
         else:
             yield MessageSubmitted(
                 at=at,
