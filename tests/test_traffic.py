@@ -153,3 +153,9 @@ def test_over_is_only_for_bulk_streams() -> None:
             "domains": {"example.com": {"mx": [{"host": "mx.example.com", "preference": 1}]}},
             "hosts": {"mx.example.com": {}},
         })
+
+
+@pytest.mark.parametrize("number", [1, 9, 10, 12_345, 99_999_999, 100_000_000, 123_456_789_012])
+def test_a_message_id_is_its_number_zero_padded_to_eight_digits(number: int) -> None:
+    assert traffic_mod.message_id(number) == f"m{number:08d}"
+    assert traffic_mod.message_id(number)[1:].lstrip("0") == str(number)
