@@ -92,7 +92,7 @@ class SimDriver(ConnectionPhases):
         exact: bool = True,
     ) -> None:
         self.scenario = scenario
-        self.env = simpy.Environment()
+        self.use_env(simpy.Environment())
         # Two independent streams: the engine's own and the world's, so a change
         # in how often the world draws does not reshuffle the engine's choices.
         self.world = World(scenario, random.Random(f"world:{scenario.seed}"))
@@ -133,6 +133,12 @@ class SimDriver(ConnectionPhases):
         self.done = self.env.event()
         self._replies_call = [self._replies]  # `_send`'s callbacks, made once (`_after`)
 
+    def use_env(self, env: simpy.Environment) -> None:
+        """Run on `env` (`sim.nodes` puts several drivers on one clock)."""
+        self.env = env
+        self._queue = env._queue
+        self._eid = env._eid  # type: ignore[attr-defined]
+
     # -- scheduling primitives -------------------------------------------------
 
     def _at(self, delay: float, fn: Callable[[Any], None], value: Any = None) -> None:
@@ -146,13 +152,12 @@ class SimDriver(ConnectionPhases):
 
         What `Event(env)` plus `env.schedule(ev, NORMAL, delay)` do, inlined:
         this runs a few times per simulated message."""
-        env = self.env
         ev = _Due()
         ev.callbacks = calls
         ev._value = value
-        heapq.heappush(env._queue,  # type: ignore[attr-defined]
-                       (env._now + (delay if delay > 0.0 else 0.0), _NORMAL,  # type: ignore[attr-defined]
-                        next(env._eid), ev))  # type: ignore[attr-defined]
+        heapq.heappush(self._queue,
+                       (self.env._now + (delay if delay > 0.0 else 0.0), _NORMAL,
+                        next(self._eid), ev))
 
     def _feed(self, event: EngineEvent) -> None:
         """Hand one event to the engine and carry out what it orders."""

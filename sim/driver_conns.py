@@ -9,7 +9,7 @@ engine events.  It uses the driver's `_at`, `_feed`, `_conns`, `connections`,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Final
 
@@ -99,6 +99,10 @@ class ConnectionPhases:
     world: World
     observer: Observer
     env: Any
+    # the SimPy environment's event queue and id counter (`SimDriver.use_env`):
+    # read natively, twice per simulated message
+    _queue: list[Any]
+    _eid: Iterator[int]
     _replies_call: list[Callable[[Any], None]]  # [self._replies]
 
     def _at(self, delay: float, fn: Callable[[_Due], None], value: Any = None) -> None:
@@ -200,7 +204,7 @@ class ConnectionPhases:
         ev = _Due()
         ev.callbacks = self._replies_call
         ev._value = (conn_id, replies)
-        heappush(env._queue, (now + delay, _NORMAL, next(env._eid), ev))
+        heappush(self._queue, (now + delay, _NORMAL, next(self._eid), ev))
 
     def _replies(self, ev: _Due) -> None:
         conn_id, replies = ev._value

@@ -55,7 +55,7 @@ def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
     drivers: list[NodeDriver] = []
     for i in range(n):
         d = NodeDriver(scenario, keep_records=keep_records, record_kinds=record_kinds)
-        d.env = env
+        d.use_env(env)
         d.done = env.event()
         d.store = store
         if drivers:

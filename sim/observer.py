@@ -52,8 +52,10 @@ class Observer:
         self._writes = keep_records or sink is not None  # False: records only counted
         self.redelays = Redelays()
         self.records: list[dict[str, Any]] = []
-        self.counts: Counter[str] = Counter()
-        self.reasons: Counter[str] = Counter()
+        # records by type, and deferrals by reason: plain dicts, which the
+        # compiled build updates natively (`counts` and `reasons` read them)
+        self._counts: dict[str, int] = {}
+        self._reasons: dict[str, int] = {}
         self.received_at: dict[str, float] = {}
         self.latencies = array("d")  # seconds from reception to delivery, per recipient
         self.finished = 0
@@ -76,7 +78,8 @@ class Observer:
         kind = record["type"]
         recipient = record.get("recipient")
         n = len(recipient) if type(recipient) is list else 1
-        self.counts[kind] += n
+        counts = self._counts
+        counts[kind] = counts.get(kind, 0) + n
         if self._writes and (self.kinds is None or kind in self.kinds):
             if self.nodeid is not None:
                 record["nodeid"] = self.nodeid
@@ -102,13 +105,27 @@ class Observer:
         if kind == "Delayed":
             # one prefix test instead of two parses
             if self.redelays.delayed(record, where):
-                self.reasons["Delayed ReadyQueueWasFull"] += n
+                self._defer("Delayed ReadyQueueWasFull", n)
             else:
-                self.reasons[_reason(record)] += n
+                self._defer(_reason(record), n)
             return
         self.redelays.outcome(record, kind)
         if kind in ("TransientFailure", "Bounce", "Expiration"):
-            self.reasons[_reason(record)] += n
+            self._defer(_reason(record), n)
+
+    def _defer(self, reason: str, n: int) -> None:
+        reasons = self._reasons
+        reasons[reason] = reasons.get(reason, 0) + n
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Records taken, by type (a copy: 0 for a type never seen)."""
+        return Counter(self._counts)
+
+    @property
+    def reasons(self) -> Counter[str]:
+        """Deferrals by reason, ``"<type> <reason>"`` (a copy: 0 for one never seen)."""
+        return Counter(self._reasons)
 
     def finish(self, message_id: str, redelays: int | None = None) -> None:
         """The engine discarded the message: it is delivered, bounced or expired.
@@ -127,8 +144,8 @@ class Observer:
         `Delayed` record each: counted as such records would have been, and each
         path's peak backlog as its peak waiting behind a full ready queue."""
         if total:
-            self.counts["Delayed"] += total
-            self.reasons["Delayed ReadyQueueWasFull"] += total
+            self._counts["Delayed"] = self._counts.get("Delayed", 0) + total
+            self._defer("Delayed ReadyQueueWasFull", total)
         for path, peak in peaks.items():
             if peak > self.redelays.peak_waiting[path]:
                 self.redelays.peak_waiting[path] = peak
@@ -147,9 +164,10 @@ class Observer:
         self._t.append(now)
         eng = self.engine
         self._scheduled.append(eng.scheduled_count)
-        self._delivered_cum.append(self.counts["Delivery"])
-        self._transient_cum.append(self.counts["TransientFailure"])
-        self._bounced_cum.append(self.counts["Bounce"])
+        counts = self._counts
+        self._delivered_cum.append(counts.get("Delivery", 0))
+        self._transient_cum.append(counts.get("TransientFailure", 0))
+        self._bounced_cum.append(counts.get("Bounce", 0))
         _append_per_path(self._ready, eng.ready_depths(), n, None)
         _append_per_path(self._conns, conn_counts, n, self.peak_connections)
 
@@ -210,7 +228,8 @@ class Redelays:
         # id -> [path, re-delays, waiting behind a full ready queue now, had an outcome there]
         self._live: dict[str, list[Any]] = {}
         self.counts: dict[str, Counter[int]] = {}  # path -> {re-delays: messages}, finished
-        self.outcomes: Counter[str] = Counter()  # path -> Delivery/Bounce records naming it
+        # path -> Delivery/Bounce records naming it (a plain dict: updated per message)
+        self.outcomes: dict[str, int] = {}
         self.messages: Counter[str] = Counter()  # path -> re-delayed messages with no outcome there
         self.waiting: Counter[str] = Counter()
         self.peak_waiting: Counter[str] = Counter()
@@ -238,7 +257,8 @@ class Redelays:
         rid = record["id"]
         site = record.get("site")
         if site and (kind == "Delivery" or kind == "Bounce"):
-            self.outcomes[site] += 1
+            outcomes = self.outcomes
+            outcomes[site] = outcomes.get(site, 0) + 1
             self._site[rid] = site
         entry = self._live.get(rid) if self._live else None
         if entry is not None:
@@ -288,7 +308,7 @@ class Redelays:
             hist = counts[path]
             delayed = sum(hist.values())
             total = sum(k * v for k, v in hist.items())
-            through = self.outcomes[path] + extra[path]
+            through = self.outcomes.get(path, 0) + extra[path]
             out[path] = {
                 "messages_delayed_at_least_once": delayed,
                 "redelays": total,
