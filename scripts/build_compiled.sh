@@ -11,7 +11,7 @@ py=${PYTHON:-$here/.venv/bin/python}
 rm -rf "$out"
 mkdir -p "$out"
 cd "$here"
-git ls-files -z engine sim bench lab bridge scenarios setup.py pyproject.toml README.md \
+git ls-files -z engine sim bench lab bridge scenarios examples setup.py pyproject.toml README.md \
   | xargs -0 cp --parents -t "$out"
 cd "$out"
 EGRESS_COMPILE=1 "$py" setup.py -q build_ext --inplace > build.log 2>&1 || { tail -20 build.log; exit 1; }

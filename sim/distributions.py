@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -66,6 +66,11 @@ class Constant:
         if not math.isfinite(self.value) or self.value < 0:
             raise ValueError(f"a constant must be a finite number >= 0, got {self.value!r}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by its constructor's arguments: compiled (mypyc), a frozen
+        # class's default pickling sets its fields one by one, which frozen refuses.
+        return (Constant, (self.value,))
+
     def sample(self, rng: random.Random) -> float:
         return self.value
 
@@ -101,6 +106,9 @@ class LogNormal:
         object.__setattr__(self, "mu", math.log(self.median_value))
         object.__setattr__(self, "sigma", (math.log(self.p99) - self.mu) / Z99)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LogNormal, (self.median_value, self.p99))  # `Constant.__reduce__`
+
     def sample(self, rng: random.Random) -> float:
         """`rng.lognormvariate(mu, sigma)`: the same draws, the same float, by
         the standard library's own steps (`_lognormal`) in one call instead of
@@ -133,6 +141,9 @@ class Uniform:
             raise ValueError(f"min must be a number >= 0, got {self.low!r}")
         if not (math.isfinite(self.high) and self.high >= self.low):
             raise ValueError(f"max must be a number >= min ({self.low!r}), got {self.high!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Uniform, (self.low, self.high))  # `Constant.__reduce__`
 
     def sample(self, rng: random.Random) -> float:
         return self.low + (self.high - self.low) * rng.random()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Final
+from typing import Any, Final
 
 from engine.reply import Reply
 
@@ -55,6 +55,9 @@ class ConnectResult:
     kind: str
     delay: float
     banner: Reply | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ConnectResult, (self.kind, self.delay, self.banner))  # `Constant.__reduce__`
 
 
 BLACKHOLE: Final = ConnectResult("blackhole", math.inf, None)

@@ -61,6 +61,12 @@ class TrafficStream:
     recipients: int
     size: Distribution
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # by its fields, as `sim.distributions.Constant.__reduce__` says why
+        return (TrafficStream, (self.name, self.messages, self.at, self.rate, self.start,
+                                self.duration, self.domains, self.tenant, self.campaign,
+                                self.sender, self.recipients, self.size))
+
     @property
     def kind(self) -> str:
         return "bulk" if self.messages is not None else "poisson"

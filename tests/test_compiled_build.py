@@ -1,5 +1,7 @@
 """The optional mypyc build (setup.py, scripts/build_compiled.sh) still builds
-and runs the core, and its engine's snapshot round-trips.
+and runs the core, its engine's snapshot round-trips, and its simulator (whose
+hot modules are compiled too) writes the same records and summary as the
+Python sources.
 
 The suite runs the Python source; this test compiles a copy and drives the
 compiled engine through bench.core's realistic mix, so a change that mypyc
@@ -12,11 +14,13 @@ the build optional.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,8 +33,10 @@ pytestmark = pytest.mark.timeout(600)
 PROBE = """
 import sys
 import engine.core, engine.engine, engine.events, engine.makers
+import sim.driver, sim.driver_conns, sim.nodes, sim.observer, sim.world
 from bench.core import per_event
-for module in (engine.core, engine.engine, engine.events, engine.makers):
+for module in (engine.core, engine.engine, engine.events, engine.makers,
+               sim.driver, sim.driver_conns, sim.nodes, sim.observer, sim.world):
     assert module.__file__.endswith(".so"), module.__file__
 us, eps, _ = per_event(1_000, 4_000)
 # the value classes are native: the makers build them without __init__, equal
@@ -70,6 +76,12 @@ assert twin.counters == b.eng.counters and twin.armed_timers() == b.eng.armed_ti
 assert (twin.ready_depths(), twin.scheduled_count, twin.queued_count, sorted(twin.ids)) \
     == (b.eng.ready_depths(), b.eng.scheduled_count, b.eng.queued_count, sorted(b.eng.ids))
 assert engine.engine.Engine.restore(twin.snapshot(), b.eng.policy).counters == b.eng.counters
+# the simulator's frozen values pickle (compiled, only through their __reduce__)
+import pickle
+from sim.distributions import LogNormal
+from sim.scenario import Scenario
+values = [Scenario.from_toml("scenarios/quickstart.toml").traffic, LogNormal(0.02, 0.25)]
+assert pickle.loads(pickle.dumps(values)) == values
 print(f"compiled {eps:.0f} events/s")
 """
 
@@ -94,3 +106,23 @@ def test_the_compiled_core_builds_and_runs_the_realistic_mix(tmp_path: Path) -> 
                          env={"PYTHONPATH": str(out), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("compiled "), run.stdout
+    # the compiled simulator against the sources: one node, and four sharing limits
+    for name in ("quickstart", "four_nodes"):
+        ours = _simulate(ROOT, ROOT, tmp_path / f"{name}-py", name)
+        theirs = _simulate(out, out, tmp_path / f"{name}-compiled", name)
+        assert theirs == ours, name
+
+
+def _simulate(cwd: Path, path: Path, into: Path, name: str) -> tuple[bytes, dict[str, Any]]:
+    """`egress simulate` of a shipped scenario with every record written, run
+    from `path` (a compiled copy, or the sources): its records.jsonl, and its
+    summary less what depends on the machine (wall times)."""
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "simulate",
+                           f"scenarios/{name}.toml", "--out", str(into), "--records", "all"],
+                          cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(path), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((into / "summary.json").read_text())
+    for key in [k for k in summary if "wall" in k or "elapsed" in k]:
+        summary.pop(key)
+    return (into / "records.jsonl").read_bytes(), summary

@@ -6,6 +6,7 @@ import itertools
 import math
 import random
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,3 +160,20 @@ def test_over_is_only_for_bulk_streams() -> None:
 def test_a_message_id_is_its_number_zero_padded_to_eight_digits(number: int) -> None:
     assert traffic_mod.message_id(number) == f"m{number:08d}"
     assert traffic_mod.message_id(number)[1:].lstrip("0") == str(number)
+
+
+def test_the_scenario_values_pickle_by_their_fields() -> None:
+    """Frozen values pickle through their constructors (`__reduce__`), as the
+    compiled build needs; every field comes back (equality compares them all)."""
+    import pickle
+
+    from sim.distributions import Constant, LogNormal, Uniform
+    from sim.host_replies import BLACKHOLE, ConnectResult
+    from sim.host_replies import BUSY as busy
+
+    scenario = Scenario.from_toml(Path(__file__).parent.parent / "scenarios" / "quickstart.toml")
+    values = [scenario.traffic, Constant(2.0), LogNormal(0.02, 0.25), Uniform(0.1, 0.3),
+              BLACKHOLE, ConnectResult("ok", 0.01, busy)]
+    back = pickle.loads(pickle.dumps(values))
+    assert back == values
+    assert back[2].mu == values[2].mu and back[2].sigma == values[2].sigma
