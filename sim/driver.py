@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import gc
 import heapq
-import itertools
 import random
 import uuid
 from collections.abc import Callable, Collection, Iterator
@@ -122,7 +121,7 @@ class SimDriver(ConnectionPhases):
         # command timer with every reply, and this is one lookup per arming.
         self._timers: dict[TimerName, _Timer] = {}
         self._heap: list[tuple[float, int, TimerName]] = []
-        self._seq = itertools.count()
+        self._seq = 0  # the last arming's sequence number
         self._wake_at = float("inf")
         self._arrivals: Iterator[MessageSubmitted] | None = None
         self._next_arrival: MessageSubmitted | None = None
@@ -180,7 +179,8 @@ class SimDriver(ConnectionPhases):
                     self._anchor_arming(name, at, timer)
                 else:
                     timer[0] = at
-                    timer[1] = next(self._seq)
+                    self._seq = seq = self._seq + 1
+                    timer[1] = seq
             elif kind is Log:
                 log = cast(Log, effect)
                 self.observer.log(log.record, self.env._now,  # type: ignore[attr-defined]
@@ -299,7 +299,7 @@ class SimDriver(ConnectionPhases):
     def _anchor_arming(self, name: TimerName, at: float, timer: _Timer | None) -> None:
         """Arm `name` (whose `_Timer` is `timer`, None if it has none) at `at`,
         pushed as its anchor; wake earlier if it is the first due."""
-        seq = next(self._seq)
+        self._seq = seq = self._seq + 1
         if timer is None:
             self._timers[name] = [at, seq, at, seq]
         else:

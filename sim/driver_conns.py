@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import simpy
 from simpy.events import NORMAL
@@ -52,6 +52,16 @@ class _Due:
     callbacks: list[Callable[[Any], None]] | None
 
 
+class _Replies(_Due):
+    """The replies to one write of commands (`ConnectionPhases._send`), two per
+    simulated message: `run_until` hands them to `phases._replies` itself, a
+    native call in the compiled build (a callback is a Python call)."""
+
+    __slots__ = ("phases",)
+
+    phases: ConnectionPhases
+
+
 def run_until(env: simpy.Environment, until: Any) -> None:
     """`env.run(until=until)`, with the driver's own scheduled calls (`_Due`,
     a few per simulated message) run here rather than by `Environment.step`
@@ -66,7 +76,12 @@ def run_until(env: simpy.Environment, until: Any) -> None:
                                f"triggered: {until}")
         entry = heappop(queue)
         event = entry[3]
-        if type(event) is _Due:
+        kind = type(event)
+        if kind is _Replies:
+            env._now = entry[0]  # type: ignore[attr-defined]
+            replies = cast(_Replies, event)
+            replies.phases._replies(replies)
+        elif kind is _Due:
             env._now = entry[0]  # type: ignore[attr-defined]
             for call in event.callbacks:  # type: ignore[union-attr]
                 call(event)
@@ -201,8 +216,9 @@ class ConnectionPhases:
             delay, replies = self.world.batch_replies(conn.host, commands, now, conn.source)
         # `SimDriver._after`, inlined (twice per simulated message); the
         # world's delays are >= 0, so none is clamped
-        ev = _Due()
-        ev.callbacks = self._replies_call
+        ev = _Replies()
+        ev.callbacks = self._replies_call  # SimPy's way, should another loop run it
+        ev.phases = self
         ev._value = (conn_id, replies)
         heappush(self._queue, (now + delay, _NORMAL, next(self._eid), ev))
 
