@@ -31,7 +31,7 @@ import heapq
 import random
 import uuid
 from collections.abc import Callable, Collection, Iterator
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import simpy
 from simpy.events import NORMAL
@@ -171,7 +171,7 @@ class SimDriver(ConnectionPhases):
                 # already in the heap (the anchor) stays when it comes up first,
                 # which is the commonest case (a command timer re-armed later),
                 # and re-pushes this arming then (`_settle`).
-                arming = cast(SetTimer, effect)
+                arming: SetTimer = effect  # a checked cast when compiled, free in Python
                 name = arming.timer
                 at = arming.at
                 timer = self._timers.get(name)
@@ -182,14 +182,15 @@ class SimDriver(ConnectionPhases):
                     self._seq = seq = self._seq + 1
                     timer[1] = seq
             elif kind is Log:
-                log = cast(Log, effect)
+                log: Log = effect
                 self.observer.log(log.record, self.env._now,  # type: ignore[attr-defined]
                                   log.where)
             elif kind is Send:
-                self._send(cast(Send, effect))
+                self._send(effect)
             elif kind is Discard:
                 # the engine is done with the message (delivered, bounced or expired)
-                message_id = cast(Discard, effect).message_id
+                discard: Discard = effect
+                message_id = discard.message_id
                 if self._sizes:
                     self._sizes.pop(message_id, None)
                 silent = self.engine.silent_redelays

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from heapq import heappop, heappush
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 import simpy
 from simpy.events import NORMAL
@@ -75,11 +75,11 @@ def run_until(env: simpy.Environment, until: Any) -> None:
             raise RuntimeError(f'No scheduled events left but "until" event was not '
                                f"triggered: {until}")
         entry = heappop(queue)
-        event = entry[3]
+        event: Any = entry[3]
         kind = type(event)
         if kind is _Replies:
             env._now = entry[0]  # type: ignore[attr-defined]
-            replies = cast(_Replies, event)
+            replies: _Replies = event
             replies.phases._replies(replies)
         elif kind is _Due:
             env._now = entry[0]  # type: ignore[attr-defined]
