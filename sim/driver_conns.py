@@ -9,7 +9,7 @@ engine events.  It uses the driver's `_at`, `_feed`, `_conns`, `connections`,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Final
 
@@ -57,9 +57,11 @@ class _Replies(_Due):
     simulated message: `run_until` hands them to `phases._replies` itself, a
     native call in the compiled build (a callback is a Python call)."""
 
-    __slots__ = ("phases",)
+    __slots__ = ("conn", "phases", "replies")
 
     phases: ConnectionPhases
+    conn: int  # the connection
+    replies: list[Reply]  # what it reads, in order
 
 
 def run_until(env: simpy.Environment, until: Any) -> None:
@@ -201,16 +203,16 @@ class ConnectionPhases:
         commands = eff.commands
         first = commands[0]
         verb = first.verb
-        replies: Sequence[Reply]
+        replies: list[Reply]
         if verb is _BODY:
             # `_sizes` is empty where no host's time depends on the size
             sizes = self._sizes
             size = sizes.get(first.arg, 0) if sizes else 0
             delay, reply = self.world.body(conn.host, size, now, conn.source)
-            replies = (reply,)
+            replies = [reply]
         elif verb is _EHLO or verb is _HELO:
             delay, reply = self.world.ehlo(conn.host, now, tls=conn.tls)
-            replies = (reply,)
+            replies = [reply]
         else:
             # the replies of a pipelined batch come together, after the slowest
             delay, replies = self.world.batch_replies(conn.host, commands, now, conn.source)
@@ -219,14 +221,16 @@ class ConnectionPhases:
         ev = _Replies()
         ev.callbacks = self._replies_call  # SimPy's way, should another loop run it
         ev.phases = self
-        ev._value = (conn_id, replies)
+        ev.conn = conn_id
+        ev.replies = replies
+        ev._value = None
         heappush(self._queue, (now + delay, _NORMAL, next(self._eid), ev))
 
-    def _replies(self, ev: _Due) -> None:
-        conn_id, replies = ev._value
+    def _replies(self, ev: _Replies) -> None:
+        conn_id = ev.conn
         now = self.env._now
         conns = self._conns
-        for reply in replies:
+        for reply in ev.replies:
             # a connection leaves `_conns` when it ends (`_forget`), so one there is alive
             if conn_id not in conns:
                 return  # the engine closed it (timeout, 421) before all replies were read
