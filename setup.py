@@ -36,9 +36,11 @@ from setuptools.command.build_ext import build_ext
 # codec reads their field types from their source (mypyc erases them).
 # Left out on purpose: `throttle`, whose constructor must refuse a bad limit
 # with its ConfigError (compiled code raises TypeError first), and which
-# configs hold (pickled, where a compiled frozen class needs help); `backlog` and
-# `overflow` (numpy and array work: compiling them bought nothing measurable
-# and broke their restore from entries).
+# configs hold (pickled, where a compiled frozen class needs help).  `backlog` and
+# `overflow` (the lazy backlog of a blast) are last: their array and numpy work
+# gains nothing compiled, but a blast's first re-delay of each message
+# (`Backlog.add`, `OverflowWheel.add_one`) is a native call from `engine.flow`
+# instead of interpreted Python.
 COMPILED = [
     "engine/core.py",
     "engine/engine.py",
@@ -65,6 +67,8 @@ COMPILED = [
     "engine/session_outcomes.py",
     "engine/session_model.py",
     "engine/makers.py",
+    "engine/overflow.py",
+    "engine/backlog.py",
 ]
 
 

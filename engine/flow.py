@@ -369,7 +369,7 @@ def _gated_lazy(eng: Core, rq: ReadyQueue) -> bool:
 def backlog_redelay(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
     """A full ready queue turns `msg` away, re-delayed lazily (`engine.backlog`):
     counted, no record, the path's one ("backlog", path) timer armed."""
-    bl = rq.backlog
+    bl: Backlog | None = rq.backlog  # typed: compiled, a native call
     if bl is None:
         if eng.backlog_gen is None:
             import numpy as np  # only a simulation that asks for lazy re-delays needs it
@@ -395,7 +395,7 @@ def backlog_due(eng: Core, rq: ReadyQueue, now: float) -> None:
     `now` fill its free slots (each promoted as it would be: a stale MX answer
     parks it), those past max_age expire, the rest are re-delayed again; then
     one pump, and the timer re-armed."""
-    bl = rq.backlog
+    bl: Backlog = rq.backlog
     bl.timer_at = None
     cfg: Any = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
     free = max(0, cfg.max_ready - len(rq.messages))
