@@ -28,6 +28,21 @@ def test_a_cancel_then_set_of_one_timer_in_one_event_leaves_only_the_set() -> No
     # the cancelled slot is emptied (Engine.handle removes empty slots at the end)
     assert core.out == [None, Log(record={"type": "x"}), SetTimer(timer=("conn", 1), at=9.0)]
     assert core.dropped and core.timers == {("conn", 1): 9.0}
+    assert core.cancelled == {}  # the SetTimer took the cancelled slot
+
+
+def test_a_cancel_of_a_timer_not_armed_goes_out_and_changes_no_timer() -> None:
+    # a session's effects may cancel a timer that already fired: the driver is
+    # told (it is harmless), nothing armed changes, and a later set of it in
+    # the same event still empties the cancel's slot
+    core = Core(policy=None)
+    core.timers[("idle", 2)] = 4.0
+    core.take_effects([CancelTimer(timer=("conn", 1))])
+    assert core.out == [CancelTimer(timer=("conn", 1))]
+    assert core.timers == {("idle", 2): 4.0} and core.cancelled == {("conn", 1): 0}
+    core.take_effects([SetTimer(timer=("conn", 1), at=5.0)])
+    assert core.out == [None, SetTimer(timer=("conn", 1), at=5.0)]
+    assert core.timers == {("idle", 2): 4.0, ("conn", 1): 5.0}
 
 
 def test_a_timer_set_again_at_the_deadline_it_is_armed_at_makes_no_effect() -> None:
