@@ -425,16 +425,18 @@ def backlog_due(eng: Core, rq: ReadyQueue, now: float) -> None:
             eng.metrics.by_path.get((metrics.READY_FULL_SVC, rq.path), 0) + again
         eng.lazy_redelayed += again
     domains = eng.domains
-    for msg, n in zip(admitted, counts, strict=True):
-        silent[msg.id] = silent.get(msg.id, 0) + n
-        q = msg.queue
+    m: Message  # typed (the backlog holds Any): compiled, its fields read natively
+    for m, n in zip(admitted, counts, strict=True):
+        mid = m.id
+        silent[mid] = silent.get(mid, 0) + n
+        q = m.queue
         dom = q.routing_domain or q.domain
         ds = domains.get(dom)
         if ds is None or ds.site is None or ds.expires <= now:
-            park(eng, msg, dom, ds)
+            park(eng, m, dom, ds)
         else:
             rq.mx = ds.mx
-            admit(eng, rq, msg)
+            admit(eng, rq, m)
     if admitted:
         pump(eng, rq, now)
     _arm_backlog(eng, rq, bl)

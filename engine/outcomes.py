@@ -37,6 +37,7 @@ from engine.makers import make_log
 from engine.message import HELD, Message, compact_recipients, rcpt_tuple
 from engine.ready import ConnCtx
 from engine.reply import Reply
+from engine.session import Session
 from engine.session_model import (
     HostFailed,
     RecipientResult,
@@ -75,7 +76,8 @@ def recipient_result(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
 
 def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     msg = ctx.msg
-    assert msg is not None and msg.id == o.message_id, (ctx.conn, o)
+    done: TransactionDone = o  # typed, as the session below: read natively, compiled
+    assert msg is not None and msg.id == done.message_id, (ctx.conn, o)
     # logged while the connection still holds it: a shaping rule the records
     # fire sees it in hand (a Bounce bounces it when it comes back)
     again = _log_results(eng, ctx, msg, now)
@@ -89,7 +91,8 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     # crates/kumod/src/smtp_dispatcher.rs, ``deliver_message``: recipients past
     # max_recipients_per_batch go at once on the same connection, first in the
     # list (the batch's deferred ones after them), with no record of their own
-    alive = ctx.session.state is State.IDLE
+    session: Session = ctx.session
+    alive = session.state is State.IDLE
     if (excess or again) and alive:
         rest = rcpt_tuple(msg.recipients)
         later = set(excess)
