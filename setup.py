@@ -69,6 +69,7 @@ COMPILED = [
     "engine/makers.py",
     "engine/overflow.py",
     "engine/backlog.py",
+    "engine/resolve.py",  # a blast's parked messages are promoted from its loop
 ]
 
 

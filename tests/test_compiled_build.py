@@ -29,10 +29,10 @@ pytestmark = pytest.mark.timeout(600)
 PROBE = """
 import sys
 import engine.core, engine.engine, engine.events, engine.makers
-import engine.backlog, engine.overflow
+import engine.backlog, engine.overflow, engine.resolve
 from bench.core import per_event
 for module in (engine.core, engine.engine, engine.events, engine.makers, engine.backlog,
-               engine.overflow):
+               engine.overflow, engine.resolve):
     assert module.__file__.endswith(".so"), module.__file__
 # a blast's lazy backlog (engine.backlog, engine.overflow) is compiled: its wheel
 # still restores exactly from its entries, and a backlog takes and gives back
