@@ -159,11 +159,14 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
     if not results:
         return False
     again = False
-    groups: dict[tuple[Any, str], tuple[str, list[str]]] = {}
+    # (reply, command, status, recipients) in the order the responses first
+    # came; the common case without a dict (a reply's hash and a tuple key's)
+    groups: list[tuple[Any, str, str, list[str]]]
     if len(results) == 1 and results[0].status == "delivered":  # the common case
         o = results[0]
-        groups[(o.reply, o.command)] = (o.status, [o.recipient])
+        groups = [(o.reply, o.command, o.status, [o.recipient])]
     else:
+        by_response: dict[tuple[Any, str], tuple[str, list[str]]] = {}
         for o in results:
             status: str = o.status
             cls = _NO if status == "delivered" else _too_many_class(o.reply, o.command)
@@ -173,11 +176,12 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
                     again = True
                     eng.metrics.bump(metrics.TRANSFAIL, ctx.rq.path, ctx.rq.cfg.provider_name)
                     continue
-            group = groups.get((o.reply, o.command))
+            group = by_response.get((o.reply, o.command))
             if group is None:
-                groups[(o.reply, o.command)] = (status, [o.recipient])
+                by_response[(o.reply, o.command)] = (status, [o.recipient])
             else:
                 group[1].append(o.recipient)
+        groups = [(r, c, s, rs) for (r, c), (s, rs) in by_response.items()]
     ctx.last_txn = (msg.id, ctx.txn_rcpts)
     rq = ctx.rq
     provider = rq.cfg.provider_name
@@ -185,7 +189,7 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
     sid = ctx.sid  # records.session_of, read natively
     if sid is None and groups:
         sid = ctx.sid = records.session_id(eng.seed, ctx.conn)
-    for (reply, command), (status, rcpts) in groups.items():
+    for reply, command, status, rcpts in groups:
         kind, counter = _KINDS[status]
         if kind is records.DELIVERY and eng.brief_records:
             eng.out.append(make_log(records.brief_record(
@@ -201,7 +205,8 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
         if eng.shaping is not None:
             shaping_rules.observe(eng, rq, msg, reply, now)
         if kind is not records.TRANSIENT:
-            done.update(rcpts)
+            for r in rcpts:  # not update(): compiled, add is a C call per item
+                done.add(r)
     if done:
         rcpts_now = msg.recipients
         if type(rcpts_now) is str:
