@@ -179,6 +179,9 @@ class Core:
         by index, any other iterable through the iterator protocol.)"""
         out = self.out
         timers = self.timers
+        # Any: compiled, a Timer field is kept unboxed and each use of it as a
+        # Timer builds a new tuple; as Any it is built once, at the read
+        timer: Any
         for e in effects:
             t = type(e)
             if t is _SET_TIMER:
@@ -194,12 +197,17 @@ class Core:
                 timers[timer] = at
                 cancelled = self.cancelled
                 if cancelled and timer in cancelled:
-                    out[cancelled.pop(timer)] = None  # type: ignore[call-overload]
+                    out[cancelled[timer]] = None  # type: ignore[call-overload]
+                    del cancelled[timer]
                     self.dropped = True
             elif t is _CANCEL_TIMER:
                 ct: CancelTimer = e
-                timers.pop(ct.timer, None)
-                self.cancelled[ct.timer] = len(out)
+                # `in` and `del` rather than ``pop(timer, None)``: compiled, a
+                # dict's pop is a method call by name, `in` and `del` C calls
+                timer = ct.timer
+                if timer in timers:
+                    del timers[timer]
+                self.cancelled[timer] = len(out)
             out.append(e)
 
     def set_timer(self, timer: Timer, at: float) -> None:

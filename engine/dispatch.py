@@ -285,7 +285,8 @@ def start(eng: Core, ctx: ConnCtx, now: float) -> None:
     limit = rq.cfg.max_recipients_per_batch
     ctx.excess = rcpts[limit:] if len(rcpts) > limit else ()
     txn = make_txn_message(msg.id, msg.sender, rcpts, msg.size)
-    fx, out = ctx.session.start_transaction(now, txn)  # Core.run_step, spelled out
+    s: Session = ctx.session  # typed: compiled, a native call
+    fx, out = s.start_transaction(now, txn)  # Core.run_step, spelled out
     eng.take_effects(fx)
     if out:
         eng.run_outcomes(ctx, out, now)

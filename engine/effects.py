@@ -52,7 +52,7 @@ class ResolveTlsa(Effect):
     port: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Connect(Effect):
     """Open a TCP connection; answer with `Connected` or `ConnectFailed`.
 
@@ -67,6 +67,17 @@ class Connect(Effect):
     source: str
     source_address: str | None = None
     path: str = ""  # the ready queue ("source->site") this connection serves
+
+    def __init__(self, *, conn: int, host: str, address: str, port: int, source: str,
+                 source_address: str | None = None, path: str = "") -> None:
+        # written out, as SetTimer's
+        object.__setattr__(self, "conn", conn)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "source_address", source_address)
+        object.__setattr__(self, "path", path)
 
 
 class TlsMode(enum.StrEnum):
@@ -120,7 +131,7 @@ class Verb(enum.StrEnum):
     DOT = "."  # a lone final dot: a 354 answered with no recipient accepted (RFC 2920 3.1)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class SmtpCommand:
     """One SMTP command.  `arg` is the EHLO domain, the address, or for BODY the
     message id whose spooled content the driver sends (dot-stuffed, with the
@@ -133,8 +144,16 @@ class SmtpCommand:
     params: str = ""
     secret: Any = field(default=None, repr=False, compare=False)
 
+    def __init__(self, *, verb: Verb, arg: str = "", params: str = "",
+                 secret: Any = None) -> None:
+        # written out, as SetTimer's
+        object.__setattr__(self, "verb", verb)
+        object.__setattr__(self, "arg", arg)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "secret", secret)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Send(Effect):
     """Write these commands on `conn` in one write (a PIPELINING batch is one Send).
     Each command but BODY gets exactly one reply; BODY gets one (after the dot)."""
@@ -142,12 +161,20 @@ class Send(Effect):
     conn: int
     commands: tuple[SmtpCommand, ...]
 
+    def __init__(self, *, conn: int, commands: tuple[SmtpCommand, ...]) -> None:
+        # written out, as SetTimer's
+        object.__setattr__(self, "conn", conn)
+        object.__setattr__(self, "commands", commands)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Close(Effect):
     """Drop `conn` now (after a QUIT reply, a 421, a timeout, or a broken peer)."""
 
     conn: int
+
+    def __init__(self, *, conn: int) -> None:
+        object.__setattr__(self, "conn", conn)  # written out, as SetTimer's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -166,9 +193,12 @@ class SetTimer(Effect):
         object.__setattr__(self, "at", at)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CancelTimer(Effect):
     timer: Timer
+
+    def __init__(self, *, timer: Timer) -> None:
+        object.__setattr__(self, "timer", timer)  # written out, as SetTimer's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -189,12 +219,15 @@ class Log(Effect):
         object.__setattr__(self, "where", where)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Discard(Effect):
     """The message is finished (delivered to every recipient, bounced or expired):
     the driver may drop its body from the spool."""
 
     message_id: str
+
+    def __init__(self, *, message_id: str) -> None:
+        object.__setattr__(self, "message_id", message_id)  # written out, as SetTimer's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

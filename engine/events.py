@@ -75,7 +75,10 @@ class Event:
     at: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.at, int | float) or not math.isfinite(self.at):
+        # a tuple, not ``int | float`` (which builds a union at each call), and
+        # isinf/isnan, which compiled (setup.py) are C calls where isfinite is not
+        at = self.at
+        if not isinstance(at, (int, float)) or math.isinf(at) or math.isnan(at):
             raise ValueError(f"{type(self).__name__}.at must be a finite number, not {self.at!r}")
 
 
@@ -249,11 +252,21 @@ class TlsFailed(ConnEvent):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Response(ConnEvent):
-    """One complete SMTP reply read on `conn` (a pipelined batch gives one each)."""
+    """One complete SMTP reply read on `conn` (a pipelined batch gives one each).
+
+    Its ``__init__`` is written out (``init=False``): mypyc makes a written
+    ``__init__`` native and a generated one not, and the simulator makes
+    several per message."""
 
     reply: Reply
+
+    def __init__(self, *, at: float, conn: int, reply: Reply) -> None:
+        object.__setattr__(self, "at", at)
+        object.__setattr__(self, "conn", conn)
+        object.__setattr__(self, "reply", reply)
+        self.__post_init__()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -272,9 +285,15 @@ class Closed(ConnEvent):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class TimerFired(Event):
     timer: Timer
+
+    def __init__(self, *, at: float, timer: Timer) -> None:
+        # written out, as Response's
+        object.__setattr__(self, "at", at)
+        object.__setattr__(self, "timer", timer)
+        self.__post_init__()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -156,9 +156,13 @@ def promote(eng: Core, msg: Message, now: float) -> None:
     if now - rq.cfg_at >= CONFIG_REFRESH:
         cfg = path_config(eng, rq, now)
     if len(rq.messages) >= cfg.max_ready:
-        if len(eng.pools[q.pool].names) > 1:
-            rq = _source_with_room(eng, msg, ds, rq, now)
-        enqueue_ready(eng, rq, msg, now)
+        sources = len(eng.pools[q.pool].names)
+        if sources > 1:
+            enqueue_ready(eng, _source_with_room(eng, msg, ds, rq, now), msg, now)
+        elif eng.lazy_redelays and sources == 1 and thr is None and not _gated_lazy(eng, rq):
+            backlog_redelay(eng, rq, msg, now)  # enqueue_ready's full half, lazy_ok known
+        else:
+            redelay(eng, rq, msg, now)
         return
     admit(eng, rq, msg)  # enqueue_ready's not-full half
     pump(eng, rq, now)
@@ -312,15 +316,21 @@ def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
     if len(rq.messages) >= cfg.max_ready:
         if eng.lazy_redelays and lazy_ok(eng, msg) and not _gated_lazy(eng, rq):
             backlog_redelay(eng, rq, msg, now)
-            return
-        due = now + eng.rng.uniform(0.0, 60.0)
-        eng.out.append(make_log(records.make_record(
-            records.DELAYED, msg, now, eng.epoch, _full_reply(eng, msg, now, due)), rq.path))
-        eng.metrics.delayed(metrics.READY_FULL, msg.queue.name, rq.path)
-        eng.sched.add(msg, due)
+        else:
+            redelay(eng, rq, msg, now)
         return
     admit(eng, rq, msg)
     pump(eng, rq, now)
+
+
+def redelay(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
+    """KumoMTA's rule for a message a full ready queue turns away: back to
+    scheduled after its own uniform 0-60 s draw, a Delayed record, no attempt."""
+    due = now + eng.rng.uniform(0.0, 60.0)
+    eng.out.append(make_log(records.make_record(
+        records.DELAYED, msg, now, eng.epoch, _full_reply(eng, msg, now, due)), rq.path))
+    eng.metrics.delayed(metrics.READY_FULL, msg.queue.name, rq.path)
+    eng.sched.add(msg, due)
 
 
 def _full_reply(eng: Core, msg: Message, now: float, due: float) -> Reply:
@@ -363,13 +373,17 @@ def lazy_ok(eng: Core, msg: Message) -> bool:
 def _gated_lazy(eng: Core, rq: ReadyQueue) -> bool:
     """A lazy backlog admits its messages without promoting them again, so it
     would pass by a curfew or a gated source's selection: not for those."""
-    return (eng.shaping is not None and curfew_hold.active(eng)) or selection.gated(eng, rq)
+    if eng.shaping is None:  # no curfew, no warm-up plan: `selection.gated`'s first half
+        cfg: Any = rq.cfg
+        return cfg.source_selection_rate is not None \
+            or bool(cfg.additional_source_selection_rates)
+    return curfew_hold.active(eng) or selection.gated(eng, rq)
 
 
 def backlog_redelay(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
     """A full ready queue turns `msg` away, re-delayed lazily (`engine.backlog`):
     counted, no record, the path's one ("backlog", path) timer armed."""
-    bl = rq.backlog
+    bl: Backlog | None = rq.backlog  # typed: compiled, a native call
     if bl is None:
         if eng.backlog_gen is None:
             import numpy as np  # only a simulation that asks for lazy re-delays needs it
@@ -395,7 +409,7 @@ def backlog_due(eng: Core, rq: ReadyQueue, now: float) -> None:
     `now` fill its free slots (each promoted as it would be: a stale MX answer
     parks it), those past max_age expire, the rest are re-delayed again; then
     one pump, and the timer re-armed."""
-    bl = rq.backlog
+    bl: Backlog = rq.backlog
     bl.timer_at = None
     cfg: Any = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
     free = max(0, cfg.max_ready - len(rq.messages))
@@ -411,16 +425,18 @@ def backlog_due(eng: Core, rq: ReadyQueue, now: float) -> None:
             eng.metrics.by_path.get((metrics.READY_FULL_SVC, rq.path), 0) + again
         eng.lazy_redelayed += again
     domains = eng.domains
-    for msg, n in zip(admitted, counts, strict=True):
-        silent[msg.id] = silent.get(msg.id, 0) + n
-        q = msg.queue
+    m: Message  # typed (the backlog holds Any): compiled, its fields read natively
+    for m, n in zip(admitted, counts, strict=True):
+        mid = m.id
+        silent[mid] = silent.get(mid, 0) + n
+        q = m.queue
         dom = q.routing_domain or q.domain
         ds = domains.get(dom)
         if ds is None or ds.site is None or ds.expires <= now:
-            park(eng, msg, dom, ds)
+            park(eng, m, dom, ds)
         else:
             rq.mx = ds.mx
-            admit(eng, rq, msg)
+            admit(eng, rq, m)
     if admitted:
         pump(eng, rq, now)
     _arm_backlog(eng, rq, bl)

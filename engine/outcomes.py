@@ -37,6 +37,7 @@ from engine.makers import make_log
 from engine.message import HELD, Message, compact_recipients, rcpt_tuple
 from engine.ready import ConnCtx
 from engine.reply import Reply
+from engine.session import Session
 from engine.session_model import (
     HostFailed,
     RecipientResult,
@@ -75,7 +76,8 @@ def recipient_result(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
 
 def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     msg = ctx.msg
-    assert msg is not None and msg.id == o.message_id, (ctx.conn, o)
+    done: TransactionDone = o  # typed, as the session below: read natively, compiled
+    assert msg is not None and msg.id == done.message_id, (ctx.conn, o)
     # logged while the connection still holds it: a shaping rule the records
     # fire sees it in hand (a Bounce bounces it when it comes back)
     again = _log_results(eng, ctx, msg, now)
@@ -89,7 +91,8 @@ def transaction_done(eng: Core, ctx: ConnCtx, o: Any, now: float) -> None:
     # crates/kumod/src/smtp_dispatcher.rs, ``deliver_message``: recipients past
     # max_recipients_per_batch go at once on the same connection, first in the
     # list (the batch's deferred ones after them), with no record of their own
-    alive = ctx.session.state is State.IDLE
+    session: Session = ctx.session
+    alive = session.state is State.IDLE
     if (excess or again) and alive:
         rest = rcpt_tuple(msg.recipients)
         later = set(excess)
@@ -156,11 +159,14 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
     if not results:
         return False
     again = False
-    groups: dict[tuple[Any, str], tuple[str, list[str]]] = {}
+    # (reply, command, status, recipients) in the order the responses first
+    # came; the common case without a dict (a reply's hash and a tuple key's)
+    groups: list[tuple[Any, str, str, list[str]]]
     if len(results) == 1 and results[0].status == "delivered":  # the common case
         o = results[0]
-        groups[(o.reply, o.command)] = (o.status, [o.recipient])
+        groups = [(o.reply, o.command, o.status, [o.recipient])]
     else:
+        by_response: dict[tuple[Any, str], tuple[str, list[str]]] = {}
         for o in results:
             status: str = o.status
             cls = _NO if status == "delivered" else _too_many_class(o.reply, o.command)
@@ -170,11 +176,12 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
                     again = True
                     eng.metrics.bump(metrics.TRANSFAIL, ctx.rq.path, ctx.rq.cfg.provider_name)
                     continue
-            group = groups.get((o.reply, o.command))
+            group = by_response.get((o.reply, o.command))
             if group is None:
-                groups[(o.reply, o.command)] = (status, [o.recipient])
+                by_response[(o.reply, o.command)] = (status, [o.recipient])
             else:
                 group[1].append(o.recipient)
+        groups = [(r, c, s, rs) for (r, c), (s, rs) in by_response.items()]
     ctx.last_txn = (msg.id, ctx.txn_rcpts)
     rq = ctx.rq
     provider = rq.cfg.provider_name
@@ -182,7 +189,7 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
     sid = ctx.sid  # records.session_of, read natively
     if sid is None and groups:
         sid = ctx.sid = records.session_id(eng.seed, ctx.conn)
-    for (reply, command), (status, rcpts) in groups.items():
+    for reply, command, status, rcpts in groups:
         kind, counter = _KINDS[status]
         if kind is records.DELIVERY and eng.brief_records:
             eng.out.append(make_log(records.brief_record(
@@ -198,7 +205,8 @@ def _log_results(eng: Core, ctx: ConnCtx, msg: Message, now: float) -> bool:
         if eng.shaping is not None:
             shaping_rules.observe(eng, rq, msg, reply, now)
         if kind is not records.TRANSIENT:
-            done.update(rcpts)
+            for r in rcpts:  # not update(): compiled, add is a C call per item
+                done.add(r)
     if done:
         rcpts_now = msg.recipients
         if type(rcpts_now) is str:

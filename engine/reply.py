@@ -40,13 +40,24 @@ class EnhancedCode:
         return {"class": self.klass, "subject": self.subject, "detail": self.detail}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Reply:
-    """One complete (possibly multi-line) SMTP reply."""
+    """One complete (possibly multi-line) SMTP reply.
+
+    Its ``__init__`` is written out (``init=False``): mypyc makes a written
+    ``__init__`` native and a generated one not, and the engine and the
+    simulator make replies on every message."""
 
     code: int
     text: str = ""
     enhanced: EnhancedCode | None = None
+
+    def __init__(self, *, code: int, text: str = "",
+                 enhanced: EnhancedCode | None = None) -> None:
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "enhanced", enhanced)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not 200 <= self.code <= 599:

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TxnMessage:
     """What a transaction needs of a message (the payload of Input.START): its
     id (the BODY argument, by which the driver finds the spooled content),
@@ -44,6 +44,16 @@ class TxnMessage:
     sender: str
     recipients: tuple[str, ...]
     size: int = 0
+
+    def __init__(self, id: str, sender: str, recipients: tuple[str, ...],
+                 size: int = 0) -> None:
+        # written out (init=False): mypyc makes a written __init__ native, a
+        # generated one not, and the engine makes these on every message
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "sender", sender)
+        object.__setattr__(self, "recipients", recipients)
+        object.__setattr__(self, "size", size)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not self.recipients:
@@ -64,7 +74,7 @@ class SessionReady:
     """The session reached IDLE: give it a message, or arm the idle timer."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RecipientResult:
     """The outcome for one recipient of a transaction: exactly one per
     recipient.  `command` is the command line the reply answered (without
@@ -76,13 +86,25 @@ class RecipientResult:
     reply: Reply
     command: str
 
+    def __init__(self, message_id: str, recipient: str, status: Status, reply: Reply,
+                 command: str) -> None:
+        # written out, as TxnMessage's
+        object.__setattr__(self, "message_id", message_id)
+        object.__setattr__(self, "recipient", recipient)
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "reply", reply)
+        object.__setattr__(self, "command", command)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class TransactionDone:
     """Every recipient of `message_id` has its RecipientResult.  Emitted for
     every transaction, also when the connection ended during it."""
 
     message_id: str
+
+    def __init__(self, message_id: str) -> None:
+        object.__setattr__(self, "message_id", message_id)  # written out, as TxnMessage's
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +136,15 @@ class TlsBroken:
     duration: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SessionClosed:
     """The connection is gone and the session is done.  Always the last
     outcome of a session, emitted exactly once."""
 
     reason: str
+
+    def __init__(self, reason: str) -> None:
+        object.__setattr__(self, "reason", reason)  # written out, as TxnMessage's
 
 
 Outcome = (

@@ -295,16 +295,16 @@ def recipient_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out,
     The handler of a 2xx (DELIVERED, the default `status`) and, as `_rcpt`
     with another `status`, of every other RCPT reply: no call in between on
     the commonest one."""
-    reply = ev.reply
     i = s.replies
     rcpt = s.batch[i]
     s.replies = i + 1
     if not s.mail_failed:
         if status is DELIVERED:
             s.accepted.append(rcpt)
-        else:
+        else:  # the reply read only here: `ev` is Any, read by name when compiled
             msg_id = s.message.id  # type: ignore[union-attr]
-            out.append(make_recipient_result(msg_id, rcpt, status, reply, f"RCPT TO:<{rcpt}>"))
+            out.append(make_recipient_result(msg_id, rcpt, status, ev.reply,
+                                             f"RCPT TO:<{rcpt}>"))
     if i + 1 < len(s.batch):
         if not s.pipelined:
             send(s, fx, make_command(_RCPT, s.batch[i + 1], "", None))
@@ -342,8 +342,11 @@ def data_accepted(s: SessionData, at: float, _: Any, fx: Fx, out: Out) -> State:
     ``send_mail_multi_recip``, after RFC 2920 3.1) a lone dot is sent and its
     reply awaited; every recipient already has its result, so that reply
     only ends the transaction, and the connection carries on."""
-    cmd = _DOT if not s.accepted else make_command(
-        _BODY, s.message.id, "", None)  # type: ignore[union-attr]
+    if s.accepted:
+        m: TxnMessage = s.message  # type: ignore[assignment]  # typed: read natively, compiled
+        cmd = make_command(_BODY, m.id, "", None)
+    else:
+        cmd = _DOT
     fx.append(make_send(s.conn, (cmd,)))
     s.timeout = t = s.cfg.data_dot_timeout
     fx.append(make_set_timer(s.timer, at + t))
@@ -362,11 +365,12 @@ def data_refused(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
 def message_accepted(s: SessionData, at: float, ev: Any, fx: Fx, out: Out) -> State:
     """The final dot accepted: `_resolve_all` and `_finish` spelled out (once
     per delivered message)."""
-    reply = ev.reply
+    reply: Reply = ev.reply  # typed, as the message: their fields read natively, compiled
     accepted = s.accepted
     if accepted and reply.code == 250:  # KumoMTA's success: RSET next only if enabled
         s.use_rset = s.cfg.enable_rset
-    msg_id = s.message.id  # type: ignore[union-attr]
+    m: TxnMessage = s.message  # type: ignore[assignment]
+    msg_id = m.id
     if not s.mail_failed:
         for rcpt in accepted:
             out.append(make_recipient_result(msg_id, rcpt, DELIVERED, reply, "."))

@@ -71,7 +71,14 @@ class _Pickler(pickle.Pickler):
 
 def _value(cls: type[E], values: tuple[Any, ...]) -> E:
     """A frozen dataclass of the compiled build from its field values in
-    declaration order, each stored as the dataclass's own ``__init__`` does."""
+    declaration order, each stored as the dataclass's own ``__init__`` does.
+    A class that writes its ``__init__`` out (``init=False``, see
+    `engine.effects.SetTimer`) is called with them by keyword instead: compiled,
+    its ``__new__`` runs that ``__init__``, which wants every field."""
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is not None and not params.init:
+        every = dataclasses.fields(cls)  # type: ignore[arg-type]
+        return cls(**{f.name: value for f, value in zip(every, values, strict=True)})
     obj = cls.__new__(cls)
     for f, value in zip(dataclasses.fields(cls), values, strict=True):  # type: ignore[arg-type]
         object.__setattr__(obj, f.name, value)

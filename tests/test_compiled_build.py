@@ -33,11 +33,29 @@ pytestmark = pytest.mark.timeout(600)
 PROBE = """
 import sys
 import engine.core, engine.engine, engine.events, engine.makers
+import engine.backlog, engine.overflow, engine.resolve
 import sim.driver, sim.driver_conns, sim.nodes, sim.observer, sim.world
 from bench.core import per_event
-for module in (engine.core, engine.engine, engine.events, engine.makers,
+for module in (engine.core, engine.engine, engine.events, engine.makers, engine.backlog,
+               engine.overflow, engine.resolve,
                sim.driver, sim.driver_conns, sim.nodes, sim.observer, sim.world):
     assert module.__file__.endswith(".so"), module.__file__
+# a blast's lazy backlog (engine.backlog, engine.overflow) is compiled: its wheel
+# still restores exactly from its entries, and a backlog takes and gives back
+import random
+import numpy as np
+from engine.overflow import OverflowWheel
+w = OverflowWheel()
+w.add(range(300), 5.0, random.Random(1))
+copy = OverflowWheel()
+copy.restore(w.entries())
+assert copy.entries() == w.entries() and len(copy) == 300 and list(copy) == list(w)
+bl = engine.backlog.Backlog(np.random.default_rng(1))
+for i in range(50):
+    bl.add(f"m{i}", 1000.0, 0.0, random.Random(i))
+assert len(bl) == 50 and bl.next_due() is not None
+admitted, counts, expired, again = bl.tick(61.0, 20)
+assert len(admitted) == 20 and set(counts) == {1} and not expired and again >= 30
 us, eps, _ = per_event(1_000, 4_000)
 # the value classes are native: the makers build them without __init__, equal
 # to what the checked constructors make

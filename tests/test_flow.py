@@ -245,3 +245,26 @@ def test_a_message_turned_away_again_when_due_says_its_due_time_was_reached() ->
     assert again["response"]["content"].startswith(
         "Context: DueTimeWasReached, ReadyQueueWasFull. Next due in ")
     assert again["num_attempts"] == 0
+
+
+@pytest.mark.parametrize(("queue", "path"), [
+    (None, {}),  # the lazy backlog
+    ({"max_message_rate": "1000/s"}, {}),  # a queue throttle: per message
+    (None, {"source_selection_rate": "1000/s"}),  # a gated source: per message
+    (None, {"additional_source_selection_rates": {"sel": "1000/s"}}),
+])
+def test_lazy_redelays_only_where_promotion_would_find_the_same_path(
+        queue: dict[str, str] | None, path: dict[str, object]) -> None:
+    # promotion turns a message away lazily only when re-running it would give
+    # the same answer: no max_message_rate on its queue, a source not gated by
+    # a selection rate; otherwise KumoMTA's per-message rule, a Delayed record each
+    eng = Engine(policy(queue, suspended=True, max_ready=1, **path), seed=9,
+                 lazy_redelays=True)
+    prime(eng, ttl=300.0)
+    fx = []
+    for i in range(4):
+        fx += eng.handle(submit(i))
+    assert eng.counters["delayed_due_to_ready_queue_full"] == 3
+    lazy = queue is None and not path
+    assert len(records(fx, "Delayed")) == (0 if lazy else 3)
+    assert eng.overflow_depths() == ({PATH: 3} if lazy else {})

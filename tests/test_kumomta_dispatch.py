@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.effects import Connect, Resolve, Send, Verb
+from engine.effects import Connect, Log, Resolve, Send, Verb
 from engine.engine import Engine
 from engine.events import (
     Bounce,
@@ -274,6 +274,11 @@ def test_one_record_per_distinct_response_with_the_recipients_listed() -> None:
     assert [(b["recipient"], b["response"]["command"]) for b in bounces] == [
         ("x1@example.com", "RCPT TO:<x1@example.com>\r\n"),
         ("x2@example.com", "RCPT TO:<x2@example.com>\r\n")]
+    # in the order the responses first came: the RCPT refusals, then the dot's
+    kinds = [(e.record["type"], e.record["recipient"]) for e in fx
+             if isinstance(e, Log) and e.record["type"] in ("Delivery", "Bounce")]
+    assert kinds == [("Bounce", "x1@example.com"), ("Bounce", "x2@example.com"),
+                     ("Delivery", ["a@example.com", "b@example.com", "c@example.com"])]
 
 
 def test_a_refused_sender_gives_one_record_for_every_recipient() -> None:
