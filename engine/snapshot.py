@@ -63,10 +63,17 @@ class _Pickler(pickle.Pickler):
             return obj.sealed().__reduce__()
         cls = type(obj)
         if "__mypyc_attrs__" in cls.__dict__ and dataclasses.is_dataclass(cls):
-            # a frozen value class of the compiled build: pickle's own way
-            # restores a field with setattr, which a frozen dataclass refuses
-            return _value, (cls, tuple(getattr(obj, f.name) for f in dataclasses.fields(cls)))
+            return by_fields(obj)
         return NotImplemented
+
+
+def by_fields(obj: Any) -> tuple[Any, tuple[Any, ...]]:
+    """How to pickle the frozen dataclass value `obj`: by its field values,
+    rebuilt by `_value`.  What a compiled (mypyc) build needs: pickle's own
+    way restores each field with setattr, which a frozen dataclass refuses.
+    The simulator's frozen values return it from their ``__reduce__``."""
+    cls = type(obj)
+    return _value, (cls, tuple(getattr(obj, f.name) for f in dataclasses.fields(cls)))
 
 
 def _value(cls: type[E], values: tuple[Any, ...]) -> E:

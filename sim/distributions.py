@@ -29,6 +29,8 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
+from engine.snapshot import by_fields
+
 # The standard normal quantile at 0.99: a lognormal with median m and sigma s
 # has its 99th percentile at m * exp(Z99 * s).
 Z99 = 2.3263478740408408
@@ -67,9 +69,7 @@ class Constant:
             raise ValueError(f"a constant must be a finite number >= 0, got {self.value!r}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled by its constructor's arguments: compiled (mypyc), a frozen
-        # class's default pickling sets its fields one by one, which frozen refuses.
-        return (Constant, (self.value,))
+        return by_fields(self)  # compiled, a frozen class pickles no other way
 
     def sample(self, rng: random.Random) -> float:
         return self.value
@@ -107,7 +107,7 @@ class LogNormal:
         object.__setattr__(self, "sigma", (math.log(self.p99) - self.mu) / Z99)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (LogNormal, (self.median_value, self.p99))  # `Constant.__reduce__`
+        return by_fields(self)
 
     def sample(self, rng: random.Random) -> float:
         """`rng.lognormvariate(mu, sigma)`: the same draws, the same float, by
@@ -143,7 +143,7 @@ class Uniform:
             raise ValueError(f"max must be a number >= min ({self.low!r}), got {self.high!r}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Uniform, (self.low, self.high))  # `Constant.__reduce__`
+        return by_fields(self)
 
     def sample(self, rng: random.Random) -> float:
         return self.low + (self.high - self.low) * rng.random()

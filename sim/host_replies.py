@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from engine.reply import Reply
+from engine.snapshot import by_fields
 
 # -- the replies a scenario host gives ----------------------------------------------------
 
@@ -57,7 +58,7 @@ class ConnectResult:
     banner: Reply | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ConnectResult, (self.kind, self.delay, self.banner))  # `Constant.__reduce__`
+        return by_fields(self)  # compiled, a frozen class pickles no other way
 
 
 BLACKHOLE: Final = ConnectResult("blackhole", math.inf, None)

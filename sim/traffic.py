@@ -31,6 +31,7 @@ import numpy as np
 
 from engine.events import MessageSubmitted
 from engine.makers import make_message_submitted
+from engine.snapshot import by_fields
 from sim.distributions import Constant, Distribution
 
 if TYPE_CHECKING:
@@ -62,10 +63,7 @@ class TrafficStream:
     size: Distribution
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # by its fields, as `sim.distributions.Constant.__reduce__` says why
-        return (TrafficStream, (self.name, self.messages, self.at, self.rate, self.start,
-                                self.duration, self.domains, self.tenant, self.campaign,
-                                self.sender, self.recipients, self.size))
+        return by_fields(self)  # compiled, a frozen class pickles no other way
 
     @property
     def kind(self) -> str:

@@ -19,6 +19,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _bench(module: str, *args: str) -> str:
+    """`python -m module args` from the checkout: its output (a failure raises)."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=True).stdout
+
+
 def test_journal_bench_quick(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench.journal", "--quick", "--dir", str(tmp_path)],
@@ -133,10 +139,7 @@ def test_memory_bench_quick() -> None:
 
 def test_sim_bench_quick_blast() -> None:
     """bench.sim --quick: a small blast at default max_ready, with both SimPy ratios."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.sim", "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    ).stdout
+    out = _bench("bench.sim", "--quick")
     assert re.match(r"build: (pure Python|compiled \(mypyc\): \d+ of)", out), out
     assert re.search(r"^blast 5k\s+5,000 msgs  delivered 5,000  drain [\d,]+ s  delayed [\d,]+$",
                      out, re.M), out
@@ -151,10 +154,7 @@ def test_sim_bench_out_writes_the_records_a_user_run_writes(tmp_path: Path) -> N
     them (the outcomes: a Reception and a Delivery per message, a TransientFailure per
     tempfailed recipient, no Delayed), and the row says how much was written, which is
     the file's size."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.sim", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    ).stdout
+    out = _bench("bench.sim", "--quick", "--out", str(tmp_path))
     lines = (tmp_path / "records.jsonl").read_text().splitlines()
     kinds = collections.Counter(json.loads(line)["type"] for line in lines)
     assert kinds["Reception"] == kinds["Delivery"] == 5000, kinds
@@ -167,10 +167,7 @@ def test_sim_bench_out_writes_the_records_a_user_run_writes(tmp_path: Path) -> N
 def test_sim_split_names_build_and_parts() -> None:
     """bench.sim_split: a small blast's CPU per message split by part; the build is named
     and the parts' shares of the whole add up to 100 % (the two 'of which' lines inside)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.sim_split", "--size", "2k"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    ).stdout
+    out = _bench("bench.sim_split", "--size", "2k")
     assert re.search(r"^build: (pure Python|compiled \(mypyc\): \d+ of)", out, re.M), out
     shares = {m[0].strip(): float(m[1]) for m in
               re.findall(r"^  (\S.*?)\s+([\d.]+) %\s+[\d.]+ us$", out, re.M)}
@@ -180,10 +177,7 @@ def test_sim_split_names_build_and_parts() -> None:
 
 def test_blast_once_prints_a_blasts_cpu_per_message() -> None:
     """bench.blast_once: one small blast, every message delivered, its CPU per message."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.blast_once", "2000"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    ).stdout
+    out = _bench("bench.blast_once", "2000")
     m = re.search(r"^blast 2,000: ([\d.]+) CPU us per message, [\d.]+ s wall, "
                   r"delivered 2,000, peak RSS \d+ MiB$", out, re.M)
     assert m and float(m.group(1)) > 0, out
@@ -194,10 +188,7 @@ def test_blast_once_prints_a_blasts_cpu_per_message() -> None:
 
 def test_overflow_bench_quick() -> None:
     """bench.overflow --quick: ns per re-delay for two backlogs, wheel and heap."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.overflow", "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    ).stdout
+    out = _bench("bench.overflow", "--quick")
     rows = re.findall(r"^\s+([\d,]+)\s+[\d,]+\s+[\d,]+\s+[\d,]+  \(x[\d.]+, x[\d.]+ of the "
                       r"smallest\)$", out, re.M)
     assert rows == ["10,000", "50,000"], out
