@@ -219,11 +219,10 @@ class ConnectionPhases:
         # `SimDriver._after`, inlined (twice per simulated message); the
         # world's delays are >= 0, so none is clamped
         ev = _Replies()
-        ev.callbacks = self._replies_call  # SimPy's way, should another loop run it
+        ev.callbacks = self._replies_call  # for SimPy's own loop, should one run it
         ev.phases = self
         ev.conn = conn_id
         ev.replies = replies
-        ev._value = None
         heappush(self._queue, (now + delay, _NORMAL, next(self._eid), ev))
 
     def _replies(self, ev: _Replies) -> None:

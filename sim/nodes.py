@@ -24,6 +24,7 @@ import simpy
 from engine.effects import AcquireLease, CheckThrottle, ExtendLease, ReleaseLease
 from engine.shared_limits import SharedLimitsConfig, configure
 from sim.driver import SimDriver, sim_nodeid
+from sim.driver_conns import run_until
 from sim.shared_store import StoreModel
 
 __all__ = ["STORE_LATENCY", "NodeDriver", "run_nodes"]
@@ -47,14 +48,17 @@ class NodeDriver(SimDriver):
 
 
 def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
-              record_kinds: Any = None) -> tuple[list[NodeDriver], StoreModel]:
-    """Run `scenario` on ``scenario.nodes`` nodes; the drivers (one per node) and the store."""
+              record_sink: Any = None, record_kinds: Any = None
+              ) -> tuple[list[NodeDriver], StoreModel]:
+    """Run `scenario` on ``scenario.nodes`` nodes; the drivers (one per node) and the store.
+    `record_sink` takes every node's records as they are made (one clock: in time order)."""
     n = scenario.nodes
     env = simpy.Environment()
     store = StoreModel()
     drivers: list[NodeDriver] = []
     for i in range(n):
-        d = NodeDriver(scenario, keep_records=keep_records, record_kinds=record_kinds)
+        d = NodeDriver(scenario, keep_records=keep_records, record_sink=record_sink,
+                       record_kinds=record_kinds)
         d.use_env(env)
         d.done = env.event()
         d.store = store
@@ -78,7 +82,8 @@ def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
             d._check_done()
         d._at(0.0, d._on_sample, d.observer.sample_interval(scenario, horizon))
     until = env.timeout(horizon)
-    env.run(until=env.any_of([env.all_of([d.done for d in drivers]), until]))
+    # the drivers' own loop (`run_until`): SimPy's order, their replies handed back natively
+    run_until(env, env.any_of([env.all_of([d.done for d in drivers]), until]))
     for d in drivers:
         d.observer.sample(env.now, d._conn_counts(), final=True)
     return drivers, store

@@ -133,7 +133,7 @@ def run(
     if exact is None:
         exact = records == "all"
     if scenario.nodes > 1:
-        return _run_nodes(scenario, kinds, keep_records, started)
+        return _run_nodes(scenario, kinds, keep_records, record_sink, started)
     driver = SimDriver(scenario, progress=progress_fn, keep_records=keep_records,
                        record_sink=record_sink, record_kinds=kinds, exact=exact)
     horizon = float(scenario.horizon)
@@ -179,7 +179,9 @@ def run(
     )
 
 
-def _run_nodes(scenario: Any, kinds: Any, keep_records: bool, started: float) -> SimResult:
+def _run_nodes(scenario: Any, kinds: Any, keep_records: bool,
+               record_sink: Callable[[dict[str, Any]], None] | None, started: float
+               ) -> SimResult:
     """`run` for ``nodes = N``: N engines sharing their limits (`sim.nodes`).  The
     summary adds up the nodes and says each one's share; `series` is node 0's."""
     from sim.nodes import (
@@ -193,7 +195,8 @@ def _run_nodes(scenario: Any, kinds: Any, keep_records: bool, started: float) ->
     from sim.traffic import arrivals, traffic_rng
 
     drivers, store = run_nodes(scenario, arrivals(scenario, traffic_rng(scenario)),
-                               keep_records=keep_records, record_kinds=kinds)
+                               keep_records=keep_records, record_sink=record_sink,
+                               record_kinds=kinds)
     counts = merge_counts(drivers)
     submitted = sum(d.submitted for d in drivers)
     finished = sum(d.observer.finished for d in drivers)

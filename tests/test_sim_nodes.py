@@ -49,3 +49,16 @@ def test_the_same_four_nodes_with_local_limits_overrun_the_provider() -> None:
     assert s["shared_peak_connections"] == {}
     assert max(max(n["peak_connections"].values()) for n in s["nodes"]) == 16
     assert s["transient_failures"] > 0
+
+
+def test_a_sink_gets_every_nodes_records() -> None:
+    """`egress simulate --out` streams records to a sink and keeps none: with
+    ``nodes = N`` the sink gets every node's records, the ones a run that
+    keeps them holds."""
+    scenario = Scenario.from_toml(SCENARIOS / "four_nodes.toml")
+    kept = sim.run(scenario)
+    sunk: list[dict] = []
+    streamed = sim.run(scenario, keep_records=False, record_sink=sunk.append)
+    assert not streamed.records and kept.records
+    assert sorted(map(repr, sunk)) == sorted(map(repr, kept.records))
+    assert sum(r["type"] == "Reception" for r in sunk) == kept.summary["recipients"]
