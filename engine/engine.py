@@ -47,7 +47,7 @@ from engine import (
     watchdog,
 )
 from engine.core import Core
-from engine.effects import Effect
+from engine.effects import Close, Effect, SetTimer
 from engine.errors import PolicyError, ProtocolError
 from engine.events import (
     AdminBounceRule,
@@ -78,6 +78,8 @@ from engine.events import (
     TlsEstablished,
     TlsFailed,
 )
+from engine.makers import make_response
+from engine.reply import Reply
 from engine.session import REPLY_ROWS, Session
 
 __all__ = ["Engine"]
@@ -107,15 +109,65 @@ class Engine(Core):
 
     def handle(self, event: Event) -> list[Effect]:
         """Apply one event; return the effects for the driver, in order."""
-        out: list[Effect] = []
-        self.out = out
         handler = _HANDLERS.get(type(event))
         if handler is None:
             raise ProtocolError(f"engine cannot handle {type(event).__name__} in state RUNNING")
-        if event.at < self.refresh_at:
+        out: list[Effect] = []
+        self.out = out
+        self._apply(handler, event)
+        return self._effects(out)
+
+    def handle_replies(self, at: float, conn: int, replies: list[Reply]) -> list[Effect]:
+        """Apply the replies one read of `conn` returned at `at`, in order: what
+        ``handle(Response(at, conn, reply))`` returns for each, concatenated,
+        up to the reply whose effects close `conn` (a driver reads no further
+        on a connection the engine closed).  One re-arming of `conn`'s command
+        timer stands for the earlier ones of the batch (a driver acts on the
+        latest arming of a timer only).
+
+        The simulator's path for a pipelined write (RSET, MAIL, RCPT, DATA:
+        four replies a message, a timer re-armed by each): one call, the
+        session's timer armed once.  Should a reply raise, the effects of the
+        replies before it are lost with the call (each reply's own state
+        change is kept, as `handle` keeps it): a driver of a run that can go
+        on after a protocol error reads replies one `handle` at a time, as the
+        live driver does."""
+        out: list[Effect] = []
+        self.out = out
+        timer = ("conn", conn)
+        armed = -1  # where the batch's latest arming of `timer` is in `out`
+        for reply in replies:
+            start = len(out)
+            self._apply(_response, make_response(at, conn, reply))
+            closed = False
+            for i in range(start, len(out)):
+                e: Any = out[i]  # Any: read as its own class below (native reads, compiled)
+                t = type(e)
+                if t is SetTimer:
+                    st: SetTimer = e  # typed: compiled, its fields are read natively
+                    if st.timer == timer:
+                        if armed >= 0:
+                            # typed as holding None: compiled, a list[Effect] refuses it
+                            slots: list[Effect | None] = out  # type: ignore[assignment]
+                            slots[armed] = None
+                            self.dropped = True
+                        armed = i
+                elif t is Close:
+                    cl: Close = e
+                    if cl.conn == conn:
+                        closed = True
+            if closed:
+                break
+        return self._effects(out)
+
+    def _apply(self, handler: Callable[[Core, Any], None], event: Event) -> None:
+        """Run `handler` on `event` (the effects go to ``self.out``), a due
+        policy refresh first; then the timers every event may arm."""
+        at = event.at
+        if at < self.refresh_at:
             handler(self, event)
         else:
-            undo = lookups.refresh_due(self, event.at)
+            undo = lookups.refresh_due(self, at)
             try:
                 handler(self, event)
             except (ProtocolError, PolicyError):
@@ -124,7 +176,7 @@ class Engine(Core):
                 raise
         if self.reap_after is not None and self.reap_at is None \
                 and (self.queues or self.paths or self.domains):
-            self.reap_at = event.at + self.reap_after
+            self.reap_at = at + self.reap_after
             self.set_timer(_REAP, self.reap_at)
         sched = self.sched
         head = sched.low
@@ -137,6 +189,9 @@ class Engine(Core):
             self.cancelled.clear()
         if self.hook_failed:
             self.hook_failed.clear()
+
+    def _effects(self, out: list[Effect]) -> list[Effect]:
+        """`out`, the slots of dropped effects taken out, records completed."""
         if self.dropped:  # CancelTimer+SetTimer pairs became one SetTimer
             self.dropped = False
             # typed as holding None, or the compiled build checks each item is an Effect

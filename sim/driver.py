@@ -41,6 +41,7 @@ from engine.effects import (
     Close,
     Connect,
     Discard,
+    Effect,
     FetchMtaSts,
     Log,
     Resolve,
@@ -161,8 +162,12 @@ class SimDriver(ConnectionPhases):
     def _feed(self, event: EngineEvent) -> None:
         """Hand one event to the engine and carry out what it orders."""
         self.events_fed += 1
+        self._take(self.engine.handle(event))
+
+    def _take(self, effects: list[Effect]) -> None:
+        """Carry out what the engine orders, in order."""
         effect: Any
-        for effect in self.engine.handle(event):
+        for effect in effects:
             kind = type(effect)
             # the four most frequent effects first, without a call to dispatch
             # them (and read as their own class: native reads when compiled)

@@ -28,6 +28,7 @@ from engine.reply import Reply
 from sim.connections import PathConnections
 
 if TYPE_CHECKING:
+    from engine.engine import Engine
     from sim.observer import Observer
     from sim.world import World
 
@@ -121,11 +122,16 @@ class ConnectionPhases:
     _queue: list[Any]
     _eid: Iterator[int]
     _replies_call: list[Callable[[Any], None]]  # [self._replies]
+    engine: Engine
+    events_fed: int
 
     def _at(self, delay: float, fn: Callable[[_Due], None], value: Any = None) -> None:
         raise NotImplementedError  # SimDriver's
 
     def _feed(self, event: Any) -> None:
+        raise NotImplementedError  # SimDriver's
+
+    def _take(self, effects: list[Any]) -> None:
         raise NotImplementedError  # SimDriver's
 
     def _connect(self, eff: Connect) -> None:
@@ -226,11 +232,12 @@ class ConnectionPhases:
         heappush(self._queue, (now + delay, _NORMAL, next(self._eid), ev))
 
     def _replies(self, ev: _Replies) -> None:
+        """A write's replies, to the engine in one call (`Engine.handle_replies`,
+        which reads no further than a reply that closes the connection)."""
         conn_id = ev.conn
-        now = self.env._now
-        conns = self._conns
-        for reply in ev.replies:
-            # a connection leaves `_conns` when it ends (`_forget`), so one there is alive
-            if conn_id not in conns:
-                return  # the engine closed it (timeout, 421) before all replies were read
-            self._feed(_Response(now, conn_id, reply))
+        # a connection leaves `_conns` when it ends (`_forget`), so one there is alive
+        if conn_id not in self._conns:
+            return  # the engine closed it (a timeout) before the replies came
+        replies = ev.replies
+        self.events_fed += len(replies)
+        self._take(self.engine.handle_replies(self.env._now, conn_id, replies))
