@@ -134,6 +134,9 @@ class Engine(Core):
         live driver does."""
         out: list[Effect] = []
         self.out = out
+        # typed as holding None (a dropped effect's slot): compiled, a
+        # list[Effect] checks each item it reads or writes is an Effect
+        slots: list[Effect | None] = out  # type: ignore[assignment]
         timer = ("conn", conn)
         armed = -1  # where the batch's latest arming of `timer` is in `out`
         for reply in replies:
@@ -141,14 +144,12 @@ class Engine(Core):
             self._apply(_response, make_response(at, conn, reply))
             closed = False
             for i in range(start, len(out)):
-                e: Any = out[i]  # Any: read as its own class below (native reads, compiled)
+                e: Any = slots[i]  # Any: read as its own class below (native reads, compiled)
                 t = type(e)
                 if t is SetTimer:
                     st: SetTimer = e  # typed: compiled, its fields are read natively
                     if st.timer == timer:
                         if armed >= 0:
-                            # typed as holding None: compiled, a list[Effect] refuses it
-                            slots: list[Effect | None] = out  # type: ignore[assignment]
                             slots[armed] = None
                             self.dropped = True
                         armed = i
