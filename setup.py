@@ -46,6 +46,7 @@ COMPILED = [
     "engine/engine.py",
     "engine/dispatch.py",
     "engine/flow.py",
+    "engine/full_queue.py",
     "engine/lifecycle.py",
     "engine/outcomes.py",
     "engine/session.py",

@@ -38,7 +38,7 @@ the whole second nearest its draw (KumoMTA's own scheduled queue pops on a
 3 s tick and draws whole seconds), the messages admitted at one tick are a
 uniformly random choice among those due in that second instead of the
 first ones within it, and a message re-delayed again never changes path
-(`engine.flow.lazy_ok` keeps the paths where it could out of the backlog).
+(`engine.full_queue.lazy_ok` keeps the paths where it could out of the backlog).
 The draws come from a numpy generator seeded from the engine's own
 generator, so a run is still fully determined by its seed.  The two paths
 are compared over 20 seeds in tests/test_blast.py.

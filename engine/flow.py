@@ -25,10 +25,11 @@ from engine.dispatch import pump
 from engine.domains import STATIC_TTL, DomainState, lookup, static_mx
 from engine.errors import ProtocolError
 from engine.events import MessageSubmitted
+from engine.full_queue import arm_backlog, backlog_redelay, gated_lazy, lazy_ok, redelay
 from engine.lifecycle import expire
 from engine.lookups import path_config, pick_source
 from engine.makers import make_log, make_reply
-from engine.message import HELD, OVERFLOW, PARKED, READY, Message, QueueInfo, queue_name
+from engine.message import HELD, PARKED, READY, Message, QueueInfo, queue_name
 from engine.ready import CONFIG_REFRESH, ReadyQueue, config_due, ready_queue_name
 from engine.reply import Reply
 from engine.retry import iso
@@ -159,7 +160,7 @@ def promote(eng: Core, msg: Message, now: float) -> None:
         sources = len(eng.pools[q.pool].names)
         if sources > 1:
             enqueue_ready(eng, _source_with_room(eng, msg, ds, rq, now), msg, now)
-        elif eng.lazy_redelays and sources == 1 and thr is None and not _gated_lazy(eng, rq):
+        elif eng.lazy_redelays and sources == 1 and thr is None and not gated_lazy(eng, rq):
             backlog_redelay(eng, rq, msg, now)  # enqueue_ready's full half, lazy_ok known
         else:
             redelay(eng, rq, msg, now)
@@ -314,36 +315,13 @@ def enqueue_ready(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
     """Put `msg` in `rq`, or back to scheduled when the ready queue is full."""
     cfg: Any = rq.cfg if now - rq.cfg_at < CONFIG_REFRESH else path_config(eng, rq, now)
     if len(rq.messages) >= cfg.max_ready:
-        if eng.lazy_redelays and lazy_ok(eng, msg) and not _gated_lazy(eng, rq):
+        if eng.lazy_redelays and lazy_ok(eng, msg) and not gated_lazy(eng, rq):
             backlog_redelay(eng, rq, msg, now)
         else:
             redelay(eng, rq, msg, now)
         return
     admit(eng, rq, msg)
     pump(eng, rq, now)
-
-
-def redelay(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
-    """KumoMTA's rule for a message a full ready queue turns away: back to
-    scheduled after its own uniform 0-60 s draw, a Delayed record, no attempt."""
-    due = now + eng.rng.uniform(0.0, 60.0)
-    eng.out.append(make_log(records.make_record(
-        records.DELAYED, msg, now, eng.epoch, _full_reply(eng, msg, now, due)), rq.path))
-    eng.metrics.delayed(metrics.READY_FULL, msg.queue.name, rq.path)
-    eng.sched.add(msg, due)
-
-
-def _full_reply(eng: Core, msg: Message, now: float, due: float) -> Reply:
-    """KumoMTA's text for a message a full ready queue turned away
-    (crates/kumod/src/queue/queue.rs, ``did_insert_delayed``): ``Context:``
-    the reasons it was inserted for (``Received`` when it came in at this
-    instant, else ``DueTimeWasReached``: its scheduled time came), then
-    ``ReadyQueueWasFull``; ``Next due in <humantime> at <time>``.  Code 400,
-    no enhanced code; the record names no site, source or pool, as KumoMTA's."""
-    came = "Received" if now == msg.created and not msg.attempts else "DueTimeWasReached"
-    return make_reply(400, f"Context: {came}, ReadyQueueWasFull. Next due in "
-                      f"{records.humantime(due - now)} at {records.rfc3339(eng.epoch + due)}",
-                      None)
 
 
 def admit(eng: Core, rq: ReadyQueue, msg: Message) -> None:
@@ -356,52 +334,6 @@ def admit(eng: Core, rq: ReadyQueue, msg: Message) -> None:
     if rq.maint_at is None or expiry < rq.maint_at:
         rq.maint_at = expiry
         eng.set_timer(("maint", rq.path), expiry)
-
-
-def lazy_ok(eng: Core, msg: Message) -> bool:
-    """Whether re-running promotion for `msg` would always find the same path,
-    so its re-delays may be sampled lazily: a one-source pool and no
-    ``max_message_rate`` on its scheduled queue.  (A stale MX answer is the
-    one case left: the backlog's admitted messages are checked for it.)"""
-    q = msg.queue
-    if q.throttle is not None:
-        return False
-    rr = eng.pools.get(q.pool)
-    return rr is not None and len(rr.names) == 1
-
-
-def _gated_lazy(eng: Core, rq: ReadyQueue) -> bool:
-    """A lazy backlog admits its messages without promoting them again, so it
-    would pass by a curfew or a gated source's selection: not for those."""
-    if eng.shaping is None:  # no curfew, no warm-up plan: `selection.gated`'s first half
-        cfg: Any = rq.cfg
-        return cfg.source_selection_rate is not None \
-            or bool(cfg.additional_source_selection_rates)
-    return curfew_hold.active(eng) or selection.gated(eng, rq)
-
-
-def backlog_redelay(eng: Core, rq: ReadyQueue, msg: Message, now: float) -> None:
-    """A full ready queue turns `msg` away, re-delayed lazily (`engine.backlog`):
-    counted, no record, the path's one ("backlog", path) timer armed."""
-    bl: Backlog | None = rq.backlog  # typed: compiled, a native call
-    if bl is None:
-        if eng.backlog_gen is None:
-            import numpy as np  # only a simulation that asks for lazy re-delays needs it
-
-            eng.backlog_gen = np.random.default_rng(eng.rng.getrandbits(64))
-        bl = rq.backlog = Backlog(eng.backlog_gen)
-    bl.add(msg, msg.created + msg.queue.config.max_age, now, eng.rng)
-    msg._w = OVERFLOW
-    eng.metrics.delayed(metrics.READY_FULL, msg.queue.name, rq.path)
-    eng.lazy_redelayed += 1
-    _arm_backlog(eng, rq, bl)
-
-
-def _arm_backlog(eng: Core, rq: ReadyQueue, bl: Backlog) -> None:
-    due = bl.next_due()
-    if due is not None and (bl.timer_at is None or due < bl.timer_at):
-        bl.timer_at = due
-        eng.set_timer(("backlog", rq.path), due)
 
 
 def backlog_due(eng: Core, rq: ReadyQueue, now: float) -> None:
@@ -439,7 +371,7 @@ def backlog_due(eng: Core, rq: ReadyQueue, now: float) -> None:
             admit(eng, rq, m)
     if admitted:
         pump(eng, rq, now)
-    _arm_backlog(eng, rq, bl)
+    arm_backlog(eng, rq, bl)
 
 
 def stage_due(eng: Core, now: float) -> list[Message]:

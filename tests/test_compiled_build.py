@@ -33,11 +33,11 @@ pytestmark = pytest.mark.timeout(600)
 PROBE = """
 import sys
 import engine.core, engine.engine, engine.events, engine.makers
-import engine.backlog, engine.overflow, engine.resolve
+import engine.backlog, engine.full_queue, engine.overflow, engine.resolve
 import sim.driver, sim.driver_conns, sim.nodes, sim.observer, sim.world
 from bench.core import per_event
 for module in (engine.core, engine.engine, engine.events, engine.makers, engine.backlog,
-               engine.overflow, engine.resolve,
+               engine.full_queue, engine.overflow, engine.resolve,
                sim.driver, sim.driver_conns, sim.nodes, sim.observer, sim.world):
     assert module.__file__.endswith(".so"), module.__file__
 # a blast's lazy backlog (engine.backlog, engine.overflow) is compiled: its wheel
