@@ -141,7 +141,12 @@ class Engine(Core):
         armed = -1  # where the batch's latest arming of `timer` is in `out`
         for reply in replies:
             start = len(out)
-            self._apply(_response, make_response(at, conn, reply))
+            ev = make_response(at, conn, reply)
+            if at < self.refresh_at:  # `_apply`, with `_response` called natively
+                _response(self, ev)
+                self._settle(at)
+            else:
+                self._apply(_response, ev)
             closed = False
             for i in range(start, len(out)):
                 e: Any = slots[i]  # Any: read as its own class below (native reads, compiled)
@@ -175,6 +180,11 @@ class Engine(Core):
                 lookups.undo_refresh(self, undo)
                 self.cancelled.clear()
                 raise
+        self._settle(at)
+
+    def _settle(self, at: float) -> None:
+        """What follows every event: the reap and promote timers armed as the
+        state now needs, the event's own bookkeeping cleared."""
         if self.reap_after is not None and self.reap_at is None \
                 and (self.queues or self.paths or self.domains):
             self.reap_at = at + self.reap_after
