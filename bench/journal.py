@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import codec
+from engine.effects import closes
 from engine.events import Event, MessageSubmitted, Response
 from engine.live.journal import Journal, iter_events
 from engine.reply import Reply
@@ -263,17 +264,29 @@ def sim_stream(journal: Journal, n: int, tail: int, messages: int,
             journal.append_sync(buf)
             buf.clear()
             if count[0] == n - tail:
-                del eng.handle  # the snapshot pickles the engine's attributes
+                del eng.handle, eng.handle_replies  # the snapshot pickles the engine's attributes
                 _write_snapshot(journal, eng, stream)
                 eng.handle = recording  # type: ignore[method-assign]
+                eng.handle_replies = recording_replies  # type: ignore[method-assign]
             elif count[0] == n:
                 raise _Cut
         return effects
 
+    def recording_replies(at: float, conn: int, replies: list[Reply]) -> list[Any]:
+        # the batch as the Response events it stands for, each recorded
+        effects: list[Any] = []
+        for reply in replies:
+            fx = recording(Response(at=at, conn=conn, reply=reply))
+            effects += fx
+            if closes(fx, conn):
+                break
+        return effects
+
     eng.handle = recording  # type: ignore[method-assign]
+    eng.handle_replies = recording_replies  # type: ignore[method-assign]
     with contextlib.suppress(_Cut):
         driver.run(arrivals(sc, random.Random(f"traffic:{sc.seed}")), float(sc.horizon))
-    del eng.handle
+    del eng.handle, eng.handle_replies
     if count[0] < n:
         raise ValueError(f"{scenario} with {messages:,} messages makes only {count[0]:,} "
                          f"events; need {n:,}: raise the message count")

@@ -274,6 +274,13 @@ class CheckThrottle(Effect):
     burst: int
 
 
+def closes(effects: list[Effect], conn: int) -> bool:
+    """Whether `effects` close `conn`: a driver reads none of its replies after
+    them (`Engine.handle_replies` stops there; so does a driver feeding one
+    `Response` at a time)."""
+    return any(type(e) is Close and e.conn == conn for e in effects)  # type: ignore[attr-defined]
+
+
 __all__ = [
     "AcquireLease",
     "CancelTimer",
@@ -297,4 +304,5 @@ __all__ = [
     "TlsMode",
     "TlsSettings",
     "Verb",
+    "closes",
 ]

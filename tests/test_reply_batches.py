@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import sim.result as result
-from engine.effects import Close, Effect, Send, SetTimer, Verb
+from engine.effects import Effect, Send, SetTimer, Verb, closes
 from engine.engine import Engine
 from engine.events import Response
 from engine.reply import Reply
@@ -79,8 +79,7 @@ def test_shaping_pushback_closes_connections_mid_batch(monkeypatch: Any) -> None
 
     def spy(self: Engine, at: float, conn: int, replies: list[Reply]) -> list[Effect]:
         out = original(self, at, conn, replies)
-        closes = [i for i, e in enumerate(out) if type(e) is Close and e.conn == conn]
-        if closes:
+        if closes(out, conn):
             seen.append((len(replies), len(out)))
         return out
 
@@ -140,7 +139,7 @@ def test_handle_replies_is_handle_per_reply(fail_at: int | None, reply: Reply | 
     for r in replies:
         fx = eng_a.handle(Response(at=at, conn=conn, reply=r))
         one_by_one.extend(fx)
-        if any(type(e) is Close and e.conn == conn for e in fx):
+        if closes(fx, conn):
             break
     batched = eng_b.handle_replies(at, conn, replies)
 
