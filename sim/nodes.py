@@ -23,7 +23,7 @@ import simpy
 
 from engine.effects import AcquireLease, CheckThrottle, ExtendLease, ReleaseLease
 from engine.shared_limits import SharedLimitsConfig, configure
-from sim.driver import SimDriver, sim_nodeid
+from sim.driver import ProgressFn, SimDriver, sim_nodeid
 from sim.driver_conns import run_until
 from sim.shared_store import StoreModel
 
@@ -48,17 +48,19 @@ class NodeDriver(SimDriver):
 
 
 def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
-              record_sink: Any = None, record_kinds: Any = None
+              record_sink: Any = None, record_kinds: Any = None, exact: bool = True,
+              progress: ProgressFn | None = None,
               ) -> tuple[list[NodeDriver], StoreModel]:
     """Run `scenario` on ``scenario.nodes`` nodes; the drivers (one per node) and the store.
-    `record_sink` takes every node's records as they are made (one clock: in time order)."""
+    `record_sink` takes every node's records as they are made (one clock: in time order);
+    `exact` and `progress` are `SimDriver`'s, `progress` told the nodes' figures added up."""
     n = scenario.nodes
     env = simpy.Environment()
     store = StoreModel()
     drivers: list[NodeDriver] = []
     for i in range(n):
         d = NodeDriver(scenario, keep_records=keep_records, record_sink=record_sink,
-                       record_kinds=record_kinds)
+                       record_kinds=record_kinds, exact=exact)
         d.use_env(env)
         d.done = env.event()
         d.store = store
@@ -81,12 +83,30 @@ def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
         else:
             d._check_done()
         d._at(0.0, d._on_sample, d.observer.sample_interval(scenario, horizon))
+    if progress is not None:
+        _report_totals(drivers, progress, drivers[0].observer.sample_interval(scenario, horizon))
     until = env.timeout(horizon)
     # the drivers' own loop (`run_until`): SimPy's order, their replies handed back natively
     run_until(env, env.any_of([env.all_of([d.done for d in drivers]), until]))
     for d in drivers:
         d.observer.sample(env.now, d._conn_counts(), final=True)
     return drivers, store
+
+
+def _report_totals(drivers: list[NodeDriver], progress: ProgressFn, interval: float) -> None:
+    """Progress for the nodes together, on a single node's cadence (`SimDriver._on_sample`):
+    from time 0, every `interval` until every node is done, the finished and
+    submitted messages of all the nodes added up (one call, not one per node)."""
+    first = drivers[0]
+    env = first.env
+
+    def report(ev: Any) -> None:
+        progress(env.now, sum(d.observer.finished for d in drivers),
+                 sum(d.submitted for d in drivers))
+        if not all(d.done.triggered for d in drivers):
+            first._at(interval, report)
+
+    first._at(0.0, report)
 
 
 def node_summaries(drivers: list[NodeDriver], store: StoreModel) -> dict[str, Any]:

@@ -112,7 +112,8 @@ def run(
 
     `progress`: None or False for silence; True for a line on stderr about
     every 10 s of wall time; or a callable taking (simulated seconds,
-    finished, submitted), called at every sample.
+    finished, submitted), called at every sample and once more with the
+    run's final figures (on ``nodes = N``, every node's added up).
     `records`: which records `SimResult.records` (and `record_sink`) get:
     ``"outcomes"`` (Reception, Delivery, TransientFailure, Bounce,
     Expiration, AdminBounce; the default), ``"all"`` (also a `Delayed` per
@@ -129,15 +130,19 @@ def run(
 
     kinds = record_kinds(records)
     progress_fn = progress_function(progress)
+    report = None if progress_fn is None else _Report(progress_fn)
     started = time.perf_counter()
     if exact is None:
         exact = records == "all"
     if scenario.nodes > 1:
-        return _run_nodes(scenario, kinds, keep_records, record_sink, started)
-    driver = SimDriver(scenario, progress=progress_fn, keep_records=keep_records,
+        return _run_nodes(scenario, kinds, keep_records, record_sink, started,
+                          exact=exact, report=report)
+    driver = SimDriver(scenario, progress=report, keep_records=keep_records,
                        record_sink=record_sink, record_kinds=kinds, exact=exact)
     horizon = float(scenario.horizon)
     driver.run(arrivals(scenario, traffic_rng(scenario)), horizon)
+    if report is not None:
+        report.end(driver.env.now, driver.observer.finished, driver.submitted)
     wall = time.perf_counter() - started
     obs = driver.observer
     obs.lazy_redelays(driver.engine.lazy_redelayed, driver.engine.overflow_peaks())
@@ -180,10 +185,11 @@ def run(
 
 
 def _run_nodes(scenario: Any, kinds: Any, keep_records: bool,
-               record_sink: Callable[[dict[str, Any]], None] | None, started: float
-               ) -> SimResult:
-    """`run` for ``nodes = N``: N engines sharing their limits (`sim.nodes`).  The
-    summary adds up the nodes and says each one's share; `series` is node 0's."""
+               record_sink: Callable[[dict[str, Any]], None] | None, started: float,
+               *, exact: bool, report: _Report | None) -> SimResult:
+    """`run` for ``nodes = N``: N engines sharing their limits (`sim.nodes`), each
+    on the path `run` chose (`exact`), `report` told the nodes' figures added up.
+    The summary adds up the nodes and says each one's share; `series` is node 0's."""
     from sim.nodes import (
         merge_counts,
         merge_reasons,
@@ -196,10 +202,14 @@ def _run_nodes(scenario: Any, kinds: Any, keep_records: bool,
 
     drivers, store = run_nodes(scenario, arrivals(scenario, traffic_rng(scenario)),
                                keep_records=keep_records, record_sink=record_sink,
-                               record_kinds=kinds)
+                               record_kinds=kinds, exact=exact, progress=report)
+    for d in drivers:  # each node's lazily sampled re-delays, counted as single runs count them
+        d.observer.lazy_redelays(d.engine.lazy_redelayed, d.engine.overflow_peaks())
     counts = merge_counts(drivers)
     submitted = sum(d.submitted for d in drivers)
     finished = sum(d.observer.finished for d in drivers)
+    if report is not None:
+        report.end(drivers[0].env.now, finished, submitted)
     drains = [d.observer.drain_time for d in drivers]
     summary: dict[str, Any] = {
         "scenario": scenario.name, "scenario_hash": scenario_hash(scenario),
@@ -245,6 +255,23 @@ def progress_function(progress: Any) -> ProgressFn | None:
         return progress  # type: ignore[no-any-return]
     raise TypeError("progress must be True, False, None or a callable taking "
                     f"(simulated seconds, finished, submitted), got {progress!r}")
+
+
+class _Report:
+    """A run's progress callable, told the final figures too when the run ends
+    (`end`), unless its last sample already said them."""
+
+    def __init__(self, fn: ProgressFn) -> None:
+        self.fn = fn
+        self.last: tuple[float, int, int] | None = None
+
+    def __call__(self, now: float, finished: int, submitted: int) -> None:
+        self.last = (now, finished, submitted)
+        self.fn(now, finished, submitted)
+
+    def end(self, now: float, finished: int, submitted: int) -> None:
+        if self.last != (now, finished, submitted):
+            self(now, finished, submitted)
 
 
 class LineProgress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,92 @@ def test_a_sink_gets_every_nodes_records() -> None:
     assert not streamed.records and kept.records
     assert sorted(map(repr, sunk)) == sorted(map(repr, kept.records))
     assert sum(r["type"] == "Reception" for r in sunk) == kept.summary["recipients"]
+
+
+def _blast(nodes: int = 2, messages: int = 120) -> Scenario:
+    """A small blast at t=0 on `nodes` nodes, whose ready queue (max_ready 10,
+    one connection per node) fills: re-delays on every node."""
+    return Scenario.from_dict({
+        "name": "blast", "seed": 3, "horizon": "1h", "sample_interval": "1s", "nodes": nodes,
+        "traffic": [{"domain": "example.com", "messages": messages, "at": "0s"}],
+        "domains": {"example.com": {"mx": [{"host": "mx.example.com", "preference": 10}]}},
+        "hosts": {"mx.example.com": {"connect_latency": "5ms", "command_latency": "2ms",
+                                     "data_latency": "10ms"}},
+        "egress_path": {"enable_tls": "Disabled", "max_ready": 10, "connection_limit": 2},
+    })
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_progress_adds_up_the_nodes_once_per_sample(nodes: int) -> None:
+    """A run on N nodes tells `progress` what a run on one does: one call per
+    sample interval (not one per node), every node's finished and submitted
+    added up, and the final figures once the run ends."""
+    seen: list[tuple[float, int, int]] = []
+    result = sim.run(_blast(nodes), progress=lambda *a: seen.append(a))
+    s = result.summary
+    assert s["submitted"] == 120 and s["delivered"] == 120
+    times = [t for t, _, _ in seen]
+    assert times[0] == 0.0 and times == sorted(set(times))  # one call per instant
+    assert times[-1] == s["drain_time"] and all(t == int(t) for t in times[:-1])
+    assert {sub for _, _, sub in seen} == {120}
+    assert seen[-1][1] == 120 and any(0 < fin < 120 for _, fin, _ in seen)
+    assert [fin for _, fin, _ in seen] == sorted(fin for _, fin, _ in seen)
+
+
+def test_progress_true_prints_the_nodes_together(capsys: pytest.CaptureFixture[str]) -> None:
+    sim.run(_blast(2), progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith("simulated 0:00:00, finished 0/120,")  # not a node's 0/60
+
+
+def test_the_nodes_take_the_path_run_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lazy re-delays by default (counted, no record each), the exact per-message
+    path with ``exact=True`` or ``records="all"``: on every node, as on one."""
+    import sim.nodes
+
+    made: list[list[sim.nodes.NodeDriver]] = []
+    real = sim.nodes.run_nodes
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        drivers, store = real(*args, **kwargs)
+        made.append(drivers)
+        return drivers, store
+
+    monkeypatch.setattr(sim.nodes, "run_nodes", spy)
+    lazy = sim.run(_blast())
+    assert all(d.engine.lazy_redelays and d.engine.lazy_redelayed > 0 for d in made[-1])
+    # counted as delayed, every node's, though no Delayed record was made
+    assert lazy.summary["delayed"] == sum(d.engine.lazy_redelayed for d in made[-1]) > 0
+    assert lazy.summary["deferrals"]["Delayed ReadyQueueWasFull"] == lazy.summary["delayed"]
+    for kwargs in ({"exact": True}, {"records": "all"}):
+        exact = sim.run(_blast(), **kwargs)  # type: ignore[arg-type]
+        assert not any(d.engine.lazy_redelays or d.engine.lazy_redelayed for d in made[-1])
+        delayed = exact.summary["records"]["Delayed"]
+        assert delayed > 0 and exact.summary["delivered"] == 120
+        full = [r for r in exact.records if r["type"] == "Delayed"
+                and "ReadyQueueWasFull" in r["response"]["content"]]
+        assert len(full) == (delayed if kwargs.get("records") == "all" else 0)
+    # exact=False with every record asked for: lazy, so no Delayed record to write
+    lazy_all = sim.run(_blast(), records="all", exact=False)
+    assert all(d.engine.lazy_redelays for d in made[-1])
+    assert not any(r["type"] == "Delayed" for r in lazy_all.records)
+
+
+@pytest.mark.parametrize("records", ["outcomes", "all", "none"])
+def test_the_nodes_keep_the_records_asked_for(records: str) -> None:
+    """`records=` on N nodes: what is kept is what a single node keeps of its
+    kinds; every record is counted either way."""
+    result = sim.run(_blast(), records=records, exact=True)
+    kept = {r["type"] for r in result.records}
+    assert result.summary["records"]["Delayed"] > 0
+    assert kept == {"outcomes": {"Reception", "Delivery"},
+                    "all": {"Reception", "Delivery", "Delayed"}, "none": set()}[records]
+
+
+def test_run_takes_no_parameter_the_nodes_would_drop() -> None:
+    """Every parameter of `sim.run` is honoured on ``nodes = N`` (the tests
+    above): a new one must be taken there too, or refused, before it is listed."""
+    import inspect
+
+    assert list(inspect.signature(sim.run).parameters) == [
+        "scenario", "progress", "records", "keep_records", "record_sink", "exact"]
