@@ -377,6 +377,36 @@ def test_line_progress_prints_at_first_then_by_interval() -> None:
     assert out.getvalue().splitlines()[1].startswith("x: simulated 1:02:05, finished 7/10, ")
 
 
+def test_line_progress_prints_the_finished_state_of_a_short_run() -> None:
+    """A run shorter than the interval still ends on a line saying where it
+    ended (every message finished), and only once."""
+    import io
+
+    from sim.result import LineProgress
+
+    out = io.StringIO()
+    result = run(scenario(messages=20), progress=LineProgress(out, interval=3600.0))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("simulated 0:00:00, finished 0/20, ")
+    assert lines[1].startswith(f"simulated 0:00:{int(result.summary['drain_time']):02d}, "
+                               "finished 20/20, ")
+
+
+def test_line_progress_ends_without_repeating_its_last_line() -> None:
+    import io
+
+    from sim.result import LineProgress
+
+    out = io.StringIO()
+    line = LineProgress(out, interval=0.0)
+    line(0.0, 0, 10)
+    line(7.0, 10, 10)
+    line.end(7.0, 10, 10)  # the last line said it already
+    assert out.getvalue().count("\n") == 2
+    line.end(8.0, 10, 10)
+    assert out.getvalue().splitlines()[-1].startswith("simulated 0:00:08, finished 10/10")
+
+
 def test_redelays_counted_by_the_engine_land_on_the_path_of_the_outcome() -> None:
     """The hook for an engine that counts re-delays instead of logging each one:
     `Observer.finish(id, redelays=n)`, attributed to the path of the outcome."""
