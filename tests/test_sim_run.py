@@ -425,6 +425,36 @@ def test_redelays_counted_by_the_engine_land_on_the_path_of_the_outcome() -> Non
     assert (f["redelays_per_delayed_message_p50"], f["redelays_per_delayed_message_max"]) == (3, 7)
 
 
+def test_redelays_merged_count_every_parts_messages() -> None:
+    """`Redelays.merged` (N nodes' together): the histograms and unfinished
+    messages added up, a path's peak waiting the largest part's; one part
+    merged says what it says itself."""
+    from sim.observer import Redelays
+
+    full = {"content": "Context: x, ReadyQueueWasFull. Next due in 5s"}
+
+    def part(delays: dict[str, int], finished: set[str]) -> Redelays:
+        r = Redelays()
+        for rid, n in delays.items():
+            for _ in range(n):
+                r.delayed({"type": "Delayed", "id": rid, "response": full}, "a->b")
+        for rid in finished:
+            r.outcome({"type": "Delivery", "id": rid, "site": "a->b"}, "Delivery")
+            r.finish(rid)
+        return r
+
+    one = part({"m1": 2, "m2": 3}, {"m1"})  # m2 still waits
+    two = part({"m3": 1, "m4": 6, "m5": 1}, {"m3", "m4", "m5"})
+    assert Redelays.merged([one]).summary() == one.summary()
+    [(path, f)] = Redelays.merged([one, two]).summary().items()
+    assert path == "a->b"
+    assert (f["messages_delayed_at_least_once"], f["redelays"]) == (5, 13)
+    assert f["redelays_per_message_mean"] == round(13 / 5, 3)  # 4 delivered, 1 waiting
+    assert (f["redelays_per_delayed_message_p50"], f["redelays_per_delayed_message_max"]) == (2, 6)
+    assert f["peak_waiting_behind_full_ready_queue"] == 3 == max(
+        r.summary()[path]["peak_waiting_behind_full_ready_queue"] for r in (one, two))
+
+
 def test_records_estimate_from_the_scenario() -> None:
     from sim.result import LARGE_RECORDS, RECORD_BYTES, records_estimate
 
