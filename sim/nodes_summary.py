@@ -60,7 +60,8 @@ def nodes_figures(drivers: list[NodeDriver], store: StoreModel, horizon: float) 
 
 
 def merged_counters(drivers: list[NodeDriver]) -> dict[str, int]:
-    """The engines' counters (`Engine.counters`) added up."""
+    """The engines' counters (`Engine.counters`) added up: a total or gauge is
+    the nodes' sum, a 0/1 flag (``shared_limits_mode{...}``) the nodes it is set on."""
     return add_up(d.engine.counters for d in drivers)
 
 
