@@ -112,7 +112,8 @@ def run(
 
     `progress`: None or False for silence; True for a line on stderr about
     every 10 s of wall time; or a callable taking (simulated seconds,
-    finished, submitted), called at every sample.
+    finished, submitted), called at every sample and once more with the
+    run's final figures (on ``nodes = N``, every node's added up).
     `records`: which records `SimResult.records` (and `record_sink`) get:
     ``"outcomes"`` (Reception, Delivery, TransientFailure, Bounce,
     Expiration, AdminBounce; the default), ``"all"`` (also a `Delayed` per
@@ -129,15 +130,19 @@ def run(
 
     kinds = record_kinds(records)
     progress_fn = progress_function(progress)
+    report = None if progress_fn is None else _Report(progress_fn)
     started = time.perf_counter()
     if exact is None:
         exact = records == "all"
     if scenario.nodes > 1:
-        return _run_nodes(scenario, kinds, keep_records, record_sink, started)
-    driver = SimDriver(scenario, progress=progress_fn, keep_records=keep_records,
+        return _run_nodes(scenario, kinds, keep_records, record_sink, started,
+                          exact=exact, report=report)
+    driver = SimDriver(scenario, progress=report, keep_records=keep_records,
                        record_sink=record_sink, record_kinds=kinds, exact=exact)
     horizon = float(scenario.horizon)
     driver.run(arrivals(scenario, traffic_rng(scenario)), horizon)
+    if report is not None:
+        report.end(driver.env.now, driver.observer.finished, driver.submitted)
     wall = time.perf_counter() - started
     obs = driver.observer
     obs.lazy_redelays(driver.engine.lazy_redelayed, driver.engine.overflow_peaks())
@@ -180,46 +185,32 @@ def run(
 
 
 def _run_nodes(scenario: Any, kinds: Any, keep_records: bool,
-               record_sink: Callable[[dict[str, Any]], None] | None, started: float
-               ) -> SimResult:
-    """`run` for ``nodes = N``: N engines sharing their limits (`sim.nodes`).  The
-    summary adds up the nodes and says each one's share; `series` is node 0's."""
-    from sim.nodes import (
-        merge_counts,
-        merge_reasons,
-        merged_records,
-        node_percentiles,
-        node_summaries,
-        run_nodes,
-    )
+               record_sink: Callable[[dict[str, Any]], None] | None, started: float,
+               *, exact: bool, report: _Report | None) -> SimResult:
+    """`run` for ``nodes = N``: N engines sharing their limits (`sim.nodes`), each
+    on the path `run` chose (`exact`), `report` told the nodes' figures added up.
+    The summary and series say what a single run's say, for the nodes together
+    (`sim.nodes_summary`), and each node's share."""
+    from sim.nodes import merged_records, run_nodes
+    from sim.nodes_summary import merged_counters, merged_series, nodes_figures
     from sim.traffic import arrivals, traffic_rng
 
     drivers, store = run_nodes(scenario, arrivals(scenario, traffic_rng(scenario)),
                                keep_records=keep_records, record_sink=record_sink,
-                               record_kinds=kinds)
-    counts = merge_counts(drivers)
-    submitted = sum(d.submitted for d in drivers)
-    finished = sum(d.observer.finished for d in drivers)
-    drains = [d.observer.drain_time for d in drivers]
-    summary: dict[str, Any] = {
-        "scenario": scenario.name, "scenario_hash": scenario_hash(scenario),
-        "seed": scenario.seed, "submitted": submitted, "recipients": counts.get("Reception", 0),
-        "delivered": counts.get("Delivery", 0),
-        "bounced": counts.get("Bounce", 0) + counts.get("AdminBounce", 0),
-        "expired": counts.get("Expiration", 0), "still_queued": submitted - finished,
-        "transient_failures": counts.get("TransientFailure", 0),
-        "delayed": counts.get("Delayed", 0),
-        "drain_time": None if None in drains else max(d for d in drains if d is not None),
-        "simulated_time": drivers[0].env.now, "horizon": float(scenario.horizon),
-        "records": dict(sorted(counts.items())),
-        **node_percentiles(drivers),
-        "deferrals": dict(sorted(merge_reasons(drivers).items())),
-        **node_summaries(drivers, store),
-    }
+                               record_kinds=kinds, exact=exact, progress=report)
+    for d in drivers:  # each node's lazily sampled re-delays, counted as single runs count them
+        d.observer.lazy_redelays(d.engine.lazy_redelayed, d.engine.overflow_peaks())
+    figures = nodes_figures(drivers, store, float(scenario.horizon))
+    if report is not None:
+        report.end(drivers[0].env.now, figures["submitted"] - figures["still_queued"],
+                   figures["submitted"])
+    summary: dict[str, Any] = {"scenario": scenario.name, "scenario_hash": scenario_hash(scenario),
+                               "seed": scenario.seed, **figures}
+    summary["advice"] = advice(summary, scenario, nodes=len(drivers))
     return SimResult(
-        summary=summary, records=merged_records(drivers), series=drivers[0].observer.series(),
-        scenario_name=scenario.name, seed=scenario.seed,
-        counters=dict(drivers[0].engine.counters),
+        summary=summary, records=merged_records(drivers),
+        series=merged_series([d.observer.series() for d in drivers]),
+        scenario_name=scenario.name, seed=scenario.seed, counters=merged_counters(drivers),
         wall_seconds=time.perf_counter() - started, windows=outage_windows(scenario),
     )
 
@@ -247,10 +238,33 @@ def progress_function(progress: Any) -> ProgressFn | None:
                     f"(simulated seconds, finished, submitted), got {progress!r}")
 
 
+class _Report:
+    """A run's progress callable, told the final figures too when the run ends
+    (`end`), unless its last sample already said them.  A callable with an
+    `end` method of its own (`LineProgress`) is told through it, always: it
+    may not have shown its last sample."""
+
+    def __init__(self, fn: ProgressFn) -> None:
+        self.fn = fn
+        self.last: tuple[float, int, int] | None = None
+
+    def __call__(self, now: float, finished: int, submitted: int) -> None:
+        self.last = (now, finished, submitted)
+        self.fn(now, finished, submitted)
+
+    def end(self, now: float, finished: int, submitted: int) -> None:
+        own = getattr(self.fn, "end", None)
+        if own is not None:
+            own(now, finished, submitted)
+        elif self.last != (now, finished, submitted):
+            self(now, finished, submitted)
+
+
 class LineProgress:
     """A progress callable that prints one line at the first sample, then about
-    every `interval` wall seconds: simulated time, finished/submitted, messages
-    finished per wall second.  For logs and pipes, where a live bar is noise."""
+    every `interval` wall seconds, and the run's final figures when it ends
+    (`end`): simulated time, finished/submitted, messages finished per wall
+    second.  For logs and pipes, where a live bar is noise."""
 
     def __init__(self, stream: Any, interval: float = 10.0, label: str = "") -> None:
         self.stream = stream
@@ -259,12 +273,21 @@ class LineProgress:
         self._started = self._last = time.perf_counter()
         self._last_finished = 0
         self._first = True  # the first sample prints at once: the run has started
+        self._shown: tuple[float, int, int] | None = None  # the figures of the last line
 
     def __call__(self, now: float, finished: int, submitted: int) -> None:
+        if time.perf_counter() - self._last >= self.interval or self._first:
+            self._print(now, finished, submitted)
+
+    def end(self, now: float, finished: int, submitted: int) -> None:
+        """The run's final figures: printed, unless the last line said them."""
+        if self._shown != (now, finished, submitted):
+            self._print(now, finished, submitted)
+
+    def _print(self, now: float, finished: int, submitted: int) -> None:
         wall = time.perf_counter()
-        if wall - self._last < self.interval and not self._first:
-            return
         self._first = False
+        self._shown = (now, finished, submitted)
         rate = (finished - self._last_finished) / max(wall - self._last, 1e-9)
         self._last, self._last_finished = wall, finished
         print(f"{self.label}simulated {_clock(now)}, finished {finished:,}/{submitted:,}, "
@@ -282,10 +305,14 @@ def _clock(seconds: float) -> str:
 REDELAY_ADVICE = 1.0
 
 
-def advice(summary: dict[str, Any], scenario: Any) -> list[dict[str, Any]]:
+def advice(summary: dict[str, Any], scenario: Any, *, nodes: int = 1) -> list[dict[str, Any]]:
     """Paths that re-delayed more than once per message on average, each with
-    the max_ready that would have held its backlog and the line to try it."""
+    the max_ready that would have held its backlog and the line to try it.
+    On `nodes` > 1 the peaks are one node's (`sim.nodes_summary`), and so is
+    the max_ready: each node has its own ready queue."""
     out = []
+    where, per = ("", "") if nodes <= 1 else (
+        " on one node", f"; each of the {nodes} nodes has its own ready queue")
     for path, r in summary["redelays"].items():
         mean = r["redelays_per_message_mean"]
         waiting = r["peak_waiting_behind_full_ready_queue"]
@@ -304,8 +331,8 @@ def advice(summary: dict[str, Any], scenario: Any) -> list[dict[str, Any]]:
             "max_ready_to_hold_it": suggest,
             "try": how,
             "text": (f"{path} re-delayed {mean:.1f} times per message on average: up to "
-                     f"{waiting:,} messages waited at once behind its full ready queue "
-                     f"(peak ready depth {summary['peak_ready_depth'].get(path, 0):,}); "
+                     f"{waiting:,} messages waited at once behind its full ready queue{where} "
+                     f"(peak ready depth {summary['peak_ready_depth'].get(path, 0):,}{per}); "
                      f"max_ready {suggest:,} would have held them: {how}"),
         })
     return out
