@@ -247,3 +247,29 @@ def test_the_nodes_peak_connections_are_open_at_once_on_every_node() -> None:
     [(path, peak)] = s["peak_connections"].items()
     assert [n["peak_connections"] for n in s["nodes"]] == [{path: 2}, {path: 2}]
     assert peak == 4
+
+
+def test_the_nodes_ready_peak_is_shown_as_one_nodes() -> None:
+    """The series adds the nodes' ready queues up; the peak in the summary is
+    one node's: the plot's legend and the simulate table say so."""
+    import io
+
+    from rich.console import Console
+
+    from sim.commands import print_summary
+    from sim.plot import plot_run
+
+    result = sim.run(_slow_blast())
+    fig = plot_run(result)
+    ax_q = fig.axes[0]
+    texts = [t.get_text() for t in ax_q.get_legend().get_texts()]
+    ready = [text for text in texts if text.startswith("ready")]
+    assert ready and all(text.endswith("on one node)") for text in ready)
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200), result)
+    assert "peak ready depth (one node)" in out.getvalue()
+    single = sim.run(_slow_blast(nodes=1))
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200), single)
+    assert "peak ready depth (one node)" not in out.getvalue()
+    assert "peak ready depth" in out.getvalue()
