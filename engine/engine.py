@@ -41,6 +41,7 @@ from engine import (
     records,
     resolve,
     restart,
+    scheduled,
     shaping_rules,
     shared_answers,
     snapshot,
@@ -276,6 +277,7 @@ class Engine(Core):
         Shaping files loaded with the policy replace the snapshot's (they are
         reloaded with it); the rules in force keep running to their lapse."""
         eng = snapshot.load(cls, data, policy)
+        scheduled.upgrade(eng.sched)  # a snapshot of an earlier release
         shaping = getattr(policy, "shaping", None)
         if shaping is not None:
             eng.shaping = shaping

@@ -5,8 +5,8 @@ class holding references to shared values (the interned queue, the ready
 queue it was promoted to) rather than copies: a million queued messages must
 fit in a few hundred MB.  For the same reason `recipients` is a plain ``str``
 for the common one-recipient message (a tuple only for several; `rcpt_tuple`
-gives the tuple form), and the scheduled-queue entry is the message's only
-per-message tuple (``(due, message)``, no sequence number).  Where a message
+gives the tuple form), and the scheduled list holds the message itself, keyed
+by the due time in its own slot (`engine.scheduled`).  Where a message
 is (scheduled, parked on DNS, ready, held by a connection, finished) is implied
 by which structure holds it; `where` names it for the invariants and the admin
 commands.
@@ -74,10 +74,10 @@ class Message:
 
     `where` is stored in one slot with the due time: while the message is
     scheduled the slot holds its due time (a float), otherwise one of the int
-    codes above, so a scheduled message costs no second slot.  Ordering (`<`)
-    breaks ties between scheduled entries of the same due time, by creation
-    time then id: deterministic, and it lets the scheduled list hold
-    ``(due, message)`` pairs with no sequence number per message.
+    codes above, so a scheduled message costs no second slot, and the
+    scheduled list keys on it.  Ordering (`<`: by creation time, then id)
+    is what a snapshot of an earlier release needs to restore its scheduled
+    list of ``(due, message)`` pairs (`engine.scheduled.upgrade`).
     """
 
     __slots__ = ("_w", "attempts", "created", "id", "queue", "recipients", "sender", "size")

@@ -1,9 +1,11 @@
 """The scheduled queues: messages waiting for their due time.
 
 KumoMTA keeps one scheduled queue per ``campaign:tenant@domain``.  Here every
-scheduled message of every queue sits in one `SortedList` of
-``(due, message)`` keyed by due time; a tie is broken by the message's own
-order (creation time, then id), so no sequence number is stored per message.
+scheduled message of every queue sits in one `SortedKeyList` of messages
+keyed by due time (the float in the message's own ``_w`` slot); messages due
+at the same instant come out in the order they were scheduled, as from the
+slot of KumoMTA's timer wheel.  No entry is made per message: a
+``(due, message)`` tuple each was 56 bytes of a queued message's ~350.
 Each `QueueInfo` counts its own messages.  One list means the engine's single ``("promote",
 "")`` timer is simply armed at the head's due time, and insertion, removal and
 "pop everything due" are all O(log n) in the number of scheduled messages,
@@ -17,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
-from sortedcontainers import SortedList
+from sortedcontainers import SortedKeyList, SortedList
 
 from engine.message import HELD, Message
 
@@ -26,14 +28,19 @@ from engine.message import HELD, Message
 SCHEDULED_OUT: Final = HELD
 
 
+def due_key(msg: Message) -> float:
+    """A scheduled message's due time: the sort key of `ScheduledQueues`."""
+    return msg._w  # type: ignore[return-value]  # a float while it is scheduled
+
+
 @mypyc_attr(serializable=True)  # engine.snapshot pickles it: mypyc restores it without __init__
 class ScheduledQueues:
-    """All scheduled messages, ordered by (due, message)."""
+    """All scheduled messages, ordered by due time, then as scheduled."""
 
     __slots__ = ("_items", "low")
 
     def __init__(self) -> None:
-        self._items: SortedList = SortedList()
+        self._items: SortedKeyList = SortedKeyList(key=due_key)
         # earliest due added since the engine last looked (None: nothing added),
         # so the engine re-checks the head only when something was scheduled
         self.low: float | None = None
@@ -47,25 +54,24 @@ class ScheduledQueues:
         # the compiled build, setup.py, does not box an unboxed float twice)
         at: Any = float(due)
         msg._w = at
-        self._items.add((at, msg))
+        self._items.add(msg)
         if self.low is None or at < self.low:
             self.low = at
 
     def remove(self, msg: Message) -> None:
         """Take `msg` out (it must be scheduled)."""
-        due = msg.due
-        assert due is not None, msg
-        self._items.remove((due, msg))
+        assert msg.due is not None, msg
+        self._items.remove(msg)  # found by its key: before `_w` changes
         msg._w = SCHEDULED_OUT
 
     def next_due(self) -> float | None:
         """The earliest due time, or None when nothing is scheduled."""
         items = self._items
-        return items[0][0] if items else None
+        return items[0]._w if items else None
 
     def _end(self, now: float) -> int:
-        # (due, msg) < (nextafter(now),) exactly when due <= now
-        return self._items.bisect_left((math.nextafter(now, math.inf),))
+        # due < nextafter(now) exactly when due <= now
+        return self._items.bisect_key_left(math.nextafter(now, math.inf))
 
     def pop_due(self, now: float) -> list[Message]:
         """Remove and return every message due at or before `now`, in order."""
@@ -79,21 +85,21 @@ class ScheduledQueues:
         items = self._items
         if not items:
             return []
-        first = items[0]
-        if first[0] > now:
+        first: Message = items[0]
+        if first._w > now:
             return []
-        if len(items) == 1 or items[1][0] > now:
-            return [first[1]]  # the usual case: one message per promote timer
-        return [key[1] for key in items.islice(0, self._end(now))]
+        if len(items) == 1 or items[1]._w > now:
+            return [first]  # the usual case: one message per promote timer
+        return list(items.islice(0, self._end(now)))
 
     def pop_count(self, n: int) -> None:
         """Remove the first `n` entries (those `peek_due` returned)."""
         if n == 1:
-            self._items.pop(0)[1]._w = SCHEDULED_OUT
+            self._items.pop(0)._w = SCHEDULED_OUT
         elif n:
             items = self._items
-            for key in items.islice(0, n):
-                key[1]._w = SCHEDULED_OUT
+            for msg in items.islice(0, n):
+                msg._w = SCHEDULED_OUT
             del items[:n]
 
     def due_of(self, msg: Message) -> float | None:
@@ -101,12 +107,22 @@ class ScheduledQueues:
         return msg.due
 
     def __iter__(self) -> Iterator[Message]:
-        return (key[1] for key in self._items)
+        return iter(self._items)
 
     def remove_where(self, pred: Callable[[Message], bool]) -> list[Message]:
         """Remove and return every scheduled message matching `pred` (in due order)."""
-        hit = [key for key in self._items if pred(key[1])]
-        for key in hit:
-            self._items.remove(key)
-            key[1]._w = SCHEDULED_OUT
-        return [key[1] for key in hit]
+        hit = [msg for msg in self._items if pred(msg)]
+        for msg in hit:
+            self._items.remove(msg)
+            msg._w = SCHEDULED_OUT
+        return hit
+
+
+def upgrade(sched: ScheduledQueues) -> None:
+    """Re-key a scheduled list restored from a snapshot written before it was
+    keyed by due time (a `SortedList` of ``(due, message)`` pairs, in due,
+    created, id order): the messages in that order, ties kept in it."""
+    items: Any = sched._items
+    if type(items) is SortedList:
+        sched._items = SortedKeyList((pair[1] for pair in items), key=due_key)
+

@@ -269,7 +269,15 @@ def may_start(eng: Core, ctx: ConnCtx, now: float) -> float | None:
     sh: SharedLimits = eng.shared
     conn = ctx.conn
     shared = _plan(eng, ctx.rq)[2]
-    if not shared or conn in sh.msg_ok:
+    if conn in sh.msg_ok:
+        return 0.0  # asked for this message already (its lease extended then)
+    if not shared:
+        # no throttle to ask, but the lease is still extended before each
+        # message: a connection busy longer than lease_ttl would lose it, and
+        # other nodes would open one more each
+        held = sh.leases.get(conn)
+        if held is not None and not _down(sh, now):
+            eng.out.append(ExtendLease(key=held[0], lease=held[1], ttl=sh.cfg.lease_ttl))
         return 0.0
     if conn in sh.msg_waiting:
         return None

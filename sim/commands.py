@@ -120,13 +120,15 @@ def print_summary(console: Console, result: Any) -> None:
     for q in ("p50", "p95", "p99"):
         v = s[f"time_to_deliver_{q}"]
         table.add_row(f"time to deliver {q}", show_duration(v) if v is not None else "-")
-    # a run on several nodes gives its connection peak across the nodes, and
-    # each node's own peaks in "nodes" (no ready depth of the nodes together)
+    # a run on several nodes gives its connection peak across the nodes (what
+    # the host sees), and its ready depth peak per node: each node has its own
+    # ready queue per path (sim.nodes_summary)
+    per_node = " (one node)" if s.get("nodes") else ""
     peaks = s.get("peak_connections", s.get("shared_peak_connections", {}))
     for path, n in peaks.items():
         table.add_row(f"peak connections {path}", str(n))
     for path, n in s.get("peak_ready_depth", {}).items():
-        table.add_row(f"peak ready depth {path}", str(n))
+        table.add_row(f"peak ready depth{per_node} {path}", str(n))
     for reason, n in s["deferrals"].items():
         table.add_row(f"not delivered at once: {reason}", f"{n:,}")
     for path, r in s.get("redelays", {}).items():

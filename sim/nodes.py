@@ -9,13 +9,16 @@ traffic is dealt to the nodes in turn, as a load balancer in front of them
 would.  The store answers after `STORE_LATENCY` (a loopback Redis round trip).
 
 The summary says what each node did (``nodes``: delivered, its share, its peak
-connections) and what they did together (``shared_peak_connections``: the most
-leases held at once per limit, the figure the provider sees).
+connections and ready depth) and what they did together (``peak_connections``:
+the most connections open at once per path on all the nodes, `OpenTogether`;
+``shared_peak_connections``: the most leases held at once per limit, the figure
+the provider sees).  `sim.nodes_summary` builds it.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -23,11 +26,13 @@ import simpy
 
 from engine.effects import AcquireLease, CheckThrottle, ExtendLease, ReleaseLease
 from engine.shared_limits import SharedLimitsConfig, configure
+from sim.connections import PathConnections
 from sim.driver import ProgressFn, SimDriver, sim_nodeid
 from sim.driver_conns import run_until
+from sim.observer import Observer
 from sim.shared_store import StoreModel
 
-__all__ = ["STORE_LATENCY", "NodeDriver", "run_nodes"]
+__all__ = ["STORE_LATENCY", "NodeDriver", "OpenTogether", "run_nodes"]
 
 STORE_LATENCY = 0.0005
 _SHARED = (AcquireLease, CheckThrottle, ExtendLease, ReleaseLease)
@@ -37,6 +42,7 @@ class NodeDriver(SimDriver):
     """A `SimDriver` whose shared-limit effects go to the nodes' common store."""
 
     store: StoreModel
+    together: OpenTogether
 
     def _carry_out(self, effect: Any) -> None:
         if type(effect) in _SHARED:
@@ -57,6 +63,7 @@ def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
     n = scenario.nodes
     env = simpy.Environment()
     store = StoreModel()
+    together = OpenTogether()
     drivers: list[NodeDriver] = []
     for i in range(n):
         d = NodeDriver(scenario, keep_records=keep_records, record_sink=record_sink,
@@ -64,6 +71,8 @@ def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
         d.use_env(env)
         d.done = env.event()
         d.store = store
+        d.together = together
+        d.connections = together.watch(d.observer)
         if drivers:
             d.world = drivers[0].world
         d.engine.seed = scenario.seed + i
@@ -93,6 +102,31 @@ def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
     return drivers, store
 
 
+class OpenTogether:
+    """Open connections per path on all the nodes at once, and the most ever
+    (`peak`): what the remote hosts see of the nodes together.  Each node's own
+    count and peak stay its driver's (`PathConnections`, `Observer.peak_connections`)."""
+
+    def __init__(self) -> None:
+        self.nodes: list[PathConnections] = []
+        self.peak: dict[str, int] = {}
+
+    def watch(self, observer: Observer) -> PathConnections:
+        """A node's connection counter, telling `observer` its rises as a single
+        node's does, and this its nodes' sum."""
+        conns = PathConnections(lambda path, count: self._rise(observer, path, count))
+        self.nodes.append(conns)
+        return conns
+
+    def _rise(self, observer: Observer, path: str, count: int) -> None:
+        observer.note_connections(path, count)
+        total = 0
+        for conns in self.nodes:
+            total += conns.open.get(path, 0)
+        if total > self.peak.get(path, 0):
+            self.peak[path] = total
+
+
 def _report_totals(drivers: list[NodeDriver], progress: ProgressFn, interval: float) -> None:
     """Progress for the nodes together, on a single node's cadence (`SimDriver._on_sample`):
     from time 0, every `interval` until every node is done, the finished and
@@ -116,7 +150,8 @@ def node_summaries(drivers: list[NodeDriver], store: StoreModel) -> dict[str, An
     return {
         "nodes": [{"node": i, "submitted": d.submitted, "delivered": delivered[i],
                    "share": delivered[i] / total, "drain_time": d.observer.drain_time,
-                   "peak_connections": dict(sorted(d.observer.peak_connections.items()))}
+                   "peak_connections": dict(sorted(d.observer.peak_connections.items())),
+                   "peak_ready_depth": dict(sorted(d.engine.ready_peaks().items()))}
                   for i, d in enumerate(drivers)],
         "shared_peak_connections": {key.split(":conn:", 1)[1]: peak
                                     for key, peak in sorted(store.peak.items())
@@ -124,22 +159,23 @@ def node_summaries(drivers: list[NodeDriver], store: StoreModel) -> dict[str, An
     }
 
 
-def merge_counts(drivers: list[NodeDriver]) -> dict[str, int]:
-    """The record counts of every node added up."""
+def add_up(tables: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Counts by name, added up over `tables` (the nodes' own)."""
     out: dict[str, int] = {}
-    for d in drivers:
-        for k, v in d.observer.counts.items():
+    for table in tables:
+        for k, v in table.items():
             out[k] = out.get(k, 0) + v
     return out
+
+
+def merge_counts(drivers: list[NodeDriver]) -> dict[str, int]:
+    """The record counts of every node added up."""
+    return add_up(d.observer.counts for d in drivers)
 
 
 def merge_reasons(drivers: list[NodeDriver]) -> dict[str, int]:
     """Why messages were not delivered at once, every node's added up."""
-    out: dict[str, int] = {}
-    for d in drivers:
-        for k, v in d.observer.reasons.items():
-            out[k] = out.get(k, 0) + v
-    return out
+    return add_up(d.observer.reasons for d in drivers)
 
 
 def node_percentiles(drivers: list[NodeDriver]) -> dict[str, float | None]:

@@ -32,6 +32,11 @@ OUTCOMES = frozenset(
      "Shaping"))
 
 
+#: The series' columns that count what happened since the previous sample; the
+#: others are levels or running totals at the sample (`Observer.series`).
+INTERVAL_COUNTS = ("deliveries", "transient_failures", "bounces")
+
+
 class Observer:
     """Collects one run's records and samples."""
 
@@ -177,6 +182,8 @@ class Observer:
             self.peak_connections[path] = count
 
     def series(self) -> dict[str, np.ndarray]:
+        """The samples as arrays: `t`, levels and running totals at each sample,
+        and `INTERVAL_COUNTS` (what happened since the sample before)."""
         t = np.frombuffer(self._t, dtype=np.float64).copy()
         out: dict[str, np.ndarray] = {"t": t}
         out["scheduled_depth"] = np.asarray(self._scheduled, dtype=np.int64)
@@ -293,6 +300,25 @@ class Redelays:
             self.waiting[path] -= 1
         if not had_outcome:
             self.messages[path] += 1
+
+    @staticmethod
+    def merged(parts: list[Redelays]) -> Redelays:
+        """One `Redelays` over every part's messages (N nodes' together): its
+        `summary` counts them all, per path, as one run's would; a path's peak
+        waiting is the largest part's (each node has its own ready queue)."""
+        out = Redelays()
+        for part in parts:
+            for path, hist in part.counts.items():
+                out.counts.setdefault(path, Counter()).update(hist)
+            for path, n in part.outcomes.items():
+                out.outcomes[path] = out.outcomes.get(path, 0) + n
+            out.messages.update(part.messages)
+            for path, n, _, had_outcome in part._live.values():  # as `summary` counts them
+                out._settle([path, n, False, had_outcome])
+            for path, peak in part.peak_waiting.items():
+                if peak > out.peak_waiting[path]:
+                    out.peak_waiting[path] = peak
+        return out
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per path, figures whose names say what they count (unfinished messages

@@ -54,10 +54,15 @@ def plot_run(result: Any, path: str | Path | None = None, *, title: str | None =
     summary = getattr(result, "summary", None) or {}
     ax_q.plot(x, s["scheduled_depth"], label="scheduled", color="black", lw=1.5)
     ready_peaks = summary.get("peak_ready_depth", {})
+    # several nodes: the line adds up their ready queues, the peak is one node's
+    # (each node has its own ready queue per path), so no dotted peak line
+    nodes = bool(summary.get("nodes"))
     for name, values in _per_path(s, "ready_depth:"):
-        (line,) = ax_q.plot(x, values, label=_label(f"ready {name}", ready_peaks.get(name)),
-                            lw=1)
-        _mark_peak(ax_q, ready_peaks.get(name), values, line.get_color())
+        peak = ready_peaks.get(name)
+        label = _label(f"ready {name}", peak, " on one node" if nodes else "")
+        (line,) = ax_q.plot(x, values, label=label, lw=1)
+        if not nodes:
+            _mark_peak(ax_q, peak, values, line.get_color())
     ax_q.set_ylabel("messages queued")
     ax_q.legend(fontsize=7, loc="upper right")
     ax_q.set_title(title or f"{result.scenario_name} (seed {result.seed})")
@@ -97,8 +102,8 @@ def plot_run(result: Any, path: str | Path | None = None, *, title: str | None =
     return fig
 
 
-def _label(name: str, peak: int | None) -> str:
-    return name if peak is None else f"{name} (peak {peak:,})"
+def _label(name: str, peak: int | None, where: str = "") -> str:
+    return name if peak is None else f"{name} (peak {peak:,}{where})"
 
 
 def _mark_peak(ax: Any, peak: int | None, values: np.ndarray, color: Any) -> None:

@@ -189,15 +189,10 @@ def _run_nodes(scenario: Any, kinds: Any, keep_records: bool,
                *, exact: bool, report: _Report | None) -> SimResult:
     """`run` for ``nodes = N``: N engines sharing their limits (`sim.nodes`), each
     on the path `run` chose (`exact`), `report` told the nodes' figures added up.
-    The summary adds up the nodes and says each one's share; `series` is node 0's."""
-    from sim.nodes import (
-        merge_counts,
-        merge_reasons,
-        merged_records,
-        node_percentiles,
-        node_summaries,
-        run_nodes,
-    )
+    The summary and series say what a single run's say, for the nodes together
+    (`sim.nodes_summary`), and each node's share."""
+    from sim.nodes import merged_records, run_nodes
+    from sim.nodes_summary import merged_counters, merged_series, nodes_figures
     from sim.traffic import arrivals, traffic_rng
 
     drivers, store = run_nodes(scenario, arrivals(scenario, traffic_rng(scenario)),
@@ -205,31 +200,17 @@ def _run_nodes(scenario: Any, kinds: Any, keep_records: bool,
                                record_kinds=kinds, exact=exact, progress=report)
     for d in drivers:  # each node's lazily sampled re-delays, counted as single runs count them
         d.observer.lazy_redelays(d.engine.lazy_redelayed, d.engine.overflow_peaks())
-    counts = merge_counts(drivers)
-    submitted = sum(d.submitted for d in drivers)
-    finished = sum(d.observer.finished for d in drivers)
+    figures = nodes_figures(drivers, store, float(scenario.horizon))
     if report is not None:
-        report.end(drivers[0].env.now, finished, submitted)
-    drains = [d.observer.drain_time for d in drivers]
-    summary: dict[str, Any] = {
-        "scenario": scenario.name, "scenario_hash": scenario_hash(scenario),
-        "seed": scenario.seed, "submitted": submitted, "recipients": counts.get("Reception", 0),
-        "delivered": counts.get("Delivery", 0),
-        "bounced": counts.get("Bounce", 0) + counts.get("AdminBounce", 0),
-        "expired": counts.get("Expiration", 0), "still_queued": submitted - finished,
-        "transient_failures": counts.get("TransientFailure", 0),
-        "delayed": counts.get("Delayed", 0),
-        "drain_time": None if None in drains else max(d for d in drains if d is not None),
-        "simulated_time": drivers[0].env.now, "horizon": float(scenario.horizon),
-        "records": dict(sorted(counts.items())),
-        **node_percentiles(drivers),
-        "deferrals": dict(sorted(merge_reasons(drivers).items())),
-        **node_summaries(drivers, store),
-    }
+        report.end(drivers[0].env.now, figures["submitted"] - figures["still_queued"],
+                   figures["submitted"])
+    summary: dict[str, Any] = {"scenario": scenario.name, "scenario_hash": scenario_hash(scenario),
+                               "seed": scenario.seed, **figures}
+    summary["advice"] = advice(summary, scenario, nodes=len(drivers))
     return SimResult(
-        summary=summary, records=merged_records(drivers), series=drivers[0].observer.series(),
-        scenario_name=scenario.name, seed=scenario.seed,
-        counters=dict(drivers[0].engine.counters),
+        summary=summary, records=merged_records(drivers),
+        series=merged_series([d.observer.series() for d in drivers]),
+        scenario_name=scenario.name, seed=scenario.seed, counters=merged_counters(drivers),
         wall_seconds=time.perf_counter() - started, windows=outage_windows(scenario),
     )
 
@@ -259,7 +240,9 @@ def progress_function(progress: Any) -> ProgressFn | None:
 
 class _Report:
     """A run's progress callable, told the final figures too when the run ends
-    (`end`), unless its last sample already said them."""
+    (`end`), unless its last sample already said them.  A callable with an
+    `end` method of its own (`LineProgress`) is told through it, always: it
+    may not have shown its last sample."""
 
     def __init__(self, fn: ProgressFn) -> None:
         self.fn = fn
@@ -270,14 +253,18 @@ class _Report:
         self.fn(now, finished, submitted)
 
     def end(self, now: float, finished: int, submitted: int) -> None:
-        if self.last != (now, finished, submitted):
+        own = getattr(self.fn, "end", None)
+        if own is not None:
+            own(now, finished, submitted)
+        elif self.last != (now, finished, submitted):
             self(now, finished, submitted)
 
 
 class LineProgress:
     """A progress callable that prints one line at the first sample, then about
-    every `interval` wall seconds: simulated time, finished/submitted, messages
-    finished per wall second.  For logs and pipes, where a live bar is noise."""
+    every `interval` wall seconds, and the run's final figures when it ends
+    (`end`): simulated time, finished/submitted, messages finished per wall
+    second.  For logs and pipes, where a live bar is noise."""
 
     def __init__(self, stream: Any, interval: float = 10.0, label: str = "") -> None:
         self.stream = stream
@@ -286,12 +273,21 @@ class LineProgress:
         self._started = self._last = time.perf_counter()
         self._last_finished = 0
         self._first = True  # the first sample prints at once: the run has started
+        self._shown: tuple[float, int, int] | None = None  # the figures of the last line
 
     def __call__(self, now: float, finished: int, submitted: int) -> None:
+        if time.perf_counter() - self._last >= self.interval or self._first:
+            self._print(now, finished, submitted)
+
+    def end(self, now: float, finished: int, submitted: int) -> None:
+        """The run's final figures: printed, unless the last line said them."""
+        if self._shown != (now, finished, submitted):
+            self._print(now, finished, submitted)
+
+    def _print(self, now: float, finished: int, submitted: int) -> None:
         wall = time.perf_counter()
-        if wall - self._last < self.interval and not self._first:
-            return
         self._first = False
+        self._shown = (now, finished, submitted)
         rate = (finished - self._last_finished) / max(wall - self._last, 1e-9)
         self._last, self._last_finished = wall, finished
         print(f"{self.label}simulated {_clock(now)}, finished {finished:,}/{submitted:,}, "
@@ -309,10 +305,14 @@ def _clock(seconds: float) -> str:
 REDELAY_ADVICE = 1.0
 
 
-def advice(summary: dict[str, Any], scenario: Any) -> list[dict[str, Any]]:
+def advice(summary: dict[str, Any], scenario: Any, *, nodes: int = 1) -> list[dict[str, Any]]:
     """Paths that re-delayed more than once per message on average, each with
-    the max_ready that would have held its backlog and the line to try it."""
+    the max_ready that would have held its backlog and the line to try it.
+    On `nodes` > 1 the peaks are one node's (`sim.nodes_summary`), and so is
+    the max_ready: each node has its own ready queue."""
     out = []
+    where, per = ("", "") if nodes <= 1 else (
+        " on one node", f"; each of the {nodes} nodes has its own ready queue")
     for path, r in summary["redelays"].items():
         mean = r["redelays_per_message_mean"]
         waiting = r["peak_waiting_behind_full_ready_queue"]
@@ -331,8 +331,8 @@ def advice(summary: dict[str, Any], scenario: Any) -> list[dict[str, Any]]:
             "max_ready_to_hold_it": suggest,
             "try": how,
             "text": (f"{path} re-delayed {mean:.1f} times per message on average: up to "
-                     f"{waiting:,} messages waited at once behind its full ready queue "
-                     f"(peak ready depth {summary['peak_ready_depth'].get(path, 0):,}); "
+                     f"{waiting:,} messages waited at once behind its full ready queue{where} "
+                     f"(peak ready depth {summary['peak_ready_depth'].get(path, 0):,}{per}); "
                      f"max_ready {suggest:,} would have held them: {how}"),
         })
     return out

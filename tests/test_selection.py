@@ -90,7 +90,7 @@ def test_one_source_at_2_per_day_sends_2_and_the_rest_fail_transiently() -> None
         assert r["site"] == "" and r["egress_source"] is None
         assert r["egress_pool"] == "unspecified" and r["num_attempts"] == 0
     # then the retry schedule, the attempt counted on requeue (as KumoMTA's Yes)
-    assert all(eng.sched._items[i][1].attempts == 1 for i in range(8))
+    assert all(eng.sched._items[i].attempts == 1 for i in range(8))
 
 
 def test_a_rate_spent_on_one_source_sends_the_rest_through_the_other() -> None:

@@ -193,3 +193,38 @@ def test_config_is_checked() -> None:
         SharedLimitsConfig(nodes=0)
     with pytest.raises(ConfigError, match="share"):
         SharedLimitsConfig(share="greedy")
+
+
+def test_a_message_extends_its_lease_without_a_shared_throttle() -> None:
+    """Each message extends its connection's lease even when no shared throttle
+    is asked with it: else a connection busy past lease_ttl loses its lease
+    and the other nodes open more than the limit."""
+    eng, w = shared_engine(connection_limit=4)
+    ask = of(w.feed(submit(0)), AcquireLease)[0]
+    fx = w.feed(LimitAnswered(at=0.0, request=ask.request))
+    assert [e.lease for e in of(fx, ExtendLease)] == ["a:1"] and not of(fx, CheckThrottle)
+    assert len(records(fx, "Delivery")) == 1
+    fx = w.feed(submit(1, at=30.0))  # the next message on the same connection
+    assert [e.lease for e in of(fx, ExtendLease)] == ["a:1"]
+    assert len(records(fx, "Delivery")) == 1
+
+
+def test_nodes_sharing_a_connection_limit_hold_it_past_the_lease_ttl() -> None:
+    """Two simulated nodes, a shared connection_limit of 2, no shared throttle,
+    connections busy for minutes: the host never sees more than 2 at once."""
+    from sim.result import run
+    from sim.scenario import Scenario
+
+    scenario = Scenario.from_dict({
+        "name": "lease", "seed": 3, "nodes": 2, "horizon": "2h",
+        "traffic": [{"name": "t", "domains": {"slow.example": 1}, "messages": 400,
+                     "at": "0s"}],
+        "domains": {"slow.example": {"mx": [{"host": "mx.slow.example", "preference": 10}]}},
+        "hosts": {"mx.slow.example": {"data_latency": {"median": "1s", "p99": "2s"}}},
+        "egress_path": {"connection_limit": 2},
+        "queue": {"retry_interval": "10min"},
+    })
+    res = run(scenario, keep_records=False)
+    assert res.summary["delivered"] == 400
+    assert res.summary["drain_time"] > 120  # well past the 60 s lease_ttl
+    assert max(res.summary["peak_connections"].values()) == 2

@@ -377,6 +377,36 @@ def test_line_progress_prints_at_first_then_by_interval() -> None:
     assert out.getvalue().splitlines()[1].startswith("x: simulated 1:02:05, finished 7/10, ")
 
 
+def test_line_progress_prints_the_finished_state_of_a_short_run() -> None:
+    """A run shorter than the interval still ends on a line saying where it
+    ended (every message finished), and only once."""
+    import io
+
+    from sim.result import LineProgress
+
+    out = io.StringIO()
+    result = run(scenario(messages=20), progress=LineProgress(out, interval=3600.0))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("simulated 0:00:00, finished 0/20, ")
+    assert lines[1].startswith(f"simulated 0:00:{int(result.summary['drain_time']):02d}, "
+                               "finished 20/20, ")
+
+
+def test_line_progress_ends_without_repeating_its_last_line() -> None:
+    import io
+
+    from sim.result import LineProgress
+
+    out = io.StringIO()
+    line = LineProgress(out, interval=0.0)
+    line(0.0, 0, 10)
+    line(7.0, 10, 10)
+    line.end(7.0, 10, 10)  # the last line said it already
+    assert out.getvalue().count("\n") == 2
+    line.end(8.0, 10, 10)
+    assert out.getvalue().splitlines()[-1].startswith("simulated 0:00:08, finished 10/10")
+
+
 def test_redelays_counted_by_the_engine_land_on_the_path_of_the_outcome() -> None:
     """The hook for an engine that counts re-delays instead of logging each one:
     `Observer.finish(id, redelays=n)`, attributed to the path of the outcome."""
@@ -393,6 +423,36 @@ def test_redelays_counted_by_the_engine_land_on_the_path_of_the_outcome() -> Non
     assert (f["messages_delayed_at_least_once"], f["redelays"]) == (3, 13)
     assert f["redelays_per_message_mean"] == round(13 / 4, 3)
     assert (f["redelays_per_delayed_message_p50"], f["redelays_per_delayed_message_max"]) == (3, 7)
+
+
+def test_redelays_merged_count_every_parts_messages() -> None:
+    """`Redelays.merged` (N nodes' together): the histograms and unfinished
+    messages added up, a path's peak waiting the largest part's; one part
+    merged says what it says itself."""
+    from sim.observer import Redelays
+
+    full = {"content": "Context: x, ReadyQueueWasFull. Next due in 5s"}
+
+    def part(delays: dict[str, int], finished: set[str]) -> Redelays:
+        r = Redelays()
+        for rid, n in delays.items():
+            for _ in range(n):
+                r.delayed({"type": "Delayed", "id": rid, "response": full}, "a->b")
+        for rid in finished:
+            r.outcome({"type": "Delivery", "id": rid, "site": "a->b"}, "Delivery")
+            r.finish(rid)
+        return r
+
+    one = part({"m1": 2, "m2": 3}, {"m1"})  # m2 still waits
+    two = part({"m3": 1, "m4": 6, "m5": 1}, {"m3", "m4", "m5"})
+    assert Redelays.merged([one]).summary() == one.summary()
+    [(path, f)] = Redelays.merged([one, two]).summary().items()
+    assert path == "a->b"
+    assert (f["messages_delayed_at_least_once"], f["redelays"]) == (5, 13)
+    assert f["redelays_per_message_mean"] == round(13 / 5, 3)  # 4 delivered, 1 waiting
+    assert (f["redelays_per_delayed_message_p50"], f["redelays_per_delayed_message_max"]) == (2, 6)
+    assert f["peak_waiting_behind_full_ready_queue"] == 3 == max(
+        r.summary()[path]["peak_waiting_behind_full_ready_queue"] for r in (one, two))
 
 
 def test_records_estimate_from_the_scenario() -> None:

@@ -104,3 +104,25 @@ def test_a_sealed_password_the_policy_no_longer_gives_stays_sealed() -> None:
     assert ks.withheld and "first-secret" not in repr(ks)
     with pytest.raises(ConfigError, match="was not kept in the snapshot"):
         ks.resolve()
+
+
+def test_a_snapshot_of_an_earlier_release_restores_its_scheduled_list() -> None:
+    """A snapshot written when the scheduled list held ``(due, message)`` pairs
+    (a `SortedList`) restores keyed by due time, in its order, and the tail
+    replays as on the engine that wrote it."""
+    from sortedcontainers import SortedList
+
+    events = journal()
+    cut = len(events) // 2
+    pol = policy(queue={"retry_interval": "1min"})
+    whole = Engine(pol, seed=4)
+    for ev in events[:cut]:
+        whole.handle(ev)
+    assert whole.sched._items, "nothing scheduled at the cut"
+    keyed = whole.sched._items
+    whole.sched._items = SortedList((m._w, m) for m in keyed)  # the earlier layout
+    snap = whole.snapshot()
+    whole.sched._items = keyed
+    restored = Engine.restore(snap, pol)
+    assert [m.id for m in restored.sched] == [m.id for m in whole.sched]
+    assert [restored.handle(ev) for ev in events[cut:]] == [whole.handle(ev) for ev in events[cut:]]

@@ -31,7 +31,9 @@ only the joining, and the order things happen in:
   events when that is more: writing a snapshot costs time in proportion to
   the queue (about 8 s on the loop at 1 M queued), replaying in proportion
   to the events since the last one, so the interval grows with the queue and
-  snapshots never take more than a small share of the loop.
+  snapshots never take more than a small share of the loop.  And one with
+  each reload: a restart then folds no event the old policy decided under
+  the new one.
 * **`Discard` drops the body** from the journal (queued behind the event
   that finished the message, so the two commit in order).
 * **Graceful stop** (SIGTERM/SIGINT in `egress deliver`): stop accepting
@@ -197,6 +199,7 @@ class Service:
         self.replayed = 0  # events replayed at start (after the snapshot)
         self.recovered = 0  # messages queued when recovery finished
         self._since_snapshot = 0
+        self._snapshot_due = False  # a reload's: with the batch that journals it
         self._hand_backs = HandBacks(self._hand_back, self.reap_after)  # after a reap
         self._stop_requested = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -448,6 +451,11 @@ class Service:
             log.error("egress: reload: %s", exc)
             raise
         self.policy = self.engine.policy = policy
+        # A snapshot with the batch that journals the reload: a restart folds
+        # the events after it only, under the policy now in force.  The events
+        # before it were decided under the old one; folded again under the new
+        # one (a lower connection_limit), they would not replay.
+        self._snapshot_due = True
         await self.admin_event(PolicyReloaded(at=time.time()))
         detail = (f"policy {self.policy_path} reloaded; {len(self.engine.paths)} path configs "
                   "re-asked")
@@ -464,11 +472,13 @@ class Service:
         assert journal is not None
         committed = journal.record(events)
         self._since_snapshot += len(events)
-        if self._since_snapshot >= self.snapshot_every:
-            assert self.engine is not None
-            if self._since_snapshot >= SNAPSHOT_PER_QUEUED * self.engine.queued_count:
-                self._since_snapshot = 0
-                journal.write_snapshot(journal.last_seq, self.engine.snapshot())
+        assert self.engine is not None
+        if self._snapshot_due or (
+                self._since_snapshot >= self.snapshot_every
+                and self._since_snapshot >= SNAPSHOT_PER_QUEUED * self.engine.queued_count):
+            self._snapshot_due = False
+            self._since_snapshot = 0
+            journal.write_snapshot(journal.last_seq, self.engine.snapshot())
         return committed
 
     def _body(self, message_id: str) -> bytes:
