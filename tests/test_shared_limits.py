@@ -199,7 +199,7 @@ def test_a_message_extends_its_lease_without_a_shared_throttle() -> None:
     """Each message extends its connection's lease even when no shared throttle
     is asked with it: else a connection busy past lease_ttl loses its lease
     and the other nodes open more than the limit."""
-    eng, w = shared_engine(connection_limit=4)
+    _, w = shared_engine(connection_limit=4)
     ask = of(w.feed(submit(0)), AcquireLease)[0]
     fx = w.feed(LimitAnswered(at=0.0, request=ask.request))
     assert [e.lease for e in of(fx, ExtendLease)] == ["a:1"] and not of(fx, CheckThrottle)
