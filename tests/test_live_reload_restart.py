@@ -27,7 +27,7 @@ from engine.live.service import Service
 from engine.policy import Policy
 from tests.support.dns_server import DnsServer
 from tests.support.live_harness import LOOPBACK_POLICY_FILE, zone_for
-from tests.test_http_api import api
+from tests.test_http_api import api, until
 from tests.test_shaping_live import SlowSink, _burst
 
 pytestmark = [pytest.mark.timeout(90),
@@ -72,12 +72,22 @@ def test_a_journal_folds_under_the_reloaded_policy(dns: DnsServer,
                 policy_file.write_text(_policy(1).format(port=sink.port))
                 assert (await api(svc, "POST", "/api/admin/reload/v1", {}))["reloaded"] is True
                 await _burst(svc, sink, 100, 10)  # and some events after the reload
-                assert svc.engine is not None
-                # what a crash now would restart from, under the policy now in force
-                folded = await asyncio.to_thread(
-                    engine_from_spool, spool, Policy.from_file(str(policy_file)))
-                assert folded.queued_count == svc.engine.queued_count
-                assert folded.counters == svc.engine.counters
+                eng = svc.engine
+                assert eng is not None
+                await until(lambda: eng.queued_count == 0, "every message finished")
+                # What a crash now would restart from, under the policy now in
+                # force.  Without the reload's snapshot this raises JournalError;
+                # with it, it folds to the running state once the journal has
+                # committed the last events (journaled without waiting).
+                new_policy = Policy.from_file(str(policy_file))
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 10
+                while True:
+                    folded = await asyncio.to_thread(engine_from_spool, spool, new_policy)
+                    if folded.queued_count == 0 and folded.counters == eng.counters:
+                        break
+                    assert loop.time() < deadline, (folded.queued_count, folded.counters)
+                    await asyncio.sleep(0.05)
                 assert _snapshot(spool) is not None  # the reload's
 
     asyncio.run(scenario())
