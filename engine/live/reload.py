@@ -16,13 +16,17 @@ a restart and `egress replay` fold the journal with it.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.engine import Engine
 
-__all__ = ["load_checked", "read_shaping"]
+__all__ = ["load_checked", "read_shaping", "reload_service"]
+
+log = logging.getLogger("egress.service")  # as the service logs it
 
 
 def read_shaping(files: Sequence[str]) -> Any:
@@ -77,3 +81,32 @@ def load_checked(path: str | Path, eng: Engine, spool: Path | None = None,
                              f"keep it in the spool {str(spool)!r}: "
                              f"{exc.strerror or exc}") from None
     return policy
+
+
+async def reload_service(svc: Any) -> str:
+    """`Service.reload`: the policy file re-read and checked (`load_checked`),
+    installed, and `PolicyReloaded` journaled with a snapshot in the same
+    batch; a one-line summary, or ValueError (logged) and the old one stays.
+
+    The snapshot: a restart folds the events after it only, under the policy
+    now in force.  The events before it were decided under the old one;
+    folded again under the new one (a lower connection_limit), they would
+    not replay."""
+    from engine.events import PolicyReloaded
+
+    eng = svc.engine
+    assert eng is not None
+    if svc.policy_path is None:
+        raise ValueError("this service was started without a policy file to re-read")
+    try:
+        policy = load_checked(svc.policy_path, eng, svc.spool_dir, svc.shaping_files)
+    except ValueError as exc:
+        log.error("egress: reload: %s", exc)
+        raise
+    svc.policy = eng.policy = policy
+    svc.snapshot_with_next_batch()
+    await svc.admin_event(PolicyReloaded(at=time.time()))
+    detail = f"policy {svc.policy_path} reloaded; {len(eng.paths)} path configs re-asked"
+    log.warning("egress: %s", detail)
+    return detail
+

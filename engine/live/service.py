@@ -437,30 +437,15 @@ class Service:
 
     async def reload(self) -> str:
         """Re-read the policy file: installed and every path config re-asked at once
-        (`PolicyReloaded`), or ValueError (logged, one line) and the old one stays."""
-        from engine.events import PolicyReloaded
-        from engine.live.reload import load_checked
+        (`PolicyReloaded`), or ValueError (logged, one line) and the old one stays
+        (`engine.live.reload.reload_service`)."""
+        from engine.live.reload import reload_service
 
-        assert self.engine is not None
-        if self.policy_path is None:
-            raise ValueError("this service was started without a policy file to re-read")
-        try:
-            policy = load_checked(self.policy_path, self.engine, self.spool_dir,
-                                  self.shaping_files)
-        except ValueError as exc:
-            log.error("egress: reload: %s", exc)
-            raise
-        self.policy = self.engine.policy = policy
-        # A snapshot with the batch that journals the reload: a restart folds
-        # the events after it only, under the policy now in force.  The events
-        # before it were decided under the old one; folded again under the new
-        # one (a lower connection_limit), they would not replay.
+        return await reload_service(self)
+
+    def snapshot_with_next_batch(self) -> None:
+        """Write a snapshot with the next batch of journaled events (a reload's)."""
         self._snapshot_due = True
-        await self.admin_event(PolicyReloaded(at=time.time()))
-        detail = (f"policy {self.policy_path} reloaded; {len(self.engine.paths)} path configs "
-                  "re-asked")
-        log.warning("egress: %s", detail)
-        return detail
 
     # -- what the driver calls -------------------------------------------------
 
