@@ -44,6 +44,7 @@ from setuptools.command.build_ext import build_ext
 COMPILED = [
     "engine/core.py",
     "engine/engine.py",
+    "engine/timer_events.py",
     "engine/dispatch.py",
     "engine/flow.py",
     "engine/full_queue.py",

@@ -1,7 +1,7 @@
 """The engine: one pure, deterministic state machine; events in, effects out.
 
-`Engine.handle` looks the event's type up in one table (`_HANDLERS`), and a
-`TimerFired` its timer kind in another (`_TIMERS`).  The handlers live in the
+`Engine.handle` looks the event's type up in one table (`_HANDLERS`); a
+`TimerFired` goes to `engine.timer_events`, by its kind.  The handlers live in the
 decision modules below (`flow` for submission and promotion, `resolve` for
 DNS/MTA-STS/TLSA answers, `dispatch` and `outcomes` for connections and
 sessions, `admin` for admin commands and draining, `restart` after a crash)
@@ -31,10 +31,7 @@ from typing import Any, Final
 
 from engine import (
     admin,
-    curfew_hold,
-    dispatch,
     flow,
-    lifecycle,
     lookups,
     metrics,
     outcomes,
@@ -42,9 +39,9 @@ from engine import (
     resolve,
     restart,
     scheduled,
-    shaping_rules,
     shared_answers,
     snapshot,
+    timer_events,
     watchdog,
 )
 from engine.core import Core
@@ -344,121 +341,6 @@ def _conn_event(eng: Core, ev: ConnEvent) -> None:
     eng.run_step(ctx, step, ev.at)
 
 
-def _timer(eng: Core, ev: TimerFired) -> None:
-    timer = ev.timer
-    if timer not in eng.timers and timer != _REAP:  # a sweep is harmless at any time
-        raise ProtocolError(f"engine cannot handle TimerFired({timer!r}) in state NOT_ARMED")
-    _TIMERS[timer[0]](eng, ev)
-
-
-def _conn_timer(eng: Core, ev: TimerFired) -> None:
-    """("conn", id): the session's own deadline (a reply not come in time)."""
-    key = ev.timer[1]
-    ctx = eng.conns.get(key)  # type: ignore[arg-type]
-    if ctx is None or ctx.session is None:
-        raise ProtocolError(f"session {key} cannot handle TimerFired in state UNKNOWN")
-    step = ctx.session.handle(ev)
-    eng.timers.pop(ev.timer, None)
-    eng.run_step(ctx, step, ev.at)
-
-
-def _promote_timer(eng: Core, ev: TimerFired) -> None:
-    """("promote", ""): the scheduled queue's head is due."""
-    now = ev.at
-    due = flow.stage_due(eng, now)  # asks the policy: before any change
-    del eng.timers[ev.timer]
-    eng.promote_at = None
-    flow.promote_due(eng, due, now)
-    eng.sched.low = eng.sched.next_due()  # re-arm at the new head, if any
-
-
-def _ready_timer(eng: Core, ev: TimerFired) -> None:
-    """("ready", path): a connection-rate wait ended."""
-    del eng.timers[ev.timer]
-    rq = eng.paths[ev.timer[1]]  # type: ignore[index]
-    rq.ready_timer = None
-    dispatch.pump(eng, rq, ev.at)
-
-
-def _maint_timer(eng: Core, ev: TimerFired) -> None:
-    """("maint", path): expire ready messages past max_age (a stalled queue must
-    not keep them), then re-arm at the next deadline."""
-    del eng.timers[ev.timer]
-    now = ev.at
-    rq = eng.paths[ev.timer[1]]  # type: ignore[index]
-    rq.maint_at = None
-    keep = []
-    for msg in rq.messages:
-        if now >= msg.created + msg.queue.config.max_age:
-            lifecycle.expire(eng, msg, now, now, rq)
-        else:
-            keep.append(msg)
-    if len(keep) != len(rq.messages):
-        rq.messages.clear()
-        rq.messages.extend(keep)
-    if keep:
-        rq.maint_at = min(m.created + m.queue.config.max_age for m in keep)
-        eng.set_timer(("maint", rq.path), rq.maint_at)
-
-
-def _backlog_timer(eng: Core, ev: TimerFired) -> None:
-    """("backlog", path): the path's lazily re-delayed messages are due."""
-    del eng.timers[ev.timer]
-    flow.backlog_due(eng, eng.paths[ev.timer[1]], ev.at)  # type: ignore[index]
-
-
-def _idle_timer(eng: Core, ev: TimerFired) -> None:
-    """("idle", conn): a session had nothing to send for idle_timeout: QUIT."""
-    del eng.timers[ev.timer]
-    ctx = eng.conns[ev.timer[1]]  # type: ignore[index]
-    ctx.idle = False
-    dispatch.quit_session(eng, ctx, ev.at)
-
-
-def _msgrate_timer(eng: Core, ev: TimerFired) -> None:
-    """("msgrate", conn): a message-rate wait ended: the held message's turn."""
-    del eng.timers[ev.timer]
-    dispatch.next_message(eng, eng.conns[ev.timer[1]], ev.at)  # type: ignore[index]
-
-
-def _connrate_timer(eng: Core, ev: TimerFired) -> None:
-    """("connrate", conn): a max_connection_rate wait before a reconnect ended."""
-    del eng.timers[ev.timer]
-    dispatch.reattempt(eng, eng.conns[ev.timer[1]], ev.at)  # type: ignore[index]
-
-
-def _admin_timer(eng: Core, ev: TimerFired) -> None:
-    """("admin", id): an admin API entry's expiry is reached."""
-    del eng.timers[ev.timer]
-    admin.expired(eng, ev.timer[1], ev.at)  # type: ignore[arg-type]
-
-
-def _reap_timer(eng: Core, ev: TimerFired) -> None:
-    """("reap", ""): drop the idle state (`lifecycle.reap_idle`), then sweep again
-    in `reap_after` seconds while anything is left.  Accepted even when not
-    armed: a journal written with another ``--reap-after`` replays unchanged."""
-    eng.timers.pop(ev.timer, None)
-    eng.reap_at = None
-    lifecycle.reap_idle(eng, ev.at)
-
-
-_TIMERS: Final[dict[str, Callable[[Core, TimerFired], None]]] = {
-    "conn": _conn_timer,
-    "promote": _promote_timer,
-    "ready": _ready_timer,
-    "maint": _maint_timer,
-    "idle": _idle_timer,
-    "msgrate": _msgrate_timer,
-    "admin": _admin_timer,
-    "backlog": _backlog_timer,
-    "reap": _reap_timer,
-    "shared": shared_answers.shared_timer,
-    "shaping": shaping_rules.lapse,
-    "curfew": curfew_hold.started,
-    "watchdog": watchdog.fired,
-    "connrate": _connrate_timer,
-}
-
 _HANDLERS: Final[dict[type[Event], Callable[[Core, Any], None]]] = {
     MessageSubmitted: flow.submit,
     Resolved: resolve.resolved,
@@ -472,7 +354,7 @@ _HANDLERS: Final[dict[type[Event], Callable[[Core, Any], None]]] = {
     Response: _response,
     Malformed: _conn_event,
     Closed: _conn_event,
-    TimerFired: _timer,
+    TimerFired: timer_events.fired,
     Suspend: admin.suspend,
     Resume: admin.resume,
     Bounce: admin.bounce,
