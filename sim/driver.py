@@ -131,6 +131,10 @@ class SimDriver(ConnectionPhases):
         self._gc_frozen = False
         self.events_fed = 0  # events handed to the engine (for the benchmarks)
         self.done = self.env.event()
+        # samples go on until this triggers: this run's end (`sim.nodes` gives
+        # every node the event of all of them done: one done early still has
+        # connections open, and the nodes' series adds their samples up)
+        self.sampled_until: Any = self.done
         self._replies_call = [self._replies]  # `_send`'s callbacks, made once (`_after`)
 
     def use_env(self, env: simpy.Environment) -> None:
@@ -285,7 +289,7 @@ class SimDriver(ConnectionPhases):
         self.observer.sample(self.env.now, self._conn_counts())
         if self._progress is not None:
             self._progress(self.env.now, self.observer.finished, self.submitted)
-        if not self.done.triggered:
+        if not self.sampled_until.triggered:
             self._at(interval, self._on_sample, interval)
 
     def _check_done(self) -> None:

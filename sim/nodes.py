@@ -80,6 +80,9 @@ def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
         d.engine.rng.seed(scenario.seed + i)
         configure(d.engine, SharedLimitsConfig(node=f"node{i}", nodes=n))
         drivers.append(d)
+    everyone = env.all_of([d.done for d in drivers])
+    for d in drivers:
+        d.sampled_until = everyone  # each node samples to the run's end
     streams: list[list[Any]] = [[] for _ in range(n)]
     for i, msg in enumerate(arrivals):
         streams[i % n].append(msg)
@@ -96,7 +99,7 @@ def run_nodes(scenario: Any, arrivals: Any, *, keep_records: bool = True,
         _report_totals(drivers, progress, drivers[0].observer.sample_interval(scenario, horizon))
     until = env.timeout(horizon)
     # the drivers' own loop (`run_until`): SimPy's order, their replies handed back natively
-    run_until(env, env.any_of([env.all_of([d.done for d in drivers]), until]))
+    run_until(env, env.any_of([everyone, until]))
     for d in drivers:
         d.observer.sample(env.now, d._conn_counts(), final=True)
     return drivers, store

@@ -273,3 +273,25 @@ def test_the_nodes_ready_peak_is_shown_as_one_nodes() -> None:
     print_summary(Console(file=out, width=200), single)
     assert "peak ready depth (one node)" not in out.getvalue()
     assert "peak ready depth" in out.getvalue()
+
+
+def test_a_node_done_early_samples_to_the_runs_end(made: list[list[Any]]) -> None:
+    """One message on two nodes: node 1 has nothing and is done at once, node 0
+    runs on.  Node 1 still samples every interval to the end of the run (a node
+    done early may hold connections open; the nodes' series adds it up), not
+    only at 0 and at the end."""
+    scenario = Scenario.from_dict({
+        "name": "one", "seed": 1, "horizon": "1h", "sample_interval": "1s", "nodes": 2,
+        "traffic": [{"domain": "example.com", "messages": 1, "at": "0s"}],
+        "domains": {"example.com": {"mx": [{"host": "mx.example.com", "preference": 10}]}},
+        "hosts": {"mx.example.com": {"data_latency": "5s"}},
+        "egress_path": {"enable_tls": "Disabled"},
+    })
+    result = sim.run(scenario)
+    drivers = made[-1]
+    end = result.summary["drain_time"]
+    assert end > 5
+    for d in drivers:
+        t = d.observer.series()["t"]
+        assert t[-1] == pytest.approx(end)
+        assert len(t) >= int(end)  # one a second to the end, idle node or not
