@@ -84,7 +84,6 @@ __all__ = ["Engine"]
 
 # Final: C statics in the compiled build (setup.py), not a dict lookup per event
 _PROMOTE: Final[Timer] = ("promote", "")
-_REAP: Final[Timer] = ("reap", "")
 #: `Engine.outcome_handlers`, read as a module constant on the hottest path
 _OUTCOME_HANDLERS: Final = outcomes.HANDLERS
 
@@ -186,7 +185,7 @@ class Engine(Core):
         if self.reap_after is not None and self.reap_at is None \
                 and (self.queues or self.paths or self.domains):
             self.reap_at = at + self.reap_after
-            self.set_timer(_REAP, self.reap_at)
+            self.set_timer(timer_events.REAP, self.reap_at)
         sched = self.sched
         head = sched.low
         if head is not None:

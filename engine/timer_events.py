@@ -29,15 +29,16 @@ from engine.core import Core
 from engine.errors import ProtocolError
 from engine.events import Timer, TimerFired
 
-__all__ = ["fired"]
+__all__ = ["REAP", "fired"]
 
-_REAP: Final[Timer] = ("reap", "")
+#: the idle-state sweep, armed by `Engine` after any event that leaves state
+REAP: Final[Timer] = ("reap", "")
 
 
 def fired(eng: Core, ev: TimerFired) -> None:
     """TimerFired: an armed timer's deadline came; its kind's handler acts."""
     timer = ev.timer
-    if timer not in eng.timers and timer != _REAP:  # a sweep is harmless at any time
+    if timer not in eng.timers and timer != REAP:  # a sweep is harmless at any time
         raise ProtocolError(f"engine cannot handle TimerFired({timer!r}) in state NOT_ARMED")
     _TIMERS[timer[0]](eng, ev)
 
